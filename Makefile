@@ -1,0 +1,53 @@
+# Story-image alignment verification: the whole study, reproducibly.
+#   make run-all [PROFILE=smoke|quick|full]   run every chapter, render the reports
+#   make test                                 unit tests + a smoke run of every chapter
+# Every target sets up .venv first (from requirements.lock), so a fresh clone needs nothing else.
+
+PROFILE ?= quick
+NB ?=
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL := story-align
+
+.PHONY: setup run-all run-one test bench sync lock clean help
+.DEFAULT_GOAL := help
+
+help:
+	@sed -n '1,5p' Makefile
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (found " + sys.version.split()[0] + ")"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))"
+	@touch $(STAMP)
+
+run-all: setup
+	$(PY) -m helpers.runner --profile $(PROFILE)
+
+run-one: setup
+	@test -n "$(NB)" || { echo "usage: make run-one NB=03 [PROFILE=smoke]"; exit 2; }
+	$(PY) -m helpers.runner --profile $(PROFILE) --only $(NB)
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m helpers.bench
+
+# Regenerate each notebook from its paired percent-format source (after editing a .py).
+sync: setup
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+# Re-resolve requirements.in into exact pins (CUDA wheels are Linux x86_64 only).
+lock: setup
+	$(PY) -m pip install --quiet -r requirements.in
+	$(PY) -m pip freeze --exclude-editable | sort \
+	  | sed -E '/^(nvidia-|triton|cuda-)/ s/$$/ ; sys_platform == "linux" and platform_machine == "x86_64"/' > requirements.lock
+
+clean:
+	rm -rf $(VENV) outputs/smoke outputs/quick outputs/full outputs/bench.json

@@ -1,0 +1,202 @@
+"""Profiles, output folders, the compute device, and the run record (``run.json``).
+
+A *profile* is a YAML parameter file in ``profiles/``: ``smoke`` (offline, synthetic data,
+randomly initialised models), ``quick`` (the first stories of the Hub dataset with
+pretrained models) and ``full`` (every story). Chapters receive only the profile name from
+papermill; everything else is read here, so the ten notebooks share one source of truth.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_json, read_json
+
+__all__ = [
+    "REPO_ROOT",
+    "PROFILES_DIR",
+    "MissingAssetError",
+    "Paths",
+    "load_profile",
+    "output_paths",
+    "device",
+    "hub_reachable",
+    "package_versions",
+    "git_commit",
+    "update_run_record",
+    "read_run_record",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = REPO_ROOT / "profiles"
+OUTPUTS_DIR = Path(os.environ.get("STORY_ALIGN_OUTPUTS", REPO_ROOT / "outputs"))
+
+#: Packages whose versions every run records.
+TRACKED_PACKAGES = (
+    "torch", "torchvision", "transformers", "datasets", "huggingface_hub", "numpy", "pandas",
+    "pyarrow", "pillow", "scikit-learn", "matplotlib", "seaborn", "papermill", "jupytext", "nbconvert",
+)
+
+
+class MissingAssetError(RuntimeError):
+    """Pretrained weights or data that a profile needs are neither cached nor downloadable.
+
+    Raised instead of falling back to anything else: the message says what is missing,
+    where it would be cached, and how to proceed.
+    """
+
+    def __init__(self, what: str, *, cache_var: str, detail: str = "") -> None:
+        cache_dir = os.environ.get(cache_var) or _default_cache(cache_var)
+        lines = [
+            f"Missing: {what}.",
+            f"It is not in the local cache ({cache_var}={cache_dir}) and the Hugging Face Hub / PyTorch "
+            "download servers cannot be reached from this machine.",
+        ]
+        if detail:
+            lines.append(detail)
+        lines += [
+            "To fix it: run once on a machine with network access (it caches what it downloads), copy "
+            f"the cache folder here and set {cache_var}, or point the profile at a local file or folder.",
+            "To run offline without pretrained models: PROFILE=smoke (synthetic data, random weights; "
+            "its numbers mean nothing).",
+        ]
+        super().__init__("\n".join(lines))
+
+
+def _default_cache(var: str) -> str:
+    if var == "TORCH_HOME":
+        return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch")
+    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface")
+
+
+def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read ``profiles/<name>.yaml`` and apply nested ``overrides`` (dicts merge, values replace)."""
+    import yaml
+
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown profile {name!r}: expected one of {known}")
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if cfg.get("profile") != name:
+        raise ValueError(f"{path} declares profile {cfg.get('profile')!r}, expected {name!r}")
+    return _merge(cfg, overrides or {})
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one profile's outputs live: ``outputs/<profile>/...``."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path: return self.root / "data"
+    @property
+    def features(self) -> Path: return self.root / "features"
+    @property
+    def cache(self) -> Path: return self.root / "cache"
+    @property
+    def models(self) -> Path: return self.root / "models"
+    @property
+    def checkpoints(self) -> Path: return self.root / "checkpoints"
+    @property
+    def notebooks(self) -> Path: return self.root / "notebooks"
+    @property
+    def reports(self) -> Path: return self.root / "reports"
+    @property
+    def run_json(self) -> Path: return self.root / "run.json"
+    @property
+    def metrics_json(self) -> Path: return self.root / "metrics.json"
+    @property
+    def pairs(self) -> Path: return self.data / "pairs.parquet"
+    @property
+    def features_table(self) -> Path: return self.features / "features.parquet"
+
+
+def output_paths(profile: str) -> Paths:
+    """The output folders of ``profile`` (created on demand by the writers, not here)."""
+    return Paths(OUTPUTS_DIR / profile)
+
+
+def device(prefer: str | None = None) -> "torch.device":  # noqa: F821
+    """The compute device: ``prefer`` if given, else CUDA, else Apple MPS, else CPU."""
+    import torch
+
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection, unless ``HF_HUB_OFFLINE`` is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape the results, plus Python's."""
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, with ``+dirty`` when the work tree has changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def update_run_record(profile: str, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``outputs/<profile>/run.json`` (atomically) and return the record.
+
+    Nested dicts merge, so chapters can each add their timing under ``chapters``.
+    """
+    path = output_paths(profile).run_json
+    record = _merge(read_json(path, default={}), fields)
+    record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic_write_json(path, record)
+    return record
+
+
+def read_run_record(profile: str) -> dict[str, Any]:
+    """The run record of ``profile`` (empty when no run has written one)."""
+    return read_json(output_paths(profile).run_json, default={})

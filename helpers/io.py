@@ -1,0 +1,133 @@
+"""Atomic writes, stable hashes and a resumable on-disk cache.
+
+Every file the study produces goes through one of the ``atomic_*`` functions: the bytes
+are written to a temporary file in the destination folder and moved into place with
+``os.replace``, so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "read_json",
+    "stable_hash",
+    "file_sha1",
+    "compute_cached",
+]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, creating parent folders; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
+    """Write ``obj`` as pretty JSON atomically (non-JSON values are written with ``str``)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """Read a JSON file, or return ``default`` when it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def atomic_write_parquet(df: "pandas.DataFrame", path: str | os.PathLike) -> Path:  # noqa: F821
+    """Write a DataFrame to parquet atomically (index dropped)."""
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short hex digest of ``obj``'s canonical JSON: equal inputs give equal keys across runs."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha1(blob).hexdigest()[:length]
+
+
+def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-1 of a file's bytes, read in chunks."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def compute_cached(
+    cache_path: str | os.PathLike,
+    keys: Sequence[str],
+    compute: Callable[[list[str]], list[dict[str, Any]]],
+    *,
+    batch_size: int,
+    desc: str = "computing",
+    flush_every: int = 8,
+) -> tuple["pandas.DataFrame", int]:  # noqa: F821
+    """Return one row per key, computing only the keys the parquet cache does not hold yet.
+
+    ``compute(batch_keys)`` must return one dict per key, in order (the ``key`` column is
+    added here). Rows found in ``cache_path`` are reused as they are. New rows are appended
+    to the cache atomically every ``flush_every`` batches, so an interrupted run resumes
+    where it stopped. Returns ``(rows in the order of keys, number of keys computed now)``.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    cache_path = Path(cache_path)
+    cached = pd.read_parquet(cache_path) if cache_path.exists() else pd.DataFrame({"key": []})
+    have = set(cached["key"])
+    todo = list(dict.fromkeys(k for k in keys if k not in have))
+    frames = [cached]
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal pending
+        if pending:
+            frames.append(pd.DataFrame(pending))
+            pending = []
+            atomic_write_parquet(pd.concat(frames, ignore_index=True), cache_path)
+
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    for n, batch in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not batches), start=1):
+        rows = compute(batch)
+        if len(rows) != len(batch):
+            raise ValueError(f"compute returned {len(rows)} rows for {len(batch)} keys")
+        pending.extend({"key": k, **row} for k, row in zip(batch, rows))
+        if n % flush_every == 0:
+            flush()
+    flush()
+
+    table = pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="last").set_index("key")
+    return table.loc[list(keys)].reset_index(), len(todo)

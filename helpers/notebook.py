@@ -1,0 +1,113 @@
+"""The one setup call at the top of every chapter (in the spirit of fastbook's ``setup``).
+
+``start(profile, chapter)`` installs what is missing (in Colab), loads the profile, seeds
+every generator, prints package versions and the device, and shows the provenance of
+the run, with a banner on smoke runs saying their numbers mean nothing. This module
+imports only the standard library at import time so it works before anything is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .config import REPO_ROOT, Paths, load_profile, output_paths, package_versions, read_run_record
+
+__all__ = ["Context", "start", "ensure_packages", "smoke_banner_html", "provenance_html"]
+
+#: import name -> pip requirement, for what the chapters need beyond a Colab image.
+REQUIRED_MODULES = {
+    "torch": "torch", "torchvision": "torchvision", "transformers": "transformers",
+    "datasets": "datasets", "pandas": "pandas", "pyarrow": "pyarrow", "sklearn": "scikit-learn",
+    "seaborn": "seaborn", "tqdm": "tqdm", "yaml": "pyyaml", "PIL": "pillow", "matplotlib": "matplotlib",
+}
+
+SMOKE_WARNING = (
+    "SMOKE RUN: synthetic data and randomly initialised models. This run only checks that the "
+    "study executes end to end; every number and figure in this report means nothing."
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a chapter needs to know about its run."""
+
+    profile: str
+    chapter: str
+    cfg: dict[str, Any]
+    paths: Paths
+    device: Any  # torch.device
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.profile == "smoke"
+
+
+def ensure_packages(modules: dict[str, str] = REQUIRED_MODULES) -> list[str]:
+    """pip-install the requirements whose module cannot be imported; return what was installed."""
+    missing = [req for mod, req in modules.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        print("Installing missing packages:", ", ".join(missing))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+    return missing
+
+
+def smoke_banner_html() -> str:
+    """A red banner for the top of every smoke report."""
+    return (
+        '<div style="background:#b00020;color:white;padding:12px 16px;border-radius:6px;'
+        f'font-size:1.1em;font-weight:bold">{SMOKE_WARNING}</div>'
+    )
+
+
+def provenance_html(profile: str, cfg: dict[str, Any]) -> str:
+    """A compact table of where this run's numbers come from (profile, data, weights, commit)."""
+    run = read_run_record(profile)
+    rows = {
+        "profile": f"{profile}: {cfg.get('description', '')}",
+        "data": f"{cfg['data']['source']} (stories: {cfg['data'].get('n_stories') or 'all'}; "
+        f"fingerprint: {run.get('dataset_fingerprint', 'not yet computed')})",
+        "detector weights": str(cfg["detector"]["weights"]),
+        "CLIP weights": str(cfg["clip"]["weights"]),
+        "git commit": run.get("git_commit", "not recorded (chapter run outside the runner)"),
+        "run started": run.get("started", "not recorded"),
+    }
+    cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>" for k, v in rows.items())
+    return f"<table>{cells}</table>"
+
+
+def start(profile: str, chapter: str, overrides: dict[str, Any] | None = None) -> Context:
+    """Prepare a chapter: packages, profile, seeds, plotting style, versions, provenance.
+
+    ``overrides`` (nested dict) changes profile values for this chapter only, for quick
+    experiments in a notebook; runs through the Makefile never pass any.
+    """
+    if "google.colab" in sys.modules:
+        ensure_packages()
+    import numpy as np
+    import seaborn as sns
+    import torch
+    from IPython.display import HTML, display
+
+    from .config import device as pick_device
+
+    cfg = load_profile(profile, overrides)
+    seed = int(cfg.get("seed", 42))
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    sns.set_theme(context="notebook", style="whitegrid")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dev = pick_device()
+
+    if profile == "smoke":
+        display(HTML(smoke_banner_html()))
+    display(HTML(provenance_html(profile, cfg)))
+    versions = package_versions()
+    print(f"chapter {chapter} | profile {profile} | device {dev}"
+          + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
+    print(" | ".join(f"{k} {v}" for k, v in versions.items()))
+    return Context(profile=profile, chapter=chapter, cfg=cfg, paths=output_paths(profile), device=dev)

@@ -1,0 +1,87 @@
+"""HTML reports: one per executed chapter (code hidden, images embedded) and an index.
+
+Each report is self-contained, so ``outputs/<profile>/reports/`` can be hosted or mailed
+as it is.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from .config import Paths, read_run_record
+from .io import atomic_write_text, read_json
+
+__all__ = ["render_html", "write_index", "headline_rows"]
+
+
+def render_html(notebook: Path, out: Path) -> Path:
+    """Render an executed notebook to a self-contained HTML report with the code hidden."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    return atomic_write_text(out, body)
+
+
+def headline_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per model of ``metrics.json``: its overall test metrics as 'value [low, high]'."""
+    rows = []
+    for name, model in metrics.get("models", {}).items():
+        row = {"model": name}
+        for metric, est in model.get("overall", {}).items():
+            if isinstance(est, dict) and "value" in est:
+                row[metric] = f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]"
+        rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "<p>No metrics yet: chapter 07 writes them.</p>"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_index(profile: str, paths: Paths) -> Path:
+    """Write ``reports/index.html``: links to every chapter report, headline metrics, provenance."""
+    from .notebook import smoke_banner_html
+
+    run = read_run_record(profile)
+    reports = sorted(p for p in paths.reports.glob("[0-9][0-9]_*.html"))
+    links = "".join(
+        f'<li><a href="{p.name}">{html.escape(p.stem.replace("_", " ", 1))}</a>'
+        f'{_status(run, p.stem)}</li>'
+        for p in reports
+    )
+    metrics = read_json(paths.metrics_json, default={})
+    provenance = {k: run[k] for k in ("profile", "description", "git_commit", "started", "finished", "device", "dataset_fingerprint") if k in run}
+    prov_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in provenance.items())
+    versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Story-image alignment: {html.escape(profile)} run</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style>
+</head><body>
+{smoke_banner_html() if profile == "smoke" else ""}
+<h1>Story-image alignment verification: {html.escape(profile)} run</h1>
+<h2>Chapters</h2><ol style="list-style:none;padding-left:0">{links}</ol>
+<h2>Headline results (test split, 95% bootstrap intervals by story)</h2>
+{_table(headline_rows(metrics))}
+<h2>Provenance</h2><table>{prov_rows}</table>
+<p><small>{html.escape(versions)}</small></p>
+<p><small>Full record: <code>run.json</code> in the profile's output folder.</small></p>
+</body></html>
+"""
+    return atomic_write_text(paths.reports / "index.html", page)
+
+
+def _status(run: dict[str, Any], stem: str) -> str:
+    info = run.get("chapters", {}).get(stem)
+    if not info:
+        return ""
+    return f" <small>({info.get('status', '')}, {info.get('seconds', 0):.0f} s)</small>"

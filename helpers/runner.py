@@ -1,0 +1,124 @@
+"""Run the chapters with papermill and render their reports: ``python -m helpers.runner``.
+
+``make run-all PROFILE=...`` and ``make run-one NB=NN`` call this. Each chapter is executed
+into ``outputs/<profile>/notebooks/``, rendered to ``outputs/<profile>/reports/``, and timed
+in ``outputs/<profile>/run.json``. A failing chapter stops the run with exit code 1 and a
+message naming the chapter and the failing cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .config import REPO_ROOT, MissingAssetError, git_commit, load_profile, output_paths, package_versions, update_run_record
+
+__all__ = ["chapters", "preflight", "run_chapter", "main"]
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+KERNEL_NAME = "story-align"
+
+
+def chapters(only: list[str] | None = None) -> list[Path]:
+    """The chapter notebooks ``notebooks/NN_*.ipynb`` in order, optionally only those numbered in ``only``."""
+    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {n.zfill(2) for n in only}
+        unknown = wanted - {p.name[:2] for p in found}
+        if unknown:
+            raise ValueError(f"no chapter numbered {sorted(unknown)} in {NOTEBOOKS_DIR}")
+        found = [p for p in found if p.name[:2] in wanted]
+    return found
+
+
+def preflight(cfg: dict) -> None:
+    """Stop at once, before any chapter runs, when a real profile's data or weights are unavailable.
+
+    Raises MissingAssetError naming everything that is missing (smoke needs nothing).
+    """
+    from .clip import clip_weights_available
+    from .data import dataset_available
+    from .detection import detector_weights_available
+
+    problems = []
+    if not dataset_available(cfg["data"]):
+        problems.append(f"dataset {cfg['data']['source']!r} (HF_HOME)")
+    if not detector_weights_available(cfg["detector"]["weights"]):
+        problems.append(f"Faster R-CNN weights {cfg['detector']['weights']!r} (TORCH_HOME)")
+    if not clip_weights_available(cfg["clip"]["weights"]):
+        problems.append(f"CLIP weights {cfg['clip']['weights']!r} (HF_HOME)")
+    if problems:
+        raise MissingAssetError("; ".join(problems), cache_var="HF_HOME",
+                                detail="Faster R-CNN weights are cached under TORCH_HOME, the dataset and CLIP under HF_HOME.")
+
+
+def run_chapter(nb: Path, profile: str) -> float:
+    """Execute one chapter with papermill and render its report; return the seconds it took."""
+    import papermill as pm
+
+    paths = output_paths(profile)
+    executed = paths.notebooks / nb.name
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters={"profile": profile}, kernel_name=KERNEL_NAME,
+                            cwd=str(NOTEBOOKS_DIR), progress_bar=True)
+    finally:
+        if executed.exists():  # a failed chapter still gets its report, up to the failing cell
+            from .report import render_html
+
+            render_html(executed, paths.reports / f"{nb.stem}.html")
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from papermill.exceptions import PapermillExecutionError
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", help="smoke | quick | full (default: quick)")
+    parser.add_argument("--only", nargs="*", help="chapter numbers to run, e.g. 01 03")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = load_profile(args.profile)
+        nbs = chapters(args.only)
+        if args.profile != "smoke":
+            preflight(cfg)
+    except (MissingAssetError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from .config import device
+    from .report import write_index
+
+    paths = output_paths(args.profile)
+    if not args.only:  # a full run starts a fresh record; a partial run adds to the last one
+        paths.run_json.unlink(missing_ok=True)
+    update_run_record(args.profile, profile=args.profile, description=cfg.get("description", ""), parameters=cfg,
+                      git_commit=git_commit(), versions=package_versions(), device=str(device()),
+                      started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    print(f"Running {len(nbs)} chapter(s) with profile {args.profile!r} -> {paths.root}")
+    status = 0
+    for i, nb in enumerate(nbs, start=1):
+        print(f"[{i}/{len(nbs)}] {nb.stem}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            seconds = run_chapter(nb, args.profile)
+        except PapermillExecutionError as err:
+            update_run_record(args.profile, chapters={nb.stem: {"status": "failed", "seconds": time.perf_counter() - t0}})
+            print(f"\nChapter {nb.stem} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                  f"{err.ename}: {err.evalue}\nExecuted notebook: {paths.notebooks / nb.name}", file=sys.stderr)
+            status = 1
+            break
+        update_run_record(args.profile, chapters={nb.stem: {"status": "ok", "seconds": round(seconds, 1)}})
+        print(f"    done in {seconds:.0f} s -> {paths.reports / (nb.stem + '.html')}", flush=True)
+    update_run_record(args.profile, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    index = write_index(args.profile, paths)
+    print(f"Reports: {index}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
