@@ -185,7 +185,7 @@ def git_commit() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def update_run_record(profile: str, **fields: Any) -> dict[str, Any]:
+def update_run_record(profile: str, /, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into ``outputs/<profile>/run.json`` (atomically) and return the record.
 
     Nested dicts merge, so chapters can each add their timing under ``chapters``.

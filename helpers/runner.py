@@ -106,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             seconds = run_chapter(nb, args.profile)
-        except PapermillExecutionError as err:
+        except Exception as err:  # any failure stops the run, naming the chapter (and cell when known)
             update_run_record(args.profile, chapters={nb.stem: {"status": "failed", "seconds": time.perf_counter() - t0}})
-            print(f"\nChapter {nb.stem} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-                  f"{err.ename}: {err.evalue}\nExecuted notebook: {paths.notebooks / nb.name}", file=sys.stderr)
+            where = (f"in cell {err.cell_index} (execution count {err.exec_count}): {err.ename}: {err.evalue}"
+                     if isinstance(err, PapermillExecutionError) else f"before running: {type(err).__name__}: {err}")
+            print(f"\nChapter {nb.stem} failed {where}\nExecuted notebook: {paths.notebooks / nb.name}", file=sys.stderr)
             status = 1
             break
         update_run_record(args.profile, chapters={nb.stem: {"status": "ok", "seconds": round(seconds, 1)}})

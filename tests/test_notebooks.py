@@ -1,0 +1,104 @@
+"""The chapters: paired sources in sync, committed without outputs, and a smoke run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from helpers import config, runner
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_every_chapter_is_a_pair():
+    assert NOTEBOOKS, "no chapters found"
+    assert [p.stem for p in NOTEBOOKS] == [p.stem for p in SOURCES]
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_in_sync_and_without_outputs(ipynb):
+    nb = nbformat.read(ipynb, as_version=4)
+    py = jupytext.read(ipynb.with_suffix(".py"))
+    assert _cells(nb) == _cells(py), f"{ipynb.name} and its .py differ: run `make sync`"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{ipynb.name} has outputs committed"
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_opens_with_badge_parameters_and_setup(ipynb):
+    nb = nbformat.read(ipynb, as_version=4)
+    title, params, setup = nb.cells[:3]
+    assert title.cell_type == "markdown" and title.source.startswith(f"# {ipynb.stem[:2]}")
+    assert "colab.research.google.com/github/" in title.source and f"notebooks/{ipynb.name}" in title.source
+    assert "parameters" in params.metadata.get("tags", []) and 'profile = "quick"' in params.source
+    assert "google.colab" in setup.source and f'start(profile, chapter="{ipynb.stem}")' in setup.source
+
+
+def _run(args, env_extra, timeout):
+    env = {**os.environ, **env_extra}
+    return subprocess.run([sys.executable, "-m", "helpers.runner", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_quick_profile_offline_without_cache_stops_at_once(tmp_path):
+    result = _run(["--profile", "quick"], {"HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch"),
+                                           "HF_HUB_OFFLINE": "1", "STORY_ALIGN_OUTPUTS": str(tmp_path / "out")}, 120)
+    assert result.returncode == 2, result.stderr
+    for needle in ("HF_HOME", "TORCH_HOME", "PROFILE=smoke", "daniel3303/StoryReasoning"):
+        assert needle in result.stderr, needle
+    assert not (tmp_path / "out" / "quick" / "notebooks").exists(), "no chapter may run"
+
+
+def test_failing_chapter_names_itself_and_its_cell(tmp_path, monkeypatch, capsys):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = "quick"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise ValueError('broken on purpose')"),
+    ], metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "01_broken.ipynb")
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", tmp_path / "nb")
+    monkeypatch.setattr(config, "OUTPUTS_DIR", tmp_path / "out")
+    status = runner.main(["--profile", "smoke"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "01_broken failed in cell" in err and "execution count" in err and "broken on purpose" in err
+    run = json.loads((tmp_path / "out" / "smoke" / "run.json").read_text())
+    assert run["chapters"]["01_broken"]["status"] == "failed"
+    assert (tmp_path / "out" / "smoke" / "reports" / "01_broken.html").exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_renders_every_chapter(tmp_path):
+    out = tmp_path / "out"
+    result = _run(["--profile", "smoke"], {"STORY_ALIGN_OUTPUTS": str(out)}, 1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    smoke = out / "smoke"
+    run = json.loads((smoke / "run.json").read_text())
+    assert set(run["chapters"]) == {p.stem for p in NOTEBOOKS}
+    assert all(c["status"] == "ok" for c in run["chapters"].values())
+    assert run["dataset_fingerprint"] and run["git_commit"] and run["versions"]["torch"]
+    index = (smoke / "reports" / "index.html").read_text()
+    for nb in NOTEBOOKS:
+        report = (smoke / "reports" / f"{nb.stem}.html").read_text()
+        assert "SMOKE RUN" in report and "numbers" in report
+        assert f'href="{nb.stem}.html"' in index
+    assert "SMOKE RUN" in index
+    import pandas as pd
+
+    pairs = pd.read_parquet(smoke / "data" / "pairs.parquet")
+    assert {"story_id", "frame", "split", "label", "negative_type", "text"} <= set(pairs.columns)
+    assert set(pairs["label"]) == {0, 1} and set(pairs["split"]) >= {"train", "val", "test"}
