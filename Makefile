@@ -41,7 +41,7 @@ bench: setup
 
 # Regenerate each notebook from its paired percent-format source (after editing a .py).
 sync: setup
-	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
 
 # Re-resolve requirements.in into exact pins (CUDA wheels are Linux x86_64 only).
 lock: setup

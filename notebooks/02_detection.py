@@ -1,0 +1,214 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Objects: what the detector finds, and what the text needs
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/story-align/story-image-alignment/blob/main/notebooks/02_detection.ipynb)
+#
+# The first piece of evidence is the plainest: if the text says there is a phone on the
+# table, a detector trained on COCO should find a phone and a table in the frame. This
+# chapter runs torchvision's Faster R-CNN over every frame the pairs use, checks it against
+# the boxes of the dataset's chain of thought, chooses nothing by eye (the input size is
+# measured, not assumed), and turns "what the text needs" against "what the frame shows"
+# into an object score for every pair.
+
+# %% tags=["parameters"]
+profile = "quick"  # smoke | quick | full: see profiles/*.yaml
+
+# %%
+# Setup: makes `helpers` importable here, or clones the repository first in Colab.
+import os, subprocess, sys
+from pathlib import Path
+
+if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
+    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
+    os.chdir("story-image-alignment")
+sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
+
+from helpers.notebook import start
+
+ctx = start(profile, chapter="02_detection")
+
+# %% [markdown]
+# ## The detector and the frames
+#
+# The profile names the detector's weights: the COCO weights torchvision publishes, a
+# weights file of our own, or (in the smoke profile) the same network randomly initialised,
+# saved to disk and loaded back like any weights file. Every frame that appears in a pair
+# goes through the network once; its detections are cached on disk, so rerunning this
+# chapter, or reading the detections in later chapters, costs no forward pass. The cache
+# keeps every detection above a low floor, so the score threshold below can change freely.
+# A frame that cannot be decoded is skipped and counted here, never silently dropped.
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from helpers import detection as det
+from helpers.clip import pair_frames
+from helpers.data import load_external_test, load_stories, parse_dataset
+from helpers.features import write_part
+
+cfg = ctx.cfg["detector"]
+threshold = float(cfg["score_threshold"])
+sources = [ds for ds in (load_stories(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"]),
+                         load_external_test(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"])) if ds is not None]
+stories = [story for ds in sources for story in parse_dataset(ds)[0]]
+pairs = pd.read_parquet(ctx.paths.pairs)
+frames = pair_frames(pairs, sources)
+
+detector = det.load_detector(cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+cache_path = ctx.paths.cache / det.CACHE_FILE
+run = det.detect_frames(detector, frames, cache_path, min_size=cfg["min_size"], batch_size=cfg["batch_size"])
+decoded = run.frames[run.frames["status"] == "ok"]
+
+display(Markdown(
+    f"**Weights:** {detector.source}.  \n"
+    f"**Frames:** {len(run.frames):,} used by {len(pairs):,} pairs; {run.forward_passes:,} went through the network in "
+    f"this run (the rest came from the cache); frames that could not be decoded and were skipped: "
+    f"{len(run.corrupt):,}. "
+    f"Frames are resized to a shorter side of {cfg['min_size']} pixels (they are "
+    f"{decoded['height'].median():.0f} pixels high); the cache keeps detections scoring at least "
+    f"{det.CACHE_SCORE_FLOOR}, the evidence below uses those scoring at least {threshold}."
+))
+if len(run.corrupt):
+    display(run.corrupt)
+
+# %% [markdown]
+# ## The oracle: the chain of thought's own boxes
+#
+# Each frame's chain of thought lists its characters and objects with a bounding box. Mapped
+# onto COCO's categories (characters through their description, so a robot is not a person;
+# objects through the lexicon), they make a second "detector" with perfect confidence: the
+# reference the real detector is measured against, and an upper bound for the object
+# evidence. Entities that COCO has no category for (walls, doors, blankets) drop out.
+
+# %%
+truth = det.ground_truth_frames(stories)
+truth_long = det.detections_long(truth)
+display(Markdown(
+    f"The chain of thought gives a box to {truth['n_entities'].sum():,} entities in {len(truth):,} frames; "
+    f"{len(truth_long):,} of them ({len(truth_long) / max(truth['n_entities'].sum(), 1):.0%}) fall in a COCO category, "
+    f"spread over {truth_long['label'].nunique()} categories."
+))
+display(truth_long["label"].value_counts().rename("boxes").to_frame().head(12).T)
+
+# %% [markdown]
+# The frames with the most chain-of-thought boxes, those boxes dashed and the detector's
+# solid (its most confident detections at or above the score threshold):
+
+# %%
+det.plot_detection_samples(frames, run.frames, truth, threshold=threshold, n=4)
+plt.show()
+
+# %% [markdown]
+# ## How many of the chain of thought's entities the detector finds
+#
+# A box of the chain of thought counts as found when a detection of the same category,
+# at or above the score threshold, overlaps it enough; each detection can find one box only.
+# Recall per category, most frequent categories first:
+
+# %%
+recall = det.detection_recall(run.frames, truth, threshold=threshold)
+display(Markdown(f"A box counts as found at an IoU of at least {det.IOU_MATCH}. Over all categories the detector "
+                 f"finds {recall['recall'].iloc[-1]:.1%} of the {recall['ground_truth'].iloc[-1]:,} boxes."))
+display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index"))
+
+# %% [markdown]
+# ## Input size: recall against time
+#
+# torchvision resizes every image so that its shorter side reaches `min_size` before the
+# network sees it (the longer side is capped), while StoryReasoning frames are small. Larger
+# inputs help a detector with small objects and cost time roughly in proportion to the
+# pixels. The same frames at each size of the profile's sweep, on this run's device (the
+# times are those measured when each size was first computed):
+
+# %%
+sweep_frames = dict(sorted(frames.items())[: cfg["sweep_frames"]])
+sweep = det.min_size_sweep(detector, sweep_frames, truth, cache_path, sizes=cfg["min_size_sweep"],
+                           threshold=threshold, batch_size=cfg["batch_size"])
+display(sweep.style.format({"input_height": "{:.0f}", "seconds_per_frame": "{:.2f}", "recall": "{:.1%}"})
+        .hide(axis="index"))
+det.plot_min_size_sweep(sweep)
+plt.show()
+if sweep["recall"].notna().any():
+    best = sweep.loc[sweep["recall"].idxmax()]
+    display(Markdown(f"On these {len(sweep_frames)} frames the best recall, {best['recall']:.1%}, comes at min_size "
+                     f"{int(best['min_size'])} for {best['seconds_per_frame']:.2f} s per frame; this profile runs at "
+                     f"min_size {cfg['min_size']}."))
+else:
+    display(Markdown(f"These {len(sweep_frames)} frames hold no box of a COCO category: recall cannot be measured."))
+
+# %% [markdown]
+# ## What each text needs, and the object score
+#
+# A text needs the COCO categories it names: tagged mentions through their words (an
+# edited mention needs what its new words name), characters through their chain-of-thought
+# description (a person unless it says otherwise), and any other noun of the text through
+# the same lexicon, so plain text works too. The **object score** of a pair is the mean,
+# over the categories the text needs, of the best detection score of that category in the
+# frame (zero when it is not detected): a confidence-weighted share of what the text needs
+# that the frame shows. A text that names no COCO thing gives no evidence either way; it is
+# flagged as uninformative and its score set to a fixed placeholder, so the fusion head can
+# tell "nothing to check" from "nothing found". The same score against the oracle's boxes
+# (`object_score_oracle`) shows what a perfect detector would make of the same texts.
+
+# %%
+objects = det.object_features(pairs, run.frames, stories, threshold=threshold, oracle=truth)
+scored = pairs[["pair_id", "label", "negative_type", "split"]].merge(objects, on="pair_id")
+display(Markdown(
+    f"{scored['object_informative'].mean():.1%} of the pairs name at least one COCO category; the others get "
+    f"object_score = {det.UNINFORMATIVE_SCORE} with object_informative = False. By kind of pair:"
+))
+display(scored.assign(kind=scored["negative_type"].where(scored["label"] == 0, "positive"))
+        .groupby("kind")[["object_informative", "object_score", "object_score_oracle"]].mean()
+        .style.format("{:.2f}"))
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), sharey=True)
+informative = scored[scored["object_informative"]]
+det.plot_score_by_group(informative, "object_score", ax=axes[0]).set_title("Detector (informative pairs)")
+det.plot_score_by_group(informative, "object_score_oracle", ax=axes[1]).set_title("Oracle (informative pairs)")
+plt.show()
+
+# %% [markdown]
+# How well the object score alone tells positives from each kind of negative: ROC-AUC of
+# the positives against that type's negatives, over all pairs (the uninformative ones
+# included at their placeholder score) and over the informative pairs only.
+
+# %%
+auc = pd.concat({
+    name: det.auc_by_negative_type(table, column).set_index("negative_type")["roc_auc"]
+    for name, table, column in [("detector, all pairs", scored, "object_score"),
+                                ("detector, informative", informative, "object_score"),
+                                ("oracle, informative", informative, "object_score_oracle")]
+}, axis=1)
+display(auc.style.format("{:.3f}", na_rep="-"))
+display(Markdown(
+    f"A score that ranks at random has an AUC of {0.5}. Against object swaps, the negative this evidence is "
+    f"built for, the detector reaches an AUC of {auc.loc['object_swap', 'detector, informative']:.3f} on "
+    f"informative pairs and the oracle "
+    f"{auc.loc['object_swap', 'oracle, informative']:.3f}."
+    if "object_swap" in auc.index else "This run has no object-swap negatives."
+))
+
+# %% [markdown]
+# ## The evidence, saved
+#
+# One row per pair goes to the feature table the fusion chapters read; the lists of needed,
+# found (with their boxes, for the explanations in the dashboards) and missing categories
+# travel along as JSON. The oracle's score stays here: the ablations recompute it.
+
+# %%
+path = write_part(ctx.paths, "objects", objects[["pair_id", *det.OBJECT_COLUMNS]])
+display(Markdown(f"Wrote {len(objects):,} rows to `{path.relative_to(ctx.paths.root.parent)}`."))
+display(objects[["pair_id", *det.OBJECT_COLUMNS]].head())

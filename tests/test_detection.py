@@ -1,0 +1,334 @@
+"""The detector (weights, batching, cache, corrupt frames), the oracle and the object evidence.
+
+The model tests run the real Faster R-CNN architecture on CPU with random weights, on
+images of a few dozen pixels (``min_size`` 64), so each forward pass takes a fraction of a
+second. The random detector is built and saved once per module.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from helpers import detection as det
+from helpers.config import MissingAssetError
+from helpers.data import ParsedStory, parse_chain_of_thought, parse_segment
+
+FIXTURES = Path("/work/shared/fixtures/storyreasoning") if Path("/work/shared/fixtures").is_dir() else None
+MIN_SIZE = 64
+SEED = 7
+
+
+def _image(width: int, height: int, seed: int) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def detector(models_dir) -> det.Detector:
+    return det.load_detector("random", models_dir=models_dir, seed=SEED, device="cpu")
+
+
+def _same(a: list[det.Detection], b: list[det.Detection], atol: float = 0.0) -> bool:
+    return (len(a) == len(b) and [x.label for x in a] == [y.label for y in b]
+            and np.allclose([x.box for x in a], [y.box for y in b], atol=atol, rtol=0)
+            and np.allclose([x.score for x in a], [y.score for y in b], atol=atol / 100, rtol=0))
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def test_random_weights_are_saved_and_reload_through_the_file_path_identically(detector, models_dir):
+    saved = models_dir / f"fasterrcnn_resnet50_fpn_random_seed{SEED}.pth"
+    assert saved.is_file() and detector.identity.startswith("file:")
+    assert len(detector.categories) == 91 and detector.categories[1] == "person"
+
+    with torch.random.fork_rng(devices=[]):  # the same seeded initialisation, never saved
+        torch.manual_seed(SEED)
+        reference = det._architecture().eval()
+    as_user_file = det.load_detector(str(saved), models_dir=models_dir, device="cpu")
+    assert as_user_file.identity == detector.identity
+
+    images = [_image(96, 64, 1), _image(96, 64, 2)]
+    tensors = [torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255 for im in images]
+    reference.transform.min_size = (MIN_SIZE,)
+    with torch.inference_mode():
+        expected = reference(tensors)
+    for loaded in (detector, as_user_file):
+        loaded.model.transform.min_size = (MIN_SIZE,)
+        loaded.model.roi_heads.score_thresh = reference.roi_heads.score_thresh
+        with torch.inference_mode():
+            got = loaded.model(tensors)
+        for e, g in zip(expected, got):
+            assert len(e["boxes"]) > 0
+            assert all(torch.equal(e[k], g[k]) for k in ("boxes", "scores", "labels"))
+
+
+def test_weights_file_of_another_label_space_is_refused(tmp_path, models_dir):
+    wrong = tmp_path / "five_classes.pth"
+    torch.save({det._CLASSIFIER_KEY: torch.zeros(5, 1024)}, wrong)
+    with pytest.raises(det.DetectorWeightsError, match="5 classes"):
+        det.load_detector(str(wrong), models_dir=models_dir, device="cpu")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(det.DetectorWeightsError, match="cannot be read"):
+        det.load_detector(str(garbage), models_dir=models_dir, device="cpu")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        det.load_detector(str(tmp_path / "absent.pth"), models_dir=models_dir, device="cpu")
+
+
+def test_missing_coco_weights_offline_raise_naming_torch_home_and_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(det, "hub_reachable", lambda host="": False)
+    assert det.coco_checkpoint_path() == tmp_path / "hub" / "checkpoints" / "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+    assert not det.detector_weights_available("coco")
+    assert det.detector_weights_available("random")
+    with pytest.raises(MissingAssetError) as err:
+        det.load_detector("coco", models_dir=tmp_path, device="cpu")
+    message = str(err.value)
+    assert "TORCH_HOME" in message and str(tmp_path) in message and "PROFILE=smoke" in message
+    assert "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth" in message
+
+    det.coco_checkpoint_path().parent.mkdir(parents=True)
+    det.coco_checkpoint_path().write_bytes(b"")  # a cached checkpoint makes it available offline
+    assert det.detector_weights_available("coco")
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def test_batched_detections_equal_per_frame_detections(detector):
+    images = [_image(96, 64, 3), _image(96, 64, 4), _image(80, 64, 5)]
+    batched = det.detect_images(detector, images, min_size=MIN_SIZE)
+    single = [det.detect_images(detector, [im], min_size=MIN_SIZE)[0] for im in images]
+    assert all(len(found) > 0 for found in batched)
+    assert all(_same(b, s, atol=1e-2) for b, s in zip(batched, single))
+    assert all(0 <= d.box[0] <= d.box[2] <= 96 and 0 <= d.box[1] <= d.box[3] <= 64 for d in batched[0])
+    assert all(d.score >= det.CACHE_SCORE_FLOOR and d.label in detector.categories for d in batched[0])
+
+
+def test_cached_rerun_does_no_forward_pass_and_corrupt_frames_are_skipped(detector, tmp_path):
+    frames = {("10", 1): _jpeg(_image(96, 64, 6)), ("10", 2): b"\xff\xd8 truncated jpeg",
+              ("11", 1): _jpeg(_image(96, 64, 7)), ("11", 2): b""}
+    cache = tmp_path / "detections.parquet"
+    first = det.detect_frames(detector, frames, cache, min_size=MIN_SIZE, batch_size=2)
+    assert first.forward_passes == 2
+    assert sorted(map(tuple, first.corrupt[["story_id", "frame"]].to_numpy().tolist())) == [("10", 2), ("11", 2)]
+    assert first.corrupt["error"].str.contains("cannot identify image").all()  # the decoder says why
+    ok = first.frames[first.frames["status"] == "ok"]
+    assert (ok["n_detections"] > 0).all() and (ok[["width", "height"]].to_numpy() == [96, 64]).all()
+
+    again = det.detect_frames(detector, frames, cache, min_size=MIN_SIZE, batch_size=2)
+    assert again.forward_passes == 0
+    pd.testing.assert_frame_equal(again.frames, first.frames)
+
+    larger = det.detect_frames(detector, frames, cache, min_size=MIN_SIZE + 32, batch_size=2)
+    assert larger.forward_passes == 2  # another input size is another cache entry
+
+    edited = {**frames, ("10", 1): _jpeg(_image(96, 64, 8))}  # new bytes for one frame: only it is recomputed
+    assert det.detect_frames(detector, edited, cache, min_size=MIN_SIZE, batch_size=2).forward_passes == 1
+
+
+def test_min_size_sweep_reports_each_size_and_reuses_the_cache(detector, tmp_path):
+    frames = {("20", 1): _jpeg(_image(96, 64, 9))}
+    truth = pd.DataFrame({"story_id": ["20"], "frame": [1], "status": ["ok"],
+                          "detections": [det._dumps([det.Detection("person", 1.0, (0, 0, 40, 60))])]})
+    kwargs = {"sizes": [32, 64], "threshold": 0.5, "batch_size": 4}
+    sweep = det.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)
+    assert sweep["min_size"].tolist() == [32, 64] and sweep["computed_now"].tolist() == [1, 1]
+    assert sweep["input_height"].tolist() == [32.0, 64.0] and (sweep["seconds_per_frame"] > 0).all()
+    assert sweep["recall"].between(0, 1).all()
+    assert det.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)["computed_now"].sum() == 0
+
+
+# ------------------------------------------------------------------------- ground truth
+
+COT = """## Image 1
+
+### Characters
+| Character ID | Name | Description | Emotions | Actions | Narrative Function | Bounding Box |
+|---|---|---|---|---|---|---|
+| char1 | James | Man with a neutral look | Calm | Enters | Lead | 318,48,345,135 |
+| char2 | R2 | A small blue robot | None | Beeps | Sidekick | 10,20,30,40 |
+
+### Objects
+| Object ID | Description | Function | Interaction | Narrative Function | Bounding Box |
+|---|---|---|---|---|---|
+| obj1 | Cardboard boxes | Storage | None | Scene | 0,63,449,166 |
+| bg26 | Table | Furniture | None | Interior | 119,162,237,238 |
+| obj3 | Cell phone | Call | Held | Plot | 1,2,3,4 |
+
+## Image 2
+
+### Characters
+| Character ID | Name | Description | Emotions | Actions | Narrative Function | Bounding Box |
+|---|---|---|---|---|---|---|
+| char1 | James | Man in a coat | Tense | Waits | Lead | 5,5,50,90 |
+"""
+
+
+def _story(cot_text: str = COT, story_id: str = "1") -> ParsedStory:
+    return ParsedStory(story_id=story_id, frame_count=2, segments=(), cot=parse_chain_of_thought(cot_text))
+
+
+def test_ground_truth_detector_maps_chain_of_thought_boxes_to_coco():
+    gt = det.ground_truth_frames([_story()])
+    assert gt[["frame", "n_entities", "n_unmapped"]].to_numpy().tolist() == [[1, 5, 2], [2, 1, 0]]
+    frame1 = det.parse_detections(gt.loc[gt["frame"] == 1, "detections"].item())
+    assert [(d.label, d.score, d.box) for d in frame1] == [
+        ("person", 1.0, (318.0, 48.0, 345.0, 135.0)),  # the robot and the boxes have no COCO category
+        ("dining table", 1.0, (119.0, 162.0, 237.0, 238.0)),
+        ("cell phone", 1.0, (1.0, 2.0, 3.0, 4.0)),
+    ]
+
+
+@pytest.mark.skipif(FIXTURES is None, reason="shared StoryReasoning fixtures not mounted")
+def test_ground_truth_detector_on_a_real_chain_of_thought():
+    cot = parse_chain_of_thought((FIXTURES / "story_3920" / "chain_of_thought.md").read_text(encoding="utf-8"))
+    gt = det.ground_truth_frames([ParsedStory("3920", 17, (), cot)])
+    assert len(gt) == 17 and gt["n_entities"].sum() == 48  # every entity row of story 3920 has a box
+    labels = det.detections_long(gt)["label"]
+    assert (labels == "person").sum() == 21  # its 21 character rows are all people
+    frame1 = det.parse_detections(gt.loc[gt["frame"] == 1, "detections"].item())
+    assert sorted(d.label for d in frame1) == ["dining table", "dining table", "person"]  # "Counter or table" too
+
+
+def test_detection_recall_matches_one_detection_to_one_box_at_the_iou_threshold():
+    def table(rows):
+        return pd.DataFrame({"story_id": ["1"], "frame": [1], "status": ["ok"],
+                             "detections": [det._dumps(det.Detection(*r) for r in rows)]})
+
+    truth = table([("person", 1.0, (0, 0, 10, 10)), ("person", 1.0, (20, 0, 30, 10)), ("cup", 1.0, (50, 50, 60, 60))])
+    predicted = table([
+        ("person", 0.9, (0, 0, 10, 12)),    # IoU 10/12 with the first person
+        ("person", 0.8, (0, 0, 10, 11)),    # would match the first person too, which is taken
+        ("person", 0.3, (20, 0, 30, 10)),   # exact, but under the threshold
+        ("cup", 0.7, (55, 55, 65, 65)),     # IoU 25/175: too little
+        ("dog", 0.9, (0, 0, 5, 5)),         # a category with no ground truth
+    ])
+    recall = det.detection_recall(predicted, truth, threshold=0.5).set_index("category")
+    assert recall.loc["person", ["ground_truth", "predicted", "found"]].tolist() == [2, 2, 1]
+    assert recall.loc["cup", "found"] == 0 and "dog" not in recall.index
+    assert recall.loc["all categories", ["ground_truth", "predicted", "found"]].tolist() == [3, 4, 1]
+    assert recall.loc["all categories", "recall"] == pytest.approx(1 / 3)
+    lenient = det.detection_recall(predicted, truth, threshold=0.2, iou=0.1).set_index("category")
+    assert lenient.loc["all categories", "found"] == 3
+
+
+# ----------------------------------------------------------------------------- evidence
+
+
+def test_needed_categories_of_a_tagged_segment():
+    segment = parse_segment(
+        "<gdo char1>James</gdo> <gda char1>puts</gda> <gdo obj2>a cell phone</gdo> on the table "
+        "next to <gdo char2>R2</gdo> and <gdo char3>Rex</gdo>, near a car door. <gdl bg1>Dim light</gdl>.", 1)
+    descriptions = {"char1": "Man in a coat", "char2": "A small blue robot", "char3": "A large brown dog"}
+    assert det.needed_categories(segment, descriptions) == ("cell phone", "dining table", "dog", "person")
+    # without descriptions a character is a person, unless its own text says otherwise
+    assert det.needed_categories(parse_segment("<gdo char5>the droid</gdo> waits.", 1)) == ()
+    assert det.needed_categories(parse_segment("<gdo char5>Anna</gdo> waits.", 1)) == ("person",)
+    # an edited mention needs what its new text names, whatever its id
+    assert det.needed_categories(parse_segment("<gdo obj2>a laptop</gdo> lies there.", 1)) == ("laptop",)
+
+
+def test_needed_categories_of_plain_text():
+    assert det.needed_categories("A man watches television while his dog sleeps on the couch.") == (
+        "couch", "dog", "person", "tv")
+    assert det.needed_categories("The hot dog sits in an orange light near a car door.") == ("hot dog",)
+    assert det.needed_categories("The tension rises as the storm gathers in the hallway.") == ()
+
+
+@pytest.mark.skipif(FIXTURES is None, reason="shared StoryReasoning fixtures not mounted")
+def test_needed_category_table_of_a_real_story():
+    from helpers.data import parse_story
+
+    root = FIXTURES / "story_3920"
+    story = ParsedStory("3920", 17, tuple(parse_story((root / "story.txt").read_text(encoding="utf-8"))),
+                        parse_chain_of_thought((root / "chain_of_thought.md").read_text(encoding="utf-8")))
+    table = det.needed_category_table([story])
+    assert table.groupby("frame").ngroups == 17 and table["category"].notna().all()  # every segment names someone
+    frame1 = table.loc[table["frame"] == 1, "category"].tolist()
+    assert frame1 == ["dining table", "person"]  # "cardboard boxes" and "a blue blanket" are not COCO things
+    assert "cell phone" in table.loc[table["frame"] == 9, "category"].tolist()
+    empty = ParsedStory("1", 1, (parse_segment("The tension rises.", 1),), parse_chain_of_thought(""))
+    assert det.needed_category_table([empty]).to_dict("records") == [{"story_id": "1", "frame": 1, "category": None}]
+
+
+def test_object_evidence_scores_found_and_missing_categories():
+    found = [det.Detection("person", 0.6, (0, 0, 5, 5)), det.Detection("person", 0.9, (1, 1, 9, 9)),
+             det.Detection("dog", 0.3, (2, 2, 4, 4)), det.Detection("cup", 0.7, (3, 3, 6, 6)),
+             det.Detection("car", 0.99, (0, 0, 1, 1))]
+    evidence = det.object_evidence(["person", "dog", "cup"], found, threshold=0.5)
+    assert evidence["object_score"] == pytest.approx((0.9 + 0.0 + 0.7) / 3)
+    assert evidence["object_informative"] is True
+    assert evidence["objects_needed"] == ["cup", "dog", "person"]
+    assert evidence["objects_missing"] == ["dog"]
+    assert evidence["objects_found"] == [{"category": "cup", "score": 0.7, "box": [3, 3, 6, 6]},
+                                         {"category": "person", "score": 0.9, "box": [1, 1, 9, 9]}]
+    assert det.object_evidence(["dog"], found, threshold=0.2)["object_score"] == pytest.approx(0.3)
+
+    nothing_needed = det.object_evidence([], found, threshold=0.5)
+    assert nothing_needed["object_informative"] is False
+    assert nothing_needed["object_score"] == det.UNINFORMATIVE_SCORE == 0.0
+    assert nothing_needed["objects_found"] == nothing_needed["objects_missing"] == []
+
+
+def test_object_features_reuse_frame_detections_across_pairs():
+    found = [det.Detection("person", 0.8, (0, 0, 9, 9)), det.Detection("cup", 0.4, (1, 1, 2, 2))]
+    detections = pd.DataFrame({"story_id": ["1", "1"], "frame": [1, 2], "status": ["ok", "corrupt"],
+                               "detections": [det._dumps(found), "[]"]})
+    pairs = pd.DataFrame({
+        "pair_id": ["p", "n1", "n2", "c"], "story_id": ["1", "1", "1", "1"], "frame": [1, 1, 1, 2],
+        "label": [1, 0, 0, 1], "negative_type": ["", "object_swap", "other_story", ""],
+        "text": ["", "", "The tension rises.", ""],
+        "tagged_text": ["<gdo char1>James</gdo> holds <gdo obj3>a cup</gdo>.",
+                        "<gdo char1>James</gdo> holds <gdo obj3>a dog</gdo>.", "", "<gdo char1>James</gdo> waits."],
+        "source_story_id": ["1", "1", "9", "1"], "source_frame": [1, 1, 1, 2],
+    })
+    oracle = det.ground_truth_frames([_story()])
+    table = det.object_features(pairs, detections, [_story()], threshold=0.3, oracle=oracle)
+    assert list(table.columns) == ["pair_id", *det.OBJECT_COLUMNS, "object_score_oracle"]
+    rows = table.set_index("pair_id")
+    assert rows.loc["p", "object_score"] == pytest.approx((0.8 + 0.4) / 2)
+    assert rows.loc["n1", "object_score"] == pytest.approx(0.8 / 2)
+    assert json.loads(rows.loc["n1", "objects_missing"]) == ["dog"]
+    assert not rows.loc["n2", "object_informative"] and rows.loc["n2", "object_score"] == 0.0
+    assert not rows.loc["c", "object_informative"]  # its frame did not decode: nothing was checked
+    assert json.loads(rows.loc["c", "objects_needed"]) == ["person"]
+    assert rows.loc["p", "object_score_oracle"] == pytest.approx(0.5)  # the oracle has the person, no cup
+
+
+def test_auc_by_negative_type_separates_each_type():
+    table = pd.DataFrame({
+        "label": [1, 1, 0, 0, 0, 0],
+        "negative_type": ["", "", "other_story", "other_story", "object_swap", "object_swap"],
+        "score": [0.9, 0.8, 0.1, 0.2, 0.85, 0.95],
+    })
+    auc = det.auc_by_negative_type(table, "score").set_index("negative_type")
+    assert list(auc.index) == ["other_story", "object_swap", "all negatives"]
+    assert auc.loc["other_story", "roc_auc"] == 1.0
+    assert auc.loc["object_swap", "roc_auc"] == pytest.approx(0.25)
+    assert auc.loc["all negatives", "roc_auc"] == pytest.approx(5 / 8)
+    assert auc.loc["all negatives", ["positives", "negatives"]].tolist() == [2, 4]
+    assert math.isnan(det.auc_by_negative_type(table[table["label"] == 0], "score").loc[0, "roc_auc"])
+    with pytest.raises(ValueError, match="missing"):
+        det.auc_by_negative_type(table.assign(score=[0.1, None, 0, 0, 0, 0]), "score")
