@@ -15,7 +15,7 @@ chooses its weights explicitly, never as a fallback:
 
 Inference. :func:`detect_frames` runs one forward pass per frame (batched, under
 ``torch.inference_mode``, fp16 autocast on CUDA) and caches every frame's detections on disk
-with :func:`helpers.io.compute_cached` (one parquet file, ``paths.cache / CACHE_FILE``, shared
+with :func:`helpers.io.compute_cached` (a folder of parquet parts, ``paths.cache / CACHE_FILE``, shared
 by every chapter that reads detections), so a rerun does no forward pass at all. The cache
 key hashes the weights' identity, the input size (``min_size``, ``max_size``), the cache's
 score floor, the numeric precision, and the frame (story id, frame number, SHA-1 of its
@@ -113,7 +113,7 @@ CACHE_SCORE_FLOOR = 0.05
 #: The detection cache's file name in a profile's cache folder (``paths.cache / CACHE_FILE``):
 #: chapters that read detections pass the same path to :func:`detect_frames`, which then
 #: runs no forward pass.
-CACHE_FILE = "detections.parquet"
+CACHE_FILE = "detections"
 #: ``object_score`` of a pair whose text needs no COCO category (``object_informative`` False).
 UNINFORMATIVE_SCORE = 0.0
 #: A ground-truth box counts as found by a detection of its category overlapping it this much.

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "read_json",
     "stable_hash",
     "file_sha1",
+    "read_cache",
     "compute_cached",
 ]
 
@@ -86,8 +88,18 @@ def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def read_cache(cache_dir: str | os.PathLike) -> "pandas.DataFrame":  # noqa: F821
+    """All rows of a :func:`compute_cached` cache folder (an empty frame with a ``key`` column if none)."""
+    import pandas as pd
+
+    parts = sorted(Path(cache_dir).glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame({"key": pd.Series([], dtype=str)})
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).drop_duplicates("key", keep="last")
+
+
 def compute_cached(
-    cache_path: str | os.PathLike,
+    cache_dir: str | os.PathLike,
     keys: Sequence[str],
     compute: Callable[[list[str]], list[dict[str, Any]]],
     *,
@@ -95,29 +107,33 @@ def compute_cached(
     desc: str = "computing",
     flush_every: int = 8,
 ) -> tuple["pandas.DataFrame", int]:  # noqa: F821
-    """Return one row per key, computing only the keys the parquet cache does not hold yet.
+    """Return one row per key, computing only the keys the cache folder does not hold yet.
 
     ``compute(batch_keys)`` must return one dict per key, in order (the ``key`` column is
-    added here). Rows found in ``cache_path`` are reused as they are. New rows are appended
-    to the cache atomically every ``flush_every`` batches, so an interrupted run resumes
-    where it stopped. Returns ``(rows in the order of keys, number of keys computed now)``.
+    added here). The cache is a folder of parquet parts: rows found there are reused as
+    they are, and new rows are written as a new part, atomically, every ``flush_every``
+    batches, so an interrupted run resumes where it stopped and no flush rewrites what an
+    earlier one wrote. Returns ``(rows in the order of keys, number of keys computed now)``.
     """
+    import uuid
+
     import pandas as pd
     from tqdm.auto import tqdm
 
-    cache_path = Path(cache_path)
-    cached = pd.read_parquet(cache_path) if cache_path.exists() else pd.DataFrame({"key": []})
+    cache_dir = Path(cache_dir)
+    cached = read_cache(cache_dir)
     have = set(cached["key"])
     todo = list(dict.fromkeys(k for k in keys if k not in have))
-    frames = [cached]
+    frames = [cached] if len(cached) else []
     pending: list[dict[str, Any]] = []
 
     def flush() -> None:
         nonlocal pending
         if pending:
-            frames.append(pd.DataFrame(pending))
+            part = pd.DataFrame(pending)
+            frames.append(part)
             pending = []
-            atomic_write_parquet(pd.concat(frames, ignore_index=True), cache_path)
+            atomic_write_parquet(part, cache_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet")
 
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     for n, batch in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not batches), start=1):
@@ -129,5 +145,7 @@ def compute_cached(
             flush()
     flush()
 
+    if not frames:
+        return pd.DataFrame({"key": pd.Series([], dtype=str)}), 0
     table = pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="last").set_index("key")
     return table.loc[list(keys)].reset_index(), len(todo)

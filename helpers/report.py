@@ -33,9 +33,17 @@ def headline_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
         row = {"model": name}
         for metric, est in model.get("overall", {}).items():
             if isinstance(est, dict) and "value" in est:
-                row[metric] = f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]"
+                row[metric] = _estimate(est)
         rows.append(row)
     return rows
+
+
+def _estimate(est: dict[str, float | None]) -> str:
+    """'value [low, high]', with 'n/a' for what is undefined (null in metrics.json)."""
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    return f"{fmt(est['value'])} [{fmt(est.get('low'))}, {fmt(est.get('high'))}]"
 
 
 def _table(rows: list[dict[str, str]]) -> str:

@@ -43,7 +43,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from helpers import data, pairs, plots
-from helpers.clip import load_tokenizer
+from helpers.clip import MAX_TOKENS, load_tokenizer
 from helpers.config import update_run_record
 from helpers.detection import needed_category_table
 from helpers.io import atomic_write_parquet
@@ -86,16 +86,18 @@ story_tab.describe().T[["mean", "min", "50%", "max"]]
 # %% [markdown]
 # ## What the stories look like
 #
-# Segments are several sentences long: measured in CLIP tokens, almost all of them exceed the
-# 77 tokens the text encoder takes, which is why chapter 03 scores sentence by sentence.
+# Segments are several sentences long. Measured in CLIP tokens, they are compared below with
+# the most the text encoder takes: what lies beyond it, CLIP never reads, which is why
+# chapter 03 scores sentence by sentence.
 
 # %%
 tokenizer = load_tokenizer(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
 segment_tab["n_tokens"] = data.segment_token_lengths(stories, tokenizer)
 entity_tab["box_area_frac"] = data.box_area_fraction(entity_tab, ds)
-over = (segment_tab["n_tokens"] > 77).mean()
-display(Markdown(f"Segments over 77 CLIP tokens: **{over:.0%}** (tokenizer of `{ctx.cfg['clip']['weights']}`)."))
-plots.plot_data_overview(story_tab, segment_tab, entity_tab)
+over = (segment_tab["n_tokens"] > MAX_TOKENS).mean()
+display(Markdown(f"Segments over CLIP's {MAX_TOKENS} tokens: **{over:.0%}** "
+                 f"(tokenizer of `{ctx.cfg['clip']['weights']}`)."))
+plots.plot_data_overview(story_tab, segment_tab, entity_tab, clip_max_tokens=MAX_TOKENS)
 plt.show()
 
 # %% [markdown]

@@ -88,7 +88,7 @@ stories = [story for ds in datasets for story in parse_dataset(ds)[0]]
 pairs = pd.read_parquet(ctx.paths.pairs)
 frames = pair_frames(pairs, datasets)
 detector = det.load_detector(cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-run = det.detect_frames(detector, frames, ctx.paths.cache / "detections.parquet", min_size=cfg["min_size"],
+run = det.detect_frames(detector, frames, ctx.paths.cache / det.CACHE_FILE, min_size=cfg["min_size"],
                         batch_size=cfg["batch_size"])
 truth = oracle_frames(det.ground_truth_frames(stories), run.frames)  # sizes and decoding status from the run
 

@@ -129,7 +129,7 @@ def test_batched_detections_equal_per_frame_detections(detector):
 def test_cached_rerun_does_no_forward_pass_and_corrupt_frames_are_skipped(detector, tmp_path):
     frames = {("10", 1): _jpeg(_image(96, 64, 6)), ("10", 2): b"\xff\xd8 truncated jpeg",
               ("11", 1): _jpeg(_image(96, 64, 7)), ("11", 2): b""}
-    cache = tmp_path / "detections.parquet"
+    cache = tmp_path / "detections"
     first = det.detect_frames(detector, frames, cache, min_size=MIN_SIZE, batch_size=2)
     assert first.forward_passes == 2
     assert sorted(map(tuple, first.corrupt[["story_id", "frame"]].to_numpy().tolist())) == [("10", 2), ("11", 2)]

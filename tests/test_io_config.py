@@ -37,12 +37,14 @@ def test_compute_cached_computes_each_key_once_and_resumes(tmp_path):
         calls.append(list(keys))
         return [{"value": int(k) ** 2} for k in keys]
 
-    cache = tmp_path / "c.parquet"
+    cache = tmp_path / "cache"
     table, n = io.compute_cached(cache, ["1", "2", "3"], square, batch_size=2)
     assert n == 3 and table["value"].tolist() == [1, 4, 9]
     table, n = io.compute_cached(cache, ["3", "4", "1", "3"], square, batch_size=2)
     assert n == 1 and calls[-1] == ["4"]
     assert table["key"].tolist() == ["3", "4", "1", "3"] and table["value"].tolist() == [9, 16, 1, 9]
+    assert table["value"].dtype == "int64"
+    assert len(list(cache.glob("part-*.parquet"))) == 2  # the second run wrote one new part, rewrote nothing
 
 
 def test_compute_cached_keeps_flushed_batches_after_a_crash(tmp_path):
@@ -51,10 +53,12 @@ def test_compute_cached_keeps_flushed_batches_after_a_crash(tmp_path):
             raise RuntimeError("interrupted")
         return [{"value": 0} for _ in keys]
 
-    cache = tmp_path / "c.parquet"
+    cache = tmp_path / "cache"
     with pytest.raises(RuntimeError):
         io.compute_cached(cache, [str(i) for i in range(6)], flaky, batch_size=1, flush_every=1)
-    assert sorted(pd.read_parquet(cache)["key"]) == ["0", "1", "2", "3", "4"]
+    assert sorted(io.read_cache(cache)["key"]) == ["0", "1", "2", "3", "4"]
+    table, n = io.compute_cached(cache, [str(i) for i in range(5)], flaky, batch_size=1)
+    assert n == 0 and len(table) == 5
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "full"])
