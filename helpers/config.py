@@ -58,7 +58,7 @@ class MissingAssetError(RuntimeError):
         cache_dir = os.environ.get(cache_var) or _default_cache(cache_var)
         lines = [
             f"Missing: {what}.",
-            f"It is not in the local cache ({cache_var}={cache_dir}) and the Hugging Face Hub / PyTorch "
+            f"Not in the local cache ({cache_var}={cache_dir}), and the Hugging Face Hub / PyTorch "
             "download servers cannot be reached from this machine.",
         ]
         if detail:

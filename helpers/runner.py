@@ -9,6 +9,7 @@ message naming the chapter and the failing cell.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,16 +43,22 @@ def preflight(cfg: dict) -> None:
     from .data import dataset_available
     from .detection import detector_weights_available
 
+    from .config import _default_cache
+    from .data import HUB_DATASET
+
+    data_source = cfg["data"]["source"]
     problems = []
     if not dataset_available(cfg["data"]):
-        problems.append(f"dataset {cfg['data']['source']!r} (HF_HOME)")
+        problems.append(f"the dataset {HUB_DATASET if data_source == 'hub' else data_source}")
     if not detector_weights_available(cfg["detector"]["weights"]):
-        problems.append(f"Faster R-CNN weights {cfg['detector']['weights']!r} (TORCH_HOME)")
+        problems.append(f"the Faster R-CNN weights {cfg['detector']['weights']!r} (torchvision's cache, TORCH_HOME)")
     if not clip_weights_available(cfg["clip"]["weights"]):
-        problems.append(f"CLIP weights {cfg['clip']['weights']!r} (HF_HOME)")
+        problems.append(f"the CLIP weights {cfg['clip']['weights']!r}")
     if problems:
+        torch_home = os.environ.get("TORCH_HOME") or _default_cache("TORCH_HOME")
         raise MissingAssetError("; ".join(problems), cache_var="HF_HOME",
-                                detail="Faster R-CNN weights are cached under TORCH_HOME, the dataset and CLIP under HF_HOME.")
+                                detail=f"Faster R-CNN weights are cached under TORCH_HOME={torch_home}; "
+                                       "the dataset and CLIP under HF_HOME.")
 
 
 def run_chapter(nb: Path, profile: str) -> float:

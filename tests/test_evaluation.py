@@ -1,0 +1,190 @@
+"""Metrics agree with scikit-learn, thresholds come from validation, intervals resample stories."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from helpers.evaluation import (
+    METRICS,
+    NEGATIVE_TYPES,
+    bootstrap_difference,
+    bootstrap_metrics,
+    evaluate,
+    evaluate_split,
+    metrics_frame,
+    point_metrics,
+    story_resample_weights,
+    tune_threshold,
+    weighted_metrics,
+)
+
+Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 1])
+S = np.array([0.9, 0.8, 0.4, 0.6, 0.3, 0.6, 0.2, 0.1, 0.7, 0.6])  # ties across the classes at 0.6
+
+
+def test_point_metrics_on_a_hand_checked_example():
+    m = point_metrics(Y, S, threshold=0.5)
+    # predicted aligned: 0.9 0.8 0.6 0.6 0.7 0.6 -> tp=4 (0.9, 0.8, 0.6, 0.6), fp=2 (0.6, 0.7); fn=1 (0.4); tn=3
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    assert m["precision"] == pytest.approx(4 / 6)
+    assert m["recall"] == pytest.approx(4 / 5)
+    assert m["macro_f1"] == pytest.approx((8 / 11 + 6 / 9) / 2)
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(Y, S))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(Y, S))
+    assert math.isnan(point_metrics([1, 1], [0.2, 0.3], 0.5)["roc_auc"])
+
+
+def test_weighted_metrics_equal_sklearn_on_explicit_resamples():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    s = np.round(rng.random(80) * 0.6 + 0.3 * y, 1)  # coarse scores: many ties
+    weights = rng.integers(0, 3, size=(40, 80)).astype(float)
+    weights[0] = np.where(y == 1, 1, 0)  # a resample with positives only
+    weights[1] = 1
+    batch = weighted_metrics(y, s, 0.55, weights)
+    for r in range(len(weights)):
+        index = np.repeat(np.arange(80), weights[r].astype(int))
+        expected = point_metrics(y[index], s[index], 0.55)
+        for name in METRICS:
+            np.testing.assert_allclose(batch[name][r], expected[name], rtol=1e-12, atol=1e-12, err_msg=f"{name} r={r}")
+    assert math.isnan(batch["roc_auc"][0]) and math.isnan(batch["pr_auc"][0])  # one class: undefined
+
+
+@pytest.mark.parametrize("metric", ["macro_f1", "accuracy"])
+def test_tuned_threshold_is_the_best_of_every_possible_cut(metric):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    s = np.clip(rng.normal(0.4 + 0.2 * y, 0.15), 0, 1)
+    t = tune_threshold(y, s, metric)
+    score = {"macro_f1": lambda p: skm.f1_score(y, p, average="macro"), "accuracy": lambda p: skm.accuracy_score(y, p)}[metric]
+    best = max(score(s >= c) for c in np.r_[np.unique(s), np.inf])
+    assert score(s >= t) == pytest.approx(best)
+    assert not np.isin(t, s)  # midway between two scores, not on one
+    with pytest.raises(ValueError, match="both aligned and misaligned"):
+        tune_threshold(np.ones(5), s[:5])
+    with pytest.raises(ValueError, match="unknown threshold metric"):
+        tune_threshold(y, s, "recall")
+
+
+def test_story_resampling_moves_whole_stories():
+    stories = np.array(["a", "a", "a", "b", "c", "c", "d"])
+    w = story_resample_weights(stories, 500, seed=3)
+    assert w.shape == (500, 7)
+    for story in "abcd":
+        block = w[:, stories == story]
+        assert (block == block[:, :1]).all()  # every pair of a story shares its multiplicity
+    per_story = w[:, [0, 3, 4, 6]]
+    assert (per_story.sum(axis=1) == 4).all()  # as many draws as stories
+    np.testing.assert_array_equal(w, story_resample_weights(stories, 500, seed=3))
+    assert not np.array_equal(w, story_resample_weights(stories, 500, seed=4))
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_widen_with_clustered_errors():
+    rng = np.random.default_rng(2)
+    n_stories, per_story = 30, 10
+    stories = np.repeat([f"s{i}" for i in range(n_stories)], per_story)
+    y = np.tile([1, 0], n_stories * per_story // 2)
+    # Each story is either easy (scores follow the labels) or hard (scores inverted): errors cluster by story.
+    hard = np.repeat(rng.random(n_stories) < 0.3, per_story)
+    s = np.clip(np.where(hard, 1 - y, y) * 0.6 + 0.2 + rng.normal(0, 0.05, len(y)), 0, 1)
+    by_story = bootstrap_metrics(y, s, 0.5, stories, n_resamples=400, seed=0)
+    by_pair = bootstrap_metrics(y, s, 0.5, np.arange(len(y)).astype(str), n_resamples=400, seed=0)
+    for name in METRICS:
+        est = by_story[name]
+        assert est["low"] <= est["value"] <= est["high"], name
+        assert est["value"] == pytest.approx(point_metrics(y, s, 0.5)[name])
+    width = lambda e: e["high"] - e["low"]  # noqa: E731
+    assert width(by_story["accuracy"]) > 2 * width(by_pair["accuracy"])
+
+
+def test_paired_differences_cancel_what_two_models_share():
+    rng = np.random.default_rng(4)
+    stories = np.repeat([f"s{i}" for i in range(25)], 8)
+    y = np.tile([1, 0], 100)
+    difficulty = np.repeat(rng.normal(0, 0.3, 25), 8)  # both models find the same stories hard
+    a = np.clip(0.3 + 0.4 * y - difficulty * (2 * y - 1) + rng.normal(0, 0.05, 200), 0, 1)
+    b = np.clip(a + rng.normal(0, 0.02, 200), 0, 1)
+    kwargs = dict(n_resamples=300, seed=1)
+    diff = bootstrap_difference(y, a, 0.5, b, 0.5, stories, **kwargs)
+    alone_a, alone_b = bootstrap_metrics(y, a, 0.5, stories, **kwargs), bootstrap_metrics(y, b, 0.5, stories, **kwargs)
+    for name in METRICS:
+        assert diff[name]["value"] == pytest.approx(alone_a[name]["value"] - alone_b[name]["value"])
+        assert diff[name]["low"] <= diff[name]["value"] <= diff[name]["high"]
+    # Pairing removes the shared story effect: the difference is far surer than either model.
+    assert diff["roc_auc"]["high"] - diff["roc_auc"]["low"] < 0.25 * (alone_a["roc_auc"]["high"] - alone_a["roc_auc"]["low"])
+    same = bootstrap_difference(y, a, 0.5, a, 0.5, stories, **kwargs)
+    assert all(same[name] == {"value": 0.0, "low": 0.0, "high": 0.0} for name in METRICS)
+
+
+def make_predictions(external: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    rows = []
+    splits = ["test"] * 12 + (["external"] * 6 if external else [])
+    for i, split in enumerate(splits):
+        for frame in range(4):
+            for label in (1, 0):
+                rows.append({"pair_id": f"{split}{i}-{frame}-{label}", "story_id": f"{split}{i}", "split": split,
+                             "label": label, "negative_type": "" if label else NEGATIVE_TYPES[(i + frame) % 4]})
+    pairs = pd.DataFrame(rows)
+    parts = []
+    for name, kind, noise in (("fusion", "fusion_mlp", 0.2), ("clip_score_only", "single_score", 0.4)):
+        score = np.clip(0.3 + 0.4 * pairs["label"] + rng.normal(0, noise, len(pairs)), 0, 1)
+        parts.append(pairs.assign(model=name, kind=kind, features="clip_score" if kind == "single_score" else
+                                  "object_score,clip_score,spatial_score", score=score, threshold=0.5,
+                                  decision=score >= 0.5))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_metrics_document_follows_the_schema():
+    predictions = make_predictions()
+    doc = evaluate(predictions, profile="smoke", n_resamples=50, seed=42, primary_model="fusion", threshold_rule="rule")
+    json.dumps(doc, allow_nan=False)  # strict JSON: undefined values are null, never NaN
+    assert doc["schema_version"] == 1 and doc["split"] == "test" and doc["primary_model"] == "fusion"
+    assert doc["n"] == {"pairs": 96, "stories": 12, "positives": 48,
+                        "negatives": {t: 12 for t in NEGATIVE_TYPES}}
+    assert list(doc["models"]) == ["fusion", "clip_score_only"] and "external" not in doc
+    fusion = doc["models"]["fusion"]
+    assert fusion["features"] == ["object_score", "clip_score", "spatial_score"] and fusion["threshold"] == 0.5
+    assert set(fusion["overall"]) == set(METRICS) and set(fusion["by_negative_type"]) == set(NEGATIVE_TYPES)
+    assert sum(fusion["confusion"].values()) == 96
+    test = predictions[(predictions["model"] == "fusion") & (predictions["split"] == "test")]
+    assert fusion["overall"]["roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(test["label"], test["score"]))
+    swap = test[(test["label"] == 1) | (test["negative_type"] == "object_swap")]
+    assert fusion["by_negative_type"]["object_swap"]["accuracy"]["value"] == pytest.approx(
+        skm.accuracy_score(swap["label"], swap["score"] >= 0.5))
+    assert sum(fusion["calibration"]["count"]) == 96
+
+    assert set(doc["differences"]) == {"clip_score_only"}
+    clip = doc["models"]["clip_score_only"]["overall"]
+    assert doc["differences"]["clip_score_only"]["macro_f1"]["value"] == pytest.approx(
+        fusion["overall"]["macro_f1"]["value"] - clip["macro_f1"]["value"])
+
+    alone = evaluate_split(predictions, "test", n_resamples=50, seed=42)  # no primary model: no differences
+    assert alone["differences"] == {} and alone["models"] == doc["models"]
+
+    frame = metrics_frame(doc)
+    assert len(frame) == 2 * (1 + len(NEGATIVE_TYPES)) * len(METRICS)
+    assert list(frame.columns) == ["model", "kind", "group", "metric", "value", "low", "high"]
+
+
+def test_the_external_split_gets_its_own_section():
+    doc = evaluate(make_predictions(external=True), profile="full", n_resamples=20, seed=0, primary_model="fusion",
+                   threshold_rule="rule")
+    assert doc["n"]["stories"] == 12 and doc["external"]["n"]["stories"] == 6
+    assert set(doc["external"]["models"]) == {"fusion", "clip_score_only"}
+    assert len(metrics_frame(doc, "external")) == len(metrics_frame(doc))
+
+
+def test_evaluation_rejects_inconsistent_predictions():
+    predictions = make_predictions()
+    with pytest.raises(ValueError, match="primary model 'missing'"):
+        evaluate(predictions, profile="smoke", n_resamples=5, seed=0, primary_model="missing", threshold_rule="")
+    partial = predictions.drop(index=predictions.index[-1])
+    with pytest.raises(ValueError, match="not scored on the same test pairs"):
+        evaluate(partial, profile="smoke", n_resamples=5, seed=0, primary_model="fusion", threshold_rule="")

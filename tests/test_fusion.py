@@ -1,0 +1,88 @@
+"""The fusion head's architecture and how its inputs are built from the feature table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from helpers.fusion import (
+    FEATURE_SETS,
+    STUDY_FEATURES,
+    FeatureTableError,
+    FusionMLP,
+    TrainedHead,
+    count_parameters,
+    feature_matrix,
+    resolve_features,
+    response_grid,
+)
+
+
+def test_architecture_is_the_studys_layer_for_layer():
+    model = FusionMLP()
+    assert [type(m) for m in model.network] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Linear, nn.Sigmoid]
+    shapes = [(m.in_features, m.out_features) for m in model.network if isinstance(m, nn.Linear)]
+    assert shapes == [(3, 64), (64, 64), (64, 1)]
+    assert model.network[2].p == 0.1
+    # 3*64+64 + 64*64+64 + 64+1
+    assert count_parameters(model) == 4481
+    assert count_parameters(FusionMLP(input_dim=8)) == 4481 + 5 * 64
+
+
+def test_forward_is_the_sigmoid_of_the_logits():
+    torch.manual_seed(0)
+    model = FusionMLP().eval()
+    x = torch.randn(7, 3)
+    probs = model(x)
+    assert probs.shape == (7,)
+    assert ((probs > 0) & (probs < 1)).all()
+    torch.testing.assert_close(probs, torch.sigmoid(model.logits(x)))
+
+
+def test_feature_sets():
+    assert FEATURE_SETS["study"] == STUDY_FEATURES == ("object_score", "clip_score", "spatial_score")
+    assert FEATURE_SETS["extended"][:3] == STUDY_FEATURES
+    assert {"object_informative", "spatial_informative"} <= set(FEATURE_SETS["extended"])
+    assert resolve_features(["clip_score"]) == ("clip_score",)
+    with pytest.raises(ValueError, match="unknown feature set"):
+        resolve_features("everything")
+    with pytest.raises(ValueError, match="repeats"):
+        resolve_features(["clip_score", "clip_score"])
+
+
+def test_feature_matrix_turns_booleans_into_floats_in_the_requested_order():
+    table = pd.DataFrame({"clip_score": [0.2, 0.9], "object_informative": [True, False], "text": ["a", "b"]})
+    x = feature_matrix(table, ["object_informative", "clip_score"])
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x, np.array([[1.0, 0.2], [0.0, 0.9]], dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (pd.DataFrame({"object_score": [0.1], "clip_score": [0.2]}), r"lacks column\(s\) \['spatial_score'\]"),
+        (pd.DataFrame({"object_score": [0.1, None], "clip_score": [0.2, 0.3], "spatial_score": [0.5, 0.5]}),
+         "missing values.*object_score"),
+        (pd.DataFrame({"object_score": ["high"], "clip_score": [0.2], "spatial_score": [0.5]}), "numeric"),
+    ],
+)
+def test_feature_matrix_rejects_unusable_tables(table, message):
+    with pytest.raises(FeatureTableError, match=message):
+        feature_matrix(table, "study")
+
+
+def test_response_grid_spans_two_inputs_and_holds_the_third_at_its_median():
+    torch.manual_seed(0)
+    reference = pd.DataFrame({"object_score": [0.1, 0.5, 0.9], "clip_score": [0.2, 0.3, 0.4], "spatial_score": [0.0, 0.25, 1.0]})
+    head = TrainedHead(FusionMLP().eval(), StandardScaler().fit(feature_matrix(reference, "study")), STUDY_FEATURES, 0.5)
+    grid = response_grid(head, reference, "object_score", "clip_score", n=5)
+    assert len(grid) == 25 and list(grid.columns) == ["object_score", "clip_score", "probability"]
+    assert grid["object_score"].min() == 0 and grid["clip_score"].max() == 1
+    expected = head.predict_proba(grid.assign(spatial_score=0.25))  # median of spatial_score
+    np.testing.assert_allclose(grid["probability"], expected)
+    with pytest.raises(ValueError, match="not an input"):
+        response_grid(head, reference, "object_score", "relations_held")

@@ -1,0 +1,206 @@
+"""Training the fusion head: learning, determinism, checkpoints and resuming, and the baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from helpers.fusion import FEATURE_SETS, feature_matrix
+from helpers.training import (
+    CheckpointError,
+    TrainSettings,
+    fit_baselines,
+    head_scorer,
+    load_checkpoint,
+    load_head,
+    predict,
+    settings_from_profile,
+    train_fusion,
+    validation_table,
+)
+
+NEGATIVE_TYPES = ("other_story", "same_story", "object_swap", "relation_swap")
+
+
+def make_feature_table(n_stories: int = 40, frames: int = 5, seed: int = 0, signal: float = 1.0) -> pd.DataFrame:
+    """A learnable synthetic ``features.parquet``: one aligned and one misaligned text per frame.
+
+    Aligned pairs score higher on every evidence, by ``signal`` standard deviations; each
+    kind of negative fails on different evidence, as the real ones are meant to. Stories
+    are split 60/20/20 into train/val/test.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_stories):
+        split = "train" if s < 0.6 * n_stories else "val" if s < 0.8 * n_stories else "test"
+        for frame in range(1, frames + 1):
+            for label in (1, 0):
+                negative = "" if label else NEGATIVE_TYPES[(s + frame) % 4]
+                shift = {"": (1, 1, 1), "other_story": (0, 0, 0.5), "same_story": (0.5, 0, 0.5),
+                         "object_swap": (0, 0.7, 0.5), "relation_swap": (1, 0.7, 0)}[negative]
+                obj, clip, spatial = (np.clip(0.35 + 0.3 * signal * np.array(shift) + rng.normal(0, 0.15, 3), 0, 1))
+                checked = int(rng.integers(0, 4))
+                rows.append({
+                    "pair_id": f"s{s:03d}f{frame:02d}{'p' if label else 'n'}", "story_id": f"s{s:03d}", "frame": frame,
+                    "split": split, "label": label, "negative_type": negative,
+                    "object_score": obj, "object_informative": bool(rng.random() < 0.8),
+                    "clip_score": clip, "clip_score_mean": clip - 0.05 * rng.random(),
+                    "spatial_score": spatial, "spatial_informative": checked > 0,
+                    "relations_checked": checked, "relations_held": int(rng.integers(0, checked + 1)),
+                })
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return make_feature_table()
+
+
+FAST = TrainSettings(batch_size=32, max_epochs=12, patience=None, seed=42)
+
+
+def test_training_lowers_the_loss_and_separates_the_classes(table):
+    result = train_fusion(table, FAST, progress=False)
+    history = result.history
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
+                                     "train_f1", "val_f1"]
+    assert history["epoch"].tolist() == list(range(1, 13))
+    assert history["train_loss"].iloc[-1] < 0.7 * history["train_loss"].iloc[0]
+    assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
+    test = table[table["split"] == "test"]
+    assert roc_auc_score(test["label"], result.head.predict_proba(test)) > 0.9
+    assert 0 < result.head.threshold < 1
+
+
+def test_training_is_deterministic_and_leaves_global_state_alone(table):
+    torch.manual_seed(123)
+    before, threads = torch.get_rng_state(), torch.get_num_threads()
+    a = train_fusion(table, FAST, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == threads
+    b = train_fusion(table, FAST, progress=False)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    for (name, p), q in zip(a.head.model.state_dict().items(), b.head.model.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_features_are_standardised_with_training_statistics_only(table):
+    result = train_fusion(table, dataclasses.replace(FAST, max_epochs=1), progress=False)
+    train = feature_matrix(table[table["split"] == "train"], "study")
+    np.testing.assert_allclose(result.head.scaler.mean_, train.mean(axis=0), rtol=1e-5)
+    assert not np.allclose(result.head.scaler.mean_, feature_matrix(table, "study").mean(axis=0), rtol=1e-5)
+
+
+def test_early_stopping_keeps_the_epoch_with_the_lowest_validation_loss(table):
+    result = train_fusion(table, TrainSettings(batch_size=32, max_epochs=300, patience=3, lr=0.05), progress=False)
+    history = result.history.set_index("epoch")
+    assert result.stopped_early
+    assert len(history) == result.best_epoch + 3
+    assert result.best_epoch == history["val_loss"].idxmin()
+
+
+def test_the_studys_fixed_epochs_keep_the_last_one(table):
+    cfg = {"seed": 42, "training": {"lr": 0.001, "batch_size": 32, "max_epochs": 200, "patience": 15}}
+    study = settings_from_profile(cfg, max_epochs=3, patience=None)
+    result = train_fusion(table, study, progress=False)
+    assert (len(result.history), result.best_epoch, result.stopped_early) == (3, 3, False)
+    # Chapter 06 compares the two settings as one trajectory: they share their first three epochs.
+    longer = train_fusion(table, settings_from_profile(cfg, max_epochs=5), progress=False)
+    pd.testing.assert_frame_equal(longer.history.head(3), result.history)
+    assert settings_from_profile(cfg, features="extended").features == FEATURE_SETS["extended"]
+
+
+def test_checkpoints_round_trip(table, tmp_path):
+    result = train_fusion(table, FAST, tmp_path / "run", progress=False)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert {"model_state", "optimizer_state", "scaler", "settings", "epoch", "progress", "threshold"} <= set(best)
+    assert best["epoch"] == result.best_epoch and best["settings"]["features"] == ("object_score", "clip_score", "spatial_score")
+    assert len(best["progress"]["history"]) == result.best_epoch
+    head = load_head(tmp_path / "run" / "best.pt")
+    assert head.threshold == result.head.threshold and head.features == result.head.features
+    np.testing.assert_array_equal(head.predict_proba(table), result.head.predict_proba(table))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["threshold"] is None
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(table, tmp_path):
+    settings = TrainSettings(batch_size=32, max_epochs=60, patience=3)
+    reference = train_fusion(table, settings, tmp_path / "whole", progress=False)
+    assert reference.stopped_early and reference.best_epoch > 5  # the cut falls well inside the run
+
+    def crash_after_5(row):
+        if row["epoch"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_fusion(table, settings, tmp_path / "cut", on_epoch_end=crash_after_5, progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 5
+    resumed = train_fusion(table, settings, tmp_path / "cut", progress=False)
+
+    assert resumed.resumed_from_epoch == 5
+    pd.testing.assert_frame_equal(resumed.history, reference.history)
+    assert resumed.best_epoch == reference.best_epoch and resumed.head.threshold == reference.head.threshold
+    for p, q in zip(resumed.head.model.state_dict().values(), reference.head.model.state_dict().values()):
+        assert torch.equal(p, q)
+    # A finished run is not trained again.
+    again = train_fusion(table, settings, tmp_path / "cut", progress=False)
+    assert again.resumed_from_epoch == len(reference.history)
+    pd.testing.assert_frame_equal(again.history, reference.history)
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(table, tmp_path):
+    train_fusion(table, dataclasses.replace(FAST, max_epochs=2), tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="other settings or data"):
+        result = train_fusion(table, dataclasses.replace(FAST, max_epochs=3, lr=0.002), tmp_path, progress=False)
+    assert result.resumed_from_epoch == 0 and len(result.history) == 3
+
+
+def test_unusable_checkpoints_are_named(tmp_path, table):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_head(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_head(tmp_path / "junk.pt")
+
+    def crash(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_fusion(table, FAST, tmp_path / "cut", on_epoch_end=crash, progress=False)
+    with pytest.raises(CheckpointError, match="did not finish"):
+        load_head(tmp_path / "cut" / "best.pt")
+
+
+def test_training_needs_both_classes_in_train_and_validation(table):
+    with pytest.raises(ValueError, match="'val' split needs aligned and misaligned"):
+        train_fusion(table[~((table["split"] == "val") & (table["label"] == 0))], FAST, progress=False)
+
+
+def test_baselines_and_predictions(table):
+    baselines = fit_baselines(table, seed=42)
+    names = [b.name for b in baselines]
+    assert names == ["object_score_only", "clip_score_only", "spatial_score_only", "logistic_regression",
+                     "gradient_boosting"]
+    clip = baselines[1]
+    np.testing.assert_allclose(clip.predict_proba(table), table["clip_score"])
+    test = table[table["split"] == "test"]
+    for b in baselines[3:]:
+        assert roc_auc_score(test["label"], b.predict_proba(test)) > 0.9, b.name
+
+    # Thresholds depend on the validation split only.
+    scrambled = table.assign(label=np.where(table["split"] == "test", 1 - table["label"], table["label"]))
+    assert [b.threshold for b in fit_baselines(scrambled, seed=42)] == [b.threshold for b in baselines]
+
+    head = train_fusion(table, dataclasses.replace(FAST, max_epochs=2), progress=False).head
+    scorers = [head_scorer("fusion", head), *baselines]
+    predictions = predict(table, scorers)
+    assert len(predictions) == len(table) * len(scorers)
+    fusion = predictions[predictions["model"] == "fusion"]
+    np.testing.assert_array_equal(fusion["decision"], fusion["score"] >= head.threshold)
+    assert set(predictions["features"]) >= {"object_score,clip_score,spatial_score", "clip_score"}
+    summary = validation_table(table, scorers)
+    assert list(summary.index) == [s.name for s in scorers] and summary["macro_f1"].between(0, 1).all()
