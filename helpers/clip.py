@@ -71,7 +71,6 @@ __all__ = [
     "load_tokenizer",
     "split_sentences",
     "token_lengths",
-    "pair_frames",
     "embed_images",
     "embed_texts",
     "visible_fraction",
@@ -431,40 +430,6 @@ def token_lengths(tokenizer: "CLIPTokenizer", texts: Sequence[str]) -> list[int]
 
 
 # --------------------------------------------------------------------------- embeddings
-
-
-def pair_frames(pairs: pd.DataFrame, stories: Sequence["datasets.Dataset"]) -> dict[tuple[str, int], bytes]:
-    """The encoded bytes of every ``(story_id, frame)`` the pairs use, read from the loaded datasets.
-
-    ``stories`` are the datasets of ``helpers.data.load_stories`` (and ``load_external_test``),
-    images undecoded. A frame without bytes maps to ``b""``, which ``embed_images`` counts
-    as undecodable. Raises ``ValueError`` for a story id found in no dataset, or in two.
-    """
-    from .data import CorruptFrameError, frame_bytes, story_index
-
-    where: dict[str, tuple["datasets.Dataset", int]] = {}
-    for ds in stories:
-        images = ds.select_columns(["images"])
-        for story_id, row in story_index(ds).items():
-            if story_id in where:
-                raise ValueError(f"story {story_id} occurs in two of the datasets given")
-            where[story_id] = (images, row)
-    wanted: dict[str, list[int]] = {}
-    for story_id, frame in zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)):
-        wanted.setdefault(story_id, []).append(frame)
-    if unknown := sorted(set(wanted) - set(where)):
-        raise ValueError(f"{len(unknown)} story id(s) of the pairs are in no dataset given, e.g. {unknown[:3]}")
-
-    out: dict[tuple[str, int], bytes] = {}
-    for story_id, frames in wanted.items():
-        images, row = where[story_id]
-        entries = images[row]["images"]
-        for frame in dict.fromkeys(frames):
-            try:
-                out[(story_id, frame)] = frame_bytes(entries, frame)
-            except CorruptFrameError:
-                out[(story_id, frame)] = b""
-    return out
 
 
 def embed_images(clip: Clip, frames: Mapping[str, bytes], cache_path: str | os.PathLike, *,

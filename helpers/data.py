@@ -63,6 +63,9 @@ __all__ = [
     "frame_bytes",
     "frame_image",
     "dataset_fingerprint",
+    "pair_frames",
+    "StudyData",
+    "load_study_data",
     "frame_size",
     "sample_frames",
     "story_table",
@@ -966,3 +969,59 @@ def box_area_fraction(entities: pd.DataFrame, ds: datasets.Dataset) -> pd.Series
             sizes[(story_id, frame)] = math.nan
     area = pd.Series([sizes[k] for k in zip(entities["story_id"], entities["frame"])], index=entities.index)
     return (entities["box_w"] * entities["box_h"]) / area
+
+
+def pair_frames(pairs: pd.DataFrame, stories: Sequence[datasets.Dataset]) -> dict[tuple[str, int], bytes]:
+    """The encoded bytes of every ``(story_id, frame)`` the pairs use, read from the loaded datasets.
+
+    ``stories`` are the datasets of :func:`load_stories` (and :func:`load_external_test`),
+    images undecoded. A frame without bytes maps to ``b""``, which the detector and
+    CLIP count as undecodable. Raises ``ValueError`` for a story id found in no dataset, or in two.
+    """
+    where: dict[str, tuple[datasets.Dataset, int]] = {}
+    for ds in stories:
+        images = ds.select_columns(["images"])
+        for story_id, row in story_index(ds).items():
+            if story_id in where:
+                raise ValueError(f"story {story_id} occurs in two of the datasets given")
+            where[story_id] = (images, row)
+    wanted: dict[str, list[int]] = {}
+    for story_id, frame in zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)):
+        wanted.setdefault(story_id, []).append(frame)
+    if unknown := sorted(set(wanted) - set(where)):
+        raise ValueError(f"{len(unknown)} story id(s) of the pairs are in no dataset given, e.g. {unknown[:3]}")
+
+    out: dict[tuple[str, int], bytes] = {}
+    for story_id, frames in wanted.items():
+        images, row = where[story_id]
+        entries = images[row]["images"]
+        for frame in dict.fromkeys(frames):
+            try:
+                out[(story_id, frame)] = frame_bytes(entries, frame)
+            except CorruptFrameError:
+                out[(story_id, frame)] = b""
+    return out
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """What the chapters after 01 start from: the loaded datasets, their usable stories, the pairs."""
+
+    datasets: tuple[datasets.Dataset, ...]  # the study's stories, then the external test when loaded
+    stories: tuple[ParsedStory, ...]
+    pairs: pd.DataFrame
+
+
+def load_study_data(cfg: Mapping[str, Any], pairs_path: Path, cache_dir: Path) -> StudyData:
+    """Load a profile's datasets (and external test), parse their stories, and read chapter 01's pairs.
+
+    ``cfg`` is the whole profile; ``pairs_path`` is ``paths.pairs``. Raises
+    ``FileNotFoundError`` naming chapter 01 when the pairs have not been built.
+    """
+    if not Path(pairs_path).exists():
+        raise FileNotFoundError(f"{pairs_path} is missing: run chapter 01 (data) first")
+    seed = int(cfg.get("seed", 42))
+    loaded = [load_stories(cfg["data"], cache_dir, seed=seed), load_external_test(cfg["data"], cache_dir, seed=seed)]
+    sources = tuple(ds for ds in loaded if ds is not None)
+    stories = tuple(story for ds in sources for story in parse_dataset(ds)[0])
+    return StudyData(datasets=sources, stories=stories, pairs=pd.read_parquet(pairs_path))

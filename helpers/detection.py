@@ -60,7 +60,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from .config import MissingAssetError, hub_reachable
+from .config import MissingAssetError, Paths, hub_reachable
 from .io import atomic_write_bytes, compute_cached, file_sha1, stable_hash
 from .lexicon import NOT_COCO, char_category, to_coco
 
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_SCORE_FLOOR",
     "CACHE_FILE",
+    "profile_detections",
     "UNINFORMATIVE_SCORE",
     "IOU_MATCH",
     "FRAME_COLUMNS",
@@ -405,7 +406,7 @@ def detect_frames(detector: Detector, frames: Mapping[tuple[str, int], bytes], c
     """Detect objects in every frame, computing only what the cache at ``cache_path`` lacks.
 
     ``frames`` maps ``(story_id, frame)`` to the frame's encoded bytes (as
-    ``helpers.clip.pair_frames`` returns them; ``b""`` for a frame without bytes). Frames
+    ``helpers.data.pair_frames`` returns them; ``b""`` for a frame without bytes). Frames
     are processed in ``(story_id, frame)`` order, ``batch_size`` at a time; the cache is
     flushed as it goes, so an interrupted run resumes. See :class:`DetectionRun`.
     """
@@ -447,6 +448,21 @@ def detect_frames(detector: Detector, frames: Mapping[tuple[str, int], bytes], c
 
     table, _ = compute_cached(cache_path, keys, compute, batch_size=batch_size, desc=f"detecting (min_size {min_size})")
     return DetectionRun(frames=table, forward_passes=forward_passes)
+
+
+def profile_detections(cfg: Mapping[str, Any], paths: Paths, frames: Mapping[tuple[str, int], bytes], *,
+                       device: "torch.device | str | None" = None) -> tuple[Detector, DetectionRun]:
+    """The profile's detector and its detections of ``frames`` at the profile's ``min_size``.
+
+    ``cfg`` is the whole profile, ``paths`` its output folders. Detections come from the
+    profile's cache (``paths.cache / CACHE_FILE``), so any chapter after 02 reads what 02
+    computed without a forward pass.
+    """
+    spec = cfg["detector"]
+    detector = load_detector(spec["weights"], models_dir=paths.models, seed=int(cfg.get("seed", 42)), device=device)
+    run = detect_frames(detector, frames, paths.cache / CACHE_FILE, min_size=int(spec["min_size"]),
+                        batch_size=int(spec["batch_size"]))
+    return detector, run
 
 
 def _dumps(detections: Iterable[Detection]) -> str:

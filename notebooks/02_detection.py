@@ -54,21 +54,15 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from helpers import detection as det
-from helpers.clip import pair_frames
-from helpers.data import load_external_test, load_stories, parse_dataset
+from helpers.data import load_study_data, pair_frames
 from helpers.features import write_part
 
 cfg = ctx.cfg["detector"]
 threshold = float(cfg["score_threshold"])
-sources = [ds for ds in (load_stories(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"]),
-                         load_external_test(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"])) if ds is not None]
-stories = [story for ds in sources for story in parse_dataset(ds)[0]]
-pairs = pd.read_parquet(ctx.paths.pairs)
-frames = pair_frames(pairs, sources)
-
-detector = det.load_detector(cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-cache_path = ctx.paths.cache / det.CACHE_FILE
-run = det.detect_frames(detector, frames, cache_path, min_size=cfg["min_size"], batch_size=cfg["batch_size"])
+study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
+stories, pairs = study.stories, study.pairs
+frames = pair_frames(pairs, study.datasets)
+detector, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
 decoded = run.frames[run.frames["status"] == "ok"]
 
 display(Markdown(
@@ -134,7 +128,7 @@ display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index")
 
 # %%
 sweep_frames = dict(sorted(frames.items())[: cfg["sweep_frames"]])
-sweep = det.min_size_sweep(detector, sweep_frames, truth, cache_path, sizes=cfg["min_size_sweep"],
+sweep = det.min_size_sweep(detector, sweep_frames, truth, ctx.paths.cache / det.CACHE_FILE, sizes=cfg["min_size_sweep"],
                            threshold=threshold, batch_size=cfg["batch_size"])
 display(sweep.style.format({"input_height": "{:.0f}", "seconds_per_frame": "{:.2f}", "recall": "{:.1%}"})
         .hide(axis="index"))

@@ -68,13 +68,11 @@ display(Markdown(f"Weights `{model.source}` (identity `{model.identity}`): {n_pa
 # A frame that does not decode is skipped and counted; its pairs get no CLIP score.
 
 # %%
-from helpers.data import load_external_test, load_stories
+from helpers.data import load_study_data, pair_frames
 
-pairs = pd.read_parquet(ctx.paths.pairs)
-stories = [load_stories(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"])]
-if (external := load_external_test(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"])) is not None:
-    stories.append(external)
-frames = hc.pair_frames(pairs, stories)
+study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
+pairs = study.pairs
+frames = pair_frames(pairs, study.datasets)
 result = hc.clip_features(model, pairs, frames, ctx.paths.cache / "clip", aggregate=cfg["aggregate"],
                           top_k=cfg["top_k"], batch_size=cfg["batch_size"])
 table = pairs.merge(result.features, on="pair_id", validate="one_to_one")

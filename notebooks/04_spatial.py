@@ -76,20 +76,14 @@ print(inspect.getdoc(sp.relation_holds))
 
 # %%
 from helpers.ablations import oracle_frames
-from helpers.clip import pair_frames
-from helpers.data import load_external_test, load_stories, parse_dataset
+from helpers.data import load_study_data, pair_frames
 from helpers.features import write_part
 
-cfg = ctx.cfg["detector"]
-threshold = float(cfg["score_threshold"])
-datasets = [ds for ds in (load_stories(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"]),
-                          load_external_test(ctx.cfg["data"], ctx.paths.cache, seed=ctx.cfg["seed"])) if ds is not None]
-stories = [story for ds in datasets for story in parse_dataset(ds)[0]]
-pairs = pd.read_parquet(ctx.paths.pairs)
-frames = pair_frames(pairs, datasets)
-detector = det.load_detector(cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-run = det.detect_frames(detector, frames, ctx.paths.cache / det.CACHE_FILE, min_size=cfg["min_size"],
-                        batch_size=cfg["batch_size"])
+threshold = float(ctx.cfg["detector"]["score_threshold"])
+study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
+stories, pairs = study.stories, study.pairs
+frames = pair_frames(pairs, study.datasets)
+_, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
 truth = oracle_frames(det.ground_truth_frames(stories), run.frames)  # sizes and decoding status from the run
 
 detected = pairs.merge(sp.spatial_features(pairs, run.frames, threshold=threshold, stories=stories), on="pair_id",

@@ -565,3 +565,30 @@ def test_sample_frames_is_reproducible_and_only_boxed_frames():
     first = data.sample_frames(stories, n=5, seed=1)
     assert [(s.story_id, f) for s, f in first] == [(s.story_id, f) for s, f in data.sample_frames(stories, n=5, seed=1)]
     assert len(first) == 5 and all(s.cot.frames[f].characters[0].box for s, f in first)
+
+
+def test_pair_frames_reads_each_used_frame_once_and_marks_corrupt_ones(tmp_path):
+    write_shards(tmp_path / "src", "train", [[story_row(1, frames=2), story_row(2, frames=2, corrupt=True)]])
+    ds = load_stories({"source": str(tmp_path / "src"), "n_stories": None}, cache_dir=tmp_path / "cache")
+    pairs = pd.DataFrame({"story_id": ["1", "1", "2", "2"], "frame": [2, 2, 1, 2]})
+    frames = data.pair_frames(pairs, [ds])
+    assert set(frames) == {("1", 2), ("2", 1), ("2", 2)}
+    assert frames[("1", 2)] == story_row(1)["images"][1]["bytes"]
+    assert frames[("2", 2)] == b"\xff\xd8 not a jpeg"
+    with pytest.raises(ValueError, match="in no dataset"):
+        data.pair_frames(pd.DataFrame({"story_id": ["9"], "frame": [1]}), [ds])
+    with pytest.raises(ValueError, match="two of the datasets"):
+        data.pair_frames(pairs, [ds, ds])
+
+
+def test_load_study_data_needs_chapter_01_and_loads_the_external_split(tmp_path):
+    write_shards(tmp_path / "src", "train", [[story_row(1), story_row(2)]])
+    write_shards(tmp_path / "src", "test", [[story_row(50)]])
+    cfg = {"seed": 1, "data": {"source": str(tmp_path / "src"), "n_stories": None, "hub_external_test": True}}
+    with pytest.raises(FileNotFoundError, match="chapter 01"):
+        data.load_study_data(cfg, tmp_path / "pairs.parquet", tmp_path / "cache")
+    pd.DataFrame({"pair_id": ["1-1-pos"], "story_id": ["1"], "frame": [1]}).to_parquet(tmp_path / "pairs.parquet")
+    study = data.load_study_data(cfg, tmp_path / "pairs.parquet", tmp_path / "cache")
+    assert [len(ds) for ds in study.datasets] == [2, 1]
+    assert [s.story_id for s in study.stories] == ["1", "2", "50"]
+    assert study.pairs["pair_id"].tolist() == ["1-1-pos"]

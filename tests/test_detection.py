@@ -332,3 +332,16 @@ def test_auc_by_negative_type_separates_each_type():
     assert math.isnan(det.auc_by_negative_type(table[table["label"] == 0], "score").loc[0, "roc_auc"])
     with pytest.raises(ValueError, match="missing"):
         det.auc_by_negative_type(table.assign(score=[0.1, None, 0, 0, 0, 0]), "score")
+
+
+def test_profile_detections_read_what_an_earlier_chapter_cached(models_dir, tmp_path):
+    from helpers.config import Paths
+
+    paths = Paths(tmp_path / "smoke")
+    cfg = {"seed": SEED, "detector": {"weights": "random", "min_size": MIN_SIZE, "batch_size": 2}}
+    frames = {("10", 1): _jpeg(_image(96, 64, 6)), ("10", 2): _jpeg(_image(96, 64, 9))}
+    _, first = det.profile_detections(cfg, paths, frames, device="cpu")
+    _, again = det.profile_detections(cfg, paths, frames, device="cpu")
+    assert (first.forward_passes, again.forward_passes) == (2, 0)
+    assert (paths.cache / det.CACHE_FILE).is_dir() and (paths.models).is_dir()
+    pd.testing.assert_frame_equal(again.frames, first.frames)
