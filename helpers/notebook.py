@@ -70,7 +70,7 @@ def provenance_html(profile: str, cfg: dict[str, Any]) -> str:
     rows = {
         "profile": f"{profile}: {cfg.get('description', '')}",
         "data": f"{cfg['data']['source']} (stories: {cfg['data'].get('n_stories') or 'all'}; "
-        f"fingerprint: {run.get('dataset_fingerprint', 'not yet computed')})",
+        f"fingerprint: {run.get('dataset_fingerprint', 'computed in chapter 01')})",
         "detector weights": str(cfg["detector"]["weights"]),
         "CLIP weights": str(cfg["clip"]["weights"]),
         "git commit": run.get("git_commit", "not recorded (chapter run outside the runner)"),

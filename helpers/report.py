@@ -7,13 +7,39 @@ as it is.
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
 from .config import Paths, read_run_record
 from .io import atomic_write_text, read_json
 
-__all__ = ["render_html", "write_index", "headline_rows"]
+__all__ = ["render_html", "without_progress_bars", "write_index", "headline_rows"]
+
+
+#: stderr lines that are progress reports, not messages: tqdm bars (with their carriage
+#: returns) and tqdm's notice that it cannot draw widgets.
+_PROGRESS = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]|TqdmWarning: IProgress|from \.autonotebook import tqdm")
+
+
+def without_progress_bars(nb: "nbformat.NotebookNode") -> "nbformat.NotebookNode":
+    """Drop progress-bar lines from the stderr outputs (the executed notebook keeps them).
+
+    Any other stderr line (a warning, say) stays in the report.
+    """
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.outputs:
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = [ln for ln in re.split(r"[\r\n]+", output.get("text", "")) if ln.strip() and not _PROGRESS.search(ln)]
+                if not lines:
+                    continue
+                output["text"] = "\n".join(lines) + "\n"
+            kept.append(output)
+        cell.outputs = kept
+    return nb
 
 
 def render_html(notebook: Path, out: Path) -> Path:
@@ -22,7 +48,7 @@ def render_html(notebook: Path, out: Path) -> Path:
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    body, _ = exporter.from_notebook_node(without_progress_bars(nbformat.read(notebook, as_version=4)))
     return atomic_write_text(out, body)
 
 

@@ -1,0 +1,44 @@
+"""Reports: progress bars stay out of them, real messages stay in; the index links and tabulates."""
+
+from __future__ import annotations
+
+import nbformat
+
+from helpers import report
+from helpers.config import Paths
+
+
+def test_progress_bars_are_dropped_and_warnings_kept():
+    bar = "parsing stories:  50%|█████     | 7/14 [00:00<00:00]\rparsing stories: 100%|██████████| 14/14 [00:00<00:00]\n"
+    cell = nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=bar),
+        nbformat.v4.new_output("stream", name="stderr", text=bar + "UserWarning: 3 frames could not be decoded\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="12%|██ kept: stdout is never filtered\n"),
+    ])
+    nb = report.without_progress_bars(nbformat.v4.new_notebook(cells=[cell]))
+    outputs = nb.cells[0].outputs
+    assert [o.name for o in outputs] == ["stderr", "stdout"]
+    assert outputs[0].text == "UserWarning: 3 frames could not be decoded\n"
+
+
+def test_headline_rows_format_intervals_and_undefined_values():
+    metrics = {"models": {"fusion": {"overall": {"accuracy": {"value": 0.75, "low": 0.5, "high": 0.9},
+                                                 "roc_auc": {"value": None, "low": None, "high": None}}}}}
+    assert report.headline_rows(metrics) == [{"model": "fusion", "accuracy": "0.750 [0.500, 0.900]",
+                                              "roc_auc": "n/a [n/a, n/a]"}]
+
+
+def test_index_links_reports_and_flags_smoke(tmp_path, monkeypatch):
+    from helpers import config
+
+    monkeypatch.setattr(config, "OUTPUTS_DIR", tmp_path)
+    paths = Paths(tmp_path / "smoke")
+    paths.reports.mkdir(parents=True)
+    for stem in ("01_data", "02_detection"):
+        (paths.reports / f"{stem}.html").write_text("<html></html>")
+    config.update_run_record("smoke", chapters={"01_data": {"status": "ok", "seconds": 3.0}})
+    page = report.write_index("smoke", paths).read_text()
+    assert 'href="01_data.html"' in page and 'href="02_detection.html"' in page
+    assert "SMOKE RUN" in page and "No metrics yet" in page
+    real = report.write_index("quick", Paths(tmp_path / "quick")).read_text()
+    assert "SMOKE RUN" not in real
