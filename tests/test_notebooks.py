@@ -102,3 +102,23 @@ def test_smoke_run_renders_every_chapter(tmp_path):
     pairs = pd.read_parquet(smoke / "data" / "pairs.parquet")
     assert {"story_id", "frame", "split", "label", "negative_type", "text"} <= set(pairs.columns)
     assert set(pairs["label"]) == {0, 1} and set(pairs["split"]) >= {"train", "val", "test"}
+    features = pd.read_parquet(smoke / "features" / "features.parquet")
+    assert len(features) == len(pairs)
+    for column in ("object_score", "clip_score", "spatial_score", "object_informative", "spatial_informative"):
+        assert column in features.columns, column
+    metrics = json.loads((smoke / "metrics.json").read_text())
+    assert metrics["profile"] == "smoke" and "fusion" in metrics["models"]
+
+    # the trained verifier on an image that is in no dataset
+    image = tmp_path / "new.png"
+    from PIL import Image
+
+    Image.new("RGB", (400, 240), (90, 120, 160)).save(image)
+    env = {**os.environ, "STORY_ALIGN_OUTPUTS": str(out)}
+    verdict = subprocess.run([sys.executable, "-m", "helpers.verify", "--profile", "smoke", str(image),
+                              "A man sits on the couch next to a dog."], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert verdict.returncode == 0, verdict.stderr
+    result = json.loads(verdict.stdout)
+    assert 0 <= result["probability"] <= 1 and isinstance(result["aligned"], bool)
+    assert "person" in result["explanation"]["objects"]["needed"]

@@ -1,0 +1,430 @@
+"""Speed and memory of the pipeline's parts: ``python -m helpers.bench [--quick] [--skip-series]``.
+
+Measured on the real architectures with randomly initialised weights (the ``"random"``
+loaders of ``helpers.detection`` and ``helpers.clip``): a forward pass costs the same
+whatever the weights, so this runs offline. Inputs are synthetic 576x240 frames and story
+text from ``helpers.synthetic``. Every comparison is measured side by side in one process
+and reported as a ratio, which transfers between machines far better than the seconds do.
+
+- detection: frames per second at each ``min_size`` of the profile's sweep, batch 1
+  against a larger batch;
+- CLIP: images and sentences per second;
+- pair scoring: every pair scored the way the original study did it (a forward pass of
+  CLIP per pair), against this study's way (each distinct frame and sentence embedded once
+  and cached, then dot products), from an empty cache and from a filled one;
+- the whole smoke series (``helpers.runner``) run twice into a temporary output folder:
+  cold, then warm (every cache filled);
+- peak memory: resident set size of this process and of the series' processes, and GPU
+  memory when a GPU is used.
+
+Results are printed as a table and written atomically to ``outputs/bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import OUTPUTS_DIR, REPO_ROOT
+from .io import atomic_write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from PIL import Image
+
+    from .clip import Clip
+    from .detection import Detector
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Measurement",
+    "BenchInputs",
+    "synthetic_inputs",
+    "bench_detection",
+    "bench_clip",
+    "bench_pair_scoring",
+    "bench_series",
+    "run_bench",
+    "time_per_call",
+    "ratio",
+    "format_table",
+    "bench_document",
+    "write_bench",
+    "peak_memory",
+    "main",
+]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One number of the benchmark: ``section`` / ``name`` (``setting``) = ``value`` ``unit``.
+
+    ``n`` is how many items (frames, texts, pairs) one timed call processed and ``repeats``
+    how many timed calls the value summarises (their median); both 0 where meaningless.
+    """
+
+    section: str
+    name: str
+    setting: str
+    value: float
+    unit: str
+    n: int = 0
+    repeats: int = 0
+
+
+def time_per_call(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls.
+
+    A CUDA device is synchronised around every call, so asynchronous kernels are counted.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    sync = _cuda_synchronize()
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _cuda_synchronize() -> Callable[[], None]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard requirement of the project
+        return lambda: None
+    return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+
+def ratio(section: str, name: str, slow: Measurement, fast: Measurement, setting: str = "") -> Measurement:
+    """How many times faster ``fast`` is than ``slow``: both in seconds, or both in items per second.
+
+    ``setting`` describes the comparison (default: the two settings).
+    """
+    if slow.unit != fast.unit:
+        raise ValueError(f"cannot compare {slow.unit!r} with {fast.unit!r}")
+    if slow.unit.endswith("/s"):
+        value = fast.value / slow.value if slow.value > 0 else float("nan")
+    else:
+        value = slow.value / fast.value if fast.value > 0 else float("nan")
+    return Measurement(section, name, setting or f"{slow.setting} vs {fast.setting}", value, "x")
+
+
+def format_table(measurements: Sequence[Measurement]) -> str:
+    """A plain-text table of the measurements, grouped by section in the order given."""
+    header = ("section", "measurement", "setting", "value", "unit")
+    rows = [(m.section, m.name, m.setting, _format_value(m.value), m.unit) for m in measurements]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    previous = None
+    for r in rows:
+        section = r[0] if r[0] != previous else ""
+        previous = r[0]
+        cells = [section, *r[1:]]
+        aligned = (c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        lines.append("  ".join(aligned).rstrip())
+    return "\n".join(lines)
+
+
+def _format_value(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def peak_memory(*, children: bool = False) -> list[Measurement]:
+    """Peak resident memory of this process (and, with ``children``, of the largest finished
+    child process), and peak GPU memory allocated by torch when a GPU is used."""
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2  # ru_maxrss: KiB on Linux, bytes on macOS
+    out = [
+        Measurement("memory", "peak RSS", "this process",
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "MiB"),
+    ]
+    if children:
+        out.append(Measurement("memory", "peak RSS", "largest child process (the series)",
+                               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale, "MiB"))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return out
+    if torch.cuda.is_available():
+        out.append(Measurement("memory", "peak GPU memory allocated", torch.cuda.get_device_name(),
+                               torch.cuda.max_memory_allocated() / 1024**2, "MiB"))
+    return out
+
+
+def bench_document(measurements: Sequence[Measurement], *, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``bench.json`` document: where it ran, with which options, and every measurement."""
+    from .config import git_commit, package_versions
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": _torch_threads(), "device": _device_name()},
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "options": options,
+        "measurements": [asdict(m) for m in measurements],
+    }
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return None
+    return torch.get_num_threads()
+
+
+def _device_name() -> str:
+    from .config import device
+
+    dev = device()
+    if dev.type == "cuda":
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
+def write_bench(path: str | os.PathLike, document: dict[str, Any]) -> Path:
+    """Write ``bench.json`` atomically."""
+    return atomic_write_json(path, document)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class BenchInputs:
+    """Synthetic inputs of the benchmark: frames (encoded and decoded), sentences, and pairs."""
+
+    frames: dict[tuple[str, int], bytes]
+    images: list["Image.Image"]
+    sentences: list[str]
+    pairs: "pd.DataFrame"
+
+
+def synthetic_inputs(folder: str | os.PathLike, *, n_stories: int, frames_per_story: int,
+                     seed: int = 42) -> BenchInputs:
+    """A small synthetic dataset (``helpers.synthetic``, 576x240 frames) as benchmark inputs.
+
+    Pairs are built as chapter 01 builds them (one aligned and one misaligned text per frame).
+    """
+    import pandas as pd
+
+    from .clip import split_sentences
+    from .data import frame_image, parse_row
+    from .pairs import make_pairs
+    from .synthetic import make_dataset
+
+    path = make_dataset(Path(folder), n_stories=n_stories, frames=(frames_per_story, frames_per_story), seed=seed,
+                        image_size=(576, 240))
+    rows = pd.read_parquet(path).to_dict("records")
+    frames = {(str(r["story_id"]), i + 1): image["bytes"] for r in rows for i, image in enumerate(r["images"])}
+    stories = [parse_row(r) for r in rows]
+    pairs = make_pairs(stories, split_of={s.story_id: "test" for s in stories}, seed=seed, block_size=1,
+                       negative_mix={"other_story": 0.25, "same_story": 0.25, "object_swap": 0.3, "relation_swap": 0.2})
+    sentences = list(dict.fromkeys(s for seg in (seg for story in stories for seg in story.segments)
+                                   for s in split_sentences(seg.tagged)))
+    return BenchInputs(frames=frames, images=[frame_image([b], 1) for b in frames.values()], sentences=sentences,
+                       pairs=pairs)
+
+
+# ------------------------------------------------------------------------ measurements
+
+
+def bench_detection(detector: "Detector", images: Sequence["Image.Image"], *, sizes: Sequence[int],
+                    batch_size: int, repeats: int) -> list[Measurement]:
+    """Frames per second of ``detect_images`` at each input size, batch 1 against ``batch_size``."""
+    from .detection import detect_images
+
+    detect_images(detector, images[:1], min_size=min(sizes))  # first call: allocator and thread pool warm-up
+    out = []
+    for size in sizes:
+        measured = {}
+        for batch in dict.fromkeys((1, batch_size)):
+            def run(batch: int = batch, size: int = size) -> None:
+                for i in range(0, len(images), batch):
+                    detect_images(detector, images[i : i + batch], min_size=size)
+
+            seconds = time_per_call(run, repeats=repeats, warmup=0)
+            measured[batch] = Measurement("detection", "frames per second", f"min_size {size}, batch {batch}",
+                                          len(images) / seconds, "frames/s", n=len(images), repeats=repeats)
+            out.append(measured[batch])
+        if batch_size != 1:
+            out.append(ratio("detection", "batching speed-up", measured[1], measured[batch_size],
+                             f"min_size {size}, batch {batch_size} vs 1"))
+    return out
+
+
+def bench_clip(clip: "Clip", frames: Mapping[tuple[str, int], bytes], sentences: Sequence[str], *,
+               batch_size: int, repeats: int) -> list[Measurement]:
+    """Images and sentences per second through ``embed_images`` / ``embed_texts`` (decoding,
+    preprocessing, forward pass and cache write), each call into an empty cache."""
+    from .clip import embed_images, embed_texts
+
+    named = {f"{s}/{f}": data for (s, f), data in frames.items()}
+
+    def fresh(fn: Callable[[Path], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            with tempfile.TemporaryDirectory() as tmp:
+                return fn(Path(tmp) / "cache")
+        return call
+
+    images = time_per_call(fresh(lambda p: embed_images(clip, named, p, batch_size=batch_size)), repeats=repeats)
+    texts = time_per_call(fresh(lambda p: embed_texts(clip, sentences, p, batch_size=batch_size)), repeats=repeats)
+    return [
+        Measurement("CLIP", "images per second", f"batch {batch_size}", len(named) / images, "images/s", n=len(named),
+                    repeats=repeats),
+        Measurement("CLIP", "sentences per second", f"batch {batch_size}", len(sentences) / texts, "sentences/s",
+                    n=len(sentences), repeats=repeats),
+    ]
+
+
+def _study_pair_scores(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tuple[str, int], bytes]) -> list[float]:
+    """The original study's way: one CLIP forward pass (image and text) per pair, nothing reused.
+
+    The text is the first ``FIRST_CHARS`` characters of the tagged text, as the study cut it.
+    On a GPU it runs under the same fp16 autocast as ``helpers.clip``, so only the reuse differs.
+    """
+    import contextlib
+
+    import torch
+
+    from .clip import FIRST_CHARS, MAX_TOKENS
+    from .data import frame_image
+
+    scores = []
+    for story_id, frame, tagged in pairs[["story_id", "frame", "tagged_text"]].itertuples(index=False):
+        image = frame_image([frames[(str(story_id), int(frame))]], 1)
+        pixels = clip.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"].to(clip.device)
+        tokens = clip.tokenizer([tagged[:FIRST_CHARS]], truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        precision = (torch.autocast("cuda", dtype=torch.float16) if clip.device.type == "cuda"
+                     else contextlib.nullcontext())
+        with torch.inference_mode(), precision:
+            image_vector = clip.model.get_image_features(pixel_values=pixels).pooler_output
+            text_vector = clip.model.get_text_features(
+                input_ids=tokens["input_ids"].to(clip.device),
+                attention_mask=tokens["attention_mask"].to(clip.device)).pooler_output
+        scores.append(float(torch.nn.functional.cosine_similarity(image_vector, text_vector).item()))
+    return scores
+
+
+def bench_pair_scoring(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tuple[str, int], bytes], *,
+                       batch_size: int) -> list[Measurement]:
+    """Seconds to score every pair: the study's way (a forward pass per pair) against
+    ``helpers.clip.clip_features`` from an empty cache and from the cache it filled.
+
+    ``clip_features`` also embeds two baseline texts per pair (the whole segment and the
+    study's 150 characters), so its side of the ratio is, if anything, handicapped.
+    """
+    from .clip import clip_features
+
+    pair_frames = {key: frames[key] for key in zip(pairs["story_id"].astype(str), pairs["frame"].astype(int))}
+    setting = f"{len(pairs)} pairs, {len(pair_frames)} frames"
+    study = time_per_call(lambda: _study_pair_scores(clip, pairs, pair_frames), repeats=1, warmup=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        def score() -> None:
+            clip_features(clip, pairs, pair_frames, tmp, batch_size=batch_size)
+
+        cold = time_per_call(score, repeats=1, warmup=0)
+        warm = time_per_call(score, repeats=3, warmup=0)
+    n = len(pairs)
+    rows = {
+        "study": Measurement("pair scoring", "a CLIP forward pass per pair (the study)", setting, study, "s", n, 1),
+        "cold": Measurement("pair scoring", "cached embeddings, empty cache", setting, cold, "s", n, 1),
+        "warm": Measurement("pair scoring", "cached embeddings, filled cache", setting, warm, "s", n, 3),
+    }
+    return [*rows.values(),
+            ratio("pair scoring", "speed-up over the study", rows["study"], rows["cold"], "empty cache"),
+            ratio("pair scoring", "speed-up over the study", rows["study"], rows["warm"], "filled cache")]
+
+
+def bench_series(*, timeout_s: float = 3600) -> list[Measurement]:
+    """Wall-clock seconds of the whole smoke series (``helpers.runner --profile smoke``) run
+    twice into one temporary output folder: cold (nothing cached), then warm."""
+    with tempfile.TemporaryDirectory(prefix="story-align-bench-") as tmp:
+        env = {**os.environ, "STORY_ALIGN_OUTPUTS": tmp}
+        seconds = []
+        for run in ("cold", "warm"):
+            t0 = time.perf_counter()
+            result = subprocess.run([sys.executable, "-m", "helpers.runner", "--profile", "smoke"], cwd=REPO_ROOT,
+                                    env=env, capture_output=True, text=True, timeout=timeout_s)
+            seconds.append(time.perf_counter() - t0)
+            if result.returncode != 0:
+                raise RuntimeError(f"the {run} smoke series failed (exit {result.returncode}):\n"
+                                   f"{result.stderr[-2000:]}")
+    cold = Measurement("smoke series", "all chapters", "cold: empty output folder", seconds[0], "s", repeats=1)
+    warm = Measurement("smoke series", "all chapters", "warm: every cache filled", seconds[1], "s", repeats=1)
+    return [cold, warm, ratio("smoke series", "speed-up of the warm run", cold, warm, "warm vs cold")]
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def run_bench(*, quick: bool, skip_series: bool, workdir: str | os.PathLike) -> list[Measurement]:
+    """Every measurement of the module docstring, at the sizes ``quick`` asks for."""
+    from .clip import load_clip
+    from .config import device, load_profile, output_paths
+    from .detection import load_detector
+
+    cfg = load_profile("smoke")
+    models = output_paths("smoke").models  # the smoke run's random weights, built once and shared
+    dev = device()
+    n_stories, per_story, repeats = (2, 2, 1) if quick else (3, 3, 2)
+    inputs = synthetic_inputs(Path(workdir) / "synthetic", n_stories=n_stories, frames_per_story=per_story)
+    print(f"Inputs: {len(inputs.images)} synthetic 576x240 frames, {len(inputs.sentences)} sentences, "
+          f"{len(inputs.pairs)} pairs; device {dev}", flush=True)
+
+    detector = load_detector("random", models_dir=models, seed=int(cfg["seed"]), device=dev)
+    measurements = bench_detection(detector, inputs.images, sizes=cfg["detector"]["min_size_sweep"],
+                                   batch_size=len(inputs.images), repeats=repeats)
+    del detector
+    clip = load_clip("random", models_dir=models, seed=int(cfg["seed"]), device=dev)
+    batch = int(cfg["clip"]["batch_size"])
+    measurements += bench_clip(clip, inputs.frames, inputs.sentences, batch_size=batch, repeats=repeats)
+    measurements += bench_pair_scoring(clip, inputs.pairs, inputs.frames, batch_size=batch)
+    del clip
+    if not skip_series:
+        print("Running the smoke series twice (cold, then warm)...", flush=True)
+        measurements += bench_series()
+    return measurements + peak_memory(children=not skip_series)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer frames and repeats (a few minutes on a laptop CPU)")
+    parser.add_argument("--skip-series", action="store_true", help="skip the cold and warm runs of the smoke series")
+    parser.add_argument("--out", type=Path, default=OUTPUTS_DIR / "bench.json", help="where to write the results")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="story-align-bench-") as workdir:
+        measurements = run_bench(quick=args.quick, skip_series=args.skip_series, workdir=workdir)
+    print(format_table(measurements))
+    path = write_bench(args.out, bench_document(measurements, options={"quick": args.quick,
+                                                                       "skip_series": args.skip_series}))
+    print(f"Wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,755 @@
+"""Dashboards (chapters 08 and 10): a gallery of test predictions, the headline results on
+one figure, the architecture drawn by code, and findings phrased from the numbers.
+
+Gallery cards are HTML, rendered with ``IPython.display.HTML``: the frame (with boxes
+drawn by matplotlib) is embedded as a base64 PNG, and every style is inline, so a card
+looks the same in Jupyter, in Colab and in the HTML report nbconvert writes. Each card
+shows:
+
+- the frame with the detector's boxes (solid) and the chain of thought's boxes (dashed);
+- the text, its mentions highlighted: green when the detector found the named thing,
+  red when it did not, grey when the thing has no COCO category to look for, and the
+  word a negative pair swapped in, in amber with the original word as a tooltip;
+- the three evidence scores and P(aligned) as bars, the decision threshold marked.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from .data import ParsedStory, Segment
+
+__all__ = [
+    # the gallery (chapter 08)
+    "OUTCOMES",
+    "OUTCOME_TITLES",
+    "HIGHLIGHT_COLOURS",
+    "CARD_SCORES",
+    "Highlight",
+    "LabelledBox",
+    "Card",
+    "outcomes",
+    "gallery_table",
+    "sample_gallery",
+    "changed_span",
+    "swap_highlight",
+    "mention_highlights",
+    "relation_notes",
+    "highlight_html",
+    "draw_frame",
+    "frame_png",
+    "card_html",
+    "gallery_cards",
+    "gallery_html",
+    # the headline figure (chapters 08 and 10)
+    "METRIC_LABELS",
+    "summary_dashboard",
+    # the summary (chapter 10)
+    "architecture_figure",
+    "findings",
+    "ablation_findings",
+    "limitations",
+]
+
+#: Confusion-matrix cells, in gallery order ("positive" = the pair is called aligned).
+OUTCOMES: tuple[str, ...] = ("TP", "FP", "TN", "FN")
+OUTCOME_TITLES: dict[str, str] = {
+    "TP": "True positives: aligned pairs the verifier accepted",
+    "FP": "False positives: misaligned pairs the verifier accepted",
+    "TN": "True negatives: misaligned pairs the verifier rejected",
+    "FN": "False negatives: aligned pairs the verifier rejected",
+}
+#: How metric names of metrics.json read in prose.
+METRIC_LABELS: dict[str, str] = {"accuracy": "accuracy", "precision": "precision", "recall": "recall",
+                                 "macro_f1": "macro-F1", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
+#: Background colour of each kind of highlighted text span.
+HIGHLIGHT_COLOURS: dict[str, str] = {
+    "found": "#c8e6c9",  # the detector found what the mention names
+    "missing": "#ffcdd2",  # it did not
+    "unchecked": "#e8e8e8",  # the mention names nothing a COCO detector reports
+    "swapped": "#ffd54f",  # the word a negative pair put in
+}
+#: When spans overlap, the higher kind colours the overlap.
+_PRIORITY = {"unchecked": 0, "found": 1, "missing": 2, "swapped": 3}
+_OUTCOME_COLOURS = {"TP": "#2e7d32", "TN": "#2e7d32", "FP": "#c62828", "FN": "#c62828"}
+_PREDICTED_COLOUR, _TRUTH_COLOUR = "#ff6f00", "#00e5ff"
+
+
+# ------------------------------------------------------------------------------ grouping
+
+
+def outcomes(labels: Sequence[int] | np.ndarray, decisions: Sequence[bool] | np.ndarray) -> np.ndarray:
+    """The confusion-matrix cell of each pair: ``"TP"``, ``"FP"``, ``"TN"`` or ``"FN"``.
+
+    ``labels`` are 1 (aligned) / 0 (misaligned), ``decisions`` True where the pair was
+    called aligned.
+    """
+    y = np.asarray(labels)
+    d = np.asarray(decisions, dtype=bool)
+    if y.shape != d.shape or y.ndim != 1:
+        raise ValueError(f"labels and decisions must be 1-D of one length, got {y.shape} and {d.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    y = y.astype(bool)
+    return np.select([y & d, ~y & d, ~y & ~d], ["TP", "FP", "TN"], default="FN")
+
+
+def gallery_table(predictions: pd.DataFrame, model: str, split: str = "test") -> pd.DataFrame:
+    """One model's predictions on one split, with ``outcome`` and ``confidence`` columns.
+
+    ``predictions`` is chapter 06's ``predictions.parquet`` (``model``, ``split``, ``label``,
+    ``score``, ``threshold``, ...). A pair is called aligned when ``score >= threshold``;
+    ``confidence`` is ``|score - threshold|``, how far the verdict is from flipping.
+    """
+    needed = {"pair_id", "model", "split", "label", "score", "threshold"}
+    if missing := needed - set(predictions.columns):
+        raise ValueError(f"predictions lack column(s) {sorted(missing)}")
+    rows = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
+    if rows.empty:
+        known = sorted(set(predictions["model"]))
+        raise ValueError(f"no predictions of model {model!r} on the {split!r} split (models: {known})")
+    decided = rows["score"] >= rows["threshold"]
+    return rows.assign(outcome=outcomes(rows["label"].to_numpy(), decided.to_numpy()),
+                       confidence=(rows["score"] - rows["threshold"]).abs()).reset_index(drop=True)
+
+
+def sample_gallery(table: pd.DataFrame, per_group: int, *, seed: int = 42, most_confident: bool = True) -> pd.DataFrame:
+    """Up to ``per_group`` pairs of each outcome, in ``OUTCOMES`` order.
+
+    With ``most_confident`` the pairs furthest from the threshold are chosen (for the
+    errors: the verifier's most confident mistakes); otherwise a seeded random sample.
+    """
+    if per_group < 1:
+        raise ValueError(f"per_group must be at least 1, got {per_group}")
+    parts = []
+    for outcome in OUTCOMES:
+        group = table[table["outcome"] == outcome]
+        if most_confident:
+            group = group.sort_values(["confidence", "pair_id"], ascending=[False, True]).head(per_group)
+        else:
+            group = group.sample(n=min(per_group, len(group)), random_state=seed)
+        parts.append(group)
+    return pd.concat(parts, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------- cards
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """A span ``text[start:end]`` to colour as ``kind`` (a key of ``HIGHLIGHT_COLOURS``), with a tooltip."""
+
+    start: int
+    end: int
+    kind: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in HIGHLIGHT_COLOURS:
+            raise ValueError(f"unknown highlight kind {self.kind!r}: expected one of {list(HIGHLIGHT_COLOURS)}")
+        if not 0 <= self.start <= self.end:
+            raise ValueError(f"bad highlight span [{self.start}, {self.end})")
+
+
+@dataclass(frozen=True)
+class LabelledBox:
+    """A box ``(x1, y1, x2, y2)`` in frame pixels with the label drawn next to it."""
+
+    box: tuple[float, float, float, float]
+    label: str
+
+
+@dataclass(frozen=True)
+class Card:
+    """Everything one gallery card shows about one pair."""
+
+    pair_id: str
+    outcome: str  # one of OUTCOMES
+    label: int
+    negative_type: str  # "" for an aligned pair
+    text: str  # the pair's plain text
+    probability: float  # P(aligned) from the head
+    threshold: float
+    scores: Mapping[str, float]  # display name -> evidence score in [0, 1] (NaN: not available)
+    highlights: tuple[Highlight, ...] = ()
+    change: str = ""  # what a negative pair changed, in words
+    image: "Image.Image | None" = field(default=None, compare=False)
+    predicted: tuple[LabelledBox, ...] = ()
+    truth: tuple[LabelledBox, ...] = ()
+    notes: tuple[str, ...] = ()  # further explanation lines (e.g. the relations checked)
+
+
+def changed_span(original: str, edited: str) -> tuple[int, int] | None:
+    """Where ``edited`` differs from ``original``, as ``(start, end)`` in ``edited``, widened to whole words.
+
+    A negative pair's swap replaces one stretch of the text, so what lies between the
+    longest common prefix and the longest common suffix is that stretch. None when the
+    texts are equal.
+    """
+    if original == edited:
+        return None
+    prefix = 0
+    limit = min(len(original), len(edited))
+    while prefix < limit and original[prefix] == edited[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and original[-1 - suffix] == edited[-1 - suffix]:
+        suffix += 1
+    start, end = prefix, len(edited) - suffix
+    while start > 0 and edited[start - 1].isalnum():
+        start -= 1
+    while end < len(edited) and edited[end].isalnum():
+        end += 1
+    return start, end
+
+
+def swap_highlight(text: str, *, original: str | None = None, swapped_from: str = "",
+                   swapped_to: str = "") -> Highlight | None:
+    """The words a negative pair swapped into ``text``, as a ``"swapped"`` highlight.
+
+    With the ``original`` text (the frame's own segment) the span is exactly the edit
+    (``changed_span``); otherwise it is the first whole-word occurrence of ``swapped_to``
+    (plural allowed: "cell phones" for "cell phone"). The tooltip names ``swapped_from``.
+    None when neither finds anything.
+    """
+    note = f"swapped in for '{swapped_from}'" if swapped_from else "swapped in"
+    if original is not None and (span := changed_span(original, text)) is not None:
+        return Highlight(*span, "swapped", note)
+    if not swapped_to.strip():
+        return None
+    pattern = r"\s+".join(re.escape(w) for w in swapped_to.split())
+    match = re.search(rf"(?<!\w){pattern}(?:e?s)?(?!\w)", text, re.IGNORECASE)
+    return Highlight(match.start(), match.end(), "swapped", note) if match else None
+
+
+def highlight_html(text: str, highlights: Iterable[Highlight]) -> str:
+    """``text`` as HTML with each highlighted span in a coloured ``<mark>`` (text escaped).
+
+    Overlapping spans are resolved character by character: the kind with the higher
+    priority (swapped > missing > found > unchecked) colours the overlap, so a swapped
+    word inside a found mention stands out within it.
+    """
+    kinds: list[Highlight | None] = [None] * len(text)
+    for h in highlights:
+        for i in range(h.start, min(h.end, len(text))):
+            if kinds[i] is None or _PRIORITY[h.kind] > _PRIORITY[kinds[i].kind]:
+                kinds[i] = h
+    out, i = [], 0
+    while i < len(text):
+        j = i
+        while j < len(text) and kinds[j] is kinds[i]:
+            j += 1
+        piece, h = html.escape(text[i:j]), kinds[i]
+        if h is None:
+            out.append(piece)
+        else:
+            extra = "font-weight:bold;text-decoration:underline;" if h.kind == "swapped" else ""
+            title = f' title="{html.escape(h.note, quote=True)}"' if h.note else ""
+            out.append(f'<mark class="{h.kind}" style="background:{HIGHLIGHT_COLOURS[h.kind]};{extra}'
+                       f'padding:0 1px;border-radius:2px"{title}>{piece}</mark>')
+        i = j
+    return "".join(out)
+
+
+def draw_frame(ax: "Axes", image: "Image.Image", predicted: Sequence[LabelledBox] = (),
+               truth: Sequence[LabelledBox] = ()) -> None:
+    """Draw ``image`` on ``ax`` with predicted boxes (solid, orange) and ground truth (dashed, cyan)."""
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image)
+    styles = ((truth, _TRUTH_COLOUR, "--", "bottom"), (predicted, _PREDICTED_COLOUR, "-", "top"))
+    for boxes, colour, style, place in styles:
+        for b in boxes:
+            x1, y1, x2, y2 = b.box
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=style,
+                                   linewidth=1.6))
+            if b.label:
+                y = y1 if place == "top" else y2
+                ax.text(x1 + 2, y, b.label, color="black", fontsize=7, va=place, ha="left",
+                        bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    ax.set_axis_off()
+
+
+def frame_png(image: "Image.Image", predicted: Sequence[LabelledBox] = (), truth: Sequence[LabelledBox] = (),
+              *, width_in: float = 4.6, dpi: int = 100) -> bytes:
+    """The frame with its boxes drawn (``draw_frame``), as PNG bytes."""
+    from matplotlib.figure import Figure
+
+    w, h = image.size
+    fig = Figure(figsize=(width_in, width_in * h / w), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    draw_frame(ax, image, predicted, truth)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _bar(name: str, value: float, colour: str, marker: float | None = None) -> str:
+    known = value is not None and math.isfinite(value)
+    width = 100 * min(max(value, 0.0), 1.0) if known else 0.0
+    tick = (f'<div style="position:absolute;left:{100 * marker:.1f}%;top:-2px;bottom:-2px;width:2px;'
+            f'background:#000" title="threshold {marker:.3f}"></div>') if marker is not None else ""
+    shown = f"{value:.3f}" if known else "n/a"
+    return (f'<div style="display:flex;align-items:center;gap:6px;margin:2px 0">'
+            f'<span style="width:92px;font-size:12px">{html.escape(name)}</span>'
+            f'<div style="position:relative;flex:1;height:10px;background:#eee;border-radius:2px">'
+            f'<div style="width:{width:.1f}%;height:100%;background:{colour};border-radius:2px"></div>{tick}</div>'
+            f'<span style="width:44px;font-size:12px;text-align:right;font-family:monospace">{shown}</span></div>')
+
+
+def card_html(card: Card) -> str:
+    """One gallery card as a self-contained HTML fragment (inline styles, image embedded)."""
+    if card.outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {card.outcome!r}: expected one of {OUTCOMES}")
+    kind = "aligned pair" if card.label == 1 else f"negative: {card.negative_type or 'unknown'}"
+    verdict = "accepted" if card.probability >= card.threshold else "rejected"
+    head = (f'<div style="display:flex;justify-content:space-between;font-size:12px;margin-bottom:4px">'
+            f'<b style="color:{_OUTCOME_COLOURS[card.outcome]}">{card.outcome} · {html.escape(kind)}</b>'
+            f'<span style="color:#666;font-family:monospace">{html.escape(card.pair_id)}</span></div>')
+    image = ""
+    if card.image is not None:
+        data = base64.b64encode(frame_png(card.image, card.predicted, card.truth)).decode("ascii")
+        image = (f'<img src="data:image/png;base64,{data}" style="width:100%;border-radius:3px" '
+                 f'alt="frame of {html.escape(card.pair_id)}">')
+    change = (f'<div style="font-size:12px;margin:4px 0;color:#6d4c00"><b>change:</b> {html.escape(card.change)}</div>'
+              if card.change else "")
+    text = (f'<div style="font-size:12px;line-height:1.45;max-height:11em;overflow-y:auto;margin:4px 0;'
+            f'padding:4px;background:#fafafa;border-radius:3px">{highlight_html(card.text, card.highlights)}</div>')
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in card.notes)
+    notes = f'<ul style="font-size:11px;margin:2px 0 4px 16px;padding:0;color:#444">{notes}</ul>' if notes else ""
+    bars = "".join(_bar(name, value, "#5c6bc0") for name, value in card.scores.items())
+    bars += _bar("P(aligned)", card.probability, _OUTCOME_COLOURS[card.outcome], marker=card.threshold)
+    footer = (f'<div style="font-size:12px;margin-top:2px">P(aligned) = <b>{card.probability:.3f}</b> '
+              f'(threshold {card.threshold:.3f}: {verdict})</div>')
+    return (f'<div class="story-align-card" style="border:1px solid #ccc;border-left:5px solid '
+            f'{_OUTCOME_COLOURS[card.outcome]};border-radius:4px;padding:8px;background:#fff;color:#222;'
+            f'font-family:system-ui,sans-serif">{head}{image}{change}{text}{notes}{bars}{footer}</div>')
+
+
+def _legend_html() -> str:
+    marks = " ".join(f'<mark style="background:{c};padding:0 3px">{k}</mark>' for k, c in HIGHLIGHT_COLOURS.items())
+    return (f'<div style="font-size:12px;margin:6px 0">Boxes: '
+            f'<span style="color:{_PREDICTED_COLOUR}">solid = detector</span>, '
+            f'<span style="color:#00838f">dashed = chain-of-thought ground truth</span>. Mentions: {marks} '
+            f'(hover a swapped word for the original). Bars: evidence scores (n/a: nothing to check, the head sees a '
+            f'placeholder); black tick: the decision threshold.</div>')
+
+
+def gallery_html(cards: Sequence[Card], *, columns: int = 2) -> str:
+    """Cards grouped by outcome (``OUTCOMES`` order, each under its title), ``columns`` per row."""
+    if columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
+    sections = [_legend_html()]
+    for outcome in OUTCOMES:
+        group = [c for c in cards if c.outcome == outcome]
+        title = f'<h4 style="margin:14px 0 6px">{html.escape(OUTCOME_TITLES[outcome])} ({len(group)} shown)</h4>'
+        if not group:
+            sections.append(title + '<p style="font-size:12px;color:#666">No pair of this kind on the test split.</p>')
+            continue
+        grid = "".join(card_html(c) for c in group)
+        sections.append(f'{title}<div style="display:grid;grid-template-columns:repeat({columns},minmax(0,1fr));'
+                        f'gap:10px">{grid}</div>')
+    return "\n".join(sections)
+
+
+#: Evidence columns shown on a card, with the flag saying whether each carries information.
+CARD_SCORES: dict[str, tuple[str, str | None]] = {
+    "object": ("object_score", "object_informative"),
+    "semantic": ("clip_score", None),
+    "spatial": ("spatial_score", "spatial_informative"),
+}
+
+
+def mention_highlights(segment: "Segment", found: Iterable[str], missing: Iterable[str],
+                       descriptions: Mapping[str, str] | None = None) -> list[Highlight]:
+    """A highlight per ``<gdo>`` mention: ``"found"`` / ``"missing"`` when the COCO category it
+    names is among ``found`` / ``missing``, ``"unchecked"`` when it names none.
+
+    A mention names a category through its words (``helpers.lexicon.to_coco``) or, for a
+    character whose words name nothing ("James"), through its chain-of-thought description
+    (``descriptions``: id -> text; ``helpers.lexicon.char_category``), as the object
+    evidence reads it.
+    """
+    from .lexicon import char_category, to_coco
+
+    found, missing, descriptions = set(found), set(missing), descriptions or {}
+    out = []
+    for m in segment.mentions:
+        category = to_coco(m.text)
+        if category is None:
+            chars = [i for i in m.ids if i.startswith("char")]
+            category = next((c for c in (char_category(descriptions.get(i, m.text)) for i in chars) if c), None)
+        if category in found:
+            out.append(Highlight(m.start, m.end, "found", f"{category}: detected"))
+        elif category in missing:
+            out.append(Highlight(m.start, m.end, "missing", f"{category}: not detected"))
+        else:
+            out.append(Highlight(m.start, m.end, "unchecked", "no COCO category to look for" if category is None
+                                 else f"{category}: not needed by the object evidence"))
+    return out
+
+
+def relation_notes(relations_json: str) -> list[str]:
+    """One line per relation the spatial evidence read: "James sits on the couch: held"."""
+    notes = []
+    for r in json.loads(relations_json or "[]"):
+        if r.get("status") == "proximity":
+            notes.append(f"person near {r['object_category']}: proximity {r['proximity']:.2f}")
+        else:
+            reason = f" ({r['reason']})" if r.get("reason") else ""
+            notes.append(f"{r['subject']} {r.get('phrase') or r['relation']} {r['object']}: {r['status']}{reason}")
+    return notes
+
+
+def gallery_cards(sample: pd.DataFrame, features: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
+                  detections: pd.DataFrame, ground_truth: pd.DataFrame, stories: Iterable["ParsedStory"], *,
+                  threshold: float) -> list[Card]:
+    """The cards of the pairs in ``sample`` (rows of ``sample_gallery``), in its order.
+
+    ``features`` is ``features.parquet`` (the pairs with their evidence); ``frames`` the
+    frames' encoded bytes; ``detections`` the detector's per-frame table and
+    ``ground_truth`` the chain of thought's (``helpers.detection``), both drawn at
+    ``threshold``; ``stories`` the parsed stories (for character descriptions). A swapped
+    word is located against the frame's own text, the aligned pair of the same frame.
+    """
+    from .data import CorruptFrameError, frame_image, parse_segment
+    from .detection import character_descriptions, parse_detections
+
+    rows = features.set_index("pair_id").loc[sample["pair_id"]]
+    own_text = (features[features["label"] == 1].drop_duplicates(["story_id", "frame"])
+                .set_index(["story_id", "frame"])["text"].to_dict())
+    boxes = {name: {(str(s), int(f)): parse_detections(c, threshold) if status == "ok" else []
+                    for s, f, status, c in table[["story_id", "frame", "status", "detections"]].itertuples(index=False)}
+             for name, table in (("predicted", detections), ("truth", ground_truth.assign(status="ok")))}
+    cots = {s.story_id: s.cot for s in stories}
+    cards = []
+    for pick, (pair_id, row) in zip(sample.itertuples(index=False), rows.iterrows()):
+        key = (str(row["story_id"]), int(row["frame"]))
+        segment = parse_segment(row["tagged_text"], int(row["source_frame"]))
+        cot = cots.get(str(row["source_story_id"]))
+        descriptions = character_descriptions(cot, int(row["source_frame"])) if cot is not None else {}
+        found = [f["category"] for f in json.loads(row.get("objects_found") or "[]")]
+        highlights = mention_highlights(segment, found, json.loads(row.get("objects_missing") or "[]"), descriptions)
+        if row["negative_type"] in ("object_swap", "relation_swap"):
+            swap = swap_highlight(segment.plain, original=own_text.get(key), swapped_from=row["swapped_from"],
+                                  swapped_to=row["swapped_to"])
+            highlights += [swap] if swap else []
+        try:
+            image = frame_image([frames[key]], 1)
+        except (CorruptFrameError, KeyError):
+            image = None
+        scores = {name: (float(row[column]) if flag is None or bool(row.get(flag, True)) else math.nan)
+                  for name, (column, flag) in CARD_SCORES.items() if column in row}
+        cards.append(Card(
+            pair_id=str(pair_id), outcome=pick.outcome, label=int(row["label"]),
+            negative_type=str(row["negative_type"]),
+            text=segment.plain, probability=float(pick.score), threshold=float(pick.threshold), scores=scores,
+            highlights=tuple(highlights), change=str(row.get("change") or ""), image=image,
+            predicted=tuple(LabelledBox(d.box, f"{d.label} {d.score:.2f}") for d in boxes["predicted"].get(key, [])),
+            truth=tuple(LabelledBox(d.box, d.label) for d in boxes["truth"].get(key, [])),
+            notes=tuple(relation_notes(row.get("relations_json") or "[]")),
+        ))
+    return cards
+
+
+# -------------------------------------------------------------------- summary dashboard
+
+
+def _estimate(entry: Mapping[str, Any] | None) -> tuple[float, float, float]:
+    """(value, low, high) of a metrics.json estimate, NaN where undefined."""
+    entry = entry or {}
+    value, low, high = (math.nan if entry.get(k) is None else float(entry[k]) for k in ("value", "low", "high"))
+    return value, low, high
+
+
+def _interval_bars(ax: "Axes", names: Sequence[str], estimates: Sequence[tuple[float, float, float]],
+                   colours: Sequence[str], xlabel: str) -> None:
+    values = np.array([e[0] for e in estimates])
+    low = np.array([e[1] for e in estimates])
+    high = np.array([e[2] for e in estimates])
+    err = np.nan_to_num(np.vstack([values - low, high - values]), nan=0.0).clip(min=0)
+    y = np.arange(len(names))
+    ax.barh(y, np.nan_to_num(values), xerr=err, color=colours, capsize=3)
+    for yi, v in zip(y, values):
+        inside = not math.isnan(v) and v > 0.15  # white on the bar, black beside a short one
+        ax.text(0.01, yi, "undefined" if math.isnan(v) else f"{v:.3f}", va="center", ha="left", fontsize=8,
+                color="white" if inside else "black")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.02), xlabel=xlabel)
+
+
+def summary_dashboard(metrics: Mapping[str, Any], *, metric: str = "roc_auc") -> "Figure":
+    """The headline results of ``metrics.json`` on one figure, every value with its 95% interval.
+
+    Panels: (a) the primary model's test metrics; (b) ``metric`` of every model, best first;
+    (c) the primary model's ``metric`` and accuracy by kind of negative; (d) its confusion
+    matrix at the validation-tuned threshold.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    models = metrics.get("models") or {}
+    primary = metrics.get("primary_model")
+    if primary not in models:
+        raise ValueError(f"metrics.json has no primary model {primary!r} (models: {sorted(models)})")
+    main = models[primary]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    (a, b), (c, d) = axes
+
+    names = list(metrics.get("metrics") or main["overall"])
+    label = METRIC_LABELS.get(metric, metric)
+    _interval_bars(a, [METRIC_LABELS.get(m, m) for m in names], [_estimate(main["overall"].get(m)) for m in names],
+                   ["#3949ab"] * len(names), "value")
+    a.set_title(f"(a) {primary}: test metrics (threshold {main['threshold']:.3f})")
+
+    order = sorted(models, key=lambda n: -np.nan_to_num(_estimate(models[n]["overall"].get(metric))[0], nan=-1))
+    palette = {"fusion_mlp": "#3949ab", "single_score": "#8d6e63", "logistic_regression": "#00897b",
+               "gradient_boosting": "#f4511e"}
+    _interval_bars(b, order, [_estimate(models[n]["overall"].get(metric)) for n in order],
+                   [palette.get(models[n].get("kind"), "#757575") for n in order], label)
+    if metric == "roc_auc":
+        b.axvline(0.5, color="black", linestyle=":", linewidth=1)
+    b.set_title(f"(b) {label} of every model (colour: kind" + ("; dotted: chance)" if metric == "roc_auc" else ")"))
+
+    groups = list(main.get("by_negative_type", {}))
+    if groups:
+        rows = [{"negative type": g, "metric": METRIC_LABELS.get(m, m),
+                 "value": _estimate(main["by_negative_type"][g].get(m))[0]}
+                for g in groups for m in (metric, "accuracy")]
+        sns.barplot(pd.DataFrame(rows), y="negative type", x="value", hue="metric", ax=c, orient="h")
+        for g_i, g in enumerate(groups):
+            for m_i, m in enumerate((metric, "accuracy")):
+                value, low, high = _estimate(main["by_negative_type"][g].get(m))
+                if not math.isnan(low):
+                    c.plot([low, high], [g_i + (m_i - 0.5) * 0.4] * 2, color="black", linewidth=1)
+        c.set(xlim=(0, 1.02), xlabel="value (line: 95% interval)")
+        c.legend(fontsize="small", loc="lower right")
+    else:
+        c.text(0.5, 0.5, "no negatives by type", ha="center", va="center")
+    c.set_title(f"(c) {primary} by kind of negative (all positives + that kind)")
+
+    cm = main["confusion"]
+    grid = pd.DataFrame([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]], index=["misaligned", "aligned"],
+                        columns=["rejected", "accepted"])
+    sns.heatmap(grid, annot=True, fmt="d", cbar=False, cmap="Blues", ax=d)
+    d.set(title=f"(d) {primary}: confusion on the test split", xlabel="verdict", ylabel="true")
+
+    n = metrics.get("n", {})
+    boot = metrics.get("bootstrap", {})
+    fig.suptitle(f"Headline results: {n.get('pairs', '?')} test pairs from {n.get('stories', '?')} stories, "
+                 f"95% intervals from {boot.get('n_resamples', '?')} story-level bootstrap resamples"
+                 + (" (SMOKE RUN: numbers mean nothing)" if metrics.get("profile") == "smoke" else ""),
+                 fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ architecture figure
+
+#: The boxes of the architecture figure: name -> (centre x, centre y, text, colour).
+_ARCHITECTURE_BOXES: dict[str, tuple[float, float, str, str]] = {
+    "text": (0.08, 0.80, "Story segment\n(tagged text)", "#eceff1"),
+    "frame": (0.08, 0.42, "Frame\n(movie still)", "#eceff1"),
+    "parsing": (0.31, 0.85, "Text rules: mentions ->\nCOCO, stated relations", "#ffe0b2"),
+    "detector": (0.31, 0.55, "Faster R-CNN\nResNet-50 FPN (COCO)", "#ffe0b2"),
+    "clip": (0.31, 0.22, "CLIP ViT-B/32\nframe + each sentence", "#e1bee7"),
+    "object": (0.56, 0.85, "Object evidence\nneeded vs detected", "#c8e6c9"),
+    "spatial": (0.56, 0.55, "Spatial evidence\nrelations held on boxes", "#c8e6c9"),
+    "semantic": (0.56, 0.22, "Semantic evidence\nsentence cosines", "#c8e6c9"),
+    "fusion": (0.745, 0.55, "FusionMLP\n{layers}", "#bbdefb"),
+    "probability": (0.925, 0.74, "P(aligned)\nvs threshold", "#fff9c4"),
+    "explanation": (0.925, 0.34, "Explanation\nfound / missing,\nheld / failed", "#fff9c4"),
+}
+#: Arrows between boxes, with an optional label.
+_ARCHITECTURE_ARROWS: tuple[tuple[str, str, str], ...] = (
+    ("text", "parsing", ""), ("text", "clip", "sentences"), ("frame", "detector", ""), ("frame", "clip", "pixels"),
+    ("parsing", "object", "categories"), ("parsing", "spatial", "relations"), ("detector", "object", "labels"),
+    ("detector", "spatial", "boxes"), ("clip", "semantic", ""),
+    ("object", "fusion", "score"), ("spatial", "fusion", "score"), ("semantic", "fusion", "score"),
+    ("fusion", "probability", ""), ("fusion", "explanation", ""),
+)
+
+
+def architecture_figure() -> "Figure":
+    """The verifier's architecture as boxes and arrows (matplotlib): inputs, the two frozen
+    models, the three evidences, the fusion head, and what it returns."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    from .fusion import FusionMLP, count_parameters
+
+    hidden = FusionMLP().network[0].out_features
+    layers = f"3 -> {hidden} -> {hidden} -> 1"
+    fig, ax = plt.subplots(figsize=(13, 5.6))
+    ax.set(xlim=(-0.01, 1.01), ylim=(0.08, 1.0))
+    ax.set_axis_off()
+    half_w, half_h = 0.07, 0.075
+    for x, y, label, colour in _ARCHITECTURE_BOXES.values():
+        ax.add_patch(FancyBboxPatch((x - half_w, y - half_h), 2 * half_w, 2 * half_h, boxstyle="round,pad=0.01",
+                                    facecolor=colour, edgecolor="#455a64", linewidth=1.2))
+        ax.text(x, y, label.format(layers=layers), ha="center", va="center", fontsize=9)
+    for source, target, label in _ARCHITECTURE_ARROWS:
+        (x0, y0, *_), (x1, y1, *_) = _ARCHITECTURE_BOXES[source], _ARCHITECTURE_BOXES[target]
+        start = (x0 + half_w + 0.01, y0)
+        end = (x1 - half_w - 0.01, y1)
+        ax.annotate("", xy=end, xytext=start,
+                    arrowprops={"arrowstyle": "-|>", "color": "#37474f", "linewidth": 1.1, "shrinkA": 0, "shrinkB": 0})
+        if label:
+            at = 0.3  # along the arrow: labels of crossing arrows stay apart
+            ax.text(start[0] + at * (end[0] - start[0]), start[1] + at * (end[1] - start[1]) + 0.012, label,
+                    ha="center", va="bottom", fontsize=7.5, color="#37474f",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+    ax.text(0.31, 0.99, "text rules and frozen pretrained models", ha="center", va="top", fontsize=8, style="italic",
+            color="#607d8b")
+    ax.text(0.56, 0.99, "evidence scores, nothing trained", ha="center", va="top", fontsize=8, style="italic",
+            color="#607d8b")
+    ax.text(0.745, 0.99, f"trained ({count_parameters(FusionMLP()):,} parameters)", ha="center", va="top", fontsize=8,
+            style="italic", color="#607d8b")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------- findings, in words
+
+
+def _value(estimate: Mapping[str, Any] | None) -> float:
+    """The point value of a metrics.json estimate, NaN where undefined."""
+    return _estimate(estimate)[0]
+
+
+def _difference_phrase(estimate: Mapping[str, Any] | None) -> str:
+    """"+0.041 [0.012, 0.070]: the interval excludes zero" and the like."""
+    from .evaluation import format_estimate
+
+    value, low, high = _estimate(estimate)
+    if math.isnan(value):
+        return "undefined"
+    text = format_estimate(estimate)
+    if math.isnan(low) or math.isnan(high):
+        return f"{text} (no interval)"
+    if low > 0 or high < 0:
+        return f"{text}: the interval excludes zero, so the test split tells the two apart"
+    return f"{text}: the interval includes zero, so the test split cannot tell the two apart"
+
+
+def _ranked(models: Mapping[str, Any], names: Iterable[str], metric: str) -> list[str]:
+    """``names`` with a defined ``metric``, best first."""
+    defined = [n for n in names if not math.isnan(_value(models[n]["overall"].get(metric)))]
+    return sorted(defined, key=lambda n: -_value(models[n]["overall"].get(metric)))
+
+
+def findings(metrics: Mapping[str, Any], ablations: Mapping[str, Any] | None = None,
+             robustness: pd.DataFrame | None = None, *, metric: str = "roc_auc") -> list[str]:
+    """The study's findings as Markdown sentences, every number and every comparison computed.
+
+    ``metrics`` is ``metrics.json`` (chapter 07), ``ablations`` ``ablations.json`` and
+    ``robustness`` the summary table of chapter 09 (``helpers.ablations.robustness_summary``);
+    the last two are optional. Comparisons between two models use the paired bootstrap
+    differences when the document has them, and say whether their interval excludes zero.
+    """
+    from .evaluation import format_estimate
+
+    models = metrics["models"]
+    primary = metrics["primary_model"]
+    main = models[primary]
+    n = metrics.get("n", {})
+    label = METRIC_LABELS.get(metric, metric)
+    out = [f"The fusion head (`{primary}`) reaches {label} {format_estimate(main['overall'].get(metric))} and "
+           f"macro-F1 {format_estimate(main['overall'].get('macro_f1'))} on {n.get('pairs', 0):,} test pairs from "
+           f"{n.get('stories', 0):,} stories (value [95% story-bootstrap interval])."]
+
+    singles = _ranked(models, [m for m, info in models.items() if info.get("kind") == "single_score"], metric)
+    if singles:
+        best, worst = singles[0], singles[-1]
+        sentence = (f"Used alone, `{best}` separates the pairs best ({label} "
+                    f"{format_estimate(models[best]['overall'].get(metric))})")
+        if worst != best:
+            sentence += f" and `{worst}` worst ({format_estimate(models[worst]['overall'].get(metric))})"
+        out.append(sentence + ".")
+        difference = metrics.get("differences", {}).get(best, {}).get(metric)
+        if difference is not None:
+            out.append(f"The fusion head minus `{best}` in {label}: {_difference_phrase(difference)}.")
+
+    by_type = {t: _value(v.get(metric)) for t, v in main.get("by_negative_type", {}).items()}
+    by_type = {t: v for t, v in by_type.items() if not math.isnan(v)}
+    if len(by_type) > 1:
+        hardest, easiest = min(by_type, key=by_type.get), max(by_type, key=by_type.get)
+        if f"{by_type[hardest]:.3f}" == f"{by_type[easiest]:.3f}":  # equal as printed
+            out.append(f"The fusion head reaches the same {label} ({by_type[hardest]:.3f}) on every kind of negative.")
+        else:
+            out.append(f"For the fusion head the hardest kind of negative is `{hardest}` ({label} "
+                       f"{by_type[hardest]:.3f}) and the easiest `{easiest}` ({by_type[easiest]:.3f}).")
+
+    if ablations:
+        out += ablation_findings(ablations, metric)
+    if robustness is not None:
+        from .ablations import robustness_findings
+
+        out += robustness_findings(robustness)
+    return out
+
+
+def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> list[str]:
+    """The ablation results (``ablations.json``) as Markdown sentences: the best and worst
+    evidence subsets, and what the oracle detector and the study's rules change against
+    the reference, with paired intervals."""
+    from .evaluation import format_estimate
+
+    models, families = ablations["models"], ablations.get("families", {})
+    reference, differences = ablations["reference"], ablations.get("differences", {})
+    label = METRIC_LABELS.get(metric, metric)
+    out = []
+    subsets = _ranked(models, [m for m in models if families.get(m) == "evidence subset"], metric)
+    if subsets:
+        best, worst = models[subsets[0]]["overall"], models[subsets[-1]]["overall"]
+        out.append(f"Among the {len(subsets)} subsets of evidence, each with its own head, `{subsets[0]}` has the "
+                   f"highest {label} ({format_estimate(best.get(metric))}) and `{subsets[-1]}` the lowest "
+                   f"({format_estimate(worst.get(metric))}).")
+    for name, what in (("oracle detector", "Replacing Faster R-CNN by the chain-of-thought boxes"),
+                       ("study rules", "Scoring with the original study's rules and training for three epochs")):
+        if name in differences and differences[name].get(metric) is not None:
+            out.append(f"{what} changes {label} by {_difference_phrase(differences[name][metric])} "
+                       f"(against `{reference}`).")
+    return out
+
+
+def limitations(cfg: Mapping[str, Any]) -> list[str]:
+    """What the results cannot say, as Markdown sentences (true whatever the numbers are)."""
+    from .lexicon import COCO_CATEGORIES
+
+    out = [
+        "The labels are built, not judged: a misaligned pair is another story's text, another frame's text, or the "
+        "frame's own text with one object or one spatial word swapped. The metrics measure how well these kinds of "
+        "negative are told apart, not agreement with people judging alignment.",
+        "The ground-truth boxes, and the text itself, are the dataset's own annotations; they are not checked "
+        "against the frames here, so the oracle detector is only as good as they are.",
+        f"Object and spatial evidence only see the {len(COCO_CATEGORIES)} COCO categories. A text that names nothing "
+        "a COCO detector reports gives no object evidence, and relations between such things cannot be checked: for "
+        "those pairs the object and spatial scores say nothing about the frame.",
+        f"Stories are split by blocks of {cfg['data'].get('block_size', '?')} neighbouring ids to keep a movie on one "
+        "side of a split, but a movie can span blocks, so the test split may share movies (and characters) with the "
+        "training split: the numbers may flatter the verifier on unseen films.",
+        "CLIP reads at most 77 tokens: every sentence is scored on its own, and a sentence longer than that is cut.",
+        "The intervals resample test stories; they do not include the variation between training runs (one seed).",
+    ]
+    if cfg.get("profile") == "smoke":
+        out.insert(0, "This is a smoke run: synthetic data and random weights. Every number above is meaningless; the "
+                      "run only shows that the study executes end to end.")
+    return out

@@ -1,0 +1,265 @@
+"""Ablations and robustness: the subsets, the study's rules, the perturbations, the bookkeeping."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageChops
+
+from helpers import ablations as ab
+from helpers.data import parse_story, strip_tags
+
+#: A real story (verbatim from the Hub), when the shared fixtures are mounted.
+FIXTURE = Path("/work/shared/fixtures/storyreasoning/story_3920/story.txt")
+needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason="shared StoryReasoning fixtures not mounted")
+TAGGED = (
+    "<gdo char1>Dr. Mary Jones</gdo> <gda char1>sits</gda> on <gdo obj1>the couch</gdo>. "
+    "<gdo char2>Tom</gdo> holds <gdo obj2>a cup</gdo>! Is it late? "
+    "The <gdl bg1>dim light</gdl> falls on <gdo obj3>a table</gdo>."
+)
+
+
+# ------------------------------------------------------------------------- subsets
+
+
+def test_seven_subsets_are_exactly_the_non_empty_subsets():
+    subsets = ab.evidence_subsets()
+    assert len(subsets) == 7 == len(set(subsets))
+    expected = {frozenset(c) for r in (1, 2, 3) for c in itertools.combinations(ab.EVIDENCES, r)}
+    assert {frozenset(s) for s in subsets} == expected
+    assert subsets[-1] == tuple(ab.EVIDENCES) and ab.subset_name(subsets[-1]) == ab.REFERENCE
+    assert [len(s) for s in subsets] == sorted(len(s) for s in subsets)
+
+
+def test_subset_variants_train_on_the_named_columns():
+    cfg = {"seed": 7, "training": {"lr": 0.01, "batch_size": 8, "max_epochs": 5, "patience": 2}}
+    variants = ab.subset_variants(pd.DataFrame(), cfg)
+    by_name = {v.name: v.settings.features for v in variants}
+    assert by_name["object"] == ("object_score",)
+    assert by_name["semantic + spatial"] == ("clip_score", "spatial_score")
+    assert by_name[ab.REFERENCE] == ("object_score", "clip_score", "spatial_score")
+    assert {v.settings.seed for v in variants} == {7}
+
+
+def test_study_variant_trains_three_epochs_without_early_stopping():
+    cfg = {"seed": 42, "training": {"lr": 0.001, "batch_size": 8, "max_epochs": 200, "patience": 15}}
+    settings = ab.study_variant(pd.DataFrame(), cfg).settings
+    assert settings.max_epochs == 3 and settings.patience is None
+    table = ab.variant_table([ab.study_variant(pd.DataFrame(), cfg), ab.detector_variant(pd.DataFrame(), cfg)])
+    assert table.loc["study rules", "epochs"] == "3 (last kept)"
+    assert table.loc["oracle detector", "epochs"].startswith("up to 200, patience 15")
+
+
+# ------------------------------------------------------------------- study's rules
+
+
+def test_study_object_score_matches_keywords_anywhere_in_the_whole_story():
+    story = ("<gdi image1>\n<gdo char1>James</gdo> enters.\n</gdi>\n\n"
+             "<gdi image2>\nHe puts the <gdo obj1>mugs</gdo> down by the sofa.\n</gdi>")
+    keywords = {"person": ("man", "james"), "cup": ("mug", "mugs"), "couch": ("sofa",), "tv": ("television",)}
+    # person (via "James" in frame 1), cup ("mugs"), couch ("sofa") found; tv not; duplicates count once
+    assert ab.study_object_score(["person", "cup", "couch", "tv", "person"], story, keywords) == pytest.approx(3 / 4)
+    # whole words only: "cupboard" is not a cup, and tags are not text ("gdo" never matches)
+    assert ab.study_object_score(["cup"], "<gdo obj1>a cupboard</gdo>", {"cup": ()}) == 0.0
+    assert ab.study_object_score([], story, keywords) == 0.0
+    assert ab.study_object_score([], story, keywords, empty=0.5) == 0.5
+
+
+def test_study_keywords_come_from_the_lexicon():
+    words = ab.study_keywords()
+    assert "sofa" in words["couch"] and words["couch"][0] == "couch" and "television" in words["tv"]
+    assert len(words) == 80
+
+
+@needs_fixture
+def test_whole_story_rebuilds_the_story_and_replaces_one_segment():
+    segments = parse_story(FIXTURE.read_text())
+    rebuilt = ab.whole_story(segments)
+    assert [s.tagged for s in parse_story(rebuilt)] == [s.tagged for s in segments]
+    assert rebuilt.startswith("<gdi image1>\n")
+    edited = ab.whole_story(segments, 2, "A new text.")
+    assert [s.tagged for s in parse_story(edited)][1] == "A new text."
+    assert parse_story(edited)[0].tagged == segments[0].tagged
+    with pytest.raises(ValueError, match="no frame 99"):
+        ab.whole_story(segments, 99, "x")
+
+
+def test_study_features_use_whole_story_labels_first_frame_clip_and_the_400px_rule():
+    table = pd.DataFrame({"pair_id": ["a", "b"], "story_id": ["1", "1"], "frame": [1, 2],
+                          "object_score": [0.9, 0.9], "clip_score": [0.9, 0.9], "spatial_score": [0.9, 0.9]})
+    person = {"label": "person", "score": 0.9, "box": [0, 0, 50, 100]}
+    tv = {"label": "tv", "score": 0.8, "box": [60, 0, 90, 30]}
+    frames = pd.DataFrame({"story_id": ["1", "1"], "frame": [1, 2], "status": ["ok", "ok"],
+                           "detections": [json.dumps([person, tv]), json.dumps([{**tv, "score": 0.2}])]})
+    texts = pd.Series({"a": "A man watches.", "b": "A man watches."})
+    clip = pd.Series({"a": 0.61, "b": np.nan})
+    out = ab.study_features(table, frames, texts, clip, threshold=0.5).set_index("pair_id")
+    assert out.loc["a", "object_score"] == pytest.approx(0.5)  # person via "man"; tv not named
+    assert out.loc["b", "object_score"] == 0.0  # nothing detected at the threshold
+    assert out.loc["a", "spatial_score"] == 1.0 and out.loc["b", "spatial_score"] == 0.5  # pair near / no pair
+    assert out.loc["a", "clip_score"] == 0.61 and out.loc["b", "clip_score"] == 0.5  # undecodable frame 1 -> 0.5
+
+
+# -------------------------------------------------------------------- perturbations
+
+
+def test_typos_change_exactly_k_letters_and_no_tag():
+    rng = np.random.default_rng(0)
+    for k in (1, 3, 10):
+        out = ab.typos(TAGGED, rng, k=k)
+        assert len(out) == len(TAGGED)
+        assert sum(a != b for a, b in zip(out, TAGGED)) == k
+        assert all(a.isalpha() and b.isalpha() for a, b in zip(out, TAGGED) if a != b)
+        assert ab._MARKUP.findall(out) == ab._MARKUP.findall(TAGGED)
+    with pytest.raises(ab.PerturbationError, match="fewer than"):
+        ab.typos("<gdo char1>ab</gdo>", rng, k=3)
+
+
+def test_strip_tags_leaves_no_tag():
+    out = ab.strip_tags(TAGGED)
+    assert "<gd" not in out and "</gd" not in out and "Dr. Mary Jones sits on the couch." in out
+
+
+def test_sentences_never_split_inside_a_tag_or_after_a_title():
+    sentences = ab.split_tagged_sentences(TAGGED)
+    assert len(sentences) == 4
+    assert sentences[0].startswith("<gdo char1>Dr. Mary Jones</gdo>")
+    for s in sentences:
+        assert s.count("<gd") == s.count("</gd")
+
+
+def test_shuffle_keeps_the_multiset_of_sentences_and_changes_the_order():
+    for seed in range(5):
+        out = ab.shuffle_sentences(TAGGED, np.random.default_rng(seed))
+        assert Counter(ab.split_tagged_sentences(out)) == Counter(ab.split_tagged_sentences(TAGGED))
+        assert out != TAGGED
+    wrapped = ab.shuffle_sentences(f"<gdi image2>\n{TAGGED}\n</gdi>", np.random.default_rng(0))
+    assert wrapped.startswith("<gdi image2>") and wrapped.rstrip().endswith("</gdi>")
+    assert ab.shuffle_sentences("Only one.", np.random.default_rng(0)) == "Only one."
+
+
+@needs_fixture
+def test_shuffle_on_real_segments_keeps_every_sentence():
+    for segment in parse_story(FIXTURE.read_text()):
+        out = ab.shuffle_sentences(segment.tagged, np.random.default_rng(1))
+        assert sorted(ab.split_tagged_sentences(out)) == sorted(ab.split_tagged_sentences(segment.tagged))
+        assert sorted(strip_tags(out).split()) == sorted(segment.plain.split())
+
+
+@pytest.fixture(scope="module")
+def frame() -> Image.Image:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(240, 576, 3), dtype=np.uint8)
+    pixels[60:180, 200:380] = (200, 40, 40)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("name", list(ab.IMAGE_PERTURBATIONS))
+def test_image_perturbations_change_pixels_and_keep_the_size(frame, name):
+    out = ab.IMAGE_PERTURBATIONS[name](frame)
+    assert out.size == frame.size and out.mode == "RGB"
+    assert ImageChops.difference(out, frame).getbbox() is not None
+
+
+def test_image_perturbations_do_what_they_claim(frame):
+    gray = np.asarray(frame.convert("L"), dtype=float)
+    assert np.asarray(ab.blur(frame).convert("L"), dtype=float).std() < gray.std()  # blur smooths
+    assert np.asarray(ab.brightness(frame, 1.6), dtype=float).mean() > np.asarray(frame, dtype=float).mean()
+    cropped = np.asarray(ab.crop(frame, keep=0.5))
+    assert (cropped[120, 288] == (200, 40, 40)).all()  # the centre is magnified: the red block fills it
+    with pytest.raises(ab.PerturbationError):
+        ab.crop(frame, keep=1.2)
+    with pytest.raises(ab.PerturbationError):
+        ab.jpeg(frame, quality=0)
+
+
+# ---------------------------------------------------------------------- robustness
+
+
+def sample_pairs() -> pd.DataFrame:
+    return pd.DataFrame({"pair_id": ["p1", "p2"], "story_id": ["1", "1"], "frame": [1, 2], "label": [1, 0],
+                         "negative_type": ["", "object_swap"], "split": ["test", "test"],
+                         "tagged_text": [TAGGED, "<gdo obj1>A cup</gdo> stands on a table. It is red."],
+                         "text": [strip_tags(TAGGED), "A cup stands on a table. It is red."]})
+
+
+def fake_score(pairs: pd.DataFrame, frames) -> pd.DataFrame:
+    """Evidence that reacts to tags (object), to the image's brightness (clip) and to any edit of the text (spatial)."""
+    brightness = {k: np.asarray(Image.open(io.BytesIO(v)), dtype=float).mean() / 255 for k, v in frames.items()}
+    keys = list(zip(pairs["story_id"], pairs["frame"]))
+    return pairs.assign(
+        object_score=[float("<gdo" in t) for t in pairs["tagged_text"]],
+        clip_score=[brightness[k] for k in keys],
+        spatial_score=[float(t in set(sample_pairs()["tagged_text"])) for t in pairs["tagged_text"]],
+    )
+
+
+def test_robustness_measures_changes_and_flips_against_the_clean_pairs(frame):
+    buffer = io.BytesIO()
+    frame.save(buffer, format="PNG")
+    frames = {("1", 1): buffer.getvalue(), ("1", 2): buffer.getvalue(), ("9", 9): b"unused"}
+    head = SimpleNamespace(threshold=0.5, predict_proba=lambda t: t["object_score"].to_numpy() * 0.8 + 0.1)
+    long = ab.robustness(sample_pairs(), frames, fake_score, head, seed=0)
+    assert len(long) == 2 * (len(ab.IMAGE_PERTURBATIONS) + len(ab.TEXT_PERTURBATIONS))
+    stripped = long[long["perturbation"] == "tags stripped"]
+    assert (stripped["object_score_clean"] == 1).all() and (stripped["object_score_perturbed"] == 0).all()
+    assert stripped["flipped"].all()  # P goes from 0.9 to 0.1 across the 0.5 threshold
+    assert not long.loc[long["kind"] == "image", "flipped"].any()
+    bright = long[long["perturbation"].str.startswith("brightness")]
+    assert (bright["clip_score_perturbed"] > bright["clip_score_clean"]).all()
+    shuffled = long[long["perturbation"].str.startswith("sentence order")]
+    assert (shuffled["spatial_score_perturbed"] == 0).all()  # the order changed in both texts
+    summary = ab.robustness_summary(long).set_index("perturbation")
+    assert summary.loc["tags stripped", "decisions_flipped"] == 1.0
+    assert summary.loc["tags stripped", "mean |change| object_score"] == 1.0
+    assert summary.loc["tags stripped", "pairs"] == 2
+
+
+def test_robustness_sample_is_balanced_and_seeded():
+    table = pd.DataFrame({"pair_id": [f"p{i}" for i in range(20)], "split": ["test"] * 16 + ["train"] * 4,
+                          "label": [i % 2 for i in range(20)]})
+    a = ab.robustness_sample(table, 6, seed=1)
+    assert len(a) == 6 and a["label"].sum() == 3 and set(a["split"]) == {"test"}
+    assert a.equals(ab.robustness_sample(table, 6, seed=1))
+
+
+# ---------------------------------------------------------------------- the table
+
+
+def fake_predictions(n_stories: int = 12) -> tuple[pd.DataFrame, list]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(n_stories):
+        for label, negative in ((1, ""), (0, ("other_story", "object_swap")[s % 2])):
+            rows.append({"pair_id": f"{s}-{label}", "story_id": str(s), "frame": 1, "split": "test", "label": label,
+                         "negative_type": negative})
+    base = pd.DataFrame(rows)
+    preds, variants = [], []
+    for name, signal in ((ab.REFERENCE, 2.0), ("object", 0.5), ("oracle detector", 3.0)):
+        score = 1 / (1 + np.exp(-(signal * (base["label"] - 0.5) + rng.normal(0, 1, len(base)))))
+        preds.append(base.assign(model=name, kind="fusion_mlp", features="x", score=score, threshold=0.5))
+        variants.append(SimpleNamespace(name=name, family="detector" if "oracle" in name else "evidence subset",
+                                        description=name))
+    return pd.concat(preds, ignore_index=True), variants
+
+
+def test_ablation_metrics_and_table_compare_every_variant_with_the_reference():
+    predictions, variants = fake_predictions()
+    document = ab.ablation_metrics(predictions, variants, n_resamples=50, seed=0)
+    assert set(document["models"]) == {ab.REFERENCE, "object", "oracle detector"}
+    assert set(document["differences"]) == {"object", "oracle detector"}
+    diff = document["differences"]["object"]["roc_auc"]["value"]
+    auc = {m: document["models"][m]["overall"]["roc_auc"]["value"] for m in document["models"]}
+    assert diff == pytest.approx(auc["object"] - auc[ab.REFERENCE])
+    table = ab.ablation_table(document)
+    assert table.loc[ab.REFERENCE, f"minus {ab.REFERENCE}"] == "(reference)"
+    assert {"overall", "other_story", "object_swap", "family"} <= set(table.columns)
+    assert table.loc["oracle detector", "family"] == "detector"

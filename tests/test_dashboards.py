@@ -1,0 +1,201 @@
+"""Dashboards: gallery grouping, card rendering, the summary and architecture figures, findings."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import dashboards as db
+from helpers.dashboards import (
+    OUTCOMES,
+    Card,
+    Highlight,
+    LabelledBox,
+    card_html,
+    changed_span,
+    gallery_html,
+    gallery_table,
+    highlight_html,
+    outcomes,
+    sample_gallery,
+    summary_dashboard,
+    swap_highlight,
+)
+
+matplotlib.use("Agg")
+
+
+def predictions() -> pd.DataFrame:
+    """Six test pairs of one model with known outcomes, plus rows that must be ignored."""
+    rows = [
+        # pair, label, score       -> threshold 0.5
+        ("tp-strong", 1, 0.95),  # TP
+        ("tp-weak", 1, 0.55),  # TP
+        ("fp", 0, 0.80),  # FP
+        ("tn", 0, 0.10),  # TN
+        ("fn", 1, 0.20),  # FN
+        ("at-threshold", 0, 0.50),  # FP: score == threshold counts as accepted
+    ]
+    table = pd.DataFrame(rows, columns=["pair_id", "label", "score"]).assign(
+        model="fusion", split="test", threshold=0.5, story_id="1",
+        negative_type=lambda t: np.where(t.label == 1, "", "same_story"))
+    noise = table.assign(model="clip_score_only", score=1 - table["score"])  # another model
+    val = table.assign(split="val", pair_id=table["pair_id"] + "-val")  # another split
+    return pd.concat([table, noise, val], ignore_index=True)
+
+
+def test_outcomes_are_the_confusion_cells():
+    got = outcomes(np.array([1, 1, 0, 0]), np.array([True, False, True, False]))
+    assert got.tolist() == ["TP", "FN", "FP", "TN"]
+
+
+def test_outcomes_reject_bad_labels():
+    with pytest.raises(ValueError, match="0 or 1"):
+        outcomes(np.array([2]), np.array([True]))
+
+
+def test_gallery_table_groups_one_model_on_one_split():
+    table = gallery_table(predictions(), "fusion")
+    by_pair = dict(zip(table["pair_id"], table["outcome"]))
+    assert by_pair == {"tp-strong": "TP", "tp-weak": "TP", "fp": "FP", "tn": "TN", "fn": "FN", "at-threshold": "FP"}
+    assert table.set_index("pair_id").loc["fp", "confidence"] == pytest.approx(0.30)
+
+
+def test_gallery_table_names_a_missing_model():
+    with pytest.raises(ValueError, match="no predictions of model 'nope'"):
+        gallery_table(predictions(), "nope")
+
+
+def test_sample_gallery_takes_most_confident_per_group_in_order():
+    sample = sample_gallery(gallery_table(predictions(), "fusion"), per_group=1)
+    assert sample["outcome"].tolist() == list(OUTCOMES)
+    assert sample["pair_id"].tolist() == ["tp-strong", "fp", "tn", "fn"]  # fp (0.30 off) beats at-threshold (0.0)
+
+
+def test_changed_span_finds_the_edit_and_widens_it_to_words():
+    original = "He puts the cup on a table near the door."
+    edited = "He puts the cup on a cable near the door."  # one letter differs
+    start, end = changed_span(original, edited)
+    assert edited[start:end] == "cable"
+    assert changed_span(original, original) is None
+
+
+def test_swap_highlight_prefers_the_edit_over_an_earlier_occurrence():
+    original = "The cup is on the left. She stands on the left side."
+    edited = "The cup is on the left. She stands on the right side."
+    h = swap_highlight(edited, original=original, swapped_from="left", swapped_to="right")
+    assert edited[h.start:h.end] == "right" and h.kind == "swapped" and "left" in h.note
+    # without the original text: first whole-word occurrence, plural allowed
+    h = swap_highlight("Two cell phones lie there.", swapped_to="cell phone")
+    assert "Two cell phones lie there."[h.start:h.end] == "cell phones"
+
+
+def test_highlight_html_escapes_and_lets_the_swap_win_inside_a_mention():
+    text = "A <b> man holds a blue cup."
+    found = Highlight(text.index("a blue cup"), len(text) - 1, "found")
+    swapped = Highlight(text.index("cup"), text.index("cup") + 3, "swapped", "was 'mug'")
+    out = highlight_html(text, [found, swapped])
+    assert "&lt;b&gt;" in out and "<b>" not in out
+    assert re.search(r'<mark class="found"[^>]*>a blue </mark>'
+                     r'<mark class="swapped"[^>]*title="was &#x27;mug&#x27;"[^>]*>cup</mark>', out)
+
+
+def test_card_html_shows_swapped_word_probability_boxes_and_scores():
+    text = "James sits on a couch near the tv."
+    card = Card(
+        pair_id="3920-1-neg", outcome="FP", label=0, negative_type="object_swap", text=text,
+        probability=0.734, threshold=0.5, scores={"object": 0.5, "semantic": 0.61, "spatial": float("nan")},
+        highlights=(Highlight(0, 5, "found"),
+                    Highlight(text.index("couch"), text.index("couch") + 5, "swapped", "was 'chair'")),
+        change='object "a chair" -> "a couch"', image=Image.new("RGB", (576, 240), "gray"),
+        predicted=(LabelledBox((10, 10, 100, 200), "person 0.91"),), truth=(LabelledBox((12, 8, 98, 210), "char1"),),
+    )
+    out = card_html(card)
+    assert re.search(r'<mark class="swapped"[^>]*>couch</mark>', out)
+    assert "0.734" in out and "threshold 0.500" in out and "accepted" in out
+    assert out.count("data:image/png;base64,") == 1
+    assert "n/a" in out  # the NaN spatial score is shown as unavailable, not as 0
+    assert "object_swap" in out and "&quot;a chair&quot;" in out
+
+
+def test_gallery_html_has_a_section_per_outcome_even_when_empty():
+    card = Card(pair_id="p", outcome="TN", label=0, negative_type="other_story", text="x", probability=0.1,
+                threshold=0.5, scores={})
+    out = gallery_html([card])
+    for outcome in ("True positives", "False positives", "True negatives", "False negatives"):
+        assert outcome in out
+    assert out.count("story-align-card") == 1 and "No pair of this kind" in out
+
+
+def metrics_document() -> dict:
+    est = lambda v: {"value": v, "low": v - 0.05, "high": v + 0.05}  # noqa: E731
+    metrics = ["accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc"]
+
+    def model(kind, auc):
+        return {"kind": kind, "features": [], "threshold": 0.5, "overall": {m: est(auc) for m in metrics},
+                "by_negative_type": {t: {m: est(auc - 0.1) for m in metrics} for t in ("other_story", "object_swap")},
+                "confusion": {"tn": 5, "fp": 2, "fn": 1, "tp": 6}}
+
+    return {"profile": "smoke", "primary_model": "fusion", "metrics": metrics, "n": {"pairs": 14, "stories": 3},
+            "bootstrap": {"n_resamples": 200},
+            "models": {"fusion": model("fusion_mlp", 0.8), "clip_score_only": model("single_score", 0.7),
+                       "object_score_only": model("single_score", 0.6)}}
+
+
+def test_summary_dashboard_draws_four_panels_from_metrics():
+    fig = summary_dashboard(metrics_document())
+    assert len(fig.axes) == 4
+    assert "SMOKE RUN" in fig._suptitle.get_text()
+    labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert labels == ["fusion", "clip_score_only", "object_score_only"]  # best ROC-AUC first
+
+
+def test_summary_dashboard_names_a_missing_primary_model():
+    doc = metrics_document()
+    doc["primary_model"] = "absent"
+    with pytest.raises(ValueError, match="absent"):
+        summary_dashboard(doc)
+
+
+def test_mention_highlights_mark_found_missing_and_unchecked_mentions():
+    from helpers.data import parse_segment
+
+    segment = parse_segment("<gdo char1>James</gdo> holds <gdo obj1>a cup</gdo> by <gdo bg1>the wall</gdo>.", 1)
+    marks = db.mention_highlights(segment, found=["person"], missing=["cup"], descriptions={"char1": "A tall man"})
+    assert [(segment.plain[h.start:h.end], h.kind) for h in marks] == [
+        ("James", "found"), ("a cup", "missing"), ("the wall", "unchecked")]
+    robot = db.mention_highlights(segment, found=["person"], missing=[], descriptions={"char1": "A golden robot"})
+    assert robot[0].kind == "unchecked"  # a robot is no COCO person, so nothing was looked for
+
+
+def test_findings_compute_every_comparison():
+    doc = metrics_document()
+    doc["models"]["fusion"]["by_negative_type"]["object_swap"]["roc_auc"] = {"value": 0.55, "low": 0.4, "high": 0.7}
+    doc["differences"] = {"clip_score_only": {"roc_auc": {"value": 0.1, "low": 0.02, "high": 0.2}}}
+    text = "\n".join(db.findings(doc))
+    assert "ROC-AUC 0.800 [0.750, 0.850]" in text and "14 test pairs from 3 stories" in text
+    assert "`clip_score_only` separates the pairs best" in text and "`object_score_only` worst" in text
+    assert "interval excludes zero" in text
+    assert "hardest kind of negative is `object_swap` (ROC-AUC 0.550) and the easiest `other_story` (0.700)" in text
+    doc["differences"]["clip_score_only"]["roc_auc"] = {"value": 0.1, "low": -0.02, "high": 0.2}
+    assert "cannot tell the two apart" in "\n".join(db.findings(doc))
+
+
+def test_limitations_flag_a_smoke_run_and_quote_the_profile():
+    smoke = db.limitations({"profile": "smoke", "data": {"block_size": 2}})
+    quick = db.limitations({"profile": "quick", "data": {"block_size": 4}})
+    assert "smoke run" in smoke[0] and not any("smoke run" in s for s in quick)
+    assert any("blocks of 4 neighbouring ids" in s for s in quick)
+
+
+def test_architecture_figure_names_every_stage():
+    fig = db.architecture_figure()
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    for stage in ("Faster R-CNN", "CLIP ViT-B/32", "Object evidence", "Semantic evidence", "Spatial evidence",
+                  "FusionMLP", "P(aligned)", "Explanation", "4,481 parameters"):
+        assert stage in texts, stage
