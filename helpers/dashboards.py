@@ -270,19 +270,14 @@ def highlight_html(text: str, highlights: Iterable[Highlight]) -> str:
 def draw_frame(ax: "Axes", image: "Image.Image", predicted: Sequence[LabelledBox] = (),
                truth: Sequence[LabelledBox] = ()) -> None:
     """Draw ``image`` on ``ax`` with predicted boxes (solid, orange) and ground truth (dashed, cyan)."""
-    from matplotlib.patches import Rectangle
+    from .plots import draw_boxes
 
     ax.imshow(image)
+    # labels inside their boxes: truth's along the bottom edge, predictions' along the top
     styles = ((truth, _TRUTH_COLOUR, "--", "bottom"), (predicted, _PREDICTED_COLOUR, "-", "top"))
     for boxes, colour, style, place in styles:
-        for b in boxes:
-            x1, y1, x2, y2 = b.box
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=style,
-                                   linewidth=1.6))
-            if b.label:
-                y = y1 if place == "top" else y2
-                ax.text(x1 + 2, y, b.label, color="black", fontsize=7, va=place, ha="left",
-                        bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+        draw_boxes(ax, [b.box for b in boxes], [b.label for b in boxes], colour=colour, style=style, width=1.6,
+                   text_colour="black", label_at=place, inside=True)
     ax.set_axis_off()
 
 
@@ -384,17 +379,14 @@ def mention_highlights(segment: "Segment", found: Iterable[str], missing: Iterab
     A mention names a category through its words (``helpers.lexicon.to_coco``) or, for a
     character whose words name nothing ("James"), through its chain-of-thought description
     (``descriptions``: id -> text; ``helpers.lexicon.char_category``), as the object
-    evidence reads it.
+    evidence reads it (:func:`helpers.detection.mention_category`).
     """
-    from .lexicon import char_category, to_coco
+    from .detection import mention_category
 
-    found, missing, descriptions = set(found), set(missing), descriptions or {}
+    found, missing = set(found), set(missing)
     out = []
     for m in segment.mentions:
-        category = to_coco(m.text)
-        if category is None:
-            chars = [i for i in m.ids if i.startswith("char")]
-            category = next((c for c in (char_category(descriptions.get(i, m.text)) for i in chars) if c), None)
+        category = mention_category(m, descriptions)
         if category in found:
             out.append(Highlight(m.start, m.end, "found", f"{category}: detected"))
         elif category in missing:

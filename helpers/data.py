@@ -577,6 +577,15 @@ def _corrupt_frames(images: Sequence[Any]) -> list[str]:
 # ----------------------------------------------------------------------------- loading
 
 
+def _split_files(cfg_data: Mapping[str, Any], split: str, cache_dir: Path | None, seed: int) -> list[Path]:
+    """The files of ``split`` (``"train"`` | ``"test"``) from the profile's source: the Hub's
+    shards needed for ``n_stories`` rows, else the local (or generated synthetic) folder's."""
+    source = str(cfg_data["source"])
+    if source == "hub":
+        return _hub_split_files(split, cfg_data.get("n_stories"))
+    return _local_split_files(_local_dir(source, cfg_data, cache_dir, seed), split)
+
+
 def load_stories(cfg_data: Mapping[str, Any], cache_dir: Path | None = None, *, seed: int = 42) -> datasets.Dataset:
     """Load the stories a profile's ``data`` section asks for, images left undecoded.
 
@@ -590,13 +599,7 @@ def load_stories(cfg_data: Mapping[str, Any], cache_dir: Path | None = None, *, 
     Hugging Face cache (``HF_HOME``). Offline with nothing cached raises
     :class:`helpers.config.MissingAssetError`.
     """
-    source = str(cfg_data["source"])
-    n_stories = cfg_data.get("n_stories")
-    if source == "hub":
-        files = _hub_split_files("train", n_stories)
-    else:
-        files = _local_split_files(_local_dir(source, cfg_data, cache_dir, seed), "train")
-    return _load_parquet(files, n_stories, cache_dir)
+    return _load_parquet(_split_files(cfg_data, "train", cache_dir, seed), cfg_data.get("n_stories"), cache_dir)
 
 
 def load_external_test(
@@ -609,14 +612,10 @@ def load_external_test(
     if not cfg_data.get("hub_external_test"):
         return None
     source = str(cfg_data["source"])
-    n_stories = cfg_data.get("n_stories")
-    if source == "hub":
-        files = _hub_split_files("test", n_stories)
-    else:
-        files = _local_split_files(_local_dir(source, cfg_data, cache_dir, seed), "test")
-        if not files:
-            raise ValueError(f"hub_external_test is set but {source!r} has no test-*.parquet files")
-    return _load_parquet(files, n_stories, cache_dir)
+    files = _split_files(cfg_data, "test", cache_dir, seed)
+    if source != "hub" and not files:
+        raise ValueError(f"hub_external_test is set but {source!r} has no test-*.parquet files")
+    return _load_parquet(files, cfg_data.get("n_stories"), cache_dir)
 
 
 def dataset_available(cfg_data: Mapping[str, Any]) -> bool:

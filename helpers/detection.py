@@ -52,7 +52,6 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -62,7 +61,8 @@ import pandas as pd
 
 from .config import MissingAssetError, Paths, hub_reachable
 from .io import atomic_write_bytes, compute_cached, file_sha1, stable_hash
-from .lexicon import NOT_COCO, char_category, to_coco
+from .lexicon import NOT_COCO, PERSON_PRONOUNS, char_category, to_coco
+from .pairs import NEGATIVE_TYPES
 
 if TYPE_CHECKING:
     import matplotlib.axes
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image as PILImage
 
-    from .data import ChainOfThought, ParsedStory, Segment
+    from .data import ChainOfThought, Mention, ParsedStory, Segment
 
 __all__ = [
     "CACHE_SCORE_FLOOR",
@@ -97,6 +97,8 @@ __all__ = [
     "detection_recall",
     "min_size_sweep",
     "character_descriptions",
+    "mention_categories",
+    "mention_category",
     "needed_categories",
     "needed_category_table",
     "object_evidence",
@@ -123,8 +125,6 @@ IOU_MATCH = 0.5
 FRAME_COLUMNS = ("story_id", "frame", "status", "detections")
 #: The columns of the ``objects`` feature part, after ``pair_id``.
 OBJECT_COLUMNS = ("object_score", "object_informative", "objects_needed", "objects_found", "objects_missing")
-#: The negative types of the pairs table, in the spec's order.
-NEGATIVE_TYPES = ("other_story", "same_story", "object_swap", "relation_swap")
 
 #: Bumped when the cached row format changes, so old caches are recomputed, not misread.
 _CACHE_VERSION = 1
@@ -598,19 +598,11 @@ def min_size_sweep(detector: Detector, frames: Mapping[tuple[str, int], bytes], 
 # ------------------------------------------------------------------------------- evidence
 
 
-#: Personal pronouns that can only refer to a person (or, rarely, a pet): "it" and "they" can refer to anything.
-_PERSON_PRONOUNS = frozenset("he she him her his hers himself herself".split())
 #: Words that start a noun phrase but never name or modify a thing: they pair with nothing.
 _DETERMINERS = frozenset("a an the this that these those their its my your our some any several many few each "
                          "every both all no another".split())
 _CLAUSE_BREAK = re.compile(r"[.,;:!?()\[\]\"“”…]|\s[-–—]+\s")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’-][A-Za-z0-9]+)*['’]?")
-
-
-@lru_cache(maxsize=1 << 16)
-def _to_coco(words: str) -> str | None:
-    """:func:`helpers.lexicon.to_coco`, memoised: story text repeats its words a lot."""
-    return to_coco(words)
 
 
 def _is_non_coco_noun(word: str) -> bool:
@@ -625,7 +617,7 @@ def _noun_categories(text: str) -> list[str]:
     phone", "watches television"); a single word counts unless it modifies a following
     noun the lexicon knows to be outside COCO ("car door", "orange light"). Determiners
     pair with nothing ("a car door" is not "a car" + "door"); personal pronouns (he, she,
-    his, ...) need a person.
+    his, ...: :data:`helpers.lexicon.PERSON_PRONOUNS`) need a person.
     """
     found = []
     for clause in _CLAUSE_BREAK.split(text):
@@ -633,14 +625,14 @@ def _noun_categories(text: str) -> list[str]:
         i = 0
         while i < len(words):
             word, following = words[i].lower(), (words[i + 1].lower() if i + 1 < len(words) else "")
-            if word in _PERSON_PRONOUNS:
+            if word in PERSON_PRONOUNS:
                 found.append("person")
             elif word in _DETERMINERS:
                 pass
-            elif following and (pair := _to_coco(f"{word} {following}")) is not None:
+            elif following and (pair := to_coco(f"{word} {following}")) is not None:
                 found.append(pair)
                 i += 1  # the pair's second word is used up
-            elif (single := _to_coco(word)) is not None and not _is_non_coco_noun(following):
+            elif (single := to_coco(word)) is not None and not _is_non_coco_noun(following):
                 found.append(single)
             i += 1
     return found
@@ -657,19 +649,44 @@ def character_descriptions(cot: "ChainOfThought", frame: int | None = None) -> d
     return out
 
 
+def mention_categories(mention: "Mention", char_descriptions: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The COCO categories one tagged mention names, as the object evidence reads it.
+
+    The mention's surface text decides first (:func:`helpers.lexicon.to_coco`): a mention
+    naming a COCO thing names that one category, whatever its ids. Otherwise each of its
+    ``char`` ids names what its chain-of-thought description says it is
+    (``char_descriptions``: id -> description; :func:`helpers.lexicon.char_category`), or,
+    without a description, what the mention's own text says (a person unless it says
+    otherwise). The categories come in the order of the ids, without repeats; none when the
+    mention names nothing COCO has ("the statue", an ``obj`` id whose text is not COCO).
+    """
+    named = to_coco(mention.text)
+    if named is not None:
+        return (named,)
+    descriptions = char_descriptions or {}
+    categories = (char_category(descriptions.get(i, mention.text)) for i in mention.ids if i.startswith("char"))
+    return tuple(dict.fromkeys(c for c in categories if c is not None))
+
+
+def mention_category(mention: "Mention", char_descriptions: Mapping[str, str] | None = None) -> str | None:
+    """The COCO category one tagged mention names: the first of :func:`mention_categories`
+    (a mention of several characters, "them", names the category of the first that has one),
+    or None when it names none."""
+    return next(iter(mention_categories(mention, char_descriptions)), None)
+
+
 def needed_categories(segment: "Segment | str", char_descriptions: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The COCO categories a text needs the frame to show, sorted.
 
     ``segment`` is a parsed frame segment (``helpers.data.Segment``) or any plain text.
-    Tagged ``<gdo>`` mentions are read through their surface text
-    (:func:`helpers.lexicon.to_coco`): a mention naming a COCO thing needs it, whatever its
-    id. A character mention whose text names nothing ("James", "him") needs what its
+    Tagged ``<gdo>`` mentions need what they name (:func:`mention_categories`): read through
+    their surface text (:func:`helpers.lexicon.to_coco`), a mention naming a COCO thing needs
+    it, whatever its id. A character mention whose text names nothing ("James", "him") needs what its
     chain-of-thought description says it is (``char_descriptions``: id -> description; a
     robot or a statue needs nothing); without a description its own text decides, a person
     unless it says otherwise ("the droid"). The rest of the text, and all of a plain text,
     is scanned for COCO nouns (see :func:`_noun_categories`).
     """
-    descriptions = char_descriptions or {}
     if isinstance(segment, str):
         return tuple(sorted(set(_noun_categories(segment))))
     needed: set[str] = set()
@@ -678,14 +695,7 @@ def needed_categories(segment: "Segment | str", char_descriptions: Mapping[str, 
         rest.append(segment.plain[cursor:mention.start])
         rest.append(" ; ")  # a clause break: words either side of a mention never pair up
         cursor = max(cursor, mention.end)
-        named = _to_coco(mention.text)
-        if named is not None:
-            needed.add(named)
-            continue
-        for entity_id in (i for i in mention.ids if i.startswith("char")):
-            category = char_category(descriptions.get(entity_id, mention.text))
-            if category is not None:
-                needed.add(category)
+        needed.update(mention_categories(mention, char_descriptions))
     rest.append(segment.plain[cursor:])
     needed.update(_noun_categories("".join(rest)))
     return tuple(sorted(needed))
@@ -815,18 +825,13 @@ def plot_detections(ax: "matplotlib.axes.Axes", image: "PILImage.Image", predict
                     ground_truth: Sequence[Detection] = (), *, title: str = "", max_predicted: int = 15) -> None:
     """Draw a frame with its detections (solid orange, the ``max_predicted`` best, labelled
     with their score) under the ground-truth boxes (dashed green, drawn last so they show)."""
-    from matplotlib.patches import Rectangle
+    from .plots import draw_boxes
 
     ax.imshow(image)
     best = sorted(predicted, key=lambda d: -d.score)[:max_predicted]
-    for detections, colour, style, width in ((best, "#ff7f0e", "-", 1.2), (ground_truth, "#2ca02c", "--", 2.0)):
-        for d in detections:
-            x1, y1, x2, y2 = d.box
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=style,
-                                   linewidth=width))
-            label = d.label if detections is ground_truth else f"{d.label} {d.score:.2f}"
-            ax.text(x1, y1, label, color="white", fontsize=7, va="bottom",
-                    bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0})
+    draw_boxes(ax, [d.box for d in best], [f"{d.label} {d.score:.2f}" for d in best], colour="#ff7f0e", width=1.2)
+    draw_boxes(ax, [d.box for d in ground_truth], [d.label for d in ground_truth], colour="#2ca02c", style="--",
+               width=2.0)
     shown = f" (best {len(best)} of {len(predicted)} detections)" if len(best) < len(predicted) else ""
     ax.set_title(title + shown, fontsize=9)
     ax.axis("off")

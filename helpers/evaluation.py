@@ -28,6 +28,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from .io import atomic_write_json
+from .pairs import NEGATIVE_TYPES
 
 __all__ = [
     "METRICS",
@@ -60,8 +61,6 @@ __all__ = [
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc")
 #: What a validation-tuned threshold may maximise.
 THRESHOLD_METRICS: tuple[str, ...] = ("macro_f1", "accuracy")
-#: Kinds of negative pairs (``negative_type`` of ``pairs.parquet``), in the order reported.
-NEGATIVE_TYPES: tuple[str, ...] = ("other_story", "same_story", "object_swap", "relation_swap")
 SCHEMA_VERSION = 1
 
 METRICS_SCHEMA = """\

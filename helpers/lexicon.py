@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-__all__ = ["COCO_CATEGORIES", "SYNONYMS", "NOT_COCO", "to_coco", "char_category"]
+__all__ = ["COCO_CATEGORIES", "SYNONYMS", "NOT_COCO", "PERSON_PRONOUNS", "to_coco", "char_category"]
 
 #: The 80 COCO detection categories, spelled and ordered as torchvision's
 #: ``FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]`` (minus "__background__"
@@ -128,6 +128,10 @@ NOT_COCO: frozenset[str] = frozenset(
         "puppet", "alien", "creature", "monster",
     }
 )  # fmt: skip
+
+#: Personal pronouns that can only refer to a person (or, rarely, a pet): a text using one
+#: needs a person in the frame. "it" and "they" can refer to anything, so they are not here.
+PERSON_PRONOUNS: frozenset[str] = frozenset("he she him her his hers himself herself".split())
 
 # Internal lookup: every COCO name maps to itself, then the synonyms.
 _LOOKUP: dict[str, str] = {**{c: c for c in COCO_CATEGORIES}, **SYNONYMS}

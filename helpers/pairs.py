@@ -41,7 +41,9 @@ __all__ = [
 ]
 
 SIDES = ("train", "val", "test")
-NEGATIVE_TYPES = ("other_story", "same_story", "object_swap", "relation_swap")
+#: Kinds of negative pairs (``negative_type`` of the pairs table), in the spec's order; the one
+#: definition, which :mod:`helpers.detection` and :mod:`helpers.evaluation` re-export.
+NEGATIVE_TYPES: tuple[str, ...] = ("other_story", "same_story", "object_swap", "relation_swap")
 PAIR_COLUMNS = [
     "pair_id", "story_id", "frame", "split", "label", "negative_type", "text", "tagged_text",
     "source_story_id", "source_frame", "change", "swapped_from", "swapped_to",

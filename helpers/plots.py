@@ -26,17 +26,26 @@ Box = tuple[float, float, float, float]
 
 def draw_boxes(ax: "matplotlib.axes.Axes", boxes: Sequence[Box], labels: Sequence[str] = (), *,
                colour: str = "#ff7f0e", style: str = "-", width: float = 1.6, text_colour: str = "white",
-               label_at: str = "top") -> None:
-    """Draw ``x1,y1,x2,y2`` boxes on ``ax`` (over an image already shown), each with its label."""
+               label_at: str = "top", inside: bool = False, label_shift: float = 0.0) -> None:
+    """Draw ``x1,y1,x2,y2`` boxes on ``ax`` (over an image already shown), each with its label.
+
+    A label is written at the box's left end of its ``label_at`` edge (``"top"`` or ``"bottom"``),
+    outside the box, or just inside it when ``inside`` is true, on a patch of the box's colour.
+    ``label_shift`` moves the labels up (positive) or down (negative) by that many points, e.g.
+    to stack several labels on one box. Empty labels, and boxes past the end of ``labels``, are
+    drawn without one.
+    """
     from matplotlib.patches import Rectangle
 
     labels = list(labels) + [""] * (len(boxes) - len(labels))
+    above = (label_at == "top") != inside  # the text sits above its anchor
     for (x1, y1, x2, y2), label in zip(boxes, labels):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=style, linewidth=width))
         if label:
-            ax.text(x1 + 1, y1 if label_at == "top" else y2, label, color=text_colour, fontsize=7,
-                    va="bottom" if label_at == "top" else "top",
-                    bbox={"facecolor": colour, "alpha": 0.85, "pad": 1, "linewidth": 0})
+            ax.annotate(label, (x1 + 1, y1 if label_at == "top" else y2), xytext=(0, label_shift),
+                        textcoords="offset points", annotation_clip=False, color=text_colour, fontsize=7,
+                        va="bottom" if above else "top",
+                        bbox={"facecolor": colour, "alpha": 0.85, "pad": 1, "linewidth": 0})
 
 
 def plot_data_overview(stories: pd.DataFrame, segments: pd.DataFrame, entities: pd.DataFrame,

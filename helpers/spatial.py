@@ -196,7 +196,10 @@ AGENT_PHRASES: dict[str, tuple[str, ...]] = {
 #: on him", she "confides in Alex". Such statements are not extracted.
 NOT_WITH_PERSON_OBJECT: frozenset[str] = frozenset({"on", "in"})
 
-#: Pronouns naming a person in untagged text (tagged text marks people as ``char``).
+#: Pronouns naming a person in untagged text (tagged text marks people as ``char``). Not
+#: :data:`helpers.lexicon.PERSON_PRONOUNS` (what the object evidence counts as needing a
+#: person): a relation's subject or object is a pronoun standing alone, so "they", "them",
+#: "someone" are here and possessives ("his", "her") and reflexives are not.
 PERSON_PRONOUNS: frozenset[str] = frozenset({"he", "she", "they", "him", "them", "someone", "somebody"})
 
 #: Words that only qualify the next noun ("<gdo char1>his</gdo> face"): never a subject or object.
@@ -473,16 +476,6 @@ _SENTENCE_BREAK_RE = re.compile(r"[.!?;:]")
 _CLAUSE_BREAK_RE = re.compile(r"[.!?;:,]")
 
 
-@lru_cache(maxsize=1 << 16)
-def _coco(words: str) -> str | None:
-    return to_coco(words)
-
-
-@lru_cache(maxsize=1 << 14)
-def _char_coco(text: str) -> str | None:
-    return char_category(text)
-
-
 def _non_coco_noun(word: str) -> bool:
     word = word.lower()
     return word in NOT_COCO or (word.endswith("s") and word[:-1] in NOT_COCO)
@@ -502,10 +495,10 @@ def _noun_entities(plain: str, skip: Sequence[tuple[int, int]] = ()) -> list[_En
     previous: re.Match[str] | None = None
     for word in words:
         text = word.group()
-        category = _coco(text.lower()) or ("person" if text.lower() in PERSON_PRONOUNS else None)
+        category = to_coco(text.lower()) or ("person" if text.lower() in PERSON_PRONOUNS else None)
         if previous is not None and plain[previous.end() : word.start()] == " ":
-            first = _coco(previous.group().lower())
-            pair = _coco(f"{previous.group()} {text}".lower())
+            first = to_coco(previous.group().lower())
+            pair = to_coco(f"{previous.group()} {text}".lower())
             first_found = bool(found) and found[-1].start == previous.start()
             if pair is not None and pair != category and (pair != first or category is not None):
                 if first_found:
@@ -534,12 +527,12 @@ def _mention_category(mention: Any, descriptions: Mapping[str, str]) -> str | No
     character, what its description says it is (one category for all its ids, else
     ``None``); else, for a character without a description, a person unless its words say
     otherwise (:func:`helpers.lexicon.char_category`)."""
-    if (named := _coco(mention.text)) is not None or mention.kind != "char":
+    if (named := to_coco(mention.text)) is not None or mention.kind != "char":
         return named
-    described = {_char_coco(descriptions[i]) for i in mention.ids if i in descriptions}
+    described = {char_category(descriptions[i]) for i in mention.ids if i in descriptions}
     if described:
         return described.pop() if len(described) == 1 else None
-    return _char_coco(mention.text)
+    return char_category(mention.text)
 
 
 @lru_cache(maxsize=4096)
@@ -888,7 +881,7 @@ def plot_relations(ax: "matplotlib.axes.Axes", image: "PILImage.Image", relation
     when it held, red when it failed, blue for a proximity row; the statement is written
     on the subject box. Unverifiable relations have no boxes and are not drawn.
     """
-    from matplotlib.patches import Rectangle
+    from .plots import draw_boxes
 
     ax.imshow(image)
     labels_on: dict[tuple[float, ...], int] = {}  # labels already written on each subject box
@@ -896,18 +889,14 @@ def plot_relations(ax: "matplotlib.axes.Axes", image: "PILImage.Image", relation
         colour = _STATUS_COLOURS.get(row["status"])
         if colour is None:
             continue
-        for box, style in ((row["subject_box"], "-"), (row["object_box"], "--")):
-            x1, y1, x2, y2 = box
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=style,
-                                   linewidth=2))
         if row["status"] == "proximity":
             label = f"person ~ {row['object_category']}: {row['proximity']:.2f}"
         else:
             label = f"{row['subject']} {row['relation']} {row['object']}: {row['status']}"
         k = labels_on.get(tuple(row["subject_box"]), 0)
         labels_on[tuple(row["subject_box"])] = k + 1
-        ax.annotate(label, row["subject_box"][:2], xytext=(0, -10 * k), textcoords="offset points", color="white",
-                    fontsize=7, va="bottom", bbox={"facecolor": colour, "alpha": 0.85, "pad": 1, "linewidth": 0})
+        draw_boxes(ax, [row["subject_box"]], [label], colour=colour, width=2, label_shift=-10 * k)
+        draw_boxes(ax, [row["object_box"]], colour=colour, style="--", width=2)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 

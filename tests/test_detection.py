@@ -250,6 +250,23 @@ def test_needed_categories_of_a_tagged_segment():
     assert det.needed_categories(parse_segment("<gdo obj2>a laptop</gdo> lies there.", 1)) == ("laptop",)
 
 
+def test_mention_category_reads_the_words_then_the_character_description():
+    segment = parse_segment("<gdo char1>James</gdo> hands <gdo obj2>a cell phone</gdo> to <gdo char1 char3>them</gdo>"
+                            " beside <gdo char2>R2</gdo> and <gdo obj4>the lamp</gdo>.", 1)
+    james, phone, them, r2, lamp = segment.mentions
+    descriptions = {"char1": "Man in a coat", "char2": "A small blue robot", "char3": "A large brown dog"}
+    assert det.mention_category(james, descriptions) == "person"  # his description
+    assert det.mention_category(phone, descriptions) == "cell phone"  # its words
+    assert det.mention_category(r2, descriptions) is None  # a robot is no COCO thing
+    assert det.mention_category(lamp, descriptions) is None  # an object whose words name nothing COCO has
+    # several characters: each needs its category, and the highlight names the first one's
+    assert det.mention_categories(them, descriptions) == ("person", "dog")
+    assert det.mention_category(them, descriptions) == "person"
+    # without a description the mention's own words decide: a person unless they say otherwise
+    assert det.mention_category(james) == "person"
+    assert det.mention_category(parse_segment("<gdo char5>the droid</gdo> waits.", 1).mentions[0]) is None
+
+
 def test_needed_categories_of_plain_text():
     assert det.needed_categories("A man watches television while his dog sleeps on the couch.") == (
         "couch", "dog", "person", "tv")
