@@ -1,6 +1,7 @@
 # Story-image alignment verification: the whole study, reproducibly.
 #   make run-all [PROFILE=smoke|quick|full]   run every chapter, render the reports
 #   make test                                 unit tests + a smoke run of every chapter
+#   make bench [ARGS="--quick --skip-series"]  speed and memory of the parts, as ratios
 # Every target sets up .venv first (from requirements.lock), so a fresh clone needs nothing else.
 
 PROFILE ?= quick
@@ -15,7 +16,7 @@ KERNEL := story-align
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n "1,6p" Makefile
 
 setup: $(STAMP)
 
@@ -37,7 +38,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m helpers.bench
+	$(PY) -m helpers.bench $(ARGS)
 
 # Regenerate each notebook from its paired percent-format source (after editing a .py).
 sync: setup
