@@ -67,7 +67,7 @@ display(Markdown(f"Loaded **{len(ds)}** stories from `{ctx.cfg['data']['source']
 # frames must decode. A story that fails any check is left out of the study, with its reason.
 
 # %%
-stories, excluded = data.parse_dataset(ds, check_images=ctx.cfg["data"].get("check_images", True))
+stories, excluded = data.parse_dataset(ds, check_images=ctx.cfg["data"]["check_images"])
 display(Markdown(f"**{len(stories)}** of {len(ds)} stories are usable; "
                  f"**{excluded['story_id'].nunique()}** are excluded."))
 excluded.groupby("reason").agg(stories=("story_id", "nunique"), example=("detail", "first"))
@@ -147,7 +147,7 @@ pair_table = pairs.make_pairs(stories, split_of=split_of, negative_mix=ctx.cfg["
                               seed=ctx.cfg["seed"], block_size=ctx.cfg["data"]["block_size"])
 external = data.load_external_test(ctx.cfg["data"], cache_dir=ctx.paths.cache, seed=ctx.cfg["seed"])
 if external is not None:
-    ext_stories, ext_excluded = data.parse_dataset(external, check_images=False)
+    ext_stories, ext_excluded = data.parse_dataset(external, check_images=ctx.cfg["data"]["check_images"])
     ext_pairs = pairs.make_pairs(ext_stories, split_of={s.story_id: "external" for s in ext_stories},
                                  negative_mix=ctx.cfg["pairs"]["negative_mix"], seed=ctx.cfg["seed"],
                                  block_size=ctx.cfg["data"]["block_size"])
