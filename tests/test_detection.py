@@ -113,6 +113,24 @@ def test_missing_coco_weights_offline_raise_naming_torch_home_and_smoke(tmp_path
     assert det.detector_weights_available("coco")
 
 
+def test_coco_spec_loads_torchvision_weights_from_the_torch_home_cache_offline(detector, models_dir, tmp_path, monkeypatch):
+    """The real pretrained path (torchvision's COCO_V1 through torch.hub's cache), on random weights put in the cache."""
+    import shutil
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(det, "hub_reachable", lambda host="": False)
+    det.coco_checkpoint_path().parent.mkdir(parents=True)
+    shutil.copy(det.save_random_detector(models_dir, seed=SEED), det.coco_checkpoint_path())
+    coco = det.load_detector("coco", models_dir=models_dir, device="cpu")
+    assert coco.identity == "torchvision:fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+    assert coco.categories[1] == "person" and len(coco.categories) == 91
+    image = _image(96, 64, 3)
+    # the same weights give the same strongest detections; the builders' float op order differs slightly,
+    # so detections right at the score floor may come and go
+    top = [det.detect_images(d, [image], min_size=MIN_SIZE)[0][:5] for d in (coco, detector)]
+    assert _same(*top, atol=0.05)
+
+
 # ---------------------------------------------------------------------------- inference
 
 
