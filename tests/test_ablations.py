@@ -17,9 +17,7 @@ from PIL import Image, ImageChops
 from helpers import ablations as ab
 from helpers.data import parse_story, strip_tags
 
-#: A real story (verbatim from the Hub), when the shared fixtures are mounted.
-FIXTURE = Path("/work/shared/fixtures/storyreasoning/story_3920/story.txt")
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason="shared StoryReasoning fixtures not mounted")
+from conftest import STORY_3920 as FIXTURE  # a real story, verbatim from the Hub
 TAGGED = (
     "<gdo char1>Dr. Mary Jones</gdo> <gda char1>sits</gda> on <gdo obj1>the couch</gdo>. "
     "<gdo char2>Tom</gdo> holds <gdo obj2>a cup</gdo>! Is it late? "
@@ -79,7 +77,6 @@ def test_study_keywords_come_from_the_lexicon():
     assert len(words) == 80
 
 
-@needs_fixture
 def test_whole_story_rebuilds_the_story_and_replaces_one_segment():
     segments = parse_story(FIXTURE.read_text())
     rebuilt = ab.whole_story(segments)
@@ -146,7 +143,6 @@ def test_shuffle_keeps_the_multiset_of_sentences_and_changes_the_order():
     assert ab.shuffle_sentences("Only one.", np.random.default_rng(0)) == "Only one."
 
 
-@needs_fixture
 def test_shuffle_on_real_segments_keeps_every_sentence():
     for segment in parse_story(FIXTURE.read_text()):
         out = ab.shuffle_sentences(segment.tagged, np.random.default_rng(1))

@@ -24,9 +24,7 @@ from helpers.io import read_cache
 from helpers.data import parse_story, strip_tags
 from helpers.io import stable_hash
 
-#: A real story (verbatim from the Hub), when the shared fixtures are mounted.
-FIXTURE = Path("/work/shared/fixtures/storyreasoning/story_3920/story.txt")
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason="shared StoryReasoning fixtures not mounted")
+from conftest import STORY_3920 as FIXTURE  # a real story, verbatim from the Hub
 
 #: A small story in the dataset's format (written for these tests), so the scoring tests
 #: run anywhere. Segment 2 closes a tag with the wrong name, as the dataset sometimes does.
@@ -199,7 +197,6 @@ def test_weights_available_for_random_and_folders(tmp_path, tiny):
 # -------------------------------------------------------------------------------- text
 
 
-@needs_fixture
 def test_split_sentences_keeps_all_text_and_strips_tags_on_a_real_story():
     segments = parse_story(FIXTURE.read_text(encoding="utf-8"))
     assert len(segments) == 17

@@ -1,6 +1,6 @@
 """Tests for helpers.data: story and chain-of-thought parsing, validation, loading, tables.
 
-The real rows in /work/shared/fixtures/storyreasoning pin the parser to the dataset as
+The real rows in tests/fixtures/storyreasoning pin the parser to the dataset as
 it is (story 3920: 17 segments, 48 boxes, 3 mismatched closing tags); small hand-made
 texts cover each kind of malformed input. Loading is tested on tiny parquet files in the
 Hub schema; the Hub itself is replaced by local stand-ins (no network here).
@@ -44,7 +44,7 @@ from helpers.data import (
     validate_story,
 )
 
-FIXTURES = Path("/work/shared/fixtures/storyreasoning")
+from conftest import FIXTURES
 STORY_3920 = (FIXTURES / "story_3920" / "story.txt").read_text(encoding="utf-8")
 COT_3920 = (FIXTURES / "story_3920" / "chain_of_thought.md").read_text(encoding="utf-8")
 PARTIALS = sorted((FIXTURES / "partial").glob("*_TRUNCATED.txt"))

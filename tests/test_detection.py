@@ -22,7 +22,7 @@ from helpers import detection as det
 from helpers.config import MissingAssetError
 from helpers.data import ParsedStory, parse_chain_of_thought, parse_segment
 
-FIXTURES = Path("/work/shared/fixtures/storyreasoning") if Path("/work/shared/fixtures").is_dir() else None
+from conftest import FIXTURES
 MIN_SIZE = 64
 SEED = 7
 
@@ -219,7 +219,6 @@ def test_ground_truth_detector_maps_chain_of_thought_boxes_to_coco():
     ]
 
 
-@pytest.mark.skipif(FIXTURES is None, reason="shared StoryReasoning fixtures not mounted")
 def test_ground_truth_detector_on_a_real_chain_of_thought():
     cot = parse_chain_of_thought((FIXTURES / "story_3920" / "chain_of_thought.md").read_text(encoding="utf-8"))
     gt = det.ground_truth_frames([ParsedStory("3920", 17, (), cot)])
@@ -292,7 +291,6 @@ def test_needed_categories_of_plain_text():
     assert det.needed_categories("The tension rises as the storm gathers in the hallway.") == ()
 
 
-@pytest.mark.skipif(FIXTURES is None, reason="shared StoryReasoning fixtures not mounted")
 def test_needed_category_table_of_a_real_story():
     from helpers.data import parse_story
 

@@ -1,7 +1,7 @@
 """Tests for helpers.lexicon: COCO names, noun-phrase mapping, character categories.
 
 The expected answers for the real StoryReasoning rows are written out here, one per
-distinct description in /work/shared/fixtures/storyreasoning, and a test checks that the
+distinct description in tests/fixtures/storyreasoning, and a test checks that the
 list is complete, so a new fixture cannot slip through unmapped.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 from helpers.lexicon import COCO_CATEGORIES, NOT_COCO, SYNONYMS, char_category, to_coco
 
-FIXTURES = Path("/work/shared/fixtures/storyreasoning")
+from conftest import FIXTURES
 COT_FILES = [FIXTURES / "story_3920" / "chain_of_thought.md", *sorted((FIXTURES / "partial").glob("*.txt"))]
 STORY_FILES = [FIXTURES / "story_3920" / "story.txt", FIXTURES / "story_1831" / "story.txt", *COT_FILES[1:]]
 

@@ -19,7 +19,7 @@ from helpers.data import ParsedStory, parse_chain_of_thought, parse_row, parse_s
 from helpers.lexicon import char_category, to_coco
 from helpers.pairs import NEGATIVE_TYPES, PAIR_COLUMNS, make_pairs, object_swap, relation_swap, split_stories
 
-FIXTURES = Path("/work/shared/fixtures/storyreasoning")
+from conftest import FIXTURES
 MIX = {"other_story": 0.25, "same_story": 0.25, "object_swap": 0.3, "relation_swap": 0.2}
 
 

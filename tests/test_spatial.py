@@ -36,9 +36,8 @@ from helpers.spatial import (
 )
 from helpers.synthetic import make_dataset
 
-#: Real rows of the dataset (verbatim from the Hub), when the shared fixtures are mounted.
-FIXTURES = Path("/work/shared/fixtures/storyreasoning")
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared StoryReasoning fixtures not mounted")
+#: Real rows of the dataset (verbatim from the Hub, in tests/fixtures).
+from conftest import FIXTURES
 IMAGE = (600, 240)
 
 # --------------------------------------------------------------------------- geometry
@@ -199,7 +198,6 @@ def _fixture_segments(story: str) -> dict[int, object]:
     return {s.frame: s for s in parse_story((FIXTURES / story / "story.txt").read_text())}
 
 
-@needs_fixtures
 def test_extract_relations_on_real_segments():
     s3920 = _fixture_segments("story_3920")
     # frame 14: "<gdo char3>Jack</gdo> <gda char3>holds</gda> <gdo obj9>a cell phone</gdo>"
@@ -217,7 +215,6 @@ def test_extract_relations_on_real_segments():
     assert ("refrigerator", "behind", "him") in triples(s1831[10])
 
 
-@needs_fixtures
 def test_rules_hold_on_the_chain_of_thought_boxes_of_a_real_frame():
     segments = _fixture_segments("story_3920")
     cot = parse_chain_of_thought((FIXTURES / "story_3920" / "chain_of_thought.md").read_text())
