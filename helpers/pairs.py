@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 SIDES = ("train", "val", "test")
+#: Fewest id blocks on each side of a split (see :func:`split_stories`).
+MIN_BLOCKS_PER_SIDE = 2
 #: Kinds of negative pairs (``negative_type`` of the pairs table), in the spec's order; the one
 #: definition, which :mod:`helpers.detection` and :mod:`helpers.evaluation` re-export.
 NEGATIVE_TYPES: tuple[str, ...] = ("other_story", "same_story", "object_swap", "relation_swap")
@@ -115,15 +117,18 @@ def split_stories(
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     block_size: int,
     seed: int = 42,
+    min_blocks: int = MIN_BLOCKS_PER_SIDE,
 ) -> dict[str, str]:
     """Assign each story to ``"train"``, ``"val"`` or ``"test"``, whole id blocks at a time.
 
     Ids are sorted numerically and cut into consecutive blocks of ``block_size`` (stories
     were made one movie at a time, so a block stands in for a stretch of one movie and
-    is never split between sides). The blocks are shuffled with ``seed``; when there are
-    at least as many blocks as sides, the first blocks go one to each side with a
-    non-zero fraction, then each further block goes to the side furthest below its
-    target story count. Returns ``{story_id: side}``.
+    is never split between sides). The blocks are shuffled with ``seed``; the first
+    ``min_blocks`` rounds give one block to each side with a non-zero fraction, then each
+    further block goes to the side furthest below its target story count. Every side thus
+    holds at least ``min_blocks`` blocks: with two, an ``other_story`` donor from another
+    block exists on every side, and a bootstrap over blocks has more than one unit to draw.
+    Too few blocks for that is an error. Returns ``{story_id: side}``.
     """
     if len(fractions) != len(SIDES) or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -133,12 +138,17 @@ def split_stories(
     random.Random(seed).shuffle(blocks)
 
     sides = [side for side, f in zip(SIDES, fractions) if f > 0]
+    if len(blocks) < min_blocks * len(sides):
+        raise ValueError(
+            f"{len(story_ids)} stories in blocks of {block_size} make {len(blocks)} blocks, but each of the "
+            f"{len(sides)} sides needs at least {min_blocks}: use more stories or a smaller block_size"
+        )
     target = {side: f * len(story_ids) for side, f in zip(SIDES, fractions)}
     count = dict.fromkeys(SIDES, 0)
     split: dict[str, str] = {}
     for i, block in enumerate(blocks):
-        if len(blocks) >= len(sides) and i < len(sides):
-            side = sides[i]
+        if i < min_blocks * len(sides):
+            side = sides[i % len(sides)]
         else:  # the largest deficit; ties go to the earlier side
             side = max(sides, key=lambda s: target[s] - count[s])
         count[side] += len(block)

@@ -128,7 +128,7 @@ plt.show()
 
 # %%
 split_of = pairs.split_stories([s.story_id for s in stories], block_size=ctx.cfg["data"]["block_size"],
-                               seed=ctx.cfg["seed"])
+                               fractions=tuple(ctx.cfg["data"]["split_fractions"]), seed=ctx.cfg["seed"])
 split_sizes = pd.Series(split_of).value_counts().reindex(list(pairs.SIDES)).rename("stories").to_frame()
 split_sizes["share"] = split_sizes["stories"] / split_sizes["stories"].sum()
 split_sizes

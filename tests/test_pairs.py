@@ -90,10 +90,20 @@ def test_split_sorts_ids_numerically_and_is_deterministic():
         assert len({split[s] for s, b in numeric_blocks.items() if b == block}) == 1
 
 
-def test_small_split_gives_every_side_a_block():
-    split = split_stories([str(i) for i in range(12)], block_size=4, seed=1)
-    assert Counter(split.values()) == {"train": 4, "val": 4, "test": 4}
-    assert set(split_stories(["5", "6"], block_size=4).values()) == {"train"}
+def test_small_split_gives_every_side_two_blocks():
+    split = split_stories([str(i) for i in range(24)], block_size=4, seed=1)
+    assert Counter(split.values()) == {"train": 8, "val": 8, "test": 8}
+    blocks = blocks_of([str(i) for i in range(24)], 4)
+    for side in ("train", "val", "test"):
+        assert len({blocks[s] for s, v in split.items() if v == side}) == 2
+    # one side only: two blocks are enough
+    assert set(split_stories(["5", "6", "7"], block_size=2, fractions=(1.0, 0.0, 0.0)).values()) == {"train"}
+
+
+def test_split_with_too_few_blocks_is_an_error():
+    with pytest.raises(ValueError, match="5 blocks, but each of the 3 sides needs at least 2"):
+        split_stories([str(i) for i in range(20)], block_size=4, seed=1)
+    assert len(set(split_stories([str(i) for i in range(20)], block_size=4, min_blocks=1).values())) == 3
 
 
 @pytest.mark.parametrize(
