@@ -57,6 +57,8 @@ __all__ = [
     "study_keywords",
     "study_object_score",
     "whole_story",
+    "tagged_features",
+    "tags_variant",
     "study_story_texts",
     "study_clip_scores",
     "study_features",
@@ -289,6 +291,33 @@ def oracle_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable
     return _replace_columns(table, objects, spatial)
 
 
+def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable["ParsedStory"], *,
+                    threshold: float) -> pd.DataFrame:
+    """``table`` with its object and spatial evidence recomputed from the *tagged* text.
+
+    The study's heads read the plain text a user would type; this is what reading the tags
+    instead would add: characters known to be people (or cats) by their ids, relations whose
+    subject is a name. Same detections, same functions (``read_tags=True``); CLIP unchanged.
+    """
+    from .detection import object_features
+    from .spatial import spatial_features
+
+    stories = list(stories)
+    objects = object_features(table, frames, stories, threshold=threshold, read_tags=True)
+    spatial = spatial_features(table, frames, threshold=threshold, stories=stories, read_tags=True)
+    return _replace_columns(table, objects, spatial)
+
+
+def tags_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
+    """The reference head trained on ``table`` with evidence read from the tags (``tagged_features``)."""
+    from .training import settings_from_profile
+
+    return Variant(name="tagged text", family="text",
+                   description="all three evidences, object and spatial evidence read from the story's tags "
+                               "(characters by id, chain-of-thought descriptions) instead of the plain text",
+                   settings=settings_from_profile(cfg, STUDY_FEATURES), table=table)
+
+
 def study_story_texts(table: pd.DataFrame, stories: Iterable["ParsedStory"]) -> pd.Series:
     """The whole tagged story each pair's text belongs to, indexed by ``pair_id``.
 
@@ -428,8 +457,8 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
                      reference: str = REFERENCE) -> dict[str, Any]:
     """The ablation results on the test split, in ``metrics.json``'s layout (``evaluate_split``)
     plus ``reference``, each variant's ``family`` and ``description``, and ``differences``:
-    each variant minus the reference, per metric, with a paired story-bootstrap interval
-    (``bootstrap_difference``: both on the same story resamples)."""
+    each variant minus the reference, per metric, with a paired bootstrap interval over id
+    blocks (``bootstrap_difference``: both on the same block resamples)."""
     from .evaluation import bootstrap_difference, evaluate_split
 
     document = evaluate_split(predictions, "test", n_resamples=n_resamples, seed=seed)
@@ -444,10 +473,10 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
         rows = test[test["model"] == v.name]
         differences[v.name] = bootstrap_difference(
             rows["label"].to_numpy(), rows["score"].to_numpy(), float(rows["threshold"].iloc[0]),
-            ref["score"].to_numpy(), float(ref["threshold"].iloc[0]), rows["story_id"].to_numpy(),
+            ref["score"].to_numpy(), float(ref["threshold"].iloc[0]), rows["block"].to_numpy(),
             n_resamples=n_resamples, seed=seed)
     return {**document, "reference": reference,
-            "bootstrap": {"unit": "story", "n_resamples": n_resamples, "seed": seed},
+            "bootstrap": {"unit": "id_block", "n_resamples": n_resamples, "seed": seed},
             "families": {v.name: v.family for v in variants},
             "descriptions": {v.name: v.description for v in variants}, "differences": differences}
 

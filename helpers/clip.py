@@ -73,6 +73,7 @@ __all__ = [
     "token_lengths",
     "embed_images",
     "embed_texts",
+    "text_embeddings",
     "visible_fraction",
     "cosine_to_score",
     "aggregate_scores",
@@ -511,6 +512,27 @@ def embed_texts(clip: Clip, texts: Sequence[str], cache_path: str | os.PathLike,
                          truncated=table["truncated"].astype(bool))
     table = table.set_index("text").loc[texts].reset_index()
     return table[TEXT_COLUMNS], n_computed
+
+
+def text_embeddings(clip: Clip, texts: Sequence[str], cache_dir: str | os.PathLike, *,
+                    batch_size: int) -> np.ndarray:
+    """One vector per text: the normalised mean of its sentences' normalised CLIP embeddings.
+
+    The sentences are those ``clip_features`` scores (``split_sentences``), read from the same
+    cache (``cache_dir/texts``), so after chapter 03 this costs no forward pass. A text with
+    no sentence gets a zero vector.
+    """
+    sentences = {text: split_sentences(text) for text in dict.fromkeys(texts)}
+    table, _ = embed_texts(clip, [s for ss in sentences.values() for s in ss], Path(cache_dir) / "texts",
+                           batch_size=batch_size)
+    vector_of = dict(zip(table["text"], table["embedding"]))
+    dim = clip.model.config.projection_dim
+    means = {}
+    for text, parts in sentences.items():
+        mean = np.mean([vector_of[s] for s in parts], axis=0) if parts else np.zeros(dim)
+        norm = np.linalg.norm(mean)
+        means[text] = mean / norm if norm > 0 else mean
+    return np.stack([means[t] for t in texts]) if len(texts) else np.zeros((0, dim))
 
 
 def _image_key(clip: Clip, data: bytes) -> str:

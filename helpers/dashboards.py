@@ -47,6 +47,7 @@ __all__ = [
     "outcomes",
     "gallery_table",
     "sample_gallery",
+    "sample_negatives",
     "changed_span",
     "swap_highlight",
     "mention_highlights",
@@ -146,6 +147,20 @@ def sample_gallery(table: pd.DataFrame, per_group: int, *, seed: int = 42, most_
             group = group.sample(n=min(per_group, len(group)), random_state=seed)
         parts.append(group)
     return pd.concat(parts, ignore_index=True)
+
+
+def sample_negatives(table: pd.DataFrame, per_type: int, *, seed: int = 42) -> pd.DataFrame:
+    """Up to ``per_type`` misaligned pairs of each kind of negative, drawn at random (seeded).
+
+    The extremes of :func:`sample_gallery` show what the head is surest of; a random sample shows
+    what the negatives are like, hidden positives included (a swapped-in object that is in the
+    frame after all)."""
+    if per_type < 1:
+        raise ValueError(f"per_type must be at least 1, got {per_type}")
+    negatives = table[table["label"] == 0]
+    parts = [group.sample(n=min(per_type, len(group)), random_state=seed)
+             for _, group in negatives.groupby("negative_type", sort=True)]
+    return pd.concat(parts, ignore_index=True) if parts else negatives.iloc[:0]
 
 
 # ------------------------------------------------------------------------------- cards
@@ -520,22 +535,24 @@ def summary_dashboard(metrics: Mapping[str, Any], *, metric: str = "roc_auc") ->
         b.axvline(0.5, color="black", linestyle=":", linewidth=1)
     b.set_title(f"(b) {label} of every model (colour: kind" + ("; dotted: chance)" if metric == "roc_auc" else ")"))
 
-    groups = list(main.get("by_negative_type", {}))
+    groups = list(main.get("paired", {}))
     if groups:
-        rows = [{"negative type": g, "metric": METRIC_LABELS.get(m, m),
-                 "value": _estimate(main["by_negative_type"][g].get(m))[0]}
-                for g in groups for m in (metric, "accuracy")]
-        sns.barplot(pd.DataFrame(rows), y="negative type", x="value", hue="metric", ax=c, orient="h")
-        for g_i, g in enumerate(groups):
-            for m_i, m in enumerate((metric, "accuracy")):
-                value, low, high = _estimate(main["by_negative_type"][g].get(m))
+        shown = [m for m in (primary, "text_only") if m in models]
+        rows = [{"group": g, "model": m, "value": _estimate(models[m]["paired"].get(g))[0]}
+                for m in shown for g in groups]
+        sns.barplot(pd.DataFrame(rows), y="group", x="value", hue="model", ax=c, orient="h")
+        for m_i, m in enumerate(shown):
+            for g_i, g in enumerate(groups):
+                value, low, high = _estimate(models[m]["paired"].get(g))
                 if not math.isnan(low):
-                    c.plot([low, high], [g_i + (m_i - 0.5) * 0.4] * 2, color="black", linewidth=1)
-        c.set(xlim=(0, 1.02), xlabel="value (line: 95% interval)")
+                    offset = (m_i - (len(shown) - 1) / 2) * 0.8 / len(shown)
+                    c.plot([low, high], [g_i + offset] * 2, color="black", linewidth=1)
+        c.axvline(0.5, color="black", linestyle=":", linewidth=1)
+        c.set(xlim=(0, 1.02), xlabel="paired score (line: 95% interval; dotted: chance)", ylabel="")
         c.legend(fontsize="small", loc="lower right")
     else:
-        c.text(0.5, 0.5, "no negatives by type", ha="center", va="center")
-    c.set_title(f"(c) {primary} by kind of negative (all positives + that kind)")
+        c.text(0.5, 0.5, "no paired scores", ha="center", va="center")
+    c.set_title("(c) own text scored above its negative, by kind (text_only: blind control)")
 
     cm = main["confusion"]
     grid = pd.DataFrame([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]], index=["misaligned", "aligned"],
@@ -546,7 +563,7 @@ def summary_dashboard(metrics: Mapping[str, Any], *, metric: str = "roc_auc") ->
     n = metrics.get("n", {})
     boot = metrics.get("bootstrap", {})
     fig.suptitle(f"Headline results: {n.get('pairs', '?')} test pairs from {n.get('stories', '?')} stories, "
-                 f"95% intervals from {boot.get('n_resamples', '?')} story-level bootstrap resamples"
+                 f"95% intervals from {boot.get('n_resamples', '?')} bootstrap resamples of id blocks"
                  + (" (SMOKE RUN: numbers mean nothing)" if metrics.get("profile") == "smoke" else ""),
                  fontsize=12)
     fig.tight_layout()
@@ -665,7 +682,21 @@ def findings(metrics: Mapping[str, Any], ablations: Mapping[str, Any] | None = N
     label = METRIC_LABELS.get(metric, metric)
     out = [f"The fusion head (`{primary}`) reaches {label} {format_estimate(main['overall'].get(metric))} and "
            f"macro-F1 {format_estimate(main['overall'].get('macro_f1'))} on {n.get('pairs', 0):,} test pairs from "
-           f"{n.get('stories', 0):,} stories (value [95% story-bootstrap interval])."]
+           f"{n.get('stories', 0):,} stories in {n.get('blocks', 0):,} id blocks (value [95% interval, resampling "
+           "id blocks])."]
+    paired = {t: format_estimate(e) for t, e in main.get("paired", {}).items() if t != "all"}
+    if paired:
+        out.append(f"Paired score of `{primary}` (own text above its negative; 0.5 is chance), by kind of negative: "
+                   + "; ".join(f"`{t}` {v}" for t, v in paired.items()) + ".")
+    blind = {name: models[name]["paired"] for name in ("text_only", "clip_text_only") if name in models}
+    blind |= {f"{name} control": c["paired"] for name, c in metrics.get("controls", {}).items()}
+    for name, groups in blind.items():
+        leaks = [t for t, e in groups.items() if t != "all" and e.get("low") is not None
+                 and (e["low"] > 0.5 or e["high"] < 0.5)]
+        out.append(f"Blind control `{name}`: paired score " + "; ".join(
+            f"`{t}` {format_estimate(e)}" for t, e in groups.items() if t != "all") + ". "
+            + (f"Its interval excludes chance for {', '.join(f'`{t}`' for t in leaks)}: those negatives can be told "
+               "from their text alone." if leaks else "No interval excludes chance."))
 
     singles = _ranked(models, [m for m, info in models.items() if info.get("kind") == "single_score"], metric)
     if singles:
@@ -739,7 +770,8 @@ def limitations(cfg: Mapping[str, Any]) -> list[str]:
         "side of a split, but a movie can span blocks, so the test split may share movies (and characters) with the "
         "training split: the numbers may flatter the verifier on unseen films.",
         "CLIP reads at most 77 tokens: every sentence is scored on its own, and a sentence longer than that is cut.",
-        "The intervals resample test stories; they do not include the variation between training runs (one seed).",
+        "The intervals resample the test split's id blocks; they do not include the variation between training runs "
+        "(one seed).",
     ]
     if cfg.get("profile") == "smoke":
         out.insert(0, "This is a smoke run: synthetic data and random weights. Every number above is meaningless; the "

@@ -734,14 +734,16 @@ def object_evidence(needed: Sequence[str], detections: Sequence[Detection], thre
 
 
 def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, stories: Iterable["ParsedStory"], *,
-                    threshold: float, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
+                    threshold: float, oracle: pd.DataFrame | None = None, read_tags: bool = False) -> pd.DataFrame:
     """The ``objects`` feature part: one row per pair, for ``helpers.features.write_part``.
 
     ``detections`` is a per-frame table (:data:`FRAME_COLUMNS`) covering the pairs' frames;
     each frame's detections are parsed once and reused by all its pairs. A pair's needs
-    come from its ``tagged_text`` (its ``text`` when that is empty), with character
-    descriptions from the chain of thought of the story the text came from
-    (``source_story_id`` / ``source_frame``). Columns: ``pair_id`` and
+    come from its plain ``text``, exactly as :mod:`helpers.verify` reads a user's text, so
+    the head is trained on the inputs it is later given. With ``read_tags`` (chapter 09's
+    ablation) they come from its ``tagged_text`` instead, with character descriptions from
+    the chain of thought of the story the text came from (``source_story_id`` /
+    ``source_frame``). Columns: ``pair_id`` and
     :data:`OBJECT_COLUMNS` (lists as JSON strings); with ``oracle`` (a per-frame table such
     as :func:`ground_truth_frames`), also ``object_score_oracle``, the same score against
     the oracle's boxes. A pair whose frame did not decode is uninformative, with nothing
@@ -766,10 +768,12 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, stories: Iter
     for pair_id, story_id, frame, text, tagged, source_story, source_frame in tqdm(
         pairs[columns].itertuples(index=False), total=len(pairs), desc="object evidence", unit="pair"
     ):
-        cot = cots.get(str(source_story))
-        descriptions = character_descriptions(cot, int(source_frame)) if cot is not None else {}
-        segment = parse_segment(tagged, int(source_frame)) if isinstance(tagged, str) and tagged else str(text)
-        needed = needed_categories(segment, descriptions)
+        if read_tags and isinstance(tagged, str) and tagged:
+            cot = cots.get(str(source_story))
+            descriptions = character_descriptions(cot, int(source_frame)) if cot is not None else {}
+            needed = needed_categories(parse_segment(tagged, int(source_frame)), descriptions)
+        else:
+            needed = needed_categories(str(text))
         frame_key = (str(story_id), int(frame))
         if frame_key in found_by_frame:
             evidence = object_evidence(needed, found_by_frame[frame_key], threshold)

@@ -1,14 +1,26 @@
-"""Test-split evaluation with story-level bootstrap intervals, written to ``metrics.json``.
+"""Test-split evaluation with bootstrap intervals over id blocks, written to ``metrics.json``.
 
-Every model (the fusion heads and the baselines) is scored in ``predictions.parquet``
-(chapter 06) with a decision threshold tuned on the validation split. Here each one gets,
-on the test split: accuracy, precision, recall, macro-F1, ROC-AUC and PR-AUC, each with a
-95% interval from a *cluster* bootstrap that resamples whole stories, because pairs of one
-story share frames, characters and text and are not independent. The same is done for
-each kind of negative (all positives plus the negatives of that kind), and on the Hub's
-external test split when the profile has one. The primary model (the fusion head) is
-compared with every other model by a paired bootstrap of their difference: both measured
-on the same story resamples.
+Every model (the fusion heads, the baselines and the blind controls) is scored in
+``predictions.parquet`` (chapter 06) with a decision threshold tuned on the validation split.
+Here each one gets, on the test split:
+
+- the **paired score** per negative type, the headline per-type number (Winoground's and
+  SugarCrepe's "text score"): for every frame whose negative is of that type, 1 when the model
+  scores the frame's own text above the negative, 0.5 on a tie, else 0, averaged over frames.
+  It compares each frame with its own counterfactual, so it is not confounded by which frames
+  could receive a negative of that type;
+- pooled metrics, overall and per negative type (all positives + the negatives of that type):
+  accuracy, precision, recall, macro-F1, ROC-AUC and PR-AUC;
+- the confusion matrix at its threshold, and a calibration curve for the models whose score
+  is a probability.
+
+Each value carries a 95% percentile interval from a *cluster* bootstrap that resamples the
+unit the split is made of, the id block (a stretch of neighbouring stories, mostly one movie),
+because pairs of one block share a movie, its people and its places and are not independent.
+A resample in which a metric is undefined (one class only, no frame of a type) is counted;
+when fewer than ``MIN_DEFINED_SHARE`` of the resamples define a metric its interval is null,
+with the reason. The primary model (the fusion head) is compared with every other model by a
+paired bootstrap of their difference: both measured on the same block resamples.
 
 Point estimates come from ``sklearn.metrics``. The resamples use ``weighted_metrics``, a
 vectorised form of the same formulas in which a resample is a vector of row multiplicities,
@@ -40,16 +52,28 @@ __all__ = [
     "weighted_metrics",
     "tune_threshold",
     "threshold_rule",
-    "story_resample_weights",
+    "PROBABILITY_KINDS",
+    "MIN_DEFINED_SHARE",
+    "cluster_resample_weights",
     "bootstrap_metrics",
     "bootstrap_difference",
+    "paired_outcomes",
+    "bootstrap_paired",
+    "bootstrap_paired_difference",
+    "split_counts",
     "evaluate_split",
+    "CONTROL_METRICS",
+    "shuffled_frame_pairs",
+    "control_section",
+    "control_table",
     "evaluate",
     "write_metrics",
     "metrics_frame",
     "format_estimate",
     "summary_table",
     "difference_table",
+    "paired_table",
+    "paired_difference_table",
     "excludes_zero",
     "plot_confusion",
     "plot_curves",
@@ -61,47 +85,75 @@ __all__ = [
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc")
 #: What a validation-tuned threshold may maximise.
 THRESHOLD_METRICS: tuple[str, ...] = ("macro_f1", "accuracy")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Model kinds whose score is a probability: only they get a calibration curve.
+PROBABILITY_KINDS = frozenset({"fusion_mlp", "logistic_regression", "gradient_boosting", "text_only"})
+#: An interval needs at least this share of the resamples to define the metric; else it is null.
+MIN_DEFINED_SHARE = 0.9
+#: The key of the paired score over every frame, beside one key per negative type.
+ALL_FRAMES = "all"
 
 METRICS_SCHEMA = """\
 metrics.json (written by chapter 07, read by every later chapter and the report index)
 
 {
-  "schema_version": 1,
+  "schema_version": 2,
   "profile": "quick",                      # the profile that produced it
   "split": "test",                         # the split of the top-level "n" and "models"
   "primary_model": "fusion",               # the head helpers.verify uses
   "threshold_rule": "...",                 # how every threshold was chosen (on validation only)
-  "bootstrap": {"unit": "story", "n_resamples": 1000, "confidence": 0.95, "seed": 42,
-                "method": "percentile"},
+  "bootstrap": {"unit": "id_block", "block_size": 4, "n_resamples": 1000, "confidence": 0.95,
+                "seed": 42, "method": "percentile", "min_defined_share": 0.9},
   "metrics": ["accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc"],
-  "n": {"pairs": int, "stories": int, "positives": int,
+  "n": {"pairs": int, "frames": int, "stories": int, "blocks": int, "positives": int,
         "negatives": {"other_story": int, "same_story": int, "object_swap": int, "relation_swap": int}},
+  "n_by_split": {"train": {...}, "val": {...}, "test": {...}},   # the same counts for every split
   "models": {
-    "<model name>": {                      # fusion, fusion_3_epochs, fusion_extended, clip_score_only, ...
-      "kind": "fusion_mlp" | "single_score" | "logistic_regression" | "gradient_boosting",
-      "features": [column, ...],           # its inputs (columns of features.parquet)
+    "<model name>": {                      # fusion, fusion_3_epochs, logistic_regression, text_only, ...
+      "kind": "fusion_mlp" | "single_score" | "logistic_regression" | "gradient_boosting"
+              | "text_only" | "blind_control",
+      "features": [column, ...],           # its inputs (columns of features.parquet, or "text")
       "threshold": float,                  # tuned on the validation split
-      "overall": {metric: {"value": float|null, "low": float|null, "high": float|null}},
-      "by_negative_type": {negative_type: {metric: {"value", "low", "high"}}},
-                                           # all positives + the negatives of that type
+      "paired": {"all" | negative_type: estimate + {"frames": int}},
+                                           # headline per type: share of frames whose own text
+                                           # scores above their negative (tie = 0.5)
+      "overall": {metric: estimate},       # pooled over every pair
+      "by_negative_type": {negative_type: {metric: estimate}},
+                                           # pooled: all positives + the negatives of that type
       "confusion": {"tn": int, "fp": int, "fn": int, "tp": int},   # at "threshold"
       "calibration": {"bin_edges": [11 floats], "mean_predicted": [...], "fraction_positive": [...],
-                      "count": [...]}      # non-empty bins only (sklearn calibration_curve, 10 uniform bins)
+                      "count": [...]} | null
+                                           # non-empty bins only (sklearn calibration_curve, 10 uniform
+                                           # bins); null for a model whose score is not a probability
     }
   },
   "differences": {                         # primary model minus each other model, on the same pairs
-    "<other model name>": {metric: {"value", "low", "high"}}   # paired: both on the same story resamples
+    "<other model name>": {metric: estimate}   # paired bootstrap: both on the same block resamples
   },
-  "external": {"split": "external", "n": {...}, "models": {...}, "differences": {...}}
+  "paired_differences": {"<other model name>": {"all" | negative_type: estimate}},
+                                           # primary minus other, paired score, same resamples
+  "controls": {                            # blind controls on the test split: near 0.5 = the text alone
+    "<control name>": {                    # does not decide the verdict
+      "description": str,                  # shuffled_frames: the primary model, every text against a frame
+                                           # of another id block; mlm_plausibility: the masked language
+                                           # model's log-probability of the changed words (swap types only)
+      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}}
+    }
+  },
+  "external": {"split": "external", "n": {...}, "models": {...}, "differences": {...},
+               "paired_differences": {...}}
                                            # only when the profile evaluates the Hub's own test split;
                                            # same layout as the top level, thresholds still from validation
 }
 
+estimate = {"value": float|null, "low": float|null, "high": float|null, "n_undefined": int,
+            "reason": str (only when an interval is null)}
 "value" is the estimate on the whole split; "low"/"high" are the 2.5th and 97.5th
-percentiles of the estimates over stories resampled with replacement (every model and
-every difference on the same resamples). null marks a metric that is undefined there
-(e.g. ROC-AUC with one class), or an interval with no defined resample.
+percentiles of the estimates over id blocks resampled with replacement (every model and
+every difference on the same resamples). "n_undefined" counts the resamples where the
+metric is undefined (e.g. ROC-AUC with one class, a paired score with no frame of that
+type); when more than 10% of them are, the interval is null and "reason" says why.
 """
 
 
@@ -229,37 +281,37 @@ def threshold_rule(metric: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Story-level bootstrap
+# Cluster bootstrap over id blocks
 # ---------------------------------------------------------------------------------------
 
-def _story_draws(story_ids: Sequence[str], n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(counts, index)``: how often each distinct story is drawn in each resample
-    (``(n_resamples, n_stories)``), and the story of each pair as a column of ``counts``."""
+def _cluster_draws(clusters: Sequence[str], n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, index)``: how often each distinct cluster is drawn in each resample
+    (``(n_resamples, n_clusters)``), and the cluster of each row as a column of ``counts``."""
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    stories, index = np.unique(np.asarray(story_ids, dtype=str), return_inverse=True)
-    draws = np.random.default_rng(seed).integers(0, len(stories), size=(n_resamples, len(stories)))
-    counts = np.zeros((n_resamples, len(stories)), dtype=np.float64)
+    units, index = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    draws = np.random.default_rng(seed).integers(0, len(units), size=(n_resamples, len(units)))
+    counts = np.zeros((n_resamples, len(units)), dtype=np.float64)
     np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1.0)
     return counts, index
 
 
-def story_resample_weights(story_ids: Sequence[str], n_resamples: int, seed: int) -> np.ndarray:
-    """``(n_resamples, n)`` multiplicities of each pair when stories are drawn with replacement.
+def cluster_resample_weights(clusters: Sequence[str], n_resamples: int, seed: int) -> np.ndarray:
+    """``(n_resamples, n)`` multiplicities of each row when clusters are drawn with replacement.
 
-    Each resample draws as many stories as there are distinct ones; every pair of a drawn
-    story enters once per draw. Pairs of one story therefore always share their weight.
+    Each resample draws as many clusters (id blocks) as there are distinct ones; every row
+    of a drawn cluster enters once per draw, so rows of one cluster always share their weight.
     """
-    counts, index = _story_draws(story_ids, n_resamples, seed)
+    counts, index = _cluster_draws(clusters, n_resamples, seed)
     return counts[:, index]
 
 
 def _resampled_metrics(
-    y_true: Sequence[int], scores: Sequence[float], threshold: float, story_ids: Sequence[str], *,
+    y_true: Sequence[int], scores: Sequence[float], threshold: float, clusters: Sequence[str], *,
     n_resamples: int, seed: int, chunk: int = 250,
 ) -> dict[str, np.ndarray]:
-    """The ``METRICS`` on each story resample, ``chunk`` resamples at a time to bound memory."""
-    counts, index = _story_draws(story_ids, n_resamples, seed)
+    """The ``METRICS`` on each cluster resample, ``chunk`` resamples at a time to bound memory."""
+    counts, index = _cluster_draws(clusters, n_resamples, seed)
     parts = [weighted_metrics(y_true, scores, threshold, counts[i : i + chunk][:, index])
              for i in range(0, n_resamples, chunk)]
     return {name: np.concatenate([p[name] for p in parts]) for name in METRICS}
@@ -269,34 +321,42 @@ def _clean(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _estimate(value: float, resampled: np.ndarray, confidence: float) -> dict[str, float | None]:
-    """``{"value", "low", "high"}`` with the percentile interval of the defined resamples."""
+def _estimate(value: float, resampled: np.ndarray, confidence: float) -> dict[str, Any]:
+    """``{"value", "low", "high", "n_undefined"[, "reason"]}``: the percentile interval of the
+    resamples that define the metric, null when fewer than ``MIN_DEFINED_SHARE`` of them do."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    defined = resampled[~np.isnan(resampled)]
+    defined = resampled[np.isfinite(resampled)]
+    n_undefined = int(len(resampled) - len(defined))
+    estimate: dict[str, Any] = {"value": _clean(value), "low": None, "high": None, "n_undefined": n_undefined}
+    if len(defined) < MIN_DEFINED_SHARE * len(resampled):
+        estimate["reason"] = (f"undefined in {n_undefined} of {len(resampled)} resamples (one class only, or no "
+                              f"pair of this kind): fewer than {MIN_DEFINED_SHARE:.0%} define it")
+        return estimate
     tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(defined, [tail, 100 - tail]) if len(defined) else (math.nan, math.nan)
-    return {"value": _clean(value), "low": _clean(low), "high": _clean(high)}
+    low, high = np.percentile(defined, [tail, 100 - tail])
+    estimate.update(low=_clean(low), high=_clean(high))
+    return estimate
 
 
 def bootstrap_metrics(
     y_true: Sequence[int],
     scores: Sequence[float],
     threshold: float,
-    story_ids: Sequence[str],
+    clusters: Sequence[str],
     *,
     n_resamples: int,
     seed: int,
     confidence: float = 0.95,
-) -> dict[str, dict[str, float | None]]:
-    """``{metric: {"value", "low", "high"}}``: sklearn point estimates and cluster-bootstrap intervals.
+) -> dict[str, dict[str, Any]]:
+    """``{metric: estimate}``: sklearn point estimates and cluster-bootstrap intervals.
 
-    Stories are resampled with replacement (``story_resample_weights``, seeded) and the
-    interval is the percentile interval of the resampled estimates, ignoring resamples where
-    a metric is undefined. Undefined values are ``None`` (JSON null).
+    ``clusters`` gives each pair's resampling unit (its id block). Clusters are resampled with
+    replacement (``cluster_resample_weights``, seeded) and the interval is the percentile
+    interval of the resampled estimates (see ``_estimate`` for undefined resamples).
     """
     point = point_metrics(y_true, scores, threshold)
-    resampled = _resampled_metrics(y_true, scores, threshold, story_ids, n_resamples=n_resamples, seed=seed)
+    resampled = _resampled_metrics(y_true, scores, threshold, clusters, n_resamples=n_resamples, seed=seed)
     return {name: _estimate(point[name], resampled[name], confidence) for name in METRICS}
 
 
@@ -306,31 +366,100 @@ def bootstrap_difference(
     threshold_a: float,
     scores_b: Sequence[float],
     threshold_b: float,
-    story_ids: Sequence[str],
+    clusters: Sequence[str],
     *,
     n_resamples: int,
     seed: int,
     confidence: float = 0.95,
-) -> dict[str, dict[str, float | None]]:
-    """``{metric: {"value", "low", "high"}}`` of model A's metric minus model B's on the same pairs.
+) -> dict[str, dict[str, Any]]:
+    """``{metric: estimate}`` of model A's metric minus model B's on the same pairs.
 
-    Both are measured on the same story resamples (a paired bootstrap), so the interval
-    accounts for the two models erring on the same stories: an interval that excludes 0
+    Both are measured on the same cluster resamples (a paired bootstrap), so the interval
+    accounts for the two models erring on the same blocks: an interval that excludes 0
     says the test split tells them apart, which two overlapping marginal intervals cannot.
     """
     a, b = point_metrics(y_true, scores_a, threshold_a), point_metrics(y_true, scores_b, threshold_b)
     kwargs = dict(n_resamples=n_resamples, seed=seed)
-    ra = _resampled_metrics(y_true, scores_a, threshold_a, story_ids, **kwargs)
-    rb = _resampled_metrics(y_true, scores_b, threshold_b, story_ids, **kwargs)
+    ra = _resampled_metrics(y_true, scores_a, threshold_a, clusters, **kwargs)
+    rb = _resampled_metrics(y_true, scores_b, threshold_b, clusters, **kwargs)
     return {name: _estimate(a[name] - b[name], ra[name] - rb[name], confidence) for name in METRICS}
+
+
+# ---------------------------------------------------------------------------------------
+# Paired score: does the frame's own text score above its negative?
+# ---------------------------------------------------------------------------------------
+
+def paired_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per frame from one model's prediction rows (one positive and one negative per frame).
+
+    Columns: ``story_id``, ``frame``, ``block``, ``negative_type``, ``positive`` and
+    ``negative`` (the two scores) and ``outcome``: 1 when the frame's own text scores above its
+    negative, 0.5 on a tie, 0 below. A frame without exactly one positive and one negative is
+    an error: the pairs table is built that way.
+    """
+    keys = ["story_id", "frame"]
+    counts = rows.groupby(keys)["label"].agg(["sum", "count"])
+    if not ((counts["sum"] == 1) & (counts["count"] == 2)).all():
+        bad = counts[(counts["sum"] != 1) | (counts["count"] != 2)].index[:3].tolist()
+        raise ValueError(f"paired scores need one positive and one negative per frame; not so for {bad}")
+    pos = rows[rows["label"] == 1].set_index(keys)
+    neg = rows[rows["label"] == 0].set_index(keys).reindex(pos.index)
+    frame = pd.DataFrame({"block": pos["block"], "negative_type": neg["negative_type"],
+                          "positive": pos["score"].astype(float), "negative": neg["score"].astype(float)})
+    frame["outcome"] = np.sign(frame["positive"] - frame["negative"]) / 2 + 0.5
+    return frame.reset_index()
+
+
+def _paired_resampled(outcome: np.ndarray, mask: np.ndarray, counts: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The mean outcome of the frames in ``mask`` on each resample (NaN where none is drawn)."""
+    w = counts[:, index] * mask
+    total = w.sum(axis=1)
+    return _ratio(w @ outcome, total, math.nan)
+
+
+def _paired_groups(frames: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The frames of each paired-score group: every frame, then each negative type present."""
+    groups = {ALL_FRAMES: np.ones(len(frames), dtype=bool)}
+    groups |= {t: (frames["negative_type"] == t).to_numpy() for t in NEGATIVE_TYPES if (frames["negative_type"] == t).any()}
+    return groups
+
+
+def bootstrap_paired(frames: pd.DataFrame, *, n_resamples: int, seed: int,
+                     confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """``{"all" | negative_type: estimate + {"frames"}}``: the paired score with a block-bootstrap interval.
+
+    ``frames`` is ``paired_outcomes`` of one model. The resamples are drawn over the frames'
+    blocks with the same seed as every other interval of the split.
+    """
+    counts, index = _cluster_draws(frames["block"].to_numpy(), n_resamples, seed)
+    outcome = frames["outcome"].to_numpy(dtype=np.float64)
+    out = {}
+    for group, mask in _paired_groups(frames).items():
+        estimate = _estimate(float(outcome[mask].mean()), _paired_resampled(outcome, mask, counts, index), confidence)
+        out[group] = {**estimate, "frames": int(mask.sum())}
+    return out
+
+
+def bootstrap_paired_difference(frames_a: pd.DataFrame, frames_b: pd.DataFrame, *, n_resamples: int, seed: int,
+                                confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Model A's paired score minus model B's, per group, on the same frames and block resamples."""
+    if not frames_a[["story_id", "frame"]].equals(frames_b[["story_id", "frame"]]):
+        raise ValueError("paired differences need both models scored on the same frames, in the same order")
+    counts, index = _cluster_draws(frames_a["block"].to_numpy(), n_resamples, seed)
+    a, b = frames_a["outcome"].to_numpy(dtype=np.float64), frames_b["outcome"].to_numpy(dtype=np.float64)
+    out = {}
+    for group, mask in _paired_groups(frames_a).items():
+        resampled = _paired_resampled(a, mask, counts, index) - _paired_resampled(b, mask, counts, index)
+        out[group] = _estimate(float(a[mask].mean() - b[mask].mean()), resampled, confidence)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
 # Evaluating predictions.parquet
 # ---------------------------------------------------------------------------------------
 
-PREDICTION_COLUMNS = ("pair_id", "story_id", "split", "label", "negative_type", "model", "kind", "features",
-                      "score", "threshold")
+PREDICTION_COLUMNS = ("pair_id", "story_id", "frame", "block", "split", "label", "negative_type", "model", "kind",
+                      "features", "score", "threshold")
 
 
 def _calibration(y: np.ndarray, scores: np.ndarray, n_bins: int = 10) -> dict[str, list[float]]:
@@ -344,36 +473,42 @@ def _calibration(y: np.ndarray, scores: np.ndarray, n_bins: int = 10) -> dict[st
             "fraction_positive": fraction.tolist(), "count": [int(c) for c in counts[counts > 0]]}
 
 
-def _counts(rows: pd.DataFrame) -> dict[str, Any]:
+def split_counts(rows: pd.DataFrame) -> dict[str, Any]:
+    """Pairs, frames, stories, id blocks, positives and negatives per type of a set of pair rows."""
     negatives = rows[rows["label"] == 0]["negative_type"].value_counts()
     return {
         "pairs": len(rows),
+        "frames": int(rows[["story_id", "frame"]].drop_duplicates().shape[0]),
         "stories": int(rows["story_id"].nunique()),
+        "blocks": int(rows["block"].nunique()),
         "positives": int((rows["label"] == 1).sum()),
         "negatives": {t: int(negatives.get(t, 0)) for t in NEGATIVE_TYPES},
     }
 
 
-def _model_section(group: pd.DataFrame, *, n_resamples: int, seed: int, confidence: float) -> dict[str, Any]:
-    """One model's entry of ``"models"`` from its prediction rows on one split."""
+def _model_section(group: pd.DataFrame, frames: pd.DataFrame, *, n_resamples: int, seed: int,
+                   confidence: float) -> dict[str, Any]:
+    """One model's entry of ``"models"`` from its prediction rows on one split (and their ``paired_outcomes``)."""
     threshold = float(group["threshold"].iloc[0])
+    kind = str(group["kind"].iloc[0])
     y, s = group["label"].to_numpy(), group["score"].to_numpy()
-    stories, negative_type = group["story_id"].to_numpy(), group["negative_type"].to_numpy()
+    blocks, negative_type = group["block"].to_numpy(), group["negative_type"].to_numpy()
 
-    def intervals(mask: np.ndarray) -> dict[str, dict[str, float | None]]:
-        return bootstrap_metrics(y[mask], s[mask], threshold, stories[mask],
+    def intervals(mask: np.ndarray) -> dict[str, dict[str, Any]]:
+        return bootstrap_metrics(y[mask], s[mask], threshold, blocks[mask],
                                  n_resamples=n_resamples, seed=seed, confidence=confidence)
 
     by_type = {t: intervals((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES if (negative_type[y == 0] == t).any()}
     tn, fp, fn, tp = skm.confusion_matrix(y, s >= threshold, labels=[0, 1]).ravel()
     return {
-        "kind": str(group["kind"].iloc[0]),
+        "kind": kind,
         "features": [f for f in str(group["features"].iloc[0]).split(",") if f],
         "threshold": threshold,
+        "paired": bootstrap_paired(frames, n_resamples=n_resamples, seed=seed, confidence=confidence),
         "overall": intervals(np.ones(len(y), dtype=bool)),
         "by_negative_type": by_type,
         "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
-        "calibration": _calibration(y, s),
+        "calibration": _calibration(y, s) if kind in PROBABILITY_KINDS else None,
     }
 
 
@@ -386,12 +521,12 @@ def evaluate_split(
     primary_model: str | None = None,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """``{"split", "n", "models", "differences"}`` of ``METRICS_SCHEMA`` for one split of ``predictions``.
+    """``{"split", "n", "models", "differences", "paired_differences"}`` of ``METRICS_SCHEMA`` for one split.
 
-    Every model must have been scored on the same pairs. All are measured on the same story
-    resamples (same seed, same stories), so their intervals are directly comparable; with a
-    ``primary_model``, ``differences`` gives it minus each other model with a paired
-    interval (empty without one).
+    Every model must have been scored on the same pairs. All are measured on the same block
+    resamples (same seed, same blocks), so their intervals are directly comparable; with a
+    ``primary_model``, ``differences`` and ``paired_differences`` give it minus each other
+    model with a paired interval (empty without one).
     """
     rows = predictions[predictions["split"] == split]
     if rows.empty:
@@ -405,14 +540,90 @@ def evaluate_split(
         if not np.array_equal(group["pair_id"].to_numpy(), reference["pair_id"].to_numpy()):
             raise ValueError(f"model {name!r} was not scored on the same {split} pairs as {reference_name!r}")
     kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
-    models = {name: _model_section(group, **kwargs) for name, group in groups.items()}
-    y, stories = reference["label"].to_numpy(), reference["story_id"].to_numpy()
+    frames = {name: paired_outcomes(group) for name, group in groups.items()}
+    models = {name: _model_section(group, frames[name], **kwargs) for name, group in groups.items()}
+    y, blocks = reference["label"].to_numpy(), reference["block"].to_numpy()
+    others = [name for name in groups if primary_model is not None and name != primary_model]
     differences = {
         name: bootstrap_difference(y, reference["score"].to_numpy(), models[reference_name]["threshold"],
-                                   group["score"].to_numpy(), models[name]["threshold"], stories, **kwargs)
-        for name, group in groups.items() if primary_model is not None and name != primary_model
+                                   groups[name]["score"].to_numpy(), models[name]["threshold"], blocks, **kwargs)
+        for name in others
     }
-    return {"split": split, "n": _counts(reference), "models": models, "differences": differences}
+    paired_differences = {name: bootstrap_paired_difference(frames[reference_name], frames[name], **kwargs)
+                          for name in others}
+    return {"split": split, "n": split_counts(reference), "models": models, "differences": differences,
+            "paired_differences": paired_differences}
+
+
+# ---------------------------------------------------------------------------------------
+# Blind controls: how much of a verdict the text alone decides
+# ---------------------------------------------------------------------------------------
+
+#: What a control section reports: ranking metrics only (a control has no tuned threshold).
+CONTROL_METRICS: tuple[str, ...] = ("roc_auc",)
+
+
+def shuffled_frame_pairs(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
+    """``pairs`` with each frame replaced by a frame of another id block of the same split.
+
+    Both pairs of a frame (its own text and its negative) get the same stranger frame, drawn
+    with ``seed``, so the paired comparison stays one of texts. The returned table keeps every
+    column, moves the original ``story_id``/``frame`` to ``own_story_id``/``own_frame``, and
+    points ``story_id``/``frame`` at the stranger frame, ready for the evidence functions.
+    A split with a single block has no stranger frame: an error.
+    """
+    rng = np.random.default_rng(seed)
+    frames = pairs[["split", "block", "story_id", "frame"]].drop_duplicates(["story_id", "frame"])
+    donor: dict[tuple[str, int], tuple[str, int]] = {}
+    for split, group in frames.groupby("split", sort=True):
+        keys = list(zip(group["story_id"].astype(str), group["frame"].astype(int)))
+        blocks = group["block"].to_numpy()
+        if len(set(blocks)) < 2:
+            raise ValueError(f"the {split!r} split has one id block: no frame of another block to shuffle in")
+        for i, key in enumerate(keys):
+            others = np.flatnonzero(blocks != blocks[i])
+            donor[key] = keys[int(rng.choice(others))]
+    own = list(zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)))
+    stranger = [donor[k] for k in own]
+    return pairs.assign(own_story_id=[k[0] for k in own], own_frame=[k[1] for k in own],
+                        story_id=[k[0] for k in stranger], frame=[k[1] for k in stranger])
+
+
+def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, seed: int,
+                    confidence: float = 0.95) -> dict[str, Any]:
+    """A blind control's entry of ``metrics.json``: its paired score and pooled ROC-AUC, with intervals.
+
+    ``rows`` are prediction-like rows of one split (``story_id``, ``frame``, ``block``,
+    ``label``, ``negative_type``, ``score``), one positive and one negative per frame. A
+    control near 0.5 says the text alone does not decide the verdict.
+    """
+    rows = rows.sort_values("pair_id")
+    y, s, blocks = rows["label"].to_numpy(), rows["score"].to_numpy(), rows["block"].to_numpy()
+    negative_type = rows["negative_type"].to_numpy()
+    kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
+
+    def roc(mask: np.ndarray) -> dict[str, Any]:
+        return {m: e for m, e in bootstrap_metrics(y[mask], s[mask], 0.5, blocks[mask], **kwargs).items()
+                if m in CONTROL_METRICS}
+
+    return {
+        "description": description,
+        "paired": bootstrap_paired(paired_outcomes(rows), **kwargs),
+        "overall": roc(np.ones(len(y), dtype=bool)),
+        "by_negative_type": {t: roc((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES
+                             if (negative_type[y == 0] == t).any()},
+    }
+
+
+def control_table(document: Mapping[str, Any]) -> pd.DataFrame:
+    """Controls x groups: the paired score per group and the pooled ROC-AUC, "value [low, high]"."""
+    rows = {}
+    for name, info in document.get("controls", {}).items():
+        row = {f"paired {g}": format_estimate(e) for g, e in info["paired"].items()}
+        row["ROC-AUC overall"] = format_estimate(info["overall"].get("roc_auc"))
+        row |= {f"ROC-AUC {t}": format_estimate(v.get("roc_auc")) for t, v in info["by_negative_type"].items()}
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("control")
 
 
 def evaluate(
@@ -423,29 +634,39 @@ def evaluate(
     seed: int,
     primary_model: str,
     threshold_rule: str,
+    block_size: int,
+    controls: Mapping[str, tuple[str, pd.DataFrame]] | None = None,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """The whole ``metrics.json`` document (see ``METRICS_SCHEMA``) from ``predictions.parquet``.
 
     The test split fills the top level; the external split, when ``predictions`` has one,
-    goes under ``"external"``.
+    goes under ``"external"``. ``n_by_split`` counts the pairs of every split (one model's rows).
+    ``controls`` maps a blind control's name to its description and test rows
+    (``control_section``), reported under ``"controls"``.
     """
     absent = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if absent:
-        raise ValueError(f"predictions lack column(s) {absent}: rerun chapter 06")
+        raise ValueError(f"predictions lack column(s) {absent}: rerun chapters 01 and 06")
     kwargs = dict(primary_model=primary_model, n_resamples=n_resamples, seed=seed, confidence=confidence)
     test = evaluate_split(predictions, "test", **kwargs)
+    one_model = predictions[predictions["model"] == primary_model]
     document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "profile": profile,
         "split": "test",
         "primary_model": primary_model,
         "threshold_rule": threshold_rule,
-        "bootstrap": {"unit": "story", "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
-                      "method": "percentile"},
+        "bootstrap": {"unit": "id_block", "block_size": block_size, "n_resamples": n_resamples,
+                      "confidence": confidence, "seed": seed, "method": "percentile",
+                      "min_defined_share": MIN_DEFINED_SHARE},
         "metrics": list(METRICS),
-        **{key: test[key] for key in ("n", "models", "differences")},
+        **{key: test[key] for key in ("n", "models", "differences", "paired_differences")},
+        "n_by_split": {split: split_counts(rows) for split, rows in one_model.groupby("split", sort=False)},
     }
+    document["controls"] = {name: control_section(rows, description, n_resamples=n_resamples, seed=seed,
+                                                  confidence=confidence)
+                            for name, (description, rows) in (controls or {}).items()}
     if (predictions["split"] == "external").any():
         document["external"] = evaluate_split(predictions, "external", **kwargs)
     return document
@@ -465,13 +686,21 @@ def _section(document: Mapping[str, Any], split: str) -> Mapping[str, Any]:
 
 
 def metrics_frame(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
-    """Long table of a metrics document: model, kind, group ("overall" or a negative type), metric, value, low, high."""
+    """Long table of a metrics document: model, kind, group, metric, value, low, high.
+
+    Pooled metrics have group "overall" or a negative type; the paired score has metric
+    "paired" and group "all" or a negative type."""
     rows = []
+    keep = ("value", "low", "high")
     for model, info in _section(document, split)["models"].items():
         groups = {"overall": info["overall"], **info["by_negative_type"]}
         for group, values in groups.items():
             for metric, est in values.items():
-                rows.append({"model": model, "kind": info["kind"], "group": group, "metric": metric, **est})
+                rows.append({"model": model, "kind": info["kind"], "group": group, "metric": metric,
+                             **{k: est[k] for k in keep}})
+        for group, est in info.get("paired", {}).items():
+            rows.append({"model": model, "kind": info["kind"], "group": group, "metric": "paired",
+                         **{k: est[k] for k in keep}})
     frame = pd.DataFrame(rows)
     return frame.astype({"value": float, "low": float, "high": float})
 
@@ -505,6 +734,34 @@ def difference_table(document: Mapping[str, Any], split: str = "test") -> pd.Dat
     rows = {f"{primary} - {other}": {metric: format_estimate(est.get(metric)) for metric in METRICS}
             for other, est in _section(document, split).get("differences", {}).items()}
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(METRICS)).rename_axis("difference")
+
+
+def _paired_columns(groups: Mapping[str, Any]) -> list[str]:
+    return [g for g in (ALL_FRAMES, *NEGATIVE_TYPES) if g in groups]
+
+
+def paired_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    """Models x paired-score groups ("all", then each negative type), each cell "value [low, high]".
+
+    The headline per-type table: the share of frames whose own text the model scores above
+    their negative (0.5 = chance; ties count half). The header row says how many frames.
+    """
+    models = _section(document, split)["models"]
+    first = next(iter(models.values()))["paired"]
+    columns = _paired_columns(first)
+    rows = {model: {g: format_estimate(info["paired"].get(g)) for g in columns} for model, info in models.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("model")
+    return table.rename(columns={g: f"{g} ({first[g]['frames']} frames)" for g in columns})
+
+
+def paired_difference_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    """The primary model's paired score minus each other model's, per group, "value [low, high]"."""
+    primary = document["primary_model"]
+    differences = _section(document, split).get("paired_differences", {})
+    columns = _paired_columns(next(iter(differences.values()), {}))
+    rows = {f"{primary} - {other}": {g: format_estimate(est.get(g)) for g in columns}
+            for other, est in differences.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("difference")
 
 
 def excludes_zero(estimate: Mapping[str, float | None]) -> bool:
@@ -547,7 +804,7 @@ def plot_curves(predictions: pd.DataFrame, models: Sequence[str], split: str = "
         y, s = m["label"].to_numpy(), m["score"].to_numpy()
         RocCurveDisplay.from_predictions(y, s, name=name, ax=roc, curve_kwargs={"color": colour})
         PrecisionRecallDisplay.from_predictions(y, s, name=name, ax=pr, curve_kwargs={"color": colour})
-        if m["kind"].iloc[0] != "single_score":
+        if m["kind"].iloc[0] in PROBABILITY_KINDS:
             CalibrationDisplay.from_predictions(y, s, n_bins=10, name=name, ax=cal, color=colour)
     roc.plot([0, 1], [0, 1], ls=":", color="grey")  # chance
     roc.set_title("ROC")
@@ -559,12 +816,16 @@ def plot_curves(predictions: pd.DataFrame, models: Sequence[str], split: str = "
 
 
 def plot_by_negative_type(document: Mapping[str, Any], metric: str, models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
-    """``metric`` per kind of negative for ``models``, with the bootstrap intervals as error bars."""
+    """``metric`` per kind of negative for ``models``, with the bootstrap intervals as error bars.
+
+    ``metric`` "paired" plots the paired score (group "all" first, a dashed line at chance);
+    any other metric is pooled (group "overall" first)."""
     import matplotlib.pyplot as plt
 
     frame = metrics_frame(document)
     frame = frame[(frame["metric"] == metric) & frame["model"].isin(models)]
-    groups = ["overall", *[t for t in NEGATIVE_TYPES if t in set(frame["group"])]]
+    first = ALL_FRAMES if metric == "paired" else "overall"
+    groups = [first, *[t for t in NEGATIVE_TYPES if t in set(frame["group"])]]
     fig, ax = plt.subplots(figsize=(max(7.0, 1.7 * len(groups)), 4.5), layout="constrained")
     width = 0.8 / len(models)
     for i, name in enumerate(models):
@@ -575,8 +836,11 @@ def plot_by_negative_type(document: Mapping[str, Any], metric: str, models: Sequ
         ax.vlines(x, m["low"], m["high"], color="black", linewidth=1.2)
     ax.set_xticks(np.arange(len(groups)), groups)
     confidence = document.get("bootstrap", {}).get("confidence", 0.95)
-    ax.set(ylabel=metric, ylim=(0, 1.02),
-           title=f"{metric} by kind of negative (lines: {confidence:.0%} story-bootstrap intervals)")
+    if metric == "paired":
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    label = "paired score (own text above its negative)" if metric == "paired" else f"{metric} (pooled)"
+    ax.set(ylabel=label, ylim=(0, 1.02),
+           title=f"{label} by kind of negative (lines: {confidence:.0%} id-block bootstrap intervals)")
     fig.legend(loc="outside lower center", ncols=len(models), fontsize="small")
     return fig
 

@@ -33,9 +33,11 @@ __all__ = [
     "NEGATIVE_TYPES",
     "PAIR_COLUMNS",
     "PairText",
+    "id_blocks",
     "split_stories",
     "make_pairs",
     "concat_pairs",
+    "text_only_classifier",
     "object_swap",
     "relation_swap",
 ]
@@ -109,6 +111,15 @@ def _blocks(story_ids: Iterable[str], block_size: int) -> list[list[str]]:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     ids = sorted(story_ids, key=_id_number)
     return [ids[i : i + block_size] for i in range(0, len(ids), block_size)]
+
+
+def id_blocks(story_ids: Sequence[str], block_size: int) -> dict[str, str]:
+    """``{story_id: block}``: the id block of each story, as :func:`split_stories` cuts them.
+
+    A block is named by its first and last id ("3920-3923"). It is the unit a split is made
+    of, and so the unit the evaluation's bootstrap resamples.
+    """
+    return {sid: f"{block[0]}-{block[-1]}" for block in _blocks(story_ids, block_size) for sid in block}
 
 
 def split_stories(
@@ -374,3 +385,21 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"pair ids occur in more than one table, e.g. {pairs.loc[dup, 'pair_id'].head(3).tolist()}")
     pairs.attrs["frames_without_negative"] = sum(t.attrs.get("frames_without_negative", 0) for t in tables)
     return pairs
+
+
+# ------------------------------------------------------------------------- blind model
+
+
+def text_only_classifier(seed: int = 42) -> "Pipeline":
+    """An unfitted blind model: TF-IDF of word 1-2-grams and character 2-5-grams, then a
+    logistic regression. It never sees an image, so whatever it learns to tell aligned from
+    misaligned texts is a cue the text gives away."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    features = make_union(
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=1, sublinear_tf=True),
+    )
+    return make_pipeline(features, LogisticRegression(max_iter=2000, C=1.0, random_state=seed))

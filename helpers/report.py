@@ -64,6 +64,23 @@ def headline_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def paired_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per model of ``metrics.json``: its paired score ("all" frames, then each kind of
+    negative) as 'value [low, high]', the headline per kind."""
+    return [{"model": name, **{group: _estimate(est) for group, est in model.get("paired", {}).items()}}
+            for name, model in metrics.get("models", {}).items()]
+
+
+def control_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per blind control of ``metrics.json``: paired score per group, then pooled ROC-AUC."""
+    rows = []
+    for name, control in metrics.get("controls", {}).items():
+        row = {"control": name, **{f"paired {g}": _estimate(e) for g, e in control.get("paired", {}).items()}}
+        row["ROC-AUC overall"] = _estimate(control["overall"]["roc_auc"])
+        rows.append(row)
+    return rows
+
+
 def _estimate(est: dict[str, float | None]) -> str:
     """'value [low, high]', with 'n/a' for what is undefined (null in metrics.json)."""
     def fmt(x: float | None) -> str:
@@ -104,7 +121,15 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 {smoke_banner_html() if profile == "smoke" else ""}
 <h1>Story-image alignment verification: {html.escape(profile)} run</h1>
 <h2>Chapters</h2><ol style="list-style:none;padding-left:0">{links}</ol>
-<h2>Headline results (test split, 95% bootstrap intervals by story)</h2>
+<h2>Headline: paired scores on the test split</h2>
+<p>Share of test frames whose own text the model scores above its negative (0.5 = chance), overall
+and per kind of negative; 95% intervals from resampling the test split's id blocks.</p>
+{_table(paired_rows(metrics))}
+<h2>Blind controls (near 0.5 = the text alone decides nothing)</h2>
+<p>The models <code>text_only</code> and <code>clip_text_only</code> never see the frame (their rows
+above); <code>shuffled_frames</code> is the primary head scoring each text against another block's frame.</p>
+{_table(control_rows(metrics))}
+<h2>Pooled metrics (test split, every pair; 95% intervals over id blocks)</h2>
 {_table(headline_rows(metrics))}
 <h2>Provenance</h2><table>{prov_rows}</table>
 <p><small>{html.escape(versions)}</small></p>

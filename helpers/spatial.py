@@ -751,15 +751,16 @@ def _rounded(box: Sequence[float] | None) -> list[float] | None:
 
 
 def spatial_features(pairs: "pd.DataFrame", frames: "pd.DataFrame", *, threshold: float,
-                     stories: Iterable["ParsedStory"] = ()) -> "pd.DataFrame":
+                     stories: Iterable["ParsedStory"] = (), read_tags: bool = False) -> "pd.DataFrame":
     """The ``spatial`` feature part, one row per pair, for ``helpers.features.write_part``.
 
     ``frames`` is a per-frame detection table of :mod:`helpers.detection` with ``width``
     and ``height`` (``detect_frames(...).frames``, or ``ground_truth_frames(...)`` with the
     sizes merged in) covering every pair's frame. A frame's detections scoring at least
     ``threshold`` are read once and shared by all its pairs; a frame that did not decode
-    (status not ``"ok"``) has no boxes. A pair's text is its ``tagged_text`` parsed as a
-    segment (its ``text`` when that is empty), its characters described by the chain of
+    (status not ``"ok"``) has no boxes. A pair's text is its plain ``text``, as
+    :mod:`helpers.verify` reads a user's text. With ``read_tags`` (chapter 09's ablation) it
+    is its ``tagged_text`` parsed as a segment, its characters described by the chain of
     thought of the story the text came from (``source_story_id``, ``source_frame``) when
     that story is among ``stories``: a character who is a cat is not a person. Columns:
     ``pair_id`` and :data:`SPATIAL_COLUMNS`, the last one :func:`study_spatial_score` of
@@ -794,7 +795,7 @@ def spatial_features(pairs: "pd.DataFrame", frames: "pd.DataFrame", *, threshold
         zip(keys, pairs[columns].itertuples(index=False)), total=len(pairs), desc="spatial evidence", unit="pair"
     ):
         source = (str(source_story), int(source_frame))
-        if isinstance(tagged, str) and tagged:
+        if read_tags and isinstance(tagged, str) and tagged:
             if (tagged, source) not in segments:
                 segments[(tagged, source)] = parse_segment(tagged, source[1])
             text = segments[(tagged, source)]

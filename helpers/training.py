@@ -66,6 +66,7 @@ __all__ = [
     "Scorer",
     "head_scorer",
     "fit_baselines",
+    "fit_blind_controls",
     "predict",
     "predictions_path",
     "save_predictions",
@@ -85,7 +86,7 @@ CHECKPOINT_FORMAT = 1
 #: What every validation-tuned threshold maximises unless told otherwise (see ``tune_threshold``).
 THRESHOLD_METRIC = "macro_f1"
 #: Columns of ``predictions.parquet`` copied from the feature table.
-PAIR_COLUMNS = ("pair_id", "story_id", "frame", "split", "label", "negative_type")
+PAIR_COLUMNS = ("pair_id", "story_id", "frame", "block", "split", "label", "negative_type")
 
 
 class CheckpointError(ValueError):
@@ -409,7 +410,7 @@ class Scorer:
     """A fitted model as chapter 07 sees it: scores in [0, 1] and a validation-tuned threshold."""
 
     name: str
-    kind: str  # "fusion_mlp" | "single_score" | "logistic_regression" | "gradient_boosting"
+    kind: str  # "fusion_mlp" | "single_score" | "logistic_regression" | "gradient_boosting" | "text_only" | "blind_control"
     features: tuple[str, ...]
     threshold: float
     predict_proba: Callable[[pd.DataFrame], np.ndarray]
@@ -455,6 +456,46 @@ def fit_baselines(
         estimator.fit(x_train, y_train.astype(int))
         candidates.append((name, name, columns, partial(_estimator_scores, estimator=estimator, features=columns)))
     return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score)
+            for name, kind, cols, score in candidates]
+
+
+def _text_scores(table: pd.DataFrame, estimator: Any) -> np.ndarray:
+    return estimator.predict_proba(table["text"].astype(str).tolist())[:, 1]
+
+
+def _vector_scores(table: pd.DataFrame, estimator: Any, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+    return estimator.predict_proba(np.stack([vectors[t] for t in table["text"]]))[:, 1]
+
+
+def fit_blind_controls(
+    table: pd.DataFrame,
+    text_vectors: Mapping[str, np.ndarray],
+    *,
+    seed: int = 42,
+    threshold_metric: str = THRESHOLD_METRIC,
+) -> list[Scorer]:
+    """Models that never see the frame, fitted on the train split, thresholds tuned on validation.
+
+    - ``text_only``: :func:`helpers.pairs.text_only_classifier` (TF-IDF word and character
+      n-grams, logistic regression) on the pair's plain text;
+    - ``clip_text_only``: a logistic regression on CLIP's embedding of the text
+      (``text_vectors``: text -> vector, :func:`helpers.clip.text_embeddings`), a blind model the
+      construction of the negatives never used.
+
+    Either doing better than chance says the negatives can be told apart from their text alone.
+    """
+    from .pairs import text_only_classifier
+
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    text_model = text_only_classifier(seed).fit(train["text"].astype(str).tolist(), train["label"].astype(int))
+    vector_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    vector_model.fit(np.stack([text_vectors[t] for t in train["text"]]), train["label"].astype(int))
+    candidates = [
+        ("text_only", "text_only", ("text",), partial(_text_scores, estimator=text_model)),
+        ("clip_text_only", "blind_control", ("clip_text_embedding",),
+         partial(_vector_scores, estimator=vector_model, vectors=text_vectors)),
+    ]
+    return [Scorer(name, kind, cols, tune_threshold(val["label"].to_numpy(), score(val), threshold_metric), score)
             for name, kind, cols, score in candidates]
 
 

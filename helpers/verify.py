@@ -168,9 +168,12 @@ def verify(
 
     detections = [d for d in detect_images(v.detector, [picture], min_size=int(det_cfg["min_size"]))[0]
                   if d.score >= threshold]
-    objects = object_evidence(needed_categories(parsed), detections, threshold)
-    spatial = spatial_evidence(parsed, detections, picture.size)
+    # Every score comes from the plain text, as the head was trained (helpers.detection.object_features
+    # and helpers.spatial.spatial_features read the pairs' plain text): a tagged segment and its
+    # plain text get the same verdict.
     plain, tagged = (parsed, parsed) if isinstance(parsed, str) else (parsed.plain, parsed.tagged)
+    objects = object_evidence(needed_categories(plain), detections, threshold)
+    spatial = spatial_evidence(plain, detections, picture.size)
     pair = pd.DataFrame([{"pair_id": "query", "story_id": "query", "frame": 1, "text": plain, "tagged_text": tagged}])
     with tempfile.TemporaryDirectory(prefix="verify-clip-") as cache:
         clip = clip_features(v.clip, pair, {("query", 1): _png(picture)}, cache, aggregate=clip_cfg["aggregate"],

@@ -154,6 +154,11 @@ if external is not None:
     pair_table = pairs.concat_pairs(pair_table, ext_pairs)
     display(Markdown(f"External test (the Hub's `test` split): **{len(ext_stories)}** stories, "
                      f"{len(ext_pairs)} pairs, {ext_excluded['story_id'].nunique()} excluded."))
+# The id block of each pair's story: the unit of the split, and of every bootstrap interval later.
+block_of = pairs.id_blocks([s.story_id for s in stories], block_size=ctx.cfg["data"]["block_size"])
+if external is not None:
+    block_of |= pairs.id_blocks([s.story_id for s in ext_stories], block_size=ctx.cfg["data"]["block_size"])
+pair_table["block"] = pair_table["story_id"].map(block_of)
 atomic_write_parquet(pair_table, ctx.paths.pairs)
 display(Markdown(f"**{len(pair_table)}** pairs written to `{ctx.paths.pairs.relative_to(ctx.paths.root.parent)}`; "
                  f"frames with no applicable negative: {pair_table.attrs.get('frames_without_negative', 0)}."))

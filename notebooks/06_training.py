@@ -136,6 +136,34 @@ display(Markdown(f"On the validation split, where the thresholds were tuned (so 
                  f"{on_val.loc['clip_score_only', 'macro_f1']:.3f}. Chapter 07 measures them on the test split."))
 
 # %% [markdown]
+# ## Blind controls
+#
+# A negative is only worth testing if the image is needed to refute it. Two models that
+# never see the frame are trained like the baselines (train split; threshold on validation)
+# and evaluated beside them in chapter 07:
+#
+# - `text_only`: TF-IDF word and character n-grams with a logistic regression, the same
+#   recipe as the filter that chose the negatives in chapter 01;
+# - `clip_text_only`: a logistic regression on CLIP's embedding of the text (the mean of its
+#   sentences' embeddings, from chapter 03's cache), a blind model the filter never used, so it
+#   is not at chance by construction.
+#
+# Either one above chance on a kind of negative says that kind leaks through its text.
+
+# %%
+from helpers.clip import load_clip, text_embeddings
+from helpers.training import fit_blind_controls
+
+clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+texts = list(dict.fromkeys(table["text"]))
+vectors = dict(zip(texts, text_embeddings(clip, texts, ctx.paths.cache / "clip",
+                                          batch_size=int(ctx.cfg["clip"]["batch_size"]))))
+del clip  # one large model at a time
+blind = fit_blind_controls(table, vectors, seed=ctx.cfg["seed"])
+scorers += blind
+display(validation_table(table, blind).style.format(precision=3))
+
+# %% [markdown]
 # ## Predictions for chapter 07
 #
 # Every pair of every split, scored by every model, with the model's threshold and

@@ -9,16 +9,19 @@
 # ---
 
 # %% [markdown]
-# # 07 · Evaluation: the test split, with intervals by story
+# # 07 · Evaluation: the test split, paired and pooled, with intervals over id blocks
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/story-align/story-image-alignment/blob/main/notebooks/07_evaluation.ipynb)
 #
-# Every model of chapter 06 on the test split, at the threshold it was given on the
-# validation split: accuracy, precision, recall, macro-F1, ROC-AUC and PR-AUC, overall and
-# for each kind of negative. Pairs of one story share frames and characters, so they are
+# This is the first chapter that reads the test split. Every model of chapter 06 is scored on
+# it at the threshold it was given on the validation split. The headline per kind of negative
+# is the **paired score**: for each test frame, does the model score the frame's own text
+# above its negative? Pooled metrics (accuracy, precision, recall, macro-F1, ROC-AUC, PR-AUC)
+# stay beside it. Pairs of one id block share a movie, its people and its places, so they are
 # not independent draws: each interval is a percentile bootstrap interval that resamples
-# whole stories. Every number here is written to `metrics.json`, where the later chapters read
-# them.
+# whole id blocks, the unit the split was made of. Blind controls say how much of each
+# verdict the text alone could decide. Every number here is written to `metrics.json`, where
+# the later chapters read them.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -38,51 +41,131 @@ from helpers.notebook import start
 ctx = start(profile, chapter="07_evaluation")
 
 # %% [markdown]
+# ## A control first: the text against a stranger's frame
+#
+# If the primary head scored each test text against a frame of *another* id block, nothing
+# in the image could tell a frame's own text from its negative: whatever ranking remains is
+# decided by the text alone. Its paired score and ROC-AUC (0.5 = the text decides nothing) are
+# the `shuffled_frames` control. The evidence is computed by the same function the
+# verifier and chapter 09 use (`helpers.ablations.score_pairs`), from chapter 02's and 03's
+# caches (the stranger frames are test frames, already seen).
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from helpers import ablations as ab
+from helpers.clip import load_clip
+from helpers.data import load_study_data, pair_frames
+from helpers.detection import load_detector
+from helpers.evaluation import shuffled_frame_pairs
+from helpers.features import load_features
+from helpers.training import DEFAULT_RUN, default_checkpoint, load_head, load_predictions
+
+predictions = load_predictions(ctx.paths)
+head = load_head(default_checkpoint(ctx.paths))
+test_pairs = load_features(ctx.paths).set_index("pair_id").loc[
+    predictions.loc[(predictions["model"] == DEFAULT_RUN) & (predictions["split"] == "test"), "pair_id"]].reset_index()
+shuffled = shuffled_frame_pairs(test_pairs, seed=int(ctx.cfg["seed"]))
+data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
+frames = pair_frames(shuffled, data.datasets)
+det_cfg = ctx.cfg["detector"]
+detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+scored = ab.score_pairs(shuffled, frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
+                        cache_dir=ctx.paths.cache)
+del detector, clip
+shuffled_rows = scored.assign(story_id=scored["own_story_id"], frame=scored["own_frame"],
+                              score=head.predict_proba(scored))
+display(Markdown(f"{len(shuffled_rows):,} test pairs re-scored against a frame of another id block."))
+
+# %% [markdown]
 # ## The metrics
 #
 # A pair is called aligned when its score reaches the model's threshold. Precision and
 # recall are those of the aligned class; macro-F1 averages the F1 of both classes; ROC-AUC
-# and PR-AUC (average precision) use the scores themselves, with no threshold.
+# and PR-AUC (average precision) use the scores themselves, with no threshold. The paired
+# score needs no threshold either: 1 when a frame's own text scores above its negative, 0.5
+# on a tie, 0 otherwise, averaged over frames.
 
 # %%
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
-
 from helpers.evaluation import evaluate, summary_table, threshold_rule, write_metrics
-from helpers.training import DEFAULT_RUN, THRESHOLD_METRIC, load_predictions
+from helpers.training import THRESHOLD_METRIC
 
-predictions = load_predictions(ctx.paths)
+controls = {"shuffled_frames": (f"`{DEFAULT_RUN}` scoring each test text against a frame of another id block",
+                                shuffled_rows)}
 metrics = evaluate(predictions, profile=ctx.profile, n_resamples=int(ctx.cfg["bootstrap"]["n_resamples"]),
-                   seed=int(ctx.cfg["seed"]), primary_model=DEFAULT_RUN, threshold_rule=threshold_rule(THRESHOLD_METRIC))
+                   seed=int(ctx.cfg["seed"]), primary_model=DEFAULT_RUN, threshold_rule=threshold_rule(THRESHOLD_METRIC),
+                   block_size=int(ctx.cfg["data"]["block_size"]), controls=controls)
 write_metrics(ctx.paths.metrics_json, metrics)
 n = metrics["n"]
-display(Markdown(f"Test split: {n['pairs']:,} pairs from {n['stories']:,} stories, {n['positives']:,} aligned; "
-                 "misaligned by kind: " + ", ".join(f"{k} {v:,}" for k, v in n["negatives"].items()) + "."))
+display(Markdown(f"Test split: {n['pairs']:,} pairs from {n['frames']:,} frames, {n['stories']:,} stories in "
+                 f"{n['blocks']:,} id blocks; misaligned by kind: "
+                 + ", ".join(f"{k} {v:,}" for k, v in n["negatives"].items()) + "."))
+display(pd.DataFrame({split: {"stories": c["stories"], "id blocks": c["blocks"], **c["negatives"]}
+                      for split, c in metrics["n_by_split"].items()}).rename_axis("negatives by split"))
 
 # %% [markdown]
-# ## Every model on the test split
+# ## Paired scores: each frame's own text against its negative
 #
-# Each cell: the value on the whole test split, then [low, high], the interval over the
-# story resamples.
+# The headline per kind of negative. Unlike a pooled ROC-AUC, it compares each frame with its
+# own counterfactual, so it does not mix "which frames could receive this kind of negative"
+# with "did the model notice the change". 0.5 is chance.
 
 # %%
+from helpers.evaluation import paired_table, plot_by_negative_type
+
 boot = metrics["bootstrap"]
 display(Markdown(f"Intervals: {boot['confidence']:.0%} percentile intervals over {boot['n_resamples']:,} "
-                 f"resamples of the test stories (seed {boot['seed']})."))
+                 f"resamples of the test split's id blocks (blocks of {boot['block_size']} neighbouring story ids; "
+                 f"seed {boot['seed']}). `undefined` marks a value or an interval that too few resamples define."))
+display(paired_table(metrics))
+compared = [DEFAULT_RUN, "clip_score_only", "logistic_regression", "text_only", "clip_text_only"]
+plot_by_negative_type(metrics, "paired", compared)
+plt.show()
+
+# %% [markdown]
+# ## Blind controls
+#
+# Three ways to ask whether the text alone gives the answer away: the two blind models of
+# chapter 06 (`text_only`, `clip_text_only`), evaluated like every other model, and the
+# primary head against a stranger's frame. The goal for the negatives: on real data, every
+# blind control near 0.5 for every kind (ROC-AUC within 0.40-0.60, its interval covering 0.5),
+# with the fusion head's results next to it. The smoke profile computes all of this on
+# synthetic data with random weights, so its numbers mean nothing.
+
+# %%
+from helpers.evaluation import control_table
+
+blind_models = ["text_only", "clip_text_only"]
+display(paired_table(metrics).loc[blind_models])
+display(summary_table(metrics).loc[blind_models, ["roc_auc"]])
+display(control_table(metrics))
+
+# %% [markdown]
+# ## Every model on the test split, pooled
+#
+# Each cell: the value on the whole test split, then [low, high], the interval over the
+# id-block resamples.
+
+# %%
 display(summary_table(metrics))
 
 # %% [markdown]
 # Is the fusion head better than CLIP alone, than the tree ensemble, than the study's fixed
-# epochs? Both models of a comparison are measured on the same story resamples, so
+# epochs? Both models of a comparison are measured on the same block resamples, so
 # their difference gets its own (paired) interval; one that excludes zero means the test
 # split tells the two apart.
 
 # %%
-from helpers.evaluation import difference_table, excludes_zero, format_estimate
+from helpers.evaluation import difference_table, excludes_zero, format_estimate, paired_difference_table
 from helpers.training import STUDY_RUN
 
 models, differences = metrics["models"], metrics["differences"]
 display(difference_table(metrics))
+display(Markdown("The same comparisons on the paired score:"))
+display(paired_difference_table(metrics))
 lines = [f"The fusion head reaches macro-F1 {format_estimate(models[DEFAULT_RUN]['overall']['macro_f1'])} and ROC-AUC "
          f"{format_estimate(models[DEFAULT_RUN]['overall']['roc_auc'])} (value [{boot['confidence']:.0%} interval]). "
          "Against:"]
@@ -90,21 +173,19 @@ for other in ("clip_score_only", "gradient_boosting", STUDY_RUN):
     d = differences[other]["macro_f1"]
     lines.append(f"- `{other}` (macro-F1 {format_estimate(models[other]['overall']['macro_f1'])}): difference "
                  f"{format_estimate(d)}, " + ("the split tells them apart." if excludes_zero(d)
-                                              else "the interval includes zero: the split does not tell them apart."))
+                                              else "the interval does not exclude zero: the split does not tell them "
+                                                   "apart."))
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
-# ## By kind of negative
+# ## Pooled, by kind of negative
 #
 # Each group holds every aligned pair of the test split and the misaligned pairs of one
 # kind: another story's text, another frame of the same story, an object swapped for
-# another, a spatial relation swapped. ROC-AUC says how well a model ranks the aligned
-# pairs above that kind of negative, whatever the threshold.
+# another, a spatial relation swapped. Pooled ROC-AUC says how well a model ranks all
+# aligned pairs above that kind of negative; it mixes in which frames received that kind.
 
 # %%
-from helpers.evaluation import plot_by_negative_type
-
-compared = [DEFAULT_RUN, "clip_score_only", "logistic_regression", "gradient_boosting"]
 plot_by_negative_type(metrics, "roc_auc", compared)
 plt.show()
 for group in models[DEFAULT_RUN]["by_negative_type"]:
@@ -112,19 +193,19 @@ for group in models[DEFAULT_RUN]["by_negative_type"]:
     display(summary_table(metrics, group).loc[compared])
 
 # %%
-by_type = {g: v["roc_auc"]["value"] for g, v in models[DEFAULT_RUN]["by_negative_type"].items()
-           if v["roc_auc"]["value"] is not None}
-hardest, easiest = min(by_type, key=by_type.get), max(by_type, key=by_type.get)
-display(Markdown(f"For the fusion head the hardest negatives are `{hardest}` (ROC-AUC {by_type[hardest]:.3f}) "
-                 f"and the easiest `{easiest}` ({by_type[easiest]:.3f})."))
+by_type = {g: v["value"] for g, v in models[DEFAULT_RUN]["paired"].items() if g != "all" and v["value"] is not None}
+if by_type:
+    hardest, easiest = min(by_type, key=by_type.get), max(by_type, key=by_type.get)
+    display(Markdown(f"By the paired score, the fusion head's hardest negatives are `{hardest}` "
+                     f"({by_type[hardest]:.3f}) and the easiest `{easiest}` ({by_type[easiest]:.3f})."))
 
 # %% [markdown]
 # ## Errors, curves and calibration
 #
 # The confusion matrices at the validation-tuned thresholds; then the ROC and
 # precision-recall curves and the calibration curve (how often pairs given a probability
-# near *p* are really aligned). The single scores are not probabilities, so their
-# calibration curves only show where their values sit.
+# near *p* are really aligned), drawn only for the models whose score is a probability
+# (the single scores are not).
 
 # %%
 from helpers.evaluation import plot_confusion, plot_curves

@@ -90,11 +90,28 @@ cards = db.gallery_cards(sample, load_features(ctx.paths), frames, run.frames, d
 display(HTML(db.gallery_html(cards)))
 
 # %% [markdown]
+# ## A random sample of negatives of every kind
+#
+# The gallery above shows extremes. These cards are drawn at random (seeded) among the test
+# negatives of each kind, so they show what the negatives are really like, including any
+# that are positives in disguise: an object swapped in that the frame shows after all.
+
+# %%
+random_negatives = db.sample_negatives(table, per_type=per_group, seed=ctx.cfg["seed"])
+random_frames = pair_frames(random_negatives, data.datasets)
+_, random_run = det.profile_detections(ctx.cfg, ctx.paths, random_frames, device=ctx.device)
+random_cards = db.gallery_cards(random_negatives, load_features(ctx.paths), random_frames, random_run.frames,
+                                det.ground_truth_frames(data.stories), data.stories,
+                                threshold=float(ctx.cfg["detector"]["score_threshold"]))
+display(HTML(db.gallery_html(random_cards)))
+
+# %% [markdown]
 # ## The headline results on one figure
 #
 # From `metrics.json` (chapter 07): (a) the head's test metrics, (b) every model's ROC-AUC,
-# best first, (c) the head against each kind of negative, (d) its confusion matrix. Every
-# bar carries its 95% interval from resampling the test stories.
+# best first, (c) the head's paired score against each kind of negative, beside the blind
+# `text_only` control, (d) its confusion matrix. Every bar carries its 95% interval from
+# resampling the test split's id blocks.
 
 # %%
 from helpers.evaluation import format_estimate

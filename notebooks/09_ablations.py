@@ -80,6 +80,11 @@ display(Markdown(f"{len(table):,} pairs ({(table['split'] == 'test').sum():,} on
 #   with this pair's segment in place). CLIP: the story's *first* frame against the first
 #   150 characters of that whole story, tags included. Spatial: the 400-pixel rule on three
 #   hard-coded label pairs. The head is trained for three epochs and the last one kept.
+# - **Tagged text**: every head above reads the plain text, as the verifier does with a
+#   user's text. This one reads the StoryReasoning tags instead: a `<gdo char1>` mention is
+#   the character its chain-of-thought row describes (a person, or a cat), so "James sits on
+#   the couch" needs a person and states a relation. The distance to the reference is what
+#   the tags add; the verifier cannot have it for plain text.
 
 # %%
 story_texts = ab.study_story_texts(table, data.stories)
@@ -91,6 +96,7 @@ variants = [
     ab.detector_variant(ab.oracle_features(table, oracle, data.stories, threshold=threshold), ctx.cfg),
     ab.study_variant(ab.study_features(table, detections.frames, story_texts, study_clip, threshold=threshold),
                      ctx.cfg),
+    ab.tags_variant(ab.tagged_features(table, detections.frames, data.stories, threshold=threshold), ctx.cfg),
 ]
 display(ab.variant_table(variants))
 display(Markdown(
@@ -118,7 +124,7 @@ display(ab.training_table(results))
 #
 # ROC-AUC on the test split, overall and against each kind of negative (all aligned pairs
 # against the negatives of that kind), then the variant minus the reference. Every value
-# comes with its 95% interval from resampling the test stories; the differences are paired
+# comes with its 95% interval from resampling the test split's id blocks; the differences are paired
 # (both models on the same resamples), so an interval that excludes zero means the test
 # split tells the two apart.
 

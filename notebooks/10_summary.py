@@ -61,19 +61,26 @@ plt.show()
 # %% [markdown]
 # ## Headline results
 #
-# Every model on the test split at its validation-tuned threshold, each value with its 95%
-# interval from resampling the test stories (chapter 07).
+# Per kind of negative, the headline is the paired score: the share of test frames whose own
+# text a model scores above its negative (0.5 is chance). The blind controls (`text_only`,
+# `clip_text_only`, and the primary head against a stranger's frame) say how much of it the
+# text alone could decide. Then every model's pooled metrics at its validation-tuned
+# threshold. Every value carries its 95% interval from resampling the test split's id blocks
+# (chapter 07).
 
 # %%
-from helpers.evaluation import summary_table
+from helpers.evaluation import control_table, paired_table, summary_table
 from helpers.io import read_json
 
 metrics = read_json(ctx.paths.metrics_json)
 if metrics is None:
     raise FileNotFoundError(f"{ctx.paths.metrics_json} is missing: run chapter 07 (evaluation) first")
 n = metrics["n"]
-display(Markdown(f"Test split: {n['pairs']:,} pairs from {n['stories']:,} stories ({n['positives']:,} aligned); "
-                 f"intervals from {metrics['bootstrap']['n_resamples']:,} story resamples."))
+display(Markdown(f"Test split: {n['pairs']:,} pairs from {n['stories']:,} stories in {n['blocks']:,} id blocks "
+                 f"({n['positives']:,} aligned); intervals from {metrics['bootstrap']['n_resamples']:,} resamples "
+                 "of the id blocks."))
+display(paired_table(metrics))
+display(control_table(metrics))
 display(summary_table(metrics))
 db.summary_dashboard(metrics)
 plt.show()

@@ -77,6 +77,20 @@ def test_sample_gallery_takes_most_confident_per_group_in_order():
     assert sample["pair_id"].tolist() == ["tp-strong", "fp", "tn", "fn"]  # fp (0.30 off) beats at-threshold (0.0)
 
 
+def test_sample_negatives_draws_each_kind_at_random():
+    rows = [(f"n{i}", 0, 0.1 * (i % 10), ("other_story", "object_swap", "relation_swap")[i % 3]) for i in range(30)]
+    rows += [(f"p{i}", 1, 0.9, "") for i in range(10)]
+    table = gallery_table(pd.DataFrame(rows, columns=["pair_id", "label", "score", "negative_type"]).assign(
+        model="fusion", split="test", threshold=0.5, story_id="1"), "fusion")
+    sample = db.sample_negatives(table, per_type=4, seed=1)
+    assert (sample["label"] == 0).all() and sample["negative_type"].value_counts().to_dict() == {
+        "object_swap": 4, "other_story": 4, "relation_swap": 4}
+    assert sample.equals(db.sample_negatives(table, per_type=4, seed=1))
+    assert not sample["pair_id"].equals(db.sample_negatives(table, per_type=4, seed=2)["pair_id"])
+    with pytest.raises(ValueError, match="per_type"):
+        db.sample_negatives(table, per_type=0)
+
+
 def test_changed_span_finds_the_edit_and_widens_it_to_words():
     original = "He puts the cup on a table near the door."
     edited = "He puts the cup on a cable near the door."  # one letter differs
@@ -139,12 +153,14 @@ def metrics_document() -> dict:
     def model(kind, auc):
         return {"kind": kind, "features": [], "threshold": 0.5, "overall": {m: est(auc) for m in metrics},
                 "by_negative_type": {t: {m: est(auc - 0.1) for m in metrics} for t in ("other_story", "object_swap")},
+                "paired": {g: est(auc + 0.05) for g in ("all", "other_story", "object_swap")},
                 "confusion": {"tn": 5, "fp": 2, "fn": 1, "tp": 6}}
 
-    return {"profile": "smoke", "primary_model": "fusion", "metrics": metrics, "n": {"pairs": 14, "stories": 3},
-            "bootstrap": {"n_resamples": 200},
+    return {"profile": "smoke", "primary_model": "fusion", "metrics": metrics,
+            "n": {"pairs": 14, "stories": 3, "blocks": 2}, "bootstrap": {"n_resamples": 200},
             "models": {"fusion": model("fusion_mlp", 0.8), "clip_score_only": model("single_score", 0.7),
-                       "object_score_only": model("single_score", 0.6)}}
+                       "object_score_only": model("single_score", 0.6), "text_only": model("text_only", 0.5)},
+            "controls": {"shuffled_frames": {"paired": {"all": est(0.5), "object_swap": est(0.5)}}}}
 
 
 def test_summary_dashboard_draws_four_panels_from_metrics():
@@ -152,7 +168,7 @@ def test_summary_dashboard_draws_four_panels_from_metrics():
     assert len(fig.axes) == 4
     assert "SMOKE RUN" in fig._suptitle.get_text()
     labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
-    assert labels == ["fusion", "clip_score_only", "object_score_only"]  # best ROC-AUC first
+    assert labels == ["fusion", "clip_score_only", "object_score_only", "text_only"]  # best ROC-AUC first
 
 
 def test_summary_dashboard_names_a_missing_primary_model():
@@ -178,7 +194,14 @@ def test_findings_compute_every_comparison():
     doc["models"]["fusion"]["by_negative_type"]["object_swap"]["roc_auc"] = {"value": 0.55, "low": 0.4, "high": 0.7}
     doc["differences"] = {"clip_score_only": {"roc_auc": {"value": 0.1, "low": 0.02, "high": 0.2}}}
     text = "\n".join(db.findings(doc))
-    assert "ROC-AUC 0.800 [0.750, 0.850]" in text and "14 test pairs from 3 stories" in text
+    assert "ROC-AUC 0.800 [0.750, 0.850]" in text and "14 test pairs from 3 stories in 2 id blocks" in text
+    assert "Paired score of `fusion`" in text and "`object_swap` 0.850 [0.800, 0.900]" in text
+    # text_only's paired score (0.55 [0.50, 0.60]) touches chance: no leak; the control at 0.5 neither.
+    assert "Blind control `text_only`" in text and "Blind control `shuffled_frames control`" in text
+    assert "told from their text alone" not in text
+    doc["models"]["text_only"]["paired"]["object_swap"] = {"value": 0.7, "low": 0.6, "high": 0.8}
+    assert "excludes chance for `object_swap`" in "\n".join(db.findings(doc))
+    doc["models"]["text_only"]["paired"]["object_swap"] = {"value": 0.55, "low": 0.5, "high": 0.6}
     assert "`clip_score_only` separates the pairs best" in text and "`object_score_only` worst" in text
     assert "interval excludes zero" in text
     assert "hardest kind of negative is `object_swap` (ROC-AUC 0.550) and the easiest `other_story` (0.700)" in text

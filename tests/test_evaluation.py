@@ -1,4 +1,5 @@
-"""Metrics agree with scikit-learn, thresholds come from validation, intervals resample stories."""
+"""Metrics agree with scikit-learn, thresholds come from validation, intervals resample id blocks,
+paired scores compare each frame with its own negative, blind controls are computed."""
 
 from __future__ import annotations
 
@@ -13,13 +14,20 @@ from sklearn import metrics as skm
 from helpers.evaluation import (
     METRICS,
     NEGATIVE_TYPES,
+    MIN_DEFINED_SHARE,
     bootstrap_difference,
     bootstrap_metrics,
+    bootstrap_paired,
+    bootstrap_paired_difference,
+    cluster_resample_weights,
+    control_section,
     evaluate,
     evaluate_split,
     metrics_frame,
+    paired_outcomes,
+    paired_table,
     point_metrics,
-    story_resample_weights,
+    shuffled_frame_pairs,
     tune_threshold,
     weighted_metrics,
 )
@@ -72,17 +80,17 @@ def test_tuned_threshold_is_the_best_of_every_possible_cut(metric):
         tune_threshold(y, s, "recall")
 
 
-def test_story_resampling_moves_whole_stories():
+def test_cluster_resampling_moves_whole_blocks():
     stories = np.array(["a", "a", "a", "b", "c", "c", "d"])
-    w = story_resample_weights(stories, 500, seed=3)
+    w = cluster_resample_weights(stories, 500, seed=3)
     assert w.shape == (500, 7)
     for story in "abcd":
         block = w[:, stories == story]
         assert (block == block[:, :1]).all()  # every pair of a story shares its multiplicity
     per_story = w[:, [0, 3, 4, 6]]
     assert (per_story.sum(axis=1) == 4).all()  # as many draws as stories
-    np.testing.assert_array_equal(w, story_resample_weights(stories, 500, seed=3))
-    assert not np.array_equal(w, story_resample_weights(stories, 500, seed=4))
+    np.testing.assert_array_equal(w, cluster_resample_weights(stories, 500, seed=3))
+    assert not np.array_equal(w, cluster_resample_weights(stories, 500, seed=4))
 
 
 def test_bootstrap_intervals_contain_the_estimate_and_widen_with_clustered_errors():
@@ -119,7 +127,35 @@ def test_paired_differences_cancel_what_two_models_share():
     # Pairing removes the shared story effect: the difference is far surer than either model.
     assert diff["roc_auc"]["high"] - diff["roc_auc"]["low"] < 0.25 * (alone_a["roc_auc"]["high"] - alone_a["roc_auc"]["low"])
     same = bootstrap_difference(y, a, 0.5, a, 0.5, stories, **kwargs)
-    assert all(same[name] == {"value": 0.0, "low": 0.0, "high": 0.0} for name in METRICS)
+    assert all(same[name] == {"value": 0.0, "low": 0.0, "high": 0.0, "n_undefined": 0} for name in METRICS)
+
+
+def test_an_interval_that_too_few_resamples_define_is_null_with_its_reason():
+    # Two blocks, one holding the only negative: about half the resamples have one class only.
+    y = np.array([1, 1, 0, 1])
+    s = np.array([0.9, 0.8, 0.1, 0.7])
+    est = bootstrap_metrics(y, s, 0.5, ["a", "a", "a", "b"], n_resamples=200, seed=0)["roc_auc"]
+    assert est["value"] == 1.0 and est["low"] is None and est["high"] is None
+    assert 60 < est["n_undefined"] < 140 and "undefined in" in est["reason"]
+    # With every block holding both classes, every resample defines it: an interval, no reason.
+    est = bootstrap_metrics(np.tile([1, 0], 4), np.tile([0.9, 0.1], 4), 0.5, list("aabbccdd"), n_resamples=50,
+                            seed=0)["roc_auc"]
+    assert est == {"value": 1.0, "low": 1.0, "high": 1.0, "n_undefined": 0}
+    assert 0.5 < MIN_DEFINED_SHARE < 1
+
+
+def test_the_interval_is_the_central_95_percent_of_the_resamples():
+    rng = np.random.default_rng(7)
+    y = np.tile([1, 0], 60)
+    s = np.clip(0.5 + 0.2 * (2 * y - 1) + rng.normal(0, 0.3, 120), 0, 1)
+    blocks = np.repeat([f"b{i}" for i in range(20)], 6)
+    w = cluster_resample_weights(blocks, 300, seed=11)
+    accuracy = weighted_metrics(y, s, 0.5, w)["accuracy"]
+    est = bootstrap_metrics(y, s, 0.5, blocks, n_resamples=300, seed=11)["accuracy"]
+    assert (est["low"], est["high"]) == pytest.approx(tuple(np.percentile(accuracy, [2.5, 97.5])))
+    narrow = bootstrap_metrics(y, s, 0.5, blocks, n_resamples=300, seed=11, confidence=0.9)["accuracy"]
+    assert (narrow["low"], narrow["high"]) == pytest.approx(tuple(np.percentile(accuracy, [5, 95])))
+    assert narrow["high"] - narrow["low"] < est["high"] - est["low"]
 
 
 def make_predictions(external: bool = False) -> pd.DataFrame:
@@ -129,8 +165,9 @@ def make_predictions(external: bool = False) -> pd.DataFrame:
     for i, split in enumerate(splits):
         for frame in range(4):
             for label in (1, 0):
-                rows.append({"pair_id": f"{split}{i}-{frame}-{label}", "story_id": f"{split}{i}", "split": split,
-                             "label": label, "negative_type": "" if label else NEGATIVE_TYPES[(i + frame) % 4]})
+                rows.append({"pair_id": f"{split}{i}-{frame}-{label}", "story_id": f"{split}{i}", "frame": frame,
+                             "block": f"{split}-block{i // 2}", "split": split, "label": label,
+                             "negative_type": "" if label else NEGATIVE_TYPES[(i + frame) % 4]})
     pairs = pd.DataFrame(rows)
     parts = []
     for name, kind, noise in (("fusion", "fusion_mlp", 0.2), ("clip_score_only", "single_score", 0.4)):
@@ -141,41 +178,119 @@ def make_predictions(external: bool = False) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def test_paired_outcomes_compare_each_frame_with_its_own_negative():
+    rows = pd.DataFrame({
+        "pair_id": ["a-1-pos", "a-1-neg", "a-2-pos", "a-2-neg", "b-1-pos", "b-1-neg"],
+        "story_id": ["a", "a", "a", "a", "b", "b"], "frame": [1, 1, 2, 2, 1, 1], "block": ["x"] * 4 + ["y"] * 2,
+        "label": [1, 0, 1, 0, 1, 0], "negative_type": ["", "object_swap", "", "object_swap", "", "same_story"],
+        "score": [0.7, 0.6, 0.4, 0.4, 0.2, 0.9],
+    })
+    frames = paired_outcomes(rows)
+    assert frames["outcome"].tolist() == [1.0, 0.5, 0.0]  # above, tie, below
+    assert frames["negative_type"].tolist() == ["object_swap", "object_swap", "same_story"]
+    # A frame's pairs are paired even though a pooled ranking would mix frames: a-1's negative (0.6)
+    # scores above a-2's positive (0.4), which a pooled ROC-AUC counts against the model.
+    paired = bootstrap_paired(frames, n_resamples=100, seed=0)
+    assert paired["all"]["value"] == pytest.approx(0.5) and paired["all"]["frames"] == 3
+    assert paired["object_swap"]["value"] == pytest.approx(0.75) and paired["same_story"]["value"] == 0.0
+    # same_story lives in block y only: resamples without y leave it undefined, so its interval is null.
+    assert paired["same_story"]["low"] is None and paired["same_story"]["n_undefined"] > 0
+    with pytest.raises(ValueError, match="one positive and one negative per frame"):
+        paired_outcomes(rows.iloc[1:])
+
+
+def test_paired_bootstrap_resamples_blocks_and_differences_share_the_resamples():
+    predictions = make_predictions()
+    test = predictions[predictions["split"] == "test"]
+    fa = paired_outcomes(test[test["model"] == "fusion"])
+    fb = paired_outcomes(test[test["model"] == "clip_score_only"])
+    a = bootstrap_paired(fa, n_resamples=200, seed=3)
+    b = bootstrap_paired(fb, n_resamples=200, seed=3)
+    diff = bootstrap_paired_difference(fa, fb, n_resamples=200, seed=3)
+    for group in ("all", *NEGATIVE_TYPES):
+        assert diff[group]["value"] == pytest.approx(a[group]["value"] - b[group]["value"])
+    # By hand: the mean outcome over frames of the drawn blocks, each block as often as drawn.
+    w = cluster_resample_weights(fa["block"].to_numpy(), 200, seed=3)
+    by_hand = (w @ fa["outcome"].to_numpy()) / w.sum(axis=1)
+    assert (a["all"]["low"], a["all"]["high"]) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
+    self_diff = bootstrap_paired_difference(fa, fa, n_resamples=50, seed=0)
+    assert all(e["value"] == e["low"] == e["high"] == 0.0 for e in self_diff.values())
+
+
 def test_metrics_document_follows_the_schema():
     predictions = make_predictions()
-    doc = evaluate(predictions, profile="smoke", n_resamples=50, seed=42, primary_model="fusion", threshold_rule="rule")
+    doc = evaluate(predictions, profile="smoke", n_resamples=50, seed=42, primary_model="fusion", threshold_rule="rule",
+                   block_size=2)
     json.dumps(doc, allow_nan=False)  # strict JSON: undefined values are null, never NaN
-    assert doc["schema_version"] == 1 and doc["split"] == "test" and doc["primary_model"] == "fusion"
-    assert doc["n"] == {"pairs": 96, "stories": 12, "positives": 48,
+    assert doc["schema_version"] == 2 and doc["split"] == "test" and doc["primary_model"] == "fusion"
+    assert doc["bootstrap"]["unit"] == "id_block" and doc["bootstrap"]["block_size"] == 2
+    assert doc["bootstrap"]["confidence"] == 0.95
+    assert doc["n"] == {"pairs": 96, "frames": 48, "stories": 12, "blocks": 6, "positives": 48,
                         "negatives": {t: 12 for t in NEGATIVE_TYPES}}
+    assert doc["n_by_split"] == {"test": doc["n"]}
     assert list(doc["models"]) == ["fusion", "clip_score_only"] and "external" not in doc
     fusion = doc["models"]["fusion"]
     assert fusion["features"] == ["object_score", "clip_score", "spatial_score"] and fusion["threshold"] == 0.5
     assert set(fusion["overall"]) == set(METRICS) and set(fusion["by_negative_type"]) == set(NEGATIVE_TYPES)
+    assert set(fusion["paired"]) == {"all", *NEGATIVE_TYPES} and fusion["paired"]["all"]["frames"] == 48
     assert sum(fusion["confusion"].values()) == 96
     test = predictions[(predictions["model"] == "fusion") & (predictions["split"] == "test")]
     assert fusion["overall"]["roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(test["label"], test["score"]))
     swap = test[(test["label"] == 1) | (test["negative_type"] == "object_swap")]
     assert fusion["by_negative_type"]["object_swap"]["accuracy"]["value"] == pytest.approx(
         skm.accuracy_score(swap["label"], swap["score"] >= 0.5))
+    pos = test[test["label"] == 1].set_index(["story_id", "frame"])["score"]
+    neg = test[test["label"] == 0].set_index(["story_id", "frame"])
+    own_above = (pos.loc[neg.index] > neg["score"]).astype(float) + 0.5 * (pos.loc[neg.index] == neg["score"])
+    swapped = (neg["negative_type"] == "relation_swap").to_numpy()
+    assert fusion["paired"]["relation_swap"]["value"] == pytest.approx(own_above[swapped].mean())
     assert sum(fusion["calibration"]["count"]) == 96
+    assert doc["models"]["clip_score_only"]["calibration"] is None  # a single score is not a probability
 
-    assert set(doc["differences"]) == {"clip_score_only"}
-    clip = doc["models"]["clip_score_only"]["overall"]
+    assert set(doc["differences"]) == {"clip_score_only"} == set(doc["paired_differences"])
+    clip = doc["models"]["clip_score_only"]
     assert doc["differences"]["clip_score_only"]["macro_f1"]["value"] == pytest.approx(
-        fusion["overall"]["macro_f1"]["value"] - clip["macro_f1"]["value"])
+        fusion["overall"]["macro_f1"]["value"] - clip["overall"]["macro_f1"]["value"])
+    assert doc["paired_differences"]["clip_score_only"]["all"]["value"] == pytest.approx(
+        fusion["paired"]["all"]["value"] - clip["paired"]["all"]["value"])
 
     alone = evaluate_split(predictions, "test", n_resamples=50, seed=42)  # no primary model: no differences
     assert alone["differences"] == {} and alone["models"] == doc["models"]
 
     frame = metrics_frame(doc)
-    assert len(frame) == 2 * (1 + len(NEGATIVE_TYPES)) * len(METRICS)
+    assert len(frame) == 2 * ((1 + len(NEGATIVE_TYPES)) * len(METRICS) + 1 + len(NEGATIVE_TYPES))
     assert list(frame.columns) == ["model", "kind", "group", "metric", "value", "low", "high"]
+    table = paired_table(doc)
+    assert list(table.columns) == ["all (48 frames)", *(f"{t} (12 frames)" for t in NEGATIVE_TYPES)]
+
+
+def test_blind_controls_are_evaluated_on_shuffled_frames():
+    predictions = make_predictions()
+    test = predictions[(predictions["model"] == "fusion") & (predictions["split"] == "test")]
+    shuffled = shuffled_frame_pairs(test, seed=0)
+    own = list(zip(shuffled["own_story_id"], shuffled["own_frame"]))
+    stranger = list(zip(shuffled["story_id"], shuffled["frame"]))
+    block_of = dict(zip(test["story_id"], test["block"]))
+    assert all(block_of[o[0]] != block_of[s[0]] for o, s in zip(own, stranger))  # always another block
+    assert shuffled.groupby(["own_story_id", "own_frame"])["story_id"].nunique().eq(1).all()  # one per frame
+    assert len(set(stranger)) > 1 and shuffled_frame_pairs(test, seed=0).equals(shuffled)
+    with pytest.raises(ValueError, match="one id block"):
+        shuffled_frame_pairs(test.assign(block="same"), seed=0)
+
+    # A control that scores every text alike knows nothing: paired score and ROC-AUC exactly 0.5.
+    flat = test.assign(score=0.3)
+    section = control_section(flat, "flat", n_resamples=30, seed=0)
+    assert section["paired"]["all"]["value"] == 0.5 and section["overall"]["roc_auc"]["value"] == 0.5
+    assert set(section["by_negative_type"]) == set(NEGATIVE_TYPES)
+    doc = evaluate(predictions, profile="smoke", n_resamples=30, seed=0, primary_model="fusion", threshold_rule="",
+                   block_size=2, controls={"shuffled_frames": ("desc", test)})
+    assert doc["controls"]["shuffled_frames"]["paired"] == doc["models"]["fusion"]["paired"]
+    assert doc["controls"]["shuffled_frames"]["description"] == "desc"
 
 
 def test_the_external_split_gets_its_own_section():
     doc = evaluate(make_predictions(external=True), profile="full", n_resamples=20, seed=0, primary_model="fusion",
-                   threshold_rule="rule")
+                   threshold_rule="rule", block_size=2)
     assert doc["n"]["stories"] == 12 and doc["external"]["n"]["stories"] == 6
     assert set(doc["external"]["models"]) == {"fusion", "clip_score_only"}
     assert len(metrics_frame(doc, "external")) == len(metrics_frame(doc))
@@ -184,7 +299,9 @@ def test_the_external_split_gets_its_own_section():
 def test_evaluation_rejects_inconsistent_predictions():
     predictions = make_predictions()
     with pytest.raises(ValueError, match="primary model 'missing'"):
-        evaluate(predictions, profile="smoke", n_resamples=5, seed=0, primary_model="missing", threshold_rule="")
+        evaluate(predictions, profile="smoke", n_resamples=5, seed=0, primary_model="missing", threshold_rule="",
+                 block_size=2)
     partial = predictions.drop(index=predictions.index[-1])
     with pytest.raises(ValueError, match="not scored on the same test pairs"):
-        evaluate(partial, profile="smoke", n_resamples=5, seed=0, primary_model="fusion", threshold_rule="")
+        evaluate(partial, profile="smoke", n_resamples=5, seed=0, primary_model="fusion", threshold_rule="",
+                 block_size=2)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from helpers.evaluation import tune_threshold
 from helpers.fusion import FEATURE_SETS, feature_matrix
 from helpers.training import (
     CheckpointError,
@@ -47,7 +48,7 @@ def make_feature_table(n_stories: int = 40, frames: int = 5, seed: int = 0, sign
                 checked = int(rng.integers(0, 4))
                 rows.append({
                     "pair_id": f"s{s:03d}f{frame:02d}{'p' if label else 'n'}", "story_id": f"s{s:03d}", "frame": frame,
-                    "split": split, "label": label, "negative_type": negative,
+                    "block": f"b{s // 2:03d}", "split": split, "label": label, "negative_type": negative,
                     "object_score": obj, "object_informative": bool(rng.random() < 0.8),
                     "clip_score": clip, "clip_score_mean": clip - 0.05 * rng.random(),
                     "spatial_score": spatial, "spatial_informative": checked > 0,
@@ -204,3 +205,30 @@ def test_baselines_and_predictions(table):
     assert set(predictions["features"]) >= {"object_score,clip_score,spatial_score", "clip_score"}
     summary = validation_table(table, scorers)
     assert list(summary.index) == [s.name for s in scorers] and summary["macro_f1"].between(0, 1).all()
+
+
+def test_blind_controls_learn_a_cue_the_text_gives_away_and_nothing_else():
+    from helpers.training import fit_blind_controls, predict
+
+    table = make_feature_table(n_stories=30, frames=4, seed=3)
+    rng = np.random.default_rng(0)
+    words = ["door", "table", "window", "chair", "lamp", "street", "car", "coat"]
+
+    def sentence(label: int, leak: bool) -> str:
+        body = " ".join(rng.choice(words, 6))
+        return f"He sees the {body}." + (" Suddenly a zebra appears." if leak and not label else "")
+
+    # Texts that leak: every negative mentions a zebra. Texts that do not: labels are not in the words.
+    leaky = table.assign(text=[sentence(y, True) for y in table["label"]])
+    fair = table.assign(text=[sentence(y, False) for y in table["label"]])
+    for frame, expect_leak in ((leaky, True), (fair, False)):
+        vectors = {t: rng.normal(size=8) for t in frame["text"]}  # stand-in text embeddings: no signal
+        scorers = fit_blind_controls(frame, vectors, seed=0)
+        assert [(s.name, s.kind) for s in scorers] == [("text_only", "text_only"), ("clip_text_only", "blind_control")]
+        test = predict(frame, scorers).query("split == 'test'")
+        text_only = test[test["model"] == "text_only"]
+        auc = roc_auc_score(text_only["label"], text_only["score"])
+        assert (auc > 0.95) if expect_leak else (0.25 < auc < 0.75), auc
+        val = frame[frame["split"] == "val"]
+        for scorer in scorers:  # thresholds come from validation
+            assert scorer.threshold == pytest.approx(tune_threshold(val["label"].to_numpy(), scorer.predict_proba(val)))

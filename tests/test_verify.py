@@ -185,3 +185,21 @@ def test_cli_prints_the_verdict_as_json(frame_file, monkeypatch, capsys):
     assert main(["--profile", "smoke", "--frame", "2", str(frame_file), "-"]) == 0
     assert json.loads(capsys.readouterr().out) == {"probability": 0.75, "aligned": True}
     assert seen == {"image": str(frame_file), "text": "A cup rests on the table.", "profile": "smoke", "frame": 2}
+
+
+def test_a_tagged_segment_and_its_plain_text_get_the_same_scores(verifier, monkeypatch):
+    """One text path: the head sees what a user's plain text gives, tags or not."""
+    from helpers.data import parse_story
+
+    person, couch = (100.0, 60.0, 180.0, 200.0), (60.0, 150.0, 400.0, 235.0)
+    boxes = [Detection("person", 0.9, person), Detection("couch", 0.8, couch)]
+    monkeypatch.setattr("helpers.detection.detect_images", lambda detector, images, **kw: [boxes])
+    tagged = ("<gdi image1>\n<gdo char1>James</gdo> <gda char1>sits</gda> on <gdo obj1>the couch</gdo>. "
+              "<gdo char1>He</gdo> looks at <gdo obj2>a cup</gdo>.\n</gdi>")
+    plain = parse_story(tagged)[0].plain
+    from_tags, from_plain = verify(frame_image(), tagged, verifier=verifier), verify(frame_image(), plain,
+                                                                                     verifier=verifier)
+    assert from_tags["scores"] == from_plain["scores"] and from_tags["inputs"] == from_plain["inputs"]
+    assert from_tags["probability"] == from_plain["probability"]
+    assert from_tags["explanation"]["objects"] == from_plain["explanation"]["objects"]
+    assert from_plain["explanation"]["objects"]["missing"] == ["cup"]  # read from the words, not the tags
