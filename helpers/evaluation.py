@@ -106,8 +106,11 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                 "seed": 42, "method": "percentile", "min_defined_share": 0.9},
   "metrics": ["accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc"],
   "n": {"pairs": int, "frames": int, "stories": int, "blocks": int, "positives": int,
-        "negatives": {"other_story": int, "same_story": int, "object_swap": int, "relation_swap": int}},
-  "n_by_split": {"train": {...}, "val": {...}, "test": {...}},   # the same counts for every split
+        "negatives": {"other_story": int, "same_story": int, "object_swap": int, "relation_swap": int},
+        "unpaired_frames": int},           # frames with one pair only (the other lacked a feature):
+                                           # in the pooled metrics, left out of the paired scores
+  "n_by_split": {"train": {...}, "val": {...}, "test": {...}},   # the same counts (but unpaired_frames)
+                                                                  # for every split
   "models": {
     "<model name>": {                      # fusion, fusion_3_epochs, logistic_regression, text_only, ...
       "kind": "fusion_mlp" | "single_score" | "logistic_regression" | "gradient_boosting"
@@ -394,20 +397,25 @@ def paired_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``story_id``, ``frame``, ``block``, ``negative_type``, ``positive`` and
     ``negative`` (the two scores) and ``outcome``: 1 when the frame's own text scores above its
-    negative, 0.5 on a tie, 0 below. A frame without exactly one positive and one negative is
-    an error: the pairs table is built that way.
+    negative, 0.5 on a tie, 0 below. The pairs table gives every frame one of each; a frame
+    left with only one of them (its other pair set aside for a missing feature) cannot be
+    paired: it is left out and counted in ``attrs["unpaired_frames"]``. More than one positive
+    or negative for a frame is an error.
     """
     keys = ["story_id", "frame"]
     counts = rows.groupby(keys)["label"].agg(["sum", "count"])
-    if not ((counts["sum"] == 1) & (counts["count"] == 2)).all():
-        bad = counts[(counts["sum"] != 1) | (counts["count"] != 2)].index[:3].tolist()
+    if (counts["count"] > 2).any() or ((counts["count"] == 2) & (counts["sum"] != 1)).any():
+        bad = counts[(counts["count"] > 2) | ((counts["count"] == 2) & (counts["sum"] != 1))].index[:3].tolist()
         raise ValueError(f"paired scores need one positive and one negative per frame; not so for {bad}")
-    pos = rows[rows["label"] == 1].set_index(keys)
-    neg = rows[rows["label"] == 0].set_index(keys).reindex(pos.index)
+    complete = counts.index[counts["count"] == 2]
+    pos = rows[rows["label"] == 1].set_index(keys).loc[complete]
+    neg = rows[rows["label"] == 0].set_index(keys).loc[complete]
     frame = pd.DataFrame({"block": pos["block"], "negative_type": neg["negative_type"],
                           "positive": pos["score"].astype(float), "negative": neg["score"].astype(float)})
     frame["outcome"] = np.sign(frame["positive"] - frame["negative"]) / 2 + 0.5
-    return frame.reset_index()
+    frame = frame.reset_index()
+    frame.attrs["unpaired_frames"] = int((counts["count"] == 1).sum())
+    return frame
 
 
 def _paired_resampled(outcome: np.ndarray, mask: np.ndarray, counts: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -551,7 +559,8 @@ def evaluate_split(
     }
     paired_differences = {name: bootstrap_paired_difference(frames[reference_name], frames[name], **kwargs)
                           for name in others}
-    return {"split": split, "n": split_counts(reference), "models": models, "differences": differences,
+    n = {**split_counts(reference), "unpaired_frames": frames[reference_name].attrs["unpaired_frames"]}
+    return {"split": split, "n": n, "models": models, "differences": differences,
             "paired_differences": paired_differences}
 
 

@@ -195,8 +195,11 @@ def test_paired_outcomes_compare_each_frame_with_its_own_negative():
     assert paired["object_swap"]["value"] == pytest.approx(0.75) and paired["same_story"]["value"] == 0.0
     # same_story lives in block y only: resamples without y leave it undefined, so its interval is null.
     assert paired["same_story"]["low"] is None and paired["same_story"]["n_undefined"] > 0
+    # A frame that lost one of its pairs (a missing feature) is left out of the pairing, and counted.
+    partial = paired_outcomes(rows.iloc[1:])
+    assert len(partial) == 2 and partial.attrs["unpaired_frames"] == 1
     with pytest.raises(ValueError, match="one positive and one negative per frame"):
-        paired_outcomes(rows.iloc[1:])
+        paired_outcomes(rows.assign(label=1))
 
 
 def test_paired_bootstrap_resamples_blocks_and_differences_share_the_resamples():
@@ -226,8 +229,8 @@ def test_metrics_document_follows_the_schema():
     assert doc["bootstrap"]["unit"] == "id_block" and doc["bootstrap"]["block_size"] == 2
     assert doc["bootstrap"]["confidence"] == 0.95
     assert doc["n"] == {"pairs": 96, "frames": 48, "stories": 12, "blocks": 6, "positives": 48,
-                        "negatives": {t: 12 for t in NEGATIVE_TYPES}}
-    assert doc["n_by_split"] == {"test": doc["n"]}
+                        "negatives": {t: 12 for t in NEGATIVE_TYPES}, "unpaired_frames": 0}
+    assert doc["n_by_split"] == {"test": {k: v for k, v in doc["n"].items() if k != "unpaired_frames"}}
     assert list(doc["models"]) == ["fusion", "clip_score_only"] and "external" not in doc
     fusion = doc["models"]["fusion"]
     assert fusion["features"] == ["object_score", "clip_score", "spatial_score"] and fusion["threshold"] == 0.5
