@@ -689,7 +689,7 @@ def findings(metrics: Mapping[str, Any], ablations: Mapping[str, Any] | None = N
         out.append(f"Paired score of `{primary}` (own text above its negative; 0.5 is chance), by kind of negative: "
                    + "; ".join(f"`{t}` {v}" for t, v in paired.items()) + ".")
     blind = {name: models[name]["paired"] for name in ("text_only", "clip_text_only") if name in models}
-    blind |= {f"{name} control": c["paired"] for name, c in metrics.get("controls", {}).items()}
+    blind |= {name: c["paired"] for name, c in metrics.get("controls", {}).items()}
     for name, groups in blind.items():
         leaks = [t for t, e in groups.items() if t != "all" and e.get("low") is not None
                  and (e["low"] > 0.5 or e["high"] < 0.5)]

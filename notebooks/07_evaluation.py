@@ -119,7 +119,9 @@ from helpers.evaluation import paired_table, plot_by_negative_type
 boot = metrics["bootstrap"]
 display(Markdown(f"Intervals: {boot['confidence']:.0%} percentile intervals over {boot['n_resamples']:,} "
                  f"resamples of the test split's id blocks (blocks of {boot['block_size']} neighbouring story ids; "
-                 f"seed {boot['seed']}). `undefined` marks a value or an interval that too few resamples define."))
+                 f"seed {boot['seed']}). `[no interval]`: fewer than {boot['min_defined_share']:.0%} of the resamples "
+                 "define the metric (they lack a class or that kind of negative); `undefined`: the split itself "
+                 "does not define it."))
 display(paired_table(metrics))
 compared = [DEFAULT_RUN, "clip_score_only", "logistic_regression", "text_only", "clip_text_only"]
 plot_by_negative_type(metrics, "paired", compared)

@@ -235,8 +235,8 @@ def fake_predictions(n_stories: int = 12) -> tuple[pd.DataFrame, list]:
     rows = []
     for s in range(n_stories):
         for label, negative in ((1, ""), (0, ("other_story", "object_swap")[s % 2])):
-            rows.append({"pair_id": f"{s}-{label}", "story_id": str(s), "frame": 1, "split": "test", "label": label,
-                         "negative_type": negative})
+            rows.append({"pair_id": f"{s}-{label}", "story_id": str(s), "frame": 1, "block": f"b{s // 3}",
+                         "split": "test", "label": label, "negative_type": negative})
     base = pd.DataFrame(rows)
     preds, variants = [], []
     for name, signal in ((ab.REFERENCE, 2.0), ("object", 0.5), ("oracle detector", 3.0)):
@@ -255,6 +255,8 @@ def test_ablation_metrics_and_table_compare_every_variant_with_the_reference():
     diff = document["differences"]["object"]["roc_auc"]["value"]
     auc = {m: document["models"][m]["overall"]["roc_auc"]["value"] for m in document["models"]}
     assert diff == pytest.approx(auc["object"] - auc[ab.REFERENCE])
+    assert document["bootstrap"]["unit"] == "id_block"
+    assert set(document["models"]["object"]["paired"]) == {"all", "other_story", "object_swap"}
     table = ab.ablation_table(document)
     assert table.loc[ab.REFERENCE, f"minus {ab.REFERENCE}"] == "(reference)"
     assert {"overall", "other_story", "object_swap", "family"} <= set(table.columns)

@@ -197,7 +197,7 @@ def test_findings_compute_every_comparison():
     assert "ROC-AUC 0.800 [0.750, 0.850]" in text and "14 test pairs from 3 stories in 2 id blocks" in text
     assert "Paired score of `fusion`" in text and "`object_swap` 0.850 [0.800, 0.900]" in text
     # text_only's paired score (0.55 [0.50, 0.60]) touches chance: no leak; the control at 0.5 neither.
-    assert "Blind control `text_only`" in text and "Blind control `shuffled_frames control`" in text
+    assert "Blind control `text_only`" in text and "Blind control `shuffled_frames`" in text
     assert "told from their text alone" not in text
     doc["models"]["text_only"]["paired"]["object_swap"] = {"value": 0.7, "low": 0.6, "high": 0.8}
     assert "excludes chance for `object_swap`" in "\n".join(db.findings(doc))

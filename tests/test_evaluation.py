@@ -23,6 +23,7 @@ from helpers.evaluation import (
     control_section,
     evaluate,
     evaluate_split,
+    format_estimate,
     metrics_frame,
     paired_outcomes,
     paired_table,
@@ -137,6 +138,9 @@ def test_an_interval_that_too_few_resamples_define_is_null_with_its_reason():
     est = bootstrap_metrics(y, s, 0.5, ["a", "a", "a", "b"], n_resamples=200, seed=0)["roc_auc"]
     assert est["value"] == 1.0 and est["low"] is None and est["high"] is None
     assert 60 < est["n_undefined"] < 140 and "undefined in" in est["reason"]
+    assert format_estimate(est) == "1.000 [no interval]"
+    assert format_estimate({"value": None, "low": None, "high": None}) == "undefined"
+    assert format_estimate({"value": 0.5, "low": 0.25, "high": 0.75}) == "0.500 [0.250, 0.750]"
     # With every block holding both classes, every resample defines it: an interval, no reason.
     est = bootstrap_metrics(np.tile([1, 0], 4), np.tile([0.9, 0.1], 4), 0.5, list("aabbccdd"), n_resamples=50,
                             seed=0)["roc_auc"]
