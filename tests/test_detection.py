@@ -338,7 +338,7 @@ def test_object_features_reuse_frame_detections_across_pairs():
         "source_story_id": ["1", "1", "9", "1"], "source_frame": [1, 1, 1, 2],
     })
     oracle = det.ground_truth_frames([_story()])
-    table = det.object_features(pairs, detections, [_story()], threshold=0.3, oracle=oracle)
+    table = det.object_features(pairs, detections, [_story()], threshold=0.3, oracle=oracle, read_tags=True)
     assert list(table.columns) == ["pair_id", *det.OBJECT_COLUMNS, "object_score_oracle"]
     rows = table.set_index("pair_id")
     assert rows.loc["p", "object_score"] == pytest.approx((0.8 + 0.4) / 2)
@@ -348,6 +348,14 @@ def test_object_features_reuse_frame_detections_across_pairs():
     assert not rows.loc["c", "object_informative"]  # its frame did not decode: nothing was checked
     assert json.loads(rows.loc["c", "objects_needed"]) == ["person"]
     assert rows.loc["p", "object_score_oracle"] == pytest.approx(0.5)  # the oracle has the person, no cup
+
+    # By default the needs come from the plain text, as the verifier reads a user's text: a name
+    # is not a person there, so "James holds a cup." needs the cup alone.
+    plain = pairs.assign(text=["James holds a cup.", "James holds a dog.", "The tension rises.", "He waits."])
+    rows = det.object_features(plain, detections, [_story()], threshold=0.3).set_index("pair_id")
+    assert json.loads(rows.loc["p", "objects_needed"]) == ["cup"] and rows.loc["p", "object_score"] == 0.4
+    assert json.loads(rows.loc["n1", "objects_missing"]) == ["dog"] and rows.loc["n1", "object_score"] == 0.0
+    assert json.loads(rows.loc["c", "objects_needed"]) == ["person"]  # "he" needs a person, tags or not
 
 
 def test_auc_by_negative_type_separates_each_type():

@@ -310,9 +310,10 @@ def test_spatial_features_read_characters_from_the_source_story():
                            "width": [600], "height": [240]})
     milo = Entity("char4", "char", "Milo", "A small grey cat", (360, 190, 420, 230))
     cot = ChainOfThought(frames={1: FrameAnnotation(1, (milo,), (), ())}, skipped_rows=0, skip_reasons={})
-    without = spatial_features(pairs, frames, threshold=0.5).iloc[0]
+    without = spatial_features(pairs, frames, threshold=0.5, read_tags=True).iloc[0]
     assert without["relations_checked"] == 0  # "person beside person" with a single person box
-    with_story = spatial_features(pairs, frames, threshold=0.5, stories=[ParsedStory("b", 1, (), cot)]).iloc[0]
+    with_story = spatial_features(pairs, frames, threshold=0.5, stories=[ParsedStory("b", 1, (), cot)],
+                                  read_tags=True).iloc[0]
     assert (with_story["relations_checked"], with_story["relations_held"]) == (1, 1)
     assert json.loads(with_story["relations_json"])[0]["object_category"] == "cat"
 
@@ -327,8 +328,13 @@ def test_spatial_features_one_row_per_pair_sharing_each_frame():
     cells = json.dumps([d.to_json() for d in (PERSON, TABLE, CUP_ON, Detection("chair", 0.2, (0, 0, 10, 10)))])
     frames = pd.DataFrame({"story_id": ["a", "a"], "frame": [1, 2], "status": ["ok", "corrupt"],
                            "detections": [cells, "[]"], "width": [600, 0], "height": [240, 0]})
-    table = spatial_features(pairs, frames, threshold=0.5)
+    table = spatial_features(pairs, frames, threshold=0.5, read_tags=True)
     assert list(table.columns) == ["pair_id", *SPATIAL_COLUMNS]
+    # The plain text of the same pairs (the default, and the verifier's input) gives the same verdicts
+    # here; only the explanation's wording differs ("cup" read from the words, "A cup" from the tag).
+    plain = pairs.assign(text=["A cup rests on the table.", "A cup rests under the table.", "Nothing here."])
+    verdicts = [c for c in SPATIAL_COLUMNS if c != "relations_json"]
+    pd.testing.assert_frame_equal(spatial_features(plain, frames, threshold=0.5)[verdicts], table[verdicts])
     assert list(table["pair_id"]) == list(pairs["pair_id"])
     assert list(table["spatial_score"]) == [1.0, 0.0, UNINFORMATIVE_SCORE]
     assert list(table["spatial_informative"]) == [True, True, False]
