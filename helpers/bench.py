@@ -424,7 +424,8 @@ def bench_profile_series(base: str = "quick", *, timeout_s: float = 4 * 3600) ->
     setting = (f"{cfg['data']['n_stories']} stories of {shape['frames'][0]}-{shape['frames'][1]} frames, "
                f"min_size {cfg['detector']['min_size']}")
     chapters = sorted(run.get("chapters", {}).items())
-    out = [Measurement(section, "chapter, wall", stem, float(info["seconds"]), "s", repeats=1) for stem, info in chapters]
+    out = [Measurement(section, "chapter, wall", stem, float(info["seconds"]), "s", repeats=1)
+           for stem, info in chapters]
     out += [Measurement(section, "chapter, CPU (user + system)", stem, float(info["cpu_seconds"]), "s", repeats=1)
             for stem, info in chapters if "cpu_seconds" in info]
     out += [
@@ -513,8 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="story-align-bench-") as workdir:
         measurements = run_bench(quick=args.quick, skip_series=args.skip_series, workdir=workdir)
     print(format_table(measurements))
-    path = write_bench(args.out or OUTPUTS_DIR / "bench.json", bench_document(measurements, options={"quick": args.quick,
-                                                                       "skip_series": args.skip_series}))
+    options = {"quick": args.quick, "skip_series": args.skip_series}
+    path = write_bench(args.out or OUTPUTS_DIR / "bench.json", bench_document(measurements, options=options))
     print(f"Wrote {path}")
     return 0
 

@@ -720,7 +720,8 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
     for name, what in (("oracle detector", "Replacing Faster R-CNN by the chain-of-thought boxes"),
                        ("study rules", "Scoring with the original study's rules and training for three epochs")):
         if name in differences and differences[name].get(metric) is not None:
-            sentence = f"{what} changes {label} by {_difference_phrase(differences[name][metric])} (against `{reference}`)"
+            sentence = (f"{what} changes {label} by {_difference_phrase(differences[name][metric])} "
+                        f"(against `{reference}`)")
             if replays.get(name):
                 kinds = ", ".join(f"`{t}`" for t in replays[name])
                 sentence += (f". That change is not headroom: on the {kinds} negatives its evidence replays how they "

@@ -3,8 +3,8 @@
 ``make run-all PROFILE=...`` and ``make run-one NB=NN`` call this. Each chapter is executed
 into ``outputs/<profile>/notebooks/``, rendered to ``outputs/<profile>/reports/``, and timed
 (wall and CPU seconds) in ``outputs/<profile>/run.json``. The chapters' progress bars and
-warnings (the kernel's stderr) stream to this terminal as they run. A failing chapter stops the run with exit code 1 and a
-message naming the chapter and the failing cell.
+warnings (the kernel's stderr) stream to this terminal as they run. A failing chapter stops
+the run with exit code 1 and a message naming the chapter and the failing cell.
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index")
 # real data confirm it, or call for a larger input.
 
 # %%
-sweep_frames = dict(sorted((key, data) for key, data in frames.items() if str(key[0]) in dev_stories)[: cfg["sweep_frames"]])
+dev_frames = sorted((key, data) for key, data in frames.items() if str(key[0]) in dev_stories)
+sweep_frames = dict(dev_frames[: cfg["sweep_frames"]])
 sweep = det.min_size_sweep(detector, sweep_frames, dev_truth, ctx.paths.cache / det.CACHE_FILE,
                            sizes=cfg["min_size_sweep"], threshold=threshold, batch_size=cfg["batch_size"])
 display(sweep.style.format({"input_height": "{:.0f}", "seconds_per_frame": "{:.2f}", "recall": "{:.1%}"})

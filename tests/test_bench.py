@@ -99,8 +99,9 @@ def test_quick_bench_is_the_quick_profile_on_synthetic_data_with_random_weights(
     assert bench_cfg["detector"]["weights"] == bench_cfg["clip"]["weights"] == "random"
     assert all(s["weights"] == "random" for s in bench_cfg.values() if isinstance(s, dict) and "weights" in s)
     # every compute setting is quick's: only the data source and the weights differ
-    differing = [("profile",), ("description",), ("data", "source"), ("data", "synthetic"), ("data", "hub_external_test")]
-    differing += [(name,  "weights") for name, s in quick.items() if isinstance(s, dict) and "weights" in s]
+    differing = [("profile",), ("description",), ("data", "source"), ("data", "synthetic"),
+                 ("data", "hub_external_test")]
+    differing += [(name, "weights") for name, s in quick.items() if isinstance(s, dict) and "weights" in s]
     assert _without(bench_cfg, *differing) == _without(quick, *differing)
     assert bench_cfg["data"]["n_stories"] == quick["data"]["n_stories"]
 

@@ -20,7 +20,8 @@ print("stdout stays in the notebook")
 
 
 def test_a_chapters_progress_bar_streams_to_the_terminal_with_rate_and_time_left(tmp_path):
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": kernelspec})
     nb.cells = [nbformat.v4.new_code_cell("profile = 'x'", metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(LOOP)]
     source, executed = tmp_path / "tiny.ipynb", tmp_path / "out" / "tiny.ipynb"

@@ -392,7 +392,8 @@ def test_frames_mode_skews_the_frame_counts_and_stays_in_range(tmp_path: Path) -
 
 def test_widths_vary_per_story_within_the_range(tmp_path: Path) -> None:
     path = make_dataset(tmp_path, n_stories=6, frames=(2, 2), image_size=(576, 240), widths=(560, 580))
-    sizes = [{Image.open(io.BytesIO(e["bytes"])).size for e in row["images"]} for row in pq.read_table(path).to_pylist()]
+    rows = pq.read_table(path).to_pylist()
+    sizes = [{Image.open(io.BytesIO(e["bytes"])).size for e in row["images"]} for row in rows]
     assert all(len(s) == 1 for s in sizes)  # one width per story
     widths = [next(iter(s))[0] for s in sizes]
     assert all(560 <= w <= 580 for w in widths) and len(set(widths)) > 1
