@@ -2,6 +2,7 @@
 #   make run-all [PROFILE=smoke|quick|full]   run every chapter, render the reports
 #   make test                                 unit tests + a smoke run of every chapter
 #   make bench [ARGS="--quick --skip-series"]  speed and memory of the parts, as ratios
+#   make bench ARGS=--quick-series            the quick profile's whole series, cold, offline (its cost)
 # Every target sets up .venv first (from requirements.lock), so a fresh clone needs nothing else.
 
 PROFILE ?= quick
@@ -16,7 +17,7 @@ KERNEL := story-align
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n "1,6p" Makefile
+	@sed -n "1,7p" Makefile
 
 setup: $(STAMP)
 

@@ -6,7 +6,10 @@ training split and thresholded on the validation split:
 
 - every non-empty subset of the three evidences (``evidence_subsets``);
 - the ground-truth ("oracle") detector in place of Faster R-CNN: object and spatial
-  evidence recomputed from the chain-of-thought boxes;
+  evidence recomputed from the chain-of-thought boxes. On the negative types in
+  :data:`ORACLE_REPLAYS` its evidence replays how the negatives were built (from the same
+  annotations), so its gain there is the labelling rule, not headroom: every difference is
+  also computed with those negatives left out (``differences_without_replayed``);
 - the original study's rules: the object score as the share of detected labels found
   anywhere in the *whole story* (``study_object_score``), CLIP on the story's first frame
   against the first 150 characters of the whole story, the 400 px pair rule for the
@@ -63,6 +66,7 @@ __all__ = [
     "study_clip_scores",
     "study_features",
     # the oracle detector
+    "ORACLE_REPLAYS",
     "oracle_frames",
     "oracle_features",
     # variants, training and results
@@ -218,13 +222,27 @@ def robustness_path(paths: Paths) -> Path:
     return paths.root / ROBUSTNESS_FILE
 
 
+#: Negative types on which the oracle detector's evidence replays the construction of the
+#: labels rather than measuring the frame, with the reason. An ``object_swap`` negative
+#: puts in an object chosen as a COCO category that the chain-of-thought annotations do not
+#: place in the frame; the oracle reads its boxes from those same annotations, so it cannot
+#: find the swapped-in object by construction, whatever the frame shows (the annotations
+#: are not exhaustive: the object may well be there).
+ORACLE_REPLAYS: dict[str, str] = {
+    "object_swap": "the swapped-in object was chosen as one the chain-of-thought annotations do not place in the "
+                   "frame, and the oracle reads the same annotations",
+}
+
+
 @dataclass(frozen=True)
 class Variant:
     """One ablation: a fusion head named ``name``, trained with ``settings`` on ``table``.
 
     ``table`` is a feature table with the pairs of the reference table (same rows, same
     splits); only its evidence columns differ between variants. ``family`` groups variants
-    in the results ("evidence subset", "detector", "study rules").
+    in the results ("evidence subset", "detector", "study rules"). ``replays`` names the
+    negative types on which the variant's evidence replays the labelling rule
+    (:data:`ORACLE_REPLAYS` for the oracle detector): its results on them are no headroom.
     """
 
     name: str
@@ -232,6 +250,7 @@ class Variant:
     description: str
     settings: "TrainSettings"
     table: pd.DataFrame = field(repr=False, compare=False)
+    replays: tuple[str, ...] = ()
 
 
 def subset_variants(table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant]:
@@ -396,7 +415,7 @@ def detector_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
 
     return Variant(name="oracle detector", family="detector",
                    description="all three evidences, object and spatial evidence from the chain-of-thought boxes",
-                   settings=settings_from_profile(cfg, STUDY_FEATURES), table=table)
+                   settings=settings_from_profile(cfg, STUDY_FEATURES), table=table, replays=tuple(ORACLE_REPLAYS))
 
 
 def study_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
@@ -458,7 +477,11 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
     """The ablation results on the test split, in ``metrics.json``'s layout (``evaluate_split``)
     plus ``reference``, each variant's ``family`` and ``description``, and ``differences``:
     each variant minus the reference, per metric, with a paired bootstrap interval over id
-    blocks (``bootstrap_difference``: both on the same block resamples)."""
+    blocks (``bootstrap_difference``: both on the same block resamples). ``replays`` lists, per
+    variant, the negative types its evidence replays (``Variant.replays``), and
+    ``differences_without_replayed`` the same differences with those negatives left out
+    (the aligned pairs and every other negative kept): the only fair headroom. For a
+    variant that replays nothing it is its ordinary difference."""
     from .evaluation import bootstrap_difference, evaluate_split
 
     document = evaluate_split(predictions, "test", n_resamples=n_resamples, seed=seed)
@@ -466,34 +489,59 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
         raise ValueError(f"the reference variant {reference!r} is not among the predictions")
     test = predictions[predictions["split"] == "test"].sort_values(["model", "pair_id"])
     ref = test[test["model"] == reference]
-    differences = {}
+
+    def difference(rows: pd.DataFrame, ref: pd.DataFrame) -> dict[str, Any]:
+        return bootstrap_difference(
+            rows["label"].to_numpy(), rows["score"].to_numpy(), float(rows["threshold"].iloc[0]),
+            ref["score"].to_numpy(), float(ref["threshold"].iloc[0]), rows["block"].to_numpy(),
+            n_resamples=n_resamples, seed=seed)
+
+    differences, fair, replays = {}, {}, {}
     for v in variants:
         if v.name == reference:
             continue
         rows = test[test["model"] == v.name]
-        differences[v.name] = bootstrap_difference(
-            rows["label"].to_numpy(), rows["score"].to_numpy(), float(rows["threshold"].iloc[0]),
-            ref["score"].to_numpy(), float(ref["threshold"].iloc[0]), rows["block"].to_numpy(),
-            n_resamples=n_resamples, seed=seed)
+        differences[v.name] = difference(rows, ref)
+        replayed = tuple(getattr(v, "replays", ()))
+        if not replayed:
+            fair[v.name] = differences[v.name]
+            continue
+        replays[v.name] = list(replayed)
+        keep = ~((rows["label"] == 0) & rows["negative_type"].isin(replayed)).to_numpy()
+        fair[v.name] = difference(rows[keep], ref[keep])
     return {**document, "reference": reference,
             "bootstrap": {"unit": "id_block", "n_resamples": n_resamples, "seed": seed},
             "families": {v.name: v.family for v in variants},
-            "descriptions": {v.name: v.description for v in variants}, "differences": differences}
+            "descriptions": {v.name: v.description for v in variants}, "differences": differences,
+            "replays": replays, "differences_without_replayed": fair}
+
+
+#: What :func:`ablation_table` appends to a result that replays the labelling rule.
+REPLAYS_MARK = " (replays the labels)"
 
 
 def ablation_table(document: Mapping[str, Any], metric: str = "roc_auc") -> pd.DataFrame:
     """One row per variant: its family, ``metric`` overall and per kind of negative, and the
-    difference from the reference, each "value [95% interval]"."""
+    difference from the reference, each "value [95% interval]". A variant's result on a
+    negative type its evidence replays is marked :data:`REPLAYS_MARK`; the last column is the
+    difference with those negatives left out (``differences_without_replayed``)."""
     from .evaluation import NEGATIVE_TYPES, format_estimate
 
+    reference = document["reference"]
+    replays = document.get("replays", {})
+    fair = document.get("differences_without_replayed", {})
     rows = {}
     for name, info in document["models"].items():
         row = {"family": document["families"].get(name, ""), "overall": format_estimate(info["overall"].get(metric))}
         for t in NEGATIVE_TYPES:
             if t in info["by_negative_type"]:
-                row[t] = format_estimate(info["by_negative_type"][t].get(metric))
+                mark = REPLAYS_MARK if t in replays.get(name, ()) else ""
+                row[t] = format_estimate(info["by_negative_type"][t].get(metric)) + mark
         diff = document["differences"].get(name)
-        row[f"minus {document['reference']}"] = format_estimate(diff.get(metric)) if diff else "(reference)"
+        row[f"minus {reference}"] = format_estimate(diff.get(metric)) if diff else "(reference)"
+        if fair:
+            row[f"minus {reference}, replayed negatives left out"] = (
+                format_estimate(fair[name].get(metric)) if name in fair else "(reference)")
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"variant ({metric})")
 

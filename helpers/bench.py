@@ -18,11 +18,21 @@ and reported as a ratio, which transfers between machines far better than the se
   memory when a GPU is used.
 
 Results are printed as a table and written atomically to ``outputs/bench.json``.
+
+``--quick-series`` measures instead the cost of the ``quick`` profile itself, offline: the
+whole series run once, cold, on the profile ``quick-bench`` (built in code from
+``profiles/quick.yaml`` by :func:`helpers.config.bench_profile`: the same stories, splits,
+detector input size, batch sizes, sweeps, bootstrap and training, on synthetic stories of
+StoryReasoning's shape with randomly initialised models). It records each chapter's
+seconds, the wall time, the CPU time of the series' processes (user + system, so
+contention from other processes can be judged), the 1-minute load average at start and
+end, the data's size and the split's composition, into ``outputs/bench-quick.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -36,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import OUTPUTS_DIR, REPO_ROOT
+from .config import BENCH_SUFFIX, OUTPUTS_DIR, REPO_ROOT, load_profile
 from .io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -55,6 +65,7 @@ __all__ = [
     "bench_clip",
     "bench_pair_scoring",
     "bench_series",
+    "bench_profile_series",
     "run_bench",
     "time_per_call",
     "ratio",
@@ -378,6 +389,74 @@ def bench_series(*, timeout_s: float = 3600) -> list[Measurement]:
     return [cold, warm, ratio("smoke series", "speed-up of the warm run", cold, warm, "warm vs cold")]
 
 
+def bench_profile_series(base: str = "quick", *, timeout_s: float = 4 * 3600) -> list[Measurement]:
+    """The whole series of ``<base>-bench`` (see :func:`helpers.config.bench_profile`) run once,
+    cold, through ``helpers.runner`` in a child process, into a temporary output folder.
+
+    The child's output is not captured: its progress bars show on this terminal as they
+    would in ``make run-all``. Measured: wall seconds per chapter (from ``run.json``) and in
+    all, CPU seconds (user + system) of the child and everything it started (the kernels),
+    peak resident memory of the largest of them, the 1-minute load average before and after
+    (other processes competing for the CPUs inflate the wall time, not the CPU time), and
+    what was run: stories, frames and pairs by split, negatives of each type by split.
+    """
+    profile = f"{base}{BENCH_SUFFIX}"
+    cfg = load_profile(profile)
+    section = f"{base} series"
+    with tempfile.TemporaryDirectory(prefix="story-align-bench-") as tmp:
+        env = {**os.environ, "STORY_ALIGN_OUTPUTS": tmp}
+        load_start = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "helpers.runner", "--profile", profile], cwd=REPO_ROOT,
+                                env=env, timeout=timeout_s)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load_end = os.getloadavg()[0]
+        if result.returncode != 0:
+            raise RuntimeError(f"the {profile} series failed (exit {result.returncode}); its output is above")
+        root = Path(tmp) / profile
+        run = json.loads((root / "run.json").read_text(encoding="utf-8"))
+        composition = _series_composition(root)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2
+    shape = cfg["data"]["synthetic"]
+    setting = (f"{cfg['data']['n_stories']} stories of {shape['frames'][0]}-{shape['frames'][1]} frames, "
+               f"min_size {cfg['detector']['min_size']}")
+    chapters = sorted(run.get("chapters", {}).items())
+    out = [Measurement(section, "chapter, wall", stem, float(info["seconds"]), "s", repeats=1)
+           for stem, info in chapters]
+    out += [Measurement(section, "chapter, CPU (user + system)", stem, float(info["cpu_seconds"]), "s", repeats=1)
+            for stem, info in chapters if "cpu_seconds" in info]
+    out += [
+        Measurement(section, "all chapters, wall", f"cold: {setting}", wall, "s", repeats=1),
+        Measurement(section, "all chapters, CPU (user + system)", "the runner and its kernels", cpu, "s", repeats=1),
+        Measurement(section, "CPU time over wall time", f"{os.cpu_count()} CPUs on this machine", cpu / wall, "x"),
+        Measurement(section, "load average (1 min)", "at start", load_start, "processes"),
+        Measurement(section, "load average (1 min)", "at end", load_end, "processes"),
+        Measurement(section, "peak RSS", "largest process of the series",
+                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale, "MiB"),
+    ]
+    return out + composition
+
+
+def _series_composition(root: Path) -> list[Measurement]:
+    """What a series ran on: frames in the data, and stories, pairs and negatives of each type per split."""
+    import pandas as pd
+
+    section = f"{root.name.removesuffix(BENCH_SUFFIX)} series data"
+    frames = sum(int(pd.read_parquet(f, columns=["frame_count"])["frame_count"].sum())
+                 for f in sorted((root / "cache").glob("synthetic-*/*.parquet")))
+    pairs = pd.read_parquet(root / "data" / "pairs.parquet")
+    out = [Measurement(section, "frames", "in the data", frames, "frames")]
+    for split, group in pairs.groupby("split", sort=False):
+        out.append(Measurement(section, "stories", f"split {split}", group["story_id"].nunique(), "stories"))
+        out.append(Measurement(section, "pairs", f"split {split}", len(group), "pairs"))
+        for kind, n in group.loc[group["label"] == 0, "negative_type"].value_counts().sort_index().items():
+            out.append(Measurement(section, "negatives", f"split {split}: {kind}", int(n), "pairs"))
+    return out
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -417,14 +496,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames and repeats (a few minutes on a laptop CPU)")
     parser.add_argument("--skip-series", action="store_true", help="skip the cold and warm runs of the smoke series")
-    parser.add_argument("--out", type=Path, default=OUTPUTS_DIR / "bench.json", help="where to write the results")
+    parser.add_argument("--quick-series", action="store_true",
+                        help="instead: run the whole quick profile's series once, cold, on synthetic data of the "
+                             "same shape with random weights (20-30 minutes on a 2-core CPU)")
+    parser.add_argument("--out", type=Path, help="where to write the results (default: outputs/bench.json, "
+                                                 "outputs/bench-quick.json with --quick-series)")
     args = parser.parse_args(argv)
 
+    if args.quick_series:
+        print("Running the quick profile's series once, cold, on synthetic data with random weights...", flush=True)
+        measurements = bench_profile_series("quick")
+        print(format_table(measurements))
+        path = write_bench(args.out or OUTPUTS_DIR / "bench-quick.json",
+                           bench_document(measurements, options={"quick_series": True, "profile": "quick-bench"}))
+        print(f"Wrote {path}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="story-align-bench-") as workdir:
         measurements = run_bench(quick=args.quick, skip_series=args.skip_series, workdir=workdir)
     print(format_table(measurements))
-    path = write_bench(args.out, bench_document(measurements, options={"quick": args.quick,
-                                                                       "skip_series": args.skip_series}))
+    options = {"quick": args.quick, "skip_series": args.skip_series}
+    path = write_bench(args.out or OUTPUTS_DIR / "bench.json", bench_document(measurements, options=options))
     print(f"Wrote {path}")
     return 0
 

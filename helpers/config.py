@@ -27,6 +27,10 @@ __all__ = [
     "MissingAssetError",
     "Paths",
     "load_profile",
+    "BENCH_SUFFIX",
+    "BENCH_DATA_SHAPE",
+    "bench_profile",
+    "synthetic_or_random",
     "output_paths",
     "device",
     "hub_reachable",
@@ -78,18 +82,65 @@ def _default_cache(var: str) -> str:
     return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface")
 
 
+#: ``<profile>-bench`` is built in code from ``profiles/<profile>.yaml`` (see :func:`bench_profile`).
+BENCH_SUFFIX = "-bench"
+
+#: The shape of StoryReasoning's stories for a bench profile's synthetic data: 5 to 22
+#: frames per story with median 13, frames 240 px high and 560-580 wide.
+BENCH_DATA_SHAPE: dict[str, Any] = {"frames": [5, 22], "frames_mode": 12, "image_size": [576, 240],
+                                    "widths": [560, 580], "corrupt_frames": 0, "malformed_stories": 0}
+
+
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read ``profiles/<name>.yaml`` and apply nested ``overrides`` (dicts merge, values replace)."""
+    """Read ``profiles/<name>.yaml`` and apply nested ``overrides`` (dicts merge, values replace).
+
+    ``<base>-bench`` (e.g. ``quick-bench``) has no file: it is :func:`bench_profile` of the
+    ``base`` profile, so it can never drift apart from it.
+    """
     import yaml
 
+    base = name.removesuffix(BENCH_SUFFIX)
+    if base != name and (PROFILES_DIR / f"{base}.yaml").exists():
+        return _merge(bench_profile(load_profile(base)), overrides or {})
     path = PROFILES_DIR / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise ValueError(f"unknown profile {name!r}: expected one of {known}")
+        raise ValueError(f"unknown profile {name!r}: expected one of {known} (or <one of them>{BENCH_SUFFIX})")
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     if cfg.get("profile") != name:
         raise ValueError(f"{path} declares profile {cfg.get('profile')!r}, expected {name!r}")
     return _merge(cfg, overrides or {})
+
+
+def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A profile costing what ``cfg`` costs, runnable offline: ``make bench --quick-series``.
+
+    Every compute setting (stories, splits, detector input size, batch sizes, sweep sizes,
+    bootstrap resamples, training) stays ``cfg``'s; the data become synthetic stories of
+    StoryReasoning's shape (:data:`BENCH_DATA_SHAPE`, as many stories as ``cfg`` reads) and
+    every ``weights`` entry becomes ``"random"`` (the real architectures, randomly
+    initialised: a forward pass costs the same whatever the weights). Its numbers mean
+    nothing. ``cfg`` must name its number of stories.
+    """
+    name = f"{cfg['profile']}{BENCH_SUFFIX}"
+    if cfg["data"].get("n_stories") is None:
+        raise ValueError(f"{name}: profile {cfg['profile']!r} reads every story (n_stories: null); a bench "
+                         "profile needs a number of stories to generate")
+    out = copy.deepcopy(cfg)
+    out["profile"] = name
+    out["description"] = (f"cost of {cfg['profile']!r} measured offline: synthetic data of StoryReasoning's shape, "
+                          "randomly initialised models (numbers mean nothing)")
+    out["data"].update(source="synthetic", synthetic=copy.deepcopy(BENCH_DATA_SHAPE), hub_external_test=False)
+    for section in out.values():
+        if isinstance(section, dict) and "weights" in section:
+            section["weights"] = "random"
+    return out
+
+
+def synthetic_or_random(cfg: dict[str, Any]) -> bool:
+    """Whether a profile's numbers mean nothing: synthetic data or any randomly initialised model."""
+    return cfg["data"]["source"] == "synthetic" or any(
+        isinstance(section, dict) and section.get("weights") == "random" for section in cfg.values())
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

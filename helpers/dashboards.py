@@ -732,7 +732,9 @@ def findings(metrics: Mapping[str, Any], ablations: Mapping[str, Any] | None = N
 def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> list[str]:
     """The ablation results (``ablations.json``) as Markdown sentences: the best and worst
     evidence subsets, and what the oracle detector and the study's rules change against
-    the reference, with paired intervals."""
+    the reference, with paired intervals. A variant whose evidence replays the labelling
+    rule on some negative types (``replays``) is said to, and its headroom is given with
+    those negatives left out (``differences_without_replayed``), never with them in."""
     from .evaluation import format_estimate
 
     models, families = ablations["models"], ablations.get("families", {})
@@ -745,11 +747,20 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
         out.append(f"Among the {len(subsets)} subsets of evidence, each with its own head, `{subsets[0]}` has the "
                    f"highest {label} ({format_estimate(best.get(metric))}) and `{subsets[-1]}` the lowest "
                    f"({format_estimate(worst.get(metric))}).")
+    replays, fair = ablations.get("replays", {}), ablations.get("differences_without_replayed", {})
     for name, what in (("oracle detector", "Replacing Faster R-CNN by the chain-of-thought boxes"),
                        ("study rules", "Scoring with the original study's rules and training for three epochs")):
         if name in differences and differences[name].get(metric) is not None:
-            out.append(f"{what} changes {label} by {_difference_phrase(differences[name][metric])} "
-                       f"(against `{reference}`).")
+            sentence = (f"{what} changes {label} by {_difference_phrase(differences[name][metric])} "
+                        f"(against `{reference}`)")
+            if replays.get(name):
+                kinds = ", ".join(f"`{t}`" for t in replays[name])
+                sentence += (f". That change is not headroom: on the {kinds} negatives its evidence replays how they "
+                             "were built (from the same annotations), so it finds them by construction")
+                if fair.get(name, {}).get(metric) is not None:
+                    sentence += (f". With those negatives left out, what better detections could buy is "
+                                 f"{_difference_phrase(fair[name][metric])}")
+            out.append(sentence + ".")
     return out
 
 

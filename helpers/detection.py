@@ -96,6 +96,8 @@ __all__ = [
     "ground_truth_frames",
     "detection_recall",
     "min_size_sweep",
+    "min_size_note",
+    "RECALL_SHORTFALL",
     "character_descriptions",
     "mention_categories",
     "mention_category",
@@ -570,6 +572,34 @@ def _by_frame_and_label(long: pd.DataFrame) -> dict[tuple[tuple[str, int], str],
     }
 
 
+#: How far (absolute) recall at the profile's ``min_size`` may fall below the sweep's best
+#: before chapter 02 says the choice should be revisited.
+RECALL_SHORTFALL = 0.05
+
+
+def min_size_note(sweep: pd.DataFrame, min_size: int, *, profile: str, shortfall: float = RECALL_SHORTFALL) -> str:
+    """A sentence (Markdown) on whether the profile's ``min_size`` holds up in ``sweep``
+    (:func:`min_size_sweep`'s table): a bold note when its recall falls ``shortfall`` or
+    more below the best size's, or when the sweep does not include it."""
+    measured = sweep.dropna(subset=["recall"])
+    if measured.empty:
+        return "The sweep could not measure recall, so it cannot confirm the profile's input size."
+    best = measured.loc[measured["recall"].idxmax()]
+    chosen = measured[measured["min_size"] == min_size]
+    if chosen.empty:
+        return (f"**Note:** the sweep does not measure this profile's min_size {min_size}; add it to "
+                f"`detector.min_size_sweep` in `profiles/{profile}.yaml` to confirm the choice.")
+    recall, gap = float(chosen["recall"].iloc[0]), float(best["recall"]) - float(chosen["recall"].iloc[0])
+    cost = float(best["seconds_per_frame"]) / max(float(chosen["seconds_per_frame"].iloc[0]), 1e-9)
+    if gap >= shortfall:
+        return (f"**Note: at this profile's min_size {min_size} recall is {recall:.1%}, {gap:.1%} below the best, "
+                f"{float(best['recall']):.1%} at min_size {int(best['min_size'])}** (which costs {cost:.1f}x the time "
+                f"per frame here). The input size was chosen for its cost; on these frames a larger one finds clearly "
+                f"more, so consider raising `detector.min_size` in `profiles/{profile}.yaml`.")
+    return (f"At this profile's min_size {min_size} recall is {recall:.1%}, within {shortfall:.0%} of the best "
+            f"({float(best['recall']):.1%} at min_size {int(best['min_size'])}): the sweep confirms the choice.")
+
+
 def min_size_sweep(detector: Detector, frames: Mapping[tuple[str, int], bytes], ground_truth: pd.DataFrame,
                    cache_path: str | os.PathLike, *, sizes: Sequence[int], threshold: float,
                    batch_size: int) -> pd.DataFrame:
@@ -801,9 +831,14 @@ def auc_by_negative_type(table: pd.DataFrame, score_col: str) -> pd.DataFrame:
     type present (spec order first), then ``"all negatives"``: ``negative_type``,
     ``positives``, ``negatives``, ``roc_auc`` (sklearn ``roc_auc_score``; NaN when either
     side is empty). 0.5 is chance; below 0.5 the score ranks that type above the positives.
+    An exploratory helper of chapters 02-04: a ``split`` column with test (or any other
+    non-development) rows raises ``ValueError`` (``helpers.features.require_development``).
     """
     from sklearn.metrics import roc_auc_score
 
+    from .features import require_development
+
+    require_development(table, "auc_by_negative_type")
     if table[score_col].isna().any():
         raise ValueError(f"{score_col} has {int(table[score_col].isna().sum())} missing values: cannot rank them")
     positives = table.loc[table["label"] == 1, score_col].to_numpy(dtype=float)
@@ -888,11 +923,15 @@ def plot_score_by_group(table: pd.DataFrame, score_col: str,
     """Empirical CDF of ``score_col`` for the positives and for each negative type.
 
     A CDF shows the point masses these scores have (many exact zeros) that a histogram or
-    a violin would blur. A curve to the right of another means higher scores.
+    a violin would blur. A curve to the right of another means higher scores. Like
+    :func:`auc_by_negative_type`, it refuses rows outside the train and validation splits.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from .features import require_development
+
+    require_development(table, "plot_score_by_group")
     groups = np.where(table["label"] == 1, "positive", table["negative_type"].astype(str))
     present = set(groups)
     order = ["positive", *(t for t in NEGATIVE_TYPES if t in present), *sorted(present - {"positive", *NEGATIVE_TYPES})]

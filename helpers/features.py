@@ -14,9 +14,36 @@ import pandas as pd
 from .config import Paths
 from .io import atomic_write_parquet
 
-__all__ = ["PARTS", "write_part", "assemble", "load_features"]
+__all__ = ["PARTS", "DEVELOPMENT_SPLITS", "development", "development_stories", "require_development", "write_part",
+           "assemble", "load_features"]
 
 PARTS = ("objects", "clip", "spatial")
+
+#: The splits every exploratory table, figure and choice of chapters 02-05 reads. The test
+#: split is looked at once, from chapter 07 on.
+DEVELOPMENT_SPLITS = ("train", "val")
+
+
+def development(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a pair table (with a ``split`` column) in the train and validation splits."""
+    if "split" not in table:
+        raise ValueError("the table has no split column: cannot keep the test split out")
+    return table[table["split"].isin(DEVELOPMENT_SPLITS)]
+
+
+def development_stories(pairs: pd.DataFrame) -> set[str]:
+    """Ids of the stories in the train and validation splits, to filter per-frame tables."""
+    return set(development(pairs)["story_id"].astype(str))
+
+
+def require_development(table: pd.DataFrame, what: str) -> None:
+    """Raise ``ValueError`` when ``table`` has a ``split`` column with rows outside train and
+    validation: the exploratory helpers of chapters 02-05 (``what``) refuse test rows."""
+    if "split" in table:
+        other = sorted(set(table["split"].astype(str)) - set(DEVELOPMENT_SPLITS))
+        if other:
+            raise ValueError(f"{what} explores the development splits only {DEVELOPMENT_SPLITS}, got rows of {other}: "
+                             "pass helpers.features.development(table); the test split is read from chapter 07 on")
 
 
 def write_part(paths: Paths, part: str, table: pd.DataFrame) -> Path:

@@ -94,6 +94,7 @@ def start(profile: str, chapter: str, overrides: dict[str, Any] | None = None) -
     from IPython.display import HTML, display
 
     from .config import device as pick_device
+    from .config import synthetic_or_random
 
     cfg = load_profile(profile, overrides)
     seed = int(cfg.get("seed", 42))
@@ -103,7 +104,7 @@ def start(profile: str, chapter: str, overrides: dict[str, Any] | None = None) -
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     dev = pick_device()
 
-    if profile == "smoke":
+    if synthetic_or_random(cfg):  # smoke, and the bench profiles (helpers.bench --quick-series)
         display(HTML(smoke_banner_html()))
     display(HTML(provenance_html(profile, cfg)))
     versions = package_versions()

@@ -2,8 +2,9 @@
 
 ``make run-all PROFILE=...`` and ``make run-one NB=NN`` call this. Each chapter is executed
 into ``outputs/<profile>/notebooks/``, rendered to ``outputs/<profile>/reports/``, and timed
-in ``outputs/<profile>/run.json``. A failing chapter stops the run with exit code 1 and a
-message naming the chapter and the failing cell.
+(wall and CPU seconds) in ``outputs/<profile>/run.json``. The chapters' progress bars and
+warnings (the kernel's stderr) stream to this terminal as they run. A failing chapter stops
+the run with exit code 1 and a message naming the chapter and the failing cell.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from .config import REPO_ROOT, MissingAssetError, git_commit, load_profile, output_paths, package_versions, update_run_record
 
-__all__ = ["chapters", "preflight", "run_chapter", "main"]
+__all__ = ["chapters", "preflight", "execute", "run_chapter", "cpu_seconds", "main"]
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "story-align"
@@ -61,23 +63,46 @@ def preflight(cfg: dict) -> None:
                                        "the dataset and CLIP under HF_HOME.")
 
 
-def run_chapter(nb: Path, profile: str) -> float:
-    """Execute one chapter with papermill and render its report; return the seconds it took."""
+def execute(nb: Path, executed: Path, parameters: dict, *, stream: TextIO | None = None,
+            kernel_name: str = KERNEL_NAME, cwd: Path = NOTEBOOKS_DIR) -> None:
+    """Execute ``nb`` into ``executed`` with papermill, writing the kernel's stderr to ``stream``
+    as it arrives (default: this process's stderr).
+
+    The chapters' progress bars (tqdm's text bars, written to the kernel's stderr) and their
+    warnings thus reach the terminal live, with each loop's rate and time left, instead of
+    papermill's cell counter alone. The executed notebook keeps them too; the HTML reports
+    filter the progress bars out (``helpers.report``).
+    """
     import papermill as pm
 
+    pm.execute_notebook(str(nb), str(executed), parameters=parameters, kernel_name=kernel_name, cwd=str(cwd),
+                        progress_bar=False, stderr_file=sys.stderr if stream is None else stream)
+
+
+def run_chapter(nb: Path, profile: str, *, stream: TextIO | None = None) -> float:
+    """Execute one chapter (see :func:`execute`) and render its report; return the seconds it took."""
     paths = output_paths(profile)
     executed = paths.notebooks / nb.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(executed), parameters={"profile": profile}, kernel_name=KERNEL_NAME,
-                            cwd=str(NOTEBOOKS_DIR), progress_bar=True)
+        execute(nb, executed, {"profile": profile}, stream=stream)
     finally:
         if executed.exists():  # a failed chapter still gets its report, up to the failing cell
             from .report import render_html
 
             render_html(executed, paths.reports / f"{nb.stem}.html")
     return time.perf_counter() - t0
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and its finished children (the
+    chapters' kernels, reaped when papermill shuts them down): the difference over a chapter
+    is that chapter's CPU time, which other processes competing for the CPUs do not inflate."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for i, nb in enumerate(nbs, start=1):
         print(f"[{i}/{len(nbs)}] {nb.stem}", flush=True)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         try:
             seconds = run_chapter(nb, args.profile)
         except Exception as err:  # any failure stops the run, naming the chapter (and cell when known)
@@ -120,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nChapter {nb.stem} failed {where}\nExecuted notebook: {paths.notebooks / nb.name}", file=sys.stderr)
             status = 1
             break
-        update_run_record(args.profile, chapters={nb.stem: {"status": "ok", "seconds": round(seconds, 1)}})
+        update_run_record(args.profile, chapters={nb.stem: {"status": "ok", "seconds": round(seconds, 1),
+                                                            "cpu_seconds": round(cpu_seconds() - cpu0, 1)}})
         print(f"    done in {seconds:.0f} s -> {paths.reports / (nb.stem + '.html')}", flush=True)
     update_run_record(args.profile, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     index = write_index(args.profile, paths)

@@ -522,6 +522,8 @@ def make_dataset(
     corrupt_frames: int = 0,
     malformed_stories: int = 0,
     stories_per_movie: int = 4,
+    frames_mode: int | None = None,
+    widths: Sequence[int] | None = None,
 ) -> Path:
     """Write a synthetic StoryReasoning split to ``out_dir/DATA_FILE``; return that path.
 
@@ -533,6 +535,12 @@ def make_dataset(
     ids is one movie (own room, cast and props). Each story has between ``frames[0]`` and
     ``frames[1]`` frames of ``image_size`` (width, height) pixels. The same arguments
     always give the same bytes.
+
+    The frame count is uniform over ``frames`` unless ``frames_mode`` is given: then it is
+    drawn from a triangular distribution over ``frames`` peaking there (StoryReasoning's 5
+    to 22 frames with median 13 are ``frames=(5, 22), frames_mode=12``). ``widths``
+    ``(min, max)`` draws each story's frame width uniformly from that range (the real
+    frames are 240 px high and about 560-580 wide), replacing ``image_size``'s width.
 
     ``corrupt_frames`` frames (chosen over the whole split) get bytes no image library
     decodes; ``malformed_stories`` stories lose their last ``<gdi>`` segment, so their
@@ -549,6 +557,12 @@ def make_dataset(
         raise ValueError(f"frames must be (min, max) with 1 <= min <= max, got {tuple(frames)}")
     if height < 96 or width < height:
         raise ValueError(f"image_size must be (width, height) with width >= height >= 96, got {tuple(image_size)}")
+    if frames_mode is not None and not lo <= frames_mode <= hi:
+        raise ValueError(f"frames_mode must lie within frames {tuple(frames)}, got {frames_mode}")
+    if widths is not None:
+        w_lo, w_hi = (int(v) for v in widths)
+        if not height <= w_lo <= w_hi:
+            raise ValueError(f"widths must be (min, max) with height ({height}) <= min <= max, got {tuple(widths)}")
     if not 0 <= malformed_stories <= n_stories:
         raise ValueError(f"malformed_stories must be between 0 and n_stories ({n_stories}), got {malformed_stories}")
 
@@ -561,7 +575,8 @@ def make_dataset(
             str(first_story_id + i),
             lo,
             hi,
-            (width, height),
+            (random.Random(f"{seed}:width:{i}").randint(*widths) if widths is not None else width, height),
+            frames_mode,
         )
         for i in range(n_stories)
     ]
@@ -620,13 +635,16 @@ def _make_movie(rng: random.Random, index: int) -> _Movie:
     return _Movie(setting, (r, g, b), cast)
 
 
-def _make_story(rng: random.Random, movie: _Movie, story_id: str, lo: int, hi: int, size: tuple[int, int]) -> dict:
-    """One dataset row: frames, chain of thought and story text, all from ``rng``."""
+def _make_story(rng: random.Random, movie: _Movie, story_id: str, lo: int, hi: int, size: tuple[int, int],
+                mode: int | None = None) -> dict:
+    """One dataset row: frames, chain of thought and story text, all from ``rng``; the frame
+    count uniform over ``lo..hi``, or triangular peaking at ``mode`` when given."""
     story = _Story(rng, movie)
     humans = [c for c in movie.cast if c.category == "person"]
     pets = [c for c in movie.cast if c.category != "person"]
     cast = rng.sample(humans, rng.randint(2, len(humans))) + (pets if rng.random() < 0.7 else [])
-    shots = [rng.choices(("scene", "empty", "close-up"), weights=(80, 8, 12))[0] for _ in range(rng.randint(lo, hi))]
+    count = rng.randint(lo, hi) if mode is None else round(rng.triangular(lo, hi, mode))
+    shots = [rng.choices(("scene", "empty", "close-up"), weights=(80, 8, 12))[0] for _ in range(count)]
     layouts = [_layout(story, _frame_cast(rng, cast, shot), shot, size) for shot in shots]
     on_screen = [[c for c in cast if any(t.id == c.id for t in things)] for things, _ in layouts]
     seen = {c.id for chars in on_screen for c in chars}

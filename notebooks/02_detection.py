@@ -19,6 +19,10 @@
 # the boxes of the dataset's chain of thought, chooses nothing by eye (the input size is
 # measured, not assumed), and turns "what the text needs" against "what the frame shows"
 # into an object score for every pair.
+#
+# **Splits shown:** the object score is computed for every pair, but every table, figure
+# and choice below reads the train and validation splits only; the test split is looked
+# at once, from chapter 07 on.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -55,7 +59,7 @@ from IPython.display import Markdown, display
 
 from helpers import detection as det
 from helpers.data import load_study_data, pair_frames
-from helpers.features import write_part
+from helpers.features import development, development_stories, write_part
 
 cfg = ctx.cfg["detector"]
 threshold = float(cfg["score_threshold"])
@@ -64,6 +68,8 @@ stories, pairs = study.stories, study.pairs
 frames = pair_frames(pairs, study.datasets)
 detector, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
 decoded = run.frames[run.frames["status"] == "ok"]
+dev_stories = development_stories(pairs)  # train and validation: what every table below shows
+dev_run_frames = run.frames[run.frames["story_id"].astype(str).isin(dev_stories)]
 
 display(Markdown(
     f"**Weights:** {detector.source}.  \n"
@@ -88,10 +94,12 @@ if len(run.corrupt):
 
 # %%
 truth = det.ground_truth_frames(stories)
-truth_long = det.detections_long(truth)
+dev_truth = truth[truth["story_id"].astype(str).isin(dev_stories)]
+truth_long = det.detections_long(dev_truth)
 display(Markdown(
-    f"The chain of thought gives a box to {truth['n_entities'].sum():,} entities in {len(truth):,} frames; "
-    f"{len(truth_long):,} of them ({len(truth_long) / max(truth['n_entities'].sum(), 1):.0%}) fall in a COCO category, "
+    f"In the train and validation frames, the chain of thought gives a box to {dev_truth['n_entities'].sum():,} "
+    f"entities in {len(dev_truth):,} frames; {len(truth_long):,} of them "
+    f"({len(truth_long) / max(dev_truth['n_entities'].sum(), 1):.0%}) fall in a COCO category, "
     f"spread over {truth_long['label'].nunique()} categories."
 ))
 display(truth_long["label"].value_counts().rename("boxes").to_frame().head(12).T)
@@ -101,7 +109,7 @@ display(truth_long["label"].value_counts().rename("boxes").to_frame().head(12).T
 # solid (its most confident detections at or above the score threshold):
 
 # %%
-det.plot_detection_samples(frames, run.frames, truth, threshold=threshold, n=4)
+det.plot_detection_samples(frames, dev_run_frames, dev_truth, threshold=threshold, n=4)
 plt.show()
 
 # %% [markdown]
@@ -109,10 +117,10 @@ plt.show()
 #
 # A box of the chain of thought counts as found when a detection of the same category,
 # at or above the score threshold, overlaps it enough; each detection can find one box only.
-# Recall per category, most frequent categories first:
+# Recall per category over the train and validation frames, most frequent categories first:
 
 # %%
-recall = det.detection_recall(run.frames, truth, threshold=threshold)
+recall = det.detection_recall(dev_run_frames, dev_truth, threshold=threshold)
 display(Markdown(f"A box counts as found at an IoU of at least {det.IOU_MATCH}. Over all categories the detector "
                  f"finds {recall['recall'].iloc[-1]:.1%} of the {recall['ground_truth'].iloc[-1]:,} boxes."))
 display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index"))
@@ -123,13 +131,16 @@ display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index")
 # torchvision resizes every image so that its shorter side reaches `min_size` before the
 # network sees it (the longer side is capped), while StoryReasoning frames are small. Larger
 # inputs help a detector with small objects and cost time roughly in proportion to the
-# pixels. The same frames at each size of the profile's sweep, on this run's device (the
-# times are those measured when each size was first computed):
+# pixels. The same frames (the first of the train and validation splits) at each size of the
+# profile's sweep, on this run's device (the times are those measured when each size was
+# first computed). The profile's `min_size` was chosen for its cost; this table is where
+# real data confirm it, or call for a larger input.
 
 # %%
-sweep_frames = dict(sorted(frames.items())[: cfg["sweep_frames"]])
-sweep = det.min_size_sweep(detector, sweep_frames, truth, ctx.paths.cache / det.CACHE_FILE, sizes=cfg["min_size_sweep"],
-                           threshold=threshold, batch_size=cfg["batch_size"])
+dev_frames = sorted((key, data) for key, data in frames.items() if str(key[0]) in dev_stories)
+sweep_frames = dict(dev_frames[: cfg["sweep_frames"]])
+sweep = det.min_size_sweep(detector, sweep_frames, dev_truth, ctx.paths.cache / det.CACHE_FILE,
+                           sizes=cfg["min_size_sweep"], threshold=threshold, batch_size=cfg["batch_size"])
 display(sweep.style.format({"input_height": "{:.0f}", "seconds_per_frame": "{:.2f}", "recall": "{:.1%}"})
         .hide(axis="index"))
 det.plot_min_size_sweep(sweep)
@@ -139,6 +150,7 @@ if sweep["recall"].notna().any():
     display(Markdown(f"On these {len(sweep_frames)} frames the best recall, {best['recall']:.1%}, comes at min_size "
                      f"{int(best['min_size'])} for {best['seconds_per_frame']:.2f} s per frame; this profile runs at "
                      f"min_size {cfg['min_size']}."))
+    display(Markdown(det.min_size_note(sweep, cfg["min_size"], profile=ctx.profile)))
 else:
     display(Markdown(f"These {len(sweep_frames)} frames hold no box of a COCO category: recall cannot be measured."))
 
@@ -158,10 +170,10 @@ else:
 
 # %%
 objects = det.object_features(pairs, run.frames, stories, threshold=threshold, oracle=truth)
-scored = pairs[["pair_id", "label", "negative_type", "split"]].merge(objects, on="pair_id")
+scored = development(pairs[["pair_id", "label", "negative_type", "split"]]).merge(objects, on="pair_id")
 display(Markdown(
-    f"{scored['object_informative'].mean():.1%} of the pairs name at least one COCO category; the others get "
-    f"object_score = {det.UNINFORMATIVE_SCORE} with object_informative = False. By kind of pair:"
+    f"{scored['object_informative'].mean():.1%} of the train and validation pairs name at least one COCO category; "
+    f"the others get object_score = {det.UNINFORMATIVE_SCORE} with object_informative = False. By kind of pair:"
 ))
 display(scored.assign(kind=scored["negative_type"].where(scored["label"] == 0, "positive"))
         .groupby("kind")[["object_informative", "object_score", "object_score_oracle"]].mean()
@@ -176,13 +188,17 @@ plt.show()
 
 # %% [markdown]
 # How well the object score alone tells positives from each kind of negative: ROC-AUC of
-# the positives against that type's negatives, over all pairs (the uninformative ones
-# included at their placeholder score) and over the informative pairs only.
+# the positives against that type's negatives, over all train and validation pairs (the
+# uninformative ones included at their placeholder score) and over the informative ones only.
+# The oracle's column on object swaps replays how they were made: the swapped-in object was
+# chosen as a category the same annotations do not place in the frame, so the oracle cannot
+# find it by construction, whatever the frame shows. Its AUC there measures the labelling
+# rule, not headroom a better detector could reach (chapter 09 leaves it out).
 
 # %%
 auc = pd.concat({
     name: det.auc_by_negative_type(table, column).set_index("negative_type")["roc_auc"]
-    for name, table, column in [("detector, all pairs", scored, "object_score"),
+    for name, table, column in [("detector, all train+val pairs", scored, "object_score"),
                                 ("detector, informative", informative, "object_score"),
                                 ("oracle, informative", informative, "object_score_oracle")]
 }, axis=1)
@@ -205,4 +221,4 @@ display(Markdown(
 # %%
 path = write_part(ctx.paths, "objects", objects[["pair_id", *det.OBJECT_COLUMNS]])
 display(Markdown(f"Wrote {len(objects):,} rows to `{path.relative_to(ctx.paths.root.parent)}`."))
-display(objects[["pair_id", *det.OBJECT_COLUMNS]].head())
+display(objects.loc[objects["pair_id"].isin(scored["pair_id"]), ["pair_id", *det.OBJECT_COLUMNS]].head())  # train, val

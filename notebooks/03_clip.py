@@ -19,6 +19,9 @@
 # tags and all. This chapter measures how much text that throws away, scores every sentence
 # of a segment on its own instead, and compares the ways of turning sentence scores into one
 # pair score against the study's cut and against plain truncation.
+#
+# **Splits shown:** every pair is scored, but every table, figure and comparison below reads
+# the train and validation splits only; the test split is looked at once, from chapter 07 on.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -69,6 +72,7 @@ display(Markdown(f"Weights `{model.source}` (identity `{model.identity}`): {n_pa
 
 # %%
 from helpers.data import load_study_data, pair_frames
+from helpers.features import development as dev_table
 
 study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 pairs = study.pairs
@@ -76,12 +80,13 @@ frames = pair_frames(pairs, study.datasets)
 result = hc.clip_features(model, pairs, frames, ctx.paths.cache / "clip", aggregate=cfg["aggregate"],
                           top_k=cfg["top_k"], batch_size=cfg["batch_size"])
 table = pairs.merge(result.features, on="pair_id", validate="one_to_one")
+development = dev_table(table)  # train and validation pairs: everything shown below
 counts = result.counts
 display(Markdown(f"{counts['pairs']:,} pairs over {counts['frames']:,} frames and {counts['sentences']:,} distinct "
                  f"sentences; frames skipped as undecodable: {counts['frames_skipped']:,} "
                  f"({int(table['clip_score'].isna().sum()):,} pairs without a score)."))
-display(table[["pair_id", "label", "negative_type", "n_sentences", "clip_score", *hc.scorer_labels(cfg["top_k"])]]
-        .head())
+display(development[["pair_id", "split", "label", "negative_type", "n_sentences", "clip_score",
+                     *hc.scorer_labels(cfg["top_k"])]].head())
 
 # %% [markdown]
 # ## How much of the frame CLIP sees
@@ -100,11 +105,12 @@ display(Markdown(f"Median frame size {decoded['width'].median():.0f} × {decoded
 # %% [markdown]
 # ## How much text CLIP can read
 #
-# Over the dataset's own segments (the positive pairs, one per frame): how many sentences a
-# segment has, and how long sentences and whole segments are in CLIP tokens.
+# Over the dataset's own segments (the positive pairs of the train and validation splits, one
+# per frame): how many sentences a segment has, and how long sentences and whole segments are
+# in CLIP tokens.
 
 # %%
-lengths = hc.length_table(result, pairs)
+lengths = hc.length_table(result, development)
 display(lengths.style.format(precision=2, na_rep=""))
 over = f"share_over_{hc.MAX_TOKENS}"
 display(Markdown(
@@ -116,18 +122,19 @@ display(Markdown(
     f"The study's cut, the first {hc.FIRST_CHARS} characters with the tags, keeps "
     f"{lengths.at['plain characters kept by the study cut', 'mean']:.0%} of a segment's plain text on average."
 ))
-hc.plot_token_lengths(result, pairs)
+hc.plot_token_lengths(result, development)
 plt.show()
 
 # %% [markdown]
 # ## Scores by label and kind of negative
 #
 # The distribution of the pair score for the positives and for each kind of negative
-# (cumulative: a curve further right means higher scores), next to the two baselines. A
-# useful score puts the positives to the right of every negative type.
+# (cumulative: a curve further right means higher scores), next to the two baselines, over
+# the train and validation pairs. A useful score puts the positives to the right of every
+# negative type.
 
 # %%
-hc.plot_score_distributions(table, cfg["aggregate"], cfg["top_k"])
+hc.plot_score_distributions(development, cfg["aggregate"], cfg["top_k"])
 plt.show()
 
 # %% [markdown]
@@ -139,7 +146,6 @@ plt.show()
 # of every choice.
 
 # %%
-development = table[table["split"].isin(["train", "val"])]
 auc = hc.auc_table(development, cfg["top_k"])
 display(auc.style.format(precision=3).background_gradient(cmap="RdYlGn", vmin=0, vmax=1))
 hc.plot_auc(auc)

@@ -19,6 +19,11 @@
 # often the stories state such relations, checks the rules on the chain of thought's own
 # boxes, compares them with the original study's rule on the detector's boxes, and saves
 # the spatial evidence of every pair.
+#
+# **Splits shown:** the evidence is computed for every pair, but every table, figure and
+# comparison below reads the train and validation splits only (the rules' constants are
+# fixed in `helpers.spatial`, not tuned here); the test split is looked at once, from
+# chapter 07 on.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -77,7 +82,7 @@ print(inspect.getdoc(sp.relation_holds))
 # %%
 from helpers.ablations import oracle_frames
 from helpers.data import load_study_data, pair_frames
-from helpers.features import write_part
+from helpers.features import development, write_part
 
 threshold = float(ctx.cfg["detector"]["score_threshold"])
 study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
@@ -92,6 +97,7 @@ oracle = pairs.merge(sp.spatial_features(pairs, truth, threshold=threshold, stor
                      validate="one_to_one")
 for table in (detected, oracle):
     table["kind"] = table["negative_type"].where(table["label"] == 0, "positive")
+dev_detected, dev_oracle = development(detected), development(oracle)  # what every table below shows
 display(Markdown(f"{len(pairs):,} pairs over {len(run.frames):,} frames; {run.forward_passes:,} frames went through "
                  f"the detector in this chapter (the rest came from chapter 02's cache). Detections scoring at least "
                  f"{threshold} count."))
@@ -99,14 +105,14 @@ display(Markdown(f"{len(pairs):,} pairs over {len(run.frames):,} frames; {run.fo
 # %% [markdown]
 # ## How often the text states a relation
 #
-# Over the positive pairs (each frame's own text): how many state a relation at all, how
+# Over the positive train and validation pairs (each frame's own text): how many state a relation at all, how
 # many state one between two things COCO has categories for, and which relations they are.
 # A relation between things without a COCO category (a wall, a door) is stated but can
 # never be checked.
 
 # %%
-stated = sp.relations_long(detected)
-positives = detected[detected["label"] == 1]
+stated = sp.relations_long(dev_detected)
+positives = dev_detected[dev_detected["label"] == 1]
 stated_pos = stated[stated["label"] == 1]
 coco_pos = stated_pos[stated_pos["subject_category"].notna() & stated_pos["object_category"].notna()]
 n_pos = max(len(positives), 1)
@@ -128,7 +134,7 @@ display(stated_pos["phrase"].str.lower().value_counts().head(12).rename("times s
 # into under, ...) should mostly fail. Share of checked statements that hold, by relation:
 
 # %%
-oracle_stated = sp.relations_long(oracle)
+oracle_stated = sp.relations_long(dev_oracle)
 checked = oracle_stated[oracle_stated["status"].isin(["held", "failed"])].assign(held=lambda t: t["status"] == "held")
 swapped = sp.edited_statements(oracle_stated)
 swapped = swapped[swapped["status"].isin(["held", "failed"])].assign(held=lambda t: t["status"] == "held")
@@ -162,7 +168,7 @@ display(Markdown(
 sources = pd.concat({
     boxes: pd.crosstab(table["kind"], table["spatial_source"], normalize="index")
     .reindex(columns=["relations", "proximity", "none"], fill_value=0)
-    for boxes, table in (("detector", detected), ("oracle", oracle))
+    for boxes, table in (("detector", dev_detected), ("oracle", dev_oracle))
 }, names=["boxes"])
 display(sources.style.format("{:.1%}"))
 display(Markdown(f"Uninformative pairs get spatial_score = {sp.UNINFORMATIVE_SCORE} with spatial_informative = False."))
@@ -177,30 +183,31 @@ display(Markdown(f"Uninformative pairs get spatial_score = {sp.UNINFORMATIVE_SCO
 
 # %%
 study_pairs = ", ".join(f"{s} + {'/'.join(o)}" for s, o in sp.STUDY_PAIRS)
-no_pair = (detected["study_spatial_score"] == sp.STUDY_NO_PAIR_SCORE).mean()
+no_pair = (dev_detected["study_spatial_score"] == sp.STUDY_NO_PAIR_SCORE).mean()
 decoded = run.frames[run.frames["status"] == "ok"]
 display(Markdown(
     f"The study's pairs: {study_pairs}; its distance threshold {sp.STUDY_MAX_DISTANCE_PX:.0f} px, which is "
     f"{sp.STUDY_MAX_DISTANCE_PX / ((decoded['width'] ** 2 + decoded['height'] ** 2) ** 0.5).median():.0%} of "
     f"the median frame diagonal here. COCO has no 'toy' label, so the last pair can never be found. "
     f"**{no_pair:.1%}** of the pairs get the study's no-pair score of {sp.STUDY_NO_PAIR_SCORE}; our evidence is "
-    f"uninformative for {1 - detected['spatial_informative'].mean():.1%} of them, and says so in its flag."
+    f"uninformative for {1 - dev_detected['spatial_informative'].mean():.1%} of them, and says so in its flag "
+    f"(train and validation pairs)."
 ))
 
 # %% [markdown]
 # ROC-AUC of each score at telling the positives from each kind of negative, on the same
-# pairs (at chance, a score has an AUC of one half):
+# train and validation pairs (at chance, a score has an AUC of one half):
 
 # %%
 def auc(table: pd.DataFrame, column: str) -> pd.Series:
     return det.auc_by_negative_type(table, column).set_index("negative_type")["roc_auc"]
 
 
-informative = detected[detected["spatial_informative"]]
-oracle_informative = oracle[oracle["spatial_informative"]]
+informative = dev_detected[dev_detected["spatial_informative"]]
+oracle_informative = dev_oracle[dev_oracle["spatial_informative"]]
 aucs = pd.concat({
-    "study rule, all pairs": auc(detected, "study_spatial_score"),
-    "ours, all pairs": auc(detected, "spatial_score"),
+    "study rule, all pairs": auc(dev_detected, "study_spatial_score"),
+    "ours, all pairs": auc(dev_detected, "spatial_score"),
     "ours, informative pairs": auc(informative, "spatial_score"),
     "ours on oracle boxes, informative pairs": auc(oracle_informative, "spatial_score"),
 }, axis=1)
@@ -221,8 +228,9 @@ if "relation_swap" in aucs.index:
 # the detector's boxes where it checked some relation, else with the oracle's.
 
 # %%
-with_checks = detected[detected["relations_checked"] > 0]
-shown, source = (with_checks, "detector") if len(with_checks) else (oracle[oracle["relations_checked"] > 0], "oracle")
+with_checks = dev_detected[dev_detected["relations_checked"] > 0]
+shown, source = ((with_checks, "detector") if len(with_checks)
+                 else (dev_oracle[dev_oracle["relations_checked"] > 0], "oracle"))
 if len(shown):
     sp.plot_relation_samples(frames, shown, n=4, title=f"Relations checked on the {source}'s boxes")
     plt.show()
@@ -243,4 +251,4 @@ features = detected[["pair_id", *sp.SPATIAL_COLUMNS]].merge(
     oracle[["pair_id", "spatial_score"]].rename(columns={"spatial_score": "spatial_score_oracle"}), on="pair_id")
 path = write_part(ctx.paths, "spatial", features)
 display(Markdown(f"Wrote {len(features):,} rows to `{path.relative_to(ctx.paths.root.parent)}`."))
-display(features.head())
+display(features[features["pair_id"].isin(dev_detected["pair_id"])].head())  # train and validation rows

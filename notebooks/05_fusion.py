@@ -18,6 +18,10 @@
 # boxes stand as the text says. This chapter shows the network that fuses them into one
 # probability that the pair is aligned: its architecture (the original study's, unchanged),
 # the features it reads and how they relate, and, once trained, what it does with them.
+#
+# **Splits shown:** the head trains on the train split and tunes its threshold on the
+# validation split; every table and figure below reads those two only. The test split is
+# looked at once, from chapter 07 on.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -49,7 +53,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from helpers.features import load_features
+from helpers.features import development, load_features
 from helpers.fusion import FEATURE_SETS, STUDY_FEATURES, FusionMLP, complete_rows, count_parameters
 
 model = FusionMLP(input_dim=len(STUDY_FEATURES))
@@ -77,17 +81,18 @@ table, holes = complete_rows(features, FEATURE_SETS["extended"])
 display(pd.DataFrame({"set": list(FEATURE_SETS), "columns": [", ".join(c) for c in FEATURE_SETS.values()]}))
 display(Markdown(f"{len(table):,} of {len(features):,} pairs have every feature"
                  + (f"; set aside: {len(features) - len(table):,} (missing values per column: {holes})." if holes else ".")))
-display(table.groupby(["split", "label"]).size().unstack("label").rename(columns={0: "misaligned", 1: "aligned"}))
+dev = development(table)  # train and validation pairs: every table and figure of this chapter
+display(dev.groupby(["split", "label"]).size().unstack("label").rename(columns={0: "misaligned", 1: "aligned"}))
 
 # %% [markdown]
-# How the features move together, and with the label (Pearson correlation over every pair;
-# booleans as numbers). Two features that correlate strongly tell the head the same thing
+# How the features move together, and with the label (Pearson correlation over the train and
+# validation pairs; booleans as numbers). Two features that correlate strongly tell the head the same thing
 # twice; a feature with no correlation to the label can still help in combination, but
 # rarely alone.
 
 # %%
 columns = [*FEATURE_SETS["extended"], "label"]
-corr = table[columns].astype(float).corr()
+corr = dev[columns].astype(float).corr()
 fig, ax = plt.subplots(figsize=(8.5, 7))
 sns.heatmap(corr, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", square=True, ax=ax)
 ax.set_title("Correlations between the features and the label")

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from PIL import Image, ImageChops
 
 from helpers import ablations as ab
@@ -261,3 +262,38 @@ def test_ablation_metrics_and_table_compare_every_variant_with_the_reference():
     assert table.loc[ab.REFERENCE, f"minus {ab.REFERENCE}"] == "(reference)"
     assert {"overall", "other_story", "object_swap", "family"} <= set(table.columns)
     assert table.loc["oracle detector", "family"] == "detector"
+
+
+def test_the_oracle_is_not_credited_with_the_negatives_it_replays():
+    predictions, variants = fake_predictions()
+    variants = [SimpleNamespace(**vars(v), replays=("object_swap",) if v.family == "detector" else ())
+                for v in variants]
+    document = ab.ablation_metrics(predictions, variants, n_resamples=50, seed=0)
+    assert document["replays"] == {"oracle detector": ["object_swap"]}
+    assert document["differences_without_replayed"]["object"] == document["differences"]["object"]
+    fair = document["differences_without_replayed"]["oracle detector"]["roc_auc"]["value"]
+    # the same difference computed by hand on the pairs without object_swap negatives
+    kept = predictions[~((predictions["label"] == 0) & (predictions["negative_type"] == "object_swap"))]
+    auc = {m: roc_auc_score(g["label"], g["score"]) for m, g in kept.groupby("model")}
+    assert fair == pytest.approx(auc["oracle detector"] - auc[ab.REFERENCE])
+    assert fair != pytest.approx(document["differences"]["oracle detector"]["roc_auc"]["value"])
+    table = ab.ablation_table(document)
+    assert table.loc["oracle detector", "object_swap"].endswith(ab.REPLAYS_MARK)
+    assert not table.loc["object", "object_swap"].endswith(ab.REPLAYS_MARK)
+    column = f"minus {ab.REFERENCE}, replayed negatives left out"
+    assert table.loc[ab.REFERENCE, column] == "(reference)"
+    assert table.loc["oracle detector", column].startswith(f"{fair:.3f} [")
+
+    from helpers.dashboards import ablation_findings
+
+    sentence = next(s for s in ablation_findings(document) if "chain-of-thought boxes" in s)
+    assert "not headroom" in sentence and "`object_swap`" in sentence and "left out" in sentence
+    assert f"buy is {fair:.3f} [" in sentence  # the headroom quoted is the one without the replayed negatives
+
+
+def test_the_oracle_variant_declares_what_it_replays():
+    assert set(ab.ORACLE_REPLAYS) == {"object_swap"} and all(ab.ORACLE_REPLAYS.values())
+    table = pd.DataFrame({"pair_id": ["a"], "split": ["train"], "label": [1]})
+    variant = ab.detector_variant(table, {"training": {"max_epochs": 2, "patience": 1, "batch_size": 4, "lr": 0.01},
+                                          "seed": 0})
+    assert variant.replays == ("object_swap",)

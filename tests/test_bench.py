@@ -73,3 +73,91 @@ def test_synthetic_inputs_are_576x240_frames_with_pairs_and_sentences(tmp_path):
     assert set(inputs.pairs["label"]) == {0, 1}
     assert set(zip(inputs.pairs["story_id"], inputs.pairs["frame"])) <= set(inputs.frames)
     assert inputs.sentences and all("<gd" not in s for s in inputs.sentences)
+
+
+# ----------------------------------------------------------------- the quick-shaped series
+
+
+def _without(cfg: dict, *paths: tuple[str, ...]) -> dict:
+    import copy
+
+    out = copy.deepcopy(cfg)
+    for path in paths:
+        node = out
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    return out
+
+
+def test_quick_bench_is_the_quick_profile_on_synthetic_data_with_random_weights():
+    from helpers.config import BENCH_DATA_SHAPE, load_profile, synthetic_or_random
+
+    quick, bench_cfg = load_profile("quick"), load_profile("quick-bench")
+    assert bench_cfg["profile"] == "quick-bench" and synthetic_or_random(bench_cfg) and not synthetic_or_random(quick)
+    assert bench_cfg["data"]["source"] == "synthetic" and bench_cfg["data"]["synthetic"] == BENCH_DATA_SHAPE
+    assert bench_cfg["detector"]["weights"] == bench_cfg["clip"]["weights"] == "random"
+    assert all(s["weights"] == "random" for s in bench_cfg.values() if isinstance(s, dict) and "weights" in s)
+    # every compute setting is quick's: only the data source and the weights differ
+    differing = [("profile",), ("description",), ("data", "source"), ("data", "synthetic"),
+                 ("data", "hub_external_test")]
+    differing += [(name, "weights") for name, s in quick.items() if isinstance(s, dict) and "weights" in s]
+    assert _without(bench_cfg, *differing) == _without(quick, *differing)
+    assert bench_cfg["data"]["n_stories"] == quick["data"]["n_stories"]
+
+
+def test_a_bench_profile_needs_a_number_of_stories_and_a_real_base():
+    from helpers.config import load_profile
+
+    with pytest.raises(ValueError, match="n_stories"):
+        load_profile("full-bench")  # full reads every story
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_profile("nothing-bench")
+
+
+def test_the_quick_split_gives_validation_and_test_12_stories_in_2_blocks_or_more():
+    """The issue's check: quick's validation and test each get >= 12 stories and >= 2 id blocks
+    (so an other_story donor from another block exists there), also when chapter 01 excludes a story."""
+    from helpers.config import load_profile
+    from helpers.pairs import split_stories
+
+    data = load_profile("quick")["data"]
+    ids = [str(1000 + i) for i in range(data["n_stories"])]
+    for excluded in [None, *range(len(ids))]:
+        kept = [s for s in ids if s != (ids[excluded] if excluded is not None else None)]
+        split = split_stories(kept, fractions=tuple(data["split_fractions"]), block_size=data["block_size"], seed=42)
+        for side in ("val", "test"):
+            members = [s for s in kept if split[s] == side]
+            blocks = {kept.index(s) // data["block_size"] for s in members}
+            assert len(members) >= 12 and len(blocks) >= 2, (excluded, side, len(members), len(blocks))
+
+
+def test_the_quick_series_runs_the_bench_profile_and_writes_its_own_document(tmp_path, monkeypatch):
+    calls = []
+    rows = [Measurement("quick series", "all chapters, wall", "cold", 600.0, "s", repeats=1)]
+    monkeypatch.setattr(bench, "bench_profile_series", lambda base: calls.append(base) or rows)
+    monkeypatch.setattr(bench, "run_bench", lambda **kw: pytest.fail("--quick-series runs the series only"))
+    assert bench.main(["--quick-series", "--out", str(tmp_path / "q.json")]) == 0
+    document = json.loads((tmp_path / "q.json").read_text())
+    assert calls == ["quick"] and document["options"] == {"quick_series": True, "profile": "quick-bench"}
+    assert document["measurements"][0]["value"] == 600.0
+
+
+def test_series_composition_counts_frames_stories_and_negatives_per_split(tmp_path):
+    import pandas as pd
+
+    from helpers.synthetic import make_dataset
+
+    root = tmp_path / "quick-bench"
+    make_dataset(root / "cache" / "synthetic-x", n_stories=3, frames=(2, 4), image_size=(160, 96))
+    pairs = pd.DataFrame({"story_id": ["1", "1", "2", "2", "3", "3"], "split": ["train"] * 2 + ["test"] * 4,
+                          "label": [1, 0, 1, 0, 1, 0],
+                          "negative_type": ["", "same_story", "", "other_story", "", "object_swap"]})
+    (root / "data").mkdir()
+    pairs.to_parquet(root / "data" / "pairs.parquet")
+    rows = {(m.name, m.setting): m.value for m in bench._series_composition(root)}
+    frames = pd.read_parquet(next((root / "cache").glob("synthetic-*/*.parquet")))["frame_count"].sum()
+    assert rows[("frames", "in the data")] == frames
+    assert rows[("stories", "split test")] == 2 and rows[("pairs", "split test")] == 4
+    assert rows[("negatives", "split test: other_story")] == 1 and rows[("negatives", "split test: object_swap")] == 1
+    assert ("negatives", "split train: other_story") not in rows

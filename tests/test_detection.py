@@ -54,6 +54,18 @@ def _same(a: list[det.Detection], b: list[det.Detection], atol: float = 0.0) -> 
             and np.allclose([x.score for x in a], [y.score for y in b], atol=atol / 100, rtol=0))
 
 
+def _same_unordered(a: list[det.Detection], b: list[det.Detection], atol: float) -> bool:
+    """Like ``_same``, but each detection of ``a`` may match any unmatched one of ``b``."""
+    unmatched = list(b)
+    for x in a:
+        match = next((y for y in unmatched if y.label == x.label and abs(y.score - x.score) <= atol / 100
+                      and np.allclose(x.box, y.box, atol=atol, rtol=0)), None)
+        if match is None:
+            return False
+        unmatched.remove(match)
+    return not unmatched
+
+
 # ----------------------------------------------------------------------------- weights
 
 
@@ -139,7 +151,9 @@ def test_batched_detections_equal_per_frame_detections(detector):
     batched = det.detect_images(detector, images, min_size=MIN_SIZE)
     single = [det.detect_images(detector, [im], min_size=MIN_SIZE)[0] for im in images]
     assert all(len(found) > 0 for found in batched)
-    assert all(_same(b, s, atol=1e-2) for b, s in zip(batched, single))
+    # padding a batch to its widest image moves scores by ~1e-5, enough to swap two detections whose
+    # scores tie that closely: compare each frame's detections as a set, each matched once
+    assert all(_same_unordered(b, s, atol=1e-2) for b, s in zip(batched, single))
     assert all(0 <= d.box[0] <= d.box[2] <= 96 and 0 <= d.box[1] <= d.box[3] <= 64 for d in batched[0])
     assert all(d.score >= det.CACHE_SCORE_FLOOR and d.label in detector.categories for d in batched[0])
 

@@ -108,6 +108,14 @@ def test_smoke_run_renders_every_chapter(tmp_path):
         assert column in features.columns, column
     metrics = json.loads((smoke / "metrics.json").read_text())
     assert metrics["profile"] == "smoke" and "fusion" in metrics["models"]
+    # chapters 02-05 show the train and validation splits only: no table has a test row
+    import re
+
+    for nb in NOTEBOOKS[1:5]:
+        outputs = [o for c in nbformat.read(smoke / "notebooks" / nb.name, as_version=4).cells
+                   for o in c.get("outputs", [])]
+        tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+        assert tables and not any(re.search(r"<t[hd][^>]*>\s*(test|external)\s*</t[hd]>", t) for t in tables), nb.stem
 
     # the trained verifier on an image that is in no dataset
     image = tmp_path / "new.png"

@@ -368,3 +368,40 @@ def test_parses_with_helpers_data(rows: list[dict]) -> None:
             assert all(e.box is not None for e in (*annotation.characters, *annotation.objects))
             assert len(segment.mentions) == segment.tagged.count("<gdo ")
             assert len(segment.actions) == segment.tagged.count("<gda ")
+
+
+# ----------------------------------------------------------------------------- the real data's shape
+
+
+def _frame_counts(folder: Path, **kwargs) -> list[int]:
+    path = make_dataset(folder, n_stories=24, image_size=(160, 96), **kwargs)
+    return pq.read_table(path, columns=["frame_count"]).column("frame_count").to_pylist()
+
+
+def test_frames_mode_skews_the_frame_counts_and_stays_in_range(tmp_path: Path) -> None:
+    import statistics
+
+    low = _frame_counts(tmp_path / "low", frames=(5, 22), frames_mode=5)
+    high = _frame_counts(tmp_path / "high", frames=(5, 22), frames_mode=22)
+    real = _frame_counts(tmp_path / "real", frames=(5, 22), frames_mode=12)  # StoryReasoning: median 13
+    assert all(5 <= n <= 22 for n in low + high + real)
+    assert statistics.median(low) <= 11 < 16 <= statistics.median(high)
+    assert 11 <= statistics.median(real) <= 15
+    assert _frame_counts(tmp_path / "again", frames=(5, 22), frames_mode=12) == real
+
+
+def test_widths_vary_per_story_within_the_range(tmp_path: Path) -> None:
+    path = make_dataset(tmp_path, n_stories=6, frames=(2, 2), image_size=(576, 240), widths=(560, 580))
+    rows = pq.read_table(path).to_pylist()
+    sizes = [{Image.open(io.BytesIO(e["bytes"])).size for e in row["images"]} for row in rows]
+    assert all(len(s) == 1 for s in sizes)  # one width per story
+    widths = [next(iter(s))[0] for s in sizes]
+    assert all(560 <= w <= 580 for w in widths) and len(set(widths)) > 1
+    assert {next(iter(s))[1] for s in sizes} == {240}
+
+
+@pytest.mark.parametrize("kwargs", [{"frames": (5, 22), "frames_mode": 23}, {"widths": (200, 580)},
+                                    {"widths": (580, 560)}])
+def test_bad_shape_options_raise(kwargs: dict, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        make_dataset(tmp_path, n_stories=1, **kwargs)
