@@ -269,6 +269,8 @@ def is_plural(word: str) -> bool:
     low = _bare(word)
     if low in _PLURAL_ONLY or low in _PLURAL_OF_IRREGULAR:
         return True
+    if low.endswith("s") and low not in _S_SINGULARS and _lexicon_known(low[:-1]):  # "skis": a ski
+        return True
     if low in _IRREGULAR or low in _S_SINGULARS or low.endswith(("ss", "us", "is")):
         return False
     return low.endswith("s") and len(low) > 2
@@ -846,14 +848,17 @@ def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5,
     """The blind classifier's probability that each pair is a positive, from its text alone.
 
     Training pairs are predicted by cross-fitting over folds of whole id blocks of training
-    stories (never by a model that saw the pair's story); every other split by one model
+    stories, never by a model that saw the pair's story (neither its pairs nor its texts
+    lent to another frame as a negative); every other split by one model
     fitted on all training pairs. NaN where no model can be fitted (fewer than two training
     blocks, or one label only). The test split is predicted like validation, never fitted on.
     """
     out = pd.Series(np.nan, index=pairs.index, dtype=float)
     train = pairs[pairs["split"] == "train"]
     for held_out in _folds(train["story_id"], block_size, n_folds):
-        fit_rows = train[~train["story_id"].isin(held_out)]
+        # neither the held-out stories' pairs nor their texts used as another frame's negative
+        source = train["source_story_id"] if "source_story_id" in train else train["story_id"]
+        fit_rows = train[~train["story_id"].isin(held_out) & ~source.isin(held_out)]
         rows = train[train["story_id"].isin(held_out)]
         if fit_rows["label"].nunique() == 2 and len(rows):
             model = _fit_blind(fit_rows["text"], fit_rows["label"], None, seed)
@@ -1207,16 +1212,17 @@ def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: in
     """
     out = [np.full(len(f["candidates"]), np.nan) for f in frames]
 
-    def training(rows: list[int]) -> tuple[list[str], list[int], list[float]]:
+    def training(rows: list[int], held_out: set[str] = frozenset()) -> tuple[list[str], list[int], list[float]]:
         texts, labels, weights = [], [], []
         for i in rows:
             f = frames[i]
             texts.append(f["segment"].plain)
             labels.append(1)
             weights.append(1.0)
-            texts += [c.segment.plain for c in f["candidates"]]
-            labels += [0] * len(f["candidates"])
-            weights += [1.0 / len(f["candidates"])] * len(f["candidates"])
+            lent = [c for c in f["candidates"] if c.source_story_id not in held_out]  # no held-out story's text
+            texts += [c.segment.plain for c in lent]
+            labels += [0] * len(lent)
+            weights += [1.0 / len(f["candidates"])] * len(lent)
         return texts, labels, weights
 
     def score(model, rows: list[int]) -> None:
@@ -1231,7 +1237,7 @@ def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: in
     story_of = {i: frames[i]["story"].story_id for i in train}
     for held_out in _folds(list(story_of.values()), block_size, n_folds):
         fit_rows = [i for i in train if story_of[i] not in held_out]
-        texts, labels, weights = training(fit_rows)
+        texts, labels, weights = training(fit_rows, held_out)
         if len(set(labels)) == 2:
             score(_fit_blind(texts, labels, weights, seed), [i for i in train if story_of[i] in held_out])
     others = [i for i, f in enumerate(frames) if f["split"] != "train"]
