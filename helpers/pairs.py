@@ -962,17 +962,19 @@ def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, b
     from sklearn.metrics import roc_auc_score
 
     fit = candidates[candidates["split"].isin(["train", "val"])]
-    rows = []
+    rows, measured = [], {}
     for margin in sorted(grid):
         kept = fit[fit["plausibility"] >= -margin]
         originals = kept.drop_duplicates(["story_id", "frame"])
-        table = pd.concat([originals.assign(text=originals["original"], label=1), kept.assign(label=0)],
-                          ignore_index=True).assign(split="train")
-        scores = blind_predictions(table, block_size=block_size, n_folds=n_folds, seed=seed)
-        ok = scores.notna()
-        auc = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
-               if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
-        rows.append({"margin": float(margin), "swaps_kept": len(kept), "frames": len(originals), "blind_roc_auc": auc})
+        if (key := tuple(kept.index)) not in measured:  # margins keeping the same swaps share one measurement
+            table = pd.concat([originals.assign(text=originals["original"], label=1), kept.assign(label=0)],
+                              ignore_index=True).assign(split="train")
+            scores = blind_predictions(table, block_size=block_size, n_folds=n_folds, seed=seed)
+            ok = scores.notna()
+            measured[key] = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
+                             if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+        rows.append({"margin": float(margin), "swaps_kept": len(kept), "frames": len(originals),
+                     "blind_roc_auc": measured[key]})
     table = pd.DataFrame(rows)
     distance = (table["blind_roc_auc"] - 0.5).abs().fillna(math.inf)
     best = table.loc[distance == distance.min(), "margin"].max()
