@@ -7,13 +7,23 @@ kinds, from easy to hard:
 - ``other_story``: a segment of another story of the same split, from a distant id
   block (neighbouring ids come from the same movie, so a near story could still fit);
 - ``same_story``: another segment of the same story (same people and places);
-- ``object_swap``: the frame's own segment with one object mention replaced by a COCO
-  category the frame's annotations do not contain;
-- ``relation_swap``: the frame's own segment with one spatial expression reversed.
+- ``object_swap``: the frame's own segment with the head noun of one object mention
+  replaced by a COCO category the frame's annotations do not contain;
+- ``relation_swap``: the frame's own segment with one spatial relation between two things
+  the frame can show reversed.
+
+A negative is only worth something if the frame alone can refute it, so the edits read as
+real English and change one thing (:func:`swap_object_phrase`), and the ``adversarial``
+construction (:func:`make_pairs`) puts in what a masked language model finds plausible
+(:mod:`helpers.mlm`) and keeps, of several candidates, the one a blind text-only
+classifier (:func:`text_only_classifier`) finds most like a positive. The first, naive
+construction stays available for comparison (``variant="naive"``); chapter 01 shows how
+well a blind reader tells each apart (:func:`blind_auc_table`).
 
 Everything is deterministic for a seed: each frame draws from its own generator seeded
 by ``(seed, story_id, frame)``, so a frame's pairs do not depend on the other stories
-except for the ``other_story`` donors available to it.
+except for the ``other_story`` donors available to it (and, in the adversarial
+construction, the filter fitted on the training frames).
 """
 
 from __future__ import annotations
@@ -79,6 +89,9 @@ PAIR_COLUMNS = [
     "source_story_id", "source_frame", "change", "swapped_from", "swapped_to", "swap_start", "swap_end",
     "n_candidates", "blind_score",
 ]  # fmt: skip
+# swap_start/swap_end: the changed words in ``text`` (-1: not an edit); n_candidates: how many
+# candidates the negative was chosen from (0 for a positive); blind_score: the adversarial
+# filter's P(positive) of the negative kept (NaN when not filtered).
 #: Pair constructions (:func:`make_pairs`' ``variant``): the first, rule-based edits; fluent
 #: edits drawn at random; fluent edits ranked by a language model and filtered adversarially.
 VARIANTS: tuple[str, ...] = ("naive", "fluent", "adversarial")
@@ -216,7 +229,6 @@ _S_SINGULARS = frozenset("bus gas lens canvas atlas news series species chaos te
 #: Determiners and quantifiers that ask for a plural noun.
 _PLURAL_DETERMINERS = frozenset("these those many several few both two three four five six seven eight nine ten "
                                 "dozens hundreds numerous various multiple".split())
-_NUMBERS = frozenset("one two three four five six seven eight nine ten dozen".split())
 #: Words before a noun kept as adjectives when they are here or end like an adjective; any
 #: other word before the head noun is taken for part of the noun ("coffee table", "car
 #: door") and goes with it.
@@ -1115,9 +1127,9 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
     # 1. the negative's type and, except for object swaps, its candidates
     frames: list[dict[str, Any]] = []
     skipped = 0
-    for story in stories:
+    for story in tqdm(stories, desc="negative candidates", unit="story"):
         split = split_of[story.story_id]
-        for segment in tqdm(story.segments, desc=f"candidates {story.story_id}", disable=True):
+        for segment in story.segments:
             rng = _frame_rng(seed, story.story_id, segment.frame)
             targets = _object_targets(story, segment)
             applicable = {
@@ -1182,8 +1194,10 @@ def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_
     forward pass per mention, and scores comparable across a frame's mentions."""
     from .mlm import fill_logprob
 
+    from tqdm.auto import tqdm
+
     groups: list[tuple[int, list[tuple]]] = []  # (frame index, drafts of one mention)
-    for i, f in enumerate(frames):
+    for i, f in enumerate(tqdm(frames, desc="object swap drafts", unit="frame", disable=not frames)):
         by_mention: dict[int, list[tuple]] = {}
         for draft in _object_drafts(f["story"], f["segment"]):
             by_mention.setdefault(draft[3].start, []).append(draft)
