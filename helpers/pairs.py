@@ -7,39 +7,76 @@ kinds, from easy to hard:
 - ``other_story``: a segment of another story of the same split, from a distant id
   block (neighbouring ids come from the same movie, so a near story could still fit);
 - ``same_story``: another segment of the same story (same people and places);
-- ``object_swap``: the frame's own segment with one object mention replaced by a COCO
-  category the frame's annotations do not contain;
-- ``relation_swap``: the frame's own segment with one spatial expression reversed.
+- ``object_swap``: the frame's own segment with the head noun of one object mention
+  replaced by a COCO category the frame's annotations do not contain;
+- ``relation_swap``: the frame's own segment with one spatial relation between two things
+  the frame can show reversed.
+
+A negative is only worth something if the frame alone can refute it, so the edits read as
+real English and change one thing (:func:`swap_object_phrase`), and the ``adversarial``
+construction (:func:`make_pairs`) puts in what a masked language model finds plausible
+(:mod:`helpers.mlm`) and keeps, of several candidates, the one a blind text-only
+classifier (:func:`text_only_classifier`) finds most like a positive. The first, naive
+construction stays available for comparison (``variant="naive"``); chapter 01 shows how
+well a blind reader tells each apart (:func:`blind_auc_table`).
 
 Everything is deterministic for a seed: each frame draws from its own generator seeded
 by ``(seed, story_id, frame)``, so a frame's pairs do not depend on the other stories
-except for the ``other_story`` donors available to it.
+except for the ``other_story`` donors available to it (and, in the adversarial
+construction, the filter fitted on the training frames).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
-from .data import ParsedStory, Segment, edit_segment
-from .lexicon import char_category, to_coco
+from .data import Mention, ParsedStory, Segment, edit_segment
+from .lexicon import COCO_CATEGORIES, char_category, to_coco
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from .mlm import Mlm
 
 __all__ = [
     "SIDES",
     "NEGATIVE_TYPES",
+    "VARIANTS",
     "PAIR_COLUMNS",
+    "REVERSED_PHRASES",
     "PairText",
     "id_blocks",
     "split_stories",
     "make_pairs",
     "concat_pairs",
-    "text_only_classifier",
+    "swap_object_phrase",
+    "plural",
+    "is_plural",
+    "article",
+    "category_words",
     "object_swap",
+    "object_swap_options",
     "relation_swap",
+    "relation_swap_options",
+    "edit_plausibility",
+    "relation_candidates",
+    "choose_relation_margin",
+    "text_only_classifier",
+    "blind_predictions",
+    "blind_auc_table",
+    "edit_examples",
 ]
 
 SIDES = ("train", "val", "test")
@@ -50,8 +87,16 @@ MIN_BLOCKS_PER_SIDE = 2
 NEGATIVE_TYPES: tuple[str, ...] = ("other_story", "same_story", "object_swap", "relation_swap")
 PAIR_COLUMNS = [
     "pair_id", "story_id", "frame", "split", "label", "negative_type", "text", "tagged_text",
-    "source_story_id", "source_frame", "change", "swapped_from", "swapped_to",
+    "source_story_id", "source_frame", "change", "swapped_from", "swapped_to", "swap_start", "swap_end",
+    "n_candidates", "blind_score",
 ]  # fmt: skip
+# swap_start/swap_end: the changed words in ``text`` (-1: not an edit); n_candidates: how many
+# candidates the negative was chosen from (0 for a positive); blind_score: the adversarial
+# filter's P(positive) of the negative kept (NaN when not filtered).
+#: Pair constructions (:func:`make_pairs`' ``variant``): the first, rule-based edits; fluent
+#: edits drawn at random; fluent edits ranked by a language model and filtered adversarially.
+VARIANTS: tuple[str, ...] = ("naive", "fluent", "adversarial")
+_LEXICON_CATEGORIES = frozenset(COCO_CATEGORIES)
 
 #: Replacement objects for ``object_swap``: COCO categories a film frame of that kind of
 #: place could plausibly show, so the edit is not given away by being absurd.
@@ -167,12 +212,248 @@ def split_stories(
     return dict(sorted(split.items(), key=lambda item: _id_number(item[0])))
 
 
+
+# ------------------------------------------------------------------------- phrase edits
+
+#: How a COCO category is written in a sentence when its name is not the everyday word
+#: (singular, plural). "TV" keeps its capitals wherever it stands; "scissors" and "skis"
+#: have no singular of their own.
+_CATEGORY_WORDS: dict[str, tuple[str, str]] = {
+    "tv": ("TV", "TVs"), "skis": ("pair of skis", "skis"), "scissors": ("pair of scissors", "scissors"),
+    "hair drier": ("hair dryer", "hair dryers"), "sports ball": ("ball", "balls"),
+}  # fmt: skip
+#: Plurals that do not take -s/-es (the lexicon's singular forms read them back).
+_IRREGULAR: dict[str, str] = {
+    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+    "knife": "knives", "wife": "wives", "shelf": "shelves", "leaf": "leaves", "loaf": "loaves",
+    "scarf": "scarves", "wolf": "wolves", "foot": "feet", "tooth": "teeth", "goose": "geese",
+    "ox": "oxen", "sheep": "sheep", "fish": "fish", "deer": "deer", "policeman": "policemen",
+    "policewoman": "policewomen", "gentleman": "gentlemen",
+}  # fmt: skip
+_PLURAL_OF_IRREGULAR = {p: s for s, p in _IRREGULAR.items() if p != s}
+#: Nouns with no singular: always plural ("the glasses are", "a pair of scissors").
+_PLURAL_ONLY = frozenset("scissors glasses eyeglasses sunglasses spectacles pants trousers jeans shorts "
+                         "clothes binoculars headphones pliers tongs".split())
+#: Singular nouns that end in s but not in ss/us/is (those are singular by rule).
+_S_SINGULARS = frozenset("bus gas lens canvas atlas news series species chaos tennis christmas".split())
+#: Determiners and quantifiers that ask for a plural noun.
+_PLURAL_DETERMINERS = frozenset("these those many several few both two three four five six seven eight nine ten "
+                                "dozens hundreds numerous various multiple".split())
+#: Words before a noun kept as adjectives when they are here or end like an adjective; any
+#: other word before the head noun is taken for part of the noun ("coffee table", "car
+#: door") and goes with it.
+_ADJECTIVES = frozenset(
+    """old new young ancient modern antique small little tiny large big huge giant enormous tall short long wide
+    narrow thick thin heavy light full half empty clean dirty dusty broken cracked worn shiny dark bright pale
+    black white gray grey red blue green yellow orange purple pink brown golden silver cheap fancy simple plain
+    strange odd familiar favorite favourite precious single lone only other same last first next nearby
+    distant open closed wet dry hot cold warm cool fresh spare extra tidy messy neat rusty battered vintage
+    wooden metal metallic plastic leather glass paper cardboard stone steel iron ornate elegant lavish sleek
+    smooth rough soft hard round square flat low high bare lonely quiet loud faint mysterious""".split()
+)  # fmt: skip
+_ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ible", "ish", "ing", "ary")
+_ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
+_WORD_CHARS = re.compile(r"^([^\w]*)(.*?)([^\w]*)$", re.UNICODE)
+_ARTICLE_START = re.compile(r"^(?:an?|An?) ")
+_COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
+
+
+def _bare(word: str) -> str:
+    """A word lower-cased, without surrounding punctuation (curly apostrophes made straight)."""
+    return _WORD_CHARS.match(word).group(2).lower().replace("\u2019", "'")
+
+
+def plural(noun: str) -> str:
+    """The plural of a (possibly multi-word) noun: its last word takes the number.
+
+    >>> plural("bus"), plural("wine glass"), plural("knife"), plural("person"), plural("cell phone")
+    ('buses', 'wine glasses', 'knives', 'people', 'cell phones')
+    """
+    *first, last = noun.split(" ")
+    low = last.lower()
+    if low in _IRREGULAR:
+        new = _IRREGULAR[low]
+    elif low in _PLURAL_ONLY:
+        new = last
+    elif low.endswith(("s", "sh", "ch", "x", "z")):
+        new = last + "es"
+    elif low.endswith("y") and len(low) > 1 and low[-2] not in "aeiou":
+        new = last[:-1] + "ies"
+    else:
+        new = last + "s"
+    return " ".join([*first, new])
+
+
+def is_plural(word: str) -> bool:
+    """Whether a head noun is plural: irregulars ("people", "children"), plural-only nouns
+    ("glasses", "scissors"), and -s words that are not singular by spelling ("bus", "glass",
+    "cactus", "iris") or by a known exception ("lens", "series")."""
+    low = _bare(word)
+    if low in _PLURAL_ONLY or low in _PLURAL_OF_IRREGULAR:
+        return True
+    if low.endswith("s") and low not in _S_SINGULARS and _lexicon_known(low[:-1]):  # "skis": a ski
+        return True
+    if low in _IRREGULAR or low in _S_SINGULARS or low.endswith(("ss", "us", "is")):
+        return False
+    return low.endswith("s") and len(low) > 2
+
+
+def category_words(category: str, *, plural_form: bool = False) -> str:
+    """How a COCO category is written in running text, singular or plural ("TV", "pair of scissors")."""
+    if category not in _LEXICON_CATEGORIES:
+        raise ValueError(f"{category!r} is not a COCO category")
+    singular, many = _CATEGORY_WORDS.get(category, (category, None))
+    return (many or plural(category)) if plural_form else singular
+
+
+def article(word: str) -> str:
+    """"a" or "an" before ``word``, by its sound as far as its spelling tells ("an hour", "a unit", "a TV")."""
+    low = _bare(word)
+    if not low:
+        return "a"
+    if low.startswith(("hour", "honest", "honour", "honor", "heir")):
+        return "an"
+    if low.startswith(("uni", "use", "usu", "uti", "eu", "ewe", "one", "once", "ubiq")):
+        return "a"
+    if word[:1].isupper() and word.isupper() and len(word) > 1:  # an acronym, read letter by letter
+        return "an" if low[0] in "aefhilmnorsx" else "a"
+    return "an" if low[0] in "aeiou" else "a"
+
+
+def _is_adjective(word: str) -> bool:
+    low = _bare(word)
+    if not low:
+        return False
+    if low in _ADJECTIVES or "-" in low:
+        return True
+    if _lexicon_known(low):  # a noun the lexicon knows ("coffee" is not, "glass" is: see _ADJECTIVES)
+        return False
+    return len(low) > 4 and low.endswith(_ADJECTIVE_ENDINGS)
+
+
+def _lexicon_known(word: str) -> bool:
+    from .lexicon import NOT_COCO, SYNONYMS
+
+    return word in _LEXICON_CATEGORIES or word in SYNONYMS or word in NOT_COCO
+
+
+def _span_of_alternative(phrase: str) -> tuple[int, int]:
+    """The character span of the alternative of a coordinated phrase to edit: the first one
+    whose head names a COCO thing ("a cup and a saucer"), else the first."""
+    bounds = [0]
+    for m in _COORDINATION.finditer(phrase):
+        bounds += [m.start(), m.end()]
+    bounds.append(len(phrase))
+    parts = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds), 2)]
+    for start, end in parts:
+        if to_coco(phrase[start:end]) is not None:
+            return start, end
+    return parts[0]
+
+
+def _head_index(words: list[str]) -> tuple[int, int, int]:
+    """``(first, head_start, head_end)`` word indices of a simple noun phrase: words before
+    ``first`` are determiners, quantifiers and possessors, ``words[head_start:head_end]`` the
+    head noun (one to three words the lexicon knows as one, else the last word of the head
+    chunk), and what lies between are the pre-modifiers."""
+    from .lexicon import _DETERMINERS as DETERMINERS
+    from .lexicon import _PREPOSITIONS, _RELATIVES, _is_possessor, _lookup_suffix
+
+    low = [_bare(w) for w in words]
+    first = 0
+    for i, w in enumerate(low):  # through the last possessor ("the old man's") before any preposition
+        if w in _PREPOSITIONS or w in _RELATIVES:
+            break
+        if _is_possessor(w) or (w in DETERMINERS and i == first):
+            first = i + 1
+    end = len(words)
+    for i in range(first, len(words)):
+        if low[i] in _PREPOSITIONS or low[i] in _RELATIVES or words[i - 1].endswith((",", ";")) and i > first:
+            end = i
+            break
+    if end == first:  # nothing but determiners: the last word is the head
+        return max(0, end - 1), max(0, end - 1), end
+    found = _lookup_suffix(low[first:end])
+    n = len(found[0].split()) if found is not None else 1
+    return first, end - n, end
+
+
+def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None) -> str:
+    """``phrase`` with its head noun replaced by the COCO ``category``, all else kept.
+
+    Determiners, possessors ("his", "the man's"), quantities ("two", "a stack of"), and
+    the adjectives before the head stay as written ("his old phone" -> "his old clock"); a
+    noun before the head is part of the head and goes with it ("a coffee table" -> "a
+    clock"), as does a complement of the head ("a cup of tea" -> "a clock"). The new noun
+    takes the old one's number ("a stack of books" -> "a stack of cups", "two glasses" ->
+    "two clocks", "a bus" -> "a dog"), multi-word categories plural in their last word
+    ("wine glasses"); "a"/"an" is chosen again for the word after it, and a bare singular
+    gets one ("TV" -> "a clock"). Only a sentence start is capitalised: ``sentence_start``
+    says whether the phrase opens a sentence, or, when None, a capital first letter is
+    taken for one unless the first word is an acronym ("TV"). In a coordination the first
+    alternative that names a COCO thing is edited ("boxes and a cup" -> "boxes and a clock").
+    Raises ``ValueError`` for an empty phrase or an unknown category.
+
+    >>> swap_object_phrase("a stack of books", "cup"), swap_object_phrase("TV", "clock")
+    ('a stack of cups', 'a clock')
+    """
+    from .lexicon import _PARTITIVES, _PREPOSITIONS, _RELATIVES
+
+    phrase = " ".join(phrase.split())
+    if not phrase:
+        raise ValueError("swap_object_phrase needs a non-empty phrase")
+    category_words(category)  # raises for an unknown category
+    words = phrase.split(" ")
+    if sentence_start is None:
+        sentence_start = words[0][:1].isupper() and not (len(_bare(words[0])) > 1 and words[0].isupper())
+    a, b = _span_of_alternative(phrase)
+    if (a, b) != (0, len(phrase)):
+        inner = swap_object_phrase(phrase[a:b], category, sentence_start=sentence_start and a == 0)
+        return phrase[:a] + inner + phrase[b:]
+    first, h0, h1 = _head_index(words)
+    low = [_bare(w) for w in words]
+    # "a stack of books": the quantity stays and the noun after "of" is the head.
+    if h1 + 1 < len(words) and low[h1] == "of" and low[h1 - 1] in _PARTITIVES:
+        rest = swap_object_phrase(" ".join(words[h1 + 1 :]), category, sentence_start=False)
+        return " ".join(words[: h1 + 1] + [rest])
+    determiners = low[:first]
+    many = (is_plural(words[h1 - 1]) or any(w in _PLURAL_DETERMINERS for w in determiners)) and not (
+        determiners and determiners[-1] in ("a", "an", "one", "another", "each", "every"))
+    tail = words[h1:]
+    if tail and low[h1] == "of":  # the head's complement goes with it: "a cup of tea"
+        stop = next((i for i in range(1, len(tail)) if _bare(tail[i]) in _PREPOSITIONS | _RELATIVES
+                     or tail[i - 1].endswith((",", ";"))), len(tail))
+        tail = tail[stop:]
+    punctuation = _WORD_CHARS.match(words[h1 - 1]).group(3)
+    # (word, is new): what stays is written as it was, what is new is written in lower case
+    out: list[tuple[str, bool]] = [(w, False) for w in words[:first]]
+    out += [(w, False) for w in words[first:h0] if _is_adjective(w)]
+    out.append((category_words(category, plural_form=many) + punctuation.replace("'s", "").rstrip("'"), True))
+    if first and _ARTICLE_RE.match(low[first - 1]):  # re-choose a/an for the word after it
+        chosen = article(out[first][0])
+        if chosen != low[first - 1]:
+            out[first - 1] = (chosen, True)
+    elif not first and not many:  # a bare singular count noun takes an article
+        out.insert(0, (article(out[0][0]), True))
+    if sentence_start:
+        if out[0][0] != words[0]:  # the original first word moved or changed: recase both
+            out = [(w[:1].lower() + w[1:] if w == words[0] and not (len(_bare(w)) > 1 and w.isupper()) else w, new)
+                   for w, new in out]
+        out[0] = (out[0][0][:1].upper() + out[0][0][1:], out[0][1])
+    return " ".join([w for w, _ in out] + tail)
+
+
 # ---------------------------------------------------------------------------- negatives
 
 
 @dataclass(frozen=True)
 class PairText:
-    """The text of one pair and where it came from."""
+    """The text of one pair and where it came from.
+
+    ``swap_start``/``swap_end`` locate the words an edit changed in ``segment.plain`` (-1
+    for a text that is not an edit); in the frame's own text the replaced words start at the
+    same offset and end ``len(own) - len(edited)`` characters later.
+    """
 
     segment: Segment
     source_story_id: str
@@ -180,6 +461,8 @@ class PairText:
     change: str = ""
     swapped_from: str = ""
     swapped_to: str = ""
+    swap_start: int = -1
+    swap_end: int = -1
 
 
 def _match_case(template: str, word: str) -> str:
@@ -195,7 +478,8 @@ def _plural(noun: str) -> str:
 
 
 def _object_phrase(old: str, category: str) -> str:
-    """Name ``category`` the way ``old`` was phrased: keep its determiner and number."""
+    """The naive construction's edit (kept for chapter 01's comparison): ``category`` with
+    ``old``'s determiner and a plural read off a final "s", cased like ``old``."""
     words = old.split()
     det = words[0] if len(words) > 1 and words[0].lower() in _DETERMINERS else ""
     plural = words[-1].lower().endswith("s") and not words[-1].lower().endswith("ss")
@@ -205,31 +489,121 @@ def _object_phrase(old: str, category: str) -> str:
     return _match_case(old, f"{det} {noun}".strip())
 
 
-def object_swap(story: ParsedStory, segment: Segment, rng: random.Random) -> PairText | None:
-    """Replace one COCO-mappable, non-person ``<gdo>`` mention of ``segment`` by a COCO
-    category absent from the frame's annotations and from the segment's other mentions.
+def _diff_words(old: str, new: str) -> tuple[int, int, int]:
+    """Where two phrases differ, in whole words: ``(offset, old length, new length)`` in characters."""
+    a, b = old.split(" "), new.split(" ")
+    p = 0
+    while p < min(len(a), len(b)) and a[p] == b[p]:
+        p += 1
+    q = 0
+    while q < min(len(a), len(b)) - p and a[-1 - q] == b[-1 - q]:
+        q += 1
+    offset = len(" ".join(a[:p])) + (1 if p else 0)
+    return offset, len(" ".join(a[p : len(a) - q])), len(" ".join(b[p : len(b) - q]))
 
-    The replacement is drawn from :data:`INDOOR_OBJECTS` or, when the frame's setting or
-    locations read as outdoors, :data:`OUTDOOR_OBJECTS`. None when nothing can be swapped
-    (no such mention, or the frame has no chain-of-thought section to check against).
-    """
+
+def _edit(story: ParsedStory, segment: Segment, start: int, end: int, new: str, change: str) -> PairText | None:
+    """``segment`` with ``plain[start:end]`` replaced by ``new``; None when the span crosses a tag
+    or nothing changes."""
+    old = segment.plain[start:end]
+    offset, old_len, new_len = _diff_words(old, new)
+    if old == new or not old_len or not new_len:
+        return None
+    try:
+        edited = edit_segment(segment, start, end, new)
+    except ValueError:
+        return None
+    return PairText(segment=edited, source_story_id=story.story_id, source_frame=segment.frame, change=change,
+                    swapped_from=old, swapped_to=new, swap_start=start + offset, swap_end=start + offset + new_len)
+
+
+def _opens_sentence(plain: str, start: int) -> bool:
+    before = plain[:start].rstrip(" \"'\u201c\u2018(")
+    return not before or before[-1] in ".!?\u2026"
+
+
+def _object_targets(story: ParsedStory, segment: Segment) -> tuple[list[tuple[Mention, str]], set[str | None]] | None:
+    """The ``<gdo>`` mentions an object swap may replace (a COCO category other than person)
+    and the categories the frame already has (annotations and the segment's own mentions)."""
     frame = story.cot.frames.get(segment.frame)
     if frame is None:
         return None
     mapped = [(m, to_coco(m.text)) for m in segment.mentions]
-    candidates = [(m, category) for m, category in mapped if category not in (None, "person")]
-    if not candidates:
+    targets = [(m, category) for m, category in mapped if category not in (None, "person")]
+    if not targets:
         return None
     present = {"person", *(category for _, category in mapped)}
     present |= {char_category(e.description) for e in frame.characters}
     present |= {to_coco(e.description) for e in frame.objects}
+    return targets, present
+
+
+def _object_edit(story: ParsedStory, segment: Segment, mention: Mention, old_category: str,
+                 category: str) -> PairText | None:
+    new_text = swap_object_phrase(mention.text, category,
+                                  sentence_start=_opens_sentence(segment.plain, mention.start))
+    return _edit(story, segment, mention.start, mention.end, new_text,
+                 f'object "{mention.text}" -> "{new_text}" ({old_category} -> {category})')
+
+
+def _object_drafts(story: ParsedStory, segment: Segment,
+                   categories: Sequence[str] | None = None) -> list[tuple[str, int, int, Mention, str, str]]:
+    """The object swaps of ``segment`` as plain-text drafts, before any segment is re-parsed:
+    ``(edited plain text, swap_start, swap_end, mention, old category, new category)``."""
+    found = _object_targets(story, segment)
+    if found is None:
+        return []
+    targets, present = found
+    pool = [c for c in (categories or COCO_CATEGORIES) if c != "person" and c not in present]
+    plain, drafts = segment.plain, []
+    for mention, old_category in targets:
+        opens = _opens_sentence(plain, mention.start)
+        for category in pool:
+            new = swap_object_phrase(mention.text, category, sentence_start=opens)
+            offset, old_len, new_len = _diff_words(mention.text, new)
+            if new == mention.text or not old_len or not new_len:
+                continue
+            start = mention.start + offset
+            drafts.append((plain[: mention.start] + new + plain[mention.end :], start, start + new_len, mention,
+                           old_category, category))
+    return drafts
+
+
+def object_swap_options(story: ParsedStory, segment: Segment,
+                        categories: Sequence[str] | None = None) -> list[PairText]:
+    """Every object swap of ``segment``: each replaceable mention (see :func:`object_swap`)
+    with each COCO category of ``categories`` (default: all but person) that the frame
+    lacks, written by :func:`swap_object_phrase`; in mention order, then category order."""
+    options = (_object_edit(story, segment, m, old, c) for _, _, _, m, old, c in _object_drafts(story, segment,
+                                                                                               categories))
+    return [o for o in options if o is not None]
+
+
+def object_swap(story: ParsedStory, segment: Segment, rng: random.Random, *, naive: bool = False) -> PairText | None:
+    """Replace one COCO-mappable, non-person ``<gdo>`` mention of ``segment`` by a COCO
+    category absent from the frame's annotations and from the segment's other mentions.
+
+    The replacement is drawn from :data:`INDOOR_OBJECTS` or, when the frame's setting or
+    locations read as outdoors, :data:`OUTDOOR_OBJECTS`, and written by
+    :func:`swap_object_phrase` (head noun only, number and article right). ``naive=True``
+    is the first construction, kept for comparison: the whole mention is replaced by the
+    category with the old determiner. None when nothing can be swapped (no such mention,
+    or the frame has no chain-of-thought section to check against).
+    """
+    found = _object_targets(story, segment)
+    if found is None:
+        return None
+    targets, present = found
+    frame = story.cot.frames[segment.frame]
     place = " ".join([*(v for row in frame.setting for v in row.values()), *(m.text for m in segment.locations)])
     pool = OUTDOOR_OBJECTS if _OUTDOOR.search(place) else INDOOR_OBJECTS
     replacements = [c for c in pool if c not in present]
     if not replacements:
         return None
-    mention, old_category = rng.choice(candidates)
+    mention, old_category = rng.choice(targets)
     new_category = rng.choice(replacements)
+    if not naive:
+        return _object_edit(story, segment, mention, old_category, new_category)
     new_text = _object_phrase(mention.text, new_category)
     return PairText(
         segment=edit_segment(segment, mention.start, mention.end, new_text),
@@ -238,12 +612,85 @@ def object_swap(story: ParsedStory, segment: Segment, rng: random.Random) -> Pai
         change=f'object "{mention.text}" -> "{new_text}" ({old_category} -> {new_category})',
         swapped_from=mention.text,
         swapped_to=new_text,
+        swap_start=mention.start,
+        swap_end=mention.start + len(new_text),
     )
 
 
-def relation_swap(story: ParsedStory, segment: Segment, rng: random.Random) -> PairText | None:
-    """Reverse one spatial expression of ``segment`` (left/right, above/below, in front
-    of/behind, on/under a surface), keeping its capitalisation; None when there is none."""
+#: Relation phrases (of :data:`helpers.spatial.RELATION_PHRASES`) and their reversal. "near",
+#: "in" and the agent phrases ("sits on", "holds") have no opposite that keeps the sentence
+#: sensible, so they are never swapped.
+REVERSED_PHRASES: dict[str, str] = {
+    "on": "under", "on top of": "underneath", "atop": "beneath", "rests on": "rests under",
+    "resting on": "resting under", "placed on": "placed under", "under": "on", "underneath": "on top of",
+    "beneath": "above", "above": "below", "below": "above", "behind": "in front of", "in front of": "behind",
+    "left of": "right of", "right of": "left of", "to the left of": "to the right of",
+    "to the right of": "to the left of", "on the left of": "on the right of", "on the right of": "on the left of",
+}  # fmt: skip
+#: Head nouns of things no box can stand for as a relation's side, even when annotated.
+_SCENERY = frozenset(
+    "floor floors ground sky wall walls ceiling room hallway corridor air distance background horizon street "
+    "road grass water sea space darkness light lighting shadow shadows world scene".split()
+)
+
+
+def _boxable(segment: Segment, text: str, category: str | None, start: int, boxed: set[str]) -> bool:
+    """Whether a relation's side is a thing the frame can show: a person or a COCO thing, or
+    a ``<gdo>`` mention all of whose ids have a box in the frame's chain of thought and whose
+    head is not scenery (floor, wall, sky, ...)."""
+    words = [w.strip(".,;:!?\"'").lower() for w in text.split()]
+    if not words or words[-1] in _SCENERY:
+        return False
+    if category is not None:
+        return True
+    mention = next((m for m in segment.mentions if m.start == start and m.text == text), None)
+    return mention is not None and bool(mention.ids) and set(mention.ids) <= boxed
+
+
+def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText]:
+    """Every relation swap of ``segment``: each relation :func:`helpers.spatial.extract_relations`
+    finds whose phrase has a reversal (:data:`REVERSED_PHRASES`) and whose two sides are
+    things the frame can show (people, COCO things, objects with a chain-of-thought box;
+    never the floor, the ground, the sky, a wall, or anything unboxed), reversed in place."""
+    from .detection import character_descriptions
+    from .spatial import extract_relations
+
+    frame = story.cot.frames.get(segment.frame)
+    boxed = {e.id for e in (*frame.characters, *frame.objects) if e.box is not None} if frame else set()
+    plain = segment.plain
+    options = []
+    for rel in extract_relations(segment, character_descriptions(story.cot, segment.frame)):
+        phrase = " ".join(rel.phrase.lower().split())
+        if phrase not in REVERSED_PHRASES:
+            continue
+        subject_end, object_start = rel.span[0] + len(rel.subject), rel.span[1] - len(rel.object)
+        if not (_boxable(segment, rel.subject, rel.subject_category, rel.span[0], boxed)
+                and _boxable(segment, rel.object, rel.object_category, object_start, boxed)):
+            continue
+        found = re.search(rf"\b{re.escape(rel.phrase)}\b", plain[subject_end:object_start])
+        if found is None:
+            continue
+        start, end = subject_end + found.start(), subject_end + found.end()
+        old = plain[start:end]
+        new = REVERSED_PHRASES[phrase]
+        new = new[0].upper() + new[1:] if old[:1].isupper() else new
+        option = _edit(story, segment, start, end, new, f'relation "{old}" -> "{new}"')
+        if option is not None:
+            options.append(option)
+    return options
+
+
+def relation_swap(story: ParsedStory, segment: Segment, rng: random.Random, *, naive: bool = False) -> PairText | None:
+    """Reverse one spatial relation of ``segment`` between two things the frame can show
+    (see :func:`relation_swap_options`), or None when there is none.
+
+    ``naive=True`` is the first construction, kept for comparison: any spatial expression
+    found by pattern (left/right, above/below, in front of/behind, on/under a surface) is
+    reversed, whatever it relates ("lies motionless under the floor").
+    """
+    if not naive:
+        options = relation_swap_options(story, segment)
+        return rng.choice(options) if options else None
     matches = sorted({(m.start("w"), m.end("w")) for pattern in _RELATIONS for m in pattern.finditer(segment.plain)})
     rng.shuffle(matches)
     for start, end in matches:
@@ -260,16 +707,16 @@ def relation_swap(story: ParsedStory, segment: Segment, rng: random.Random) -> P
             change=f'relation "{old}" -> "{new}"',
             swapped_from=old,
             swapped_to=new,
+            swap_start=start,
+            swap_end=start + len(new),
         )
     return None
 
 
-def _same_story(story: ParsedStory, segment: Segment, rng: random.Random) -> PairText | None:
+def _same_story(story: ParsedStory, segment: Segment, rng: random.Random, k: int = 1) -> list[PairText]:
     others = [s for s in story.segments if s.frame != segment.frame and s.plain != segment.plain]
-    if not others:
-        return None
-    donor = rng.choice(others)
-    return PairText(segment=donor, source_story_id=story.story_id, source_frame=donor.frame)
+    donors = rng.sample(others, min(k, len(others))) if k > 1 else ([rng.choice(others)] if others else [])
+    return [PairText(segment=d, source_story_id=story.story_id, source_frame=d.frame) for d in donors]
 
 
 def _other_story(peers: Sequence[ParsedStory], position: int, block_size: int, rng: random.Random) -> PairText | None:
@@ -290,6 +737,26 @@ def _other_story(peers: Sequence[ParsedStory], position: int, block_size: int, r
     return None
 
 
+def _has_other_block(peers: Sequence[ParsedStory], position: int, block_size: int) -> bool:
+    """Whether the split has a story outside the block of the one at ``position``."""
+    block = position // block_size
+    return len(peers) > min(len(peers), (block + 1) * block_size) - block * block_size
+
+
+def _other_stories(peers: Sequence[ParsedStory], position: int, block_size: int, rng: random.Random,
+                   k: int) -> list[PairText]:
+    """Up to ``k`` distinct :func:`_other_story` donors (a few extra draws to find them)."""
+    found: dict[tuple[str, int], PairText] = {}
+    for _ in range(3 * k):
+        donor = _other_story(peers, position, block_size, rng)
+        if donor is None:
+            break
+        found.setdefault((donor.source_story_id, donor.source_frame), donor)
+        if len(found) == k:
+            break
+    return list(found.values())
+
+
 def _row(story_id: str, frame: int, split: str, label: int, kind: str, text: PairText) -> dict[str, object]:
     return {
         "pair_id": f"{story_id}-{frame}-{'pos' if label else 'neg'}",
@@ -305,7 +772,240 @@ def _row(story_id: str, frame: int, split: str, label: int, kind: str, text: Pai
         "change": text.change,
         "swapped_from": text.swapped_from,
         "swapped_to": text.swapped_to,
+        "swap_start": text.swap_start,
+        "swap_end": text.swap_end,
     }
+
+
+# ----------------------------------------------------------------------- plausibility
+
+
+@lru_cache(maxsize=1 << 12)
+def _sentence_bounds(plain: str) -> tuple[tuple[int, int], ...]:
+    """Character spans of the sentences of a whitespace-normalised text."""
+    from .clip import split_sentences
+
+    bounds, pos = [], 0
+    for sentence in split_sentences(plain):
+        start = plain.index(sentence, pos)
+        bounds.append((start, start + len(sentence)))
+        pos = start + len(sentence)
+    return tuple(bounds) or ((0, len(plain)),)
+
+
+def edit_plausibility(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_dir: str | os.PathLike,
+                      *, batch_size: int = 64) -> np.ndarray:
+    """How much less plausible each edit's changed words are than the words they replaced.
+
+    Each edit is ``(original text, edited text, swap_start, swap_end)``: the changed words are
+    ``edited[swap_start:swap_end]``, and the text is otherwise the original. The masked
+    language model scores the changed words in the sentence that holds them
+    (:func:`helpers.mlm.span_logprob`) and the replaced words in the original sentence; the
+    result is the difference of the two log-probabilities (natural log; 0: as plausible,
+    -3: e^3 times less).
+    """
+    from .mlm import span_logprob
+
+    items_new, items_old = [], []
+    for original, edited, start, end_new in edits:
+        end_old = end_new + len(original) - len(edited)
+        if start < 0 or original[:start] != edited[:start] or original[end_old:] != edited[end_new:]:
+            raise ValueError(f"{edited[start:end_new]!r} is not an in-place edit of its original text")
+        a, b = next(((a, b) for a, b in _sentence_bounds(original) if a <= start < b), (0, len(original)))
+        b = max(b, end_old)
+        b_new = b + end_new - end_old
+        items_old.append((original[a:b], start - a, end_old - a))
+        items_new.append((edited[a:b_new], start - a, end_new - a))
+    scores = span_logprob(mlm, items_new + items_old, cache_dir, batch_size=batch_size)
+    return scores[: len(edits)] - scores[len(edits) :]
+
+
+# --------------------------------------------------------------------- blind classifier
+
+
+def text_only_classifier(seed: int = 0) -> "Pipeline":
+    """The blind text-only classifier, unfitted: TF-IDF of word 1-2-grams and of character
+    2-5-grams (within words), then a logistic regression. It reads the text of a pair and
+    nothing else, so anything it learns is a trace the construction left in the text.
+    The filter of :func:`make_pairs`, chapter 01's blind check and the ``text_only``
+    control of the evaluation all use this one recipe."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    features = FeatureUnion([
+        ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=1, sublinear_tf=True)),
+    ])  # fmt: skip
+    classifier = LogisticRegression(C=1.0, solver="liblinear", max_iter=1000, random_state=seed)
+    return Pipeline([("features", features), ("classifier", classifier)])
+
+
+def _fit_blind(texts: Sequence[str], labels: Sequence[int], weights: Sequence[float] | None, seed: int):
+    model = text_only_classifier(seed)
+    fit_params = {} if weights is None else {"classifier__sample_weight": np.asarray(weights, dtype=float)}
+    return model.fit(list(texts), np.asarray(labels), **fit_params)
+
+
+def _story_groups(story_ids: Sequence[str], block_size: int) -> dict[str, int]:
+    """Each story's id block (ids sorted numerically, cut as :func:`split_stories` cuts them)."""
+    return {sid: b for b, block in enumerate(_blocks(set(story_ids), block_size)) for sid in block}
+
+
+def _folds(story_ids: Sequence[str], block_size: int, n_folds: int) -> list[set[str]]:
+    """Stories split into at most ``n_folds`` folds of whole id blocks (GroupKFold); [] when
+    there are fewer than two blocks."""
+    from sklearn.model_selection import GroupKFold
+
+    ids = sorted(set(story_ids), key=_id_number)
+    groups = _story_groups(ids, block_size)
+    n = min(n_folds, len(set(groups.values())))
+    if n < 2:
+        return []
+    folds = GroupKFold(n_splits=n).split(ids, groups=[groups[s] for s in ids])
+    return [{ids[i] for i in held_out} for _, held_out in folds]
+
+
+def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, seed: int = 0) -> pd.Series:
+    """The blind classifier's probability that each pair is a positive, from its text alone.
+
+    Training pairs are predicted by cross-fitting over folds of whole id blocks of training
+    stories, never by a model that saw the pair's story (neither its pairs nor its texts
+    lent to another frame as a negative); every other split by one model
+    fitted on all training pairs. NaN where no model can be fitted (fewer than two training
+    blocks, or one label only). The test split is predicted like validation, never fitted on.
+    """
+    out = pd.Series(np.nan, index=pairs.index, dtype=float)
+    train = pairs[pairs["split"] == "train"]
+    for held_out in _folds(train["story_id"], block_size, n_folds):
+        # neither the held-out stories' pairs nor their texts used as another frame's negative
+        source = train["source_story_id"] if "source_story_id" in train else train["story_id"]
+        fit_rows = train[~train["story_id"].isin(held_out) & ~source.isin(held_out)]
+        rows = train[train["story_id"].isin(held_out)]
+        if fit_rows["label"].nunique() == 2 and len(rows):
+            model = _fit_blind(fit_rows["text"], fit_rows["label"], None, seed)
+            out[rows.index] = model.predict_proba(list(rows["text"]))[:, 1]
+    others = pairs[pairs["split"] != "train"]
+    if len(others) and train["label"].nunique() == 2:
+        model = _fit_blind(train["text"], train["label"], None, seed)
+        out[others.index] = model.predict_proba(list(others["text"]))[:, 1]
+    return out
+
+
+def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_resamples: int,
+                       seed: int) -> tuple[float, float, float]:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return math.nan, math.nan, math.nan
+    value = float(roc_auc_score(labels, scores))
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(seed)
+    unique = np.unique(groups)
+    index = {g: np.flatnonzero(groups == g) for g in unique}
+    estimates = []
+    for _ in range(n_resamples):  # ROC-AUC as the Mann-Whitney U statistic over n+ n- (the same number, faster)
+        rows = np.concatenate([index[g] for g in rng.choice(unique, size=len(unique), replace=True)])
+        positive, negative = scores[rows][labels[rows] == 1], scores[rows][labels[rows] == 0]
+        if len(positive) and len(negative):
+            u = mannwhitneyu(positive, negative, alternative="two-sided", method="asymptotic").statistic
+            estimates.append(u / (len(positive) * len(negative)))
+    if not estimates:
+        return value, math.nan, math.nan
+    low, high = np.percentile(estimates, [2.5, 97.5])
+    return value, float(low), float(high)
+
+
+def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
+                    seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """ROC-AUC of the blind classifier (:func:`blind_predictions`) per split and negative type.
+
+    Each type is scored on all positives of the split and the negatives of that type (the
+    ``all`` row: every pair), with a 95% percentile interval from resampling the split's
+    stories. 0.5 is a blind reader's chance; the construction aims at negatives only the
+    frame can refute, so the closer to 0.5 the better. Only ``splits`` are reported (by
+    default not the test split, which is read from chapter 07 on).
+    """
+    scores = blind_predictions(pairs, block_size=block_size, n_folds=n_folds, seed=seed)
+    rows = []
+    for split in splits:
+        part = pairs["split"] == split
+        for kind in (*NEGATIVE_TYPES, "all"):
+            chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
+            chosen &= scores.notna()
+            labels = pairs.loc[chosen, "label"].to_numpy()
+            value, low, high = _auc_with_interval(labels, scores[chosen].to_numpy(),
+                                                  pairs.loc[chosen, "story_id"].to_numpy(), n_resamples, seed)
+            rows.append({"split": split, "negative_type": kind, "n_positive": int((labels == 1).sum()),
+                         "n_negative": int((labels == 0).sum()), "roc_auc": value, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- the construction
+
+
+def _frame_rng(seed: int, story_id: str, frame: int) -> random.Random:
+    return random.Random(f"{seed}:{story_id}:{frame}")
+
+
+def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str, str], mlm: "Mlm",
+                        cache_dir: str | os.PathLike, batch_size: int = 64) -> pd.DataFrame:
+    """Every relation swap of every frame (:func:`relation_swap_options`) with its
+    plausibility (:func:`edit_plausibility`): one row per swap with ``story_id``, ``frame``,
+    ``split``, ``text`` (edited), ``original`` (the frame's own text) and ``plausibility``."""
+    rows, options = [], []
+    for story in sorted(stories, key=lambda s: _id_number(s.story_id)):
+        for segment in story.segments:
+            for option in relation_swap_options(story, segment):
+                rows.append({"story_id": story.story_id, "frame": segment.frame, "split": split_of[story.story_id],
+                             "text": option.segment.plain, "original": segment.plain, "change": option.change,
+                             "swap_start": option.swap_start, "swap_end": option.swap_end})
+                options.append(option)
+    table = pd.DataFrame(rows, columns=["story_id", "frame", "split", "text", "original", "change", "swap_start",
+                                        "swap_end"])
+    edits = list(zip(table["original"], table["text"], table["swap_start"], table["swap_end"]))
+    table["plausibility"] = edit_plausibility(mlm, edits, cache_dir, batch_size=batch_size) if edits else []
+    table.attrs["options"] = options  # the PairText of each row (not stored on disk)
+    return table
+
+
+def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, block_size: int, n_folds: int = 5,
+                           seed: int = 0) -> tuple[float, pd.DataFrame]:
+    """The plausibility margin for relation swaps, chosen on train and validation frames.
+
+    For each margin ``m`` of ``grid``, the swaps kept are those at most ``m`` nats less
+    plausible than the original (``plausibility >= -m``); the blind classifier is
+    cross-fitted over id-block folds of the train and validation stories on those swaps
+    against their frames' own texts. The margin whose ROC-AUC is nearest 0.5 is chosen
+    (ties: the larger margin, which keeps more swaps; a margin with no measurable AUC counts
+    as farthest). Returns ``(margin, table)`` with one row per margin.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    fit = candidates[candidates["split"].isin(["train", "val"])]
+    rows, measured = [], {}
+    for margin in sorted(grid):
+        kept = fit[fit["plausibility"] >= -margin]
+        originals = kept.drop_duplicates(["story_id", "frame"])
+        if (key := tuple(kept.index)) not in measured:  # margins keeping the same swaps share one measurement
+            table = pd.concat([originals.assign(text=originals["original"], label=1), kept.assign(label=0)],
+                              ignore_index=True).assign(split="train")
+            scores = blind_predictions(table, block_size=block_size, n_folds=n_folds, seed=seed)
+            ok = scores.notna()
+            measured[key] = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
+                             if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+        rows.append({"margin": float(margin), "swaps_kept": len(kept), "frames": len(originals),
+                     "blind_roc_auc": measured[key]})
+    table = pd.DataFrame(rows)
+    distance = (table["blind_roc_auc"] - 0.5).abs().fillna(math.inf)
+    best = table.loc[distance == distance.min(), "margin"].max()
+    return float(best), table
+
+
+def _draw_kind(rng: random.Random, weights: Mapping[str, float], applicable: Mapping[str, bool]) -> str | None:
+    left = {t: w for t, w in weights.items() if applicable.get(t)}
+    return rng.choices(list(left), weights=list(left.values()))[0] if left else None
 
 
 def make_pairs(
@@ -315,21 +1015,56 @@ def make_pairs(
     negative_mix: Mapping[str, float],
     seed: int,
     block_size: int,
+    variant: str = "fluent",
+    mlm: "Mlm | None" = None,
+    cache_dir: str | os.PathLike | None = None,
+    n_candidates: int = 4,
+    relation_margin: float = math.inf,
+    n_folds: int = 5,
+    batch_size: int = 64,
+    filter_train: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`.
 
     The negative's type is drawn from ``negative_mix`` renormalised over the types that
     apply to the frame (a one-segment story has no ``same_story``, a text without a
-    spatial expression no ``relation_swap``, ...). ``other_story`` donors come from the
-    same split; its blocks are cut from the split's ids exactly as :func:`split_stories`
-    cuts them. A frame for which no type applies gets no pair at all, so labels stay
-    1:1; their number is in ``df.attrs["frames_without_negative"]``.
-    ``swapped_from``/``swapped_to`` hold the replaced and the new surface text ("a cup" ->
-    "a clock", "behind" -> "in front of"); ``change`` also names the COCO categories.
+    relation between two visible things no ``relation_swap``, ...). ``other_story`` donors
+    come from the same split; its blocks are cut from the split's ids exactly as
+    :func:`split_stories` cuts them. A frame for which no type applies gets no pair at all,
+    so labels stay 1:1; their number is in ``df.attrs["frames_without_negative"]``.
+
+    ``variant`` is the construction (:data:`VARIANTS`):
+
+    - ``"naive"``: the first construction, kept for comparison (whole-mention object
+      replacement, pattern-found relations);
+    - ``"fluent"``: one random fluent edit (:func:`object_swap`, :func:`relation_swap`);
+    - ``"adversarial"``: ``n_candidates`` candidates per frame of the drawn type (object
+      swaps: the replacements the masked language model ``mlm`` finds most plausible
+      among all COCO categories the frame lacks; relation swaps: those at most
+      ``relation_margin`` nats less plausible than the original; other texts: distinct
+      donors), of which the blind text-only classifier keeps the one it finds most like a
+      positive. Training frames are scored by classifiers cross-fitted over ``n_folds``
+      folds of training id blocks (never one that saw the frame's story); every other
+      split by one fitted on all training frames (or, when ``filter_train`` is given, on
+      that table's training pairs: the external test's case). The classifier never sees a
+      validation or test text in training, nor an image. Scores are cached under
+      ``cache_dir``.
+
+    ``swapped_from``/``swapped_to`` hold the replaced and the new mention or relation text
+    ("a cup" -> "a clock", "behind" -> "in front of"), ``change`` also names the COCO
+    categories, ``swap_start``/``swap_end`` the changed words in ``text`` (-1 when not an
+    edit); ``n_candidates`` is how many candidates the frame's negative was chosen from and
+    ``blind_score`` the filter's probability that it is a positive (NaN when not filtered).
     """
     unknown = set(negative_mix) - set(NEGATIVE_TYPES)
     if unknown or any(w < 0 for w in negative_mix.values()) or not any(negative_mix.values()):
         raise ValueError(f"negative_mix needs non-negative weights over {NEGATIVE_TYPES}, got {dict(negative_mix)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown pair construction {variant!r}: expected one of {VARIANTS}")
+    if variant == "adversarial" and (mlm is None or cache_dir is None):
+        raise ValueError("the adversarial construction needs a masked language model (mlm) and a cache_dir")
+    if n_candidates < 1:
+        raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
     stories = sorted(stories, key=lambda s: _id_number(s.story_id))
     if len({s.story_id for s in stories}) != len(stories):
         raise ValueError("stories contains duplicate story ids")
@@ -342,25 +1077,29 @@ def make_pairs(
     for story in stories:
         peers.setdefault(split_of[story.story_id], []).append(story)
     position = {s.story_id: i for group in peers.values() for i, s in enumerate(group)}
-
     weights = {t: negative_mix[t] for t in NEGATIVE_TYPES if negative_mix.get(t, 0) > 0}
+    if variant == "adversarial":
+        return _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
+                                  n_candidates, relation_margin, n_folds, batch_size, filter_train)
+
+    naive = variant == "naive"
     rows: list[dict[str, object]] = []
     skipped = 0
     for story in stories:
         split = split_of[story.story_id]
         for segment in story.segments:
-            rng = random.Random(f"{seed}:{story.story_id}:{segment.frame}")
+            rng = _frame_rng(seed, story.story_id, segment.frame)
             left = dict(weights)
             while left:
                 kind = rng.choices(list(left), weights=list(left.values()))[0]
                 if kind == "other_story":
                     negative = _other_story(peers[split], position[story.story_id], block_size, rng)
                 elif kind == "same_story":
-                    negative = _same_story(story, segment, rng)
+                    negative = next(iter(_same_story(story, segment, rng)), None)
                 elif kind == "object_swap":
-                    negative = object_swap(story, segment, rng)
+                    negative = object_swap(story, segment, rng, naive=naive)
                 else:
-                    negative = relation_swap(story, segment, rng)
+                    negative = relation_swap(story, segment, rng, naive=naive)
                 if negative is not None:
                     break
                 del left[kind]  # not applicable to this frame: draw again among the rest
@@ -370,12 +1109,198 @@ def make_pairs(
             positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
             rows.append(_row(story.story_id, segment.frame, split, 1, "", positive))
             rows.append(_row(story.story_id, segment.frame, split, 0, kind, negative))
+    return _pairs_table(rows, skipped, n_candidates=None)
 
-    pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS).astype(
-        {"frame": "int64", "label": "int64", "source_frame": "int64"}
-    )
+
+def _pairs_table(rows: list[dict[str, object]], skipped: int, *, n_candidates: list[int] | None,
+                 blind_scores: list[float] | None = None) -> pd.DataFrame:
+    pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS[:-2])
+    pairs["n_candidates"] = n_candidates if n_candidates is not None else (pairs["label"] == 0).astype(int)
+    pairs["blind_score"] = blind_scores if blind_scores is not None else np.nan
+    pairs = pairs.astype({"frame": "int64", "label": "int64", "source_frame": "int64", "swap_start": "int64",
+                          "swap_end": "int64", "n_candidates": "int64", "blind_score": "float64"})
     pairs.attrs["frames_without_negative"] = skipped
     return pairs
+
+
+def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
+                       n_candidates, relation_margin, n_folds, batch_size, filter_train) -> pd.DataFrame:
+    from tqdm.auto import tqdm
+
+    cache_dir = Path(cache_dir)
+    relations = relation_candidates(stories, split_of=split_of, mlm=mlm, cache_dir=cache_dir, batch_size=batch_size)
+    eligible: dict[tuple[str, int], list[tuple[float, PairText]]] = {}
+    for row, option in zip(relations.itertuples(), relations.attrs["options"]):
+        if row.plausibility >= -relation_margin:
+            eligible.setdefault((row.story_id, row.frame), []).append((row.plausibility, option))
+
+    # 1. the negative's type and, except for object swaps, its candidates
+    frames: list[dict[str, Any]] = []
+    skipped = 0
+    for story in tqdm(stories, desc="negative candidates", unit="story"):
+        split = split_of[story.story_id]
+        for segment in story.segments:
+            rng = _frame_rng(seed, story.story_id, segment.frame)
+            targets = _object_targets(story, segment)
+            applicable = {
+                "other_story": _has_other_block(peers[split], position[story.story_id], block_size),
+                "same_story": any(s.frame != segment.frame and s.plain != segment.plain for s in story.segments),
+                "object_swap": targets is not None and any(c not in targets[1] for c in COCO_CATEGORIES),
+                "relation_swap": bool(eligible.get((story.story_id, segment.frame))),
+            }
+            kind = _draw_kind(rng, weights, applicable)
+            candidates: list[PairText] = []
+            if kind == "other_story":
+                candidates = _other_stories(peers[split], position[story.story_id], block_size, rng, n_candidates)
+            elif kind == "same_story":
+                candidates = _same_story(story, segment, rng, n_candidates)
+            elif kind == "relation_swap":
+                ranked = sorted(eligible[(story.story_id, segment.frame)], key=lambda t: -t[0])
+                candidates = [option for _, option in ranked[:n_candidates]]
+            if kind is None or (kind != "object_swap" and not candidates):
+                skipped += 1
+                continue
+            frames.append({"story": story, "segment": segment, "split": split, "kind": kind,
+                           "candidates": candidates})
+
+    # 2. object swaps: every (mention, absent category), shortlisted per mention by fill-mask,
+    #    then the shortlist ranked by plausibility; one batched pass each
+    objects = [f for f in frames if f["kind"] == "object_swap"]
+    drafts = _fill_shortlists(mlm, objects, 3 * n_candidates, cache_dir, batch_size)
+    flat = [(i, d) for i, ds in enumerate(drafts) for d in ds]
+    edits = [(objects[i]["segment"].plain, d[0], d[1], d[2]) for i, d in flat]
+    plausibility = edit_plausibility(mlm, edits, cache_dir, batch_size=batch_size) if edits else np.zeros(0)
+    ranked: dict[int, list[tuple[float, int, tuple]]] = {}
+    for n, ((i, draft), score) in enumerate(zip(flat, plausibility)):
+        ranked.setdefault(i, []).append((-float(score), n, draft))
+    for i, f in enumerate(objects):
+        best = [d for _, _, d in sorted(ranked.get(i, []))[:n_candidates]]
+        built = (_object_edit(f["story"], f["segment"], d[3], d[4], d[5]) for d in best)
+        f["candidates"] = [c for c in built if c is not None]
+    kept = [f for f in frames if f["candidates"]]
+    skipped += len(frames) - len(kept)
+
+    # 3. the blind filter keeps, per frame, the candidate most like a positive
+    scores = _filter_scores(kept, block_size=block_size, n_folds=n_folds, seed=seed, filter_train=filter_train)
+    rows, counts, blind = [], [], []
+    for f, frame_scores in zip(kept, scores):
+        best = int(np.nanargmax(frame_scores)) if np.isfinite(frame_scores).any() else 0
+        story, segment = f["story"], f["segment"]
+        positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
+        rows.append(_row(story.story_id, segment.frame, f["split"], 1, "", positive))
+        rows.append(_row(story.story_id, segment.frame, f["split"], 0, f["kind"], f["candidates"][best]))
+        counts += [0, len(f["candidates"])]
+        blind += [math.nan, float(frame_scores[best])]
+    return _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
+
+
+def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_dir: Path,
+                     batch_size: int) -> list[list[tuple]]:
+    """Each frame's object-swap drafts, cut to the ``size`` best by fill-mask.
+
+    For each mention, the words most drafts change (its head noun) are masked in the
+    sentence, and every draft is scored by the first token of its new words (an article
+    dropped) less that of the original words (:func:`helpers.mlm.fill_logprob`): one
+    forward pass per mention, and scores comparable across a frame's mentions."""
+    from .mlm import fill_logprob
+
+    from tqdm.auto import tqdm
+
+    groups: list[tuple[int, list[tuple]]] = []  # (frame index, drafts of one mention)
+    for i, f in enumerate(tqdm(frames, desc="object swap drafts", unit="frame", disable=not frames)):
+        by_mention: dict[int, list[tuple]] = {}
+        for draft in _object_drafts(f["story"], f["segment"]):
+            by_mention.setdefault(draft[3].start, []).append(draft)
+        groups += [(i, ds) for _, ds in sorted(by_mention.items())]
+    contexts, words = [], []
+    for i, ds in groups:
+        plain = frames[i]["segment"].plain
+        spans = Counter((d[1], d[2] + len(plain) - len(d[0])) for d in ds)
+        start, end = spans.most_common(1)[0][0]
+        a, b = next(((a, b) for a, b in _sentence_bounds(plain) if a <= start < b), (0, len(plain)))
+        b = max(b, end)
+        contexts.append((plain[a:b], start - a, end - a))
+        new = [_ARTICLE_START.sub("", d[0][d[1] : d[2]]) if d[1] < start else d[0][d[1] : d[2]] for d in ds]
+        words.append([*new, plain[start:end]])  # the original words last
+    scores = fill_logprob(mlm, contexts, words, cache_dir / "fill", batch_size=batch_size) if groups else []
+    ranked: list[list[tuple[float, int, tuple]]] = [[] for _ in frames]
+    for n, ((i, ds), score) in enumerate(zip(groups, scores)):
+        ranked[i] += [(-(score[k] - score[-1]), n * 1000 + k, d) for k, d in enumerate(ds)]
+    return [[d for _, _, d in sorted(r)[:size]] for r in ranked]
+
+
+def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: int, seed: int,
+                   filter_train: pd.DataFrame | None) -> list[np.ndarray]:
+    """The blind classifier's P(positive) of every candidate of every frame (see :func:`make_pairs`).
+
+    Training data: each training frame's own text (label 1) and its candidates (label 0,
+    weighted 1 / their number, so each frame weighs the same on both sides).
+    """
+    out = [np.full(len(f["candidates"]), np.nan) for f in frames]
+
+    def training(rows: list[int], held_out: set[str] = frozenset()) -> tuple[list[str], list[int], list[float]]:
+        texts, labels, weights = [], [], []
+        for i in rows:
+            f = frames[i]
+            texts.append(f["segment"].plain)
+            labels.append(1)
+            weights.append(1.0)
+            lent = [c for c in f["candidates"] if c.source_story_id not in held_out]  # no held-out story's text
+            texts += [c.segment.plain for c in lent]
+            labels += [0] * len(lent)
+            weights += [1.0 / len(f["candidates"])] * len(lent)
+        return texts, labels, weights
+
+    def score(model, rows: list[int]) -> None:
+        texts = [c.segment.plain for i in rows for c in frames[i]["candidates"]]
+        if not texts:
+            return
+        probabilities = iter(model.predict_proba(texts)[:, 1])
+        for i in rows:
+            out[i] = np.array([next(probabilities) for _ in frames[i]["candidates"]])
+
+    train = [i for i, f in enumerate(frames) if f["split"] == "train"]
+    story_of = {i: frames[i]["story"].story_id for i in train}
+    for held_out in _folds(list(story_of.values()), block_size, n_folds):
+        fit_rows = [i for i in train if story_of[i] not in held_out]
+        texts, labels, weights = training(fit_rows, held_out)
+        if len(set(labels)) == 2:
+            score(_fit_blind(texts, labels, weights, seed), [i for i in train if story_of[i] in held_out])
+    others = [i for i, f in enumerate(frames) if f["split"] != "train"]
+    if others:
+        if filter_train is not None:
+            fit = filter_train[filter_train["split"] == "train"]
+            texts, labels, weights = list(fit["text"]), list(fit["label"]), None
+        else:
+            texts, labels, weights = training(train)
+        if len(set(labels)) == 2:
+            score(_fit_blind(texts, labels, weights, seed), others)
+    return out
+
+
+def edit_examples(pairs: pd.DataFrame, *, n: int, seed: int, splits: Sequence[str] = ("train", "val"),
+                  width: int = 70) -> pd.DataFrame:
+    """``n`` negatives of each type drawn at random (seeded, not picked) from ``splits``, each
+    beside its frame's own text: for an edit, the words around the change in both texts;
+    for another segment, the start of each."""
+    negatives = pairs[(pairs["label"] == 0) & pairs["split"].isin(splits)]
+    own = pairs[pairs["label"] == 1].set_index(["story_id", "frame"])["text"]
+    rows = []
+    for kind in NEGATIVE_TYPES:
+        chosen = negatives[negatives["negative_type"] == kind]
+        for row in chosen.sample(min(n, len(chosen)), random_state=seed).itertuples():
+            original = own[(row.story_id, row.frame)]
+            if row.swap_start >= 0:
+                end_old = row.swap_end + len(original) - len(row.text)
+                lo = max(0, row.swap_start - width)
+                before = ("..." if lo else "") + original[lo : end_old + width] + "..."
+                after = ("..." if lo else "") + row.text[lo : row.swap_end + width] + "..."
+            else:
+                before, after = original[: 2 * width] + "...", row.text[: 2 * width] + "..."
+            rows.append({"negative_type": kind, "pair_id": row.pair_id, "change": row.change or
+                         f"text of story {row.source_story_id}, frame {row.source_frame}",
+                         "frame's own text": before, "negative's text": after})
+    return pd.DataFrame(rows, columns=["negative_type", "pair_id", "change", "frame's own text", "negative's text"])
 
 
 def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
@@ -385,21 +1310,3 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"pair ids occur in more than one table, e.g. {pairs.loc[dup, 'pair_id'].head(3).tolist()}")
     pairs.attrs["frames_without_negative"] = sum(t.attrs.get("frames_without_negative", 0) for t in tables)
     return pairs
-
-
-# ------------------------------------------------------------------------- blind model
-
-
-def text_only_classifier(seed: int = 42) -> "Pipeline":
-    """An unfitted blind model: TF-IDF of word 1-2-grams and character 2-5-grams, then a
-    logistic regression. It never sees an image, so whatever it learns to tell aligned from
-    misaligned texts is a cue the text gives away."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
-
-    features = make_union(
-        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=1, sublinear_tf=True),
-    )
-    return make_pipeline(features, LogisticRegression(max_iter=2000, C=1.0, random_state=seed))

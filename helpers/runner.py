@@ -44,6 +44,7 @@ def preflight(cfg: dict) -> None:
     from .clip import clip_weights_available
     from .data import dataset_available
     from .detection import detector_weights_available
+    from .mlm import mlm_weights_available
 
     from .config import _default_cache
     from .data import HUB_DATASET
@@ -56,11 +57,13 @@ def preflight(cfg: dict) -> None:
         problems.append(f"the Faster R-CNN weights {cfg['detector']['weights']!r} (torchvision's cache, TORCH_HOME)")
     if not clip_weights_available(cfg["clip"]["weights"]):
         problems.append(f"the CLIP weights {cfg['clip']['weights']!r}")
+    if not mlm_weights_available(cfg["mlm"]["weights"]):
+        problems.append(f"the masked language model weights {cfg['mlm']['weights']!r} (chapter 01's pair construction)")
     if problems:
         torch_home = os.environ.get("TORCH_HOME") or _default_cache("TORCH_HOME")
         raise MissingAssetError("; ".join(problems), cache_var="HF_HOME",
                                 detail=f"Faster R-CNN weights are cached under TORCH_HOME={torch_home}; "
-                                       "the dataset and CLIP under HF_HOME.")
+                                       "the dataset, CLIP and the masked language model under HF_HOME.")
 
 
 def execute(nb: Path, executed: Path, parameters: dict, *, stream: TextIO | None = None,

@@ -8,18 +8,22 @@ stories in which every negative type applies to every frame, so the mix can be c
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from helpers.data import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
 from helpers.lexicon import char_category, to_coco
 from helpers.pairs import NEGATIVE_TYPES, PAIR_COLUMNS, make_pairs, object_swap, relation_swap, split_stories
+from helpers.pairs import relation_swap_options
 
-from conftest import FIXTURES
+from conftest import COT_3920, FIXTURES, STORY_1831, STORY_3920
 MIX = {"other_story": 0.25, "same_story": 0.25, "object_swap": 0.3, "relation_swap": 0.2}
 
 
@@ -60,9 +64,9 @@ def blocks_of(ids: list[str], block_size: int) -> dict[str, int]:
     return {sid: i // block_size for i, sid in enumerate(ordered)}
 
 
-def toy_pairs(seed: int = 42, stories=TOYS, mix=MIX) -> tuple[pd.DataFrame, dict[str, str]]:
+def toy_pairs(seed: int = 42, stories=TOYS, mix=MIX, **kwargs) -> tuple[pd.DataFrame, dict[str, str]]:
     split = split_stories([s.story_id for s in stories], block_size=2, seed=seed)
-    return make_pairs(stories, split_of=split, negative_mix=mix, seed=seed, block_size=2), split
+    return make_pairs(stories, split_of=split, negative_mix=mix, seed=seed, block_size=2, **kwargs), split
 
 
 # ------------------------------------------------------------------------------ split
@@ -168,20 +172,19 @@ def test_object_swap_names_an_object_absent_from_the_frame():
 def test_relation_swap_reverses_one_expression():
     pairs, _ = toy_pairs()
     swaps = pairs[pairs.negative_type == "relation_swap"]
-    assert set(swaps.swapped_from) == {"on", "left"}
+    assert len(swaps) > 5 and set(swaps.swapped_from) == {"on"}  # "to the left." relates nothing: never swapped
     for row in swaps.itertuples():
         original = TOYS[int(row.story_id) // 3].segments[row.frame - 1].plain
-        old, new = {"on": ("on the table", "under the table"), "left": ("to the left.", "to the right.")}[
-            row.swapped_from
-        ]
-        assert row.text == original.replace(old, new) != original
-        assert row.swapped_to == {"on": "under", "left": "right"}[row.swapped_from]
+        assert row.text == original.replace("a cup on the table", "a cup under the table") != original
+        assert row.swapped_to == "under" and row.text[row.swap_start : row.swap_end] == "under"
+    naive, _ = toy_pairs(variant="naive")
+    assert set(naive[naive.negative_type == "relation_swap"].swapped_from) == {"on", "left"}
 
 
-def test_relation_swap_keeps_case_and_skips_non_spatial_uses(story_3920):
+def test_naive_relation_swap_keeps_case_and_skips_non_spatial_uses(story_3920):
     rng = random.Random(0)
     (behind,) = parse_story("<gdi image1>Behind <gdo obj1>the door</gdo>, a dog waits.</gdi>")
-    swapped = relation_swap(story_3920, behind, rng)
+    swapped = relation_swap(story_3920, behind, rng, naive=True)
     assert swapped.segment.plain == "In front of the door, a dog waits."
     assert (swapped.swapped_from, swapped.swapped_to) == ("Behind", "In front of")
     assert swapped.segment.tagged == "In front of <gdo obj1>the door</gdo>, a dog waits."
@@ -190,19 +193,70 @@ def test_relation_swap_keeps_case_and_skips_non_spatial_uses(story_3920):
         "She had to leave behind the conflict, on the other side of town.",
         "He stays behind. The plan is on hold under pressure.",
     ]:
+        assert relation_swap(story_3920, parse_segment(text, 1), rng, naive=True) is None, text
         assert relation_swap(story_3920, parse_segment(text, 1), rng) is None, text
 
 
-def test_relation_swap_in_real_text(story_3920):
+def test_naive_relation_swap_in_real_text_is_what_the_issue_shows(story_3920):
     segments = {s.frame: s for s in story_3920.segments}
     rng = random.Random(0)
-    swapped = relation_swap(story_3920, segments[6], rng)
+    swapped = relation_swap(story_3920, segments[6], rng, naive=True)
     assert (swapped.swapped_from, swapped.swapped_to) == ("behind", "in front of")
     assert "The wall in front of them seems to close in" in swapped.segment.plain
     assert "<gdl bg5>wall</gdl> in front of <gdo char1 char4>them</gdo>" in swapped.segment.tagged
-    swapped = relation_swap(story_3920, segments[11], rng)
+    swapped = relation_swap(story_3920, segments[11], rng, naive=True)
     assert "lies motionless under the floor" in swapped.segment.plain
-    assert relation_swap(story_3920, segments[1], rng) is None
+    assert relation_swap(story_3920, segments[1], rng, naive=True) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<gdo obj1>A cup</gdo> rests on <gdo obj2>the table</gdo>.", "A cup rests under the table."),
+        ("<gdo obj1>The cat</gdo> hides under <gdo obj2>the bed</gdo>.", "The cat hides on the bed."),
+        ("<gdo char1>Ann</gdo> stands behind <gdo obj1>the couch</gdo>.", "Ann stands in front of the couch."),
+        ("<gdo obj1>The lamp</gdo> is to the left of <gdo char1>Ann</gdo>.", "The lamp is to the right of Ann."),
+        ("A clock hangs above the TV.", "A clock hangs below the TV."),
+        ("<gdo char1>Ann</gdo> lies motionless on <gdo bg1>the floor</gdo>.", None),
+        ("<gdo char1>Ann</gdo> sits on the ground near a dog.", None),
+        ("<gdo obj1>A bird</gdo> flies above the sky.", None),
+        ("<gdo bg2>The wall</gdo> behind <gdo char1>him</gdo> seems to close in.", None),
+        ("<gdo char1>Ann</gdo> stands behind <gdo bg3>the counter</gdo>.", None),  # no box in the frame
+        ("<gdo char1>Ann</gdo> sits on <gdo obj1>the couch</gdo>.", None),  # "sits on": an agent phrase
+        ("<gdo char1>Ann</gdo> is under pressure, on the other side of town.", None),
+    ],
+)
+def test_relation_swap_only_between_things_the_frame_can_show(text, expected):
+    cot = parse_chain_of_thought(
+        "## Image 1\n### Characters\n| Character ID | Name | Description | Bounding Box |\n|---|---|---|---|\n"
+        "| char1 | Ann | A woman | 10,10,50,90 |\n### Objects\n| Object ID | Description | Bounding Box |\n"
+        "|---|---|---|\n| obj1 | Thing | 60,60,70,70 |\n| obj2 | Thing | 40,70,120,100 |\n"
+        "| bg1 | Floor | 0,200,500,240 |\n| bg2 | Wall | 0,0,500,100 |\n"
+    )
+    (segment,) = parse_story(f"<gdi image1>{text}</gdi>")
+    story = ParsedStory("1", 1, (segment,), cot)
+    options = relation_swap_options(story, segment)
+    assert [o.segment.plain for o in options] == ([expected] if expected else [])
+    for option in options:  # the span is the changed words only ("left" -> "right" in "to the left of")
+        changed = option.segment.plain[option.swap_start : option.swap_end]
+        assert changed and changed in option.swapped_to and changed not in option.swapped_from
+
+
+def test_relation_swaps_of_real_stories_never_touch_scenery(story_3920):
+    story_1831 = ParsedStory("1831", 19, tuple(parse_story(STORY_1831.read_text(encoding="utf-8"))),
+                             parse_chain_of_thought(""))
+    scenery = re.compile(r"\b(floor|ground|sky|wall|walls|ceiling)\b", re.IGNORECASE)
+    found = 0
+    for story in (story_3920, story_1831):
+        for segment in story.segments:
+            for option in relation_swap_options(story, segment):
+                found += 1
+                sentence = option.segment.plain[max(0, option.swap_start - 60) : option.swap_end + 40]
+                after = option.segment.plain[option.swap_end : option.swap_end + 30]
+                assert not scenery.search(after.split(".")[0]), sentence
+    # 3920's naive swaps were all to a wall or the floor: none is left
+    assert all(not relation_swap_options(story_3920, s) for s in story_3920.segments)
+    assert found >= 0
 
 
 def test_object_swap_in_real_text(story_3920):
@@ -254,16 +308,23 @@ def test_inapplicable_types_are_renormalised_away(story_3920):
     pairs = make_pairs(stories, split_of=split, negative_mix=MIX, seed=42, block_size=2)
     assert len(pairs) == 2 * 8 * 17 and pairs.label.sum() == 8 * 17
     negatives = pairs[pairs.label == 0]
-    assert set(negatives.negative_type) == set(NEGATIVE_TYPES)
+    # no relation of 3920 is between two things a frame can show, so no frame gets a relation swap
+    assert set(negatives.negative_type) == set(NEGATIVE_TYPES) - {"relation_swap"}
+    naive = make_pairs(stories, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="naive")
+    assert set(naive[naive.label == 0].negative_type) == set(NEGATIVE_TYPES)
     # only frames 1, 9, 11, 12 and 14 name a COCO object other than a person
     assert set(negatives[negatives.negative_type == "object_swap"].frame) <= {1, 9, 11, 12, 14}
     assert (negatives.text.str.len() > 300).all() and not negatives.text.str.contains("<").any()
 
-    only_relations = make_pairs(stories, split_of=split, negative_mix={"relation_swap": 1.0}, seed=42, block_size=2)
+    only_relations = make_pairs(stories, split_of=split, negative_mix={"relation_swap": 1.0}, seed=42, block_size=2,
+                                variant="naive")
     assert set(only_relations.negative_type) == {"", "relation_swap"}
     n_frames = len(only_relations) // 2
     assert only_relations.attrs["frames_without_negative"] == 8 * 17 - n_frames
     assert 0 < n_frames < 8 * 17 and only_relations.label.sum() == n_frames
+    # the fluent construction finds no relation between two visible things in 3920 (walls, the floor)
+    fluent = make_pairs(stories, split_of=split, negative_mix={"relation_swap": 1.0}, seed=42, block_size=2)
+    assert len(fluent) == 0 and fluent.attrs["frames_without_negative"] == 8 * 17
 
 
 @pytest.mark.parametrize(
@@ -273,6 +334,9 @@ def test_inapplicable_types_are_renormalised_away(story_3920):
         ({"negative_mix": {"same_story": 0.0}}, "negative_mix"),
         ({"split_of": {}}, "no side for 40 stories"),
         ({"block_size": 0}, "block_size"),
+        ({"variant": "clever"}, "unknown pair construction"),
+        ({"variant": "adversarial"}, "masked language model"),
+        ({"n_candidates": 0}, "n_candidates"),
     ],
 )
 def test_make_pairs_rejects_bad_input(kwargs, message):
@@ -289,3 +353,268 @@ def test_concat_pairs_rejects_shared_pair_ids():
     assert concat_pairs(a, b)["pair_id"].tolist() == ["1-1-pos", "1-1-neg", "9-1-pos"]
     with pytest.raises(ValueError, match="more than one table"):
         concat_pairs(a, a)
+
+
+# ------------------------------------------------------------------ fluent object edits
+
+from helpers.lexicon import COCO_CATEGORIES  # noqa: E402
+from helpers.pairs import _object_phrase, article, is_plural, plural, swap_object_phrase  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("phrase", "category", "expected"),
+    [
+        ("a stack of books", "cup", "a stack of cups"),
+        ("his old phone", "clock", "his old clock"),
+        ("a bus", "dog", "a dog"),
+        ("buses", "dog", "dogs"),
+        ("TV", "clock", "a clock"),
+        ("The TV", "clock", "The clock"),
+        ("a TV", "oven", "an oven"),
+        ("a cup", "tv", "a TV"),
+        ("two glasses", "clock", "two clocks"),
+        ("the glass", "bottle", "the bottle"),
+        ("an umbrella", "clock", "a clock"),
+        ("a cup", "apple", "an apple"),
+        ("A cup", "umbrella", "An umbrella"),
+        ("An umbrella", "cup", "A cup"),
+        ("the people", "dog", "the dogs"),
+        ("three men", "umbrella", "three umbrellas"),
+        ("the children", "horse", "the horses"),
+        ("the man's cell phone", "book", "the man's book"),
+        ("James's phone", "remote", "James's remote"),
+        ("a small coffee table", "laptop", "a small laptop"),
+        ("a cup of coffee on the table", "vase", "a vase on the table"),
+        ("Cups", "clock", "Clocks"),
+        ("Old phone", "oven", "An old oven"),
+        ("the glasses", "wine glass", "the wine glasses"),
+        ("a bottle", "wine glass", "a wine glass"),
+        ("two bottles", "cell phone", "two cell phones"),
+        ("the tables", "dining table", "the dining tables"),
+        ("a knife", "scissors", "a pair of scissors"),
+        ("the mice", "knife", "the knives"),
+        ("several books", "sheep", "several sheep"),
+        ("a pair of glasses", "cup", "a pair of cups"),
+        ("a blue blanket and a cup", "bowl", "a blue blanket and a bowl"),
+        ("his phone,", "book", "his book,"),
+        ("a half-empty glass of wine", "bowl", "a half-empty bowl"),
+        ("her red handbag", "umbrella", "her red umbrella"),
+        ("an old leather suitcase", "backpack", "an old leather backpack"),
+        ("the dusty bottles", "hair drier", "the dusty hair dryers"),
+    ],
+)
+def test_swap_object_phrase_replaces_the_head_noun_only(phrase, category, expected):
+    assert swap_object_phrase(phrase, category) == expected
+
+
+def test_swap_object_phrase_sentence_start_is_the_only_capital():
+    assert swap_object_phrase("TV", "clock", sentence_start=True) == "A clock"
+    assert swap_object_phrase("The TV", "clock", sentence_start=False) == "The clock"
+    assert swap_object_phrase("Cups", "bowl", sentence_start=False) == "bowls"
+    with pytest.raises(ValueError, match="not a COCO category"):
+        swap_object_phrase("a cup", "spaceship")
+    with pytest.raises(ValueError, match="non-empty"):
+        swap_object_phrase("  ", "cup")
+
+
+def test_the_naive_edit_is_the_one_the_issue_reports():
+    assert _object_phrase("a stack of books", "cup") == "a cups"
+    assert _object_phrase("a bus", "dog") == "a dogs"
+    assert _object_phrase("TV", "clock") == "A CLOCK"
+
+
+def test_number_and_article_helpers():
+    assert [plural(w) for w in ("bus", "glass", "wine glass", "knife", "person", "couch", "box", "sheep")] == [
+        "buses", "glasses", "wine glasses", "knives", "people", "couches", "boxes", "sheep"]
+    assert [is_plural(w) for w in ("bus", "glass", "glasses", "people", "cups", "lens", "children", "iris")] == [
+        False, False, True, True, True, False, True, False]
+    assert [article(w) for w in ("apple", "TV", "umbrella", "unicorn", "hour", "MRI", "cup")] == [
+        "an", "a", "an", "a", "an", "an", "a"]
+
+
+_A_BEFORE_VOWEL = re.compile(r"\b[Aa] (?!uni|use|one|eu)[aeiouAEIOU]")
+_AN_BEFORE_CONSONANT = re.compile(r"\b[Aa]n (?!hour|honest|MRI)[b-df-hj-np-tv-zB-DF-HJ-NP-TV-Z]")
+
+
+def _fixture_mentions() -> list[tuple[str, bool]]:
+    """Every COCO-mappable non-person <gdo> mention of the real fixture stories, with whether it opens a sentence."""
+    out = []
+    for path in (STORY_3920, STORY_1831):
+        for segment in parse_story(path.read_text(encoding="utf-8")):
+            for m in segment.mentions:
+                if to_coco(m.text) not in (None, "person"):
+                    before = segment.plain[: m.start].rstrip()
+                    out.append((m.text, not before or before[-1] in ".!?"))
+    return out
+
+
+def test_swap_object_phrase_on_every_object_mention_of_the_real_stories():
+    mentions = _fixture_mentions()
+    assert len(mentions) >= 10
+    for text, opens in mentions:
+        head_plural = is_plural(text.split()[-1].strip(",."))
+        for category in COCO_CATEGORIES:
+            if category == "person":
+                continue
+            new = swap_object_phrase(text, category, sentence_start=opens)
+            assert to_coco(new) == category, (text, category, new)
+            assert not _A_BEFORE_VOWEL.search(new) and not _AN_BEFORE_CONSONANT.search(new), (text, new)
+            last = new.rstrip(",.").split()[-1]
+            if not head_plural and category not in ("skis", "scissors"):
+                assert not is_plural(last), (text, new)
+            assert new[:1].isupper() == (opens and new[:1].isalpha()) or new.startswith("TV"), (text, new)
+            assert not any(w.isupper() and len(w) > 1 and w != "TV" for w in new.split()), (text, new)
+            if head_plural and category not in ("sheep", "tv"):
+                assert is_plural(last), (text, new)
+
+
+# ------------------------------------------------------------- the adversarial construction
+
+from helpers import pairs as hp  # noqa: E402
+from helpers.mlm import load_mlm  # noqa: E402
+
+SMALL = TOYS[:12]  # 6 id blocks of 2: two per side
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm(tmp_path_factory):
+    return load_mlm("random", models_dir=tmp_path_factory.mktemp("models"), seed=0, device="cpu")
+
+
+class _LengthModel:
+    """A stand-in blind classifier whose P(positive) depends on the text alone (its length)."""
+
+    def predict_proba(self, texts):
+        p = np.array([(len(t) % 89) / 89 for t in texts])
+        return np.column_stack([1 - p, p])
+
+
+def _story_of(text: str) -> str:
+    return re.search(r"of story (\d+)", text).group(1)
+
+
+def test_adversarial_construction_on_story_3920_is_fluent(story_3920, tiny_mlm, tmp_path):
+    stories = [dataclasses.replace(story_3920, story_id=str(i)) for i in range(0, 120, 10)]
+    split = split_stories([s.story_id for s in stories], block_size=2, seed=1)
+    pairs = make_pairs(stories, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
+                       mlm=tiny_mlm, cache_dir=tmp_path, n_candidates=4)
+    assert list(pairs.columns) == PAIR_COLUMNS and pairs.pair_id.is_unique
+    per_frame = pairs.groupby(["story_id", "frame"]).label.agg(["sum", "count"])
+    assert (per_frame["sum"] == 1).all() and (per_frame["count"] == 2).all()
+    assert len(pairs) == 2 * 12 * 17  # every frame of 3920 has some negative
+    negatives = pairs[pairs.label == 0]
+    assert negatives.blind_score.between(0, 1).all() and (negatives.n_candidates.between(1, 4)).all()
+    assert (negatives.n_candidates == 4).mean() > 0.5
+    swaps = negatives[negatives.negative_type == "object_swap"]
+    assert len(swaps) >= 5
+    own = pairs[pairs.label == 1].set_index(["story_id", "frame"]).text
+    for row in swaps.itertuples():
+        original = own[(row.story_id, row.frame)]
+        end_old = row.swap_end + len(original) - len(row.text)
+        assert row.text[: row.swap_start] == original[: row.swap_start]
+        assert row.text[row.swap_end :] == original[end_old:]
+        assert row.text[row.swap_start : row.swap_end] in row.swapped_to
+        frame = story_3920.cot.frames[row.frame]
+        present = {to_coco(e.description) for e in frame.objects} | {to_coco(row.swapped_from), "person"}
+        assert to_coco(row.swapped_to) not in present | {None}, row.change
+        assert not _A_BEFORE_VOWEL.search(row.swapped_to) and not _AN_BEFORE_CONSONANT.search(row.swapped_to)
+        assert not re.search(r"\b[Aa]n? \w+s\b", row.swapped_to.replace("pair of", "")), row.swapped_to
+        assert not any(w.isupper() and len(w) > 1 and w != "TV" for w in row.swapped_to.split()), row.swapped_to
+    assert not negatives.text.str.contains(r"\b(?:a cups|a dogs|A CLOCK)\b").any()
+    assert not (negatives.negative_type == "relation_swap").any()  # 3920 relates nothing visible
+
+
+def test_adversarial_construction_is_deterministic(tiny_mlm, tmp_path):
+    split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
+    args = dict(split_of=split, negative_mix=MIX, block_size=2, variant="adversarial", mlm=tiny_mlm)
+    first = make_pairs(SMALL, seed=42, cache_dir=tmp_path / "a", **args)
+    again = make_pairs(random.Random(3).sample(SMALL, len(SMALL)), seed=42, cache_dir=tmp_path / "b", **args)
+    pd.testing.assert_frame_equal(first, again)
+    assert set(first[first.label == 0].negative_type) == set(NEGATIVE_TYPES)
+    assert not first.equals(make_pairs(SMALL, seed=7, cache_dir=tmp_path / "a", **args))
+
+
+def test_filter_keeps_the_candidate_most_like_a_positive(tiny_mlm, tmp_path, monkeypatch):
+    """With a fixed text-only scorer, more candidates (a superset for these types) never score lower."""
+    monkeypatch.setattr(hp, "_fit_blind", lambda *a, **k: _LengthModel())
+    split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
+    args = dict(split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial", mlm=tiny_mlm,
+                cache_dir=tmp_path)
+    one = make_pairs(SMALL, n_candidates=1, **args).set_index("pair_id")
+    four = make_pairs(SMALL, n_candidates=4, **args).set_index("pair_id")
+    negatives = four[four.label == 0]
+    assert np.allclose(negatives.blind_score, _LengthModel().predict_proba(list(negatives.text))[:, 1])
+    superset = negatives[negatives.negative_type.isin(["other_story", "object_swap", "relation_swap"])].index
+    assert len(superset) > 10 and (one.loc[superset, "n_candidates"] == 1).all()
+    assert (four.loc[superset, "blind_score"] >= one.loc[superset, "blind_score"] - 1e-12).all()
+    assert (four.loc[superset, "blind_score"] > one.loc[superset, "blind_score"]).any()
+
+
+def test_the_blind_classifier_never_fits_on_validation_or_test_text(tiny_mlm, tmp_path, monkeypatch):
+    fitted: list[str] = []
+
+    def record(texts, labels, weights, seed):
+        fitted.extend(texts)
+        return _LengthModel()
+
+    monkeypatch.setattr(hp, "_fit_blind", record)
+    split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
+    pairs = make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
+                       mlm=tiny_mlm, cache_dir=tmp_path)
+    hp.blind_auc_table(pairs, block_size=2, n_resamples=10)
+    margin, _ = hp.choose_relation_margin(
+        hp.relation_candidates(SMALL, split_of=split, mlm=tiny_mlm, cache_dir=tmp_path), [1.0, math.inf],
+        block_size=2)
+    assert fitted and {split[_story_of(t)] for t in fitted} == {"train", "val"}  # val: only the margin's check
+    fitted.clear()
+    make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
+               mlm=tiny_mlm, cache_dir=tmp_path)
+    hp.blind_auc_table(pairs, block_size=2, n_resamples=10)
+    assert fitted and {split[_story_of(t)] for t in fitted} == {"train"}
+    # and a training frame is never scored by a model that saw its story
+    scores = hp.blind_predictions(pairs, block_size=2)
+    assert scores.notna().all()
+
+
+def test_blind_predictions_are_cross_fitted_by_story_block():
+    pairs, split = toy_pairs(stories=SMALL)
+    seen: list[set[str]] = []
+    original = hp._fit_blind
+
+    def record(texts, labels, weights, seed):
+        seen.append({_story_of(t) for t in texts})
+        return original(texts, labels, weights, seed)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(hp, "_fit_blind", record):
+        scores = hp.blind_predictions(pairs, block_size=2, n_folds=2)
+    train = {s for s, side in split.items() if side == "train"}
+    # two folds (each fitted on the other's stories, with none of the held-out stories' texts), then one
+    # fit on all training stories
+    assert len(seen) == 3 and seen[-1] == train
+    assert seen[0] | seen[1] == train and not seen[0] & seen[1]
+    assert scores.between(0, 1).all()
+    table = hp.blind_auc_table(pairs, block_size=2, n_resamples=20)
+    assert set(table.split) == {"train", "val"} and set(table.negative_type) == {*NEGATIVE_TYPES, "all"}
+    assert (table.low <= table.high).all() and table.roc_auc.between(0, 1).all()
+    assert (table[table.negative_type == "all"].n_positive == table[table.negative_type == "all"].n_negative).all()
+
+
+def test_relation_margin_is_the_one_whose_swaps_a_blind_reader_cannot_spot():
+    rows = []
+    for i in range(40):
+        word, other = ("on", "under") if i % 2 else ("under", "on")  # both words on both sides
+        original = f"In scene {i} of story {i}, a cup stands {word} the table near lamp {i}."
+        plausible = original.replace(f" {word} ", f" {other} ")
+        odd = original.replace(f"stands {word} the table", f"stands {other} the table zzz qqq")
+        split = "train" if i < 30 else "val"
+        rows.append({"story_id": str(i), "frame": 1, "split": split, "text": plausible, "original": original,
+                     "plausibility": -0.5})
+        rows.append({"story_id": str(i), "frame": 1, "split": split, "text": odd, "original": original,
+                     "plausibility": -6.0})
+    margin, table = hp.choose_relation_margin(pd.DataFrame(rows), [1.0, 2.0, math.inf], block_size=4)
+    assert list(table.margin) == [1.0, 2.0, math.inf] and list(table.swaps_kept) == [40, 40, 80]
+    assert table.blind_roc_auc.iloc[2] > 0.6 and abs(table.blind_roc_auc.iloc[0] - 0.5) < 0.15
+    # (the odd swaps give themselves away; the plausible ones do not)
+    assert margin == 2.0  # ties between 1 and 2: the larger margin

@@ -1,0 +1,428 @@
+"""A masked language model that says how plausible a phrase is in its sentence.
+
+Chapter 01 builds negatives by editing a frame's own text. An edit a reader can spot
+without the frame ("Jack holds a microwave") measures the text, not the alignment; so the
+object put in is the one the sentence makes plausible, and a reversed relation is kept
+only when it reads about as well as the original. Both are judged by a masked language
+model (``distilroberta-base`` by default): the log-probability of a span of a text in its
+context, as a pseudo-log-likelihood (Salazar et al., 2020): each token of the span is
+masked in turn and the model's log-probability of the true token there is summed.
+
+Every score is computed once and cached on disk (``helpers.io.compute_cached``), keyed by
+the model's identity (a hash of its parameters and tokenizer), the text and the span; the
+masked copies of all items in a call are batched together, shortest first.
+
+Weights (profile key ``mlm.weights``): a Hub id (cached under ``HF_HOME``; offline and not
+cached raises ``MissingAssetError``), a local folder written by ``save_pretrained`` (model
+and tokenizer), or ``"random"``: a small ``RobertaForMaskedLM`` (2 layers of width 64, the
+class and layout of distilroberta at a fraction of its size, so smoke runs stay fast) with
+seeded random weights and a byte-level BPE tokenizer built without the network, saved under
+the profile's ``models`` folder and loaded back through the local-folder path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import MissingAssetError, hub_reachable
+from .io import atomic_write_json, compute_cached, stable_hash
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "MODEL_ID",
+    "RANDOM_FOLDER",
+    "Mlm",
+    "mlm_weights_available",
+    "offline_tokenizer",
+    "small_roberta_config",
+    "build_random_mlm",
+    "load_mlm",
+    "span_logprob",
+    "fill_logprob",
+]
+
+MODEL_ID = "distilroberta-base"
+RANDOM_FOLDER = "mlm-random"
+_RANDOM_MARKER = "random_init.json"
+#: Part of every cache key: bumped when the scoring changes, so old rows are recomputed.
+_CACHE_VERSION = 1
+#: Files a Hub snapshot of a masked language model needs; each entry lists alternatives.
+_HUB_FILES = (("config.json",), ("tokenizer.json", "vocab.json"), ("model.safetensors", "pytorch_model.bin"))
+
+
+@dataclass(frozen=True)
+class Mlm:
+    """A loaded masked language model, its tokenizer, device and content identity."""
+
+    model: "PreTrainedModel"
+    tokenizer: "PreTrainedTokenizerBase"
+    device: "torch.device"
+    identity: str
+    source: str
+
+    @property
+    def max_length(self) -> int:
+        """The most tokens one input may have, special tokens included."""
+        positions = getattr(self.model.config, "max_position_embeddings", 512)
+        offset = 2 if self.model.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        return int(min(positions - offset, self.tokenizer.model_max_length or positions))
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _hub_cache_dir() -> Path:
+    from .clip import _hub_cache_dir as clip_hub_cache_dir
+
+    return clip_hub_cache_dir()
+
+
+def _is_hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = _hub_cache_dir()
+    return all(any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache), str) for name in choices)
+               for choices in _HUB_FILES)
+
+
+def _local_folder(spec: str) -> Path | None:
+    from .clip import _local_folder as clip_local_folder
+
+    return clip_local_folder(spec)
+
+
+def mlm_weights_available(spec: str) -> bool:
+    """Whether ``load_mlm(spec)`` can get its weights: ``"random"`` always, a folder if it
+    holds a saved model, a Hub id if it is cached or the Hub answers."""
+    if spec == "random":
+        return True
+    folder = _local_folder(spec)
+    if folder is not None:
+        return (folder / "config.json").is_file()
+    return _is_hub_cached(spec) or hub_reachable()
+
+
+def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenizerBase":
+    """A RoBERTa tokenizer built without the network: byte-level BPE on a fixed word list.
+
+    The vocabulary is laid out as RoBERTa's: ``<s> <pad> </s> <unk>``, the 256 byte symbols,
+    one token per merge, and ``<mask>`` last. Merges are learnt from ``words`` (by default
+    the offline CLIP tokenizer's list plus the COCO category names), each word spelled both
+    after a space in lower case (``Ġword``) and capitalised at the start of a text, by the same fixed rule as
+    :func:`helpers.clip.offline_tokenizer` (take the words in order; while the current one
+    is several symbols, merge its first two everywhere), so the result depends on
+    ``words`` alone. Any text still encodes (down to single bytes). Token ids mean nothing
+    to a pretrained model: this tokenizer goes with random weights only.
+    """
+    from tokenizers import AddedToken
+    from transformers import RobertaTokenizer
+
+    from .clip import _OFFLINE_WORDS
+    from .lexicon import COCO_CATEGORIES
+
+    if words is None:
+        words = [*_OFFLINE_WORDS, *(w for c in COCO_CATEGORIES for w in c.split()), "TV", "people"]
+    vocab, merges = _bpe_tables(tuple(words))
+    # As RoBERTa's: "<mask>" takes the space before it, so "a <mask>" masks the token "Ġcup" of "a cup".
+    mask = AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)
+    return RobertaTokenizer(vocab=dict(vocab), merges=list(merges), mask_token=mask, model_max_length=512)
+
+
+@lru_cache(maxsize=4)
+def _bpe_tables(words: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    """The vocabulary and merges of :func:`offline_tokenizer` (computed once per word list)."""
+    from tokenizers import pre_tokenizers
+
+    from .clip import _merge_pair
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    vocab.update({symbol: len(vocab) + i for i, symbol in enumerate(alphabet)})
+    forms = dict.fromkeys(f for w in words if re.fullmatch(r"[A-Za-z]+", w)
+                          for f in ("\u0120" + w.lower(), w.capitalize()))
+    spelled = [list(f) for f in forms]
+    merges: list[tuple[str, str]] = []
+    for i, word in enumerate(spelled):
+        while len(word) > 1:
+            pair = (word[0], word[1])
+            merges.append(pair)
+            vocab.setdefault(pair[0] + pair[1], len(vocab))
+            for other in spelled[i:]:
+                if pair[0] in other:
+                    _merge_pair(other, pair)
+    vocab["<mask>"] = len(vocab)
+    return tuple(vocab.items()), tuple(merges)
+
+
+def small_roberta_config(tokenizer: "PreTrainedTokenizerBase", **overrides: Any) -> "Any":
+    """A ``RobertaConfig`` of distilroberta's layout at a small size (2 layers, width 64, 2
+    heads, 514 positions), with ``tokenizer``'s vocabulary size and special-token ids."""
+    from transformers import RobertaConfig
+
+    settings = {"vocab_size": len(tokenizer), "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "intermediate_size": 128, "max_position_embeddings": 514, "type_vocab_size": 1,
+                "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id, **overrides}
+    return RobertaConfig(**settings)
+
+
+def build_random_mlm(folder: str | os.PathLike, *, seed: int, words: Sequence[str] | None = None,
+                     **config_overrides: Any) -> Path:
+    """Save a randomly initialised ``RobertaForMaskedLM`` and its offline tokenizer to ``folder``.
+
+    The tokenizer is :func:`offline_tokenizer` of ``words``, the configuration
+    :func:`small_roberta_config` with ``config_overrides``. Initialisation is seeded
+    without touching the global random state. A folder already holding the same seed,
+    words and configuration is reused as it is (nothing is rebuilt); anything else there
+    is replaced. The folder appears whole or not at all (written beside it, then renamed).
+    """
+    import torch
+    from transformers import RobertaForMaskedLM
+
+    folder = Path(folder)
+    marker = {"v": _CACHE_VERSION, "seed": seed, "words": stable_hash(list(words) if words is not None else None),
+              "config": stable_hash(config_overrides)}
+    if _read_marker(folder) == marker:
+        return folder
+    tokenizer = offline_tokenizer(words)
+    config = small_roberta_config(tokenizer, **config_overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = RobertaForMaskedLM(config)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        atomic_write_json(staging / _RANDOM_MARKER, marker)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((folder / _RANDOM_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
+    if spec == "random":
+        return build_random_mlm(Path(models_dir) / RANDOM_FOLDER, seed=seed), {"local_files_only": True}
+    if (folder := _local_folder(spec)) is not None:
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"MLM weights folder {folder} holds no config.json: "
+                                    "expected a folder written by save_pretrained (model and tokenizer)")
+        return folder, {"local_files_only": True}
+    online = hub_reachable()
+    if not online and not _is_hub_cached(spec):
+        raise MissingAssetError(f"masked language model weights {spec!r}", cache_var="HF_HOME",
+                                detail=f"Looked in the Hub cache {_hub_cache_dir()}.")
+    return spec, {"cache_dir": _hub_cache_dir(), "local_files_only": not online}
+
+
+def _identity(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> str:
+    """SHA-1 of every parameter and buffer and of the tokenizer."""
+    import torch
+
+    h = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    h.update(tokenizer.backend_tokenizer.to_str().encode())
+    return h.hexdigest()[:16]
+
+
+def load_mlm(spec: str = MODEL_ID, *, models_dir: str | os.PathLike, seed: int = 42,
+             device: "torch.device | str | None" = None) -> Mlm:
+    """Load a masked language model from a Hub id, a local folder, or ``"random"``.
+
+    ``models_dir`` is the profile's models folder, where ``"random"`` saves its weights.
+    Raises ``MissingAssetError`` for a Hub id that is neither cached nor downloadable, and
+    ``FileNotFoundError`` for a folder that holds no saved model.
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from .config import device as pick_device
+
+    source, options = _resolve(spec, models_dir, seed)
+    dev = pick_device(str(device)) if device is not None else pick_device()
+    model = AutoModelForMaskedLM.from_pretrained(source, **options).to(dev).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source, **options)
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"the tokenizer of {spec!r} has no mask token: not a masked language model")
+    return Mlm(model=model, tokenizer=tokenizer, device=dev, identity=_identity(model, tokenizer), source=str(spec))
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _item_key(mlm: Mlm, text: str, start: int, end: int) -> str:
+    return stable_hash({"v": _CACHE_VERSION, "mlm": mlm.identity, "text": text, "span": [start, end]})
+
+
+def _encode(mlm: Mlm, text: str, start: int, end: int) -> tuple[list[int], list[int]]:
+    """Token ids of ``text`` (special tokens included; cut to a window around the span when
+    too long) and the positions of the tokens that overlap ``text[start:end]``."""
+    enc = mlm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    special = set(mlm.tokenizer.all_special_ids)
+    inside = [i for i, (a, b) in enumerate(offsets) if ids[i] not in special and b > a and a < end and b > start]
+    if not inside:
+        raise ValueError(f"span [{start}, {end}) of {text[:60]!r} covers no token")
+    limit = mlm.max_length
+    if len(ids) > limit:  # keep the span and as much context around it as fits
+        body = ids[1:-1]
+        first, last = inside[0] - 1, inside[-1] - 1
+        room = limit - 2
+        if last - first + 1 > room:
+            raise ValueError(f"span [{start}, {end}) is longer than the model's {limit} tokens")
+        lo = max(0, min(first - (room - (last - first + 1)) // 2, len(body) - room))
+        ids = [ids[0], *body[lo : lo + room], ids[-1]]
+        inside = [i - lo for i in inside]
+    return ids, inside
+
+
+def _masked_logits(mlm: Mlm, input_ids: "torch.Tensor", attention: "torch.Tensor", rows: "torch.Tensor",
+                   positions: "torch.Tensor") -> "torch.Tensor":
+    """The logits at one position per row. With a RoBERTa-style ``lm_head`` only those
+    positions go through the vocabulary projection (the rest of the sequence is never
+    projected onto 50,265 words); any other model computes all logits and picks."""
+    head = getattr(mlm.model, "lm_head", None)
+    if head is not None and getattr(mlm.model, "base_model", None) is not None:
+        hidden = mlm.model.base_model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return head(hidden[rows, positions.to(hidden.device)])
+    logits = mlm.model(input_ids=input_ids, attention_mask=attention).logits
+    return logits[rows, positions.to(logits.device)]
+
+
+def span_logprob(mlm: Mlm, items: Sequence[tuple[str, int, int]], cache_path: str | os.PathLike, *,
+                 batch_size: int = 64) -> np.ndarray:
+    """The log-probability of ``text[start:end]`` in ``text``, for each ``(text, start, end)``.
+
+    A pseudo-log-likelihood: for every token overlapping the span, the text is copied with
+    that token masked, and the model's log-probability of the true token at that position
+    is summed over the span's tokens (natural log). All masked copies of a batch of items
+    are run together, ``batch_size`` copies at a time, shortest first; results are cached
+    under ``cache_path`` per (model identity, text, span), so a rerun does no forward pass.
+    Returns a float array in the order of ``items``.
+    """
+    import torch
+
+    items = [(str(t), int(a), int(b)) for t, a, b in items]
+    for text, start, end in items:
+        if not 0 <= start < end <= len(text):
+            raise ValueError(f"span [{start}, {end}) is not inside a text of {len(text)} characters")
+    if not items:
+        return np.zeros(0, dtype=np.float64)
+    keys = [_item_key(mlm, *item) for item in items]
+    by_key = dict(zip(keys, items))
+    pad = mlm.tokenizer.pad_token_id
+    mask = mlm.tokenizer.mask_token_id
+
+    def compute(batch: list[str]) -> list[dict[str, Any]]:
+        copies: list[tuple[int, list[int], int, int]] = []  # (item, masked ids, position, true id)
+        for n, key in enumerate(batch):
+            ids, inside = _encode(mlm, *by_key[key])
+            for i in inside:
+                masked = list(ids)
+                masked[i] = mask
+                copies.append((n, masked, i, ids[i]))
+        order = sorted(range(len(copies)), key=lambda c: len(copies[c][1]))
+        total = np.zeros(len(batch), dtype=np.float64)
+        for lo in range(0, len(order), batch_size):
+            chunk = [copies[c] for c in order[lo : lo + batch_size]]
+            width = max(len(c[1]) for c in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (_, ids, _, _) in enumerate(chunk):
+                input_ids[r, : len(ids)] = torch.tensor(ids)
+                attention[r, : len(ids)] = 1
+            rows = torch.arange(len(chunk))
+            positions = torch.tensor([c[2] for c in chunk])
+            true_ids = torch.tensor([c[3] for c in chunk])
+            with torch.inference_mode():
+                logits = _masked_logits(mlm, input_ids.to(mlm.device), attention.to(mlm.device), rows, positions)
+            picked = logits.float().log_softmax(-1)[rows, true_ids].cpu().numpy()
+            for (n, _, _, _), value in zip(chunk, picked):
+                total[n] += float(value)
+        return [{"logprob": float(v)} for v in total]
+
+    table, _ = compute_cached(cache_path, keys, compute, batch_size=max(1, batch_size // 2), desc="MLM spans")
+    return table["logprob"].to_numpy(dtype=np.float64)
+
+
+def fill_logprob(mlm: Mlm, contexts: Sequence[tuple[str, int, int]], candidates: Sequence[Sequence[str]],
+                 cache_path: str | os.PathLike, *, batch_size: int = 64) -> list[np.ndarray]:
+    """Fill-mask scores: ``text[start:end]`` replaced by the mask token, and for each of the
+    context's candidate words the log-probability of its first token there.
+
+    This is how transformers' ``fill-mask`` pipeline scores ``targets``: one forward pass per
+    context, whatever the number of candidates, so it can shortlist many candidates before
+    the exact (and costlier) :func:`span_logprob`. A candidate after a space is tokenised
+    with that space. Cached per (model identity, masked text, candidates' first tokens).
+    Returns one array per context, in the order of its candidates.
+    """
+    import torch
+
+    prepared, keys = [], []
+    for (text, start, end), words in zip(contexts, candidates, strict=True):
+        if not 0 <= start <= end <= len(text):
+            raise ValueError(f"span [{start}, {end}) is not inside a text of {len(text)} characters")
+        space = " " if start > 0 and text[start - 1] == " " else ""
+        first = [mlm.tokenizer(space + w, add_special_tokens=False)["input_ids"][0] for w in words]
+        masked = text[:start] + mlm.tokenizer.mask_token + text[end:]
+        prepared.append((masked, first))
+        keys.append(stable_hash({"v": _CACHE_VERSION, "mlm": mlm.identity, "fill": masked, "targets": first}))
+    if not prepared:
+        return []
+    by_key = dict(zip(keys, prepared))
+    pad, mask = mlm.tokenizer.pad_token_id, mlm.tokenizer.mask_token_id
+
+    def compute(batch: list[str]) -> list[dict[str, Any]]:
+        encoded = []
+        for key in batch:
+            ids = list(mlm.tokenizer(by_key[key][0])["input_ids"])
+            position = ids.index(mask)
+            if len(ids) > mlm.max_length:  # a window around the mask
+                room = mlm.max_length - 2
+                lo = max(0, min(position - 1 - room // 2, len(ids) - 2 - room))
+                ids = [ids[0], *ids[1:-1][lo : lo + room], ids[-1]]
+                position = ids.index(mask)
+            encoded.append((ids, position))
+        width = max(len(ids) for ids, _ in encoded)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, (ids, _) in enumerate(encoded):
+            input_ids[r, : len(ids)] = torch.tensor(ids)
+            attention[r, : len(ids)] = 1
+        rows = torch.arange(len(batch))
+        positions = torch.tensor([p for _, p in encoded])
+        with torch.inference_mode():
+            logits = _masked_logits(mlm, input_ids.to(mlm.device), attention.to(mlm.device), rows, positions)
+        logprobs = logits.float().log_softmax(-1).cpu().numpy()
+        return [{"logprobs": logprobs[r, by_key[key][1]].astype(np.float64)} for r, key in enumerate(batch)]
+
+    table, _ = compute_cached(cache_path, keys, compute, batch_size=batch_size, desc="MLM fill-mask")
+    return [np.asarray(v, dtype=np.float64) for v in table["logprobs"]]

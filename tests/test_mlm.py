@@ -1,0 +1,122 @@
+"""Tests for helpers.mlm: loading (random, local folder, Hub id offline) and cached span scores."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from helpers import mlm as hm
+from helpers.config import MissingAssetError
+
+TEXT = "James sits on the couch and holds a cup of tea. The dog sleeps under the table."
+
+
+@pytest.fixture(scope="module")
+def random_mlm(tmp_path_factory) -> hm.Mlm:
+    return hm.load_mlm("random", models_dir=tmp_path_factory.mktemp("models"), seed=3, device="cpu")
+
+
+class _NoForward:
+    """Stands in for a model: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model was used ({name}) although every score was cached")
+
+
+def test_random_model_is_saved_and_loaded_back_through_its_folder(tmp_path):
+    first = hm.load_mlm("random", models_dir=tmp_path, seed=5, device="cpu")
+    folder = tmp_path / hm.RANDOM_FOLDER
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    assert first.model.config.model_type == "roberta" and first.model.config.num_hidden_layers == 2
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    again = hm.load_mlm("random", models_dir=tmp_path, seed=5, device="cpu")  # reused, not rebuilt
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp and again.identity == first.identity
+    from_folder = hm.load_mlm(str(folder), models_dir=tmp_path / "unused", device="cpu")
+    assert from_folder.identity == first.identity and from_folder.tokenizer.mask_token == "<mask>"
+    other = hm.load_mlm("random", models_dir=tmp_path, seed=6, device="cpu")
+    assert other.identity != first.identity
+    assert not any(p.name.startswith(".") for p in tmp_path.rglob("*")), "no staging folder left behind"
+
+
+def test_offline_tokenizer_is_deterministic_and_encodes_anything():
+    a, b = hm.offline_tokenizer(), hm.offline_tokenizer()
+    assert a.get_vocab() == b.get_vocab() and a.mask_token_id == len(a) - 1
+    assert a.convert_ids_to_tokens(a(" a cup on the table")["input_ids"])[1:-1] == ["Ġa", "Ġcup", "Ġon", "Ġthe",
+                                                                                   "Ġtable"]
+    ids = a("Zyxw, qq!")["input_ids"]
+    assert a.decode(ids, skip_special_tokens=True) == "Zyxw, qq!" and a.unk_token_id not in ids
+
+
+def test_weights_available_and_missing(tmp_path, monkeypatch):
+    assert hm.mlm_weights_available("random")
+    assert not hm.mlm_weights_available(str(tmp_path / "nothing-here"))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        hm.load_mlm(str(tmp_path), models_dir=tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setattr(hm, "hub_reachable", lambda *a, **k: False)
+    assert not hm.mlm_weights_available(hm.MODEL_ID)
+    with pytest.raises(MissingAssetError) as err:
+        hm.load_mlm(hm.MODEL_ID, models_dir=tmp_path)
+    assert hm.MODEL_ID in str(err.value) and "HF_HOME" in str(err.value) and "PROFILE=smoke" in str(err.value)
+
+
+def test_preflight_names_the_language_model_when_offline(tmp_path, monkeypatch):
+    from helpers import runner
+    from helpers.config import load_profile
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    cfg = load_profile("quick")
+    with pytest.raises(MissingAssetError, match="masked language model weights 'distilroberta-base'"):
+        runner.preflight(cfg)
+    cfg["mlm"]["weights"] = "random"
+    with pytest.raises(MissingAssetError) as err:
+        runner.preflight(cfg)
+    assert "masked language model weights" not in str(err.value)
+
+
+def test_span_logprob_batched_equals_unbatched_and_cache_hits_skip_the_model(random_mlm, tmp_path):
+    items = [(TEXT, TEXT.index("cup"), TEXT.index("cup") + 3), (TEXT, TEXT.index("couch"), TEXT.index("couch") + 5),
+             (TEXT, 0, 5), (TEXT, TEXT.index("cup of tea"), TEXT.index("cup of tea") + 10), ("A TV.", 2, 4)]
+    one = hm.span_logprob(random_mlm, items, tmp_path / "one", batch_size=1)
+    many = hm.span_logprob(random_mlm, items, tmp_path / "many", batch_size=64)
+    assert one.shape == (5,) and np.all(one < 0)
+    np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-5)
+    # a span of several tokens sums them: it is less likely than one of its tokens alone
+    assert one[3] < one[0]
+    blind = dataclasses.replace(random_mlm, model=_NoForward())
+    np.testing.assert_array_equal(hm.span_logprob(blind, items[::-1], tmp_path / "many"), many[::-1])
+    with pytest.raises(AssertionError, match="the model was used"):
+        hm.span_logprob(blind, [(TEXT, 5, 9)], tmp_path / "many")
+
+
+def test_span_logprob_is_the_masked_token_probability(random_mlm, tmp_path):
+    """For a one-token span, the pseudo-log-likelihood is fill-mask's score of that token."""
+    import torch
+
+    start = TEXT.index(" cup") + 1
+    (score,) = hm.span_logprob(random_mlm, [(TEXT, start, start + 3)], tmp_path / "a")
+    masked = TEXT[:start] + random_mlm.tokenizer.mask_token + TEXT[start + 3 :]
+    enc = random_mlm.tokenizer(masked, return_tensors="pt")
+    position = enc["input_ids"][0].tolist().index(random_mlm.tokenizer.mask_token_id)
+    with torch.inference_mode():
+        logits = random_mlm.model(**enc).logits[0, position]
+    cup = random_mlm.tokenizer(" cup", add_special_tokens=False)["input_ids"]
+    assert len(cup) == 1
+    assert score == pytest.approx(float(logits.log_softmax(-1)[cup[0]]), abs=1e-4)
+    (fill,) = hm.fill_logprob(random_mlm, [(TEXT, start, start + 3)], [["cup", "clock"]], tmp_path / "f")
+    assert fill[0] == pytest.approx(score, abs=1e-4) and fill[1] != fill[0]
+
+
+def test_long_texts_are_windowed_around_the_span(random_mlm, tmp_path):
+    long = " ".join(["the room is quiet"] * 300) + " and a cup stands there."
+    start = long.index("cup")
+    (score,) = hm.span_logprob(random_mlm, [(long, start, start + 3)], tmp_path / "long")
+    assert np.isfinite(score)
+    with pytest.raises(ValueError, match="not inside"):
+        hm.span_logprob(random_mlm, [(TEXT, 5, 500)], tmp_path / "bad")
