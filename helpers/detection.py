@@ -73,6 +73,9 @@ if TYPE_CHECKING:
     from .data import ChainOfThought, Mention, ParsedStory, Segment
 
 __all__ = [
+    "LABEL_NOISE_SCORE",
+    "swapped_category",
+    "hidden_positives",
     "CACHE_SCORE_FLOOR",
     "CACHE_FILE",
     "profile_detections",
@@ -819,6 +822,45 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, stories: Iter
         rows.append(row)
     extra = ["object_score_oracle"] if oracle is not None else []
     return pd.DataFrame(rows, columns=["pair_id", *OBJECT_COLUMNS, *extra])
+
+
+# ---------------------------------------------------------------------------- label noise
+
+#: A detection at least this confident of a swapped-in category counts as the object being there.
+LABEL_NOISE_SCORE = 0.7
+_SWAPPED_CATEGORY = re.compile(r"\(([^()]*) -> ([^()]*)\)\s*$")
+
+
+def swapped_category(change: str) -> str | None:
+    """The COCO category an ``object_swap`` put in, read from the pair's ``change``
+    ('object "a cup" -> "a clock" (cup -> clock)'); None for any other change."""
+    match = _SWAPPED_CATEGORY.search(str(change)) if str(change).startswith("object ") else None
+    return match.group(2).strip() if match else None
+
+
+def hidden_positives(pairs: pd.DataFrame, frames: pd.DataFrame, *, high_score: float = LABEL_NOISE_SCORE
+                     ) -> pd.DataFrame:
+    """Object swaps whose swapped-in category the detector nevertheless finds in the frame.
+
+    One row per ``object_swap`` negative of ``pairs``: its ``pair_id``, ``split``, the
+    ``category`` put in, the detector's best ``score`` for it in the frame (0 when absent or
+    when the frame did not decode) and ``hidden``: score >= ``high_score``. The annotations said
+    the object was absent; a confident detection says it may be there after all, a proxy for
+    negatives that are really positives (label noise).
+    """
+    swaps = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap")]
+    ok = frames[frames["status"] == "ok"]
+    found = {(str(s), int(f)): parse_detections(cell, 0.0) for s, f, cell in
+             ok[["story_id", "frame", "detections"]].itertuples(index=False)}
+    rows = []
+    for pair_id, story_id, frame, split, change in swaps[["pair_id", "story_id", "frame", "split", "change"]].itertuples(
+            index=False):
+        category = swapped_category(change)
+        scores = [d.score for d in found.get((str(story_id), int(frame)), []) if d.label == category]
+        best = max(scores, default=0.0)
+        rows.append({"pair_id": pair_id, "split": split, "category": category, "score": best,
+                     "hidden": best >= high_score})
+    return pd.DataFrame(rows, columns=["pair_id", "split", "category", "score", "hidden"])
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -64,6 +64,8 @@ __all__ = [
     "evaluate_split",
     "CONTROL_METRICS",
     "shuffled_frame_pairs",
+    "SWAP_TYPES",
+    "swap_plausibility_rows",
     "control_section",
     "control_table",
     "evaluate",
@@ -596,6 +598,52 @@ def shuffled_frame_pairs(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
     stranger = [donor[k] for k in own]
     return pairs.assign(own_story_id=[k[0] for k in own], own_frame=[k[1] for k in own],
                         story_id=[k[0] for k in stranger], frame=[k[1] for k in stranger])
+
+
+#: The negative types whose edit a masked language model can read (``swap_plausibility_rows``).
+SWAP_TYPES: tuple[str, ...] = ("object_swap", "relation_swap")
+
+
+def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path, *,
+                           batch_size: int = 64) -> pd.DataFrame:
+    """The zero-shot blind control: prediction-like rows for the frames whose negative is a swap.
+
+    For each such frame the masked language model scores the replaced words in the frame's own
+    text (the positive's score) and the changed words in the edited text (the negative's score),
+    :func:`helpers.pairs.edit_logprobs`. It never sees the frame, and the construction's filter
+    never used it, so a paired score above 0.5 means the edit can be read from the text alone.
+    ``pairs`` needs the pair columns and ``text``, ``swap_start``, ``swap_end``. A frame whose
+    edit cannot be located in place is left out, counted in ``attrs["unlocated"]``.
+    """
+    from .pairs import edit_logprobs
+
+    negatives = pairs[(pairs["label"] == 0) & pairs["negative_type"].isin(SWAP_TYPES)]
+    positives = pairs[pairs["label"] == 1].set_index(["story_id", "frame"])
+    edits, kept, unlocated = [], [], 0
+    for row in negatives.itertuples(index=False):
+        own = positives.loc[(row.story_id, row.frame)]
+        original, edited, start, end = str(own["text"]), str(row.text), int(row.swap_start), int(row.swap_end)
+        end_old = end + len(original) - len(edited)
+        if start < 0 or original[:start] != edited[:start] or original[end_old:] != edited[end:]:
+            unlocated += 1
+            continue
+        edits.append((original, edited, start, end))
+        kept.append((own, row))
+    columns = ["pair_id", "story_id", "frame", "block", "split", "label", "negative_type", "score"]
+    if not edits:
+        out = pd.DataFrame(columns=columns)
+        out.attrs["unlocated"] = unlocated
+        return out
+    new, old = edit_logprobs(mlm, edits, cache_dir, batch_size=batch_size)
+    rows = []
+    for (own, neg), lp_old, lp_new in zip(kept, old, new):
+        common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
+        rows.append({**common, "pair_id": own["pair_id"], "label": 1, "negative_type": "", "score": float(lp_old)})
+        rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
+                     "score": float(lp_new)})
+    out = pd.DataFrame(rows, columns=columns)
+    out.attrs["unlocated"] = unlocated
+    return out
 
 
 def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, seed: int,

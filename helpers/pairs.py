@@ -71,6 +71,7 @@ __all__ = [
     "relation_swap",
     "relation_swap_options",
     "edit_plausibility",
+    "edit_logprobs",
     "relation_candidates",
     "choose_relation_margin",
     "text_only_classifier",
@@ -798,11 +799,21 @@ def edit_plausibility(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], ca
     """How much less plausible each edit's changed words are than the words they replaced.
 
     Each edit is ``(original text, edited text, swap_start, swap_end)``: the changed words are
-    ``edited[swap_start:swap_end]``, and the text is otherwise the original. The masked
-    language model scores the changed words in the sentence that holds them
-    (:func:`helpers.mlm.span_logprob`) and the replaced words in the original sentence; the
-    result is the difference of the two log-probabilities (natural log; 0: as plausible,
-    -3: e^3 times less).
+    ``edited[swap_start:swap_end]``, and the text is otherwise the original. The result is
+    the difference of the two log-probabilities of :func:`edit_logprobs` (natural log; 0: as
+    plausible, -3: e^3 times less).
+    """
+    edited, original = edit_logprobs(mlm, edits, cache_dir, batch_size=batch_size)
+    return edited - original
+
+
+def edit_logprobs(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_dir: str | os.PathLike,
+                  *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``(edited, original)``: the log-probability of each edit's changed words in the sentence
+    that holds them, and of the words they replaced in the original sentence
+    (:func:`helpers.mlm.span_logprob`; edits as for :func:`edit_plausibility`). Besides choosing
+    relation swaps, this is the zero-shot blind control of the evaluation: a language model that
+    prefers the original words has read the edit from the text alone.
     """
     from .mlm import span_logprob
 
@@ -817,7 +828,7 @@ def edit_plausibility(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], ca
         items_old.append((original[a:b], start - a, end_old - a))
         items_new.append((edited[a:b_new], start - a, end_new - a))
     scores = span_logprob(mlm, items_new + items_old, cache_dir, batch_size=batch_size)
-    return scores[: len(edits)] - scores[len(edits) :]
+    return scores[: len(edits)], scores[len(edits) :]
 
 
 # --------------------------------------------------------------------- blind classifier

@@ -212,6 +212,26 @@ display(Markdown(
 ))
 
 # %% [markdown]
+# ## Negatives that may be positives
+#
+# An object swap puts in a COCO category that the frame's annotations do not contain. The
+# annotations can miss things, so the frame may show that object after all: then the
+# "negative" is a positive. How often the detector finds the swapped-in category with high
+# confidence (`helpers.detection.LABEL_NOISE_SCORE`) estimates that label noise, per split
+# (train and validation here; chapter 07 gives the test split's).
+
+# %%
+hidden = det.hidden_positives(development(pairs), run.frames)
+if len(hidden):
+    display(hidden.groupby("split").agg(object_swaps=("hidden", "size"), detected_confidently=("hidden", "sum"),
+                                        share=("hidden", "mean")).style.format({"share": "{:.1%}"}))
+    display(Markdown(f"A detection scoring at least {det.LABEL_NOISE_SCORE} counts. Most often put in and found: "
+                     + (", ".join(f"`{c}` ({n})" for c, n in hidden[hidden["hidden"]]["category"].value_counts()
+                                  .head(5).items()) or "none") + "."))
+else:
+    display(Markdown("This run has no object swaps in train and validation."))
+
+# %% [markdown]
 # ## The evidence, saved
 #
 # One row per pair goes to the feature table the fusion chapters read; the lists of needed,

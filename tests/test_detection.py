@@ -400,3 +400,26 @@ def test_profile_detections_read_what_an_earlier_chapter_cached(models_dir, tmp_
     assert (first.forward_passes, again.forward_passes) == (2, 0)
     assert (paths.cache / det.CACHE_FILE).is_dir() and (paths.models).is_dir()
     pd.testing.assert_frame_equal(again.frames, first.frames)
+
+
+def test_hidden_positives_find_the_swapped_in_category_in_the_frame():
+    assert det.swapped_category('object "a cup" -> "a clock" (cup -> clock)') == "clock"
+    assert det.swapped_category('object "the TV" -> "a cell phone" (tv -> cell phone)') == "cell phone"
+    assert det.swapped_category('relation "on" -> "under"') is None
+    boxes = [det.Detection("clock", 0.9, (0, 0, 5, 5)), det.Detection("dog", 0.6, (0, 0, 5, 5))]
+    frames = pd.DataFrame({"story_id": ["1", "1", "2"], "frame": [1, 2, 1], "status": ["ok", "ok", "corrupt"],
+                           "detections": [det._dumps(boxes), det._dumps(boxes[1:]), "[]"]})
+    pairs = pd.DataFrame({
+        "pair_id": ["a", "b", "c", "d", "e"], "story_id": ["1", "1", "1", "2", "1"], "frame": [1, 2, 1, 1, 1],
+        "split": ["train", "val", "train", "val", "train"], "label": [0, 0, 0, 0, 1],
+        "negative_type": ["object_swap", "object_swap", "object_swap", "object_swap", ""],
+        "change": ['object "a cup" -> "a clock" (cup -> clock)', 'object "a cup" -> "a clock" (cup -> clock)',
+                   'object "a cat" -> "a dog" (cat -> dog)', 'object "a cup" -> "a clock" (cup -> clock)', ""],
+    })
+    table = det.hidden_positives(pairs, frames).set_index("pair_id")
+    assert list(table.index) == ["a", "b", "c", "d"]  # object swaps only
+    assert table.loc["a", "hidden"] and table.loc["a", "score"] == 0.9  # the clock is there, confidently
+    assert not table.loc["b", "hidden"] and table.loc["b", "score"] == 0.0  # no clock in that frame
+    assert not table.loc["c", "hidden"] and table.loc["c", "score"] == 0.6  # a dog, but not confidently
+    assert not table.loc["d", "hidden"]  # the frame did not decode: nothing found
+    assert det.hidden_positives(pairs, frames, high_score=0.5).loc[lambda t: t["pair_id"] == "c", "hidden"].item()

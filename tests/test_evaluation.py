@@ -29,6 +29,7 @@ from helpers.evaluation import (
     paired_table,
     point_metrics,
     shuffled_frame_pairs,
+    swap_plausibility_rows,
     tune_threshold,
     weighted_metrics,
 )
@@ -312,3 +313,34 @@ def test_evaluation_rejects_inconsistent_predictions():
     with pytest.raises(ValueError, match="not scored on the same test pairs"):
         evaluate(partial, profile="smoke", n_resamples=5, seed=0, primary_model="fusion", threshold_rule="",
                  block_size=2)
+
+
+def test_the_language_model_control_scores_own_words_against_edited_words(monkeypatch):
+    own = "He holds a cup. The dog sits on the couch."
+    swapped = own.replace("a cup", "a clock")
+    moved = own.replace("on the couch", "under the couch")
+    rows = []
+    at = own.index("on the couch")
+    for frame, (text, kind, start, end) in enumerate([(swapped, "object_swap", 9, 16),
+                                                      (moved, "relation_swap", at, at + len("under")),
+                                                      ("Another story.", "other_story", -1, -1),
+                                                      ("He holds a vase!", "object_swap", 9, 15)], start=1):
+        common = {"story_id": "s", "frame": frame, "block": "b", "split": "test"}
+        rows.append({**common, "pair_id": f"s-{frame}-pos", "label": 1, "negative_type": "", "text": own,
+                     "swap_start": -1, "swap_end": -1})
+        rows.append({**common, "pair_id": f"s-{frame}-neg", "label": 0, "negative_type": kind, "text": text,
+                     "swap_start": start, "swap_end": end})
+    seen = []
+
+    def fake_logprobs(mlm, edits, cache_dir, *, batch_size):
+        seen.extend(edits)
+        return np.array([-5.0, -1.0]), np.array([-2.0, -2.0])  # (edited, original) per edit
+
+    monkeypatch.setattr("helpers.pairs.edit_logprobs", fake_logprobs)
+    out = swap_plausibility_rows(pd.DataFrame(rows), mlm=None, cache_dir="unused")
+    assert [(e[1][e[2]:e[3]]) for e in seen] == ["a clock", "under"]  # the changed words, located in place
+    assert out.attrs["unlocated"] == 1  # "a vase!" is not an in-place edit of the frame's own text
+    assert out["pair_id"].tolist() == ["s-1-pos", "s-1-neg", "s-2-pos", "s-2-neg"]
+    assert out["score"].tolist() == [-2.0, -5.0, -2.0, -1.0]
+    frames = paired_outcomes(out)
+    assert frames["outcome"].tolist() == [1.0, 0.0]  # the swap read as less plausible; the relation as more
