@@ -98,6 +98,134 @@ def test_relation_holds_is_scale_invariant(relation, subject, obj, expected, fac
     assert relation_holds(relation, scale(subject), scale(obj), scale(IMAGE)) is expected
 
 
+def x_at(cx, width, y=(100, 200)):
+    """A box of ``width`` centred on ``cx``."""
+    return (cx - width / 2, y[0], cx + width / 2, y[1])
+
+
+def y_at(cy, height, x=(100, 200)):
+    """A box of ``height`` centred on ``cy``."""
+    return (x[0], cy - height / 2, x[1], cy + height / 2)
+
+
+TABLE_BOX = (100, 110, 400, 230)  # 300 x 120, centre (250, 170)
+WALL = (50, 120, 300, 200)  # 250 x 80, bottom at 200
+
+# Each rule just inside and just outside each of its margins, at the boundary itself (where
+# the docstring's < or <= decides), and with boxes of different sizes, so that the margin's
+# sign, its factor and which sizes it adds up are all pinned. Image 400 x 300: diagonal 500.
+MARGIN_IMAGE = (400, 300)
+MARGIN_CASES = [
+    # left/right of: the margin is 0.1 * (w_s + w_o): 10 for two 50-wide boxes around x = 325
+    ("left of", x_at(314, 50), x_at(325, 50), True),
+    ("left of", x_at(315, 50), x_at(325, 50), False),  # offset 10 = margin: strict
+    ("left of", x_at(336, 50), x_at(325, 50), False),  # on the other side
+    ("left of", x_at(304, 150), x_at(325, 50), True),  # margin 0.1 * (150 + 50) = 20
+    ("left of", x_at(305, 150), x_at(325, 50), False),
+    ("left of", x_at(295, 50), x_at(325, 250), False),  # margin 0.1 * (50 + 250) = 30
+    ("left of", x_at(294, 50), x_at(325, 250), True),
+    ("right of", x_at(336, 50), x_at(325, 50), True),
+    ("right of", x_at(335, 50), x_at(325, 50), False),  # offset 10 = margin: strict
+    ("right of", x_at(314, 50), x_at(325, 50), False),  # on the other side
+    ("right of", x_at(346, 150), x_at(325, 50), True),  # margin 20
+    ("right of", x_at(345, 150), x_at(325, 50), False),
+    ("right of", x_at(355, 50), x_at(325, 250), False),  # margin 30
+    ("right of", x_at(356, 50), x_at(325, 250), True),
+    # above/below: the margin is 0.1 * (h_s + h_o), around y = 125
+    ("above", y_at(114, 50), y_at(125, 50), True),
+    ("above", y_at(115, 50), y_at(125, 50), False),
+    ("above", y_at(104, 150), y_at(125, 50), True),  # margin 20
+    ("above", y_at(105, 150), y_at(125, 50), False),
+    ("above", y_at(95, 50), y_at(125, 250), False),  # margin 30
+    ("above", y_at(94, 50), y_at(125, 250), True),
+    ("below", y_at(136, 50), y_at(125, 50), True),
+    ("below", y_at(135, 50), y_at(125, 50), False),
+    ("below", y_at(146, 150), y_at(125, 50), True),
+    ("below", y_at(145, 150), y_at(125, 50), False),
+    ("below", y_at(155, 50), y_at(125, 250), False),
+    ("below", y_at(156, 50), y_at(125, 250), True),
+    # on: horizontal overlap >= half the narrower width (a 40-wide cup: 20 px)
+    ("on", (380, 80, 420, 120), TABLE_BOX, True),  # overlap 20
+    ("on", (381, 80, 421, 120), TABLE_BOX, False),  # overlap 19
+    ("on", (80, 80, 120, 120), TABLE_BOX, True),  # overlap 20 on the left edge
+    ("on", (79, 80, 119, 120), TABLE_BOX, False),
+    # on: the bottom edge no higher than the top minus slack = 0.1 * mean height (8 px here)
+    ("on", (200, 62, 240, 102), TABLE_BOX, True),  # 102 = 110 - 8
+    ("on", (200, 61, 240, 101), TABLE_BOX, False),
+    # ...and no lower than the bottom plus slack (a 240-high subject: slack 18, 248 = 230 + 18)
+    ("on", (200, 8, 240, 248), TABLE_BOX, True),
+    ("on", (200, 8, 240, 249), TABLE_BOX, False),
+    # on: the subject's centre strictly higher than the object's (170)
+    ("on", (200, 109, 240, 229), TABLE_BOX, True),
+    ("on", (200, 110, 240, 230), TABLE_BOX, False),
+    # under: the same overlap, centre strictly lower, top not above the object's top
+    ("under", (380, 150, 420, 230), TABLE_BOX, True),
+    ("under", (381, 150, 421, 230), TABLE_BOX, False),
+    ("under", (200, 111, 240, 231), TABLE_BOX, True),
+    ("under", (200, 110, 240, 230), TABLE_BOX, False),  # same centre
+    ("under", (200, 110, 240, 232), TABLE_BOX, True),  # tops level
+    ("under", (200, 109, 240, 233), TABLE_BOX, False),  # top above the object's
+    # in: >= 60% of the subject's area (100 x 100) inside the object
+    ("in", (340, 100, 440, 200), (100, 50, 400, 220), True),  # 60 x 100 inside
+    ("in", (341, 100, 441, 200), (100, 50, 400, 220), False),  # 59 x 100
+    ("in", (40, 100, 140, 200), (100, 50, 400, 220), False),  # 40 x 100 on the left edge
+    ("in", (200, 160, 300, 260), (100, 50, 400, 220), True),  # 100 x 60 at the bottom
+    ("in", (200, 161, 300, 261), (100, 50, 400, 220), False),  # 100 x 59
+    ("in", (200, 10, 300, 110), (100, 50, 400, 220), True),  # 100 x 60 at the top
+    ("in", (200, 9, 300, 109), (100, 50, 400, 220), False),
+    ("in", (150, 0, 151, 1), (100, 50, 400, 220), False),  # above it: no area inside
+    ("in", (0, 100, 1, 101), (100, 50, 400, 220), False),  # beside it
+    # near: gap <= half the mean longer side (100 x 100 boxes: 50) ...
+    ("near", (0, 0, 100, 100), (150, 0, 250, 100), True),
+    ("near", (0, 0, 100, 100), (151, 0, 251, 100), False),
+    ("near", (150, 0, 250, 100), (0, 0, 100, 100), True),  # the other way round
+    ("near", (151, 0, 251, 100), (0, 0, 100, 100), False),
+    ("near", (0, 150, 100, 250), (0, 0, 100, 100), True),  # vertically
+    ("near", (0, 151, 100, 251), (0, 0, 100, 100), False),
+    ("near", (0, 0, 100, 100), (0, 150, 100, 250), True),
+    ("near", (0, 0, 100, 100), (0, 151, 100, 251), False),
+    ("near", (0, 0, 100, 100), (130, 140, 230, 240), True),  # diagonally: hypot(30, 40) = 50
+    ("near", (0, 0, 100, 100), (131, 140, 231, 240), False),
+    ("near", (0, 0, 100, 20), (150, 0, 250, 20), True),  # the longer side, not the shorter
+    ("near", (0, 0, 100, 20), (200, 0, 220, 20), False),  # mean longer side 60: limit 30, gap 100
+    ("near", (0, 0, 100, 20), (130, 0, 150, 20), True),  # gap 30
+    ("near", (0, 0, 100, 20), (131, 0, 151, 20), False),
+    # ... and <= 0.2 * image diagonal (100 px): two 400-wide boxes 100 apart are near, 101 not
+    ("near", (0, 0, 400, 400), (500, 0, 900, 400), True),
+    ("near", (0, 0, 400, 400), (501, 0, 901, 400), False),
+    ("near", (0, 0, 100, 100), (50, 50, 150, 150), True),  # overlapping: gap 0
+    # holding: gap <= 0.1 * the smaller box's longer side (a 30 x 40 phone: 4 px)
+    ("holding", (100, 20, 250, 230), (254, 100, 284, 140), True),
+    ("holding", (100, 20, 250, 230), (255, 100, 285, 140), False),
+    ("holding", (254, 100, 284, 140), (100, 20, 250, 230), True),  # the phone holding the man: same gap
+    ("holding", (100, 20, 250, 230), (100, 235, 140, 265), False),  # 5 px below
+    ("holding", (100, 20, 250, 230), (100, 234, 140, 264), True),
+    # in front of / behind: horizontal overlap (strictly) and bottoms apart by more than
+    # 0.05 * mean height (120-high subject, 80-high wall: 5 px)
+    ("in front of", (100, 86, 200, 206), WALL, True),
+    ("in front of", (100, 85, 200, 205), WALL, False),
+    ("in front of", (299, 86, 399, 206), WALL, True),  # overlap 1
+    ("in front of", (300, 86, 400, 206), WALL, False),  # touching: no overlap
+    ("in front of", (100, 174, 200, 294), (50, 120, 300, 200), True),  # far lower
+    ("behind", (100, 74, 200, 194), WALL, True),
+    ("behind", (100, 75, 200, 195), WALL, False),
+    ("behind", (299, 74, 399, 194), WALL, True),
+    ("behind", (300, 74, 400, 194), WALL, False),
+    ("behind", (-49, 74, 51, 194), WALL, True),  # overlap 1 on the left
+    ("behind", (-50, 74, 50, 194), WALL, False),
+]
+
+
+def test_every_relation_has_margin_cases_both_ways():
+    assert {(r, e) for r, _, _, e in MARGIN_CASES} == {(r, e) for r in RELATIONS for e in (True, False)}
+
+
+@pytest.mark.parametrize("relation, subject, obj, expected", MARGIN_CASES,
+                         ids=[f"{r}-{e}-{i}" for i, (r, _, _, e) in enumerate(MARGIN_CASES)])
+def test_relation_holds_just_inside_and_outside_each_margin(relation, subject, obj, expected):
+    assert relation_holds(relation, subject, obj, MARGIN_IMAGE) is expected
+
+
 def test_opposite_relations_never_both_hold():
     rng = random.Random(0)
 
