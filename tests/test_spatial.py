@@ -252,6 +252,28 @@ def test_bad_input_raises_a_value_error_naming_it(args, needle):
     assert raised.type is SpatialInputError
 
 
+@pytest.mark.parametrize("subject, obj, image, message", [
+    ((10, 10, 10, 20), (0, 0, 5, 5), IMAGE, r"^subject_box \(10, 10, 10, 20\) is empty or inverted"),  # no width
+    ((0, 0, 5, 5), (10, 10, 20, 10), IMAGE, r"^object_box \(10, 10, 20, 10\) is empty or inverted"),  # no height
+    (("a", 0, 5, 5), (0, 0, 5, 5), IMAGE, r"^subject_box must be four numbers \(x1, y1, x2, y2\), got"),
+    ((0, 0, 5, 5), (0, 0, 5, float("inf")), IMAGE, r"^object_box must be four finite numbers"),
+    ((0, 0, 5, 5), (0, 0, 5, 5), ("wide", 240), r"^image_size must be \(width, height\), got \('wide', 240\)"),
+    ((0, 0, 5, 5), (0, 0, 5, 5), (600, 240, 3), r"^image_size must be \(width, height\)"),
+    ((0, 0, 5, 5), (0, 0, 5, 5), (600, 0), r"^image_size must be two positive numbers"),
+    ((0, 0, 5, 5), (0, 0, 5, 5), (0, 240), r"^image_size must be two positive numbers"),
+    ((0, 0, 5, 5), (0, 0, 5, 5), (float("inf"), 240), r"^image_size must be two positive numbers"),
+    ((0, 0, 5, 5), (0, 0, 5, 5), (600, float("inf")), r"^image_size must be two positive numbers"),
+])
+def test_bad_boxes_and_image_sizes_are_named_in_the_error(subject, obj, image, message):
+    with pytest.raises(SpatialInputError, match=message):
+        relation_holds("near", subject, obj, image)
+
+
+def test_any_positive_image_size_is_accepted():
+    # a thumbnail's size, under one pixel wide after scaling, is still a size
+    assert relation_holds("near", (0, 0, 0.1, 0.1), (0.15, 0, 0.25, 0.1), (0.5, 0.5)) is True
+
+
 # ------------------------------------------------------------------------- extraction
 
 
@@ -277,6 +299,32 @@ def typed(text):
 ])
 def test_extract_relations_from_plain_text(text, expected):
     assert triples(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a COCO noun right before a noun COCO lacks is a modifier ("car door"), in any case or number
+    ("The dog sleeps under the car door.", []),
+    ("The dog sleeps under the car doors.", []),
+    ("The dog sleeps under the Car Door.", []),
+    ("The dog sleeps under the car.", [("dog", "under", "car")]),
+    # two words naming one thing are one object, not its first word
+    ("A man stands beside a teddy bear.", [("man", "near", "teddy bear")]),
+    # the object is looked for before the next phrase only ("under or on": on the table)
+    ("The cat is under or on the table.", [("cat", "on", "table")]),
+    # each statement once
+    ("A cup rests on the table. A cup rests on the table.", [("cup", "on", "table")]),
+    # at most 4 words between the subject and the phrase, at most 3 between the phrase and the object
+    ("A cup that was left there rests on the table.", [("cup", "on", "table")]),
+    ("A cup that was left over there rests on the table.", []),
+    ("A cup rests on the old wooden table.", [("cup", "on", "table")]),
+    ("A cup rests on the big old wooden table.", []),
+])
+def test_extraction_windows_and_compound_nouns(text, expected):
+    assert triples(text) == expected
+
+
+def test_a_compound_noun_keeps_its_category():
+    assert typed("A man stands beside a teddy bear.") == [("person", "near", "teddy bear")]
 
 
 def test_plain_text_relations_carry_coco_categories():
@@ -306,6 +354,36 @@ def test_extract_relations_from_tagged_text():
     assert triples(seg("The <gdo bg1>walls</gdo> close in on <gdo char2>him</gdo>.")) == []
     # a relation never crosses a sentence
     assert triples(seg("<gdo char1>Ann</gdo> waits. On <gdo obj1>the table</gdo> lies a note.")) == []
+
+
+def test_tagged_possessors_self_references_and_unknown_objects():
+    def seg(tagged):
+        return parse_segment(tagged, 1)
+
+    # a possessor ("James's laptop", curly apostrophe too) and a possessive ("His") are not the object
+    for possessor in ("<gdo char1>James</gdo>'s", "<gdo char1>James</gdo>\u2019s", "<gdo char1>His</gdo>"):
+        text = f"<gdo obj1>A cup</gdo> rests next to {possessor} <gdo obj2>laptop</gdo>."
+        assert triples(seg(text)) == [("A cup", "near", "laptop")], possessor
+    # two mentions of one character are one thing: never related to each other
+    assert triples(seg("<gdo char1>Ann</gdo> stands next to <gdo char1>the woman</gdo>.")) == []
+    # an object mention whose words name nothing COCO has has no category (it is no person)
+    gizmo = seg("<gdo char1>Ann</gdo> stands next to <gdo obj1>the gizmo</gdo>.")
+    assert [(r.subject_category, r.relation, r.object_category) for r in extract_relations(gizmo)] == [
+        ("person", "near", None)]
+
+
+@pytest.mark.parametrize("tagged", [
+    # the phrase inside the actor's <gda>, after a nearer person
+    "<gdo char1>Mia</gdo> sits next to <gdo char2>Tom</gdo>, <gda char1>holding</gda> <gdo obj1>a cup</gdo>.",
+    # the phrase right after the actor's <gda>
+    "<gdo char1>Mia</gdo> sits next to <gdo char2>Tom</gdo> and <gda char1>smiles</gda> holding <gdo obj1>a cup</gdo>.",
+    # an earlier action of someone else is not the phrase's
+    "<gdo char2>Tom</gdo> <gda char2>nods</gda> to <gdo char1>Mia</gdo>, who <gda char1>is holding</gda> "
+    "<gdo obj1>a cup</gdo>.",
+])
+def test_an_agent_phrase_belongs_to_its_actor_not_the_nearest_person(tagged):
+    assert ("Mia", "holding", "a cup") in triples(parse_segment(tagged, 1))
+    assert not any(s == "Tom" and r == "holding" for s, r, _ in triples(parse_segment(tagged, 1)))
 
 
 def test_characters_take_the_category_of_their_description():
