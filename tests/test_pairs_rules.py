@@ -39,6 +39,20 @@ def test_blocks_are_dealt_round_robin_then_to_the_largest_deficit():
         assert Counter(split.values()) == {"train": 7, "val": 2, "test": 1}
 
 
+def test_round_robin_stops_after_min_blocks_per_side():
+    # fractions 0.2, 0.4, 0.4 over 5 one-story blocks, one block per side first: then the
+    # 4th block goes to the largest deficit (val: 2 - 1, tied with test, earlier), not round
+    # robin to train, and the 5th to test
+    split = split_stories(ids(*range(5)), fractions=(0.2, 0.4, 0.4), block_size=1, min_blocks=1, seed=0)
+    assert Counter(split.values()) == {"train": 1, "val": 2, "test": 2}
+
+
+def test_the_default_seed_is_42():
+    some = ids(*range(0, 60, 3))
+    assert split_stories(some, block_size=2) == split_stories(some, block_size=2, seed=42)
+    assert split_stories(some, block_size=2) != split_stories(some, block_size=2, seed=43)
+
+
 def test_deficit_ties_go_to_the_earlier_side_and_empty_sides_get_nothing():
     # two sides of 50% (targets 2.5), five one-story blocks: train, val; then deficits 1.5
     # and 1.5 tie: train; then 0.5 against 1.5: val; then 0.5 and 0.5 tie: train. 3 to 2
@@ -91,6 +105,11 @@ def test_fractions_must_be_non_negative_and_sum_to_one(fractions, ok):
 def test_story_ids_must_be_numbers(bad):
     with pytest.raises(ValueError, match="not a number"):
         split_stories([*ids(*range(6)), bad], block_size=1, seed=0)
+
+
+def test_duplicate_ids_are_refused_with_a_plain_message():
+    with pytest.raises(ValueError, match=r"^story_ids contains duplicates$"):
+        split_stories(ids(1, 2, 3, 4, 5, 6, 1), block_size=1, seed=0)
 
 
 # ------------------------------------------------------------------------------ other_story
@@ -151,6 +170,17 @@ def test_a_type_that_does_not_apply_falls_back_to_the_others():
     assert pairs.attrs["frames_without_negative"] == 0
 
 
+def test_the_weights_of_the_mix_are_followed():
+    # 20 stories of 4 frames in blocks of 2: both types apply to every frame
+    stories = [story(i, frames=4) for i in ids(*range(20))]
+    split_of = dict.fromkeys(ids(*range(20)), "train")
+    for weights, expected in (((0.9, 0.1), 0.9), ((0.1, 0.9), 0.1)):
+        mix = dict(zip(("other_story", "same_story"), weights))
+        pairs = make_pairs(stories, split_of=split_of, negative_mix=mix, seed=5, block_size=2)
+        share = (pairs[pairs.label == 0].negative_type == "other_story").mean()
+        assert abs(share - expected) < 0.12, (mix, share)  # 80 draws: a standard error of 0.034
+
+
 def test_a_zero_weight_type_is_never_used_even_as_a_fallback():
     stories = [story(i) for i in ids(1, 2, 3)]
     split_of = dict.fromkeys(ids(1, 2, 3), "train")
@@ -187,7 +217,13 @@ def test_the_mix_needs_a_positive_weight_and_no_negative_one(mix):
         make_pairs([story("1")], split_of={"1": "train"}, negative_mix=mix, seed=0, block_size=1)
 
 
+def test_stories_without_a_side_are_counted_and_listed_up_to_five():
+    stories = [story(i) for i in ids(*range(1, 8))]
+    with pytest.raises(ValueError, match=r"^split_of has no side for 6 stories, e.g. \['2', '3', '4', '5', '6'\]$"):
+        make_pairs(stories, split_of={"1": "train"}, negative_mix={"same_story": 1.0}, seed=0, block_size=1)
+
+
 def test_duplicate_stories_are_refused():
-    with pytest.raises(ValueError, match="duplicate story ids"):
+    with pytest.raises(ValueError, match=r"^stories contains duplicate story ids$"):
         make_pairs([story("1"), story("1")], split_of={"1": "train"}, negative_mix={"same_story": 1.0}, seed=0,
                    block_size=1)

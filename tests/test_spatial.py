@@ -396,7 +396,7 @@ def test_characters_take_the_category_of_their_description():
 
 
 def test_extract_relations_rejects_other_types():
-    with pytest.raises(SpatialInputError, match="Segment or a str"):
+    with pytest.raises(SpatialInputError, match="Segment or a str, got int$"):
         extract_relations(42)
 
 
