@@ -146,6 +146,17 @@ def test_the_metric_decides_the_threshold():
     assert tune_threshold(y, s, "accuracy") == np.nextafter(0.6, np.inf)
     assert tune_threshold(y, s, "macro_f1") == pytest.approx(0.35)
     assert tune_threshold(y, s) == pytest.approx(0.35)  # macro-F1 by default
+    # three positives of five: accepting all is right 3 times in 5 (the best accuracy) but has
+    # F1+ = 6/8 and F1- = 0 (0.375); cutting at 0.35 gives F1+ = F1- = 2/5 (0.4)
+    y, s = [1, 1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert tune_threshold(y, s, "accuracy") == 0.1
+    assert tune_threshold(y, s, "macro_f1") == pytest.approx(0.35)
+
+
+def test_tuning_needs_both_classes():
+    for labels in ([1, 1, 1], [0, 0, 0]):
+        with pytest.raises(ValueError, match=r"^tuning a threshold needs both aligned and misaligned pairs$"):
+            tune_threshold(labels, [0.1, 0.2, 0.3])
 
 
 # ------------------------------------------------------------------------------ intervals
