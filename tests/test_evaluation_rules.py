@@ -89,6 +89,7 @@ def test_weighted_metrics_by_hand():
     m = weighted_metrics(Y4, S4, 0.5, weights)
     np.testing.assert_allclose(m["accuracy"][:4], [2 / 4, 3 / 4, 3 / 4, 1.0])
     assert math.isnan(m["accuracy"][4])
+    assert m["macro_f1"][4] == 0.0  # no class present at all: 0, like the other undefined F-scores
     np.testing.assert_allclose(m["precision"], [1 / 2, 2 / 3, 0.0, 0.0, 0.0])
     np.testing.assert_allclose(m["recall"], [1 / 2, 1.0, 0.0, 0.0, 0.0])
     # macro-F1: the mean over the classes present in labels or predictions
@@ -105,6 +106,8 @@ def test_weighted_metrics_count_tied_scores_as_half_ordered():
     m = weighted_metrics(y, s, 0.5, np.ones((1, 4)))
     # orderings: 0.8 beats both (2), 0.5 ties 0.5 (1/2) and beats 0.2 (1): 3.5 of 4
     assert m["roc_auc"][0] == pytest.approx(3.5 / 4)
+    # the threshold is inclusive here too: both 0.5s are accepted (tp 2, fp 1, tn 1)
+    assert (m["precision"][0], m["recall"][0], m["accuracy"][0]) == pytest.approx((2 / 3, 1.0, 3 / 4))
     assert m["roc_auc"][0] == pytest.approx(point_metrics(y, s, 0.5)["roc_auc"])
     # tied scores enter average precision together: 0.8 (1/1), then {0.5+, 0.5-} (2/3)
     assert m["pr_auc"][0] == pytest.approx((1 + 2 / 3) / 2)
@@ -163,10 +166,13 @@ def test_tuning_needs_both_classes():
 
 
 def _clustered_example():
-    """12 clusters of 3 pairs: a model right on the first 8 clusters, wrong on the last 4."""
-    clusters = np.repeat([f"{i:02d}" for i in range(12)], 3)
-    y = np.tile([1, 0, 1], 12)
-    right = np.repeat(np.arange(12) < 8, 3)
+    """12 clusters of 2 to 5 pairs (42 in all, a third of them negatives): a model right on
+    the first 8 clusters (28 pairs), wrong on the last 4. Unequal sizes make the resampled
+    accuracies nearly all distinct, so neighbouring percentiles differ."""
+    sizes = [2, 3, 4, 5] * 3
+    clusters = np.repeat([f"{i:02d}" for i in range(12)], sizes)
+    y = (np.arange(42) % 3 != 1).astype(int)
+    right = np.repeat(np.arange(12) < 8, sizes)
     scores = np.where(right, y, 1 - y) * 0.8 + 0.1
     return y, scores, clusters, right
 
@@ -176,7 +182,10 @@ def test_the_interval_is_the_2_5th_and_97_5th_percentile_of_the_resampled_estima
     weights = resample_weights(clusters, 200, 7)
     accuracy = weights @ right / weights.sum(axis=1)  # each resample's accuracy, by hand
     expected = np.percentile(accuracy, [2.5, 97.5])
-    assert not np.allclose(expected, np.percentile(accuracy, [5, 95]))  # the case tells 95% from 90%
+    # the case tells 95% from 90%, and the 2.5th and 97.5th percentiles from their neighbours
+    assert not np.allclose(expected, np.percentile(accuracy, [5, 95]))
+    assert not np.allclose(expected, np.percentile(accuracy, [1.5, 98.5]))
+    assert not np.allclose(expected, np.percentile(accuracy, [3.5, 96.5]))
     for result in (bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7),
                    bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.95)):
         est = result["accuracy"]
