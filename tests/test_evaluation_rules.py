@@ -55,6 +55,24 @@ def test_point_metrics_zero_division_and_one_class():
         m = point_metrics(labels, [0.2, 0.5, 0.8], 0.5)
         assert math.isnan(m["roc_auc"]) and math.isnan(m["pr_auc"]), labels
         assert m["accuracy"] == pytest.approx(2 / 3 if labels[0] == 1 else 1 / 3)
+    # no positive at all: recall is 0 (not 1); F1 of the negatives 2*1 / (2*1 + 2) and of
+    # the positives, predicted twice, 0
+    negatives_only = point_metrics([0, 0, 0], [0.2, 0.5, 0.8], 0.5)
+    assert (negatives_only["recall"], negatives_only["precision"]) == (0.0, 0.0)
+    assert negatives_only["macro_f1"] == pytest.approx((0 + 1 / 2) / 2)
+    # a single positive is enough for the AUCs
+    one = point_metrics([1, 0, 0], [0.9, 0.2, 0.3], 0.5)
+    assert (one["roc_auc"], one["pr_auc"]) == (1.0, 1.0)
+
+
+def test_yes_no_decisions_are_scores_too():
+    # a rule that only says yes or no (booleans) is scored like 1.0 / 0.0
+    y, decisions = [1, 0, 1, 0], [True, False, False, False]
+    expected = point_metrics(y, [1.0, 0.0, 0.0, 0.0], 0.5)
+    assert point_metrics(y, decisions, 0.5) == pytest.approx(expected)
+    per_resample = weighted_metrics(y, decisions, 0.5, np.ones((1, 4)))
+    assert {k: v[0] for k, v in per_resample.items()} == pytest.approx(expected)
+    assert tune_threshold(y, decisions) == 0.5
 
 
 @pytest.mark.parametrize("y, s, message", [
