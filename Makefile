@@ -3,6 +3,7 @@
 #   make test                                 unit tests + a smoke run of every chapter
 #   make bench [ARGS="--quick --skip-series"]  speed and memory of the parts, as ratios
 #   make bench ARGS=--quick-series            the quick profile's whole series, cold, offline (its cost)
+#   make mutation [ARGS="spatial lexicon"]    mutation score of the rules (mutmut; not part of make test)
 # Every target sets up .venv first (from requirements.lock), so a fresh clone needs nothing else.
 
 PROFILE ?= quick
@@ -13,7 +14,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KERNEL := story-align
 
-.PHONY: setup run-all run-one test bench sync lock clean help
+.PHONY: setup run-all run-one test bench mutation sync lock clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -41,6 +42,21 @@ test: setup
 bench: setup
 	$(PY) -m helpers.bench $(ARGS)
 
+# Mutation testing, a dev tool kept out of requirements.lock: mutmut lives in its own venv,
+# which sees the project's packages through a .pth file (shared packages pinned by the lock).
+MUTATION_VENV := .venv-mutation
+MUTMUT := mutmut==3.8.1
+
+$(MUTATION_VENV)/.installed: $(STAMP)
+	$(PY) -m venv $(MUTATION_VENV)
+	$(MUTATION_VENV)/bin/python -m pip install --quiet "$(MUTMUT)" -c requirements.lock
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+	  > "$$($(MUTATION_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/project-venv.pth"
+	@touch $@
+
+mutation: $(MUTATION_VENV)/.installed
+	$(MUTATION_VENV)/bin/python tests/mutation.py $(ARGS)
+
 # Regenerate each notebook from its paired percent-format source (after editing a .py).
 sync: setup
 	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
@@ -52,4 +68,4 @@ lock: setup
 	  | sed -E '/^(nvidia-|triton|cuda-)/ s/$$/ ; sys_platform == "linux" and platform_machine == "x86_64"/' > requirements.lock
 
 clean:
-	rm -rf $(VENV) outputs/smoke outputs/quick outputs/full outputs/bench.json
+	rm -rf $(VENV) $(MUTATION_VENV) mutants outputs/smoke outputs/quick outputs/full outputs/bench.json

@@ -385,19 +385,58 @@ def _rests_on(s: _B, o: _B) -> bool:
     return o.y1 - slack <= s.y2 <= o.y2 + slack
 
 
-#: relation -> rule(subject box, object box, image diagonal); y grows downwards.
+# The rules, relation by relation: rule(subject box, object box, image diagonal); y grows
+# downwards. Named functions rather than lambdas, so that mutation testing reaches them.
+
+
+def _left_of(s: _B, o: _B, d: float) -> bool:
+    return s.cx < o.cx - POSITION_MARGIN * (s.w + o.w)
+
+
+def _right_of(s: _B, o: _B, d: float) -> bool:
+    return s.cx > o.cx + POSITION_MARGIN * (s.w + o.w)
+
+
+def _above(s: _B, o: _B, d: float) -> bool:
+    return s.cy < o.cy - POSITION_MARGIN * (s.h + o.h)
+
+
+def _below(s: _B, o: _B, d: float) -> bool:
+    return s.cy > o.cy + POSITION_MARGIN * (s.h + o.h)
+
+
+def _on(s: _B, o: _B, d: float) -> bool:
+    return _supported(s, o) and s.cy < o.cy and _rests_on(s, o)
+
+
+def _under(s: _B, o: _B, d: float) -> bool:
+    return _supported(s, o) and s.cy > o.cy and s.y1 >= o.y1
+
+
+def _in(s: _B, o: _B, d: float) -> bool:
+    return _intersection(s, o) >= INSIDE_MIN_FRACTION * s.area
+
+
+def _near(s: _B, o: _B, d: float) -> bool:
+    return _gap(s, o) <= min(NEAR_MAX_GAP * (s.size + o.size) / 2, NEAR_MAX_GAP_DIAGONAL * d)
+
+
+def _in_front_of(s: _B, o: _B, d: float) -> bool:
+    return _x_overlap(s, o) > 0 and s.y2 > o.y2 + DEPTH_MARGIN * (s.h + o.h) / 2
+
+
+def _behind(s: _B, o: _B, d: float) -> bool:
+    return _x_overlap(s, o) > 0 and s.y2 < o.y2 - DEPTH_MARGIN * (s.h + o.h) / 2
+
+
+def _holding(s: _B, o: _B, d: float) -> bool:
+    return _gap(s, o) <= CONTACT_TOLERANCE * min(s.size, o.size)
+
+
+#: relation -> rule(subject box, object box, image diagonal).
 _RULES: dict[str, Callable[[_B, _B, float], bool]] = {
-    "left of":     lambda s, o, d: s.cx < o.cx - POSITION_MARGIN * (s.w + o.w),
-    "right of":    lambda s, o, d: s.cx > o.cx + POSITION_MARGIN * (s.w + o.w),
-    "above":       lambda s, o, d: s.cy < o.cy - POSITION_MARGIN * (s.h + o.h),
-    "below":       lambda s, o, d: s.cy > o.cy + POSITION_MARGIN * (s.h + o.h),
-    "on":          lambda s, o, d: _supported(s, o) and s.cy < o.cy and _rests_on(s, o),
-    "under":       lambda s, o, d: _supported(s, o) and s.cy > o.cy and s.y1 >= o.y1,
-    "in":          lambda s, o, d: _intersection(s, o) >= INSIDE_MIN_FRACTION * s.area,
-    "near":        lambda s, o, d: _gap(s, o) <= min(NEAR_MAX_GAP * (s.size + o.size) / 2, NEAR_MAX_GAP_DIAGONAL * d),
-    "in front of": lambda s, o, d: _x_overlap(s, o) > 0 and s.y2 > o.y2 + DEPTH_MARGIN * (s.h + o.h) / 2,
-    "behind":      lambda s, o, d: _x_overlap(s, o) > 0 and s.y2 < o.y2 - DEPTH_MARGIN * (s.h + o.h) / 2,
-    "holding":     lambda s, o, d: _gap(s, o) <= CONTACT_TOLERANCE * min(s.size, o.size),
+    "left of": _left_of, "right of": _right_of, "above": _above, "below": _below, "on": _on, "under": _under,
+    "in": _in, "near": _near, "in front of": _in_front_of, "behind": _behind, "holding": _holding,
 }  # fmt: skip
 assert set(_RULES) == set(RELATIONS), "every relation needs a rule"
 
@@ -538,6 +577,12 @@ def _mention_category(mention: Any, descriptions: Mapping[str, str]) -> str | No
 @lru_cache(maxsize=4096)
 def _entities(text: "Segment | str",
               descriptions: _Descriptions = ()) -> tuple[str, tuple[_Entity, ...], tuple[Any, ...]]:
+    """:func:`_read_entities`, cached (texts repeat across the pairs of a frame)."""
+    return _read_entities(text, descriptions)
+
+
+def _read_entities(text: "Segment | str",
+                   descriptions: _Descriptions) -> tuple[str, tuple[_Entity, ...], tuple[Any, ...]]:
     """The plain text, its named things in text order, and its ``<gda>`` actions."""
     if isinstance(text, str):
         plain = " ".join(text.split())
@@ -623,6 +668,12 @@ def extract_relations(text: "Segment | str", char_descriptions: Mapping[str, str
 
 @lru_cache(maxsize=4096)
 def _extract(text: "Segment | str", descriptions: _Descriptions) -> tuple[Relation, ...]:
+    """:func:`_read_relations`, cached (texts repeat across the pairs of a frame)."""
+    return _read_relations(text, descriptions)
+
+
+def _read_relations(text: "Segment | str", descriptions: _Descriptions) -> tuple[Relation, ...]:
+    """What :func:`extract_relations` returns, as a tuple."""
     plain, entities, actions = _entities(text, descriptions)
     # A phrase inside a name is part of the name: "<gdo>the man on the left</gdo>".
     matches = [m for m in _PHRASE_RE.finditer(plain)

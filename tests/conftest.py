@@ -5,9 +5,25 @@ Hub dataset copied into the repository (see ``fixtures/storyreasoning/README.md`
 source, licence and which rows they are), so the suite runs on a bare clone.
 """
 
+import os
 from pathlib import Path
+
+import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "storyreasoning"
 STORY_3920 = FIXTURES / "story_3920" / "story.txt"
 COT_3920 = FIXTURES / "story_3920" / "chain_of_thought.md"
 STORY_1831 = FIXTURES / "story_1831" / "story.txt"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches_under_mutation():
+    """Under mutation testing (``make mutation``: mutmut sets ``MUTANT_UNDER_TEST``), empty the
+    lexicon's and the spatial extraction's caches before each test, so that the code under test
+    answers, not a result remembered from another mutant or from the unmutated run."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        from helpers import lexicon, spatial
+
+        for cached in (lexicon.to_coco, lexicon.char_category, spatial._entities, spatial._extract):
+            cached.cache_clear()
+    yield

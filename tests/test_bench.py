@@ -33,10 +33,18 @@ def test_ratio_refuses_mixed_units_and_survives_zero():
     assert math.isnan(ratio("x", "y", Measurement("x", "a", "", 1.0, "s"), Measurement("x", "b", "", 0.0, "s")).value)
 
 
-def test_time_per_call_runs_warmup_then_repeats():
-    calls = []
-    seconds = time_per_call(lambda: calls.append(1), repeats=3, warmup=2)
-    assert len(calls) == 5 and seconds >= 0
+def test_time_per_call_runs_warmup_then_times_each_repeat_and_takes_the_median(monkeypatch):
+    # A fake clock that advances only inside fn: the timed calls take 5, 1 and 3 "seconds"
+    # (warmup calls are not read), so the median is 3 whatever the machine.
+    now, durations, calls = [0.0], iter([9.0, 9.0, 5.0, 1.0, 3.0]), []
+
+    def fn():
+        calls.append(1)
+        now[0] += next(durations)
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+    assert time_per_call(fn, repeats=3, warmup=2) == 3.0
+    assert len(calls) == 5
     with pytest.raises(ValueError):
         time_per_call(lambda: None, repeats=0)
 

@@ -236,6 +236,22 @@ def test_fixture_mention_texts(text: str, expected: str | None) -> None:
         ("a figure", "person"),
         ("a crowd", "person"),
         ("the officer", "person"),
+        # the head chunk ends at a comma, a semicolon, a relative pronoun, a later determiner
+        ("a laptop, papers and pens", "laptop"),
+        ("a cup; papers", "cup"),
+        ("the dog which sleeps", "dog"),
+        ("a cup this morning", "cup"),
+        # a possessor is dropped, so what follows it is read as a phrase of its own
+        ("the woman's two dogs", "dog"),
+        ("the girls' two cats", "cat"),
+        # only "of" hands a part over to what follows: "the edge near the table" is an edge
+        ("the edge near the table", None),
+        # plural endings: -ies before -s ("skies" is sky, not skis), -ves to -fe, no -ss plural,
+        # and a word not ending in s is no plural ("cart" is not "car")
+        ("the skies", None),
+        ("the wives", "person"),
+        ("a buss", None),
+        ("a cart", None),
         # case and whitespace
         ("  CELL   PHONE ", "cell phone"),
         ("The Umbrella.", "umbrella"),
@@ -276,6 +292,9 @@ def test_to_coco(phrase: str, expected: str | None) -> None:
         ("A robot holding a cup", None),
         ("Unidentified", "person"),
         ("A Jedi in brown robes", "person"),
+        # a known thing COCO lacks is no person, in the plural too (-ves to -f)
+        ("Wolves", None),
+        ("Two scarves", None),
         ("", "person"),
     ],
 )
