@@ -119,7 +119,8 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
     bootstrap resamples, training) stays ``cfg``'s; the data become synthetic stories of
     StoryReasoning's shape (:data:`BENCH_DATA_SHAPE`, as many stories as ``cfg`` reads) and
     every ``weights`` entry becomes ``"random"`` (the real architectures, randomly
-    initialised: a forward pass costs the same whatever the weights). Its numbers mean
+    initialised: a forward pass costs the same whatever the weights; the masked language model
+    at distilroberta's full size, not the smoke profile's small one). Its numbers mean
     nothing. ``cfg`` must name its number of stories.
     """
     name = f"{cfg['profile']}{BENCH_SUFFIX}"
@@ -134,13 +135,17 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
     for section in out.values():
         if isinstance(section, dict) and "weights" in section:
             section["weights"] = "random"
+    if "mlm" in out:  # plain "random" is the smoke profile's small language model; cost the real size
+        from .mlm import RANDOM_FULL_SIZE
+
+        out["mlm"]["weights"] = RANDOM_FULL_SIZE
     return out
 
 
 def synthetic_or_random(cfg: dict[str, Any]) -> bool:
     """Whether a profile's numbers mean nothing: synthetic data or any randomly initialised model."""
     return cfg["data"]["source"] == "synthetic" or any(
-        isinstance(section, dict) and section.get("weights") == "random" for section in cfg.values())
+        isinstance(section, dict) and str(section.get("weights", "")).startswith("random") for section in cfg.values())
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MODEL_ID",
     "RANDOM_FOLDER",
+    "RANDOM_FULL_SIZE",
     "Mlm",
     "mlm_weights_available",
     "offline_tokenizer",
@@ -57,6 +58,13 @@ __all__ = [
 
 MODEL_ID = "distilroberta-base"
 RANDOM_FOLDER = "mlm-random"
+#: ``weights`` spec of a randomly initialised model of distilroberta's full size (``make bench``'s
+#: quick series); plain ``"random"`` is the small smoke model.
+RANDOM_FULL_SIZE = "random-full-size"
+#: distilroberta-base's layout (its vocabulary aside: the offline tokenizer's is small, and only
+#: the masked positions go through the output projection).
+DISTILROBERTA_SIZE = {"hidden_size": 768, "num_hidden_layers": 6, "num_attention_heads": 12,
+                      "intermediate_size": 3072}
 _RANDOM_MARKER = "random_init.json"
 #: Part of every cache key: bumped when the scoring changes, so old rows are recomputed.
 _CACHE_VERSION = 1
@@ -108,7 +116,7 @@ def _local_folder(spec: str) -> Path | None:
 def mlm_weights_available(spec: str) -> bool:
     """Whether ``load_mlm(spec)`` can get its weights: ``"random"`` always, a folder if it
     holds a saved model, a Hub id if it is cached or the Hub answers."""
-    if spec == "random":
+    if spec in ("random", RANDOM_FULL_SIZE):
         return True
     folder = _local_folder(spec)
     if folder is not None:
@@ -230,6 +238,9 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
 def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
     if spec == "random":
         return build_random_mlm(Path(models_dir) / RANDOM_FOLDER, seed=seed), {"local_files_only": True}
+    if spec == RANDOM_FULL_SIZE:  # the benchmark's: distilroberta's size, so a forward pass costs what it costs
+        return (build_random_mlm(Path(models_dir) / f"{RANDOM_FOLDER}-full", seed=seed, **DISTILROBERTA_SIZE),
+                {"local_files_only": True})
     if (folder := _local_folder(spec)) is not None:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"MLM weights folder {folder} holds no config.json: "

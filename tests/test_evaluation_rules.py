@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from helpers import evaluation
-from helpers.evaluation import METRICS, bootstrap_difference, bootstrap_metrics, point_metrics, tune_threshold, weighted_metrics
+from helpers.evaluation import (METRICS, MIN_DEFINED_SHARE, bootstrap_difference, bootstrap_metrics, point_metrics,
+                                tune_threshold, weighted_metrics)
 
-#: The seeded resampling of the bootstrap: ``(n_resamples, n)`` multiplicities of each pair
-#: (``story_resample_weights``, renamed ``cluster_resample_weights`` when blocks of ids became the unit).
-resample_weights = getattr(evaluation, "cluster_resample_weights", None) or evaluation.story_resample_weights
+#: The seeded resampling of the bootstrap: ``(n_resamples, n)`` multiplicities of each pair.
+resample_weights = evaluation.cluster_resample_weights
 
 
 # ----------------------------------------------------------------------------- point metrics
@@ -237,7 +237,17 @@ def test_undefined_resamples_are_left_out_of_the_interval_and_undefined_values_a
     both = (weights[:, 0] > 0) & (weights[:, 2] > 0)
     assert 0 < both.sum() < 50  # some resamples have both classes, some one
     est = bootstrap_metrics(y, s, 0.5, clusters, n_resamples=50, seed=3)["roc_auc"]
-    assert (est["value"], est["low"], est["high"]) == (1.0, 1.0, 1.0)  # defined resamples only
+    # fewer than MIN_DEFINED_SHARE of the resamples define it: no interval, and the count says why
+    assert both.sum() < MIN_DEFINED_SHARE * 50 and est["n_undefined"] == 50 - both.sum()
+    assert (est["value"], est["low"], est["high"]) == (1.0, None, None) and "undefined in" in est["reason"]
+    # a third cluster holding both classes makes almost every resample defined: the interval comes
+    # from the defined resamples only
+    y3, s3, c3 = np.r_[y, [1, 0] * 20], np.r_[s, [0.7, 0.3] * 20], np.r_[clusters, ["c"] * 40]
+    est = bootstrap_metrics(y3, s3, 0.5, c3, n_resamples=200, seed=3)["roc_auc"]
+    w = resample_weights(c3, 200, 3)
+    defined = (w[:, y3 == 1].sum(axis=1) > 0) & (w[:, y3 == 0].sum(axis=1) > 0)
+    assert est["n_undefined"] == (~defined).sum() and defined.mean() >= MIN_DEFINED_SHARE
+    assert (est["value"], est["low"], est["high"]) == (1.0, 1.0, 1.0)
     one_class = bootstrap_metrics([1, 1], [0.2, 0.9], 0.5, ["a", "b"], n_resamples=20, seed=0)
     assert all(one_class["roc_auc"][k] is None for k in ("value", "low", "high"))
     assert one_class["accuracy"]["value"] == 0.5 and isinstance(one_class["accuracy"]["low"], float)
