@@ -43,13 +43,15 @@ TARGETS: dict[str, tuple[str, ...]] = {
     ),
     # the lexicon: every function
     "lexicon": ("*",),
-    # metrics, threshold and the percentile interval
+    # metrics, threshold, the percentile interval over id blocks, and the paired score
     "evaluation": (
         "_check_inputs", "point_metrics", "_ratio", "weighted_metrics", "tune_threshold", "_clean", "_estimate",
-        "bootstrap_metrics", "bootstrap_difference",
+        "bootstrap_metrics", "bootstrap_difference", "_cluster_draws", "paired_outcomes", "_paired_resampled",
+        "bootstrap_paired", "bootstrap_paired_difference",
     ),
-    # splits and the mix of negatives
-    "pairs": ("_id_number", "_blocks", "split_stories", "_other_story", "make_pairs"),
+    # splits, the mix of negatives, and the edit of an object swap
+    "pairs": ("_id_number", "_blocks", "id_blocks", "split_stories", "_other_story", "make_pairs",
+              "swap_object_phrase", "plural", "is_plural", "article"),
 }  # fmt: skip
 
 _STATUS = re.compile(r"^\s*(helpers\.\S+): (.+?)\s*$")
