@@ -33,8 +33,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .config import MissingAssetError, hub_reachable
-from .io import atomic_write_json, compute_cached, stable_hash
+from .io import compute_cached, read_random_marker, save_random_model, stable_hash
 
 if TYPE_CHECKING:
     import datasets
@@ -105,7 +103,6 @@ TEXT_COLUMNS = ["text", "key", "n_tokens", "truncated", "embedding"]
 _CACHE_VERSION = 1
 
 RANDOM_FOLDER = "clip-random"
-_RANDOM_MARKER = "random_init.json"
 #: Files a Hub snapshot of a CLIP model needs; each entry lists acceptable alternatives.
 _HUB_FILES = (("config.json",), ("preprocessor_config.json", "processor_config.json"),
               ("tokenizer.json", "vocab.json"), ("model.safetensors", "pytorch_model.bin"))
@@ -276,7 +273,7 @@ def build_random_clip(folder: str | os.PathLike, *, seed: int, config: "CLIPConf
     tokenizer = tokenizer or offline_tokenizer()
     config = config or vit_b32_config(tokenizer)
     marker = {"seed": seed, "config": stable_hash(config.to_dict()), "vocab": stable_hash(tokenizer.get_vocab())}
-    if _read_marker(folder) == marker:
+    if read_random_marker(folder) == marker:
         return folder
 
     side = config.vision_config.image_size
@@ -286,26 +283,9 @@ def build_random_clip(folder: str | os.PathLike, *, seed: int, config: "CLIPConf
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPModel(config)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        atomic_write_json(staging / _RANDOM_MARKER, marker)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+    return save_random_model(folder, marker, model, processor)
 
 
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / _RANDOM_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _precision(device: "torch.device") -> str:

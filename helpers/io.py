@@ -73,6 +73,37 @@ def atomic_write_parquet(df: "pandas.DataFrame", path: str | os.PathLike) -> Pat
     return atomic_write_bytes(path, buf.getvalue())
 
 
+#: The file a randomly initialised model's folder carries: how it was made (seed, configuration).
+RANDOM_MARKER = "random_init.json"
+
+
+def read_random_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker of a folder written by :func:`save_random_model`, None when there is none."""
+    return read_json(Path(folder) / RANDOM_MARKER)
+
+
+def save_random_model(folder: str | os.PathLike, marker: dict[str, Any], *parts: Any) -> Path:
+    """Save ``parts`` (a model and its tokenizer or processor: anything with ``save_pretrained``)
+    and ``marker`` to ``folder``, which appears whole or not at all (written beside it, then
+    renamed over whatever was there)."""
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for part in parts:
+            part.save_pretrained(staging)
+        atomic_write_json(staging / RANDOM_MARKER, marker)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
 def stable_hash(obj: Any, length: int = 16) -> str:
     """A short hex digest of ``obj``'s canonical JSON: equal inputs give equal keys across runs."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode("utf-8")

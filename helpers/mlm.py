@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import MissingAssetError, hub_reachable
-from .io import atomic_write_json, compute_cached, stable_hash
+from .io import compute_cached, read_random_marker, save_random_model, stable_hash
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +63,6 @@ RANDOM_FULL_SIZE = "random-full-size"
 #: the masked positions go through the output projection).
 DISTILROBERTA_SIZE = {"hidden_size": 768, "num_hidden_layers": 6, "num_attention_heads": 12,
                       "intermediate_size": 3072}
-_RANDOM_MARKER = "random_init.json"
 #: Part of every cache key: bumped when the scoring changes, so old rows are recomputed.
 _CACHE_VERSION = 1
 #: Files a Hub snapshot of a masked language model needs; each entry lists alternatives.
@@ -204,35 +201,16 @@ def build_random_mlm(folder: str | os.PathLike, *, seed: int, words: Sequence[st
     folder = Path(folder)
     marker = {"v": _CACHE_VERSION, "seed": seed, "words": stable_hash(list(words) if words is not None else None),
               "config": stable_hash(config_overrides)}
-    if _read_marker(folder) == marker:
+    if read_random_marker(folder) == marker:
         return folder
     tokenizer = offline_tokenizer(words)
     config = small_roberta_config(tokenizer, **config_overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = RobertaForMaskedLM(config)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        atomic_write_json(staging / _RANDOM_MARKER, marker)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+    return save_random_model(folder, marker, model, tokenizer)
 
 
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        return json.loads((folder / _RANDOM_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
