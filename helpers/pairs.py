@@ -903,42 +903,22 @@ def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5,
     return out
 
 
-def _auc_with_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_resamples: int,
-                       seed: int) -> tuple[float, float, float]:
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(labels)) < 2:
-        return math.nan, math.nan, math.nan
-    value = float(roc_auc_score(labels, scores))
-    from scipy.stats import mannwhitneyu
-
-    rng = np.random.default_rng(seed)
-    unique = np.unique(groups)
-    index = {g: np.flatnonzero(groups == g) for g in unique}
-    estimates = []
-    for _ in range(n_resamples):  # ROC-AUC as the Mann-Whitney U statistic over n+ n- (the same number, faster)
-        rows = np.concatenate([index[g] for g in rng.choice(unique, size=len(unique), replace=True)])
-        positive, negative = scores[rows][labels[rows] == 1], scores[rows][labels[rows] == 0]
-        if len(positive) and len(negative):
-            u = mannwhitneyu(positive, negative, alternative="two-sided", method="asymptotic").statistic
-            estimates.append(u / (len(positive) * len(negative)))
-    if not estimates:
-        return value, math.nan, math.nan
-    low, high = np.percentile(estimates, [2.5, 97.5])
-    return value, float(low), float(high)
-
-
 def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
                     seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
     """ROC-AUC of the blind classifier (:func:`blind_predictions`) per split and negative type.
 
     Each type is scored on all positives of the split and the negatives of that type (the
-    ``all`` row: every pair), with a 95% percentile interval from resampling the split's
-    stories. 0.5 is a blind reader's chance; the construction aims at negatives only the
+    ``all`` row: every pair), with a 95% percentile interval from resampling the split's id
+    blocks (its ``block`` column, else cut from its story ids), the unit the split is made of.
+    0.5 is a blind reader's chance; the construction aims at negatives only the
     frame can refute, so the closer to 0.5 the better. Only ``splits`` are reported (by
     default not the test split, which is read from chapter 07 on).
     """
+    from .evaluation import bootstrap_metrics  # the study's one bootstrap (evaluation imports this module)
+
     scores = blind_predictions(pairs, block_size=block_size, n_folds=n_folds, seed=seed)
+    blocks = (pairs["block"] if "block" in pairs
+              else pairs["story_id"].map(id_blocks(list(pairs["story_id"].unique()), block_size)))
     rows = []
     for split in splits:
         part = pairs["split"] == split
@@ -946,8 +926,10 @@ def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n
             chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
             chosen &= scores.notna()
             labels = pairs.loc[chosen, "label"].to_numpy()
-            value, low, high = _auc_with_interval(labels, scores[chosen].to_numpy(),
-                                                  pairs.loc[chosen, "story_id"].to_numpy(), n_resamples, seed)
+            auc = (bootstrap_metrics(labels, scores[chosen].to_numpy(), 0.5, blocks[chosen].to_numpy(),
+                                     n_resamples=n_resamples, seed=seed)["roc_auc"]
+                   if len(np.unique(labels)) == 2 else {})
+            value, low, high = (math.nan if auc.get(k) is None else auc[k] for k in ("value", "low", "high"))
             rows.append({"split": split, "negative_type": kind, "n_positive": int((labels == 1).sum()),
                          "n_negative": int((labels == 0).sum()), "roc_auc": value, "low": low, "high": high})
     return pd.DataFrame(rows)

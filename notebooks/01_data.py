@@ -232,9 +232,10 @@ plt.show()
 # against the negatives of that type), for the first, naive construction and for the one this
 # study uses, side by side. Training pairs are scored by cross-fitting over folds of training
 # id blocks, validation pairs by a classifier fitted on all training pairs; the interval
-# resamples stories. 0.5 is chance: the nearer, the more a verifier has to look at the frame.
-# The filter used this classifier's recipe, so a second blind control that the filter never
-# saw (a language model's plausibility of the changed words) belongs beside it.
+# resamples id blocks. 0.5 is chance: the nearer, the more a verifier has to look at the frame.
+# The filter used this classifier's recipe, so this table alone could look good by
+# construction: chapter 07 adds blind controls the filter never used (a logistic regression on
+# CLIP's text embeddings, and the language model's plausibility of the changed words).
 
 # %%
 blind_kwargs = dict(block_size=ctx.cfg["data"]["block_size"], n_folds=pc["filter_folds"],
