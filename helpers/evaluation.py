@@ -615,7 +615,7 @@ def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path,
     ``pairs`` needs the pair columns and ``text``, ``swap_start``, ``swap_end``. A frame whose
     edit cannot be located in place is left out, counted in ``attrs["unlocated"]``.
     """
-    from .pairs import edit_logprobs
+    from .pairs import edit_logprobs, is_in_place_edit
 
     negatives = pairs[(pairs["label"] == 0) & pairs["negative_type"].isin(SWAP_TYPES)]
     positives = pairs[pairs["label"] == 1].set_index(["story_id", "frame"])
@@ -623,8 +623,7 @@ def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path,
     for row in negatives.itertuples(index=False):
         own = positives.loc[(row.story_id, row.frame)]
         original, edited, start, end = str(own["text"]), str(row.text), int(row.swap_start), int(row.swap_end)
-        end_old = end + len(original) - len(edited)
-        if start < 0 or original[:start] != edited[:start] or original[end_old:] != edited[end:]:
+        if not is_in_place_edit(original, edited, start, end):
             unlocated += 1
             continue
         edits.append((original, edited, start, end))

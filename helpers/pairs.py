@@ -72,6 +72,7 @@ __all__ = [
     "relation_swap_options",
     "edit_plausibility",
     "edit_logprobs",
+    "is_in_place_edit",
     "relation_candidates",
     "choose_relation_margin",
     "text_only_classifier",
@@ -794,6 +795,12 @@ def _sentence_bounds(plain: str) -> tuple[tuple[int, int], ...]:
     return tuple(bounds) or ((0, len(plain)),)
 
 
+def is_in_place_edit(original: str, edited: str, start: int, end: int) -> bool:
+    """Whether ``edited`` is ``original`` with only ``edited[start:end]`` changed (the rest equal)."""
+    end_old = end + len(original) - len(edited)
+    return 0 <= start <= end and original[:start] == edited[:start] and original[end_old:] == edited[end:]
+
+
 def edit_plausibility(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_dir: str | os.PathLike,
                       *, batch_size: int = 64) -> np.ndarray:
     """How much less plausible each edit's changed words are than the words they replaced.
@@ -820,7 +827,7 @@ def edit_logprobs(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_
     items_new, items_old = [], []
     for original, edited, start, end_new in edits:
         end_old = end_new + len(original) - len(edited)
-        if start < 0 or original[:start] != edited[:start] or original[end_old:] != edited[end_new:]:
+        if not is_in_place_edit(original, edited, start, end_new):
             raise ValueError(f"{edited[start:end_new]!r} is not an in-place edit of its original text")
         a, b = next(((a, b) for a, b in _sentence_bounds(original) if a <= start < b), (0, len(original)))
         b = max(b, end_old)
