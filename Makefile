@@ -4,6 +4,7 @@
 #   make bench [ARGS="--quick --skip-series"]  speed and memory of the parts, as ratios
 #   make bench ARGS=--quick-series            the quick profile's whole series, cold, offline (its cost)
 #   make mutation [ARGS="spatial lexicon"]    mutation score of the rules (mutmut; not part of make test)
+#   make sync                                 after editing a chapter's .py: its #@save module (make lib) and .ipynb
 # Every target sets up .venv first (from requirements.lock), so a fresh clone needs nothing else.
 
 PROFILE ?= quick
@@ -14,11 +15,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KERNEL := story-align
 
-.PHONY: setup run-all run-one test bench mutation sync lock clean help
+.PHONY: setup run-all run-one test bench mutation lib sync lock clean help
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n "1,7p" Makefile
+	@sed -n "1,8p" Makefile
 
 setup: $(STAMP)
 
@@ -57,8 +58,12 @@ $(MUTATION_VENV)/.installed: $(STAMP)
 mutation: $(MUTATION_VENV)/.installed
 	$(MUTATION_VENV)/bin/python tests/mutation.py $(ARGS)
 
-# Regenerate each notebook from its paired percent-format source (after editing a .py).
-sync: setup
+# Collect every chapter's #@save cells into its generated module in helpers/ (helpers/lib.py).
+lib: setup
+	$(PY) -m helpers.lib
+
+# After editing a chapter's .py: regenerate its module and its notebook (percent-format pairs).
+sync: lib
 	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
 
 # Re-resolve requirements.in into exact pins (CUDA wheels are Linux x86_64 only).
