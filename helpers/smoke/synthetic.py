@@ -37,7 +37,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .io import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 __all__ = ["DATA_FILE", "RELATIONS", "ThingKind", "KINDS", "make_dataset"]
 
