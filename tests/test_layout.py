@@ -156,7 +156,8 @@ _SHOWS_SOURCE = {"getsource", "getsourcelines", "getsourcefile", "getdoc", "getc
 
 def source_displays(text: str) -> list[str]:
     """Where a chapter's code shows code or a docstring instead of holding it: ``__doc__``,
-    ``inspect.getsource``/``getdoc`` and kin, ``help(...)``, ``pydoc``, or an IPython ``obj?``."""
+    ``inspect.getsource``/``getdoc`` and kin, ``help(...)``, ``pydoc``, or IPython's ``obj??``,
+    ``module.obj?``, ``%psource``, ``%pdoc`` (which jupytext comments out in the ``.py``)."""
     found = []
     for node in ast.walk(ast.parse(text)):
         what = None
@@ -171,7 +172,9 @@ def source_displays(text: str) -> list[str]:
         if what:
             found.append(f"line {node.lineno}: {what}")
     for number, line in enumerate(text.splitlines(), start=1):  # jupytext comments a magic out: "# sp.fn??"
-        if (m := re.fullmatch(r"#\s*([A-Za-z_][\w.]*)(\?\??)", line.strip())) and ("." in m[1] or m[2] == "??"):
+        magic = re.fullmatch(r"#\s*([A-Za-z_][\w.]*)(\?\??)", line.strip())
+        if magic and ("." in magic[1] or magic[2] == "??") or re.match(r"#\s*%(psource|pdoc|pinfo2?|pfile)\b",
+                                                                       line.strip()):
             found.append(f"line {number}: {line.strip()[1:].strip()}")
     return found
 
@@ -254,6 +257,7 @@ def test_chapter_check_wants_saved_cells_and_a_generated_module(tmp_path):
     "print(sp.relation_holds.__doc__)", "import inspect\nprint(inspect.getsource(f))", "print(inspect.getdoc(f))",
     "from inspect import getsource\nshow(getsource(f))", "help(sp.relation_holds)", "import pydoc",
     "# %%\n# sp.relation_holds??\n", "# %%\n# relation_holds??\n", "# %%\n# sp.relation_holds?\n",
+    "# %%\n# %psource sp.relation_holds\n", "# %%\n# %pdoc sp.relation_holds\n",
 ])
 def test_source_displays_are_found(code):
     assert source_displays(code)
