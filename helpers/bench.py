@@ -3,7 +3,7 @@
 Measured on the real architectures with randomly initialised weights (the ``"random"``
 loaders of ``helpers.detection`` and ``helpers.clip``): a forward pass costs the same
 whatever the weights, so this runs offline. Inputs are synthetic 576x240 frames and story
-text from ``helpers.synthetic``. Every comparison is measured side by side in one process
+text from ``helpers.smoke`` (its synthetic dataset). Every comparison is measured side by side in one process
 and reported as a ratio, which transfers between machines far better than the seconds do.
 
 - detection: frames per second at each ``min_size`` of the profile's sweep, batch 1
@@ -59,8 +59,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA_VERSION",
     "Measurement",
-    "BenchInputs",
-    "synthetic_inputs",
     "bench_detection",
     "bench_clip",
     "bench_pair_scoring",
@@ -219,45 +217,6 @@ def _device_name() -> str:
 def write_bench(path: str | os.PathLike, document: dict[str, Any]) -> Path:
     """Write ``bench.json`` atomically."""
     return atomic_write_json(path, document)
-
-
-# ---------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class BenchInputs:
-    """Synthetic inputs of the benchmark: frames (encoded and decoded), sentences, and pairs."""
-
-    frames: dict[tuple[str, int], bytes]
-    images: list["Image.Image"]
-    sentences: list[str]
-    pairs: "pd.DataFrame"
-
-
-def synthetic_inputs(folder: str | os.PathLike, *, n_stories: int, frames_per_story: int,
-                     seed: int = 42) -> BenchInputs:
-    """A small synthetic dataset (``helpers.synthetic``, 576x240 frames) as benchmark inputs.
-
-    Pairs are built as chapter 01 builds them (one aligned and one misaligned text per frame).
-    """
-    import pandas as pd
-
-    from .clip import split_sentences
-    from .data import frame_image, parse_row
-    from .pairs import make_pairs
-    from .synthetic import make_dataset
-
-    path = make_dataset(Path(folder), n_stories=n_stories, frames=(frames_per_story, frames_per_story), seed=seed,
-                        image_size=(576, 240))
-    rows = pd.read_parquet(path).to_dict("records")
-    frames = {(str(r["story_id"]), i + 1): image["bytes"] for r in rows for i, image in enumerate(r["images"])}
-    stories = [parse_row(r) for r in rows]
-    pairs = make_pairs(stories, split_of={s.story_id: "test" for s in stories}, seed=seed, block_size=1,
-                       negative_mix={"other_story": 0.25, "same_story": 0.25, "object_swap": 0.3, "relation_swap": 0.2})
-    sentences = list(dict.fromkeys(s for seg in (seg for story in stories for seg in story.segments)
-                                   for s in split_sentences(seg.tagged)))
-    return BenchInputs(frames=frames, images=[frame_image([b], 1) for b in frames.values()], sentences=sentences,
-                       pairs=pairs)
 
 
 # ------------------------------------------------------------------------ measurements
@@ -465,6 +424,7 @@ def run_bench(*, quick: bool, skip_series: bool, workdir: str | os.PathLike) -> 
     from .clip import load_clip
     from .config import device, load_profile, output_paths
     from .detection import load_detector
+    from .smoke.bench_inputs import synthetic_inputs
 
     cfg = load_profile("smoke")
     models = output_paths("smoke").models  # the smoke run's random weights, built once and shared

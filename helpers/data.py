@@ -590,7 +590,7 @@ def load_stories(cfg_data: Mapping[str, Any], cache_dir: Path | None = None, *, 
     """Load the stories a profile's ``data`` section asks for, images left undecoded.
 
     ``cfg_data["source"]`` is ``"hub"`` (the Hub's ``train`` split), ``"synthetic"``
-    (generated once by :func:`helpers.synthetic.make_dataset` with ``n_stories``, ``seed``
+    (generated once by :func:`helpers.smoke.synthetic.make_dataset` with ``n_stories``, ``seed``
     and the options in ``cfg_data["synthetic"]``, into ``cache_dir/synthetic-<hash of
     those>``) or a folder of parquet files in the Hub schema (``train-*``/``test-*`` files
     when it holds both splits). ``cfg_data["n_stories"]`` keeps the first N rows (all
@@ -663,7 +663,7 @@ def _local_dir(source: str, cfg_data: Mapping[str, Any], cache_dir: Path | None,
         return folder
     if cache_dir is None:
         raise ValueError("the synthetic source needs a cache_dir to generate its parquet files in")
-    from .synthetic import make_dataset
+    from .smoke.synthetic import make_dataset
 
     options = {"seed": seed, **(cfg_data.get("synthetic") or {})}
     if cfg_data.get("n_stories") is not None:

@@ -75,7 +75,9 @@ def test_peak_memory_reports_this_process():
 
 
 def test_synthetic_inputs_are_576x240_frames_with_pairs_and_sentences(tmp_path):
-    inputs = bench.synthetic_inputs(tmp_path, n_stories=2, frames_per_story=2)
+    from helpers.smoke.bench_inputs import synthetic_inputs
+
+    inputs = synthetic_inputs(tmp_path, n_stories=2, frames_per_story=2)
     assert len(inputs.frames) == len(inputs.images) == 4
     assert {image.size for image in inputs.images} == {(576, 240)}
     assert set(inputs.pairs["label"]) == {0, 1}
@@ -155,7 +157,7 @@ def test_the_quick_series_runs_the_bench_profile_and_writes_its_own_document(tmp
 def test_series_composition_counts_frames_stories_and_negatives_per_split(tmp_path):
     import pandas as pd
 
-    from helpers.synthetic import make_dataset
+    from helpers.smoke.synthetic import make_dataset
 
     root = tmp_path / "quick-bench"
     make_dataset(root / "cache" / "synthetic-x", n_stories=3, frames=(2, 4), image_size=(160, 96))

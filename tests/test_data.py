@@ -459,11 +459,11 @@ def test_parse_dataset_excludes_and_explains(tmp_path):
 def test_synthetic_source_is_generated_once(tmp_path, monkeypatch):
     calls = []
 
-    def make_dataset(out_dir, *, n_stories=12, seed=42, **options):  # helpers.synthetic's signature
+    def make_dataset(out_dir, *, n_stories=12, seed=42, **options):  # helpers.smoke.synthetic's signature
         calls.append((n_stories, seed, options))
         write_shards(Path(out_dir), "train", [[story_row(i) for i in range(n_stories)]])
 
-    monkeypatch.setitem(sys.modules, "helpers.synthetic", types.SimpleNamespace(make_dataset=make_dataset))
+    monkeypatch.setitem(sys.modules, "helpers.smoke.synthetic", types.SimpleNamespace(make_dataset=make_dataset))
     cfg = {"source": "synthetic", "n_stories": 3, "synthetic": {"frames": [4, 6]}}
     assert len(load_stories(cfg, cache_dir=tmp_path, seed=7)) == 3
     assert len(load_stories(cfg, cache_dir=tmp_path, seed=7)) == 3

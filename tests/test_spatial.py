@@ -34,7 +34,7 @@ from helpers.spatial import (
     spatial_features,
     study_spatial_score,
 )
-from helpers.synthetic import make_dataset
+from helpers.smoke.synthetic import make_dataset
 
 #: Real rows of the dataset (verbatim from the Hub, in tests/fixtures).
 from conftest import FIXTURES
@@ -437,7 +437,7 @@ def test_rules_hold_on_the_chain_of_thought_boxes_of_a_real_frame():
 
 
 def test_synthetic_stories_and_the_spatial_rules_agree(tmp_path):
-    """A consistency check, not an independent one: helpers.synthetic was written to lay its
+    """A consistency check, not an independent one: helpers.smoke.synthetic was written to lay its
     boxes out so that these rules accept every relation its text states. This checks that
     extraction finds those statements (at least 100 of them) and that the generator and the
     rules still agree (none fails). Whether the rules themselves are right is pinned by the

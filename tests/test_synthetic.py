@@ -1,4 +1,4 @@
-"""Tests for helpers.synthetic: the Hub's schema, the real text format, true boxes and relations.
+"""Tests for helpers.smoke.synthetic: the Hub's schema, the real text format, true boxes and relations.
 
 The format checks read the parquet with pyarrow and the text with small regexes of their
 own, so they do not depend on the project's parser; one test then runs helpers.data on it.
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 
 from helpers.lexicon import COCO_CATEGORIES, char_category, to_coco
-from helpers.synthetic import DATA_FILE, KINDS, RELATIONS, make_dataset
+from helpers.smoke.synthetic import DATA_FILE, KINDS, RELATIONS, make_dataset
 
 SIZE = (576, 240)
 CHAR_COLUMNS = "| Character ID | Name | Description | Emotions | Actions | Narrative Function | Bounding Box |"
