@@ -17,7 +17,7 @@
 # numbers of the test split, the findings they support, and the limits of what they can
 # say. Every number below is read from the files the earlier chapters wrote
 # (`metrics.json`, `ablations.json`, `robustness.parquet`), and every comparison in the
-# findings is computed from them when this chapter runs.
+# findings is computed from them when this chapter runs; the prose around them is fixed.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -69,7 +69,7 @@ plt.show()
 # (chapter 07).
 
 # %%
-from helpers.evaluation import control_table, paired_table, summary_table
+from helpers.evaluation import control_table, format_estimate, paired_table, summary_table
 from helpers.io import read_json
 
 metrics = read_json(ctx.paths.metrics_json)
@@ -88,26 +88,129 @@ plt.show()
 # %% [markdown]
 # ## Findings
 #
-# Each sentence below is assembled from the results files: which evidence ranks the pairs
-# best, whether the fusion head beats it by more than the test split's uncertainty, which
-# kind of negative is hardest, what the ablations and the perturbations of chapter 09
-# showed. A chapter that has not run contributes no sentence.
+# Each finding is a table read from the results files, with a sentence where a number needs
+# one. The sentences are assembled, when this chapter runs, by the functions of chapter 08
+# (`helpers.dashboards`) and chapter 09 (`helpers.ablations`); a chapter that has not run
+# contributes nothing.
+#
+# ### What the head reaches
+#
+# The fusion head's pooled metrics on the test split, at the threshold tuned on the
+# validation split, with what the split holds:
+
+# %%
+primary = metrics["primary_model"]
+display(Markdown(db.headline_finding(metrics)))
+
+# %% [markdown]
+# ### What the text alone gives away
+#
+# A blind control never sees the frame that goes with the text: `text_only` and
+# `clip_text_only` read the text alone, and the controls of chapter 07 score the primary
+# head against a stranger's frame. Where a blind control's paired score lies above chance
+# with its whole interval, the negatives of that kind can be told from the aligned texts by
+# the text itself (an odd word, a swap that reads wrong), so a model's paired score against
+# them does not show that it looked at the frame. The control table above has the numbers;
+# in words:
+
+# %%
+display(Markdown("\n".join(f"- {sentence}" for sentence in db.blind_findings(metrics))))
+
+# %% [markdown]
+# ### The head against each evidence alone
+#
+# Every evidence is also a model of its own (its score thresholded on the validation split).
+# The head earns its place only if it beats the best of them by more than the test split's
+# uncertainty: the difference is paired (both models on the same resamples of id blocks),
+# and the test split tells the two apart only when its interval excludes zero.
+
+# %%
+singles = [m for m, info in metrics["models"].items() if info.get("kind") == "single_score"]
+display(summary_table(metrics).loc[[primary, *singles], ["roc_auc", "macro_f1"]])
+display(Markdown(" ".join(db.evidence_findings(metrics))))
+
+# %% [markdown]
+# ### The hardest kind of negative
+#
+# The head's ROC-AUC against each kind of negative separately (all aligned pairs against the
+# negatives of that kind). A low value says which construction of negatives the three
+# evidences see least.
+
+# %%
+by_type = {t: format_estimate(v.get("roc_auc")) for t, v in metrics["models"][primary]["by_negative_type"].items()}
+display(pd.Series(by_type, name=f"{primary}: ROC-AUC").rename_axis("negative type").to_frame())
+hardest = db.negative_type_finding(metrics)
+if hardest:
+    display(Markdown(hardest))
+
+# %% [markdown]
+# ### What each part is worth (chapter 09)
+#
+# The ablations, on the same test pairs: each subset of the evidences with its own head, the
+# chain-of-thought boxes in place of the detector, the original study's rules, and the
+# evidence read from the tags. The oracle detector replays the labelling rule on some kinds
+# of negative, so its headroom is the difference with those negatives left out (last column).
 
 # %%
 ablations = ab.read_ablations(ctx.paths)
-robustness = ab.read_robustness(ctx.paths)
-summary = ab.robustness_summary(robustness) if robustness is not None else None
-display(Markdown("\n".join(f"- {sentence}" for sentence in db.findings(metrics, ablations, summary))))
-if ablations is not None:
+if ablations is None:
+    display(Markdown("Chapter 09 has not run: no ablation results."))
+else:
     display(ab.ablation_table(ablations, "roc_auc"))
+    display(Markdown("\n".join(f"- {sentence}" for sentence in ab.ablation_findings(ablations))))
+
+# %% [markdown]
+# ### How much the verdicts move (chapter 09)
+#
+# Per perturbation of the frame or the text, on a small sample of test pairs: how far each
+# score and P(aligned) move on average, and the share of decisions that flip. None of these
+# perturbations should change whether a frame and a text belong together.
+
+# %%
+robustness = ab.read_robustness(ctx.paths)
+if robustness is None:
+    display(Markdown("Chapter 09 has not run: no robustness results."))
+else:
+    summary = ab.robustness_summary(robustness)
+    formats = {c: "{:.3f}" for c in summary.columns if c.startswith("mean")} | {"decisions_flipped": "{:.0%}"}
+    display(summary.style.format(formats).hide(axis="index"))
+    display(Markdown("\n".join(f"- {sentence}" for sentence in ab.robustness_findings(summary))))
 
 # %% [markdown]
 # ## Limitations
 #
 # What these results cannot tell, whatever their values.
+#
+# - **The labels are built, not judged.** A misaligned pair is another story's text,
+#   another frame's text, or the frame's own text with one object or one spatial word
+#   swapped. The metrics measure how well these kinds of negative are told apart, not
+#   agreement with people judging alignment.
+# - **The annotations are taken as they are.** The ground-truth boxes, and the text itself,
+#   are the dataset's own annotations; they are not checked against the frames here, so the
+#   oracle detector is only as good as they are.
+# - **Only COCO things are checked.** Object and spatial evidence only see the categories a
+#   COCO detector reports. A text that names nothing among them gives no object evidence,
+#   and relations between such things cannot be checked: for those pairs the object and
+#   spatial scores say nothing about the frame.
+# - **A movie may cross the split.** Stories are split by blocks of neighbouring ids to keep
+#   a movie on one side of a split, but a movie can span blocks, so the test split may share
+#   movies (and characters) with the training split: the numbers may flatter the verifier
+#   on unseen films.
+# - **CLIP reads at most 77 tokens.** Every sentence is scored on its own, and a sentence
+#   longer than that is cut.
+# - **One training run.** The intervals resample the test split's id blocks; they do not
+#   include the variation between training runs (one seed).
+#
+# The sizes behind two of these, for this run:
 
 # %%
-display(Markdown("\n".join(f"- {sentence}" for sentence in db.limitations(ctx.cfg))))
+from helpers.lexicon import COCO_CATEGORIES
+
+display(Markdown(
+    f"The detector reports {len(COCO_CATEGORIES)} COCO categories; this profile splits the stories by blocks of "
+    f"{ctx.cfg['data'].get('block_size', '?')} neighbouring ids."
+    + (" This is a smoke run: synthetic data and random weights, so every number above is meaningless; it only "
+       "shows that the study executes end to end." if ctx.is_smoke else "")))
 
 # %% [markdown]
 # ## Reproducing this report

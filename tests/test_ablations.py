@@ -284,9 +284,7 @@ def test_the_oracle_is_not_credited_with_the_negatives_it_replays():
     assert table.loc[ab.REFERENCE, column] == "(reference)"
     assert table.loc["oracle detector", column].startswith(f"{fair:.3f} [")
 
-    from helpers.dashboards import ablation_findings
-
-    sentence = next(s for s in ablation_findings(document) if "chain-of-thought boxes" in s)
+    sentence = next(s for s in ab.ablation_findings(document) if "chain-of-thought boxes" in s)
     assert "not headroom" in sentence and "`object_swap`" in sentence and "left out" in sentence
     assert f"buy is {fair:.3f} [" in sentence  # the headroom quoted is the one without the replayed negatives
 

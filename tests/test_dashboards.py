@@ -193,27 +193,31 @@ def test_findings_compute_every_comparison():
     doc = metrics_document()
     doc["models"]["fusion"]["by_negative_type"]["object_swap"]["roc_auc"] = {"value": 0.55, "low": 0.4, "high": 0.7}
     doc["differences"] = {"clip_score_only": {"roc_auc": {"value": 0.1, "low": 0.02, "high": 0.2}}}
-    text = "\n".join(db.findings(doc))
-    assert "ROC-AUC 0.800 [0.750, 0.850]" in text and "14 test pairs from 3 stories in 2 id blocks" in text
-    assert "Paired score of `fusion`" in text and "`object_swap` 0.850 [0.800, 0.900]" in text
+    headline = db.headline_finding(doc)
+    assert "ROC-AUC 0.800 [0.750, 0.850]" in headline and "14 test pairs from 3 stories in 2 id blocks" in headline
     # text_only's paired score (0.55 [0.50, 0.60]) touches chance: no leak; the control at 0.5 neither.
-    assert "Blind control `text_only`" in text and "Blind control `shuffled_frames`" in text
-    assert "told from their text alone" not in text
+    blind = "\n".join(db.blind_findings(doc))
+    assert "Blind control `text_only`" in blind and "Blind control `shuffled_frames`" in blind
+    assert "told from their text alone" not in blind
     doc["models"]["text_only"]["paired"]["object_swap"] = {"value": 0.7, "low": 0.6, "high": 0.8}
-    assert "excludes chance for `object_swap`" in "\n".join(db.findings(doc))
+    assert "excludes chance for `object_swap`" in "\n".join(db.blind_findings(doc))
+    assert db.blind_leaks(doc["models"]["text_only"]["paired"]) == ["object_swap"]
     doc["models"]["text_only"]["paired"]["object_swap"] = {"value": 0.55, "low": 0.5, "high": 0.6}
-    assert "`clip_score_only` separates the pairs best" in text and "`object_score_only` worst" in text
-    assert "interval excludes zero" in text
-    assert "hardest kind of negative is `object_swap` (ROC-AUC 0.550) and the easiest `other_story` (0.700)" in text
+    evidence = "\n".join(db.evidence_findings(doc))
+    assert "`clip_score_only` separates the pairs best" in evidence and "`object_score_only` worst" in evidence
+    assert "interval excludes zero" in evidence
+    assert ("hardest kind of negative is `object_swap` (ROC-AUC 0.550) and the easiest `other_story` (0.700)"
+            in db.negative_type_finding(doc))
     doc["differences"]["clip_score_only"]["roc_auc"] = {"value": 0.1, "low": -0.02, "high": 0.2}
-    assert "cannot tell the two apart" in "\n".join(db.findings(doc))
+    assert "cannot tell the two apart" in "\n".join(db.evidence_findings(doc))
 
 
-def test_limitations_flag_a_smoke_run_and_quote_the_profile():
-    smoke = db.limitations({"profile": "smoke", "data": {"block_size": 2}})
-    quick = db.limitations({"profile": "quick", "data": {"block_size": 4}})
-    assert "smoke run" in smoke[0] and not any("smoke run" in s for s in quick)
-    assert any("blocks of 4 neighbouring ids" in s for s in quick)
+def test_difference_phrase_and_ranking_handle_undefined_values():
+    assert db.difference_phrase({"value": None, "low": None, "high": None}) == "undefined"
+    assert db.difference_phrase({"value": 0.1, "low": None, "high": None}).endswith("(no interval)")
+    models = {"a": {"overall": {"roc_auc": {"value": 0.6}}}, "b": {"overall": {"roc_auc": {"value": None}}},
+              "c": {"overall": {"roc_auc": {"value": 0.9}}}}
+    assert db.ranked(models, ["a", "b", "c"], "roc_auc") == ["c", "a"]
 
 
 def test_architecture_figure_names_every_stage():
