@@ -572,6 +572,7 @@ def evaluate(
     return document
 
 
+# extra code: metrics.json is written atomically (helpers.io)
 def write_metrics(path: str | Path, document: Mapping[str, Any]) -> Path:
     """Write ``metrics.json`` atomically."""
     return atomic_write_json(path, dict(document))
@@ -683,92 +684,3 @@ def excludes_zero(estimate: Mapping[str, float | None]) -> bool:
     """Whether a difference's interval lies wholly above or below zero (False when undefined)."""
     low, high = estimate.get("low"), estimate.get("high")
     return low is not None and high is not None and (low > 0 or high < 0)
-
-
-# extra code: the figures of this chapter
-def plot_confusion(document: Mapping[str, Any], models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
-    """Confusion matrices of ``models`` at their validation-tuned thresholds, side by side."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, len(models), figsize=(3.8 * len(models), 3.4), squeeze=False, layout="constrained")
-    for ax, name in zip(axes[0], models):
-        c = document["models"][name]["confusion"]
-        grid = pd.DataFrame([[c["tn"], c["fp"]], [c["fn"], c["tp"]]],
-                            index=["misaligned", "aligned"], columns=["misaligned", "aligned"])
-        sns.heatmap(grid, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax)
-        ax.set(title=f"{name}\n(threshold {document['models'][name]['threshold']:.3f})", xlabel="predicted", ylabel="true")
-    return fig
-
-
-def plot_curves(predictions: pd.DataFrame, models: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
-    """ROC and precision-recall curves of ``models`` on one split, and the calibration curves of
-    those among them that output probabilities (single scores do not)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from sklearn.calibration import CalibrationDisplay
-    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
-
-    rows = predictions[predictions["split"] == split]
-    fig, (roc, pr, cal) = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
-    for name, colour in zip(models, sns.color_palette(n_colors=len(models))):
-        m = rows[rows["model"] == name]
-        y, s = m["label"].to_numpy(), m["score"].to_numpy()
-        RocCurveDisplay.from_predictions(y, s, name=name, ax=roc, curve_kwargs={"color": colour})
-        PrecisionRecallDisplay.from_predictions(y, s, name=name, ax=pr, curve_kwargs={"color": colour})
-        if m["kind"].iloc[0] in PROBABILITY_KINDS:
-            CalibrationDisplay.from_predictions(y, s, n_bins=10, name=name, ax=cal, color=colour)
-    roc.plot([0, 1], [0, 1], ls=":", color="grey")  # chance
-    roc.set_title("ROC")
-    pr.set_title("Precision-recall")
-    cal.set_title("Calibration (10 uniform bins)")
-    for ax in (roc, pr, cal):
-        ax.legend(fontsize="x-small")
-    return fig
-
-
-def plot_by_negative_type(document: Mapping[str, Any], metric: str, models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
-    """``metric`` per kind of negative for ``models``, with the bootstrap intervals as error bars.
-
-    ``metric`` "paired" plots the paired score (group "all" first, a dashed line at chance);
-    any other metric is pooled (group "overall" first)."""
-    import matplotlib.pyplot as plt
-
-    frame = metrics_frame(document)
-    frame = frame[(frame["metric"] == metric) & frame["model"].isin(models)]
-    first = ALL_FRAMES if metric == "paired" else "overall"
-    groups = [first, *[t for t in NEGATIVE_TYPES if t in set(frame["group"])]]
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.7 * len(groups)), 4.5), layout="constrained")
-    width = 0.8 / len(models)
-    for i, name in enumerate(models):
-        m = frame[frame["model"] == name].set_index("group").reindex(groups)
-        x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
-        ax.bar(x, m["value"], width, label=name)
-        # The interval as a line of its own: a percentile interval need not contain the estimate.
-        ax.vlines(x, m["low"], m["high"], color="black", linewidth=1.2)
-    ax.set_xticks(np.arange(len(groups)), groups)
-    confidence = document.get("bootstrap", {}).get("confidence", 0.95)
-    if metric == "paired":
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-    label = "paired score (own text above its negative)" if metric == "paired" else f"{metric} (pooled)"
-    ax.set(ylabel=label, ylim=(0, 1.02),
-           title=f"{label} by kind of negative (lines: {confidence:.0%} id-block bootstrap intervals)")
-    fig.legend(loc="outside lower center", ncols=len(models), fontsize="small")
-    return fig
-
-
-def plot_evidence_by_label(table: pd.DataFrame, evidence: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
-    """Each evidence score on one split: the aligned pairs against each kind of negative (violins with quartiles)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    rows = table[table["split"] == split]
-    rows = rows.assign(pair=np.where(rows["label"] == 1, "aligned", rows["negative_type"].astype(str)))
-    order = ["aligned", *[t for t in NEGATIVE_TYPES if t in set(rows["pair"])]]
-    fig, axes = plt.subplots(1, len(evidence), figsize=(5.5 * len(evidence), 4), squeeze=False, layout="constrained")
-    for ax, column in zip(axes[0], evidence):
-        sns.violinplot(rows, x="pair", y=column, order=order, hue="pair", hue_order=order, cut=0, inner="quart",
-                       density_norm="width", ax=ax)
-        ax.set(title=column, xlabel="", ylim=(-0.02, 1.02))
-        ax.tick_params(axis="x", rotation=30)
-    return fig

@@ -856,7 +856,9 @@ def evaluate(
         document["external"] = evaluate_split(predictions, "external", **kwargs)
     return document
 
-
+# %%
+#@save
+# extra code: metrics.json is written atomically (helpers.io)
 def write_metrics(path: str | Path, document: Mapping[str, Any]) -> Path:
     """Write ``metrics.json`` atomically."""
     return atomic_write_json(path, dict(document))
@@ -991,50 +993,13 @@ def excludes_zero(estimate: Mapping[str, float | None]) -> bool:
     low, high = estimate.get("low"), estimate.get("high")
     return low is not None and high is not None and (low > 0 or high < 0)
 
+# %% [markdown]
+# ## Paired scores: each frame's own text against its negative
+#
+# The headline per kind of negative, for every model. 0.5 is chance.
+
 # %%
-#@save
-# extra code: the figures of this chapter
-def plot_confusion(document: Mapping[str, Any], models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
-    """Confusion matrices of ``models`` at their validation-tuned thresholds, side by side."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, len(models), figsize=(3.8 * len(models), 3.4), squeeze=False, layout="constrained")
-    for ax, name in zip(axes[0], models):
-        c = document["models"][name]["confusion"]
-        grid = pd.DataFrame([[c["tn"], c["fp"]], [c["fn"], c["tp"]]],
-                            index=["misaligned", "aligned"], columns=["misaligned", "aligned"])
-        sns.heatmap(grid, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax)
-        ax.set(title=f"{name}\n(threshold {document['models'][name]['threshold']:.3f})", xlabel="predicted", ylabel="true")
-    return fig
-
-
-def plot_curves(predictions: pd.DataFrame, models: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
-    """ROC and precision-recall curves of ``models`` on one split, and the calibration curves of
-    those among them that output probabilities (single scores do not)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from sklearn.calibration import CalibrationDisplay
-    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
-
-    rows = predictions[predictions["split"] == split]
-    fig, (roc, pr, cal) = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
-    for name, colour in zip(models, sns.color_palette(n_colors=len(models))):
-        m = rows[rows["model"] == name]
-        y, s = m["label"].to_numpy(), m["score"].to_numpy()
-        RocCurveDisplay.from_predictions(y, s, name=name, ax=roc, curve_kwargs={"color": colour})
-        PrecisionRecallDisplay.from_predictions(y, s, name=name, ax=pr, curve_kwargs={"color": colour})
-        if m["kind"].iloc[0] in PROBABILITY_KINDS:
-            CalibrationDisplay.from_predictions(y, s, n_bins=10, name=name, ax=cal, color=colour)
-    roc.plot([0, 1], [0, 1], ls=":", color="grey")  # chance
-    roc.set_title("ROC")
-    pr.set_title("Precision-recall")
-    cal.set_title("Calibration (10 uniform bins)")
-    for ax in (roc, pr, cal):
-        ax.legend(fontsize="x-small")
-    return fig
-
-
+# extra code: a metric by kind of negative, with its intervals (this chapter's figure; not saved)
 def plot_by_negative_type(document: Mapping[str, Any], metric: str, models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
     """``metric`` per kind of negative for ``models``, with the bootstrap intervals as error bars.
 
@@ -1063,28 +1028,6 @@ def plot_by_negative_type(document: Mapping[str, Any], metric: str, models: Sequ
            title=f"{label} by kind of negative (lines: {confidence:.0%} id-block bootstrap intervals)")
     fig.legend(loc="outside lower center", ncols=len(models), fontsize="small")
     return fig
-
-
-def plot_evidence_by_label(table: pd.DataFrame, evidence: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
-    """Each evidence score on one split: the aligned pairs against each kind of negative (violins with quartiles)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    rows = table[table["split"] == split]
-    rows = rows.assign(pair=np.where(rows["label"] == 1, "aligned", rows["negative_type"].astype(str)))
-    order = ["aligned", *[t for t in NEGATIVE_TYPES if t in set(rows["pair"])]]
-    fig, axes = plt.subplots(1, len(evidence), figsize=(5.5 * len(evidence), 4), squeeze=False, layout="constrained")
-    for ax, column in zip(axes[0], evidence):
-        sns.violinplot(rows, x="pair", y=column, order=order, hue="pair", hue_order=order, cut=0, inner="quart",
-                       density_norm="width", ax=ax)
-        ax.set(title=column, xlabel="", ylim=(-0.02, 1.02))
-        ax.tick_params(axis="x", rotation=30)
-    return fig
-
-# %% [markdown]
-# ## Paired scores: each frame's own text against its negative
-#
-# The headline per kind of negative, for every model. 0.5 is chance.
 
 # %%
 boot = metrics["bootstrap"]
@@ -1183,6 +1126,48 @@ if by_type:
 # (the single scores are not).
 
 # %%
+# extra code: the confusion matrices and the curves (this chapter's figures; not saved)
+def plot_confusion(document: Mapping[str, Any], models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
+    """Confusion matrices of ``models`` at their validation-tuned thresholds, side by side."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(models), figsize=(3.8 * len(models), 3.4), squeeze=False, layout="constrained")
+    for ax, name in zip(axes[0], models):
+        c = document["models"][name]["confusion"]
+        grid = pd.DataFrame([[c["tn"], c["fp"]], [c["fn"], c["tp"]]],
+                            index=["misaligned", "aligned"], columns=["misaligned", "aligned"])
+        sns.heatmap(grid, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax)
+        ax.set(title=f"{name}\n(threshold {document['models'][name]['threshold']:.3f})", xlabel="predicted", ylabel="true")
+    return fig
+
+
+def plot_curves(predictions: pd.DataFrame, models: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
+    """ROC and precision-recall curves of ``models`` on one split, and the calibration curves of
+    those among them that output probabilities (single scores do not)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    rows = predictions[predictions["split"] == split]
+    fig, (roc, pr, cal) = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
+    for name, colour in zip(models, sns.color_palette(n_colors=len(models))):
+        m = rows[rows["model"] == name]
+        y, s = m["label"].to_numpy(), m["score"].to_numpy()
+        RocCurveDisplay.from_predictions(y, s, name=name, ax=roc, curve_kwargs={"color": colour})
+        PrecisionRecallDisplay.from_predictions(y, s, name=name, ax=pr, curve_kwargs={"color": colour})
+        if m["kind"].iloc[0] in PROBABILITY_KINDS:
+            CalibrationDisplay.from_predictions(y, s, n_bins=10, name=name, ax=cal, color=colour)
+    roc.plot([0, 1], [0, 1], ls=":", color="grey")  # chance
+    roc.set_title("ROC")
+    pr.set_title("Precision-recall")
+    cal.set_title("Calibration (10 uniform bins)")
+    for ax in (roc, pr, cal):
+        ax.legend(fontsize="x-small")
+    return fig
+
+# %%
 plot_confusion(metrics, [DEFAULT_RUN, "fusion_3_epochs", "clip_score_only"])
 plt.show()
 plot_curves(predictions, [DEFAULT_RUN, "fusion_3_epochs", "fusion_extended", "clip_score_only", "logistic_regression",
@@ -1195,6 +1180,24 @@ plt.show()
 # The distribution of each score on the test split, for the aligned pairs and each kind of
 # negative. A score that separates a kind of negative from the aligned pairs shows two
 # distributions apart; one that does not shows them on top of each other.
+
+# %%
+# extra code: each evidence, aligned against each kind of negative (not saved)
+def plot_evidence_by_label(table: pd.DataFrame, evidence: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
+    """Each evidence score on one split: the aligned pairs against each kind of negative (violins with quartiles)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = table[table["split"] == split]
+    rows = rows.assign(pair=np.where(rows["label"] == 1, "aligned", rows["negative_type"].astype(str)))
+    order = ["aligned", *[t for t in NEGATIVE_TYPES if t in set(rows["pair"])]]
+    fig, axes = plt.subplots(1, len(evidence), figsize=(5.5 * len(evidence), 4), squeeze=False, layout="constrained")
+    for ax, column in zip(axes[0], evidence):
+        sns.violinplot(rows, x="pair", y=column, order=order, hue="pair", hue_order=order, cut=0, inner="quart",
+                       density_norm="width", ax=ax)
+        ax.set(title=column, xlabel="", ylim=(-0.02, 1.02))
+        ax.tick_params(axis="x", rotation=30)
+    return fig
 
 # %%
 from helpers.fusion import STUDY_FEATURES
