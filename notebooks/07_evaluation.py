@@ -581,7 +581,7 @@ def evaluate_split(
             "paired_differences": paired_differences}
 
 # %% [markdown]
-# ## A control first: the text against a stranger's frame
+# ## Controls: the text against a stranger's frame
 #
 # If the primary head scored each test text against a frame of *another* id block, nothing
 # in the image could tell a frame's own text from its negative: whatever ranking remains is
@@ -994,9 +994,9 @@ def excludes_zero(estimate: Mapping[str, float | None]) -> bool:
     return low is not None and high is not None and (low > 0 or high < 0)
 
 # %% [markdown]
-# ## Paired scores: each frame's own text against its negative
+# ## Paired scores of every model
 #
-# The headline per kind of negative, for every model. 0.5 is chance.
+# The headline per kind of negative: each frame's own text against its negative. 0.5 is chance.
 
 # %%
 # extra code: a metric by kind of negative, with its intervals (this chapter's figure; not saved)
