@@ -22,6 +22,10 @@
 # whole id blocks, the unit the split was made of. Blind controls say how much of each
 # verdict the text alone could decide. Every number here is written to `metrics.json`, where
 # the later chapters read them.
+#
+# The cells marked `#@save` are the method: `make lib` collects them into `helpers/evaluation.py`,
+# which chapter 06 (the thresholds), the later chapters and the tests import. Edit them here, then
+# run `make sync`.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -41,40 +45,600 @@ from helpers.notebook import start
 ctx = start(profile, chapter="07_evaluation")
 
 # %% [markdown]
-# ## A control first: the text against a stranger's frame
+# What the chapter reads: `predictions.parquet` of chapter 06, one row per model and pair of
+# every split, with the model's score and the threshold it was given on the validation split.
+# The examples below use the primary head (the fusion head `helpers.verify` uses) on the test split.
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from helpers.training import DEFAULT_RUN, THRESHOLD_METRIC, load_predictions
+
+predictions = load_predictions(ctx.paths)
+primary = predictions[(predictions["model"] == DEFAULT_RUN) & (predictions["split"] == "test")].sort_values("pair_id")
+n_resamples, seed = int(ctx.cfg["bootstrap"]["n_resamples"]), int(ctx.cfg["seed"])
+display(primary[["pair_id", "story_id", "frame", "block", "label", "negative_type", "score", "threshold"]].head())
+
+# %% [markdown]
+# The method's imports (the generated module starts with them). Chapter 01 defines the kinds of
+# negative, `NEGATIVE_TYPES`, that every table below is grouped by.
+
+# %%
+#@save
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from helpers.io import atomic_write_json
+from helpers.pairs import NEGATIVE_TYPES
+
+# %% [markdown]
+# ## The metrics
+#
+# A pair is called aligned when its score reaches the model's threshold (a score equal to the
+# threshold is aligned). Precision and recall are those of the aligned class; macro-F1 averages
+# the F1 of both classes; ROC-AUC and PR-AUC (average precision) use the scores themselves, with
+# no threshold. The point estimates come from `sklearn.metrics`, with its conventions:
+# precision, recall and F1 are 0 when their denominator is empty (`zero_division=0`), and the
+# two AUCs are undefined (NaN) when the pairs hold a single class.
+
+# %%
+#@save
+#: Reported metrics, in table order. Precision and recall are those of the "aligned" class.
+METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc")
+#: What a validation-tuned threshold may maximise.
+THRESHOLD_METRICS: tuple[str, ...] = ("macro_f1", "accuracy")
+
+
+def _check_inputs(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or y.shape != s.shape:
+        raise ValueError(f"labels and scores must be 1-D arrays of one length, got {y.shape} and {s.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite numbers")
+    return y.astype(bool), s
+
+
+def point_metrics(y_true: Sequence[int], scores: Sequence[float], threshold: float) -> dict[str, float]:
+    """The ``METRICS`` of one model with ``sklearn.metrics`` (a pair is called aligned when score >= threshold)."""
+    y, s = _check_inputs(np.asarray(y_true), np.asarray(scores))
+    pred = s >= threshold
+    two_classes = 0 < y.sum() < len(y)
+    return {
+        "accuracy": skm.accuracy_score(y, pred),
+        "precision": skm.precision_score(y, pred, zero_division=0),
+        "recall": skm.recall_score(y, pred, zero_division=0),
+        "macro_f1": skm.f1_score(y, pred, average="macro", zero_division=0),
+        "roc_auc": skm.roc_auc_score(y, s) if two_classes else math.nan,
+        "pr_auc": skm.average_precision_score(y, s) if two_classes else math.nan,
+    }
+
+# %%
+y, s, threshold = primary["label"].to_numpy(), primary["score"].to_numpy(), float(primary["threshold"].iloc[0])
+pd.Series(point_metrics(y, s, threshold), name=f"{DEFAULT_RUN}, test split").to_frame().T
+
+# %% [markdown]
+# The intervals below need each metric on a thousand resamples of every model. A resample is a
+# vector of multiplicities, how many times each pair is drawn, so the metrics of many
+# resamples are a few matrix products: `weighted_metrics` takes a `(resamples, pairs)` matrix of
+# weights and returns every metric for each row. It is the same formulas as scikit-learn's,
+# with its conventions: precision, recall and F1 are 0 when undefined, a class absent from
+# both the labels and the predictions is left out of the macro-F1, and the AUCs are NaN on a
+# resample with a single class. ROC-AUC counts a tie between a positive and a negative as half
+# ordered; PR-AUC is average precision over the distinct scores. `_ratio` is the division that
+# says what an empty denominator gives.
+
+# %%
+#@save
+def _ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
+    """num / den elementwise, ``empty`` where den == 0."""
+    out = np.full(np.broadcast(num, den).shape, empty, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def weighted_metrics(
+    y_true: Sequence[int], scores: Sequence[float], threshold: float, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The ``METRICS`` under each row of ``weights`` ``(r, n)``: how many times each of the ``n`` pairs
+    occurs in resample ``k``; equal to ``point_metrics`` on the pairs repeated that many times."""
+    y, s = _check_inputs(np.asarray(y_true), np.asarray(scores))
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if w.shape[1] != len(y):
+        raise ValueError(f"weights have {w.shape[1]} columns for {len(y)} pairs")
+    pred = s >= threshold
+    tp, fp = w @ (y & pred), w @ (~y & pred)
+    fn, tn = w @ (y & ~pred), w @ (~y & ~pred)
+    f1_pos = _ratio(2 * tp, 2 * tp + fp + fn, math.nan)  # NaN: class absent from labels and predictions
+    f1_neg = _ratio(2 * tn, 2 * tn + fp + fn, math.nan)
+    both = np.stack([f1_pos, f1_neg])
+    present = (~np.isnan(both)).sum(axis=0)
+    macro_f1 = _ratio(np.nansum(both, axis=0), present.astype(np.float64), 0.0)
+
+    # Ranking metrics: add up each resample's positive and negative weight per distinct score.
+    order = np.argsort(s, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(s[order]) != 0])
+    ws = w[:, order]
+    pos = np.add.reduceat(ws * y[order], starts, axis=1)   # (r, distinct scores), ascending
+    neg = np.add.reduceat(ws * ~y[order], starts, axis=1)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    defined = (n_pos > 0) & (n_neg > 0)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    roc_auc = _ratio((pos * (neg_below + 0.5 * neg)).sum(axis=1), n_pos * n_neg, math.nan)
+    tp_desc = np.cumsum(pos[:, ::-1], axis=1)                # thresholds from the highest score down
+    fp_desc = np.cumsum(neg[:, ::-1], axis=1)
+    precision_at = _ratio(tp_desc, tp_desc + fp_desc, 0.0)
+    pr_auc = _ratio((pos[:, ::-1] * precision_at).sum(axis=1), n_pos, math.nan)
+    return {
+        "accuracy": _ratio(tp + tn, w.sum(axis=1), math.nan),
+        "precision": _ratio(tp, tp + fp, 0.0),
+        "recall": _ratio(tp, tp + fn, 0.0),
+        "macro_f1": macro_f1,
+        "roc_auc": np.where(defined, roc_auc, math.nan),
+        "pr_auc": np.where(defined, pr_auc, math.nan),
+    }
+
+# %% [markdown]
+# The check (the tests do the same on many resamples): draw each test pair 0, 1 or 2 times, and
+# compare `weighted_metrics` with scikit-learn on the pairs repeated that many times.
+
+# %%
+times = np.random.default_rng(seed).integers(0, 3, size=len(y))
+pd.DataFrame({"weighted_metrics": {m: v[0] for m, v in weighted_metrics(y, s, threshold, times[None, :]).items()},
+              "point_metrics, pairs repeated": point_metrics(np.repeat(y, times), np.repeat(s, times), threshold)}).T
+
+# %% [markdown]
+# ## Thresholds come from the validation split
+#
+# Chapter 06 gave every model its threshold with `tune_threshold`, on the validation split only,
+# so nothing about the test split leaks into a verdict. The candidates are the midpoints between
+# consecutive distinct scores, plus one threshold that accepts every pair and one that rejects
+# every pair; the threshold that maximises the metric wins (macro-F1 unless told otherwise),
+# the lowest one on a tie.
+
+# %%
+#@save
+def tune_threshold(y_true: Sequence[int], scores: Sequence[float], metric: str = "macro_f1") -> float:
+    """The decision threshold that maximises ``metric`` ("macro_f1" or "accuracy") on these (validation) pairs."""
+    if metric not in THRESHOLD_METRICS:
+        raise ValueError(f"unknown threshold metric {metric!r}: expected one of {THRESHOLD_METRICS}")
+    y, s = _check_inputs(np.asarray(y_true), np.asarray(scores))
+    if y.all() or not y.any():
+        raise ValueError("tuning a threshold needs both aligned and misaligned pairs")
+    distinct = np.unique(s)
+    candidates = np.r_[distinct[0], (distinct[:-1] + distinct[1:]) / 2, np.nextafter(distinct[-1], np.inf)]
+    pos, neg = np.sort(s[y]), np.sort(s[~y])
+    fn = np.searchsorted(pos, candidates, side="left")   # positives scored below the threshold
+    tn = np.searchsorted(neg, candidates, side="left")
+    tp, fp = len(pos) - fn, len(neg) - tn
+    if metric == "accuracy":
+        value = (tp + tn) / len(y)
+    else:
+        value = (_ratio(2 * tp, 2 * tp + fp + fn, 0.0) + _ratio(2 * tn, 2 * tn + fp + fn, 0.0)) / 2
+    return float(candidates[np.argmax(value)])
+
+
+def threshold_rule(metric: str) -> str:
+    """How ``tune_threshold`` chose the thresholds, in words (for ``metrics.json``)."""
+    return (f"each model's decision threshold maximises {metric} on the validation split (candidates: midpoints "
+            "between distinct validation scores; ties to the lowest); the test split never influences it")
+
+# %%
+val = predictions[predictions["split"] == "val"]
+pd.DataFrame({name: {"stored threshold": float(g["threshold"].iloc[0]),
+                     "tuned again on its validation scores": tune_threshold(g["label"], g["score"], THRESHOLD_METRIC)}
+              for name, g in val.groupby("model", sort=False)}).T
+
+# %% [markdown]
+# ## Intervals over id blocks
+#
+# The split was made of id blocks, stretches of neighbouring story ids that mostly come from
+# one movie (chapter 01). Pairs of one block share a movie, its people and its places, so a
+# model that errs on one of them tends to err on its neighbours: the pairs are not independent
+# draws, and an interval that resamples pairs would be too narrow. The **block bootstrap**
+# resamples what the split was made of. A resample draws, with replacement, as many blocks as
+# the split has; every pair of a drawn block enters once per draw, so the pairs of one block
+# always share their weight. The draws are seeded, and every model and every difference of a
+# split is measured on the same draws, so their intervals can be compared.
+
+# %%
+#@save
+def _cluster_draws(clusters: Sequence[str], n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, index)``: how often each distinct cluster is drawn in each resample
+    (``(n_resamples, n_clusters)``), and the cluster of each row as a column of ``counts``."""
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    units, index = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    draws = np.random.default_rng(seed).integers(0, len(units), size=(n_resamples, len(units)))
+    counts = np.zeros((n_resamples, len(units)), dtype=np.float64)
+    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1.0)
+    return counts, index
+
+
+def cluster_resample_weights(clusters: Sequence[str], n_resamples: int, seed: int) -> np.ndarray:
+    """``(n_resamples, n)`` multiplicities of each row when clusters (id blocks) are drawn with replacement."""
+    counts, index = _cluster_draws(clusters, n_resamples, seed)
+    return counts[:, index]
+
+
+def _resampled_metrics(
+    y_true: Sequence[int], scores: Sequence[float], threshold: float, clusters: Sequence[str], *,
+    n_resamples: int, seed: int, chunk: int = 250,
+) -> dict[str, np.ndarray]:
+    """The ``METRICS`` on each cluster resample, ``chunk`` resamples at a time to bound memory."""
+    counts, index = _cluster_draws(clusters, n_resamples, seed)
+    parts = [weighted_metrics(y_true, scores, threshold, counts[i : i + chunk][:, index])
+             for i in range(0, n_resamples, chunk)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in METRICS}
+
+# %% [markdown]
+# Six pairs in three blocks, four resamples: each row is one resample, each column how often a
+# pair enters it. The pairs of one block move together.
+
+# %%
+toy_blocks = ["b0", "b0", "b1", "b2", "b2", "b2"]
+pd.DataFrame(cluster_resample_weights(toy_blocks, 4, seed=seed).astype(int),
+             columns=[f"pair {i} ({b})" for i, b in enumerate(toy_blocks)]).rename_axis("resample")
+
+# %% [markdown]
+# The interval is the **percentile interval**: the 2.5th and 97.5th percentiles of the metric
+# over the resamples (for 95% confidence). **Why an interval may be undefined.** A resample
+# can lack what a metric needs: the AUCs need both classes, a paired score by kind of negative
+# needs at least one frame with that kind. Such a resample gives NaN and is counted in
+# `n_undefined`. When fewer than `MIN_DEFINED_SHARE` (90%) of the resamples define the metric,
+# the percentiles of the others would describe a different population (the resamples that
+# happened to draw that kind), so the interval is left null with a `reason`; the tables print it
+# as `[no interval]`. When the split itself does not define the metric, the value is null too
+# (`undefined`). Small splits (the smoke profile, a rare kind of negative) hit both.
+#
+# A difference between two models gets its own interval the same way: both are measured on the
+# same resamples (a **paired bootstrap**), so the interval accounts for the two models erring
+# on the same blocks. A difference whose interval excludes 0 says the test split tells them
+# apart, which two overlapping intervals of their own cannot say.
+
+# %%
+#@save
+#: An interval needs at least this share of the resamples to define the metric; else it is null.
+MIN_DEFINED_SHARE = 0.9
+
+
+def _clean(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _estimate(value: float, resampled: np.ndarray, confidence: float) -> dict[str, Any]:
+    """``{"value", "low", "high", "n_undefined"[, "reason"]}``: the percentile interval of the
+    resamples that define the metric, null when fewer than ``MIN_DEFINED_SHARE`` of them do."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    defined = resampled[np.isfinite(resampled)]
+    n_undefined = int(len(resampled) - len(defined))
+    estimate: dict[str, Any] = {"value": _clean(value), "low": None, "high": None, "n_undefined": n_undefined}
+    if len(defined) < MIN_DEFINED_SHARE * len(resampled):
+        estimate["reason"] = (f"undefined in {n_undefined} of {len(resampled)} resamples (one class only, or no "
+                              f"pair of this kind): fewer than {MIN_DEFINED_SHARE:.0%} define it")
+        return estimate
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(defined, [tail, 100 - tail])
+    estimate.update(low=_clean(low), high=_clean(high))
+    return estimate
+
+
+def bootstrap_metrics(
+    y_true: Sequence[int],
+    scores: Sequence[float],
+    threshold: float,
+    clusters: Sequence[str],
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """``{metric: estimate}``: sklearn point estimates and percentile intervals over resampled ``clusters``
+    (each pair's id block)."""
+    point = point_metrics(y_true, scores, threshold)
+    resampled = _resampled_metrics(y_true, scores, threshold, clusters, n_resamples=n_resamples, seed=seed)
+    return {name: _estimate(point[name], resampled[name], confidence) for name in METRICS}
+
+
+def bootstrap_difference(
+    y_true: Sequence[int],
+    scores_a: Sequence[float],
+    threshold_a: float,
+    scores_b: Sequence[float],
+    threshold_b: float,
+    clusters: Sequence[str],
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """``{metric: estimate}`` of model A's metric minus model B's on the same pairs and the same resamples."""
+    a, b = point_metrics(y_true, scores_a, threshold_a), point_metrics(y_true, scores_b, threshold_b)
+    kwargs = dict(n_resamples=n_resamples, seed=seed)
+    ra = _resampled_metrics(y_true, scores_a, threshold_a, clusters, **kwargs)
+    rb = _resampled_metrics(y_true, scores_b, threshold_b, clusters, **kwargs)
+    return {name: _estimate(a[name] - b[name], ra[name] - rb[name], confidence) for name in METRICS}
+
+# %% [markdown]
+# The primary head's metrics with their intervals; then the same computation with every pair
+# its own block, as if pairs were independent draws. Compare the widths. With few blocks the
+# comparison says little: a test split of two blocks (the smoke profile's) has only three
+# distinct resamples, so its block intervals can come out narrower than the pairs' and measure
+# how few independent units there are, not how precise the estimate is.
+
+# %%
+by_block = pd.DataFrame(bootstrap_metrics(y, s, threshold, primary["block"].to_numpy(),
+                                          n_resamples=n_resamples, seed=seed)).T
+by_pair = pd.DataFrame(bootstrap_metrics(y, s, threshold, primary["pair_id"].to_numpy(),
+                                         n_resamples=n_resamples, seed=seed)).T
+display(by_block)
+pd.DataFrame({"width, blocks resampled": by_block["high"] - by_block["low"],
+              "width, pairs resampled": by_pair["high"] - by_pair["low"]})
+
+# %% [markdown]
+# ## The paired score: each frame's own text against its negative
+#
+# Every test frame has two pairs: its own text (aligned) and one negative (misaligned). The
+# paired score asks, per frame, whether the model scores the own text above the negative: 1
+# when it does, 0.5 on a tie, 0 when it does not, averaged over frames (the "text score" of
+# Winoground and SugarCrepe). It needs no threshold, and it compares each frame with its own
+# counterfactual, so it is not confounded by which frames could receive a kind of negative (an
+# object swap needs a frame whose text names an object); a pooled ROC-AUC by kind mixes that
+# in. It is the headline per kind of negative; 0.5 is chance.
+#
+# A frame left with only one of its pairs (the other set aside for a missing feature) cannot be
+# paired: it is left out of the paired score, counted as `unpaired_frames`, and stays in the
+# pooled metrics. The interval resamples the frames' id blocks with the same seed as every
+# other interval of the split; a kind of negative that a resample does not draw leaves it
+# undefined there, the rule above.
+
+# %%
+#@save
+#: The key of the paired score over every frame, beside one key per negative type.
+ALL_FRAMES = "all"
+
+
+def paired_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per frame of one model's prediction rows: ``story_id``, ``frame``, ``block``, ``negative_type``,
+    the ``positive`` and ``negative`` scores and the ``outcome`` (1, 0.5 on a tie, 0). Frames with one pair
+    only are counted in ``attrs["unpaired_frames"]``; more than one positive or negative is an error."""
+    keys = ["story_id", "frame"]
+    counts = rows.groupby(keys)["label"].agg(["sum", "count"])
+    if (counts["count"] > 2).any() or ((counts["count"] == 2) & (counts["sum"] != 1)).any():
+        bad = counts[(counts["count"] > 2) | ((counts["count"] == 2) & (counts["sum"] != 1))].index[:3].tolist()
+        raise ValueError(f"paired scores need one positive and one negative per frame; not so for {bad}")
+    complete = counts.index[counts["count"] == 2]
+    pos = rows[rows["label"] == 1].set_index(keys).loc[complete]
+    neg = rows[rows["label"] == 0].set_index(keys).loc[complete]
+    frame = pd.DataFrame({"block": pos["block"], "negative_type": neg["negative_type"],
+                          "positive": pos["score"].astype(float), "negative": neg["score"].astype(float)})
+    frame["outcome"] = np.sign(frame["positive"] - frame["negative"]) / 2 + 0.5
+    frame = frame.reset_index()
+    frame.attrs["unpaired_frames"] = int((counts["count"] == 1).sum())
+    return frame
+
+
+def _paired_resampled(outcome: np.ndarray, mask: np.ndarray, counts: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The mean outcome of the frames in ``mask`` on each resample (NaN where none is drawn)."""
+    w = counts[:, index] * mask
+    total = w.sum(axis=1)
+    return _ratio(w @ outcome, total, math.nan)
+
+
+def _paired_groups(frames: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The frames of each paired-score group: every frame, then each negative type present."""
+    groups = {ALL_FRAMES: np.ones(len(frames), dtype=bool)}
+    groups |= {t: (frames["negative_type"] == t).to_numpy() for t in NEGATIVE_TYPES if (frames["negative_type"] == t).any()}
+    return groups
+
+
+def bootstrap_paired(frames: pd.DataFrame, *, n_resamples: int, seed: int,
+                     confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """``{"all" | negative_type: estimate + {"frames"}}``: the paired score of ``paired_outcomes`` with a
+    block-bootstrap interval."""
+    counts, index = _cluster_draws(frames["block"].to_numpy(), n_resamples, seed)
+    outcome = frames["outcome"].to_numpy(dtype=np.float64)
+    out = {}
+    for group, mask in _paired_groups(frames).items():
+        estimate = _estimate(float(outcome[mask].mean()), _paired_resampled(outcome, mask, counts, index), confidence)
+        out[group] = {**estimate, "frames": int(mask.sum())}
+    return out
+
+
+def bootstrap_paired_difference(frames_a: pd.DataFrame, frames_b: pd.DataFrame, *, n_resamples: int, seed: int,
+                                confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Model A's paired score minus model B's, per group, on the same frames and block resamples."""
+    if not frames_a[["story_id", "frame"]].equals(frames_b[["story_id", "frame"]]):
+        raise ValueError("paired differences need both models scored on the same frames, in the same order")
+    counts, index = _cluster_draws(frames_a["block"].to_numpy(), n_resamples, seed)
+    a, b = frames_a["outcome"].to_numpy(dtype=np.float64), frames_b["outcome"].to_numpy(dtype=np.float64)
+    out = {}
+    for group, mask in _paired_groups(frames_a).items():
+        resampled = _paired_resampled(a, mask, counts, index) - _paired_resampled(b, mask, counts, index)
+        out[group] = _estimate(float(a[mask].mean() - b[mask].mean()), resampled, confidence)
+    return out
+
+# %%
+frames = paired_outcomes(primary)
+display(frames.head())
+pd.DataFrame(bootstrap_paired(frames, n_resamples=n_resamples, seed=seed)).T
+
+# %% [markdown]
+# ## Every model of a split
+#
+# `evaluate_split` gives each model of one split its entry: the threshold, the paired score per
+# kind of negative, the pooled metrics overall and per kind (all the aligned pairs and the
+# negatives of that kind), the confusion matrix at the threshold, and, for the models whose
+# score is a probability, a calibration curve (10 uniform bins, how often the pairs given a
+# probability near *p* are really aligned). Every model must have been scored on the same pairs;
+# with a primary model, it also gives the primary minus each other model, pooled and paired,
+# each with its paired interval.
+
+# %%
+#@save
+#: Model kinds whose score is a probability: only they get a calibration curve.
+PROBABILITY_KINDS = frozenset({"fusion_mlp", "logistic_regression", "gradient_boosting", "text_only"})
+PREDICTION_COLUMNS = ("pair_id", "story_id", "frame", "block", "split", "label", "negative_type", "model", "kind",
+                      "features", "score", "threshold")
+
+
+def _calibration(y: np.ndarray, scores: np.ndarray, n_bins: int = 10) -> dict[str, list[float]]:
+    """sklearn's calibration curve (uniform bins), with how many pairs fall in each non-empty bin."""
+    from sklearn.calibration import calibration_curve
+
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    fraction, mean_pred = calibration_curve(y, scores, n_bins=n_bins, strategy="uniform")
+    counts = np.bincount(np.searchsorted(edges[1:-1], scores), minlength=n_bins)  # sklearn's own binning
+    return {"bin_edges": edges.tolist(), "mean_predicted": mean_pred.tolist(),
+            "fraction_positive": fraction.tolist(), "count": [int(c) for c in counts[counts > 0]]}
+
+
+def split_counts(rows: pd.DataFrame) -> dict[str, Any]:
+    """Pairs, frames, stories, id blocks, positives and negatives per type of a set of pair rows."""
+    negatives = rows[rows["label"] == 0]["negative_type"].value_counts()
+    return {
+        "pairs": len(rows),
+        "frames": int(rows[["story_id", "frame"]].drop_duplicates().shape[0]),
+        "stories": int(rows["story_id"].nunique()),
+        "blocks": int(rows["block"].nunique()),
+        "positives": int((rows["label"] == 1).sum()),
+        "negatives": {t: int(negatives.get(t, 0)) for t in NEGATIVE_TYPES},
+    }
+
+
+def _model_section(group: pd.DataFrame, frames: pd.DataFrame, *, n_resamples: int, seed: int,
+                   confidence: float) -> dict[str, Any]:
+    """One model's entry of ``"models"`` from its prediction rows on one split (and their ``paired_outcomes``)."""
+    threshold = float(group["threshold"].iloc[0])
+    kind = str(group["kind"].iloc[0])
+    y, s = group["label"].to_numpy(), group["score"].to_numpy()
+    blocks, negative_type = group["block"].to_numpy(), group["negative_type"].to_numpy()
+
+    def intervals(mask: np.ndarray) -> dict[str, dict[str, Any]]:
+        return bootstrap_metrics(y[mask], s[mask], threshold, blocks[mask],
+                                 n_resamples=n_resamples, seed=seed, confidence=confidence)
+
+    by_type = {t: intervals((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES if (negative_type[y == 0] == t).any()}
+    tn, fp, fn, tp = skm.confusion_matrix(y, s >= threshold, labels=[0, 1]).ravel()
+    return {
+        "kind": kind,
+        "features": [f for f in str(group["features"].iloc[0]).split(",") if f],
+        "threshold": threshold,
+        "paired": bootstrap_paired(frames, n_resamples=n_resamples, seed=seed, confidence=confidence),
+        "overall": intervals(np.ones(len(y), dtype=bool)),
+        "by_negative_type": by_type,
+        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "calibration": _calibration(y, s) if kind in PROBABILITY_KINDS else None,
+    }
+
+
+def evaluate_split(
+    predictions: pd.DataFrame,
+    split: str,
+    *,
+    n_resamples: int,
+    seed: int,
+    primary_model: str | None = None,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """``{"split", "n", "models", "differences", "paired_differences"}`` of ``METRICS_SCHEMA`` for one split
+    (the differences are empty without a ``primary_model``)."""
+    rows = predictions[predictions["split"] == split]
+    if rows.empty:
+        raise ValueError(f"no predictions on the {split!r} split")
+    groups = {str(name): group.sort_values("pair_id") for name, group in rows.groupby("model", sort=False)}
+    if primary_model is not None and primary_model not in groups:
+        raise ValueError(f"primary model {primary_model!r} is not among the {split} predictions {sorted(groups)}")
+    reference_name = primary_model or next(iter(groups))
+    reference = groups[reference_name]
+    for name, group in groups.items():
+        if not np.array_equal(group["pair_id"].to_numpy(), reference["pair_id"].to_numpy()):
+            raise ValueError(f"model {name!r} was not scored on the same {split} pairs as {reference_name!r}")
+    kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
+    frames = {name: paired_outcomes(group) for name, group in groups.items()}
+    models = {name: _model_section(group, frames[name], **kwargs) for name, group in groups.items()}
+    y, blocks = reference["label"].to_numpy(), reference["block"].to_numpy()
+    others = [name for name in groups if primary_model is not None and name != primary_model]
+    differences = {
+        name: bootstrap_difference(y, reference["score"].to_numpy(), models[reference_name]["threshold"],
+                                   groups[name]["score"].to_numpy(), models[name]["threshold"], blocks, **kwargs)
+        for name in others
+    }
+    paired_differences = {name: bootstrap_paired_difference(frames[reference_name], frames[name], **kwargs)
+                          for name in others}
+    n = {**split_counts(reference), "unpaired_frames": frames[reference_name].attrs["unpaired_frames"]}
+    return {"split": split, "n": n, "models": models, "differences": differences,
+            "paired_differences": paired_differences}
+
+# %% [markdown]
+# ## Controls: the text against a stranger's frame
 #
 # If the primary head scored each test text against a frame of *another* id block, nothing
 # in the image could tell a frame's own text from its negative: whatever ranking remains is
 # decided by the text alone. Its paired score and ROC-AUC (0.5 = the text decides nothing) are
-# the `shuffled_frames` control. The evidence is computed by the same function the
-# verifier and chapter 09 use (`helpers.ablations.score_pairs`), from chapter 02's and 03's
-# caches (the stranger frames are test frames, already seen).
+# the `shuffled_frames` control. `shuffled_frame_pairs` gives both pairs of a frame the same
+# stranger frame, so the paired comparison stays one of texts. A control has no tuned threshold:
+# it reports ranking metrics only.
 
 # %%
-import matplotlib.pyplot as plt
-import pandas as pd
-from IPython.display import Markdown, display
+#@save
+#: What a control section reports: ranking metrics only (a control has no tuned threshold).
+CONTROL_METRICS: tuple[str, ...] = ("roc_auc",)
 
+
+def shuffled_frame_pairs(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
+    """``pairs`` with each frame replaced by a frame of another id block of the same split (the original in
+    ``own_story_id``/``own_frame``); both pairs of a frame get the same stranger frame."""
+    rng = np.random.default_rng(seed)
+    frames = pairs[["split", "block", "story_id", "frame"]].drop_duplicates(["story_id", "frame"])
+    donor: dict[tuple[str, int], tuple[str, int]] = {}
+    for split, group in frames.groupby("split", sort=True):
+        keys = list(zip(group["story_id"].astype(str), group["frame"].astype(int)))
+        blocks = group["block"].to_numpy()
+        if len(set(blocks)) < 2:
+            raise ValueError(f"the {split!r} split has one id block: no frame of another block to shuffle in")
+        for i, key in enumerate(keys):
+            others = np.flatnonzero(blocks != blocks[i])
+            donor[key] = keys[int(rng.choice(others))]
+    own = list(zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)))
+    stranger = [donor[k] for k in own]
+    return pairs.assign(own_story_id=[k[0] for k in own], own_frame=[k[1] for k in own],
+                        story_id=[k[0] for k in stranger], frame=[k[1] for k in stranger])
+
+# %% [markdown]
+# The evidence is computed by the same function the verifier and chapter 09 use
+# (`helpers.ablations.score_pairs`), from chapter 02's and 03's caches (the stranger frames are
+# test frames, already seen).
+
+# %%
 from helpers import ablations as ab
 from helpers.clip import load_clip
 from helpers.data import load_study_data, pair_frames
 from helpers import detection as det
 from helpers.detection import load_detector
-from helpers.evaluation import shuffled_frame_pairs
 from helpers.features import load_features
-from helpers.training import DEFAULT_RUN, default_checkpoint, load_head, load_predictions
+from helpers.training import default_checkpoint, load_head
 
-predictions = load_predictions(ctx.paths)
 head = load_head(default_checkpoint(ctx.paths))
 test_pairs = load_features(ctx.paths).set_index("pair_id").loc[
     predictions.loc[(predictions["model"] == DEFAULT_RUN) & (predictions["split"] == "test"), "pair_id"]].reset_index()
 shuffled = shuffled_frame_pairs(test_pairs, seed=int(ctx.cfg["seed"]))
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
-frames = pair_frames(shuffled, data.datasets)
+stranger_frames = pair_frames(shuffled, data.datasets)
 det_cfg = ctx.cfg["detector"]
 detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-scored = ab.score_pairs(shuffled, frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
+scored = ab.score_pairs(shuffled, stranger_frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
                         cache_dir=ctx.paths.cache)
 own_run = det.detect_frames(detector, pair_frames(test_pairs, data.datasets), ctx.paths.cache / det.CACHE_FILE,
                             min_size=int(det_cfg["min_size"]), batch_size=int(det_cfg["batch_size"]))  # cached
@@ -87,13 +651,52 @@ display(Markdown(f"{len(shuffled_rows):,} test pairs re-scored against a frame o
 # %% [markdown]
 # A second control reads only the words an edit changed. For each test frame whose negative is an
 # object or relation swap, the masked language model of chapter 01 scores the replaced words in
-# the frame's own text and the new words in the edited text (log-probability in context). The
-# filter that chose the negatives never used this model's judgement of the whole edit, so this
-# control is not at chance by construction: above 0.5, the edit reads as the less plausible
-# text.
+# the frame's own text (the positive's score) and the new words in the edited text (the
+# negative's score), as a log-probability in context (`edit_logprobs` of chapter 01). It never
+# sees the frame, and the filter that chose the negatives never used this model's judgement of
+# the whole edit, so this control is not at chance by construction: above 0.5, the edit reads as
+# the less plausible text. A frame whose edit cannot be located in place is left out and counted.
 
 # %%
-from helpers.evaluation import swap_plausibility_rows
+#@save
+#: The negative types whose edit a masked language model can read (``swap_plausibility_rows``).
+SWAP_TYPES: tuple[str, ...] = ("object_swap", "relation_swap")
+
+
+def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path, *,
+                           batch_size: int = 64) -> pd.DataFrame:
+    """Prediction-like rows of the language-model control for the frames whose negative is a swap (``pairs``
+    needs ``text``, ``swap_start``, ``swap_end``); edits not located in place are counted in ``attrs["unlocated"]``."""
+    from helpers.pairs import edit_logprobs, is_in_place_edit
+
+    negatives = pairs[(pairs["label"] == 0) & pairs["negative_type"].isin(SWAP_TYPES)]
+    positives = pairs[pairs["label"] == 1].set_index(["story_id", "frame"])
+    edits, kept, unlocated = [], [], 0
+    for row in negatives.itertuples(index=False):
+        own = positives.loc[(row.story_id, row.frame)]
+        original, edited, start, end = str(own["text"]), str(row.text), int(row.swap_start), int(row.swap_end)
+        if not is_in_place_edit(original, edited, start, end):
+            unlocated += 1
+            continue
+        edits.append((original, edited, start, end))
+        kept.append((own, row))
+    columns = ["pair_id", "story_id", "frame", "block", "split", "label", "negative_type", "score"]
+    if not edits:
+        out = pd.DataFrame(columns=columns)
+        out.attrs["unlocated"] = unlocated
+        return out
+    new, old = edit_logprobs(mlm, edits, cache_dir, batch_size=batch_size)
+    rows = []
+    for (own, neg), lp_old, lp_new in zip(kept, old, new):
+        common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
+        rows.append({**common, "pair_id": own["pair_id"], "label": 1, "negative_type": "", "score": float(lp_old)})
+        rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
+                     "score": float(lp_new)})
+    out = pd.DataFrame(rows, columns=columns)
+    out.attrs["unlocated"] = unlocated
+    return out
+
+# %%
 from helpers.mlm import load_mlm
 
 mlm = load_mlm(ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
@@ -105,26 +708,170 @@ display(Markdown(f"{len(plausibility_rows) // 2:,} test frames with a swap negat
                     if plausibility_rows.attrs["unlocated"] else ".")))
 
 # %% [markdown]
-# ## The metrics
-#
-# A pair is called aligned when its score reaches the model's threshold. Precision and
-# recall are those of the aligned class; macro-F1 averages the F1 of both classes; ROC-AUC
-# and PR-AUC (average precision) use the scores themselves, with no threshold. The paired
-# score needs no threshold either: 1 when a frame's own text scores above its negative, 0.5
-# on a tie, 0 otherwise, averaged over frames.
+# A control's entry of `metrics.json` is its paired score and its pooled ROC-AUC, overall and per
+# kind of negative, with the same block intervals as the models'. Near 0.5: the text alone does
+# not decide the verdict.
 
 # %%
-from helpers.evaluation import evaluate, summary_table, threshold_rule, write_metrics
-from helpers.training import THRESHOLD_METRIC
+#@save
+def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, seed: int,
+                    confidence: float = 0.95) -> dict[str, Any]:
+    """A blind control's entry of ``metrics.json`` from prediction-like ``rows`` of one split (one positive and
+    one negative per frame): its paired score and pooled ROC-AUC, with intervals."""
+    rows = rows.sort_values("pair_id")
+    y, s, blocks = rows["label"].to_numpy(), rows["score"].to_numpy(), rows["block"].to_numpy()
+    negative_type = rows["negative_type"].to_numpy()
+    kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
 
+    def roc(mask: np.ndarray) -> dict[str, Any]:
+        return {m: e for m, e in bootstrap_metrics(y[mask], s[mask], 0.5, blocks[mask], **kwargs).items()
+                if m in CONTROL_METRICS}
+
+    return {
+        "description": description,
+        "paired": bootstrap_paired(paired_outcomes(rows), **kwargs),
+        "overall": roc(np.ones(len(y), dtype=bool)),
+        "by_negative_type": {t: roc((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES
+                             if (negative_type[y == 0] == t).any()},
+    }
+
+# %% [markdown]
+# ## `metrics.json`
+#
+# `evaluate` puts it all together: the test split at the top level, the counts of every split,
+# the controls, and the Hub's own test split under `"external"` when the profile evaluates it.
+# The document's layout is `METRICS_SCHEMA` (the README carries a copy, which a test keeps in
+# step); `SCHEMA_VERSION` changes when it does.
+
+# %%
+#@save
+# extra code: the layout of metrics.json, kept beside the code that writes it
+SCHEMA_VERSION = 2
+
+METRICS_SCHEMA = """\
+metrics.json (written by chapter 07, read by every later chapter and the report index)
+
+{
+  "schema_version": 2,
+  "profile": "quick",                      # the profile that produced it
+  "split": "test",                         # the split of the top-level "n" and "models"
+  "primary_model": "fusion",               # the head helpers.verify uses
+  "threshold_rule": "...",                 # how every threshold was chosen (on validation only)
+  "bootstrap": {"unit": "id_block", "block_size": 4, "n_resamples": 1000, "confidence": 0.95,
+                "seed": 42, "method": "percentile", "min_defined_share": 0.9},
+  "metrics": ["accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc"],
+  "n": {"pairs": int, "frames": int, "stories": int, "blocks": int, "positives": int,
+        "negatives": {"other_story": int, "same_story": int, "object_swap": int, "relation_swap": int},
+        "unpaired_frames": int},           # frames with one pair only (the other lacked a feature):
+                                           # in the pooled metrics, left out of the paired scores
+  "n_by_split": {"train": {...}, "val": {...}, "test": {...}},   # the same counts (but unpaired_frames)
+                                                                  # for every split
+  "models": {
+    "<model name>": {                      # fusion, fusion_3_epochs, logistic_regression, text_only, ...
+      "kind": "fusion_mlp" | "single_score" | "logistic_regression" | "gradient_boosting"
+              | "text_only" | "blind_control",
+      "features": [column, ...],           # its inputs (columns of features.parquet, or "text")
+      "threshold": float,                  # tuned on the validation split
+      "paired": {"all" | negative_type: estimate + {"frames": int}},
+                                           # headline per type: share of frames whose own text
+                                           # scores above their negative (tie = 0.5)
+      "overall": {metric: estimate},       # pooled over every pair
+      "by_negative_type": {negative_type: {metric: estimate}},
+                                           # pooled: all positives + the negatives of that type
+      "confusion": {"tn": int, "fp": int, "fn": int, "tp": int},   # at "threshold"
+      "calibration": {"bin_edges": [11 floats], "mean_predicted": [...], "fraction_positive": [...],
+                      "count": [...]} | null
+                                           # non-empty bins only (sklearn calibration_curve, 10 uniform
+                                           # bins); null for a model whose score is not a probability
+    }
+  },
+  "differences": {                         # primary model minus each other model, on the same pairs
+    "<other model name>": {metric: estimate}   # paired bootstrap: both on the same block resamples
+  },
+  "paired_differences": {"<other model name>": {"all" | negative_type: estimate}},
+                                           # primary minus other, paired score, same resamples
+  "controls": {                            # blind controls on the test split: near 0.5 = the text alone
+    "<control name>": {                    # does not decide the verdict
+      "description": str,                  # shuffled_frames: the primary model, every text against a frame
+                                           # of another id block; mlm_plausibility: the masked language
+                                           # model's log-probability of the changed words (swap types only)
+      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}}
+    }
+  },
+  "external": {"split": "external", "n": {...}, "models": {...}, "differences": {...},
+               "paired_differences": {...}}
+                                           # only when the profile evaluates the Hub's own test split;
+                                           # same layout as the top level, thresholds still from validation
+}
+
+estimate = {"value": float|null, "low": float|null, "high": float|null, "n_undefined": int,
+            "reason": str (only when an interval is null)}
+"value" is the estimate on the whole split; "low"/"high" are the 2.5th and 97.5th
+percentiles of the estimates over id blocks resampled with replacement (every model and
+every difference on the same resamples). "n_undefined" counts the resamples where the
+metric is undefined (e.g. ROC-AUC with one class, a paired score with no frame of that
+type); when more than 10% of them are, the interval is null and "reason" says why.
+"""
+
+# %%
+#@save
+def evaluate(
+    predictions: pd.DataFrame,
+    *,
+    profile: str,
+    n_resamples: int,
+    seed: int,
+    primary_model: str,
+    threshold_rule: str,
+    block_size: int,
+    controls: Mapping[str, tuple[str, pd.DataFrame]] | None = None,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The whole ``metrics.json`` document (``METRICS_SCHEMA``) from ``predictions.parquet``; ``controls`` maps a
+    blind control's name to its description and test rows."""
+    absent = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if absent:
+        raise ValueError(f"predictions lack column(s) {absent}: rerun chapters 01 and 06")
+    kwargs = dict(primary_model=primary_model, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    test = evaluate_split(predictions, "test", **kwargs)
+    one_model = predictions[predictions["model"] == primary_model]
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "profile": profile,
+        "split": "test",
+        "primary_model": primary_model,
+        "threshold_rule": threshold_rule,
+        "bootstrap": {"unit": "id_block", "block_size": block_size, "n_resamples": n_resamples,
+                      "confidence": confidence, "seed": seed, "method": "percentile",
+                      "min_defined_share": MIN_DEFINED_SHARE},
+        "metrics": list(METRICS),
+        **{key: test[key] for key in ("n", "models", "differences", "paired_differences")},
+        "n_by_split": {split: split_counts(rows) for split, rows in one_model.groupby("split", sort=False)},
+    }
+    document["controls"] = {name: control_section(rows, description, n_resamples=n_resamples, seed=seed,
+                                                  confidence=confidence)
+                            for name, (description, rows) in (controls or {}).items()}
+    if (predictions["split"] == "external").any():
+        document["external"] = evaluate_split(predictions, "external", **kwargs)
+    return document
+
+# %%
+#@save
+# extra code: metrics.json is written atomically (helpers.io)
+def write_metrics(path: str | Path, document: Mapping[str, Any]) -> Path:
+    """Write ``metrics.json`` atomically."""
+    return atomic_write_json(path, dict(document))
+
+# %%
 controls = {"shuffled_frames": (f"`{DEFAULT_RUN}` scoring each test text against a frame of another id block",
                                 shuffled_rows)}
 if len(plausibility_rows):
     controls["mlm_plausibility"] = ("the masked language model's log-probability of the changed words in context "
                                     "(own words against the edited ones; swap negatives only)", plausibility_rows)
-metrics = evaluate(predictions, profile=ctx.profile, n_resamples=int(ctx.cfg["bootstrap"]["n_resamples"]),
-                   seed=int(ctx.cfg["seed"]), primary_model=DEFAULT_RUN, threshold_rule=threshold_rule(THRESHOLD_METRIC),
-                   block_size=int(ctx.cfg["data"]["block_size"]), controls=controls)
+metrics = evaluate(predictions, profile=ctx.profile, n_resamples=n_resamples, seed=seed, primary_model=DEFAULT_RUN,
+                   threshold_rule=threshold_rule(THRESHOLD_METRIC), block_size=int(ctx.cfg["data"]["block_size"]),
+                   controls=controls)
 write_metrics(ctx.paths.metrics_json, metrics)
 n = metrics["n"]
 display(Markdown(f"Test split: {n['pairs']:,} pairs from {n['frames']:,} frames, {n['stories']:,} stories in "
@@ -134,15 +881,155 @@ display(pd.DataFrame({split: {"stories": c["stories"], "id blocks": c["blocks"],
                       for split, c in metrics["n_by_split"].items()}).rename_axis("negatives by split"))
 
 # %% [markdown]
-# ## Paired scores: each frame's own text against its negative
-#
-# The headline per kind of negative. Unlike a pooled ROC-AUC, it compares each frame with its
-# own counterfactual, so it does not mix "which frames could receive this kind of negative"
-# with "did the model notice the change". 0.5 is chance.
+# The tables below read `metrics.json` back; chapters 08 and 10 use the same functions. Each
+# cell prints an estimate as "value [low, high]".
 
 # %%
-from helpers.evaluation import paired_table, plot_by_negative_type
+#@save
+# extra code: metrics.json as tables (chapters 07, 08, 10)
+def _section(document: Mapping[str, Any], split: str) -> Mapping[str, Any]:
+    """The part of a metrics document about ``split``: the top level for the test split, else its key."""
+    section = document if split == document.get("split", "test") else document.get(split)
+    if not section:
+        raise ValueError(f"the metrics document has no {split!r} section")
+    return section
 
+
+def metrics_frame(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    """Long table of a metrics document: model, kind, group, metric, value, low, high.
+
+    Pooled metrics have group "overall" or a negative type; the paired score has metric
+    "paired" and group "all" or a negative type."""
+    rows = []
+    keep = ("value", "low", "high")
+    for model, info in _section(document, split)["models"].items():
+        groups = {"overall": info["overall"], **info["by_negative_type"]}
+        for group, values in groups.items():
+            for metric, est in values.items():
+                rows.append({"model": model, "kind": info["kind"], "group": group, "metric": metric,
+                             **{k: est[k] for k in keep}})
+        for group, est in info.get("paired", {}).items():
+            rows.append({"model": model, "kind": info["kind"], "group": group, "metric": "paired",
+                         **{k: est[k] for k in keep}})
+    frame = pd.DataFrame(rows)
+    return frame.astype({"value": float, "low": float, "high": float})
+
+
+def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3) -> str:
+    """One ``{"value", "low", "high"}`` entry as text: "0.812 [0.771, 0.850]", "undefined", or, when too
+    few resamples define the interval (the estimate has a ``reason``), "0.812 [no interval]"."""
+    if not estimate or estimate.get("value") is None or not math.isfinite(estimate["value"]):
+        return "undefined"
+    text = f"{estimate['value']:.{digits}f}"
+    low, high = estimate.get("low"), estimate.get("high")
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    elif estimate.get("reason"):
+        text += " [no interval]"
+    return text
+
+
+def summary_table(document: Mapping[str, Any], group: str = "overall", split: str = "test") -> pd.DataFrame:
+    """Models x metrics of one group ("overall" or a negative type), each cell "value [low, high]"."""
+    rows = {}
+    for model, info in _section(document, split)["models"].items():
+        values = info["overall"] if group == "overall" else info["by_negative_type"].get(group)
+        if values:
+            rows[model] = {metric: format_estimate(values.get(metric)) for metric in METRICS}
+    if not rows:
+        raise ValueError(f"no metrics for group {group!r} on the {split!r} split")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+
+
+def difference_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    """The primary model minus each other model, per metric, each cell "value [low, high]"."""
+    primary = document["primary_model"]
+    rows = {f"{primary} - {other}": {metric: format_estimate(est.get(metric)) for metric in METRICS}
+            for other, est in _section(document, split).get("differences", {}).items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(METRICS)).rename_axis("difference")
+
+
+def _paired_columns(groups: Mapping[str, Any]) -> list[str]:
+    return [g for g in (ALL_FRAMES, *NEGATIVE_TYPES) if g in groups]
+
+
+def paired_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    """Models x paired-score groups ("all", then each negative type), each cell "value [low, high]".
+
+    The headline per-type table: the share of frames whose own text the model scores above
+    their negative (0.5 = chance; ties count half). The header row says how many frames.
+    """
+    models = _section(document, split)["models"]
+    first = next(iter(models.values()))["paired"]
+    columns = _paired_columns(first)
+    rows = {model: {g: format_estimate(info["paired"].get(g)) for g in columns} for model, info in models.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("model")
+    return table.rename(columns={g: f"{g} ({first[g]['frames']} frames)" for g in columns})
+
+
+def paired_difference_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    """The primary model's paired score minus each other model's, per group, "value [low, high]"."""
+    primary = document["primary_model"]
+    differences = _section(document, split).get("paired_differences", {})
+    columns = _paired_columns(next(iter(differences.values()), {}))
+    rows = {f"{primary} - {other}": {g: format_estimate(est.get(g)) for g in columns}
+            for other, est in differences.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("difference")
+
+
+def control_table(document: Mapping[str, Any]) -> pd.DataFrame:
+    """Controls x groups: the paired score per group and the pooled ROC-AUC, "value [low, high]"."""
+    rows = {}
+    for name, info in document.get("controls", {}).items():
+        row = {f"paired {g}": format_estimate(e) for g, e in info["paired"].items()}
+        row["ROC-AUC overall"] = format_estimate(info["overall"].get("roc_auc"))
+        row |= {f"ROC-AUC {t}": format_estimate(v.get("roc_auc")) for t, v in info["by_negative_type"].items()}
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("control")
+
+
+def excludes_zero(estimate: Mapping[str, float | None]) -> bool:
+    """Whether a difference's interval lies wholly above or below zero (False when undefined)."""
+    low, high = estimate.get("low"), estimate.get("high")
+    return low is not None and high is not None and (low > 0 or high < 0)
+
+# %% [markdown]
+# ## Paired scores of every model
+#
+# The headline per kind of negative: each frame's own text against its negative. 0.5 is chance.
+
+# %%
+# extra code: a metric by kind of negative, with its intervals (this chapter's figure; not saved)
+def plot_by_negative_type(document: Mapping[str, Any], metric: str, models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
+    """``metric`` per kind of negative for ``models``, with the bootstrap intervals as error bars.
+
+    ``metric`` "paired" plots the paired score (group "all" first, a dashed line at chance);
+    any other metric is pooled (group "overall" first)."""
+    import matplotlib.pyplot as plt
+
+    frame = metrics_frame(document)
+    frame = frame[(frame["metric"] == metric) & frame["model"].isin(models)]
+    first = ALL_FRAMES if metric == "paired" else "overall"
+    groups = [first, *[t for t in NEGATIVE_TYPES if t in set(frame["group"])]]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.7 * len(groups)), 4.5), layout="constrained")
+    width = 0.8 / len(models)
+    for i, name in enumerate(models):
+        m = frame[frame["model"] == name].set_index("group").reindex(groups)
+        x = np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width
+        ax.bar(x, m["value"], width, label=name)
+        # The interval as a line of its own: a percentile interval need not contain the estimate.
+        ax.vlines(x, m["low"], m["high"], color="black", linewidth=1.2)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    confidence = document.get("bootstrap", {}).get("confidence", 0.95)
+    if metric == "paired":
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    label = "paired score (own text above its negative)" if metric == "paired" else f"{metric} (pooled)"
+    ax.set(ylabel=label, ylim=(0, 1.02),
+           title=f"{label} by kind of negative (lines: {confidence:.0%} id-block bootstrap intervals)")
+    fig.legend(loc="outside lower center", ncols=len(models), fontsize="small")
+    return fig
+
+# %%
 boot = metrics["bootstrap"]
 display(Markdown(f"Intervals: {boot['confidence']:.0%} percentile intervals over {boot['n_resamples']:,} "
                  f"resamples of the test split's id blocks (blocks of {boot['block_size']} neighbouring story ids; "
@@ -165,8 +1052,6 @@ plt.show()
 # synthetic data with random weights, so its numbers mean nothing.
 
 # %%
-from helpers.evaluation import control_table
-
 blind_models = ["text_only", "clip_text_only"]
 display(paired_table(metrics).loc[blind_models])
 display(summary_table(metrics).loc[blind_models, ["roc_auc"]])
@@ -193,7 +1078,6 @@ display(summary_table(metrics))
 # split tells the two apart.
 
 # %%
-from helpers.evaluation import difference_table, excludes_zero, format_estimate, paired_difference_table
 from helpers.training import STUDY_RUN
 
 models, differences = metrics["models"], metrics["differences"]
@@ -242,8 +1126,48 @@ if by_type:
 # (the single scores are not).
 
 # %%
-from helpers.evaluation import plot_confusion, plot_curves
+# extra code: the confusion matrices and the curves (this chapter's figures; not saved)
+def plot_confusion(document: Mapping[str, Any], models: Sequence[str]) -> "matplotlib.figure.Figure":  # noqa: F821
+    """Confusion matrices of ``models`` at their validation-tuned thresholds, side by side."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
 
+    fig, axes = plt.subplots(1, len(models), figsize=(3.8 * len(models), 3.4), squeeze=False, layout="constrained")
+    for ax, name in zip(axes[0], models):
+        c = document["models"][name]["confusion"]
+        grid = pd.DataFrame([[c["tn"], c["fp"]], [c["fn"], c["tp"]]],
+                            index=["misaligned", "aligned"], columns=["misaligned", "aligned"])
+        sns.heatmap(grid, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax)
+        ax.set(title=f"{name}\n(threshold {document['models'][name]['threshold']:.3f})", xlabel="predicted", ylabel="true")
+    return fig
+
+
+def plot_curves(predictions: pd.DataFrame, models: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
+    """ROC and precision-recall curves of ``models`` on one split, and the calibration curves of
+    those among them that output probabilities (single scores do not)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    rows = predictions[predictions["split"] == split]
+    fig, (roc, pr, cal) = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
+    for name, colour in zip(models, sns.color_palette(n_colors=len(models))):
+        m = rows[rows["model"] == name]
+        y, s = m["label"].to_numpy(), m["score"].to_numpy()
+        RocCurveDisplay.from_predictions(y, s, name=name, ax=roc, curve_kwargs={"color": colour})
+        PrecisionRecallDisplay.from_predictions(y, s, name=name, ax=pr, curve_kwargs={"color": colour})
+        if m["kind"].iloc[0] in PROBABILITY_KINDS:
+            CalibrationDisplay.from_predictions(y, s, n_bins=10, name=name, ax=cal, color=colour)
+    roc.plot([0, 1], [0, 1], ls=":", color="grey")  # chance
+    roc.set_title("ROC")
+    pr.set_title("Precision-recall")
+    cal.set_title("Calibration (10 uniform bins)")
+    for ax in (roc, pr, cal):
+        ax.legend(fontsize="x-small")
+    return fig
+
+# %%
 plot_confusion(metrics, [DEFAULT_RUN, "fusion_3_epochs", "clip_score_only"])
 plt.show()
 plot_curves(predictions, [DEFAULT_RUN, "fusion_3_epochs", "fusion_extended", "clip_score_only", "logistic_regression",
@@ -258,8 +1182,24 @@ plt.show()
 # distributions apart; one that does not shows them on top of each other.
 
 # %%
-from helpers.evaluation import plot_evidence_by_label
-from helpers.features import load_features
+# extra code: each evidence, aligned against each kind of negative (not saved)
+def plot_evidence_by_label(table: pd.DataFrame, evidence: Sequence[str], split: str = "test") -> "matplotlib.figure.Figure":  # noqa: F821
+    """Each evidence score on one split: the aligned pairs against each kind of negative (violins with quartiles)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = table[table["split"] == split]
+    rows = rows.assign(pair=np.where(rows["label"] == 1, "aligned", rows["negative_type"].astype(str)))
+    order = ["aligned", *[t for t in NEGATIVE_TYPES if t in set(rows["pair"])]]
+    fig, axes = plt.subplots(1, len(evidence), figsize=(5.5 * len(evidence), 4), squeeze=False, layout="constrained")
+    for ax, column in zip(axes[0], evidence):
+        sns.violinplot(rows, x="pair", y=column, order=order, hue="pair", hue_order=order, cut=0, inner="quart",
+                       density_norm="width", ax=ax)
+        ax.set(title=column, xlabel="", ylim=(-0.02, 1.02))
+        ax.tick_params(axis="x", rotation=30)
+    return fig
+
+# %%
 from helpers.fusion import STUDY_FEATURES
 
 plot_evidence_by_label(load_features(ctx.paths, required=STUDY_FEATURES), STUDY_FEATURES)
@@ -280,8 +1220,7 @@ else:
     display(Markdown(f"The `{ctx.profile}` profile does not evaluate the Hub's test split."))
 
 # %% [markdown]
-# `metrics.json` holds everything above; its layout is documented in
-# `helpers/evaluation.py` (`METRICS_SCHEMA`) and in the README.
+# `metrics.json` holds everything above; its layout is `METRICS_SCHEMA` (above, and in the README).
 
 # %%
 print(ctx.paths.metrics_json)
