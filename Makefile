@@ -64,7 +64,7 @@ lib: setup
 
 # After editing a chapter's .py: regenerate its module and its notebook (percent-format pairs).
 sync: lib
-	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
+	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9][0-9]_*.py
 
 # Re-resolve requirements.in into exact pins (CUDA wheels are Linux x86_64 only).
 lock: setup
