@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .clip import Clip
-    from .data import ParsedStory, Segment
+    from .tags import ParsedStory, Segment
     from .detection import Detector
     from .fusion import TrainedHead
     from .training import TrainResult, TrainSettings
@@ -174,7 +174,7 @@ def study_object_score(
     >>> study_object_score(["person", "tv", "person"], "A man watches a film.", {"person": ["man"], "tv": []})
     0.5
     """
-    from .data import strip_tags as _strip
+    from .tags import strip_tags as _strip
 
     labels = list(dict.fromkeys(detected))
     if not labels:
@@ -656,7 +656,7 @@ def strip_tags(text: str, rng: np.random.Generator | None = None) -> str:
     Without tags the pipeline cannot tell which words name entities: this measures how
     much the verdicts rest on the annotation rather than on the words.
     """
-    from .data import strip_tags as _strip
+    from .tags import strip_tags as _strip
 
     return _strip(text)
 
@@ -769,7 +769,7 @@ def perturb_frames(frames: Mapping[tuple[str, int], bytes], perturb: Callable[["
 def perturb_texts(pairs: pd.DataFrame, perturb: Callable[[str, np.random.Generator], str], *,
                   seed: int) -> pd.DataFrame:
     """``pairs`` with each ``tagged_text`` perturbed (a generator per pair) and ``text`` re-derived from it."""
-    from .data import strip_tags as _strip
+    from .tags import strip_tags as _strip
 
     tagged = [perturb(t, _pair_rng(seed, p)) for p, t in zip(pairs["pair_id"], pairs["tagged_text"])]
     return pairs.assign(tagged_text=tagged, text=[_strip(t) for t in tagged])

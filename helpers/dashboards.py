@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from .data import ParsedStory, Segment
+    from .tags import ParsedStory, Segment
 
 __all__ = [
     # the gallery (chapter 08)
@@ -435,7 +435,8 @@ def gallery_cards(sample: pd.DataFrame, features: pd.DataFrame, frames: Mapping[
     ``threshold``; ``stories`` the parsed stories (for character descriptions). A swapped
     word is located against the frame's own text, the aligned pair of the same frame.
     """
-    from .data import CorruptFrameError, frame_image, parse_segment
+    from .data import CorruptFrameError, frame_image
+    from .tags import parse_segment
     from .detection import character_descriptions, parse_detections
 
     rows = features.set_index("pair_id").loc[sample["pair_id"]]

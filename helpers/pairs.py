@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .data import Mention, ParsedStory, Segment, edit_segment
+from .tags import Mention, ParsedStory, Segment, edit_segment
 from .lexicon import COCO_CATEGORIES, char_category, to_coco
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import matplotlib.figure
     from PIL import Image as PILImage
 
-    from .data import ParsedStory
+    from .tags import ParsedStory
 
 __all__ = ["draw_boxes", "plot_data_overview", "plot_annotated_frames", "plot_pair_mix"]
 

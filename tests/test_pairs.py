@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.data import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
+from helpers.tags import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
 from helpers.lexicon import char_category, to_coco
 from helpers.pairs import NEGATIVE_TYPES, PAIR_COLUMNS, make_pairs, object_swap, relation_swap, split_stories
 from helpers.pairs import relation_swap_options

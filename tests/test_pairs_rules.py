@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from helpers.data import ParsedStory, parse_chain_of_thought, parse_story
+from helpers.tags import ParsedStory, parse_chain_of_thought, parse_story
 from helpers.pairs import make_pairs, split_stories
 
 
