@@ -9,10 +9,8 @@ and frames agree; :func:`load_study_data` is where the chapters after 01 start.
 from __future__ import annotations
 
 import io
-import math
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +19,7 @@ import pandas as pd
 
 from .config import MissingAssetError, hub_reachable
 from .io import stable_hash
-from .tags import ENTITY_KINDS, ParsedStory, StoryFormatError, parse_row, validate_story
+from .tags import ParsedStory, StoryFormatError, parse_row, validate_story
 
 if TYPE_CHECKING:
     import datasets
@@ -340,91 +338,6 @@ def frame_image(row_or_images: Mapping[str, Any] | Sequence[Any], frame: int) ->
         raise CorruptFrameError(f"frame {frame} cannot be decoded ({type(err).__name__})") from err
 
 
-# ---------------------------------------------------------------------- summary tables
-
-
-def story_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per story: sizes of its text and annotations."""
-    rows = []
-    for s in stories:
-        entities = [e for f in s.cot.frames.values() for e in (*f.characters, *f.objects)]
-        kinds = Counter(e.kind for e in entities)
-        rows.append(
-            {
-                "story_id": s.story_id,
-                "frame_count": s.frame_count,
-                "n_segments": len(s.segments),
-                "n_cot_frames": len(s.cot.frames),
-                "story_words": sum(len(seg.plain.split()) for seg in s.segments),
-                "n_mentions": sum(len(seg.mentions) for seg in s.segments),
-                "n_entities": len(entities),
-                "n_boxes": sum(e.box is not None for e in entities),
-                **{f"n_{kind}": kinds.get(kind, 0) for kind in ENTITY_KINDS},
-                "skipped_rows": s.cot.skipped_rows,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def segment_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per frame segment: length, tag counts, and cited ids without a table row."""
-    rows = []
-    for s in stories:
-        for seg in s.segments:
-            frame = s.cot.frames.get(seg.frame)
-            annotated = {e.id for e in (*frame.characters, *frame.objects)} if frame else set()
-            cited = {i for m in (*seg.mentions, *seg.actions, *seg.locations) for i in m.ids}
-            rows.append(
-                {
-                    "story_id": s.story_id,
-                    "frame": seg.frame,
-                    "n_chars": len(seg.plain),
-                    "n_words": len(seg.plain.split()),
-                    "n_mentions": len(seg.mentions),
-                    "n_actions": len(seg.actions),
-                    "n_locations": len(seg.locations),
-                    "n_cited_ids": len(cited),
-                    "n_unannotated_ids": len(cited - annotated),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def entity_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per chain-of-thought entity, with its box size and COCO category (or missing).
-
-    Characters are mapped with :func:`helpers.lexicon.char_category` (a person unless the
-    description says otherwise), objects with :func:`helpers.lexicon.to_coco`.
-    """
-    from .lexicon import char_category, to_coco
-
-    rows = []
-    for s in stories:
-        for frame in s.cot.frames.values():
-            for table, entities, category in (
-                ("characters", frame.characters, char_category),
-                ("objects", frame.objects, to_coco),
-            ):
-                for e in entities:
-                    x1, y1, x2, y2 = e.box if e.box is not None else (math.nan,) * 4
-                    rows.append(
-                        {
-                            "story_id": s.story_id,
-                            "frame": frame.frame,
-                            "table": table,
-                            "id": e.id,
-                            "kind": e.kind,
-                            "name": e.name,
-                            "description": e.description,
-                            "has_box": e.box is not None,
-                            "box_w": x2 - x1,
-                            "box_h": y2 - y1,
-                            "coco": category(e.description),
-                        }
-                    )
-    return pd.DataFrame(rows)
-
-
 def dataset_fingerprint(ds: datasets.Dataset) -> str:
     """A content hash of the loaded rows (ids, texts and every frame's bytes), in row order.
 
@@ -455,45 +368,6 @@ def frame_size(row_or_images: Mapping[str, Any] | Sequence[Any], frame: int) -> 
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise CorruptFrameError(f"frame {frame} cannot be decoded ({type(err).__name__})") from err
-
-
-def sample_frames(stories: Sequence[ParsedStory], n: int, seed: int) -> list[tuple[ParsedStory, int]]:
-    """``n`` (story, frame) pairs drawn reproducibly among frames with at least one boxed entity."""
-    import random
-
-    candidates = [
-        (s, f.frame)
-        for s in stories
-        for f in s.cot.frames.values()
-        if any(e.box is not None for e in (*f.characters, *f.objects))
-    ]
-    return random.Random(seed).sample(candidates, min(n, len(candidates)))
-
-
-def segment_token_lengths(stories: Iterable[ParsedStory], tokenizer: Any) -> list[int]:
-    """Length in tokens of every segment's plain text (the rows of :func:`segment_table`).
-
-    ``tokenizer`` is a Hugging Face tokenizer; lengths are counted before any truncation.
-    """
-    texts = [seg.plain for s in stories for seg in s.segments]
-    return [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]] if texts else []
-
-
-def box_area_fraction(entities: pd.DataFrame, ds: datasets.Dataset) -> pd.Series:
-    """Each entity's box area as a fraction of its frame's area (NaN without a box or a readable frame).
-
-    ``entities`` is :func:`entity_table`'s output; frame sizes come from the image headers.
-    """
-    index = story_index(ds)
-    sizes: dict[tuple[str, int], float] = {}
-    for story_id, frame in set(zip(entities["story_id"], entities["frame"])):
-        try:
-            w, h = frame_size(ds[index[story_id]]["images"], int(frame))
-            sizes[(story_id, frame)] = float(w * h)
-        except (CorruptFrameError, KeyError):
-            sizes[(story_id, frame)] = math.nan
-    area = pd.Series([sizes[k] for k in zip(entities["story_id"], entities["frame"])], index=entities.index)
-    return (entities["box_w"] * entities["box_h"]) / area
 
 
 def pair_frames(pairs: pd.DataFrame, stories: Sequence[datasets.Dataset]) -> dict[tuple[str, int], bytes]:

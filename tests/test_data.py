@@ -21,21 +21,19 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from helpers import data, tags
+from helpers import data, pairs, tags
 from helpers.config import MissingAssetError
 from helpers.data import (
     CorruptFrameError,
-    entity_table,
     frame_bytes,
     frame_image,
     load_external_test,
     load_stories,
     parse_dataset,
-    segment_table,
     story_index,
-    story_table,
     validate_dataset,
 )
+from helpers.pairs import entity_table, segment_table, story_table
 from helpers.tags import (
     StoryFormatError,
     edit_segment,
@@ -557,15 +555,15 @@ def test_frame_size_reads_the_header_and_box_area_fraction(tmp_path):
     with pytest.raises(data.CorruptFrameError):
         data.frame_size(story_row(1, corrupt=True), 2)
     stories, _ = data.parse_dataset(ds)
-    entities = data.entity_table(stories)
+    entities = pairs.entity_table(stories)
     # boxes 1,1,6,6 and 1,1,7,6 on 16x8 frames
-    assert data.box_area_fraction(entities, ds).round(4).tolist() == [round(25 / 128, 4), round(30 / 128, 4)]
+    assert pairs.box_area_fraction(entities, ds).round(4).tolist() == [round(25 / 128, 4), round(30 / 128, 4)]
 
 
 def test_sample_frames_is_reproducible_and_only_boxed_frames():
     stories = [tags.parse_row(story_row(i, frames=3)) for i in range(4)]
-    first = data.sample_frames(stories, n=5, seed=1)
-    assert [(s.story_id, f) for s, f in first] == [(s.story_id, f) for s, f in data.sample_frames(stories, n=5, seed=1)]
+    first = pairs.sample_frames(stories, n=5, seed=1)
+    assert [(s.story_id, f) for s, f in first] == [(s.story_id, f) for s, f in pairs.sample_frames(stories, n=5, seed=1)]
     assert len(first) == 5 and all(s.cot.frames[f].characters[0].box for s, f in first)
 
 
