@@ -241,23 +241,7 @@ _S_SINGULARS = frozenset("bus gas lens canvas atlas news series species chaos te
 #: Determiners and quantifiers that ask for a plural noun.
 _PLURAL_DETERMINERS = frozenset("these those many several few both two three four five six seven eight nine ten "
                                 "dozens hundreds numerous various multiple".split())
-#: Words before a noun kept as adjectives when they are here or end like an adjective; any
-#: other word before the head noun is taken for part of the noun ("coffee table", "car
-#: door") and goes with it.
-_ADJECTIVES = frozenset(
-    """old new young ancient modern antique small little tiny large big huge giant enormous tall short long wide
-    narrow thick thin heavy light full half empty clean dirty dusty broken cracked worn shiny dark bright pale
-    black white gray grey red blue green yellow orange purple pink brown golden silver cheap fancy simple plain
-    strange odd familiar favorite favourite precious single lone only other same last first next nearby
-    distant open closed wet dry hot cold warm cool fresh spare extra tidy messy neat rusty battered vintage
-    wooden metal metallic plastic leather glass paper cardboard stone steel iron ornate elegant lavish sleek
-    smooth rough soft hard round square flat low high bare lonely quiet loud faint mysterious""".split()
-)  # fmt: skip
-_ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ible", "ish", "ing", "ary")
-_ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
 _WORD_CHARS = re.compile(r"^([^\w]*)(.*?)([^\w]*)$", re.UNICODE)
-_ARTICLE_START = re.compile(r"^(?:an?|An?) ")
-_COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
 
 
 def _bare(word: str) -> str:
@@ -320,6 +304,24 @@ def article(word: str) -> str:
     if word[:1].isupper() and word.isupper() and len(word) > 1:  # an acronym, read letter by letter
         return "an" if low[0] in "aefhilmnorsx" else "a"
     return "an" if low[0] in "aeiou" else "a"
+
+
+#: Words before a noun kept as adjectives when they are here or end like an adjective; any
+#: other word before the head noun is taken for part of the noun ("coffee table", "car
+#: door") and goes with it.
+_ADJECTIVES = frozenset(
+    """old new young ancient modern antique small little tiny large big huge giant enormous tall short long wide
+    narrow thick thin heavy light full half empty clean dirty dusty broken cracked worn shiny dark bright pale
+    black white gray grey red blue green yellow orange purple pink brown golden silver cheap fancy simple plain
+    strange odd familiar favorite favourite precious single lone only other same last first next nearby
+    distant open closed wet dry hot cold warm cool fresh spare extra tidy messy neat rusty battered vintage
+    wooden metal metallic plastic leather glass paper cardboard stone steel iron ornate elegant lavish sleek
+    smooth rough soft hard round square flat low high bare lonely quiet loud faint mysterious""".split()
+)  # fmt: skip
+_ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ible", "ish", "ing", "ary")
+_ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
+_ARTICLE_START = re.compile(r"^(?:an?|An?) ")
+_COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
 
 
 def _is_adjective(word: str) -> bool:

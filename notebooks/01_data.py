@@ -465,23 +465,7 @@ _S_SINGULARS = frozenset("bus gas lens canvas atlas news series species chaos te
 #: Determiners and quantifiers that ask for a plural noun.
 _PLURAL_DETERMINERS = frozenset("these those many several few both two three four five six seven eight nine ten "
                                 "dozens hundreds numerous various multiple".split())
-#: Words before a noun kept as adjectives when they are here or end like an adjective; any
-#: other word before the head noun is taken for part of the noun ("coffee table", "car
-#: door") and goes with it.
-_ADJECTIVES = frozenset(
-    """old new young ancient modern antique small little tiny large big huge giant enormous tall short long wide
-    narrow thick thin heavy light full half empty clean dirty dusty broken cracked worn shiny dark bright pale
-    black white gray grey red blue green yellow orange purple pink brown golden silver cheap fancy simple plain
-    strange odd familiar favorite favourite precious single lone only other same last first next nearby
-    distant open closed wet dry hot cold warm cool fresh spare extra tidy messy neat rusty battered vintage
-    wooden metal metallic plastic leather glass paper cardboard stone steel iron ornate elegant lavish sleek
-    smooth rough soft hard round square flat low high bare lonely quiet loud faint mysterious""".split()
-)  # fmt: skip
-_ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ible", "ish", "ing", "ary")
-_ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
 _WORD_CHARS = re.compile(r"^([^\w]*)(.*?)([^\w]*)$", re.UNICODE)
-_ARTICLE_START = re.compile(r"^(?:an?|An?) ")
-_COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
 
 
 def _bare(word: str) -> str:
@@ -566,6 +550,24 @@ pd.DataFrame({"word": words, "article": [article(w) for w in words], "plural": [
 
 # %%
 #@save
+#: Words before a noun kept as adjectives when they are here or end like an adjective; any
+#: other word before the head noun is taken for part of the noun ("coffee table", "car
+#: door") and goes with it.
+_ADJECTIVES = frozenset(
+    """old new young ancient modern antique small little tiny large big huge giant enormous tall short long wide
+    narrow thick thin heavy light full half empty clean dirty dusty broken cracked worn shiny dark bright pale
+    black white gray grey red blue green yellow orange purple pink brown golden silver cheap fancy simple plain
+    strange odd familiar favorite favourite precious single lone only other same last first next nearby
+    distant open closed wet dry hot cold warm cool fresh spare extra tidy messy neat rusty battered vintage
+    wooden metal metallic plastic leather glass paper cardboard stone steel iron ornate elegant lavish sleek
+    smooth rough soft hard round square flat low high bare lonely quiet loud faint mysterious""".split()
+)  # fmt: skip
+_ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ible", "ish", "ing", "ary")
+_ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
+_ARTICLE_START = re.compile(r"^(?:an?|An?) ")
+_COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
+
+
 def _is_adjective(word: str) -> bool:
     low = _bare(word)
     if not low:
@@ -614,6 +616,20 @@ def _head_index(words: list[str]) -> tuple[int, int, int]:
     return first, end - n, end
 
 
+# %%
+for phrase in ["the old man's coffee table", "a cup of tea on the shelf", "his broken phone", "two wine glasses"]:
+    words = phrase.split()
+    first, h0, h1 = _head_index(words)
+    print(f"{phrase!r}: determiners {words[:first]}, before the head {words[first:h0]}, head {words[h0:h1]}, "
+          f"after {words[h1:]}; adjectives kept: {[w for w in words[first:h0] if _is_adjective(w)]}")
+print("boxes and a cup ->", _span_of_alternative("boxes and a cup"))
+
+# %% [markdown]
+# With the head found, the edit keeps what stays, writes the new noun in the old one's number,
+# and mends the article and the capital:
+
+# %%
+#@save
 def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None) -> str:
     """``phrase`` with its head noun replaced by the COCO ``category``, all else kept."""
     from helpers.lexicon import _PARTITIVES, _PREPOSITIONS, _RELATIVES
@@ -704,13 +720,10 @@ pd.DataFrame({"mention": phrases, "-> cup": [swap_object_phrase(p, "cup") for p 
 # %% [markdown]
 # ### Object swaps in a frame
 #
-# The mentions an object swap may replace are the `<gdo>` mentions that name a COCO category
-# other than a person. What the frame already has is known from its chain-of-thought tables
-# (characters and objects, read into categories) and from the segment's own mentions; the
-# replacement must be none of these, so the edited text is false of the frame. An edit is made
-# in the tagged text (`helpers.tags.edit_segment`) and fails when it would cross a tag; it
-# records where the changed words are, in whole words. A frame with no chain-of-thought section
-# has nothing to check against and gets no object swap.
+# An edit is made in the tagged text (`helpers.tags.edit_segment` re-parses it) and fails when
+# the span would cross a tag or nothing changes. It records where the changed words are, in
+# whole words: the common words at both ends of the old and the new phrase are not part of the
+# change. Whether a mention opens a sentence decides its capital.
 
 # %%
 #@save
@@ -746,6 +759,21 @@ def _opens_sentence(plain: str, start: int) -> bool:
     return not before or before[-1] in ".!?\u2026"
 
 
+# %%
+print(_diff_words("a stack of books", "a stack of cups"))  # (offset, old length, new length): "books" -> "cups"
+print(_diff_words("his phone", "his old clock"))  # "phone" -> "old clock"
+print(_opens_sentence("He sits. A cup falls.", 9), _opens_sentence("He sits. a cup falls.", 3))
+
+# %% [markdown]
+# The mentions an object swap may replace are the `<gdo>` mentions that name a COCO category
+# other than a person. What the frame already has is known from its chain-of-thought tables
+# (characters and objects, read into categories) and from the segment's own mentions; the
+# replacement must be none of these, so the edited text is false of the frame. A frame with no
+# chain-of-thought section has nothing to check against and gets no object swap. The first
+# frame of this profile's stories where an object swap applies serves as the example from here on:
+
+# %%
+#@save
 def _object_targets(story: ParsedStory, segment: Segment) -> tuple[list[tuple[Mention, str]], set[str | None]] | None:
     """The mentions an object swap may replace and the categories the frame already has (None: none)."""
     frame = story.cot.frames.get(segment.frame)
@@ -761,6 +789,24 @@ def _object_targets(story: ParsedStory, segment: Segment) -> tuple[list[tuple[Me
     return targets, present
 
 
+# %%
+demo = next(((s, seg) for s in stories for seg in s.segments if _object_targets(s, seg) is not None), None)
+if demo is None:
+    display(Markdown("No frame of this profile's stories has a mention an object swap can replace."))
+else:
+    demo_story, demo_segment = demo
+    targets, present = _object_targets(demo_story, demo_segment)
+    display(Markdown(f"Story {demo_story.story_id}, frame {demo_segment.frame}: {demo_segment.plain}\n\n"
+                     f"- mentions to replace: {', '.join(f'{m.text!r} ({c})' for m, c in targets)}\n"
+                     f"- categories the frame has: {', '.join(sorted(c for c in present if c))}"))
+
+# %% [markdown]
+# Every (mention, absent category) is a draft, written by `swap_object_phrase`; the adversarial
+# construction ranks them all, the fluent one draws one (below). A draft is plain text until it
+# is chosen, since re-parsing the tagged text of every draft would cost more than scoring it.
+
+# %%
+#@save
 def _object_edit(story: ParsedStory, segment: Segment, mention: Mention, old_category: str,
                  category: str) -> PairText | None:
     new_text = swap_object_phrase(mention.text, category,
@@ -789,6 +835,12 @@ def _object_drafts(story: ParsedStory, segment: Segment,
             drafts.append((plain[: mention.start] + new + plain[mention.end :], start, start + new_len, mention,
                            old_category, category))
     return drafts
+
+# %%
+if demo is not None:
+    drafts = _object_drafts(demo_story, demo_segment)
+    display(pd.DataFrame([{"mention": d[3].text, "new words": d[0][d[1]:d[2]], "category": d[5]} for d in drafts])
+            .groupby("mention").head(3).reset_index(drop=True))
 
 # %% [markdown]
 # The fluent construction draws one mention and one replacement at random. Replacements are
@@ -846,22 +898,15 @@ def object_swap(story: ParsedStory, segment: Segment, rng: random.Random, *, nai
     )
 
 # %% [markdown]
-# The first frame of this profile's stories where an object swap applies, edited both ways
-# (the same draw: on a bare "a remote" both write the same; the table above shows where they
-# part), with how many drafts the adversarial construction would rank:
+# The example frame edited both ways, with the same draw (on a bare "a remote" both write the
+# same; the table of phrases above shows where they part):
 
 # %%
-demo = next(((s, seg) for s in stories for seg in s.segments if _object_targets(s, seg) is not None), None)
-if demo is None:
-    display(Markdown("No frame of this profile's stories has a mention an object swap can replace."))
-else:
-    demo_story, demo_segment = demo
+fluent_swap = naive_swap = None
+if demo is not None:
     fluent_swap = object_swap(demo_story, demo_segment, random.Random(0))
     naive_swap = object_swap(demo_story, demo_segment, random.Random(0), naive=True)
-    display(Markdown(f"Story {demo_story.story_id}, frame {demo_segment.frame}: "
-                     f"{len(_object_drafts(demo_story, demo_segment))} drafts.\n\n"
-                     f"- own text: {demo_segment.plain}\n"
-                     f"- fluent: {fluent_swap.change if fluent_swap else 'none'}\n"
+    display(Markdown(f"- fluent: {fluent_swap.change if fluent_swap else 'none'}\n"
                      f"- naive: {naive_swap.change if naive_swap else 'none'}"))
 
 # %% [markdown]
@@ -1075,6 +1120,17 @@ def _row(story_id: str, frame: int, split: str, label: int, kind: str, text: Pai
         "swap_end": text.swap_end,
     }
 
+# %%
+block_size = ctx.cfg["data"]["block_size"]
+peers = sorted((s for s in stories if split_of[s.story_id] == "train"), key=lambda s: int(s.story_id))
+same = _same_story(peers[0], peers[0].segments[0], random.Random(0))
+other = _other_story(peers, 0, block_size, random.Random(0))
+block_of = id_blocks([s.story_id for s in peers], block_size)
+display(Markdown(f"Story {peers[0].story_id} (block {block_of[peers[0].story_id]}), frame 1: `same_story` gives "
+                 f"frame {same[0].source_frame if same else '-'}; `other_story` gives story "
+                 f"{other.source_story_id if other else '-'}"
+                 + (f" (block {block_of[other.source_story_id]})." if other else ".")))
+
 # %% [markdown]
 # ## Plausibility
 #
@@ -1139,13 +1195,13 @@ def edit_logprobs(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_
 pc = ctx.cfg["pairs"]
 mlm = load_mlm(ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
 mlm_cache = ctx.paths.cache / "mlm"
-if demo is not None and fluent_swap is not None and naive_swap is not None:
-    shown = [(name, swap) for name, swap in (("fluent", fluent_swap), ("naive", naive_swap))
-             if is_in_place_edit(demo_segment.plain, swap.segment.plain, swap.swap_start, swap.swap_end)]
-    score = edit_plausibility(mlm, [(demo_segment.plain, s.segment.plain, s.swap_start, s.swap_end) for _, s in shown],
-                              mlm_cache, batch_size=ctx.cfg["mlm"]["batch_size"])
-    display(pd.DataFrame({"edit": [s.change for _, s in shown], "plausibility (nats)": score},
-                         index=[name for name, _ in shown]))
+if demo is not None and drafts:  # which object does the sentence make plausible? a few drafts of the example's first mention
+    first_mention = [d for d in drafts if d[3] == drafts[0][3]][:: max(1, len(drafts) // 16)][:8]
+    score = edit_plausibility(mlm, [(demo_segment.plain, d[0], d[1], d[2]) for d in first_mention], mlm_cache,
+                              batch_size=ctx.cfg["mlm"]["batch_size"])
+    display(pd.DataFrame({"mention": [d[3].text for d in first_mention],
+                          "new words": [d[0][d[1]:d[2]] for d in first_mention], "plausibility (nats)": score})
+            .sort_values("plausibility (nats)", ascending=False).reset_index(drop=True))
 
 # %% [markdown]
 # ## The blind reader
@@ -1220,6 +1276,13 @@ def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5,
         model = _fit_blind(train["text"], train["label"], None, seed)
         out[others.index] = model.predict_proba(list(others["text"]))[:, 1]
     return out
+
+# %% [markdown]
+# The folds of this profile's training stories (whole id blocks held out together):
+
+# %%
+folds = _folds([sid for sid, side in split_of.items() if side == "train"], block_size, pc["filter_folds"])
+pd.DataFrame({"held-out training stories": [", ".join(sorted(f, key=int)) for f in folds]})
 
 # %% [markdown]
 # ## Choosing the relation margin
@@ -1308,19 +1371,7 @@ margin_table
 # kept in the table's `attrs["frames_without_negative"]`.
 #
 # `variant` is the construction: `"naive"` (the first one), `"fluent"` (one random fluent edit)
-# or `"adversarial"`, which is done in three passes:
-#
-# 1. each frame's type and, except for object swaps, its candidates: distinct donors for the
-#    other texts; for relation swaps those within the margin, most plausible first;
-# 2. object swaps: every (mention, absent category) draft, shortlisted per mention by
-#    fill-mask (the mention's head masked in its sentence and every draft scored by the first
-#    token of its new words less that of the original words, `helpers.mlm.fill_logprob`: one
-#    forward pass per mention), then the shortlist ranked by plausibility;
-# 3. the blind filter keeps, per frame, the candidate it finds most like a positive. It is
-#    trained on each training frame's own text (label 1) and its candidates (label 0, weighted
-#    1 / their number, so each frame weighs the same on both sides), cross-fitted for training
-#    frames; other splits are scored by a model fitted on all training frames, or, for the
-#    external test, on the study's training pairs (`filter_train`).
+# or `"adversarial"` (below).
 
 # %%
 #@save
@@ -1417,6 +1468,17 @@ def _pairs_table(rows: list[dict[str, object]], skipped: int, *, n_candidates: l
     return pairs
 
 
+# %%
+fluent_pairs = make_pairs(stories, split_of=split_of, variant="fluent", **common)
+pd.crosstab(fluent_pairs["split"], fluent_pairs["negative_type"].where(fluent_pairs["label"] == 0, "(positive)"))
+
+# %% [markdown]
+# The adversarial construction is done in three passes. First, each frame's type and, except
+# for object swaps, its candidates: distinct donors for the other texts; for relation swaps
+# those within the margin, most plausible first.
+
+# %%
+#@save
 def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
                        n_candidates, relation_margin, n_folds, batch_size, filter_train) -> pd.DataFrame:
     from tqdm.auto import tqdm
@@ -1488,6 +1550,16 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
     return _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
 
 
+# %% [markdown]
+# Second, object swaps: every (mention, absent category) draft of a frame, shortlisted per
+# mention by fill-mask, then the shortlist ranked by plausibility. Fill-mask masks the words
+# most drafts of a mention change (its head noun) in the sentence, and scores every draft by
+# the first token of its new words (an article dropped) less that of the original words
+# (`helpers.mlm.fill_logprob`): one forward pass per mention, whatever the number of drafts,
+# and scores comparable across a frame's mentions.
+
+# %%
+#@save
 def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_dir: Path,
                      batch_size: int) -> list[list[tuple]]:
     """Each frame's object-swap drafts, cut to the ``size`` best by fill-mask."""
@@ -1518,6 +1590,16 @@ def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_
     return [[d for _, _, d in sorted(r)[:size]] for r in ranked]
 
 
+# %% [markdown]
+# Third, the blind filter keeps, per frame, the candidate it finds most like a positive. It is
+# trained on each training frame's own text (label 1) and its candidates (label 0, weighted
+# 1 / their number, so each frame weighs the same on both sides), cross-fitted for training
+# frames, a held-out story's texts never lent to the fit as another frame's candidates; other
+# splits are scored by a model fitted on all training frames, or, for the external test, on
+# the study's training pairs (`filter_train`).
+
+# %%
+#@save
 def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: int, seed: int,
                    filter_train: pd.DataFrame | None) -> list[np.ndarray]:
     """The blind classifier's P(positive) of every candidate of every frame."""
@@ -1563,6 +1645,13 @@ def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: in
     return out
 
 
+# %% [markdown]
+# The Hub's own `test` split, when the profile asks for it, is an external test: its pairs are
+# built alike, with the filter fitted on the study's training pairs, and stacked under the
+# study's.
+
+# %%
+#@save
 def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
     """Stack pair tables (the study's splits and the external test), keeping pair ids unique."""
     pairs = pd.concat(tables, ignore_index=True)
