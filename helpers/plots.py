@@ -54,7 +54,7 @@ def plot_data_overview(stories: pd.DataFrame, segments: pd.DataFrame, entities: 
     entity kinds, box sizes relative to the frame, and the COCO categories the annotations map to.
 
     ``segments`` needs ``n_chars`` and ``n_tokens``; ``entities`` the columns of
-    :func:`helpers.data.entity_table` plus ``box_area_frac``.
+    :func:`helpers.pairs.entity_table` plus ``box_area_frac``.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns

@@ -1660,6 +1660,11 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
     pairs.attrs["frames_without_negative"] = sum(t.attrs.get("frames_without_negative", 0) for t in tables)
     return pairs
 
+# %% [markdown]
+# The study's pairs: the naive construction (for the comparison below), then the profile's
+# (`pairs.construction`), and the external test's when there is one. Each pair also gets its
+# story's id block, the unit every bootstrap interval of the study resamples.
+
 # %%
 naive_pairs = make_pairs(stories, split_of=split_of, variant="naive", **common)
 construction = dict(variant=pc["construction"], mlm=mlm, cache_dir=mlm_cache, n_candidates=pc["n_candidates"],
