@@ -385,7 +385,7 @@ def split_sentences(text: str) -> list[str]:
     (``Mr.``, ``e.g.``) or a single-letter initial (``J. R. Ewing``). Nothing is lost:
     ``" ".join(sentences)`` is the whole stripped text.
     """
-    from .data import strip_tags
+    from .tags import strip_tags
 
     plain = " ".join(strip_tags(text).split())
     sentences, start = [], 0
@@ -708,7 +708,7 @@ def length_table(result: ClipResult, pairs: pd.DataFrame) -> pd.DataFrame:
     removed). Columns: ``n``, ``mean``, ``median``, ``p90``, ``max`` and ``share_over_77``
     (the share that a 77-token encoder would cut; token rows only).
     """
-    from .data import strip_tags
+    from .tags import strip_tags
 
     positives = pairs[pairs["label"] == 1]
     own = set(positives["pair_id"])

@@ -136,7 +136,7 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
         if isinstance(section, dict) and "weights" in section:
             section["weights"] = "random"
     if "mlm" in out:  # plain "random" is the smoke profile's small language model; cost the real size
-        from .mlm import RANDOM_FULL_SIZE
+        from .smoke.mlm import RANDOM_FULL_SIZE
 
         out["mlm"]["weights"] = RANDOM_FULL_SIZE
     return out

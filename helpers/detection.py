@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image as PILImage
 
-    from .data import ChainOfThought, Mention, ParsedStory, Segment
+    from .tags import ChainOfThought, Mention, ParsedStory, Segment
 
 __all__ = [
     "LABEL_NOISE_SCORE",
@@ -784,7 +784,7 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, stories: Iter
     """
     from tqdm.auto import tqdm
 
-    from .data import parse_segment
+    from .tags import parse_segment
 
     def per_frame(table: pd.DataFrame) -> dict[tuple[str, int], list[Detection]]:
         ok = table.loc[table["status"] == "ok", ["story_id", "frame", "detections"]]

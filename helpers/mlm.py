@@ -14,55 +14,30 @@ masked copies of all items in a call are batched together, shortest first.
 
 Weights (profile key ``mlm.weights``): a Hub id (cached under ``HF_HOME``; offline and not
 cached raises ``MissingAssetError``), a local folder written by ``save_pretrained`` (model
-and tokenizer), or ``"random"``: a small ``RobertaForMaskedLM`` (2 layers of width 64, the
-class and layout of distilroberta at a fraction of its size, so smoke runs stay fast) with
-seeded random weights and a byte-level BPE tokenizer built without the network, saved under
-the profile's ``models`` folder and loaded back through the local-folder path.
+and tokenizer), or ``"random"`` / ``"random-full-size"``: seeded random weights and an
+offline tokenizer (:mod:`helpers.smoke.mlm`), saved under the profile's ``models`` folder
+and loaded back through the local-folder path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import MissingAssetError, hub_reachable
-from .io import compute_cached, read_random_marker, save_random_model, stable_hash
+from .io import compute_cached, stable_hash
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "MODEL_ID",
-    "RANDOM_FOLDER",
-    "RANDOM_FULL_SIZE",
-    "Mlm",
-    "mlm_weights_available",
-    "offline_tokenizer",
-    "small_roberta_config",
-    "build_random_mlm",
-    "load_mlm",
-    "span_logprob",
-    "fill_logprob",
-]
-
 MODEL_ID = "distilroberta-base"
-RANDOM_FOLDER = "mlm-random"
-#: ``weights`` spec of a randomly initialised model of distilroberta's full size (``make bench``'s
-#: quick series); plain ``"random"`` is the small smoke model.
-RANDOM_FULL_SIZE = "random-full-size"
-#: distilroberta-base's layout (its vocabulary aside: the offline tokenizer's is small, and only
-#: the masked positions go through the output projection).
-DISTILROBERTA_SIZE = {"hidden_size": 768, "num_hidden_layers": 6, "num_attention_heads": 12,
-                      "intermediate_size": 3072}
 #: Part of every cache key: bumped when the scoring changes, so old rows are recomputed.
 _CACHE_VERSION = 1
 #: Files a Hub snapshot of a masked language model needs; each entry lists alternatives.
@@ -85,9 +60,6 @@ class Mlm:
         positions = getattr(self.model.config, "max_position_embeddings", 512)
         offset = 2 if self.model.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
         return int(min(positions - offset, self.tokenizer.model_max_length or positions))
-
-
-# --------------------------------------------------------------------------- weights
 
 
 def _hub_cache_dir() -> Path:
@@ -113,6 +85,8 @@ def _local_folder(spec: str) -> Path | None:
 def mlm_weights_available(spec: str) -> bool:
     """Whether ``load_mlm(spec)`` can get its weights: ``"random"`` always, a folder if it
     holds a saved model, a Hub id if it is cached or the Hub answers."""
+    from .smoke.mlm import RANDOM_FULL_SIZE
+
     if spec in ("random", RANDOM_FULL_SIZE):
         return True
     folder = _local_folder(spec)
@@ -121,104 +95,11 @@ def mlm_weights_available(spec: str) -> bool:
     return _is_hub_cached(spec) or hub_reachable()
 
 
-def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenizerBase":
-    """A RoBERTa tokenizer built without the network: byte-level BPE on a fixed word list.
-
-    The vocabulary is laid out as RoBERTa's: ``<s> <pad> </s> <unk>``, the 256 byte symbols,
-    one token per merge, and ``<mask>`` last. Merges are learnt from ``words`` (by default
-    the offline CLIP tokenizer's list plus the COCO category names), each word spelled both
-    after a space in lower case (``Ġword``) and capitalised at the start of a text, by the same fixed rule as
-    :func:`helpers.clip.offline_tokenizer` (take the words in order; while the current one
-    is several symbols, merge its first two everywhere), so the result depends on
-    ``words`` alone. Any text still encodes (down to single bytes). Token ids mean nothing
-    to a pretrained model: this tokenizer goes with random weights only.
-    """
-    from tokenizers import AddedToken
-    from transformers import RobertaTokenizer
-
-    from .clip import _OFFLINE_WORDS
-    from .lexicon import COCO_CATEGORIES
-
-    if words is None:
-        words = [*_OFFLINE_WORDS, *(w for c in COCO_CATEGORIES for w in c.split()), "TV", "people"]
-    vocab, merges = _bpe_tables(tuple(words))
-    # As RoBERTa's: "<mask>" takes the space before it, so "a <mask>" masks the token "Ġcup" of "a cup".
-    mask = AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)
-    return RobertaTokenizer(vocab=dict(vocab), merges=list(merges), mask_token=mask, model_max_length=512)
-
-
-@lru_cache(maxsize=4)
-def _bpe_tables(words: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
-    """The vocabulary and merges of :func:`offline_tokenizer` (computed once per word list)."""
-    from tokenizers import pre_tokenizers
-
-    from .clip import _merge_pair
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab: dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    vocab.update({symbol: len(vocab) + i for i, symbol in enumerate(alphabet)})
-    forms = dict.fromkeys(f for w in words if re.fullmatch(r"[A-Za-z]+", w)
-                          for f in ("\u0120" + w.lower(), w.capitalize()))
-    spelled = [list(f) for f in forms]
-    merges: list[tuple[str, str]] = []
-    for i, word in enumerate(spelled):
-        while len(word) > 1:
-            pair = (word[0], word[1])
-            merges.append(pair)
-            vocab.setdefault(pair[0] + pair[1], len(vocab))
-            for other in spelled[i:]:
-                if pair[0] in other:
-                    _merge_pair(other, pair)
-    vocab["<mask>"] = len(vocab)
-    return tuple(vocab.items()), tuple(merges)
-
-
-def small_roberta_config(tokenizer: "PreTrainedTokenizerBase", **overrides: Any) -> "Any":
-    """A ``RobertaConfig`` of distilroberta's layout at a small size (2 layers, width 64, 2
-    heads, 514 positions), with ``tokenizer``'s vocabulary size and special-token ids."""
-    from transformers import RobertaConfig
-
-    settings = {"vocab_size": len(tokenizer), "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                "intermediate_size": 128, "max_position_embeddings": 514, "type_vocab_size": 1,
-                "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id, **overrides}
-    return RobertaConfig(**settings)
-
-
-def build_random_mlm(folder: str | os.PathLike, *, seed: int, words: Sequence[str] | None = None,
-                     **config_overrides: Any) -> Path:
-    """Save a randomly initialised ``RobertaForMaskedLM`` and its offline tokenizer to ``folder``.
-
-    The tokenizer is :func:`offline_tokenizer` of ``words``, the configuration
-    :func:`small_roberta_config` with ``config_overrides``. Initialisation is seeded
-    without touching the global random state. A folder already holding the same seed,
-    words and configuration is reused as it is (nothing is rebuilt); anything else there
-    is replaced. The folder appears whole or not at all (written beside it, then renamed).
-    """
-    import torch
-    from transformers import RobertaForMaskedLM
-
-    folder = Path(folder)
-    marker = {"v": _CACHE_VERSION, "seed": seed, "words": stable_hash(list(words) if words is not None else None),
-              "config": stable_hash(config_overrides)}
-    if read_random_marker(folder) == marker:
-        return folder
-    tokenizer = offline_tokenizer(words)
-    config = small_roberta_config(tokenizer, **config_overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = RobertaForMaskedLM(config)
-    return save_random_model(folder, marker, model, tokenizer)
-
-
-
-
 def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
-    if spec == "random":
-        return build_random_mlm(Path(models_dir) / RANDOM_FOLDER, seed=seed), {"local_files_only": True}
-    if spec == RANDOM_FULL_SIZE:  # the benchmark's: distilroberta's size, so a forward pass costs what it costs
-        return (build_random_mlm(Path(models_dir) / f"{RANDOM_FOLDER}-full", seed=seed, **DISTILROBERTA_SIZE),
-                {"local_files_only": True})
+    from .smoke.mlm import random_mlm_folder
+
+    if (folder := random_mlm_folder(spec, models_dir, seed)) is not None:
+        return folder, {"local_files_only": True}
     if (folder := _local_folder(spec)) is not None:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"MLM weights folder {folder} holds no config.json: "
@@ -262,9 +143,6 @@ def load_mlm(spec: str = MODEL_ID, *, models_dir: str | os.PathLike, seed: int =
     if tokenizer.mask_token_id is None:
         raise ValueError(f"the tokenizer of {spec!r} has no mask token: not a masked language model")
     return Mlm(model=model, tokenizer=tokenizer, device=dev, identity=_identity(model, tokenizer), source=str(spec))
-
-
-# --------------------------------------------------------------------------- scoring
 
 
 def _item_key(mlm: Mlm, text: str, start: int, end: int) -> str:

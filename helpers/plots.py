@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import matplotlib.figure
     from PIL import Image as PILImage
 
-    from .data import ParsedStory
+    from .tags import ParsedStory
 
 __all__ = ["draw_boxes", "plot_data_overview", "plot_annotated_frames", "plot_pair_mix"]
 
@@ -54,7 +54,7 @@ def plot_data_overview(stories: pd.DataFrame, segments: pd.DataFrame, entities: 
     entity kinds, box sizes relative to the frame, and the COCO categories the annotations map to.
 
     ``segments`` needs ``n_chars`` and ``n_tokens``; ``entities`` the columns of
-    :func:`helpers.data.entity_table` plus ``box_area_frac``.
+    :func:`helpers.pairs.entity_table` plus ``box_area_frac``.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns

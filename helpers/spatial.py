@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from PIL import Image as PILImage
 
-    from .data import ParsedStory, Segment
+    from .tags import ParsedStory, Segment
     from .detection import Detection
 
 __all__ = [
@@ -821,7 +821,7 @@ def spatial_features(pairs: "pd.DataFrame", frames: "pd.DataFrame", *, threshold
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .data import parse_segment
+    from .tags import parse_segment
     from .detection import character_descriptions, parse_detections
 
     needed = ["story_id", "frame", "status", "detections", "width", "height"]

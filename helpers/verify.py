@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from .clip import Clip
-    from .data import Segment
+    from .tags import Segment
     from .detection import Detector
     from .fusion import TrainedHead
 
@@ -108,7 +108,7 @@ def read_text(text: str, frame: int | None = None) -> "Segment | str":
     A tagged story with several ``<gdi imageN>`` segments needs ``frame`` to pick one.
     Raises ``VerifyError`` for an empty text or an ambiguous or missing segment.
     """
-    from .data import StoryFormatError, parse_segment, parse_story, strip_tags
+    from .tags import StoryFormatError, parse_segment, parse_story, strip_tags
 
     if not isinstance(text, str) or not strip_tags(text).strip():
         raise VerifyError("the text is empty")

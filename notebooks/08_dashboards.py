@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from helpers.data import ParsedStory, Segment
+    from helpers.tags import ParsedStory, Segment
 
 # %% [markdown]
 # ## The test pairs in four groups
@@ -481,7 +481,8 @@ def gallery_cards(sample: pd.DataFrame, features: pd.DataFrame, frames: Mapping[
     ``threshold``; ``stories`` the parsed stories (for character descriptions). A swapped
     word is located against the frame's own text, the aligned pair of the same frame.
     """
-    from helpers.data import CorruptFrameError, frame_image, parse_segment
+    from helpers.data import CorruptFrameError, frame_image
+    from helpers.tags import parse_segment
     from helpers.detection import character_descriptions, parse_detections
 
     rows = features.set_index("pair_id").loc[sample["pair_id"]]

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from helpers.clip import Clip
-    from helpers.data import ParsedStory, Segment
+    from helpers.tags import ParsedStory, Segment
     from helpers.detection import Detector
     from helpers.fusion import TrainedHead
     from helpers.training import TrainResult, TrainSettings
@@ -303,7 +303,7 @@ def study_object_score(
 ) -> float:
     """The study's object score: the share of distinct ``detected`` labels named, as a whole word,
     anywhere in ``story`` (tags ignored); ``empty`` when nothing was detected."""
-    from helpers.data import strip_tags as _strip
+    from helpers.tags import strip_tags as _strip
 
     labels = list(dict.fromkeys(detected))
     if not labels:
@@ -604,7 +604,8 @@ def ablation_table(document: Mapping[str, Any], metric: str = "roc_auc") -> pd.D
     difference from the reference, each "value [95% interval]". A variant's result on a
     negative type its evidence replays is marked :data:`REPLAYS_MARK`; the last column is the
     difference with those negatives left out (``differences_without_replayed``)."""
-    from helpers.evaluation import NEGATIVE_TYPES, format_estimate
+    from helpers.pairs import NEGATIVE_TYPES
+    from helpers.evaluation import format_estimate
 
     reference = document["reference"]
     replays = document.get("replays", {})
@@ -834,7 +835,7 @@ def typos(text: str, rng: np.random.Generator, k: int = 3) -> str:
 
 def strip_tags(text: str, rng: np.random.Generator | None = None) -> str:
     """The text without any grounding tags (``helpers.data.strip_tags``); ``rng`` is unused."""
-    from helpers.data import strip_tags as _strip
+    from helpers.tags import strip_tags as _strip
 
     return _strip(text)
 
@@ -979,7 +980,7 @@ def perturb_frames(frames: Mapping[tuple[str, int], bytes], perturb: Callable[["
 def perturb_texts(pairs: pd.DataFrame, perturb: Callable[[str, np.random.Generator], str], *,
                   seed: int) -> pd.DataFrame:
     """``pairs`` with each ``tagged_text`` perturbed (a generator per pair) and ``text`` re-derived from it."""
-    from helpers.data import strip_tags as _strip
+    from helpers.tags import strip_tags as _strip
 
     tagged = [perturb(t, _pair_rng(seed, p)) for p, t in zip(pairs["pair_id"], pairs["tagged_text"])]
     return pairs.assign(tagged_text=tagged, text=[_strip(t) for t in tagged])

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from PIL import Image, ImageChops
 
 from helpers import ablations as ab
-from helpers.data import parse_story, strip_tags
+from helpers.tags import parse_story, strip_tags
 
 from conftest import STORY_3920 as FIXTURE  # a real story, verbatim from the Hub
 TAGGED = (

@@ -21,7 +21,7 @@ from PIL import Image
 from helpers import clip as hc
 from helpers.config import MissingAssetError
 from helpers.io import read_cache
-from helpers.data import parse_story, strip_tags
+from helpers.tags import parse_story, strip_tags
 from helpers.io import stable_hash
 
 from conftest import STORY_3920 as FIXTURE  # a real story, verbatim from the Hub

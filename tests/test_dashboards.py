@@ -179,7 +179,7 @@ def test_summary_dashboard_names_a_missing_primary_model():
 
 
 def test_mention_highlights_mark_found_missing_and_unchecked_mentions():
-    from helpers.data import parse_segment
+    from helpers.tags import parse_segment
 
     segment = parse_segment("<gdo char1>James</gdo> holds <gdo obj1>a cup</gdo> by <gdo bg1>the wall</gdo>.", 1)
     marks = db.mention_highlights(segment, found=["person"], missing=["cup"], descriptions={"char1": "A tall man"})

@@ -21,26 +21,26 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from helpers import data
+from helpers import data, pairs, tags
 from helpers.config import MissingAssetError
 from helpers.data import (
     CorruptFrameError,
-    StoryFormatError,
-    edit_segment,
-    entity_table,
     frame_bytes,
     frame_image,
     load_external_test,
     load_stories,
-    parse_chain_of_thought,
     parse_dataset,
+    story_index,
+    validate_dataset,
+)
+from helpers.pairs import entity_table, segment_table, story_table
+from helpers.tags import (
+    StoryFormatError,
+    edit_segment,
+    parse_chain_of_thought,
     parse_row,
     parse_story,
-    segment_table,
-    story_index,
-    story_table,
     strip_tags,
-    validate_dataset,
     validate_story,
 )
 
@@ -59,7 +59,7 @@ def read_partial(path: Path) -> tuple[str, int, str, str]:
     return header.group(1), int(header.group(2)), story, cot
 
 
-def assert_consistent(segment: data.Segment) -> None:
+def assert_consistent(segment: tags.Segment) -> None:
     """Plain text is the tag-stripped text, and every mention's offsets point at its text."""
     assert segment.plain == strip_tags(segment.tagged)
     assert "<" not in segment.plain and "  " not in segment.plain
@@ -113,7 +113,7 @@ def test_chain_of_thought_3920_has_48_boxes():
     assert len(entities) == 48 and all(e.box is not None for e in entities)
     assert Counter(e.kind for e in entities) == {"char": 21, "obj": 17, "bg": 10}
     frame1 = cot.frames[1]
-    assert frame1.characters[0] == data.Entity(
+    assert frame1.characters[0] == tags.Entity(
         id="char1", kind="char", name="James", description="Man with a neutral look", box=(318.0, 48.0, 345.0, 135.0)
     )
     assert [(e.id, e.kind, e.name) for e in frame1.objects] == [
@@ -237,14 +237,14 @@ def test_unclosed_stray_and_unknown_tags():
 
 
 def test_whitespace_inside_tags_is_trimmed_from_mentions():
-    segment = data.parse_segment("<gdo char1>  James \n</gdo>'s <gdo obj3> </gdo>hat", 1)
+    segment = tags.parse_segment("<gdo char1>  James \n</gdo>'s <gdo obj3> </gdo>hat", 1)
     assert segment.plain == "James 's hat"
     assert (segment.mentions[0].text, segment.mentions[0].start, segment.mentions[0].end) == ("James", 0, 5)
     assert segment.mentions[1].text == "" and segment.mentions[1].start == segment.plain.index("hat")
 
 
 def test_edit_segment_changes_text_inside_a_tag():
-    segment = data.parse_segment("He holds <gdo obj9>a cell phone</gdo>, <gda char1>smiling</gdo>.", 9)
+    segment = tags.parse_segment("He holds <gdo obj9>a cell phone</gdo>, <gda char1>smiling</gdo>.", 9)
     mention = segment.mentions[0]
     edited = edit_segment(segment, mention.start, mention.end, "a cup")
     assert edited.tagged == "He holds <gdo obj9>a cup</gdo>, <gda char1>smiling</gdo>."
@@ -334,7 +334,7 @@ def test_garbled_rows_are_skipped_and_counted():
         "duplicate image section": 1,
     }
     assert cot.skipped_rows == 10
-    assert cot.frames[3] == data.FrameAnnotation(frame=3, characters=(), objects=(), setting=())
+    assert cot.frames[3] == tags.FrameAnnotation(frame=3, characters=(), objects=(), setting=())
 
 
 def test_empty_chain_of_thought_has_no_frames():
@@ -555,15 +555,15 @@ def test_frame_size_reads_the_header_and_box_area_fraction(tmp_path):
     with pytest.raises(data.CorruptFrameError):
         data.frame_size(story_row(1, corrupt=True), 2)
     stories, _ = data.parse_dataset(ds)
-    entities = data.entity_table(stories)
+    entities = pairs.entity_table(stories)
     # boxes 1,1,6,6 and 1,1,7,6 on 16x8 frames
-    assert data.box_area_fraction(entities, ds).round(4).tolist() == [round(25 / 128, 4), round(30 / 128, 4)]
+    assert pairs.box_area_fraction(entities, ds).round(4).tolist() == [round(25 / 128, 4), round(30 / 128, 4)]
 
 
 def test_sample_frames_is_reproducible_and_only_boxed_frames():
-    stories = [data.parse_row(story_row(i, frames=3)) for i in range(4)]
-    first = data.sample_frames(stories, n=5, seed=1)
-    assert [(s.story_id, f) for s, f in first] == [(s.story_id, f) for s, f in data.sample_frames(stories, n=5, seed=1)]
+    stories = [tags.parse_row(story_row(i, frames=3)) for i in range(4)]
+    first = pairs.sample_frames(stories, n=5, seed=1)
+    assert [(s.story_id, f) for s, f in first] == [(s.story_id, f) for s, f in pairs.sample_frames(stories, n=5, seed=1)]
     assert len(first) == 5 and all(s.cot.frames[f].characters[0].box for s, f in first)
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from helpers import detection as det
 from helpers.config import MissingAssetError
-from helpers.data import ParsedStory, parse_chain_of_thought, parse_segment
+from helpers.tags import ParsedStory, parse_chain_of_thought, parse_segment
 
 from conftest import FIXTURES
 MIN_SIZE = 64
@@ -306,7 +306,7 @@ def test_needed_categories_of_plain_text():
 
 
 def test_needed_category_table_of_a_real_story():
-    from helpers.data import parse_story
+    from helpers.tags import parse_story
 
     root = FIXTURES / "story_3920"
     story = ParsedStory("3920", 17, tuple(parse_story((root / "story.txt").read_text(encoding="utf-8"))),

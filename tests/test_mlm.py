@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import mlm as hm
+from helpers.smoke import mlm as smoke_mlm
 from helpers.config import MissingAssetError
 
 TEXT = "James sits on the couch and holds a cup of tea. The dog sleeps under the table."
@@ -27,7 +28,7 @@ class _NoForward:
 
 def test_random_model_is_saved_and_loaded_back_through_its_folder(tmp_path):
     first = hm.load_mlm("random", models_dir=tmp_path, seed=5, device="cpu")
-    folder = tmp_path / hm.RANDOM_FOLDER
+    folder = tmp_path / smoke_mlm.RANDOM_FOLDER
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     assert first.model.config.model_type == "roberta" and first.model.config.num_hidden_layers == 2
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
@@ -41,7 +42,7 @@ def test_random_model_is_saved_and_loaded_back_through_its_folder(tmp_path):
 
 
 def test_offline_tokenizer_is_deterministic_and_encodes_anything():
-    a, b = hm.offline_tokenizer(), hm.offline_tokenizer()
+    a, b = smoke_mlm.offline_tokenizer(), smoke_mlm.offline_tokenizer()
     assert a.get_vocab() == b.get_vocab() and a.mask_token_id == len(a) - 1
     assert a.convert_ids_to_tokens(a(" a cup on the table")["input_ids"])[1:-1] == ["Ġa", "Ġcup", "Ġon", "Ġthe",
                                                                                    "Ġtable"]

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.data import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
 from helpers.lexicon import char_category, to_coco
 from helpers.pairs import NEGATIVE_TYPES, PAIR_COLUMNS, make_pairs, object_swap, relation_swap, split_stories
 from helpers.pairs import relation_swap_options
+from helpers.tags import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
 
 from conftest import COT_3920, FIXTURES, STORY_1831, STORY_3920
 MIX = {"other_story": 0.25, "same_story": 0.25, "object_swap": 0.3, "relation_swap": 0.2}

@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from helpers.data import ParsedStory, parse_chain_of_thought, parse_story
 from helpers.pairs import make_pairs, split_stories
+from helpers.tags import ParsedStory, parse_chain_of_thought, parse_story
 
 
 def story(story_id: str, frames: int = 3) -> ParsedStory:

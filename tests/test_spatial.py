@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from helpers import spatial
-from helpers.data import (
+from helpers.tags import (
     ChainOfThought,
     Entity,
     FrameAnnotation,

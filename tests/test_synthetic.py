@@ -356,15 +356,15 @@ def test_characters_are_people_or_pets(rows: list[dict]) -> None:
 
 
 def test_parses_with_helpers_data(rows: list[dict]) -> None:
-    from helpers import data
+    from helpers import tags
 
     for row in rows:
-        segments = data.parse_story(row["story"])
-        cot = data.parse_chain_of_thought(row["chain_of_thought"])
+        segments = tags.parse_story(row["story"])
+        cot = tags.parse_chain_of_thought(row["chain_of_thought"])
         assert [s.frame for s in segments] == list(range(1, row["frame_count"] + 1))
         assert sorted(cot.frames) == list(range(1, row["frame_count"] + 1))
         assert cot.skipped_rows == 0
-        assert data.validate_story(row["story_id"], row["frame_count"], segments, cot, len(row["images"])) == []
+        assert tags.validate_story(row["story_id"], row["frame_count"], segments, cot, len(row["images"])) == []
         for segment in segments:
             annotation = cot.frames[segment.frame]
             ids = {e.id for e in (*annotation.characters, *annotation.objects)}

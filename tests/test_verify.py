@@ -189,7 +189,7 @@ def test_cli_prints_the_verdict_as_json(frame_file, monkeypatch, capsys):
 
 def test_a_tagged_segment_and_its_plain_text_get_the_same_scores(verifier, monkeypatch):
     """One text path: the head sees what a user's plain text gives, tags or not."""
-    from helpers.data import parse_story
+    from helpers.tags import parse_story
 
     person, couch = (100.0, 60.0, 180.0, 200.0), (60.0, 150.0, 400.0, 235.0)
     boxes = [Detection("person", 0.9, person), Detection("couch", 0.8, couch)]

@@ -1,0 +1,134 @@
+"""The smoke profile's masked language model: seeded random weights and an offline tokenizer.
+
+``mlm.weights: random`` (the smoke profile) is a small ``RobertaForMaskedLM`` (2 layers of
+width 64, distilroberta's class and layout at a fraction of its size, so smoke runs stay
+fast) with seeded random weights and a byte-level BPE tokenizer built without the network.
+``random-full-size`` (:data:`RANDOM_FULL_SIZE`, ``make bench``'s quick series) is the same at
+distilroberta's size, so a forward pass costs what it costs. Both are saved under the
+profile's ``models`` folder and loaded back by :func:`helpers.mlm.load_mlm` as a local folder.
+Their scores mean nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..io import read_random_marker, save_random_model, stable_hash
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+RANDOM_FOLDER = "mlm-random"
+#: ``weights`` spec of a randomly initialised model of distilroberta's full size (``make bench``'s
+#: quick series); plain ``"random"`` is the small smoke model.
+RANDOM_FULL_SIZE = "random-full-size"
+#: distilroberta-base's layout (its vocabulary aside: the offline tokenizer's is small, and only
+#: the masked positions go through the output projection).
+DISTILROBERTA_SIZE = {"hidden_size": 768, "num_hidden_layers": 6, "num_attention_heads": 12,
+                      "intermediate_size": 3072}
+#: Part of the saved folder's marker: bumped when the builder changes, so old folders are rebuilt.
+_MARKER_VERSION = 1
+
+
+def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenizerBase":
+    """A RoBERTa tokenizer built without the network: byte-level BPE on a fixed word list.
+
+    The vocabulary is laid out as RoBERTa's: ``<s> <pad> </s> <unk>``, the 256 byte symbols,
+    one token per merge, and ``<mask>`` last. Merges are learnt from ``words`` (by default
+    the offline CLIP tokenizer's list plus the COCO category names), each word spelled both
+    after a space in lower case (``Ġword``) and capitalised at the start of a text, by the same
+    fixed rule as :func:`helpers.clip.offline_tokenizer`, so the result depends on ``words``
+    alone. Any text still encodes (down to single bytes). It goes with random weights only.
+    """
+    from tokenizers import AddedToken
+    from transformers import RobertaTokenizer
+
+    from ..clip import _OFFLINE_WORDS
+    from ..lexicon import COCO_CATEGORIES
+
+    if words is None:
+        words = [*_OFFLINE_WORDS, *(w for c in COCO_CATEGORIES for w in c.split()), "TV", "people"]
+    vocab, merges = _bpe_tables(tuple(words))
+    # As RoBERTa's: "<mask>" takes the space before it, so "a <mask>" masks the token "Ġcup" of "a cup".
+    mask = AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)
+    return RobertaTokenizer(vocab=dict(vocab), merges=list(merges), mask_token=mask, model_max_length=512)
+
+
+@lru_cache(maxsize=4)
+def _bpe_tables(words: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    """The vocabulary and merges of :func:`offline_tokenizer` (computed once per word list):
+    take the words in order; while the current one is several symbols, merge its first two everywhere."""
+    from tokenizers import pre_tokenizers
+
+    from ..clip import _merge_pair
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    vocab.update({symbol: len(vocab) + i for i, symbol in enumerate(alphabet)})
+    forms = dict.fromkeys(f for w in words if re.fullmatch(r"[A-Za-z]+", w)
+                          for f in ("\u0120" + w.lower(), w.capitalize()))
+    spelled = [list(f) for f in forms]
+    merges: list[tuple[str, str]] = []
+    for i, word in enumerate(spelled):
+        while len(word) > 1:
+            pair = (word[0], word[1])
+            merges.append(pair)
+            vocab.setdefault(pair[0] + pair[1], len(vocab))
+            for other in spelled[i:]:
+                if pair[0] in other:
+                    _merge_pair(other, pair)
+    vocab["<mask>"] = len(vocab)
+    return tuple(vocab.items()), tuple(merges)
+
+
+def small_roberta_config(tokenizer: "PreTrainedTokenizerBase", **overrides: Any) -> "Any":
+    """A ``RobertaConfig`` of distilroberta's layout at a small size (2 layers, width 64, 2
+    heads, 514 positions), with ``tokenizer``'s vocabulary size and special-token ids."""
+    from transformers import RobertaConfig
+
+    settings = {"vocab_size": len(tokenizer), "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "intermediate_size": 128, "max_position_embeddings": 514, "type_vocab_size": 1,
+                "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id, **overrides}
+    return RobertaConfig(**settings)
+
+
+def build_random_mlm(folder: str | os.PathLike, *, seed: int, words: Sequence[str] | None = None,
+                     **config_overrides: Any) -> Path:
+    """Save a randomly initialised ``RobertaForMaskedLM`` and its offline tokenizer to ``folder``.
+
+    The tokenizer is :func:`offline_tokenizer` of ``words``, the configuration
+    :func:`small_roberta_config` with ``config_overrides``. Initialisation is seeded
+    without touching the global random state. A folder already holding the same seed,
+    words and configuration is reused as it is; anything else there is replaced. The
+    folder appears whole or not at all (written beside it, then renamed).
+    """
+    import torch
+    from transformers import RobertaForMaskedLM
+
+    folder = Path(folder)
+    marker = {"v": _MARKER_VERSION, "seed": seed, "words": stable_hash(list(words) if words is not None else None),
+              "config": stable_hash(config_overrides)}
+    if read_random_marker(folder) == marker:
+        return folder
+    tokenizer = offline_tokenizer(words)
+    config = small_roberta_config(tokenizer, **config_overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = RobertaForMaskedLM(config)
+    return save_random_model(folder, marker, model, tokenizer)
+
+
+def random_mlm_folder(spec: str, models_dir: str | os.PathLike, seed: int) -> Path | None:
+    """The folder of a random-weight ``spec`` (``"random"`` or :data:`RANDOM_FULL_SIZE`), built
+    on first use under ``models_dir``; None for any other spec."""
+    if spec == "random":
+        return build_random_mlm(Path(models_dir) / RANDOM_FOLDER, seed=seed)
+    if spec == RANDOM_FULL_SIZE:
+        return build_random_mlm(Path(models_dir) / f"{RANDOM_FOLDER}-full", seed=seed, **DISTILROBERTA_SIZE)
+    return None
