@@ -115,8 +115,8 @@ def load_stories(cfg_data: Mapping[str, Any], cache_dir: Path | None = None, *, 
 
     ``cfg_data["source"]`` is ``"hub"`` (the Hub's ``train`` split), ``"synthetic"``
     (generated once by :func:`helpers.smoke.synthetic.make_dataset` with ``n_stories``, ``seed``
-    and the options in ``cfg_data["synthetic"]``, into ``cache_dir/synthetic-<hash of
-    those>``) or a folder of parquet files in the Hub schema (``train-*``/``test-*`` files
+    and the options in ``cfg_data["synthetic"]``, into ``cache_dir/synthetic-<hash of those and
+    of the generator's VERSION>``) or a folder of parquet files in the Hub schema (``train-*``/``test-*`` files
     when it holds both splits). ``cfg_data["n_stories"]`` keeps the first N rows (all
     when null); from the Hub only the shards needed for them are downloaded.
     ``cache_dir`` also holds the ``datasets`` Arrow cache; Hub downloads go to the
@@ -187,12 +187,12 @@ def _local_dir(source: str, cfg_data: Mapping[str, Any], cache_dir: Path | None,
         return folder
     if cache_dir is None:
         raise ValueError("the synthetic source needs a cache_dir to generate its parquet files in")
-    from .smoke.synthetic import make_dataset
+    from .smoke.synthetic import VERSION, make_dataset
 
     options = {"seed": seed, **(cfg_data.get("synthetic") or {})}
     if cfg_data.get("n_stories") is not None:
         options["n_stories"] = cfg_data["n_stories"]
-    folder = Path(cache_dir) / f"synthetic-{stable_hash(options)}"
+    folder = Path(cache_dir) / f"synthetic-{stable_hash({'generator': VERSION, **options})}"
     if not any(folder.rglob("*.parquet")):
         make_dataset(folder, **options)
     return folder

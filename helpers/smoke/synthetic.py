@@ -29,6 +29,8 @@ __all__ = ["DATA_FILE", "RELATIONS", "ThingKind", "KINDS", "make_dataset"]
 
 #: Name of the parquet file :func:`make_dataset` writes (the Hub's split prefix, one shard).
 DATA_FILE = "train-00000-of-00001.parquet"
+#: Changes whenever the same options would draw different data, so that a cached dataset is never reused across versions.
+VERSION = 2
 
 #: The spatial relations synthetic stories state, each true of the frame's boxes.
 RELATIONS: tuple[str, ...] = ("on", "under", "next to", "beside", "left of", "right of", "behind", "in front of",
