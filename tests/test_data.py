@@ -463,11 +463,15 @@ def test_synthetic_source_is_generated_once(tmp_path, monkeypatch):
         calls.append((n_stories, seed, options))
         write_shards(Path(out_dir), "train", [[story_row(i) for i in range(n_stories)]])
 
-    monkeypatch.setitem(sys.modules, "helpers.smoke.synthetic", types.SimpleNamespace(make_dataset=make_dataset))
+    generator = types.SimpleNamespace(make_dataset=make_dataset, VERSION=1)
+    monkeypatch.setitem(sys.modules, "helpers.smoke.synthetic", generator)
     cfg = {"source": "synthetic", "n_stories": 3, "synthetic": {"frames": [4, 6]}}
     assert len(load_stories(cfg, cache_dir=tmp_path, seed=7)) == 3
     assert len(load_stories(cfg, cache_dir=tmp_path, seed=7)) == 3
     assert calls == [(3, 7, {"frames": [4, 6]})]
+    generator.VERSION = 2  # a new generator: the same options are generated anew, not read from the cache
+    assert len(load_stories(cfg, cache_dir=tmp_path, seed=7)) == 3
+    assert calls == [(3, 7, {"frames": [4, 6]})] * 2
     with pytest.raises(ValueError, match="needs a cache_dir"):
         load_stories(cfg)
 
