@@ -361,7 +361,8 @@ def study_clip_scores(clip: "Clip", table: pd.DataFrame, story_texts: pd.Series,
     150 characters of its whole story (``story_texts``, tags included). NaN when frame 1
     does not decode. Embeddings go through chapter 03's cache (``cache_dir``: its ``images``
     and ``texts`` folders)."""
-    from .clip import FIRST_CHARS, cosine_to_score, embed_images, embed_texts
+    from .clip import embed_images, embed_texts
+    from .semantics import FIRST_CHARS, cosine_to_score
     from .data import pair_frames
 
     first = pd.DataFrame({"story_id": table["story_id"].astype(str).unique(), "frame": 1})
@@ -610,13 +611,7 @@ def brightness(image: "Image.Image", factor: float = 1.6) -> "Image.Image":
 
 #: Tag markup (``<gdo char1>``, ``</gda>``, ``<gdi image3>``): text perturbations leave it intact.
 _MARKUP = re.compile(r"<[^<>]*>")
-_INLINE_OPEN = re.compile(r"<gd[oal]\b[^>]*>", re.IGNORECASE)
-_INLINE_CLOSE = re.compile(r"</gd[oal]\s*>", re.IGNORECASE)
 _WRAPPER = re.compile(r"^(\s*<gdi\b[^>]*>\s*)(.*?)(\s*</gdi\s*>\s*)?$", re.IGNORECASE | re.DOTALL)
-#: Sentence-final punctuation with any closing quotes, then whitespace and the start of a
-#: new sentence: an upper-case letter or digit, maybe after opening quotes or tags.
-_BOUNDARY = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s+(?:<[^<>]*>)*["'“‘(\[]*[A-Z0-9])""")
-_ABBREVIATIONS = frozenset("mr mrs ms dr prof st jr sr mt lt col gen sgt capt rev vs etc".split())
 
 
 def _markup_mask(text: str) -> np.ndarray:
@@ -662,30 +657,10 @@ def strip_tags(text: str, rng: np.random.Generator | None = None) -> str:
 
 
 def split_tagged_sentences(text: str) -> list[str]:
-    """The sentences of a tagged segment, tags kept, never splitting inside an inline tag.
+    """The sentences of a tagged segment, tags kept (chapter 03's ``split_sentences``, ``keep_tags=True``)."""
+    from .semantics import split_sentences
 
-    A sentence ends at ``.``/``!``/``?`` (with any closing quotes) before whitespace and a
-    capital letter or digit, except after a title (``Mr.``) or an initial (``J.``), and
-    only where no ``<gdo>``/``<gda>``/``<gdl>`` tag is open. Sentences are stripped of
-    surrounding whitespace; a ``<gdi>`` wrapper, if present, is not part of any sentence.
-    """
-    match = _WRAPPER.match(text)
-    body = match.group(2) if match else text
-    open_at = [m.start() for m in _INLINE_OPEN.finditer(body)]
-    close_at = [m.start() for m in _INLINE_CLOSE.finditer(body)]
-    sentences, start = [], 0
-    for m in _BOUNDARY.finditer(body):
-        depth = sum(p < m.start() for p in open_at) - sum(p < m.start() for p in close_at)
-        word = _MARKUP.sub("", body[start : m.start()]).rsplit(maxsplit=1)[-1:] or [""]
-        word = word[0].lstrip("\"'“‘([")
-        abbreviation = word.lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z]", word)
-        if depth > 0 or (m.group().startswith(".") and abbreviation):
-            continue
-        sentences.append(body[start : m.end()].strip())
-        start = m.end()
-    if body[start:].strip():
-        sentences.append(body[start:].strip())
-    return sentences
+    return split_sentences(text, keep_tags=True)
 
 
 def shuffle_sentences(text: str, rng: np.random.Generator) -> str:

@@ -242,7 +242,7 @@ def synthetic_inputs(folder: str | os.PathLike, *, n_stories: int, frames_per_st
     """
     import pandas as pd
 
-    from .clip import split_sentences
+    from .semantics import split_sentences
     from .data import frame_image, parse_row
     from .pairs import make_pairs
     from .synthetic import make_dataset
@@ -321,7 +321,8 @@ def _study_pair_scores(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tupl
 
     import torch
 
-    from .clip import FIRST_CHARS, MAX_TOKENS
+    from .clip import MAX_TOKENS
+    from .semantics import FIRST_CHARS
     from .data import frame_image
 
     scores = []
@@ -343,12 +344,12 @@ def _study_pair_scores(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tupl
 def bench_pair_scoring(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tuple[str, int], bytes], *,
                        batch_size: int) -> list[Measurement]:
     """Seconds to score every pair: the study's way (a forward pass per pair) against
-    ``helpers.clip.clip_features`` from an empty cache and from the cache it filled.
+    ``helpers.semantics.clip_features`` from an empty cache and from the cache it filled.
 
     ``clip_features`` also embeds two baseline texts per pair (the whole segment and the
     study's 150 characters), so its side of the ratio is, if anything, handicapped.
     """
-    from .clip import clip_features
+    from .semantics import clip_features
 
     pair_frames = {key: frames[key] for key in zip(pairs["story_id"].astype(str), pairs["frame"].astype(int))}
     setting = f"{len(pairs)} pairs, {len(pair_frames)} frames"

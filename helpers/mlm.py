@@ -128,7 +128,7 @@ def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenize
     one token per merge, and ``<mask>`` last. Merges are learnt from ``words`` (by default
     the offline CLIP tokenizer's list plus the COCO category names), each word spelled both
     after a space in lower case (``Ġword``) and capitalised at the start of a text, by the same fixed rule as
-    :func:`helpers.clip.offline_tokenizer` (take the words in order; while the current one
+    :func:`helpers.smoke.clip.offline_tokenizer` (take the words in order; while the current one
     is several symbols, merge its first two everywhere), so the result depends on
     ``words`` alone. Any text still encodes (down to single bytes). Token ids mean nothing
     to a pretrained model: this tokenizer goes with random weights only.
@@ -136,7 +136,7 @@ def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenize
     from tokenizers import AddedToken
     from transformers import RobertaTokenizer
 
-    from .clip import _OFFLINE_WORDS
+    from .smoke.clip import _OFFLINE_WORDS
     from .lexicon import COCO_CATEGORIES
 
     if words is None:
@@ -152,7 +152,7 @@ def _bpe_tables(words: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], tu
     """The vocabulary and merges of :func:`offline_tokenizer` (computed once per word list)."""
     from tokenizers import pre_tokenizers
 
-    from .clip import _merge_pair
+    from .smoke.clip import _merge_pair
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab: dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}

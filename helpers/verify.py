@@ -159,7 +159,7 @@ def verify(
 
     import pandas as pd
 
-    from .clip import clip_features, split_sentences
+    from .semantics import clip_features, split_sentences
     from .detection import detect_images, needed_categories, object_evidence
     from .spatial import spatial_evidence
 

@@ -151,7 +151,8 @@ display(Markdown(f"On the validation split, where the thresholds were tuned (so 
 # Either one above chance on a kind of negative says that kind leaks through its text.
 
 # %%
-from helpers.clip import load_clip, text_embeddings
+from helpers.clip import load_clip
+from helpers.semantics import text_embeddings
 from helpers.training import fit_blind_controls
 
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)

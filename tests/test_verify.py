@@ -118,7 +118,7 @@ def verifier(tmp_path_factory):
     from test_training import make_feature_table
     from transformers import CLIPConfig
 
-    from helpers import clip as hc
+    from helpers.smoke import clip as hc
 
     outputs = tmp_path_factory.mktemp("outputs")
     with pytest.MonkeyPatch.context() as mp:
