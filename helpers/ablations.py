@@ -38,6 +38,7 @@ import pandas as pd
 
 from .config import Paths
 from .fusion import STUDY_FEATURES
+from .fusion import replace_columns as _replace_columns
 from .io import atomic_write_json, atomic_write_parquet, read_json
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
     from .clip import Clip
     from .data import ParsedStory, Segment
-    from .detection import Detector
     from .fusion import TrainedHead
     from .training import TrainResult, TrainSettings
 
@@ -101,7 +101,6 @@ __all__ = [
     "robustness_sample",
     "perturb_frames",
     "perturb_texts",
-    "score_pairs",
     "robustness",
     "robustness_summary",
     "robustness_findings",
@@ -266,18 +265,6 @@ def subset_variants(table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant
                 settings=settings_from_profile(cfg, [EVIDENCES[e] for e in subset]), table=table)
         for subset in evidence_subsets()
     ]
-
-
-def _replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with the columns of each part (keyed by ``pair_id``) replacing its own, rows in order."""
-    out = table
-    for part in parts:
-        columns = [c for c in part.columns if c != "pair_id"]
-        out = out.drop(columns=[c for c in columns if c in out.columns]).merge(
-            part, on="pair_id", how="left", validate="one_to_one")
-    if len(out) != len(table):
-        raise ValueError("replacing evidence columns changed the number of pairs")
-    return out
 
 
 def oracle_frames(ground_truth: pd.DataFrame, detector_frames: pd.DataFrame) -> pd.DataFrame:
@@ -750,33 +737,6 @@ def perturb_texts(pairs: pd.DataFrame, perturb: Callable[[str, np.random.Generat
     return pairs.assign(tagged_text=tagged, text=[_strip(t) for t in tagged])
 
 
-def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *, detector: "Detector",
-                clip: "Clip", stories: Sequence["ParsedStory"], cfg: Mapping[str, Any],
-                cache_dir: str | Path) -> pd.DataFrame:
-    """The three evidences of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
-
-    Detection, CLIP, object and spatial evidence use the profile's settings and the same
-    helper functions as the chapters; results are cached under ``cache_dir`` by frame
-    content (pass the profile's cache folder to share chapters 02 and 03's caches), so a
-    rerun, or an input they already saw, costs no forward pass. Returns ``pairs``
-    with every feature column those chapters write.
-    """
-    from .clip import clip_features
-    from .detection import CACHE_FILE, detect_frames, object_features
-    from .spatial import spatial_features
-
-    det, cl = cfg["detector"], cfg["clip"]
-    cache_dir = Path(cache_dir)
-    detections = detect_frames(detector, frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
-                               batch_size=int(det["batch_size"])).frames
-    threshold = float(det["score_threshold"])
-    objects = object_features(pairs, detections, list(stories), threshold=threshold)
-    semantic = clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
-                             batch_size=int(cl["batch_size"])).features
-    spatial = spatial_features(pairs, detections, threshold=threshold, stories=stories)
-    return _replace_columns(pairs, objects, semantic, spatial)
-
-
 def robustness(sample: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
                score: Callable[[pd.DataFrame, Mapping[tuple[str, int], bytes]], pd.DataFrame],
                head: "TrainedHead", *, seed: int,
@@ -785,7 +745,7 @@ def robustness(sample: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
                ) -> pd.DataFrame:
     """How each score, P(aligned) and the decision move when the sample's inputs are perturbed.
 
-    ``score(pairs, frames)`` computes the evidence from scratch (``score_pairs`` with its
+    ``score(pairs, frames)`` computes the evidence from scratch (``helpers.fusion.score_pairs`` with its
     keyword arguments bound); the unperturbed sample goes through it too, so every change
     is due to the perturbation alone. One row per (perturbation, pair): ``perturbation``,
     ``kind`` ("image" | "text"), the pair's ``pair_id``, ``label``, ``negative_type``, for

@@ -47,7 +47,7 @@ ctx = start(profile, chapter="07_evaluation")
 # in the image could tell a frame's own text from its negative: whatever ranking remains is
 # decided by the text alone. Its paired score and ROC-AUC (0.5 = the text decides nothing) are
 # the `shuffled_frames` control. The evidence is computed by the same function the
-# verifier and chapter 09 use (`helpers.ablations.score_pairs`), from chapter 02's and 03's
+# verifier and chapter 09 use (`helpers.fusion.score_pairs`, chapter 05), from chapter 02's and 03's
 # caches (the stranger frames are test frames, already seen).
 
 # %%
@@ -62,6 +62,7 @@ from helpers import detection as det
 from helpers.detection import load_detector
 from helpers.evaluation import shuffled_frame_pairs
 from helpers.features import load_features
+from helpers.fusion import score_pairs
 from helpers.training import DEFAULT_RUN, default_checkpoint, load_head, load_predictions
 
 predictions = load_predictions(ctx.paths)
@@ -74,7 +75,7 @@ frames = pair_frames(shuffled, data.datasets)
 det_cfg = ctx.cfg["detector"]
 detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-scored = ab.score_pairs(shuffled, frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
+scored = score_pairs(shuffled, frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
                         cache_dir=ctx.paths.cache)
 own_run = det.detect_frames(detector, pair_frames(test_pairs, data.datasets), ctx.paths.cache / det.CACHE_FILE,
                             min_size=int(det_cfg["min_size"]), batch_size=int(det_cfg["batch_size"]))  # cached

@@ -162,11 +162,12 @@ display(Markdown("\n".join(f"- {sentence}" for sentence in ablation_findings(doc
 # %%
 from functools import partial
 
+from helpers.fusion import score_pairs
 from helpers.training import DEFAULT_RUN, default_checkpoint, load_head
 
 n_pairs = 2 if ctx.is_smoke else 40  # size of the robustness sample
 sample = ab.robustness_sample(table, n_pairs, seed=int(ctx.cfg["seed"]))
-score = partial(ab.score_pairs, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
+score = partial(score_pairs, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
                 cache_dir=ctx.paths.cache)
 long = ab.robustness(sample, frames, score, load_head(default_checkpoint(ctx.paths, DEFAULT_RUN)),
                      seed=int(ctx.cfg["seed"]))
