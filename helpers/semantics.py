@@ -58,6 +58,10 @@ def split_sentences(text: str, *, keep_tags: bool = False) -> list[str]:
     return sentences
 
 
+#: How the per-sentence scores of a pair become one score.
+AGGREGATES = ("max", "mean", "topk")
+
+
 def cosine_to_score(cosine: float | np.ndarray) -> float | np.ndarray:
     """Map a cosine in [-1, 1] to a score in [0, 1]: ``(c + 1) / 2`` (monotone and affine)."""
     return (cosine + 1.0) / 2.0
@@ -80,8 +84,7 @@ def aggregate_scores(scores: Sequence[float] | np.ndarray, how: str, top_k: int 
     return float(np.sort(values)[::-1][:top_k].mean())
 
 
-#: CLIP's aggregates of per-sentence scores, and the original study's text cut (characters, tags included).
-AGGREGATES = ("max", "mean", "topk")
+#: The original study's text cut: the first 150 characters, tags included.
 FIRST_CHARS = 150
 #: The columns ``clip_features`` writes, besides ``pair_id``.
 SCORE_COLUMNS = ("clip_score", "clip_score_max", "clip_score_mean", "clip_score_topk",

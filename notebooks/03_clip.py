@@ -44,10 +44,11 @@ ctx = start(profile, chapter="03_clip")
 # ## What the method needs
 #
 # The functions written in this chapter are saved (`#@save`) into `helpers/semantics.py`,
-# which chapters 05 to 09 and the verifier import. They need a loaded CLIP and its cached
-# embeddings, which `helpers.clip` provides: it loads the weights, and embeds each distinct
-# frame and each distinct text once, L2-normalised, caching every vector on disk under the
-# model's identity (a hash of its parameters, tokenizer and image preprocessing).
+# which chapter 01 (the sentence around an edit), chapters 05 to 09 and the verifier
+# import. They need a loaded CLIP and its cached embeddings, which `helpers.clip` provides:
+# it loads the weights, and embeds each distinct frame and each distinct text once,
+# L2-normalised, caching every vector on disk under the model's identity (a hash of its
+# parameters, tokenizer and image preprocessing).
 
 # %%
 #@save
@@ -171,6 +172,10 @@ display(pd.DataFrame({"plain": split_sentences(example), "tagged": split_sentenc
 
 # %%
 #@save
+#: How the per-sentence scores of a pair become one score.
+AGGREGATES = ("max", "mean", "topk")
+
+
 def cosine_to_score(cosine: float | np.ndarray) -> float | np.ndarray:
     """Map a cosine in [-1, 1] to a score in [0, 1]: ``(c + 1) / 2`` (monotone and affine)."""
     return (cosine + 1.0) / 2.0
@@ -211,8 +216,7 @@ display(Markdown(f"Sentence scores {scores}: max {aggregate_scores(scores, 'max'
 
 # %%
 #@save
-#: CLIP's aggregates of per-sentence scores, and the original study's text cut (characters, tags included).
-AGGREGATES = ("max", "mean", "topk")
+#: The original study's text cut: the first 150 characters, tags included.
 FIRST_CHARS = 150
 #: The columns ``clip_features`` writes, besides ``pair_id``.
 SCORE_COLUMNS = ("clip_score", "clip_score_max", "clip_score_mean", "clip_score_topk",
