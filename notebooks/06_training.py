@@ -262,7 +262,11 @@ class _Progress:
     epochs_since_best: int = 0
     finished: bool = False
 
+# %% [markdown]
+# The loop itself; the numbers in its comments are the steps above.
 
+# %%
+#@save
 def train_fusion(
     table: pd.DataFrame,
     settings: TrainSettings,
@@ -282,7 +286,7 @@ def train_fusion(
     features = settings.features
     _, x_train_raw, y_train_np = _split(table, "train", features)
     _, x_val_raw, y_val_np = _split(table, "val", features)
-    scaler = StandardScaler().fit(x_train_raw)
+    scaler = StandardScaler().fit(x_train_raw)  # 1. the training split's statistics only
     x_train = torch.from_numpy(scaler.transform(x_train_raw).astype(np.float32))
     x_val = torch.from_numpy(scaler.transform(x_val_raw).astype(np.float32))
     y_train, y_val = torch.from_numpy(y_train_np), torch.from_numpy(y_val_np)
@@ -325,13 +329,13 @@ def train_fusion(
         remaining = range(state.epoch + 1, (state.epoch if state.finished else settings.max_epochs) + 1)
         epochs = tqdm(remaining, desc=f"training {run_dir.name if run_dir else 'head'}", unit="epoch",
                       disable=not progress or not remaining, initial=state.epoch, total=settings.max_epochs)
-        for epoch in epochs:
+        for epoch in epochs:  # 2. one pass over the shuffled mini-batches
             model.train()
             for xb, yb in loader:
                 optimizer.zero_grad()
                 F.binary_cross_entropy_with_logits(model.logits(xb), yb).backward()
                 optimizer.step()
-            train_loss, train_acc, train_f1 = _epoch_metrics(model, x_train, y_train)
+            train_loss, train_acc, train_f1 = _epoch_metrics(model, x_train, y_train)  # 3. both whole splits
             val_loss, val_acc, val_f1 = _epoch_metrics(model, x_val, y_val)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_accuracy": train_acc,
                    "val_accuracy": val_acc, "train_f1": train_f1, "val_f1": val_f1}
@@ -347,7 +351,7 @@ def train_fusion(
             last = snapshot()
             if improved:
                 best = last
-            if run_dir is not None:
+            if run_dir is not None:  # 4. checkpoints after every epoch
                 if improved:
                     _save(run_dir / "best.pt", best)
                 _save(run_dir / "last.pt", last)
@@ -358,7 +362,7 @@ def train_fusion(
                 break
 
     assert best is not None  # at least one epoch ran or was restored
-    head = _head_from_checkpoint(best, threshold=math.nan)
+    head = _head_from_checkpoint(best, threshold=math.nan)  # 5. the kept epoch, and its threshold
     with torch.no_grad():
         threshold = tune_threshold(y_val_np, head.model(x_val).numpy(), settings.threshold_metric)
     head = replace(head, threshold=threshold)
