@@ -86,16 +86,7 @@ def subset_variants(table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant
     ]
 
 
-def _replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with the columns of each part (keyed by ``pair_id``) replacing its own, rows in order."""
-    out = table
-    for part in parts:
-        columns = [c for c in part.columns if c != "pair_id"]
-        out = out.drop(columns=[c for c in columns if c in out.columns]).merge(
-            part, on="pair_id", how="left", validate="one_to_one")
-    if len(out) != len(table):
-        raise ValueError("replacing evidence columns changed the number of pairs")
-    return out
+from helpers.fusion import replace_columns as _replace_columns
 
 
 #: Negative types on which the oracle detector's evidence replays the construction of the
@@ -211,7 +202,8 @@ def study_clip_scores(clip: "Clip", table: pd.DataFrame, story_texts: pd.Series,
     150 characters of its whole story (``story_texts``, tags included). NaN when frame 1
     does not decode. Embeddings go through chapter 03's cache (``cache_dir``: its ``images``
     and ``texts`` folders)."""
-    from helpers.clip import FIRST_CHARS, cosine_to_score, embed_images, embed_texts
+    from helpers.semantics import FIRST_CHARS, cosine_to_score
+    from helpers.clip import embed_images, embed_texts
     from helpers.data import pair_frames
 
     first = pd.DataFrame({"story_id": table["story_id"].astype(str).unique(), "frame": 1})
@@ -545,41 +537,11 @@ def strip_tags(text: str, rng: np.random.Generator | None = None) -> str:
     return _strip(text)
 
 
-_INLINE_OPEN = re.compile(r"<gd[oal]\b[^>]*>", re.IGNORECASE)
-_INLINE_CLOSE = re.compile(r"</gd[oal]\s*>", re.IGNORECASE)
-#: Sentence-final punctuation with any closing quotes, then whitespace and the start of a
-#: new sentence: an upper-case letter or digit, maybe after opening quotes or tags.
-_BOUNDARY = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s+(?:<[^<>]*>)*["'“‘(\[]*[A-Z0-9])""")
-
-
-_ABBREVIATIONS = frozenset("mr mrs ms dr prof st jr sr mt lt col gen sgt capt rev vs etc".split())
-
-
 def split_tagged_sentences(text: str) -> list[str]:
-    """The sentences of a tagged segment, tags kept, never splitting inside an inline tag.
+    """The sentences of a tagged segment, tags kept (chapter 03's ``split_sentences``, ``keep_tags=True``)."""
+    from helpers.semantics import split_sentences
 
-    A sentence ends at ``.``/``!``/``?`` (with any closing quotes) before whitespace and a
-    capital letter or digit, except after a title (``Mr.``) or an initial (``J.``), and
-    only where no ``<gdo>``/``<gda>``/``<gdl>`` tag is open. Sentences are stripped of
-    surrounding whitespace; a ``<gdi>`` wrapper, if present, is not part of any sentence.
-    """
-    match = _WRAPPER.match(text)
-    body = match.group(2) if match else text
-    open_at = [m.start() for m in _INLINE_OPEN.finditer(body)]
-    close_at = [m.start() for m in _INLINE_CLOSE.finditer(body)]
-    sentences, start = [], 0
-    for m in _BOUNDARY.finditer(body):
-        depth = sum(p < m.start() for p in open_at) - sum(p < m.start() for p in close_at)
-        word = _MARKUP.sub("", body[start : m.start()]).rsplit(maxsplit=1)[-1:] or [""]
-        word = word[0].lstrip("\"'“‘([")
-        abbreviation = word.lower() in _ABBREVIATIONS or re.fullmatch(r"[A-Z]", word)
-        if depth > 0 or (m.group().startswith(".") and abbreviation):
-            continue
-        sentences.append(body[start : m.end()].strip())
-        start = m.end()
-    if body[start:].strip():
-        sentences.append(body[start:].strip())
-    return sentences
+    return split_sentences(text, keep_tags=True)
 
 
 def shuffle_sentences(text: str, rng: np.random.Generator) -> str:
@@ -664,31 +626,7 @@ def perturb_texts(pairs: pd.DataFrame, perturb: Callable[[str, np.random.Generat
     return pairs.assign(tagged_text=tagged, text=[_strip(t) for t in tagged])
 
 
-def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *, detector: "Detector",
-                clip: "Clip", stories: Sequence["ParsedStory"], cfg: Mapping[str, Any],
-                cache_dir: str | Path) -> pd.DataFrame:
-    """The three evidences of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
-
-    Detection, CLIP, object and spatial evidence use the profile's settings and the same
-    helper functions as the chapters; results are cached under ``cache_dir`` by frame
-    content (pass the profile's cache folder to share chapters 02 and 03's caches), so a
-    rerun, or an input they already saw, costs no forward pass. Returns ``pairs``
-    with every feature column those chapters write.
-    """
-    from helpers.clip import clip_features
-    from helpers.detection import CACHE_FILE, detect_frames, object_features
-    from helpers.spatial import spatial_features
-
-    det, cl = cfg["detector"], cfg["clip"]
-    cache_dir = Path(cache_dir)
-    detections = detect_frames(detector, frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
-                               batch_size=int(det["batch_size"])).frames
-    threshold = float(det["score_threshold"])
-    objects = object_features(pairs, detections, list(stories), threshold=threshold)
-    semantic = clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
-                             batch_size=int(cl["batch_size"])).features
-    spatial = spatial_features(pairs, detections, threshold=threshold, stories=stories)
-    return _replace_columns(pairs, objects, semantic, spatial)
+from helpers.fusion import score_pairs
 
 
 def robustness(sample: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],

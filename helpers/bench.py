@@ -280,7 +280,8 @@ def _study_pair_scores(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tupl
 
     import torch
 
-    from .clip import FIRST_CHARS, MAX_TOKENS
+    from .semantics import FIRST_CHARS
+    from .clip import MAX_TOKENS
     from .data import frame_image
 
     scores = []
@@ -307,7 +308,7 @@ def bench_pair_scoring(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tupl
     ``clip_features`` also embeds two baseline texts per pair (the whole segment and the
     study's 150 characters), so its side of the ratio is, if anything, handicapped.
     """
-    from .clip import clip_features
+    from .semantics import clip_features
 
     pair_frames = {key: frames[key] for key in zip(pairs["story_id"].astype(str), pairs["frame"].astype(int))}
     setting = f"{len(pairs)} pairs, {len(pair_frames)} frames"

@@ -744,7 +744,7 @@ def _row(story_id: str, frame: int, split: str, label: int, kind: str, text: Pai
 @lru_cache(maxsize=1 << 12)
 def _sentence_bounds(plain: str) -> tuple[tuple[int, int], ...]:
     """Character spans of the sentences of a whitespace-normalised text."""
-    from helpers.clip import split_sentences
+    from helpers.semantics import split_sentences
 
     bounds, pos = [], 0
     for sentence in split_sentences(plain):

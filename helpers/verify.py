@@ -5,9 +5,9 @@
 or, in Python, ``verify(image, text, profile="quick")``. The image is any picture (a path or
 a PIL image); the text is a story segment, tagged (``<gdo char1>James</gdo> sits ...``,
 with or without its ``<gdi imageN>`` wrapper) or plain. The three pieces of evidence come
-from the functions the chapters use on the dataset, with the profile's detector, CLIP,
-input size and score threshold (one difference: a query has no chain of thought, so a
-character mention is read through its own text). The head is the ``best.pt`` of the
+from the function that scores the dataset's pairs (``helpers.fusion.score_pairs``, chapter
+05), with the profile's detector, CLIP, input size and score threshold (one difference: a
+query has no chain of thought, so a character mention is read through its own text). The head is the ``best.pt`` of the
 profile's default training run (chapter 06), and the decision uses the threshold tuned
 with it on the validation split.
 
@@ -159,37 +159,32 @@ def verify(
 
     import pandas as pd
 
-    from .clip import clip_features, split_sentences
-    from .detection import detect_images, needed_categories, object_evidence
-    from .spatial import spatial_evidence
+    from .fusion import score_pairs
+    from .semantics import clip_features, split_sentences
 
-    det_cfg, clip_cfg = v.cfg["detector"], v.cfg["clip"]
-    threshold = float(det_cfg["score_threshold"])
-
-    detections = [d for d in detect_images(v.detector, [picture], min_size=int(det_cfg["min_size"]))[0]
-                  if d.score >= threshold]
-    # Every score comes from the plain text, as the head was trained (helpers.detection.object_features
-    # and helpers.spatial.spatial_features read the pairs' plain text): a tagged segment and its
-    # plain text get the same verdict.
+    clip_cfg = v.cfg["clip"]
+    # The three evidences come from score_pairs, as for every pair of the dataset (chapter 05), and
+    # from the plain text, as the head was trained: a tagged segment and its plain text get the same verdict.
     plain, tagged = (parsed, parsed) if isinstance(parsed, str) else (parsed.plain, parsed.tagged)
-    objects = object_evidence(needed_categories(plain), detections, threshold)
-    spatial = spatial_evidence(plain, detections, picture.size)
-    pair = pd.DataFrame([{"pair_id": "query", "story_id": "query", "frame": 1, "text": plain, "tagged_text": tagged}])
-    with tempfile.TemporaryDirectory(prefix="verify-clip-") as cache:
-        clip = clip_features(v.clip, pair, {("query", 1): _png(picture)}, cache, aggregate=clip_cfg["aggregate"],
-                             top_k=int(clip_cfg["top_k"]), batch_size=int(clip_cfg["batch_size"]))
-    clip_row = clip.features.iloc[0]
-    if pd.isna(clip_row["clip_score"]):
+    pair = pd.DataFrame([{"pair_id": "query", "story_id": "query", "frame": 1, "text": plain, "tagged_text": tagged,
+                          "source_story_id": "query", "source_frame": 1}])
+    frames = {("query", 1): _png(picture)}
+    with tempfile.TemporaryDirectory(prefix="verify-") as cache:
+        row = score_pairs(pair, frames, detector=v.detector, clip=v.clip, stories=[], cfg=v.cfg,
+                          cache_dir=cache).iloc[0]
+        sentences = clip_features(v.clip, pair, frames, Path(cache) / "clip", aggregate=clip_cfg["aggregate"],
+                                  top_k=int(clip_cfg["top_k"]), batch_size=int(clip_cfg["batch_size"])).sentences  # cached
+    if pd.isna(row["clip_score"]):
         raise VerifyError("CLIP found no sentence to score in the text")
 
     inputs = {
-        "object_score": objects["object_score"], "object_informative": objects["object_informative"],
-        **{c: float(clip_row[c]) for c in clip.features.columns if c.startswith("clip_score")},
-        "spatial_score": spatial.spatial_score, "spatial_informative": spatial.spatial_informative,
-        "relations_checked": spatial.relations_checked, "relations_held": spatial.relations_held,
+        "object_score": float(row["object_score"]), "object_informative": bool(row["object_informative"]),
+        **{c: float(row[c]) for c in row.index if c.startswith("clip_score")},
+        "spatial_score": float(row["spatial_score"]), "spatial_informative": bool(row["spatial_informative"]),
+        "relations_checked": int(row["relations_checked"]), "relations_held": int(row["relations_held"]),
     }
     probability = float(v.head.predict_proba(pd.DataFrame([inputs]))[0])
-    relations = json.loads(spatial.relations_json)
+    relations = json.loads(row["relations_json"])
     return {
         "profile": v.profile,
         "checkpoint": str(v.checkpoint),
@@ -201,21 +196,19 @@ def verify(
         "image_size": list(picture.size),
         "explanation": {
             "objects": {
-                "informative": objects["object_informative"],
-                "needed": objects["objects_needed"],
-                "found": objects["objects_found"],
-                "missing": objects["objects_missing"],
+                "informative": inputs["object_informative"],
+                **{key: json.loads(row[f"objects_{key}"]) for key in ("needed", "found", "missing")},
             },
             "relations": {
-                "informative": spatial.spatial_informative,
-                "source": spatial.spatial_source,
+                "informative": inputs["spatial_informative"],
+                "source": str(row["spatial_source"]),
                 **{status: [r for r in relations if r["status"] == status]
                    for status in ("held", "failed", "unverifiable", "proximity")},
             },
             "clip": {
                 "aggregate": clip_cfg["aggregate"],
                 "sentences": [{"text": s, "score": float(score)} for s, score in
-                              zip(split_sentences(plain), clip.sentences.sort_values("sentence")["score"])],
+                              zip(split_sentences(plain), sentences.sort_values("sentence")["score"])],
             },
         },
     }

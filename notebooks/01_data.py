@@ -1150,7 +1150,7 @@ display(Markdown(f"Story {peers[0].story_id} (block {block_of[peers[0].story_id]
 @lru_cache(maxsize=1 << 12)
 def _sentence_bounds(plain: str) -> tuple[tuple[int, int], ...]:
     """Character spans of the sentences of a whitespace-normalised text."""
-    from helpers.clip import split_sentences
+    from helpers.semantics import split_sentences
 
     bounds, pos = [], 0
     for sentence in split_sentences(plain):

@@ -41,20 +41,158 @@ from helpers.notebook import start
 ctx = start(profile, chapter="05_fusion")
 
 # %% [markdown]
+# ## What the method needs
+#
+# The functions written in this chapter are saved (`#@save`) into `helpers/fusion.py`, which
+# chapter 06 (training), chapters 07 to 09 and the verifier import.
+
+# %%
+#@save
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+if TYPE_CHECKING:
+    from helpers.clip import Clip
+    from helpers.tags import ParsedStory
+    from helpers.detection import Detector
+
+# %% [markdown]
+# ## The evidence of a pair
+#
+# Each pair gets its three evidences from the functions chapters 02 to 04 wrote: chapter
+# 02's object score, chapter 03's CLIP aggregate, chapter 04's spatial score, with the
+# profile's detector and CLIP settings. `score_pairs` is the one function that computes them
+# for any batch of pairs from the frames' bytes: chapter 07's control, chapter 09's
+# robustness study and the verifier call it on inputs the chapters never saw. It reads and
+# fills the chapters' caches (keyed by a frame's bytes and a text), so pairs those chapters
+# already scored cost no forward pass. It returns the pairs with every feature column the
+# chapters write, each replacing any column of the same name.
+
+# %%
+#@save
+def replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the columns of each part (keyed by ``pair_id``) replacing its own, rows in order."""
+    out = table
+    for part in parts:
+        columns = [c for c in part.columns if c != "pair_id"]
+        out = out.drop(columns=[c for c in columns if c in out.columns]).merge(
+            part, on="pair_id", how="left", validate="one_to_one")
+    if len(out) != len(table):
+        raise ValueError("replacing evidence columns changed the number of pairs")
+    return out
+
+
+def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *, detector: "Detector",
+                clip: "Clip", stories: Sequence["ParsedStory"], cfg: Mapping[str, Any],
+                cache_dir: str | Path) -> pd.DataFrame:
+    """The three evidences of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
+
+    Detection, CLIP, object and spatial evidence use the profile's settings and the same
+    helper functions as the chapters; results are cached under ``cache_dir`` by frame
+    content (pass the profile's cache folder to share chapters 02 and 03's caches), so a
+    rerun, or an input they already saw, costs no forward pass. Returns ``pairs``
+    with every feature column those chapters write.
+    """
+    from helpers.detection import CACHE_FILE, detect_frames, object_features
+    from helpers.semantics import clip_features
+    from helpers.spatial import spatial_features
+
+    det, cl = cfg["detector"], cfg["clip"]
+    cache_dir = Path(cache_dir)
+    detections = detect_frames(detector, frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
+                               batch_size=int(det["batch_size"])).frames
+    threshold = float(det["score_threshold"])
+    objects = object_features(pairs, detections, list(stories), threshold=threshold)
+    semantic = clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
+                             batch_size=int(cl["batch_size"])).features
+    spatial = spatial_features(pairs, detections, threshold=threshold, stories=stories)
+    return replace_columns(pairs, objects, semantic, spatial)
+
+# %% [markdown]
 # ## The head
 #
 # A multilayer perceptron with two hidden layers, as the original study built it:
-# `Linear → ReLU → Dropout → Linear → ReLU → Linear → Sigmoid` (sizes printed below). Its
-# input is a handful of numbers per pair, so it is tiny.
+# `Linear → ReLU → Dropout → Linear → ReLU → Linear → Sigmoid`. Its input is a handful of
+# numbers per pair, so it is tiny. With three inputs (the study's three scores) it has
+# 4,481 parameters. Training reads its logits (the output before the sigmoid) with
+# `BCEWithLogitsLoss`: the same binary cross-entropy as `BCELoss` on the sigmoid's output,
+# computed without its rounding trouble near 0 and 1.
+
+# %%
+#@save
+class FusionMLP(nn.Module):
+    """Linear(d, h) -> ReLU -> Dropout(p) -> Linear(h, h) -> ReLU -> Linear(h, 1) -> Sigmoid.
+
+    ``forward`` returns probabilities of shape ``(n,)``. Training uses ``logits`` with
+    ``BCEWithLogitsLoss``: the same binary cross-entropy as ``BCELoss`` on the sigmoid's
+    output, computed without its rounding trouble near 0 and 1.
+    """
+
+    def __init__(self, input_dim: int = 3, hidden_dim: int = 64, dropout: float = 0.1) -> None:
+        super().__init__()
+        if input_dim < 1 or hidden_dim < 1:
+            raise ValueError(f"input_dim and hidden_dim must be positive, got {input_dim} and {hidden_dim}")
+        self.network = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, 1),
+            nn.Sigmoid(),
+        )
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid outputs, shape ``(n,)``."""
+        return self.network[:-1](x).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """P(aligned) for each row of ``x``, shape ``(n,)``."""
+        return self.network(x).squeeze(-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+# %% [markdown]
+# The input sets are named. The **study** set is the three scores the original study fused,
+# in its order. The **extended** set adds whether the object and spatial scores rest on any
+# evidence at all (when the text names nothing to look for, or states no relation the boxes
+# can check, the score is a placeholder, not a measurement), CLIP's mean over the sentences
+# next to its maximum, and how many relations the text stated that the boxes could check,
+# and how many of those held.
+
+# %%
+#@save
+#: The three scores the original study fused, in its order.
+STUDY_FEATURES: tuple[str, ...] = ("object_score", "clip_score", "spatial_score")
+
+#: Named input sets for the head. "extended" adds whether the object and spatial scores
+#: rest on any evidence at all (when the text names nothing to look for, or states no
+#: relation the boxes can check, the score is a placeholder, not a measurement), CLIP's
+#: mean over the sentences next to its maximum, and how many relations the text stated
+#: that the boxes could check, and how many of those held.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "study": STUDY_FEATURES,
+    "extended": STUDY_FEATURES
+    + ("object_informative", "spatial_informative", "clip_score_mean", "relations_checked", "relations_held"),
+}
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
 from helpers.features import development, load_features
-from helpers.fusion import FEATURE_SETS, STUDY_FEATURES, FusionMLP, complete_rows, count_parameters
 
 model = FusionMLP(input_dim=len(STUDY_FEATURES))
 print(model)
@@ -68,12 +206,68 @@ display(Markdown(f"With the study's {len(STUDY_FEATURES)} inputs the head has **
 # %% [markdown]
 # ## What it reads
 #
-# The **study** input set is the three scores the original study fused. The **extended**
-# set adds whether the object and spatial scores rest on anything at all (a spatial score
-# with no relation to check is a placeholder, not a measurement), CLIP's mean over the
-# sentences next to its maximum, and how many relations the text stated and how many held.
-# Pairs missing a value (a frame that did not decode has no CLIP score) are set aside and
-# counted here, for every model alike.
+# `feature_matrix` turns a table into the head's input array, for a named set or any list of
+# columns (booleans become 0 and 1). It refuses a table with an absent, non-numeric or
+# incomplete column, naming it: the head has no way to fill a hole, and guessing one would
+# bias it. Pairs missing a value (a frame that did not decode has no CLIP score) are set
+# aside by `complete_rows` and counted here, before training, for every model alike.
+
+# %%
+#@save
+class FeatureTableError(ValueError):
+    """The feature table cannot feed the head: a column is absent, not numeric, or has holes."""
+
+
+def resolve_features(features: str | Sequence[str]) -> tuple[str, ...]:
+    """A feature-set name of ``FEATURE_SETS`` or an explicit list of columns, as a tuple of columns."""
+    if isinstance(features, str):
+        if features not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {features!r}: expected one of {sorted(FEATURE_SETS)} or a list of columns")
+        return FEATURE_SETS[features]
+    columns = tuple(features)
+    if not columns or len(set(columns)) != len(columns):
+        raise ValueError(f"a feature list must be non-empty and without repeats, got {list(columns)}")
+    return columns
+
+
+def _present(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[str, ...]:
+    """The columns of ``features``, after checking that ``table`` has them all."""
+    columns = resolve_features(features)
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        raise FeatureTableError(
+            f"the feature table lacks column(s) {absent} (it has {sorted(table.columns)}): "
+            "rerun the chapter that computes them, or choose another feature set"
+        )
+    return columns
+
+
+def feature_matrix(table: pd.DataFrame, features: str | Sequence[str]) -> np.ndarray:
+    """The ``(n, len(features))`` float32 input array of ``features`` (booleans become 0.0/1.0).
+
+    Raises ``FeatureTableError`` naming the absent, non-numeric or incomplete columns: the
+    head has no way to fill a hole, and guessing one would bias it.
+    """
+    columns = _present(table, features)
+    try:
+        values = table.loc[:, list(columns)].astype("float64")
+    except (TypeError, ValueError) as err:
+        raise FeatureTableError(f"feature columns {list(columns)} must be numeric or boolean: {err}") from None
+    holes = values.isna().sum()
+    if holes.any():
+        raise FeatureTableError(f"missing values in feature column(s) {holes[holes > 0].to_dict()}")
+    return values.to_numpy(dtype=np.float32)
+
+
+def complete_rows(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows of ``table`` with a value in every feature column, and the holes counted per column.
+
+    A pair whose frame did not decode has no CLIP score, for instance: no model can score
+    it, so it is set aside (and counted) before training, for every model alike.
+    """
+    columns = list(_present(table, features))
+    holes = table[columns].isna()
+    return table[~holes.any(axis=1)], {c: int(n) for c, n in holes.sum().items() if n}
 
 # %%
 features = load_features(ctx.paths, required=STUDY_FEATURES)
@@ -83,6 +277,32 @@ display(Markdown(f"{len(table):,} of {len(features):,} pairs have every feature"
                  + (f"; set aside: {len(features) - len(table):,} (missing values per column: {holes})." if holes else ".")))
 dev = development(table)  # train and validation pairs: every table and figure of this chapter
 display(dev.groupby(["split", "label"]).size().unstack("label").rename(columns={0: "misaligned", 1: "aligned"}))
+
+# %% [markdown]
+# ### The same evidence, recomputed
+#
+# `score_pairs` on a few development pairs gives back the scores chapters 02 to 04 wrote to
+# the feature table: the evidence a new input gets is the evidence the head is trained on.
+# (The frames were seen by those chapters, so this reads their caches: no forward pass.)
+
+# %%
+from helpers.clip import load_clip
+from helpers.data import load_study_data, pair_frames
+from helpers.detection import load_detector
+
+n_check = 4 if ctx.is_smoke else 16
+check = dev.sample(min(n_check, len(dev)), random_state=int(ctx.cfg["seed"]))
+data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
+pair_columns = [c for c in data.pairs.columns if c in check.columns]
+detector = load_detector(ctx.cfg["detector"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                         device=ctx.device)
+clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+again = score_pairs(check[pair_columns], pair_frames(check, data.datasets), detector=detector, clip=clip,
+                    stories=data.stories, cfg=ctx.cfg, cache_dir=ctx.paths.cache)
+del detector, clip  # one large model at a time
+gap = (again.set_index("pair_id")[list(STUDY_FEATURES)] - check.set_index("pair_id")[list(STUDY_FEATURES)]).abs()
+display(Markdown(f"{len(check)} pairs re-scored: the largest difference from the feature table is "
+                 f"{gap.max().max():.2g} ({', '.join(f'`{c}` {gap[c].max():.2g}' for c in STUDY_FEATURES)})."))
 
 # %% [markdown]
 # How the features move together, and with the label (Pearson correlation over the train and
@@ -105,13 +325,36 @@ display(Markdown(f"The feature most correlated with the label is `{with_label.ab
 # %% [markdown]
 # ## What the trained head does with them
 #
+# A trained head is used as it was trained: its inputs standardised with the training
+# split's statistics, then the network, then a decision threshold tuned on the validation
+# split. `TrainedHead` keeps the four together.
+
+# %%
+#@save
+@dataclass(frozen=True)
+class TrainedHead:
+    """A trained fusion head as it is used: the network, its input standardisation, its
+    input columns and the decision threshold tuned on the validation split."""
+
+    model: FusionMLP
+    scaler: StandardScaler
+    features: tuple[str, ...]
+    threshold: float
+
+    def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
+        """P(aligned) for each row of ``table`` (which must hold ``self.features``)."""
+        x = self.scaler.transform(feature_matrix(table, self.features)).astype(np.float32)
+        self.model.eval()
+        with torch.no_grad():
+            return self.model(torch.from_numpy(x)).numpy().astype(np.float64)
+
+# %% [markdown]
 # The head is trained here on the study's three scores with the procedure chapter 06
 # details (Adam, binary cross-entropy, early stopping on the validation loss, seed from
 # the profile), and its checkpoint is saved; chapter 06 resumes from it rather than
 # training it again. Its decision threshold is tuned on the validation split.
 
 # %%
-from helpers.fusion import input_effects, plot_response
 from helpers.training import DEFAULT_RUN, settings_from_profile, train_fusion
 
 result = train_fusion(table, settings_from_profile(ctx.cfg, "study"), ctx.paths.checkpoints / DEFAULT_RUN)
@@ -121,13 +364,65 @@ display(Markdown(f"Trained for {len(result.history)} epochs; kept epoch {result.
                  f"decision threshold {head.threshold:.3f}."))
 
 # %% [markdown]
+# To see what it learnt, vary two inputs over [0, 1] and hold every other at its median
+# over the training pairs (`response_grid`); or move one input alone from the bottom of its
+# range to the top (`input_effects`).
+
+# %%
+#@save
+def _medians(head: TrainedHead, reference: pd.DataFrame) -> pd.Series:
+    """The median of each input of ``head`` over ``reference``."""
+    return pd.DataFrame(feature_matrix(reference, head.features), columns=head.features).median()
+
+
+def response_grid(
+    head: TrainedHead, reference: pd.DataFrame, x: str, y: str, *, n: int = 41
+) -> pd.DataFrame:
+    """The head's P(aligned) over an ``n`` x ``n`` grid of two inputs spanning [0, 1].
+
+    Every other input is held at its median over ``reference`` (use the training split).
+    Returns one row per grid point: ``x``, ``y`` and ``probability``.
+    """
+    for column in (x, y):
+        if column not in head.features:
+            raise ValueError(f"{column!r} is not an input of this head ({list(head.features)})")
+    medians = _medians(head, reference)
+    xs, ys = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
+    grid = pd.DataFrame({c: np.full(xs.size, medians[c]) for c in head.features})
+    grid[x], grid[y] = xs.ravel(), ys.ravel()
+    return grid[[x, y]].assign(probability=head.predict_proba(grid))
+
+
+def input_effects(head: TrainedHead, reference: pd.DataFrame) -> pd.DataFrame:
+    """How far each input alone moves P(aligned): the input at 0 and at 1, the others at their medians.
+
+    One row per input: ``feature``, ``p_at_0``, ``p_at_1``, ``effect`` (``p_at_1 - p_at_0``),
+    sorted by the size of the effect. The medians are taken over ``reference``.
+    """
+    medians = _medians(head, reference)
+    rows = []
+    for column in head.features:
+        probe = pd.DataFrame([medians, medians]).assign(**{column: [0.0, 1.0]})
+        low, high = head.predict_proba(probe)
+        rows.append({"feature": column, "p_at_0": low, "p_at_1": high, "effect": high - low})
+    return pd.DataFrame(rows).sort_values("effect", key=np.abs, ascending=False, ignore_index=True)
+
+# %% [markdown]
 # Its response over every pair of two scores, the third held at its median over the
 # training pairs. Red is "aligned"; the black line is the decision threshold.
 
 # %%
+# extra code: one panel per pair of inputs, P(aligned) as colour, the decision threshold as a line
 train = table[table["split"] == "train"]
-fig = plot_response(head, train, [("object_score", "clip_score"), ("object_score", "spatial_score"),
-                                  ("clip_score", "spatial_score")])
+panels = [("object_score", "clip_score"), ("object_score", "spatial_score"), ("clip_score", "spatial_score")]
+fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False, layout="constrained")
+for ax, (x, y) in zip(axes[0], panels):
+    grid = response_grid(head, train, x, y).pivot(index=y, columns=x, values="probability")
+    image = ax.contourf(grid.columns, grid.index, grid.to_numpy(), levels=np.linspace(0, 1, 21), cmap="vlag")
+    if grid.to_numpy().min() < head.threshold < grid.to_numpy().max():
+        ax.contour(grid.columns, grid.index, grid.to_numpy(), levels=[head.threshold], colors="black", linewidths=2)
+    ax.set(xlabel=x, ylabel=y, title="others at their median" if len(head.features) > 2 else "")
+fig.colorbar(image, ax=axes[0].tolist(), label="P(aligned)  (black line: decision threshold)")
 plt.show()
 
 # %% [markdown]

@@ -617,17 +617,17 @@ def shuffled_frame_pairs(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
 
 # %% [markdown]
 # The evidence is computed by the same function the verifier and chapter 09 use
-# (`helpers.ablations.score_pairs`), from chapter 02's and 03's caches (the stranger frames are
-# test frames, already seen).
+# (`helpers.fusion.score_pairs`, chapter 05), from chapter 02's and 03's caches (the stranger
+# frames are test frames, already seen).
 
 # %%
-from helpers import ablations as ab
 from helpers.clip import load_clip
 from helpers.data import load_study_data, pair_frames
 from helpers import detection as det
 from helpers.detection import load_detector
 from helpers.features import load_features
 from helpers.training import default_checkpoint, load_head
+from helpers.fusion import score_pairs
 
 head = load_head(default_checkpoint(ctx.paths))
 test_pairs = load_features(ctx.paths).set_index("pair_id").loc[
@@ -638,7 +638,7 @@ stranger_frames = pair_frames(shuffled, data.datasets)
 det_cfg = ctx.cfg["detector"]
 detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-scored = ab.score_pairs(shuffled, stranger_frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
+scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
                         cache_dir=ctx.paths.cache)
 own_run = det.detect_frames(detector, pair_frames(test_pairs, data.datasets), ctx.paths.cache / det.CACHE_FILE,
                             min_size=int(det_cfg["min_size"]), batch_size=int(det_cfg["batch_size"]))  # cached

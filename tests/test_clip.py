@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 
 from helpers import clip as hc
+from helpers import semantics as hs
+from helpers.smoke import clip as smoke_clip
 from helpers.config import MissingAssetError
 from helpers.io import read_cache
 from helpers.tags import parse_story, strip_tags
@@ -85,8 +87,8 @@ def segments():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny random CLIP, saved and loaded back through the local-folder path."""
-    tokenizer = hc.offline_tokenizer()
-    folder = hc.build_random_clip(tmp_path_factory.mktemp("models") / "tiny", seed=0,
+    tokenizer = smoke_clip.offline_tokenizer()
+    folder = smoke_clip.build_random_clip(tmp_path_factory.mktemp("models") / "tiny", seed=0,
                                   config=tiny_config(tokenizer), tokenizer=tokenizer)
     return hc.load_clip(str(folder), models_dir=folder.parent, device="cpu")
 
@@ -110,7 +112,7 @@ def pairs(segments):
 def test_offline_tokenizer_is_deterministic_and_clip_shaped(tmp_path):
     from transformers import CLIPTokenizer
 
-    a, b = hc.offline_tokenizer(), hc.offline_tokenizer()
+    a, b = smoke_clip.offline_tokenizer(), smoke_clip.offline_tokenizer()
     assert a.get_vocab() == b.get_vocab() and a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
     assert (a.bos_token, a.eos_token, a.pad_token) == ("<|startoftext|>", "<|endoftext|>", "<|endoftext|>")
     assert a.model_max_length == hc.MAX_TOKENS and len(a) <= 49408
@@ -126,7 +128,7 @@ def test_offline_tokenizer_is_deterministic_and_clip_shaped(tmp_path):
 def test_vit_b32_config_is_the_real_architecture():
     from transformers import CLIPModel
 
-    config = hc.vit_b32_config(hc.offline_tokenizer())
+    config = smoke_clip.vit_b32_config(smoke_clip.offline_tokenizer())
     text, vision = config.text_config, config.vision_config
     assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads) == (512, 12, 8)
     assert (text.intermediate_size, vision.intermediate_size) == (2048, 3072)
@@ -139,7 +141,7 @@ def test_vit_b32_config_is_the_real_architecture():
 
 
 def test_random_spec_saves_then_loads_from_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(hc, "vit_b32_config", tiny_config)  # same path, tiny size
+    monkeypatch.setattr(smoke_clip, "vit_b32_config", tiny_config)  # same path, tiny size
     first = hc.load_clip("random", models_dir=tmp_path, seed=7, device="cpu")
     folder = tmp_path / hc.RANDOM_FOLDER
     saved = {p.name for p in folder.iterdir()}
@@ -151,7 +153,7 @@ def test_random_spec_saves_then_loads_from_folder(tmp_path, monkeypatch):
     rebuilt = hc.load_clip("random", models_dir=tmp_path / "elsewhere", seed=7, device="cpu")
     assert rebuilt.identity == first.identity, "the seed alone fixes the weights"
     tokenizer = hc.load_tokenizer("random", models_dir=tmp_path, seed=7)
-    assert tokenizer.get_vocab() == first.tokenizer.get_vocab() == hc.offline_tokenizer().get_vocab()
+    assert tokenizer.get_vocab() == first.tokenizer.get_vocab() == smoke_clip.offline_tokenizer().get_vocab()
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     other = hc.load_clip("random", models_dir=tmp_path, seed=8, device="cpu")
     assert other.identity != first.identity
@@ -201,19 +203,19 @@ def test_split_sentences_keeps_all_text_and_strips_tags_on_a_real_story():
     segments = parse_story(FIXTURE.read_text(encoding="utf-8"))
     assert len(segments) == 17
     for seg in segments:
-        sentences = hc.split_sentences(seg.tagged)
+        sentences = hs.split_sentences(seg.tagged)
         assert len(sentences) >= 3, seg.frame
         assert " ".join(sentences) == strip_tags(seg.tagged) == seg.plain
         assert all("<" not in s and ">" not in s and s == s.strip() and s[-1] in ".!?\"'" for s in sentences)
-    first = hc.split_sentences(segments[0].tagged)
+    first = hs.split_sentences(segments[0].tagged)
     assert first[1] == "His face reflects the calm before the storm."
 
 
 def test_split_sentences_on_the_built_in_story(segments):
-    assert [len(hc.split_sentences(seg.tagged)) for seg in segments] == [5, 5, 5, 5, 5]
+    assert [len(hs.split_sentences(seg.tagged)) for seg in segments] == [5, 5, 5, 5, 5]
     for seg in segments:
-        assert " ".join(hc.split_sentences(seg.tagged)) == seg.plain
-    assert hc.split_sentences(segments[1].tagged)[:2] == ["Ana stands by the window, holding a cell phone.",
+        assert " ".join(hs.split_sentences(seg.tagged)) == seg.plain
+    assert hs.split_sentences(segments[1].tagged)[:2] == ["Ana stands by the window, holding a cell phone.",
                                                           '"Not now!" she whispers.']
 
 
@@ -227,13 +229,24 @@ def test_split_sentences_on_the_built_in_story(segments):
     ("  ", []),
 ])
 def test_split_sentences_cases(text, expected):
-    assert hc.split_sentences(text) == expected
+    assert hs.split_sentences(text) == expected
+
+
+def test_split_sentences_keeps_tags_when_asked(segments):
+    """The one splitter reads tagged text too: same sentences as the plain ones, tags kept whole."""
+    tagged = '<gdi image1> <gdo char1>Dr. J. Doe</gdo> waits. <gda char1>He. Sits</gda> down. "Go!" I. </gdi>'
+    assert hs.split_sentences(tagged, keep_tags=True) == [
+        "<gdo char1>Dr. J. Doe</gdo> waits.", "<gda char1>He. Sits</gda> down.", '"Go!"', "I."]
+    for seg in segments:
+        kept = hs.split_sentences(seg.tagged, keep_tags=True)
+        assert [strip_tags(s) for s in kept] == hs.split_sentences(seg.tagged)
+        assert all(s.count("<gd") == s.count("</gd") for s in kept)
 
 
 def test_visible_fraction_is_the_centre_square(tiny):
-    assert hc.visible_fraction(tiny, 575, 240) == pytest.approx(240 / 575)
-    assert hc.visible_fraction(tiny, 240, 600) == pytest.approx(240 / 600)
-    assert hc.visible_fraction(tiny, 300, 300) == pytest.approx(1.0)
+    assert hs.visible_fraction(tiny, 575, 240) == pytest.approx(240 / 575)
+    assert hs.visible_fraction(tiny, 240, 600) == pytest.approx(240 / 600)
+    assert hs.visible_fraction(tiny, 300, 300) == pytest.approx(1.0)
 
 
 def test_token_lengths_count_special_tokens(tiny):
@@ -246,22 +259,22 @@ def test_token_lengths_count_special_tokens(tiny):
 
 def test_aggregates_on_known_values():
     values = [0.2, 0.9, 0.5, 0.7]
-    assert hc.aggregate_scores(values, "max") == pytest.approx(0.9)
-    assert hc.aggregate_scores(values, "mean") == pytest.approx(0.575)
-    assert hc.aggregate_scores(values, "topk", top_k=2) == pytest.approx(0.8)
-    assert hc.aggregate_scores(values, "topk", top_k=9) == pytest.approx(0.575)
-    assert np.isnan(hc.aggregate_scores([], "max"))
+    assert hs.aggregate_scores(values, "max") == pytest.approx(0.9)
+    assert hs.aggregate_scores(values, "mean") == pytest.approx(0.575)
+    assert hs.aggregate_scores(values, "topk", top_k=2) == pytest.approx(0.8)
+    assert hs.aggregate_scores(values, "topk", top_k=9) == pytest.approx(0.575)
+    assert np.isnan(hs.aggregate_scores([], "max"))
     with pytest.raises(ValueError, match="aggregate"):
-        hc.aggregate_scores(values, "median")
-    assert hc.cosine_to_score(-1.0) == 0.0 and hc.cosine_to_score(1.0) == 1.0
-    assert np.all(np.diff(hc.cosine_to_score(np.linspace(-1, 1, 9))) > 0)
+        hs.aggregate_scores(values, "median")
+    assert hs.cosine_to_score(-1.0) == 0.0 and hs.cosine_to_score(1.0) == 1.0
+    assert np.all(np.diff(hs.cosine_to_score(np.linspace(-1, 1, 9))) > 0)
 
 
 def test_pair_scores_are_dot_products_of_cached_embeddings(tiny, pairs, tmp_path):
     table, frames = pairs
-    result = hc.clip_features(tiny, table, frames, tmp_path, aggregate="topk", top_k=2, batch_size=4)
+    result = hs.clip_features(tiny, table, frames, tmp_path, aggregate="topk", top_k=2, batch_size=4)
     feats = result.features.set_index("pair_id")
-    assert list(result.features.columns) == ["pair_id", *hc.SCORE_COLUMNS]
+    assert list(result.features.columns) == ["pair_id", *hs.SCORE_COLUMNS]
 
     # Read the vectors back from the cache files themselves, by their documented keys.
     images = read_cache(tmp_path / "images").set_index("key")
@@ -276,7 +289,7 @@ def test_pair_scores_are_dot_products_of_cached_embeddings(tiny, pairs, tmp_path
     image = np.asarray(images.at[frame_key, "embedding"])
     assert np.linalg.norm(image) == pytest.approx(1.0, abs=1e-5)
     row = table.set_index("pair_id").loc["p2"]
-    sentence_scores = [(text_vec(s) @ image + 1) / 2 for s in hc.split_sentences(row["text"])]
+    sentence_scores = [(text_vec(s) @ image + 1) / 2 for s in hs.split_sentences(row["text"])]
     assert feats.at["p2", "n_sentences"] == len(sentence_scores)
     assert feats.at["p2", "clip_score_max"] == pytest.approx(max(sentence_scores))
     assert feats.at["p2", "clip_score_mean"] == pytest.approx(np.mean(sentence_scores))
@@ -295,14 +308,14 @@ def test_pair_scores_are_dot_products_of_cached_embeddings(tiny, pairs, tmp_path
     # The undecodable frame is skipped and counted; its pair has no score rather than a made-up one.
     assert result.counts["frames_skipped"] == 1 and (~images["decoded"]).sum() == 1
     assert feats.loc["bad", ["clip_score", "clip_score_trunc77"]].isna().all()
-    assert feats.drop(index="bad")[list(hc.SCORE_COLUMNS)].notna().all().all()
+    assert feats.drop(index="bad")[list(hs.SCORE_COLUMNS)].notna().all().all()
     assert feats.drop(index="bad")["clip_score"].between(0, 1).all()
 
     frame_rows = result.frames.set_index(["story_id", "frame"])
     assert frame_rows.loc[("s2", 1), ["decoded", "width", "height"]].tolist() == [True, 575, 240]
     counts = result.counts
     assert counts["frames"] == counts["frames_computed"] == 4
-    distinct = {s for t in table["text"] for s in hc.split_sentences(t)}
+    distinct = {s for t in table["text"] for s in hs.split_sentences(t)}
     assert counts["sentences"] == counts["sentences_computed"] == len(distinct)
     assert counts["baseline_texts"] == counts["baseline_texts_computed"] == 2 * table["text"].nunique()
     assert len(result.sentences) == feats["n_sentences"].sum()
@@ -313,9 +326,9 @@ def test_pair_scores_are_dot_products_of_cached_embeddings(tiny, pairs, tmp_path
 
 def test_cached_rerun_computes_nothing(tiny, pairs, tmp_path):
     table, frames = pairs
-    first = hc.clip_features(tiny, table, frames, tmp_path, batch_size=3)
+    first = hs.clip_features(tiny, table, frames, tmp_path, batch_size=3)
     assert first.counts["frames_computed"] == 4 and first.counts["sentences_computed"] > 0
-    again = hc.clip_features(tiny, table, frames, tmp_path, batch_size=3)
+    again = hs.clip_features(tiny, table, frames, tmp_path, batch_size=3)
     assert again.counts["frames_computed"] == again.counts["sentences_computed"] == 0
     assert again.counts["baseline_texts_computed"] == 0
     pd.testing.assert_frame_equal(first.features, again.features)
@@ -332,29 +345,29 @@ def test_long_sentences_are_truncated_and_counted(tiny, tmp_path):
 def test_missing_frame_or_column_is_a_clear_error(tiny, pairs, tmp_path):
     table, frames = pairs
     with pytest.raises(ValueError, match="no image"):
-        hc.clip_features(tiny, table, {k: v for k, v in frames.items() if k != ("s1", 1)}, tmp_path)
+        hs.clip_features(tiny, table, {k: v for k, v in frames.items() if k != ("s1", 1)}, tmp_path)
     with pytest.raises(ValueError, match="tagged_text"):
-        hc.clip_features(tiny, table.drop(columns="tagged_text"), frames, tmp_path)
+        hs.clip_features(tiny, table.drop(columns="tagged_text"), frames, tmp_path)
     with pytest.raises(ValueError, match="aggregate"):
-        hc.clip_features(tiny, table, frames, tmp_path, aggregate="median")
+        hs.clip_features(tiny, table, frames, tmp_path, aggregate="median")
 
 
 def test_chapter_tables(tiny, pairs, tmp_path):
     table, frames = pairs
-    result = hc.clip_features(tiny, table, frames, tmp_path, batch_size=8)
+    result = hs.clip_features(tiny, table, frames, tmp_path, batch_size=8)
 
-    lengths = hc.length_table(result, table)
+    lengths = hs.length_table(result, table)
     assert lengths.loc["sentences per segment", "n"] == (table["label"] == 1).sum()
     assert lengths.loc["tokens per sentence", "max"] <= hc.MAX_TOKENS
     assert lengths[f"share_over_{hc.MAX_TOKENS}"].notna().tolist() == [False, True, True, False]
     assert 0 < lengths.loc["plain characters kept by the study cut", "max"] < 1
 
-    cost = hc.cost_table(result.counts)
+    cost = hs.cost_table(result.counts)
     both = cost.loc["frames + sentences"]
     assert both["needed"] == 4 + result.counts["sentences"]
     assert both["needed per pair"] == pytest.approx(both["needed"] / len(table))
 
-    auc = hc.auc_table(table.merge(result.features, on="pair_id"), top_k=2)
+    auc = hs.auc_table(table.merge(result.features, on="pair_id"), top_k=2)
     assert list(auc.index) == ["same_story", "all negatives"]
-    assert list(auc.columns) == list(hc.scorer_labels(2).values())
+    assert list(auc.columns) == list(hs.scorer_labels(2).values())
     assert auc.stack().between(0, 1).all()

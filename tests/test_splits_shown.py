@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import clip as hc
+from helpers import semantics as hs
 from helpers import detection as det
 from helpers.features import DEVELOPMENT_SPLITS, development, development_stories, require_development
 
@@ -43,9 +43,9 @@ def test_the_exploratory_helpers_refuse_test_rows(split):
         det.auc_by_negative_type(table, "score")
     with pytest.raises(ValueError, match="plot_score_by_group"):
         det.plot_score_by_group(table, "score")
-    clip_table = table.assign(**{c: table["score"] for c in hc.scorer_labels(2)})
+    clip_table = table.assign(**{c: table["score"] for c in hs.scorer_labels(2)})
     with pytest.raises(ValueError, match="development splits only"):
-        hc.auc_table(clip_table, 2)
+        hs.auc_table(clip_table, 2)
     auc = det.auc_by_negative_type(development(table), "score").set_index("negative_type")
     assert auc.loc["all negatives", "roc_auc"] == 1.0  # the same table without its test rows is fine
 

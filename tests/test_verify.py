@@ -118,7 +118,7 @@ def verifier(tmp_path_factory):
     from test_training import make_feature_table
     from transformers import CLIPConfig
 
-    from helpers import clip as hc
+    from helpers.smoke import clip as hc
 
     outputs = tmp_path_factory.mktemp("outputs")
     with pytest.MonkeyPatch.context() as mp:
@@ -155,7 +155,8 @@ def test_verify_runs_the_pipeline_on_a_synthetic_frame(verifier, frame_file):
 def test_verify_explains_found_missing_and_relations_with_boxes(verifier, monkeypatch):
     cup, table = (200.0, 100.0, 240.0, 141.0), (150.0, 140.0, 420.0, 230.0)
     boxes = [Detection("cup", 0.9, cup), Detection("dining table", 0.8, table), Detection("dog", 0.2, (0, 0, 50, 50))]
-    monkeypatch.setattr("helpers.detection.detect_images", lambda detector, images, **kw: [boxes])
+    monkeypatch.setattr("helpers.detection._run_model",  # the detector's forward pass, inside score_pairs
+                        lambda detector, images: ([boxes] * len(images), [0.0] * len(images)))
     result = verify(frame_image(), STORY, frame=2, verifier=verifier)
     objects = result["explanation"]["objects"]
     assert objects["needed"] == ["cup", "dining table"] and objects["missing"] == []
@@ -193,7 +194,8 @@ def test_a_tagged_segment_and_its_plain_text_get_the_same_scores(verifier, monke
 
     person, couch = (100.0, 60.0, 180.0, 200.0), (60.0, 150.0, 400.0, 235.0)
     boxes = [Detection("person", 0.9, person), Detection("couch", 0.8, couch)]
-    monkeypatch.setattr("helpers.detection.detect_images", lambda detector, images, **kw: [boxes])
+    monkeypatch.setattr("helpers.detection._run_model",  # the detector's forward pass, inside score_pairs
+                        lambda detector, images: ([boxes] * len(images), [0.0] * len(images)))
     tagged = ("<gdi image1>\n<gdo char1>James</gdo> <gda char1>sits</gda> on <gdo obj1>the couch</gdo>. "
               "<gdo char1>He</gdo> looks at <gdo obj2>a cup</gdo>.\n</gdi>")
     plain = parse_story(tagged)[0].plain

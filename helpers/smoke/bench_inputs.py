@@ -30,7 +30,7 @@ def synthetic_inputs(folder: str | os.PathLike, *, n_stories: int, frames_per_st
     """
     import pandas as pd
 
-    from ..clip import split_sentences
+    from ..semantics import split_sentences
     from ..data import frame_image
     from ..tags import parse_row
     from ..pairs import make_pairs

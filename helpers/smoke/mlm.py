@@ -48,7 +48,7 @@ def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenize
     from tokenizers import AddedToken
     from transformers import RobertaTokenizer
 
-    from ..clip import _OFFLINE_WORDS
+    from .clip import _OFFLINE_WORDS
     from ..lexicon import COCO_CATEGORIES
 
     if words is None:
@@ -65,7 +65,7 @@ def _bpe_tables(words: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], tu
     take the words in order; while the current one is several symbols, merge its first two everywhere."""
     from tokenizers import pre_tokenizers
 
-    from ..clip import _merge_pair
+    from .clip import _merge_pair
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab: dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
