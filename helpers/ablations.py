@@ -147,9 +147,9 @@ def study_keywords() -> dict[str, tuple[str, ...]]:
 
     The study matched each detected label against the story with a hand-made synonym map
     that is not published; this uses the category's own name and the synonyms of
-    ``helpers.lexicon`` (lower case), so it is at least as generous as a cleaner map would be.
+    ``helpers.objects`` (lower case), so it is at least as generous as a cleaner map would be.
     """
-    from .lexicon import COCO_CATEGORIES, SYNONYMS
+    from .objects import COCO_CATEGORIES, SYNONYMS
 
     words: dict[str, list[str]] = {c: [c] for c in COCO_CATEGORIES}
     for word, category in SYNONYMS.items():
@@ -283,7 +283,7 @@ def _replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
 def oracle_frames(ground_truth: pd.DataFrame, detector_frames: pd.DataFrame) -> pd.DataFrame:
     """The chain-of-thought boxes as a per-frame detection table with the frames' sizes.
 
-    ``ground_truth`` is ``helpers.detection.ground_truth_frames``; ``detector_frames`` is
+    ``ground_truth`` is ``helpers.objects.ground_truth_frames``; ``detector_frames`` is
     the detector's per-frame table (``detect_frames(...).frames``), which gives each frame's
     ``status``, ``width`` and ``height``. A frame the detector could not decode stays
     unusable here too, so both detectors are compared on the same frames.
@@ -301,7 +301,7 @@ def oracle_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable
     Uses the same functions as chapters 02 and 04 (``object_features``, ``spatial_features``),
     so the only change is where the boxes come from. CLIP evidence is left as it is.
     """
-    from .detection import object_features
+    from .objects import object_features
     from .spatial import spatial_features
 
     stories = list(stories)
@@ -318,7 +318,7 @@ def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable
     instead would add: characters known to be people (or cats) by their ids, relations whose
     subject is a name. Same detections, same functions (``read_tags=True``); CLIP unchanged.
     """
-    from .detection import object_features
+    from .objects import object_features
     from .spatial import spatial_features
 
     stories = list(stories)
@@ -787,7 +787,8 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     with every feature column those chapters write.
     """
     from .clip import clip_features
-    from .detection import CACHE_FILE, detect_frames, object_features
+    from .detection import CACHE_FILE, detect_frames
+    from .objects import object_features
     from .spatial import spatial_features
 
     det, cl = cfg["detector"], cfg["clip"]

@@ -752,12 +752,12 @@ def plot_token_lengths(result: ClipResult, pairs: pd.DataFrame) -> "matplotlib.f
 
 def plot_score_distributions(table: pd.DataFrame, aggregate: str,
                              top_k: int) -> "matplotlib.figure.Figure":  # noqa: F821
-    """Score distributions by group (``helpers.detection.plot_score_by_group``) for the pair
+    """Score distributions by group (``helpers.objects.plot_score_by_group``) for the pair
     score and the two baselines, side by side on a shared x range zoomed to the data:
     CLIP's scores fill a narrow band of [0, 1]."""
     import matplotlib.pyplot as plt
 
-    from .detection import plot_score_by_group
+    from .objects import plot_score_by_group
 
     labels = scorer_labels(top_k)
     columns = {"clip_score": f"clip_score: {labels[f'clip_score_{aggregate}']}",
@@ -780,9 +780,9 @@ def auc_table(table: pd.DataFrame, top_k: int) -> pd.DataFrame:
 
     ``table`` holds the pairs with their CLIP columns; pairs with no score (undecodable
     frame) are left out. Rows are the negative types then ``all negatives`` (as
-    ``helpers.detection.auc_by_negative_type`` orders them), columns the text views.
+    ``helpers.objects.auc_by_negative_type`` orders them), columns the text views.
     """
-    from .detection import auc_by_negative_type
+    from .objects import auc_by_negative_type
 
     labels = scorer_labels(top_k)
     scored = table.dropna(subset=list(labels))

@@ -391,12 +391,12 @@ def mention_highlights(segment: "Segment", found: Iterable[str], missing: Iterab
     """A highlight per ``<gdo>`` mention: ``"found"`` / ``"missing"`` when the COCO category it
     names is among ``found`` / ``missing``, ``"unchecked"`` when it names none.
 
-    A mention names a category through its words (``helpers.lexicon.to_coco``) or, for a
+    A mention names a category through its words (``helpers.objects.to_coco``) or, for a
     character whose words name nothing ("James"), through its chain-of-thought description
-    (``descriptions``: id -> text; ``helpers.lexicon.char_category``), as the object
-    evidence reads it (:func:`helpers.detection.mention_category`).
+    (``descriptions``: id -> text; ``helpers.objects.char_category``), as the object
+    evidence reads it (:func:`helpers.objects.mention_category`).
     """
-    from .detection import mention_category
+    from .objects import mention_category
 
     found, missing = set(found), set(missing)
     out = []
@@ -436,7 +436,8 @@ def gallery_cards(sample: pd.DataFrame, features: pd.DataFrame, frames: Mapping[
     word is located against the frame's own text, the aligned pair of the same frame.
     """
     from .data import CorruptFrameError, frame_image, parse_segment
-    from .detection import character_descriptions, parse_detections
+    from .detection import parse_detections
+    from .objects import character_descriptions
 
     rows = features.set_index("pair_id").loc[sample["pair_id"]]
     own_text = (features[features["label"] == 1].drop_duplicates(["story_id", "frame"])
@@ -766,7 +767,7 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
 
 def limitations(cfg: Mapping[str, Any]) -> list[str]:
     """What the results cannot say, as Markdown sentences (true whatever the numbers are)."""
-    from .lexicon import COCO_CATEGORIES
+    from .objects import COCO_CATEGORIES
 
     out = [
         "The labels are built, not judged: a misaligned pair is another story's text, another frame's text, or the "

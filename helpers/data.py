@@ -867,10 +867,10 @@ def segment_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
 def entity_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
     """One row per chain-of-thought entity, with its box size and COCO category (or missing).
 
-    Characters are mapped with :func:`helpers.lexicon.char_category` (a person unless the
-    description says otherwise), objects with :func:`helpers.lexicon.to_coco`.
+    Characters are mapped with :func:`helpers.objects.char_category` (a person unless the
+    description says otherwise), objects with :func:`helpers.objects.to_coco`.
     """
-    from .lexicon import char_category, to_coco
+    from .objects import char_category, to_coco
 
     rows = []
     for s in stories:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .data import Mention, ParsedStory, Segment, edit_segment
-from .lexicon import COCO_CATEGORIES, char_category, to_coco
+from .objects import COCO_CATEGORIES, char_category, to_coco
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -334,7 +334,7 @@ def _is_adjective(word: str) -> bool:
 
 
 def _lexicon_known(word: str) -> bool:
-    from .lexicon import NOT_COCO, SYNONYMS
+    from .objects import NOT_COCO, SYNONYMS
 
     return word in _LEXICON_CATEGORIES or word in SYNONYMS or word in NOT_COCO
 
@@ -358,8 +358,8 @@ def _head_index(words: list[str]) -> tuple[int, int, int]:
     ``first`` are determiners, quantifiers and possessors, ``words[head_start:head_end]`` the
     head noun (one to three words the lexicon knows as one, else the last word of the head
     chunk), and what lies between are the pre-modifiers."""
-    from .lexicon import _DETERMINERS as DETERMINERS
-    from .lexicon import _PREPOSITIONS, _RELATIVES, _is_possessor, _lookup_suffix
+    from .objects import _DETERMINERS as DETERMINERS
+    from .objects import _PREPOSITIONS, _RELATIVES, _is_possessor, _lookup_suffix
 
     low = [_bare(w) for w in words]
     first = 0
@@ -399,7 +399,7 @@ def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | Non
     >>> swap_object_phrase("a stack of books", "cup"), swap_object_phrase("TV", "clock")
     ('a stack of cups', 'a clock')
     """
-    from .lexicon import _PARTITIVES, _PREPOSITIONS, _RELATIVES
+    from .objects import _PARTITIVES, _PREPOSITIONS, _RELATIVES
 
     phrase = " ".join(phrase.split())
     if not phrase:
@@ -654,7 +654,7 @@ def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText
     finds whose phrase has a reversal (:data:`REVERSED_PHRASES`) and whose two sides are
     things the frame can show (people, COCO things, objects with a chain-of-thought box;
     never the floor, the ground, the sky, a wall, or anything unboxed), reversed in place."""
-    from .detection import character_descriptions
+    from .objects import character_descriptions
     from .spatial import extract_relations
 
     frame = story.cot.frames.get(segment.frame)

@@ -33,7 +33,7 @@ Decisions, in one place:
 
 Detections are :class:`helpers.detection.Detection` records (``label``: a COCO category
 name, ``score``, ``box``: ``(x1, y1, x2, y2)`` in pixels of the frame), from the detector
-or from the chain of thought's boxes (``helpers.detection.ground_truth_frames``).
+or from the chain of thought's boxes (``helpers.objects.ground_truth_frames``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from functools import lru_cache
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .lexicon import NOT_COCO, char_category, to_coco
+from .objects import NOT_COCO, char_category, to_coco
 
 if TYPE_CHECKING:
     import matplotlib.axes
@@ -197,7 +197,7 @@ AGENT_PHRASES: dict[str, tuple[str, ...]] = {
 NOT_WITH_PERSON_OBJECT: frozenset[str] = frozenset({"on", "in"})
 
 #: Pronouns naming a person in untagged text (tagged text marks people as ``char``). Not
-#: :data:`helpers.lexicon.PERSON_PRONOUNS` (what the object evidence counts as needing a
+#: :data:`helpers.objects.PERSON_PRONOUNS` (what the object evidence counts as needing a
 #: person): a relation's subject or object is a pronoun standing alone, so "they", "them",
 #: "someone" are here and possessives ("his", "her") and reflexives are not.
 PERSON_PRONOUNS: frozenset[str] = frozenset({"he", "she", "they", "him", "them", "someone", "somebody"})
@@ -523,7 +523,7 @@ def _non_coco_noun(word: str) -> bool:
 def _noun_entities(plain: str, skip: Sequence[tuple[int, int]] = ()) -> list[_Entity]:
     """The COCO nouns and person pronouns of ``plain``, outside the ``skip`` spans.
 
-    Each word is read with :func:`helpers.lexicon.to_coco`, and so is each pair of adjacent
+    Each word is read with :func:`helpers.objects.to_coco`, and so is each pair of adjacent
     words, because two words can name one thing: the pair wins when it names something
     neither word names alone ("hot dog", "traffic light") or when the second word only
     completes the first ("teddy bear"); a noun right before another noun is a modifier,
@@ -565,7 +565,7 @@ def _mention_category(mention: Any, descriptions: Mapping[str, str]) -> str | No
     """A ``<gdo>`` mention's COCO category: what its words name ("the cat"); else, for a
     character, what its description says it is (one category for all its ids, else
     ``None``); else, for a character without a description, a person unless its words say
-    otherwise (:func:`helpers.lexicon.char_category`)."""
+    otherwise (:func:`helpers.objects.char_category`)."""
     if (named := to_coco(mention.text)) is not None or mention.kind != "char":
         return named
     described = {char_category(descriptions[i]) for i in mention.ids if i in descriptions}
@@ -642,8 +642,8 @@ def extract_relations(text: "Segment | str", char_descriptions: Mapping[str, str
     segment are its ``<gdo>`` mentions and the COCO nouns outside them ("<gda char1>holds
     an umbrella</gda>"). A mention's category is what its words name ("the cat"), else for
     a character what ``char_descriptions`` (character id -> chain-of-thought description,
-    as :func:`helpers.detection.character_descriptions` gives them) say it is, else a
-    person unless :func:`helpers.lexicon.char_category` reads its words otherwise; it may
+    as :func:`helpers.objects.character_descriptions` gives them) say it is, else a
+    person unless :func:`helpers.objects.char_category` reads its words otherwise; it may
     be ``None``. The named things of a string are its COCO nouns and
     :data:`PERSON_PRONOUNS`. A relation is a phrase of :data:`RELATION_PHRASES` or
     :data:`AGENT_PHRASES` with
@@ -822,7 +822,8 @@ def spatial_features(pairs: "pd.DataFrame", frames: "pd.DataFrame", *, threshold
     from tqdm.auto import tqdm
 
     from .data import parse_segment
-    from .detection import character_descriptions, parse_detections
+    from .detection import parse_detections
+    from .objects import character_descriptions
 
     needed = ["story_id", "frame", "status", "detections", "width", "height"]
     if absent := [c for c in needed if c not in frames.columns]:

@@ -160,7 +160,8 @@ def verify(
     import pandas as pd
 
     from .clip import clip_features, split_sentences
-    from .detection import detect_images, needed_categories, object_evidence
+    from .detection import detect_images
+    from .objects import needed_categories, object_evidence
     from .spatial import spatial_evidence
 
     det_cfg, clip_cfg = v.cfg["detector"], v.cfg["clip"]
@@ -168,7 +169,7 @@ def verify(
 
     detections = [d for d in detect_images(v.detector, [picture], min_size=int(det_cfg["min_size"]))[0]
                   if d.score >= threshold]
-    # Every score comes from the plain text, as the head was trained (helpers.detection.object_features
+    # Every score comes from the plain text, as the head was trained (helpers.objects.object_features
     # and helpers.spatial.spatial_features read the pairs' plain text): a tagged segment and its
     # plain text get the same verdict.
     plain, tagged = (parsed, parsed) if isinstance(parsed, str) else (parsed.plain, parsed.tagged)

@@ -45,7 +45,7 @@ from IPython.display import Markdown, display
 from helpers import data, pairs, plots
 from helpers.clip import MAX_TOKENS, load_tokenizer
 from helpers.config import update_run_record
-from helpers.detection import needed_category_table
+from helpers.objects import needed_category_table
 from helpers.io import atomic_write_parquet
 
 # %% [markdown]

@@ -60,6 +60,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from helpers import detection as det
+from helpers import objects as obj
 from helpers import spatial as sp
 
 phrases = pd.DataFrame(
@@ -89,7 +90,7 @@ study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 stories, pairs = study.stories, study.pairs
 frames = pair_frames(pairs, study.datasets)
 _, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
-truth = oracle_frames(det.ground_truth_frames(stories), run.frames)  # sizes and decoding status from the run
+truth = oracle_frames(obj.ground_truth_frames(stories), run.frames)  # sizes and decoding status from the run
 
 detected = pairs.merge(sp.spatial_features(pairs, run.frames, threshold=threshold, stories=stories), on="pair_id",
                        validate="one_to_one")
@@ -200,7 +201,7 @@ display(Markdown(
 
 # %%
 def auc(table: pd.DataFrame, column: str) -> pd.Series:
-    return det.auc_by_negative_type(table, column).set_index("negative_type")["roc_auc"]
+    return obj.auc_by_negative_type(table, column).set_index("negative_type")["roc_auc"]
 
 
 informative = dev_detected[dev_detected["spatial_informative"]]

@@ -78,6 +78,7 @@ display(Markdown(
 
 # %%
 from helpers import detection as det
+from helpers import objects as obj
 from helpers.data import load_study_data, pair_frames
 from helpers.features import load_features
 
@@ -85,7 +86,7 @@ data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 sample = db.sample_gallery(table, per_group=per_group, seed=ctx.cfg["seed"])
 frames = pair_frames(sample, data.datasets)
 _, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)  # chapter 02's cache: no forward pass
-cards = db.gallery_cards(sample, load_features(ctx.paths), frames, run.frames, det.ground_truth_frames(data.stories),
+cards = db.gallery_cards(sample, load_features(ctx.paths), frames, run.frames, obj.ground_truth_frames(data.stories),
                          data.stories, threshold=float(ctx.cfg["detector"]["score_threshold"]))
 display(HTML(db.gallery_html(cards)))
 
@@ -101,7 +102,7 @@ random_negatives = db.sample_negatives(table, per_type=per_group, seed=ctx.cfg["
 random_frames = pair_frames(random_negatives, data.datasets)
 _, random_run = det.profile_detections(ctx.cfg, ctx.paths, random_frames, device=ctx.device)
 random_cards = db.gallery_cards(random_negatives, load_features(ctx.paths), random_frames, random_run.frames,
-                                det.ground_truth_frames(data.stories), data.stories,
+                                obj.ground_truth_frames(data.stories), data.stories,
                                 threshold=float(ctx.cfg["detector"]["score_threshold"]))
 display(HTML(db.gallery_html(random_cards)))
 

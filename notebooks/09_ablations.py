@@ -51,6 +51,7 @@ from IPython.display import Markdown, display
 
 from helpers import ablations as ab
 from helpers import detection as det
+from helpers import objects as obj
 from helpers.clip import load_clip
 from helpers.data import load_study_data, pair_frames
 from helpers.features import load_features
@@ -92,7 +93,7 @@ display(Markdown(f"{len(table):,} pairs ({(table['split'] == 'test').sum():,} on
 story_texts = ab.study_story_texts(table, data.stories)
 study_clip = ab.study_clip_scores(clip, table, story_texts, data.datasets, ctx.paths.cache / "clip",
                                   batch_size=int(ctx.cfg["clip"]["batch_size"]))
-oracle = ab.oracle_frames(det.ground_truth_frames(data.stories), detections.frames)
+oracle = ab.oracle_frames(obj.ground_truth_frames(data.stories), detections.frames)
 variants = [
     *ab.subset_variants(table, ctx.cfg),
     ab.detector_variant(ab.oracle_features(table, oracle, data.stories, threshold=threshold), ctx.cfg),
