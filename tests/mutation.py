@@ -38,8 +38,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "relation_holds", "_coords", "_box", "_diagonal", "_x_overlap", "_intersection", "_gap", "_supported",
         "_rests_on", "_left_of", "_right_of", "_above", "_below", "_on", "_under", "_in", "_near",
         "_in_front_of", "_behind", "_holding",
-        "extract_relations", "_read_relations", "_read_entities", "_noun_entities", "_non_coco_noun",
-        "_mention_category", "_pick_subject", "_pick_object", "_actors", "_word_count",
+        "extract_relations", "_read_relations", "_read_entities", "_mention_category", "_pick_subject",
+        "_pick_object", "_actors", "_word_count",
     ),
     # chapter 02's lexicon (every function under the two cached lookups) and its reader of named things
     "objects": (

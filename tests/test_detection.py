@@ -316,6 +316,12 @@ def test_one_reader_of_named_things_for_needs_and_relations():
     things = obj.named_things("A man watches the hot dog near a car door.")
     assert [(t.text, t.category, t.start, t.end) for t in things] == [("man", "person", 2, 5),
                                                                     ("hot dog", "hot dog", 18, 25)]
+    # the object evidence and the spatial evidence read the same things
+    from helpers.spatial import _entities
+
+    for text in ["He sits on the couch, holding a cup.", "They rest beside a teddy bear and a tv.",
+                 "The dog sleeps under the car door.", "A woman puts her phone on the table."]:
+        assert {t.category for t in _entities(text)[1]} == set(obj.needed_categories(text)), text
 
 
 def test_needed_category_table_of_a_real_story():
