@@ -3,7 +3,7 @@
 #   make test                                 unit tests + a smoke run of every chapter
 #   make bench [ARGS="--quick --skip-series"]  speed and memory of the parts, as ratios
 #   make bench ARGS=--quick-series            the quick profile's whole series, cold, offline (its cost)
-#   make mutation [ARGS="spatial lexicon"]    mutation score of the rules (mutmut; not part of make test)
+#   make mutation [ARGS="spatial objects"]    mutation score of the rules (mutmut; not part of make test)
 #   make sync                                 after editing a chapter's .py: its #@save module (make lib) and .ipynb
 # Every target sets up .venv first (from requirements.lock), so a fresh clone needs nothing else.
 

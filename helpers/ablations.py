@@ -100,7 +100,7 @@ ORACLE_REPLAYS: dict[str, str] = {
 def oracle_frames(ground_truth: pd.DataFrame, detector_frames: pd.DataFrame) -> pd.DataFrame:
     """The chain-of-thought boxes as a per-frame detection table with the frames' sizes.
 
-    ``ground_truth`` is ``helpers.detection.ground_truth_frames``; ``detector_frames`` is
+    ``ground_truth`` is ``helpers.objects.ground_truth_frames``; ``detector_frames`` is
     the detector's per-frame table (``detect_frames(...).frames``), which gives each frame's
     ``status``, ``width`` and ``height``. A frame the detector could not decode stays
     unusable here too, so both detectors are compared on the same frames.
@@ -115,7 +115,7 @@ def oracle_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable
                     threshold: float) -> pd.DataFrame:
     """``table`` with its object and spatial evidence recomputed from ``frames`` (``oracle_frames``)
     with chapters 02 and 04's functions; CLIP evidence unchanged."""
-    from helpers.detection import object_features
+    from helpers.objects import object_features
     from helpers.spatial import spatial_features
 
     stories = list(stories)
@@ -135,8 +135,8 @@ def detector_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
 
 def study_keywords() -> dict[str, tuple[str, ...]]:
     """For each COCO category, the words that count as finding it in a story: its name and
-    ``helpers.lexicon``'s synonyms, lower case."""
-    from helpers.lexicon import COCO_CATEGORIES, SYNONYMS
+    ``helpers.objects``' synonyms, lower case."""
+    from helpers.objects import COCO_CATEGORIES, SYNONYMS
 
     words: dict[str, list[str]] = {c: [c] for c in COCO_CATEGORIES}
     for word, category in SYNONYMS.items():
@@ -266,7 +266,7 @@ def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable
                     threshold: float) -> pd.DataFrame:
     """``table`` with its object and spatial evidence recomputed from the *tagged* text
     (``read_tags=True``): same detections, same functions, CLIP unchanged."""
-    from helpers.detection import object_features
+    from helpers.objects import object_features
     from helpers.spatial import spatial_features
 
     stories = list(stories)
@@ -531,7 +531,7 @@ def typos(text: str, rng: np.random.Generator, k: int = 3) -> str:
 
 
 def strip_tags(text: str, rng: np.random.Generator | None = None) -> str:
-    """The text without any grounding tags (``helpers.data.strip_tags``); ``rng`` is unused."""
+    """The text without any grounding tags (``helpers.tags.strip_tags``); ``rng`` is unused."""
     from helpers.tags import strip_tags as _strip
 
     return _strip(text)

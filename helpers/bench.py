@@ -303,7 +303,7 @@ def _study_pair_scores(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tupl
 def bench_pair_scoring(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tuple[str, int], bytes], *,
                        batch_size: int) -> list[Measurement]:
     """Seconds to score every pair: the study's way (a forward pass per pair) against
-    ``helpers.clip.clip_features`` from an empty cache and from the cache it filled.
+    ``helpers.semantics.clip_features`` from an empty cache and from the cache it filled.
 
     ``clip_features`` also embeds two baseline texts per pair (the whole segment and the
     study's 150 characters), so its side of the ratio is, if anything, handicapped.

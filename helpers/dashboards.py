@@ -204,7 +204,7 @@ def mention_highlights(segment: "Segment", found: Iterable[str], missing: Iterab
                        descriptions: Mapping[str, str] | None = None) -> list[Highlight]:
     """A highlight per ``<gdo>`` mention: ``"found"`` / ``"missing"`` when the COCO category it
     names is among ``found`` / ``missing``, ``"unchecked"`` otherwise."""
-    from helpers.detection import mention_category
+    from helpers.objects import mention_category
 
     found, missing = set(found), set(missing)
     out = []
@@ -356,7 +356,8 @@ def gallery_cards(sample: pd.DataFrame, features: pd.DataFrame, frames: Mapping[
     """
     from helpers.data import CorruptFrameError, frame_image
     from helpers.tags import parse_segment
-    from helpers.detection import character_descriptions, parse_detections
+    from helpers.objects import character_descriptions
+    from helpers.detection import parse_detections
 
     rows = features.set_index("pair_id").loc[sample["pair_id"]]
     own_text = (features[features["label"] == 1].drop_duplicates(["story_id", "frame"])

@@ -44,7 +44,8 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     rerun, or an input they already saw, costs no forward pass. Returns ``pairs``
     with every feature column those chapters write.
     """
-    from helpers.detection import CACHE_FILE, detect_frames, object_features
+    from helpers.detection import CACHE_FILE, detect_frames
+    from helpers.objects import object_features
     from helpers.semantics import clip_features
     from helpers.spatial import spatial_features
 

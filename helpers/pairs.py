@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import CorruptFrameError, frame_size, story_index
-from helpers.lexicon import COCO_CATEGORIES, char_category, to_coco
+from helpers.objects import COCO_CATEGORIES, char_category, to_coco
 from helpers.mlm import Mlm
 from helpers.tags import ENTITY_KINDS, Mention, ParsedStory, Segment, edit_segment
 
@@ -250,7 +250,7 @@ def _bare(word: str) -> str:
 
 
 def _lexicon_known(word: str) -> bool:
-    from helpers.lexicon import NOT_COCO, SYNONYMS
+    from helpers.objects import NOT_COCO, SYNONYMS
 
     return word in _LEXICON_CATEGORIES or word in SYNONYMS or word in NOT_COCO
 
@@ -350,8 +350,8 @@ def _span_of_alternative(phrase: str) -> tuple[int, int]:
 
 def _head_index(words: list[str]) -> tuple[int, int, int]:
     """``(first, head_start, head_end)``: where the determiners end and the head noun lies."""
-    from helpers.lexicon import _DETERMINERS as DETERMINERS
-    from helpers.lexicon import _PREPOSITIONS, _RELATIVES, _is_possessor, _lookup_suffix
+    from helpers.objects import _DETERMINERS as DETERMINERS
+    from helpers.objects import _PREPOSITIONS, _RELATIVES, _is_possessor, _lookup_suffix
 
     low = [_bare(w) for w in words]
     first = 0
@@ -374,7 +374,7 @@ def _head_index(words: list[str]) -> tuple[int, int, int]:
 
 def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None) -> str:
     """``phrase`` with its head noun replaced by the COCO ``category``, all else kept."""
-    from helpers.lexicon import _PARTITIVES, _PREPOSITIONS, _RELATIVES
+    from helpers.objects import _PARTITIVES, _PREPOSITIONS, _RELATIVES
 
     phrase = " ".join(phrase.split())
     if not phrase:
@@ -601,7 +601,7 @@ def _boxable(segment: Segment, text: str, category: str | None, start: int, boxe
 
 def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText]:
     """Every relation of ``segment`` between two things the frame can show, reversed in place."""
-    from helpers.detection import character_descriptions
+    from helpers.objects import character_descriptions
     from helpers.spatial import extract_relations
 
     frame = story.cot.frames.get(segment.frame)

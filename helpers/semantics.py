@@ -288,9 +288,9 @@ def auc_table(table: pd.DataFrame, top_k: int) -> pd.DataFrame:
 
     ``table`` holds the pairs with their CLIP columns; pairs with no score (undecodable
     frame) are left out. Rows are the negative types then ``all negatives`` (as
-    ``helpers.detection.auc_by_negative_type`` orders them), columns the text views.
+    ``helpers.objects.auc_by_negative_type`` orders them), columns the text views.
     """
-    from helpers.detection import auc_by_negative_type
+    from helpers.objects import auc_by_negative_type
 
     labels = scorer_labels(top_k)
     scored = table.dropna(subset=list(labels))

@@ -48,14 +48,14 @@ from IPython.display import Markdown, display
 from helpers import data, plots
 from helpers.clip import MAX_TOKENS, load_tokenizer
 from helpers.config import update_run_record
-from helpers.detection import needed_category_table
+from helpers.objects import needed_category_table
 from helpers.io import atomic_write_parquet
 from helpers.mlm import load_mlm
 
 # %% [markdown]
 # What the method below needs. The parsed records (`Segment`, `ParsedStory`, ...) come from
-# `helpers.tags`, the reading of COCO categories from a phrase from `helpers.lexicon`, the
-# masked language model from `helpers.mlm`: plumbing, not part of the lesson.
+# `helpers.tags` and the masked language model from `helpers.mlm`: plumbing, not part of the
+# lesson. The reading of COCO categories from a phrase is chapter 02's (`helpers.objects`).
 
 # %%
 #@save
@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import CorruptFrameError, frame_size, story_index
-from helpers.lexicon import COCO_CATEGORIES, char_category, to_coco
+from helpers.objects import COCO_CATEGORIES, char_category, to_coco
 from helpers.mlm import Mlm
 from helpers.tags import ENTITY_KINDS, Mention, ParsedStory, Segment, edit_segment
 
@@ -474,7 +474,7 @@ def _bare(word: str) -> str:
 
 
 def _lexicon_known(word: str) -> bool:
-    from helpers.lexicon import NOT_COCO, SYNONYMS
+    from helpers.objects import NOT_COCO, SYNONYMS
 
     return word in _LEXICON_CATEGORIES or word in SYNONYMS or word in NOT_COCO
 
@@ -594,8 +594,8 @@ def _span_of_alternative(phrase: str) -> tuple[int, int]:
 
 def _head_index(words: list[str]) -> tuple[int, int, int]:
     """``(first, head_start, head_end)``: where the determiners end and the head noun lies."""
-    from helpers.lexicon import _DETERMINERS as DETERMINERS
-    from helpers.lexicon import _PREPOSITIONS, _RELATIVES, _is_possessor, _lookup_suffix
+    from helpers.objects import _DETERMINERS as DETERMINERS
+    from helpers.objects import _PREPOSITIONS, _RELATIVES, _is_possessor, _lookup_suffix
 
     low = [_bare(w) for w in words]
     first = 0
@@ -632,7 +632,7 @@ print("boxes and a cup ->", _span_of_alternative("boxes and a cup"))
 #@save
 def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None) -> str:
     """``phrase`` with its head noun replaced by the COCO ``category``, all else kept."""
-    from helpers.lexicon import _PARTITIVES, _PREPOSITIONS, _RELATIVES
+    from helpers.objects import _PARTITIVES, _PREPOSITIONS, _RELATIVES
 
     phrase = " ".join(phrase.split())
     if not phrase:
@@ -952,7 +952,7 @@ def _boxable(segment: Segment, text: str, category: str | None, start: int, boxe
 
 def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText]:
     """Every relation of ``segment`` between two things the frame can show, reversed in place."""
-    from helpers.detection import character_descriptions
+    from helpers.objects import character_descriptions
     from helpers.spatial import extract_relations
 
     frame = story.cot.frames.get(segment.frame)

@@ -20,6 +20,11 @@
 # measured, not assumed), and turns "what the text needs" against "what the frame shows"
 # into an object score for every pair.
 #
+# The functions of the method are written here, in cells marked `#@save`; `make lib` copies
+# them into `helpers/objects.py`, where later chapters, the ablations and the verifier import
+# them. Change a cell, rerun the chapter, then run `make lib`. Loading the detector and caching
+# its output is plumbing, in `helpers/detection.py`.
+#
 # **Splits shown:** the object score is computed for every pair, but every table, figure
 # and choice below reads the train and validation splits only; the test split is looked
 # at once, from chapter 07 on.
@@ -42,6 +47,32 @@ from helpers.notebook import start
 ctx = start(profile, chapter="02_detection")
 
 # %% [markdown]
+# The imports of the method (the first cell of `helpers/objects.py`):
+
+# %%
+#@save
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from helpers.detection import FRAME_COLUMNS, Detection, Detector, detect_frames, detections_long, dumps_detections
+from helpers.detection import parse_detections
+from helpers.features import require_development
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+    import matplotlib.figure
+    from PIL import Image as PILImage
+
+    from helpers.tags import ChainOfThought, Mention, ParsedStory, Segment
+
+# %% [markdown]
 # ## The detector and the frames
 #
 # The profile names the detector's weights: the COCO weights torchvision publishes, a
@@ -54,7 +85,6 @@ ctx = start(profile, chapter="02_detection")
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import Markdown, display
 
 from helpers import detection as det
@@ -84,16 +114,355 @@ if len(run.corrupt):
     display(run.corrupt)
 
 # %% [markdown]
+# ## From words to COCO categories: the lexicon
+#
+# The detector answers in COCO's 80 categories; stories speak of "a blue blanket", "the
+# man's cell phone", "Counter or table". Everything below (the oracle's boxes, what a text
+# needs, the relations of chapter 04, the object swaps of chapter 01) rests on one mapping
+# from a noun phrase to a COCO category or nothing. It reads the *head noun* of the phrase,
+# so adjectives and attachments cannot change the answer: "a coffee table" is a table, "a
+# car door" is a door, "a man holding a phone" is a man.
+#
+# The rule of thumb for every table entry: map a word only when a COCO-trained detector would
+# label the thing it names with that category. When that is doubtful the word maps to
+# nothing: a missing mapping only costs coverage, a wrong one makes the verifier report a
+# contradiction that is not there. Character names are never in the tables; characters go
+# through their chain-of-thought description. The tables are plain data, meant to be read:
+# COCO's own names, synonyms (debatable choices carry a comment), and the frequent story
+# nouns COCO has no category for, listed so the decision is visible (and so that "glasses"
+# do not fall back to "glass").
+
+# %%
+#@save
+#: The 80 COCO detection categories, spelled and ordered as torchvision's
+#: ``FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]`` (minus "__background__"
+#: and the "N/A" placeholders).
+COCO_CATEGORIES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
+    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
+    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
+    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
+    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "toothbrush",
+)  # fmt: skip
+
+#: Words (singular, lower case; multiword allowed) for a COCO category, besides the
+#: category names themselves. Debatable choices carry a comment.
+SYNONYMS: dict[str, str] = {
+    # person: COCO labels every human, whatever the role
+    **dict.fromkeys(
+        [
+            "man", "woman", "boy", "girl", "person", "people", "child", "kid", "baby",
+            "toddler", "teenager", "teen", "adult", "guy", "lady", "gentleman", "human",
+            "individual", "figure", "crowd", "audience", "stranger",
+            "soldier", "officer", "policeman", "policewoman", "cop", "guard", "agent",
+            "detective", "doctor", "nurse", "driver", "passenger", "pedestrian", "worker",
+            "waiter", "waitress", "bartender", "student", "teacher", "priest", "mother",
+            "father", "wife", "husband", "son", "daughter", "brother", "sister",
+        ],
+        "person",
+    ),
+    # vehicles ("vehicle" and "van" stay unmapped: car or truck is a guess)
+    "automobile": "car", "taxi": "car", "cab": "car", "sedan": "car", "jeep": "car",
+    "suv": "car", "limousine": "car", "bike": "bicycle", "motorbike": "motorcycle",
+    "plane": "airplane", "aeroplane": "airplane", "jet": "airplane", "aircraft": "airplane",
+    "lorry": "truck", "pickup": "truck", "ship": "boat", "yacht": "boat", "canoe": "boat",
+    "kayak": "boat", "rowboat": "boat", "locomotive": "train", "hydrant": "fire hydrant",
+    "traffic signal": "traffic light", "stoplight": "traffic light",
+    # animals (COCO "bird" covers every bird)
+    "puppy": "dog", "pup": "dog", "hound": "dog", "kitten": "cat", "kitty": "cat",
+    "pony": "horse", "stallion": "horse", "mare": "horse", "foal": "horse", "lamb": "sheep",
+    "cattle": "cow", "bull": "cow", "calf": "cow", "ox": "cow", "pigeon": "bird",
+    "crow": "bird", "parrot": "bird", "owl": "bird", "eagle": "bird", "seagull": "bird",
+    "gull": "bird", "duck": "bird", "goose": "bird", "swan": "bird", "chicken": "bird",
+    "hen": "bird",
+    # bags: a plain "bag" in these films is carried like a handbag; a briefcase is
+    # annotated as a suitcase in COCO
+    "bag": "handbag", "purse": "handbag", "clutch": "handbag", "rucksack": "backpack",
+    "knapsack": "backpack", "luggage": "suitcase", "briefcase": "suitcase",
+    "necktie": "tie", "bow tie": "tie", "parasol": "umbrella",
+    # sport
+    "ski": "skis", "ball": "sports ball", "football": "sports ball",
+    "basketball": "sports ball", "soccer ball": "sports ball", "racket": "tennis racket",
+    "racquet": "tennis racket", "mitt": "baseball glove",
+    # kitchen and food ("glass" is a drinking glass: COCO's only glass category)
+    "glass": "wine glass", "goblet": "wine glass", "mug": "cup", "teacup": "cup",
+    "doughnut": "donut", "hotdog": "hot dog", "cupcake": "cake",
+    # furniture (COCO "dining table" is every table; a "counter" is not one)
+    "table": "dining table", "desk": "dining table", "sofa": "couch", "settee": "couch",
+    "loveseat": "couch", "armchair": "chair", "stool": "chair", "plant": "potted plant",
+    "houseplant": "potted plant", "flowerpot": "potted plant",
+    # electronics (COCO "tv" includes computer monitors; "phone" is a mobile in films)
+    "television": "tv", "television set": "tv", "tv set": "tv", "telly": "tv",
+    "monitor": "tv", "computer screen": "tv", "tv screen": "tv", "television screen": "tv",
+    "phone": "cell phone", "mobile": "cell phone", "mobile phone": "cell phone",
+    "cellphone": "cell phone", "smartphone": "cell phone", "remote control": "remote",
+    "fridge": "refrigerator", "stove": "oven", "microwave oven": "microwave",
+    # small things
+    "novel": "book", "textbook": "book", "paperback": "book", "teddy": "teddy bear",
+    "stuffed animal": "teddy bear", "hair dryer": "hair drier", "hairdryer": "hair drier",
+    "blow dryer": "hair drier",
+}  # fmt: skip
+
+#: Frequent story nouns that name something COCO has no category for. Listing them makes
+#: the decision visible, and stops the plural fallback ("glasses" must not become "glass").
+#: A ``char`` whose description's head noun is here is not a person (robot, statue, lion).
+NOT_COCO: frozenset[str] = frozenset(
+    {
+        # architecture, scenery, light
+        "wall", "ceiling", "floor", "door", "doorway", "window", "room", "hallway",
+        "corridor", "staircase", "stairs", "elevator", "building", "house", "street",
+        "road", "pavement", "sidewalk", "sky", "tree", "grass", "light", "lighting",
+        "background", "interior", "structure",
+        # furnishings and containers COCO lacks
+        "blanket", "pillow", "curtain", "rug", "carpet", "lamp", "shelf", "shelves",
+        "cabinet", "cupboard", "drawer", "counter", "box", "crate", "mirror", "painting",
+        "picture", "photo", "photograph", "poster", "sign", "plate", "tray", "basket",
+        # weapons: COCO has knife and scissors only
+        "gun", "pistol", "rifle", "revolver", "weapon", "sword",
+        # worn things (eyeglasses are not wine glasses)
+        "glasses", "eyeglasses", "sunglasses", "spectacles", "hat", "cap", "helmet",
+        "jacket", "coat", "shirt", "suit", "dress", "scarf", "watch",
+        # ambiguous between categories: a computer may be a laptop or a tv and keyboard,
+        # a vehicle a car or a truck, a telephone a landline COCO has no class for
+        "computer", "screen", "vehicle", "van", "telephone",
+        # animals COCO lacks
+        "lion", "tiger", "wolf", "fox", "deer", "monkey", "ape", "gorilla", "pig", "goat",
+        "rabbit", "rat", "snake", "fish", "dragon", "dinosaur",
+        # figures that are not people
+        "robot", "droid", "android", "cyborg", "statue", "sculpture", "mannequin", "doll",
+        "puppet", "alien", "creature", "monster",
+    }
+)  # fmt: skip
+
+# %% [markdown]
+# Finding the head noun. The phrase is lower-cased and split into alternatives on "or", "and"
+# and "/" ("Counter or table": the first alternative that maps). In each alternative leading
+# determiners and possessors ("the man's") are dropped, and the head chunk ends at the first
+# preposition, relative pronoun, comma, later determiner, or participle after a known noun
+# ("man holding a phone" is "man"). The head is the longest known word sequence (up to three
+# words) ending the chunk, singular or plural ("cell phones", "knives", "women"). A part or
+# quantity before "of" defers to what follows ("a section of a wall" is a wall, "a group of
+# soldiers" people); anything else keeps its own head ("a cup of coffee" is a cup).
+
+# %%
+#@save
+# Internal lookup: every COCO name maps to itself, then the synonyms.
+_LOOKUP: dict[str, str] = {**{c: c for c in COCO_CATEGORIES}, **SYNONYMS}
+
+_IRREGULAR_PLURALS: dict[str, str] = {
+    "men": "man", "women": "woman", "gentlemen": "gentleman", "policemen": "policeman",
+    "policewomen": "policewoman", "children": "child", "people": "person", "mice": "mouse",
+    "geese": "goose", "oxen": "ox", "teeth": "tooth", "feet": "foot",
+}  # fmt: skip
+
+#: Nouns naming a part or a quantity of what follows "of": "a section of a wall" is a
+#: wall, "a pair of glasses" glasses, "a group of soldiers" people.
+_PARTITIVES: frozenset[str] = frozenset(
+    {
+        "section", "part", "piece", "pair", "group", "bunch", "stack", "pile", "row", "set",
+        "couple", "slice", "handful", "lot", "lots", "number", "cluster", "collection",
+        "line", "series", "variety", "kind", "type", "sort", "edge", "corner", "side",
+        "top", "bottom", "half", "rest", "bit", "silhouette",
+    }
+)  # fmt: skip
+
+#: "glasses of wine" are drinking glasses although "glasses" alone are eyeglasses.
+_BEFORE_OF: dict[str, str] = {"glasses": "wine glass"}
+
+# Words that end the head chunk: prepositions and relative pronouns start a modifier
+# ("man *with* a neutral look"); a determiner after the first word starts a new noun
+# phrase ("man holding *a* phone").
+_PREPOSITIONS = frozenset(
+    "of with without in on at near by from under underneath beneath behind beside between "
+    "next against inside outside for over above below into onto through to like across "
+    "along around atop upon during toward towards among".split()
+)
+_RELATIVES = frozenset("that which who whose where when while".split())
+_DETERMINERS = frozenset(
+    "a an the this that these those his her their its my your our some any several many few "
+    "one two three four five six seven eight nine ten another each every both all no".split()
+)
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*'?|,|;")
+_ALTERNATIVES = re.compile(r"\s+(?:or|and|&)\s+|\s*/\s*")
+
+def _alternatives(text: str) -> list[list[str]]:
+    """Lower-cased tokens of each alternative of ``text`` ("counter or table")."""
+    text = text.lower().replace("\u2019", "'")
+    return [_TOKEN.findall(part) for part in _ALTERNATIVES.split(text)]
+
+
+def _head(tokens: list[str]) -> tuple[str, str | None] | None:
+    """The head noun of a tokenised phrase and its category, or ``None`` when no word of
+    the head chunk is known. Returns ``(matched words, category or None)``."""
+    tokens = [t for t in tokens if not _is_possessor(t)]
+    while tokens and tokens[0] in _DETERMINERS:
+        tokens = tokens[1:]
+    chunk, after_of = _head_chunk(tokens)
+    if not chunk:
+        return None
+    found = _lookup_suffix(chunk)
+    if found is not None and found[1] is not None:
+        return found
+    last = chunk[-1]
+    if after_of:
+        if last in _BEFORE_OF:
+            return last, _BEFORE_OF[last]
+        if last in _PARTITIVES:
+            return _head(after_of)
+    return found
+
+
+def _head_chunk(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """Split tokens into the head chunk and, when the chunk ends at "of", what follows."""
+    for i, token in enumerate(tokens):
+        if token in (",", ";") or token in _RELATIVES:
+            return tokens[:i], []
+        if token in _PREPOSITIONS:
+            return tokens[:i], tokens[i + 1 :] if token == "of" else []
+        if i > 0 and token in _DETERMINERS:
+            return tokens[:i], []
+        if i > 0 and token.endswith("ing") and _lookup_suffix([token]) is None:
+            if _lookup_suffix([tokens[i - 1]]) is not None:  # "man holding", "dog sleeping"
+                return tokens[:i], []
+    return tokens, []
+
+
+def _lookup_suffix(chunk: list[str]) -> tuple[str, str | None] | None:
+    """Longest known word sequence (up to three words) ending the chunk, with its category.
+
+    Only the last word is put into singular form ("wine glasses" -> "wine glass"). Returns
+    ``None`` when nothing is known, ``(words, None)`` for a ``NOT_COCO`` word.
+    """
+    for n in range(min(3, len(chunk)), 0, -1):
+        prefix = " ".join(chunk[-n:-1])
+        for last in _singular_forms(chunk[-1]):
+            words = f"{prefix} {last}" if prefix else last
+            if words in _LOOKUP:
+                return words, _LOOKUP[words]
+            if words in NOT_COCO:
+                return words, None
+    return None
+
+
+def _singular_forms(word: str) -> list[str]:
+    """The word itself, then the singulars it could be the plural of, most specific first."""
+    forms = [word]
+    if word in _IRREGULAR_PLURALS:
+        forms.append(_IRREGULAR_PLURALS[word])
+    if word.endswith("ies") and len(word) > 4:
+        forms.append(word[:-3] + "y")  # puppies, ladies
+    if word.endswith("ves"):
+        forms += [word[:-3] + "f", word[:-3] + "fe"]  # shelves, knives
+    if word.endswith("s") and not word.endswith("ss"):
+        forms.append(word[:-1])  # chairs, bottles
+        if word.endswith("es"):
+            forms.append(word[:-2])  # boxes, couches, buses
+    return forms
+
+
+def _is_possessor(token: str) -> bool:
+    """``True`` for "man's", "james'" and the like: the head comes after them."""
+    return token.endswith(("'s", "s'"))
+
+# %% [markdown]
+# The two lookups everything else calls: `to_coco` for a noun phrase, `char_category` for a
+# character's chain-of-thought description. A character is a person unless the head noun of
+# its description says otherwise: an animal or thing COCO has ("A small brown dog") gives that
+# category, one COCO lacks ("A golden humanoid robot", "A stone statue") gives none, and heads
+# the lexicon does not know ("Unidentified", "A Jedi in brown robes") stay "person", by far the
+# most common case. Both are cached; the undecorated functions underneath are what mutation
+# testing reaches.
+
+# %%
+#@save
+@lru_cache(maxsize=1 << 16)
+def to_coco(phrase: str) -> str | None:
+    """The COCO category the noun phrase ``phrase`` refers to (its head noun), or ``None``.
+
+    >>> to_coco("the man's cell phone"), to_coco("Counter or table"), to_coco("Blue blanket")
+    ('cell phone', 'dining table', None)
+    """
+    return _phrase_category(phrase)
+
+
+@lru_cache(maxsize=1 << 14)
+def char_category(description: str) -> str | None:
+    """The COCO category of a character from its chain-of-thought description: "person"
+    unless the head noun of the description says otherwise."""
+    return _description_category(description)
+
+
+# The two lookups, undecorated (the cached functions above only call them), so that
+# mutation testing reaches them.
+
+
+def _phrase_category(phrase: str) -> str | None:
+    """What :func:`to_coco` returns."""
+    for tokens in _alternatives(phrase):
+        head = _head(tokens)
+        if head is not None and head[1] is not None:
+            return head[1]
+    return None
+
+
+def _description_category(description: str) -> str | None:
+    """What :func:`char_category` returns."""
+    for tokens in _alternatives(description):
+        head = _head(tokens)
+        if head is not None:  # the first head noun the lexicon knows decides
+            return head[1]
+    return "person"
+
+# %%
+examples = ["the man's cell phone", "Counter or table", "Blue blanket", "a section of a wall", "two wine glasses",
+            "a pair of glasses", "a cup of coffee", "a man holding a phone"]
+display(pd.DataFrame({"phrase": examples, "to_coco": [to_coco(p) for p in examples]}).set_index("phrase").T)
+descriptions = ["Man in a coat", "A small brown dog", "A golden humanoid robot with a sophisticated design.",
+                "Unidentified"]
+display(pd.DataFrame({"description": descriptions, "char_category": [char_category(d) for d in descriptions]})
+        .set_index("description").T)
+
+# %% [markdown]
 # ## The oracle: the chain of thought's own boxes
 #
 # Each frame's chain of thought lists its characters and objects with a bounding box. Mapped
 # onto COCO's categories (characters through their description, so a robot is not a person;
 # objects through the lexicon), they make a second "detector" with perfect confidence: the
 # reference the real detector is measured against, and an upper bound for the object
-# evidence. Entities that COCO has no category for (walls, doors, blankets) drop out.
+# evidence. Entities that COCO has no category for (walls, doors, blankets) drop out, and are
+# counted.
 
 # %%
-truth = det.ground_truth_frames(stories)
+#@save
+def ground_truth_frames(stories: Iterable["ParsedStory"]) -> pd.DataFrame:
+    """The chain-of-thought boxes as a per-frame detection table, every score 1.0, plus
+    ``n_entities`` (entities with a box) and ``n_unmapped`` (of those, without a COCO category)."""
+    rows = []
+    for story in stories:
+        for number, annotation in sorted(story.cot.frames.items()):
+            found, n_entities = [], 0
+            for entities, categorise in ((annotation.characters, char_category), (annotation.objects, to_coco)):
+                for entity in entities:
+                    if entity.box is None:
+                        continue
+                    n_entities += 1
+                    if (category := categorise(entity.description)) is not None:
+                        found.append(Detection(category, 1.0, tuple(float(v) for v in entity.box)))
+            rows.append({"story_id": story.story_id, "frame": int(number), "status": "ok",
+                         "detections": dumps_detections(found), "n_entities": n_entities,
+                         "n_unmapped": n_entities - len(found)})
+    return pd.DataFrame(rows, columns=[*FRAME_COLUMNS, "n_entities", "n_unmapped"])
+
+
+# %%
+truth = ground_truth_frames(stories)
 dev_truth = truth[truth["story_id"].astype(str).isin(dev_stories)]
 truth_long = det.detections_long(dev_truth)
 display(Markdown(
@@ -109,19 +478,121 @@ display(truth_long["label"].value_counts().rename("boxes").to_frame().head(12).T
 # solid (its most confident detections at or above the score threshold):
 
 # %%
-det.plot_detection_samples(frames, dev_run_frames, dev_truth, threshold=threshold, n=4)
+#@save
+# extra code: drawing detections over a frame
+def plot_detections(ax: "matplotlib.axes.Axes", image: "PILImage.Image", predicted: Sequence[Detection],
+                    ground_truth: Sequence[Detection] = (), *, title: str = "", max_predicted: int = 15) -> None:
+    """A frame with its ``max_predicted`` best detections (solid orange) under the
+    ground-truth boxes (dashed green, drawn last so they show)."""
+    from helpers.plots import draw_boxes
+
+    ax.imshow(image)
+    best = sorted(predicted, key=lambda d: -d.score)[:max_predicted]
+    draw_boxes(ax, [d.box for d in best], [f"{d.label} {d.score:.2f}" for d in best], colour="#ff7f0e", width=1.2)
+    draw_boxes(ax, [d.box for d in ground_truth], [d.label for d in ground_truth], colour="#2ca02c", style="--",
+               width=2.0)
+    shown = f" (best {len(best)} of {len(predicted)} detections)" if len(best) < len(predicted) else ""
+    ax.set_title(title + shown, fontsize=9)
+    ax.axis("off")
+
+
+def plot_detection_samples(frames: Mapping[tuple[str, int], bytes], predicted: pd.DataFrame,
+                           ground_truth: pd.DataFrame, *, threshold: float, n: int = 4) -> "matplotlib.figure.Figure":
+    """The ``n`` decoded frames with the most ground-truth boxes (ties by story id and frame),
+    detections at or above ``threshold`` over the oracle's boxes."""
+    import matplotlib.pyplot as plt
+
+    from helpers.data import frame_image
+
+    counts = ground_truth.assign(n_boxes=ground_truth["detections"].map(lambda c: len(json.loads(c))))
+    decoded = predicted.loc[predicted["status"] == "ok", ["story_id", "frame", "detections"]]
+    chosen = (counts.merge(decoded, on=["story_id", "frame"], suffixes=("_truth", ""))
+              .sort_values(["n_boxes", "story_id", "frame"], ascending=[False, True, True]).head(n))
+    n_rows = max(1, math.ceil(len(chosen) / 2))
+    fig, axes = plt.subplots(n_rows, 2, figsize=(12, 2.8 * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, chosen.itertuples(index=False)):
+        image = frame_image([frames[(row.story_id, row.frame)]], 1)
+        plot_detections(ax, image, parse_detections(row.detections, threshold), parse_detections(row.detections_truth),
+                        title=f"story {row.story_id}, frame {row.frame}")
+    fig.tight_layout()
+    return fig
+
+
+# %%
+plot_detection_samples(frames, dev_run_frames, dev_truth, threshold=threshold, n=4)
 plt.show()
 
 # %% [markdown]
 # ## How many of the chain of thought's entities the detector finds
 #
-# A box of the chain of thought counts as found when a detection of the same category,
-# at or above the score threshold, overlaps it enough; each detection can find one box only.
+# A box of the chain of thought counts as found when a detection of the same category, at or
+# above the score threshold, overlaps it enough (an IoU of at least `IOU_MATCH`). Within a
+# frame and category the detections are taken in descending score order, each matching the
+# still unmatched box it overlaps most: one detection finds at most one box, so ten
+# detections of one person do not find ten people. Only frames the detector could decode
+# count.
+
+# %%
+#@save
+#: A ground-truth box counts as found by a detection of its category overlapping it this much.
+IOU_MATCH = 0.5
+
+
+def _by_frame_and_label(long: pd.DataFrame) -> dict[tuple[tuple[str, int], str], np.ndarray]:
+    """(frame, label) -> array of rows (score, x1, y1, x2, y2)."""
+    return {
+        ((sid, int(frame)), label): group[["score", "x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
+        for (sid, frame, label), group in long.groupby(["story_id", "frame", "label"], sort=False)
+    }
+
+
+def _matched(detections: np.ndarray, boxes: np.ndarray, iou: float) -> int:
+    """How many ``boxes`` (x1, y1, x2, y2) the ``detections`` (score, x1, y1, x2, y2) find,
+    each detection in descending score order taking the free box it overlaps most."""
+    import torch
+    from torchvision.ops import box_iou
+
+    if not len(detections) or not len(boxes):
+        return 0
+    overlaps = box_iou(torch.tensor(detections[:, 1:]), torch.tensor(boxes))  # copies: pandas arrays are read-only
+    free = torch.ones(len(boxes), dtype=torch.bool)
+    for row in np.argsort(-detections[:, 0], kind="stable"):
+        candidates = overlaps[row].masked_fill(~free, -1.0)
+        best = int(candidates.argmax())
+        if candidates[best] >= iou:
+            free[best] = False
+    return int((~free).sum())
+
+
+def detection_recall(predicted: pd.DataFrame, ground_truth: pd.DataFrame, *, threshold: float,
+                     iou: float = IOU_MATCH) -> pd.DataFrame:
+    """Per COCO category: ``ground_truth`` boxes, ``predicted`` detections at the threshold,
+    ``found`` and ``recall``, most frequent first, then an ``"all categories"`` row."""
+    decoded = predicted[predicted["status"] == "ok"]
+    pred = _by_frame_and_label(detections_long(decoded, threshold))
+    truth = _by_frame_and_label(detections_long(ground_truth.merge(decoded[["story_id", "frame"]])))
+    columns = ["ground_truth", "predicted", "found"]
+    counts = pd.DataFrame(0, index=sorted({label for _, label in (*truth, *pred)}), columns=columns)
+    for (frame_key, label), gt_boxes in truth.items():
+        counts.loc[label, "ground_truth"] += len(gt_boxes)
+        counts.loc[label, "found"] += _matched(pred.get((frame_key, label), np.zeros((0, 5))), gt_boxes[:, 1:], iou)
+    for (_, label), boxes in pred.items():
+        counts.loc[label, "predicted"] += len(boxes)
+    total = pd.DataFrame([counts.sum()], index=["all categories"])
+    table = counts[counts["ground_truth"] > 0].sort_values("ground_truth", ascending=False, kind="stable")
+    table = pd.concat([table, total]).rename_axis("category").reset_index().astype(dict.fromkeys(columns, int))
+    table["recall"] = table["found"] / table["ground_truth"].where(table["ground_truth"] > 0)
+    return table
+
+
+# %% [markdown]
 # Recall per category over the train and validation frames, most frequent categories first:
 
 # %%
-recall = det.detection_recall(dev_run_frames, dev_truth, threshold=threshold)
-display(Markdown(f"A box counts as found at an IoU of at least {det.IOU_MATCH}. Over all categories the detector "
+recall = detection_recall(dev_run_frames, dev_truth, threshold=threshold)
+display(Markdown(f"A box counts as found at an IoU of at least {IOU_MATCH}. Over all categories the detector "
                  f"finds {recall['recall'].iloc[-1]:.1%} of the {recall['ground_truth'].iloc[-1]:,} boxes."))
 display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index"))
 
@@ -131,73 +602,412 @@ display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index")
 # torchvision resizes every image so that its shorter side reaches `min_size` before the
 # network sees it (the longer side is capped), while StoryReasoning frames are small. Larger
 # inputs help a detector with small objects and cost time roughly in proportion to the
-# pixels. The same frames (the first of the train and validation splits) at each size of the
-# profile's sweep, on this run's device (the times are those measured when each size was
-# first computed). The profile's `min_size` was chosen for its cost; this table is where
-# real data confirm it, or call for a larger input.
+# pixels. The sweep runs the same frames (the first of the train and validation splits) at
+# each size of the profile's sweep, each size an ordinary cached detection run (a size
+# already computed costs nothing, and its time is the one measured when it was computed, on
+# whatever device computed it). The profile's `min_size` was chosen for its cost; this table
+# is where real data confirm it, or call for a larger input: when recall at the profile's
+# size falls `RECALL_SHORTFALL` or more below the best size's, the chapter says so.
+
+# %%
+#@save
+#: How far (absolute) recall at the profile's ``min_size`` may fall below the sweep's best
+#: before chapter 02 says the choice should be revisited.
+RECALL_SHORTFALL = 0.05
+
+
+def min_size_sweep(detector: Detector, frames: Mapping[tuple[str, int], bytes], ground_truth: pd.DataFrame,
+                   cache_path: Any, *, sizes: Sequence[int], threshold: float, batch_size: int) -> pd.DataFrame:
+    """Recall of the ground-truth boxes and time per frame at each input size in ``sizes``:
+    ``min_size``, ``input_height`` (mean height after torchvision's resize), ``frames``,
+    ``computed_now``, ``seconds_per_frame``, ``recall``."""
+    rows = []
+    max_size = int(detector.model.transform.max_size)
+    for size in sizes:
+        run = detect_frames(detector, frames, cache_path, min_size=size, batch_size=batch_size)
+        ok = run.frames[run.frames["status"] == "ok"]
+        scale = np.minimum(size / ok[["width", "height"]].min(axis=1), max_size / ok[["width", "height"]].max(axis=1))
+        recall = detection_recall(run.frames, ground_truth, threshold=threshold)
+        rows.append({"min_size": int(size), "input_height": float((ok["height"] * scale).mean()), "frames": len(ok),
+                     "computed_now": run.forward_passes, "seconds_per_frame": float(ok["seconds"].mean()),
+                     "recall": float(recall["recall"].iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def min_size_note(sweep: pd.DataFrame, min_size: int, *, profile: str, shortfall: float = RECALL_SHORTFALL) -> str:
+    """A Markdown sentence on whether the profile's ``min_size`` holds up in ``sweep``: a bold
+    note when its recall falls ``shortfall`` or more below the best, or when the sweep lacks it."""
+    measured = sweep.dropna(subset=["recall"])
+    if measured.empty:
+        return "The sweep could not measure recall, so it cannot confirm the profile's input size."
+    best = measured.loc[measured["recall"].idxmax()]
+    chosen = measured[measured["min_size"] == min_size]
+    if chosen.empty:
+        return (f"**Note:** the sweep does not measure this profile's min_size {min_size}; add it to "
+                f"`detector.min_size_sweep` in `profiles/{profile}.yaml` to confirm the choice.")
+    recall, gap = float(chosen["recall"].iloc[0]), float(best["recall"]) - float(chosen["recall"].iloc[0])
+    cost = float(best["seconds_per_frame"]) / max(float(chosen["seconds_per_frame"].iloc[0]), 1e-9)
+    if gap >= shortfall:
+        return (f"**Note: at this profile's min_size {min_size} recall is {recall:.1%}, {gap:.1%} below the best, "
+                f"{float(best['recall']):.1%} at min_size {int(best['min_size'])}** (which costs {cost:.1f}x the time "
+                f"per frame here). The input size was chosen for its cost; on these frames a larger one finds clearly "
+                f"more, so consider raising `detector.min_size` in `profiles/{profile}.yaml`.")
+    return (f"At this profile's min_size {min_size} recall is {recall:.1%}, within {shortfall:.0%} of the best "
+            f"({float(best['recall']):.1%} at min_size {int(best['min_size'])}): the sweep confirms the choice.")
+
+
+# %%
+#@save
+# extra code: the sweep as a figure
+def plot_min_size_sweep(sweep: pd.DataFrame) -> "matplotlib.figure.Figure":
+    """Recall and seconds per frame against ``min_size`` (:func:`min_size_sweep`'s table)."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    left.plot(sweep["min_size"], sweep["recall"], marker="o")
+    left.set(xlabel="min_size (pixels)", ylabel=f"recall at IoU >= {IOU_MATCH}", ylim=(0, 1), title="Recall")
+    right.plot(sweep["min_size"], sweep["seconds_per_frame"], marker="o", color="#ff7f0e")
+    right.set(xlabel="min_size (pixels)", ylabel="seconds per frame", ylim=(0, None), title="Time")
+    for ax in (left, right):
+        ax.set_xticks(sweep["min_size"])
+    fig.tight_layout()
+    return fig
+
 
 # %%
 dev_frames = sorted((key, data) for key, data in frames.items() if str(key[0]) in dev_stories)
 sweep_frames = dict(dev_frames[: cfg["sweep_frames"]])
-sweep = det.min_size_sweep(detector, sweep_frames, dev_truth, ctx.paths.cache / det.CACHE_FILE,
-                           sizes=cfg["min_size_sweep"], threshold=threshold, batch_size=cfg["batch_size"])
+sweep = min_size_sweep(detector, sweep_frames, dev_truth, ctx.paths.cache / det.CACHE_FILE,
+                       sizes=cfg["min_size_sweep"], threshold=threshold, batch_size=cfg["batch_size"])
 display(sweep.style.format({"input_height": "{:.0f}", "seconds_per_frame": "{:.2f}", "recall": "{:.1%}"})
         .hide(axis="index"))
-det.plot_min_size_sweep(sweep)
+plot_min_size_sweep(sweep)
 plt.show()
 if sweep["recall"].notna().any():
     best = sweep.loc[sweep["recall"].idxmax()]
     display(Markdown(f"On these {len(sweep_frames)} frames the best recall, {best['recall']:.1%}, comes at min_size "
                      f"{int(best['min_size'])} for {best['seconds_per_frame']:.2f} s per frame; this profile runs at "
                      f"min_size {cfg['min_size']}."))
-    display(Markdown(det.min_size_note(sweep, cfg["min_size"], profile=ctx.profile)))
+    display(Markdown(min_size_note(sweep, cfg["min_size"], profile=ctx.profile)))
 else:
     display(Markdown(f"These {len(sweep_frames)} frames hold no box of a COCO category: recall cannot be measured."))
 
 # %% [markdown]
+# ## The things a text names
+#
+# One reader decides which COCO things a text names, for the object evidence here and for
+# the relations of chapter 04 (chapter 01's edits use the lexicon too). It reads the words
+# of a text left to right and returns each named thing with its span and category:
+#
+# - each word goes through `to_coco`; a pronoun that stands for someone (`PERSON_PRONOUNS`:
+#   he, she, they, someone, ...) names a person, since in these stories they stand for
+#   characters, and a character is a person unless described otherwise;
+# - two adjacent words can name one thing: the pair wins when it names something neither
+#   word names alone ("hot dog", "traffic light") or when the second word only completes the
+#   first ("teddy bear");
+# - a word right before a noun is a modifier, not a thing: "car door" is a door (COCO has
+#   none), "dog bowl" a bowl, and "his dog" a dog (a possessive pronoun names no one by itself);
+# - words in the `skip` spans (a segment's tagged mentions, read on their own) are left out,
+#   and words either side of them never pair up.
+
+# %%
+#@save
+#: Pronouns that stand for a person (a character, in these stories): a text using one names a person.
+PERSON_PRONOUNS: frozenset[str] = frozenset(
+    "he she him her his hers himself herself they them someone somebody".split())
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['\u2019-][A-Za-z0-9]+)*")
+
+
+class Thing(NamedTuple):
+    """A named thing of a plain text: characters ``start:end``, its words, its COCO category
+    (None for a tagged mention that names none) and, for a ``<gdo>`` mention, its ids."""
+
+    start: int
+    end: int
+    text: str
+    category: str | None
+    ids: tuple[str, ...] = ()
+
+
+def _non_coco_noun(word: str) -> bool:
+    """Whether ``word`` (or it without a plural -s) is a noun COCO lacks; not -es, which ends verbs too ("watches")."""
+    word = word.lower()
+    return word in NOT_COCO or (word.endswith("s") and word[:-1] in NOT_COCO)
+
+
+def named_things(plain: str, skip: Sequence[tuple[int, int]] = ()) -> list[Thing]:
+    """The COCO things and person pronouns ``plain`` names outside the ``skip`` spans, in text order."""
+    words = [m for m in _WORD.finditer(plain) if not any(s < m.end() and m.start() < e for s, e in skip)]
+    found: list[Thing] = []
+    previous: re.Match[str] | None = None
+    for word in words:
+        text = word.group()
+        category = to_coco(text.lower()) or ("person" if text.lower() in PERSON_PRONOUNS else None)
+        if previous is not None and plain[previous.end() : word.start()] == " ":
+            first = to_coco(previous.group().lower())
+            pair = to_coco(f"{previous.group()} {text}".lower())
+            first_found = bool(found) and found[-1].start == previous.start()
+            if pair is not None and pair != category and (pair != first or category is not None):
+                if first_found:
+                    found.pop()
+                found.append(Thing(previous.start(), word.end(), f"{previous.group()} {text}", pair))
+                previous = None
+                continue
+            if first_found and pair != first and (category is not None or _non_coco_noun(text)):
+                found.pop()  # a modifier of the next noun
+        if category is not None:
+            found.append(Thing(word.start(), word.end(), text, category))
+        previous = word
+    return found
+
+
+# %%
+for text in ["A man watches television while his dog sleeps on the couch.",
+             "The hot dog sits in an orange light near a car door.",
+             "They sit beside a teddy bear; she holds two cell phones."]:
+    display(Markdown(f"*{text}* names " + ", ".join(f"`{t.text}` ({t.category})" for t in named_things(text))))
+
+# %% [markdown]
 # ## What each text needs, and the object score
 #
-# A text needs the COCO categories it names: tagged mentions through their words (an
-# edited mention needs what its new words name), characters through their chain-of-thought
-# description (a person unless it says otherwise), and any other noun of the text through
-# the same lexicon, so plain text works too. The **object score** of a pair is the mean,
-# over the categories the text needs, of the best detection score of that category in the
-# frame (zero when it is not detected): a confidence-weighted share of what the text needs
-# that the frame shows. A text that names no COCO thing gives no evidence either way; it is
-# flagged as uninformative and its score set to a fixed placeholder, so the fusion head can
-# tell "nothing to check" from "nothing found". The same score against the oracle's boxes
+# A text needs the COCO categories of the things it names. In a tagged segment (chapter 09
+# reads the tags), a `<gdo>` mention is read through its own words first: a mention naming a
+# COCO thing needs that thing, whatever its ids (so an edited mention needs what its new words
+# name). A character mention whose words name nothing ("James", "him") needs what its
+# chain-of-thought description says it is (a robot or a statue needs nothing); without a
+# description, a person unless its words say otherwise ("the droid"). A mention of several
+# characters needs each one's category. The rest of the segment, and all of a plain text,
+# goes through `named_things`. The verifier and the fusion head read plain text, so the pairs
+# are scored on their plain text too.
+
+# %%
+#@save
+def character_descriptions(cot: "ChainOfThought", frame: int | None = None) -> dict[str, str]:
+    """Each character id's chain-of-thought description: its description in ``frame`` when
+    the character has a row there, else its first description in frame order."""
+    out: dict[str, str] = {}
+    for number in sorted(cot.frames):
+        for entity in cot.frames[number].characters:
+            if entity.description and (entity.id not in out or number == frame):
+                out[entity.id] = entity.description
+    return out
+
+
+def mention_categories(mention: "Mention", char_descriptions: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The COCO categories one tagged mention names: its words' category, else each ``char``
+    id's (from its description, else from the mention's words), in id order, without repeats."""
+    named = to_coco(mention.text)
+    if named is not None:
+        return (named,)
+    descriptions = char_descriptions or {}
+    categories = (char_category(descriptions.get(i, mention.text)) for i in mention.ids if i.startswith("char"))
+    return tuple(dict.fromkeys(c for c in categories if c is not None))
+
+
+def mention_category(mention: "Mention", char_descriptions: Mapping[str, str] | None = None) -> str | None:
+    """The first of :func:`mention_categories` (what a highlight names), or None."""
+    return next(iter(mention_categories(mention, char_descriptions)), None)
+
+
+def needed_categories(segment: "Segment | str", char_descriptions: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The COCO categories a text (a parsed segment or a plain string) needs the frame to show, sorted."""
+    if isinstance(segment, str):
+        return tuple(sorted({t.category for t in named_things(" ".join(segment.split()))}))
+    needed = {c for m in segment.mentions for c in mention_categories(m, char_descriptions)}
+    needed.update(t.category for t in named_things(segment.plain, [(m.start, m.end) for m in segment.mentions]))
+    return tuple(sorted(needed))
+
+
+def needed_category_table(stories: Iterable["ParsedStory"]) -> pd.DataFrame:
+    """One row per (``story_id``, ``frame``, ``category``) a frame segment needs; ``category``
+    None for a segment that needs nothing."""
+    rows = []
+    for story in stories:
+        for segment in story.segments:
+            needed = needed_categories(segment, character_descriptions(story.cot, segment.frame)) or (None,)
+            rows += [{"story_id": story.story_id, "frame": segment.frame, "category": c} for c in needed]
+    return pd.DataFrame(rows, columns=["story_id", "frame", "category"])
+
+
+# %% [markdown]
+# The **object score** of a pair is the mean, over the categories the text needs, of the best
+# detection score of that category in the frame at or above the threshold (zero when it is
+# not detected): a confidence-weighted share of what the text needs that the frame shows. A
+# text that names no COCO thing gives no evidence either way: it is flagged as uninformative
+# and its score set to a fixed placeholder, `UNINFORMATIVE_SCORE`, which the fusion head can
+# only use together with the flag (not a pretend "half found" 0.5). A pair whose frame did not
+# decode is uninformative too. The same score against the oracle's boxes
 # (`object_score_oracle`) shows what a perfect detector would make of the same texts.
 
 # %%
-objects = det.object_features(pairs, run.frames, stories, threshold=threshold, oracle=truth)
+#@save
+#: ``object_score`` of a pair whose text needs no COCO category (``object_informative`` False).
+UNINFORMATIVE_SCORE = 0.0
+#: The columns of the ``objects`` feature part, after ``pair_id``.
+OBJECT_COLUMNS = ("object_score", "object_informative", "objects_needed", "objects_found", "objects_missing")
+
+
+def object_evidence(needed: Sequence[str], detections: Sequence[Detection], threshold: float) -> dict[str, Any]:
+    """The object score of a frame's detections against the categories a text needs, with
+    ``object_informative``, ``objects_needed``, ``objects_found`` (the best detection of each
+    found category) and ``objects_missing``."""
+    needed = sorted(set(needed))
+    best: dict[str, Detection] = {}
+    for d in detections:
+        if d.score >= threshold and d.label in needed and (d.label not in best or d.score > best[d.label].score):
+            best[d.label] = d
+    found = [{"category": c, "score": round(best[c].score, 5), "box": [round(v, 2) for v in best[c].box]}
+             for c in needed if c in best]
+    score = sum(best[c].score for c in best) / len(needed) if needed else UNINFORMATIVE_SCORE
+    return {"object_score": float(score), "object_informative": bool(needed), "objects_needed": needed,
+            "objects_found": found, "objects_missing": [c for c in needed if c not in best]}
+
+
+def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, stories: Iterable["ParsedStory"], *,
+                    threshold: float, oracle: pd.DataFrame | None = None, read_tags: bool = False) -> pd.DataFrame:
+    """The ``objects`` feature part: ``pair_id`` and :data:`OBJECT_COLUMNS` (lists as JSON), one row per pair.
+
+    ``detections`` is a per-frame table covering the pairs' frames (``ValueError`` otherwise).
+    Needs come from the pair's plain ``text``; with ``read_tags`` (chapter 09) from its
+    ``tagged_text``, characters described by the chain of thought of the source story. With
+    ``oracle`` (e.g. :func:`ground_truth_frames`), also ``object_score_oracle``.
+    """
+    from tqdm.auto import tqdm
+
+    from helpers.tags import parse_segment
+
+    def per_frame(table: pd.DataFrame) -> dict[tuple[str, int], list[Detection]]:
+        ok = table.loc[table["status"] == "ok", ["story_id", "frame", "detections"]]
+        return {(str(s), int(f)): parse_detections(cell, threshold) for s, f, cell in ok.itertuples(index=False)}
+
+    found_by_frame = per_frame(detections)
+    frame_keys = set(zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)))
+    if missing := sorted(frame_keys - set(zip(detections["story_id"].astype(str), detections["frame"].astype(int)))):
+        raise ValueError(f"the detections table lacks {len(missing)} frames of the pairs, e.g. {missing[:3]}")
+    oracle_by_frame = per_frame(oracle) if oracle is not None else None
+    cots = {s.story_id: s.cot for s in stories}
+    rows = []
+    columns = ["pair_id", "story_id", "frame", "text", "tagged_text", "source_story_id", "source_frame"]
+    for pair_id, story_id, frame, text, tagged, source_story, source_frame in tqdm(
+        pairs[columns].itertuples(index=False), total=len(pairs), desc="object evidence", unit="pair"
+    ):
+        if read_tags and isinstance(tagged, str) and tagged:
+            cot = cots.get(str(source_story))
+            descriptions = character_descriptions(cot, int(source_frame)) if cot is not None else {}
+            needed = needed_categories(parse_segment(tagged, int(source_frame)), descriptions)
+        else:
+            needed = needed_categories(str(text))
+        frame_key = (str(story_id), int(frame))
+        if frame_key in found_by_frame:
+            evidence = object_evidence(needed, found_by_frame[frame_key], threshold)
+        else:
+            evidence = {"object_score": UNINFORMATIVE_SCORE, "object_informative": False,
+                        "objects_needed": list(needed), "objects_found": [], "objects_missing": []}
+        row = {"pair_id": pair_id, **{k: evidence[k] for k in OBJECT_COLUMNS}}
+        for k in ("objects_needed", "objects_found", "objects_missing"):
+            row[k] = json.dumps(row[k])
+        if oracle_by_frame is not None:
+            oracle_boxes = oracle_by_frame.get(frame_key, [])
+            row["object_score_oracle"] = object_evidence(needed, oracle_boxes, threshold)["object_score"]
+        rows.append(row)
+    extra = ["object_score_oracle"] if oracle is not None else []
+    return pd.DataFrame(rows, columns=["pair_id", *OBJECT_COLUMNS, *extra])
+
+
+# %%
+objects = object_features(pairs, run.frames, stories, threshold=threshold, oracle=truth)
 scored = development(pairs[["pair_id", "label", "negative_type", "split"]]).merge(objects, on="pair_id")
 display(Markdown(
     f"{scored['object_informative'].mean():.1%} of the train and validation pairs name at least one COCO category; "
-    f"the others get object_score = {det.UNINFORMATIVE_SCORE} with object_informative = False. By kind of pair:"
+    f"the others get object_score = {UNINFORMATIVE_SCORE} with object_informative = False. By kind of pair:"
 ))
 display(scored.assign(kind=scored["negative_type"].where(scored["label"] == 0, "positive"))
         .groupby("kind")[["object_informative", "object_score", "object_score_oracle"]].mean()
         .style.format("{:.2f}"))
 
+# %% [markdown]
+# How the scores spread, positives against each kind of negative. An empirical CDF shows the
+# point masses these scores have (many exact zeros) that a histogram would blur; a curve to
+# the right of another means higher scores. Like every table here, the figure refuses rows
+# outside the train and validation splits.
+
+# %%
+#@save
+# extra code: score distributions by kind of pair
+def _type_order(negative_types: Iterable[str], order: Sequence[str] = ()) -> list[str]:
+    """The negative types present: those of ``order`` first, then the others as they first appear."""
+    present = [t for t in dict.fromkeys(negative_types) if t]
+    return [t for t in order if t in present] + [t for t in present if t not in order]
+
+
+def plot_score_by_group(table: pd.DataFrame, score_col: str, ax: "matplotlib.axes.Axes | None" = None,
+                        order: Sequence[str] = ()) -> "matplotlib.axes.Axes":
+    """Empirical CDF of ``score_col`` for the positives and for each negative type (train and validation rows only)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    require_development(table, "plot_score_by_group")
+    groups = np.where(table["label"] == 1, "positive", table["negative_type"].astype(str))
+    hue_order = ["positive", *_type_order(table.loc[table["label"] == 0, "negative_type"].astype(str), order)]
+    ax = ax if ax is not None else plt.figure(figsize=(6, 3.5)).gca()
+    sns.ecdfplot(data=table.assign(group=groups), x=score_col, hue="group", hue_order=hue_order, ax=ax)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(score_col)
+    ax.set_ylabel("share of pairs at or below")
+    return ax
+
+
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), sharey=True)
 informative = scored[scored["object_informative"]]
-det.plot_score_by_group(informative, "object_score", ax=axes[0]).set_title("Detector (informative pairs)")
-det.plot_score_by_group(informative, "object_score_oracle", ax=axes[1]).set_title("Oracle (informative pairs)")
+plot_score_by_group(informative, "object_score", ax=axes[0]).set_title("Detector (informative pairs)")
+plot_score_by_group(informative, "object_score_oracle", ax=axes[1]).set_title("Oracle (informative pairs)")
 plt.show()
 
 # %% [markdown]
-# How well the object score alone tells positives from each kind of negative: ROC-AUC of
-# the positives against that type's negatives, over all train and validation pairs (the
-# uninformative ones included at their placeholder score) and over the informative ones only.
-# The oracle's column on object swaps replays how they were made: the swapped-in object was
-# chosen as a category the same annotations do not place in the frame, so the oracle cannot
-# find it by construction, whatever the frame shows. Its AUC there measures the labelling
-# rule, not headroom a better detector could reach (chapter 09 leaves it out).
+# How well the object score alone tells positives from each kind of negative: the ROC-AUC of
+# the positives against that type's negatives (0.5 is chance; below 0.5 the score ranks that
+# type above the positives), then against all negatives. Chapters 03 and 04 measure their
+# evidence the same way. It is an exploratory measure, so it refuses test rows. The negative
+# types come in the order given, else in the order they first appear in the table.
+
+# %%
+#@save
+def auc_by_negative_type(table: pd.DataFrame, score_col: str, order: Sequence[str] = ()) -> pd.DataFrame:
+    """ROC-AUC of ``score_col`` (positives against each negative type's negatives, then
+    ``"all negatives"``): ``negative_type``, ``positives``, ``negatives``, ``roc_auc`` (NaN when a side is empty)."""
+    from sklearn.metrics import roc_auc_score
+
+    require_development(table, "auc_by_negative_type")
+    if table[score_col].isna().any():
+        raise ValueError(f"{score_col} has {int(table[score_col].isna().sum())} missing values: cannot rank them")
+    positives = table.loc[table["label"] == 1, score_col].to_numpy(dtype=float)
+    negatives = table[table["label"] == 0]
+    types = _type_order(negatives["negative_type"].astype(str), order)
+    rows = []
+    for name, scores in [*((t, negatives.loc[negatives["negative_type"] == t, score_col]) for t in types),
+                         ("all negatives", negatives[score_col])]:
+        scores = scores.to_numpy(dtype=float)
+        auc = math.nan
+        if len(positives) and len(scores):
+            y = np.r_[np.ones(len(positives)), np.zeros(len(scores))]
+            auc = float(roc_auc_score(y, np.r_[positives, scores]))
+        rows.append({"negative_type": name, "positives": len(positives), "negatives": len(scores), "roc_auc": auc})
+    return pd.DataFrame(rows)
+
+
+# %% [markdown]
+# Over all train and validation pairs (the uninformative ones included at their placeholder
+# score) and over the informative ones only. The oracle's column on object swaps replays how
+# they were made: the swapped-in object was chosen as a category the same annotations do not
+# place in the frame, so the oracle cannot find it by construction, whatever the frame shows.
+# Its AUC there measures the labelling rule, not headroom a better detector could reach
+# (chapter 09 leaves it out).
 
 # %%
 auc = pd.concat({
-    name: det.auc_by_negative_type(table, column).set_index("negative_type")["roc_auc"]
+    name: auc_by_negative_type(table, column).set_index("negative_type")["roc_auc"]
     for name, table, column in [("detector, all train+val pairs", scored, "object_score"),
                                 ("detector, informative", informative, "object_score"),
                                 ("oracle, informative", informative, "object_score_oracle")]
@@ -214,18 +1024,51 @@ display(Markdown(
 # %% [markdown]
 # ## Negatives that may be positives
 #
-# An object swap puts in a COCO category that the frame's annotations do not contain. The
-# annotations can miss things, so the frame may show that object after all: then the
-# "negative" is a positive. How often the detector finds the swapped-in category with high
-# confidence (`helpers.detection.LABEL_NOISE_SCORE`) estimates that label noise, per split
-# (train and validation here; chapter 07 gives the test split's).
+# An object swap puts in a COCO category that the frame's annotations do not contain (its
+# `change` says which: 'object "a cup" -> "a clock" (cup -> clock)'). The annotations can miss
+# things, so the frame may show that object after all: then the "negative" is a positive. How
+# often the detector finds the swapped-in category with high confidence (at least
+# `LABEL_NOISE_SCORE`) estimates that label noise, per split (train and validation here;
+# chapter 07 gives the test split's). A frame that did not decode finds nothing.
 
 # %%
-hidden = det.hidden_positives(development(pairs), run.frames)
+#@save
+#: A detection at least this confident of a swapped-in category counts as the object being there.
+LABEL_NOISE_SCORE = 0.7
+_SWAPPED_CATEGORY = re.compile(r"\(([^()]*) -> ([^()]*)\)\s*$")
+
+
+def swapped_category(change: str) -> str | None:
+    """The COCO category an ``object_swap`` put in, read from the pair's ``change``; None for any other change."""
+    match = _SWAPPED_CATEGORY.search(str(change)) if str(change).startswith("object ") else None
+    return match.group(2).strip() if match else None
+
+
+def hidden_positives(pairs: pd.DataFrame, frames: pd.DataFrame, *, high_score: float = LABEL_NOISE_SCORE
+                     ) -> pd.DataFrame:
+    """One row per ``object_swap`` negative: ``pair_id``, ``split``, the ``category`` put in, the
+    detector's best ``score`` for it in the frame (0 when absent) and ``hidden`` (score >= ``high_score``)."""
+    swaps = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap")]
+    ok = frames[frames["status"] == "ok"]
+    found = {(str(s), int(f)): parse_detections(cell, 0.0) for s, f, cell in
+             ok[["story_id", "frame", "detections"]].itertuples(index=False)}
+    rows = []
+    columns = ["pair_id", "story_id", "frame", "split", "change"]
+    for pair_id, story_id, frame, split, change in swaps[columns].itertuples(index=False):
+        category = swapped_category(change)
+        scores = [d.score for d in found.get((str(story_id), int(frame)), []) if d.label == category]
+        best = max(scores, default=0.0)
+        rows.append({"pair_id": pair_id, "split": split, "category": category, "score": best,
+                     "hidden": best >= high_score})
+    return pd.DataFrame(rows, columns=["pair_id", "split", "category", "score", "hidden"])
+
+
+# %%
+hidden = hidden_positives(development(pairs), run.frames)
 if len(hidden):
     display(hidden.groupby("split").agg(object_swaps=("hidden", "size"), detected_confidently=("hidden", "sum"),
                                         share=("hidden", "mean")).style.format({"share": "{:.1%}"}))
-    display(Markdown(f"A detection scoring at least {det.LABEL_NOISE_SCORE} counts. Most often put in and found: "
+    display(Markdown(f"A detection scoring at least {LABEL_NOISE_SCORE} counts. Most often put in and found: "
                      + (", ".join(f"`{c}` ({n})" for c, n in hidden[hidden["hidden"]]["category"].value_counts()
                                   .head(5).items()) or "none") + "."))
 else:
@@ -239,6 +1082,6 @@ else:
 # travel along as JSON. The oracle's score stays here: the ablations recompute it.
 
 # %%
-path = write_part(ctx.paths, "objects", objects[["pair_id", *det.OBJECT_COLUMNS]])
+path = write_part(ctx.paths, "objects", objects[["pair_id", *OBJECT_COLUMNS]])
 display(Markdown(f"Wrote {len(objects):,} rows to `{path.relative_to(ctx.paths.root.parent)}`."))
-display(objects.loc[objects["pair_id"].isin(scored["pair_id"]), ["pair_id", *det.OBJECT_COLUMNS]].head())  # train, val
+display(objects.loc[objects["pair_id"].isin(scored["pair_id"]), ["pair_id", *OBJECT_COLUMNS]].head())  # train, val

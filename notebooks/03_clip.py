@@ -506,7 +506,7 @@ plt.show()
 
 # %%
 # extra code: chapter 02's plot per score column, on a shared x range zoomed to the data (CLIP's band is narrow)
-from helpers.detection import plot_score_by_group
+from helpers.objects import plot_score_by_group
 
 views = scorer_labels(cfg["top_k"])
 configured = views[f"clip_score_{cfg['aggregate']}"]
@@ -539,9 +539,9 @@ def auc_table(table: pd.DataFrame, top_k: int) -> pd.DataFrame:
 
     ``table`` holds the pairs with their CLIP columns; pairs with no score (undecodable
     frame) are left out. Rows are the negative types then ``all negatives`` (as
-    ``helpers.detection.auc_by_negative_type`` orders them), columns the text views.
+    ``helpers.objects.auc_by_negative_type`` orders them), columns the text views.
     """
-    from helpers.detection import auc_by_negative_type
+    from helpers.objects import auc_by_negative_type
 
     labels = scorer_labels(top_k)
     scored = table.dropna(subset=list(labels))

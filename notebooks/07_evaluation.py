@@ -624,6 +624,7 @@ def shuffled_frame_pairs(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
 from helpers.clip import load_clip
 from helpers.data import load_study_data, pair_frames
 from helpers import detection as det
+from helpers import objects as obj
 from helpers.detection import load_detector
 from helpers.features import load_features
 from helpers.training import default_checkpoint, load_head
@@ -642,7 +643,7 @@ scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip, st
                         cache_dir=ctx.paths.cache)
 own_run = det.detect_frames(detector, pair_frames(test_pairs, data.datasets), ctx.paths.cache / det.CACHE_FILE,
                             min_size=int(det_cfg["min_size"]), batch_size=int(det_cfg["batch_size"]))  # cached
-hidden = det.hidden_positives(test_pairs, own_run.frames)  # label noise on the test split (chapter 02: train, val)
+hidden = obj.hidden_positives(test_pairs, own_run.frames)  # label noise on the test split (chapter 02: train, val)
 del detector, clip
 shuffled_rows = scored.assign(story_id=scored["own_story_id"], frame=scored["own_frame"],
                               score=head.predict_proba(scored))
@@ -1058,7 +1059,7 @@ display(summary_table(metrics).loc[blind_models, ["roc_auc"]])
 display(control_table(metrics))
 display(Markdown(
     f"Label noise on the test split: the detector finds the swapped-in category with a score of at least "
-    f"{det.LABEL_NOISE_SCORE} in {int(hidden['hidden'].sum())} of {len(hidden)} object-swap negatives "
+    f"{obj.LABEL_NOISE_SCORE} in {int(hidden['hidden'].sum())} of {len(hidden)} object-swap negatives "
     f"({hidden['hidden'].mean():.1%}): those may be positives in disguise (chapter 02 gives train and validation)."
     if len(hidden) else "The test split has no object-swap negatives."))
 

@@ -319,7 +319,7 @@ display(HTML(highlight_html(demo, [Highlight(0, 5, "found"), Highlight(demo.inde
 # %% [markdown]
 # A mention is marked with what the object evidence of chapter 02 made of it: the COCO
 # category it names (through its words or, for a character, its chain-of-thought
-# description, `helpers.detection.mention_category`), found or missing among the
+# description, `helpers.objects.mention_category`), found or missing among the
 # detections; a mention that names no category, or one the object evidence did not need,
 # is "unchecked". The relations are the spatial evidence's, one line each.
 
@@ -329,7 +329,7 @@ def mention_highlights(segment: "Segment", found: Iterable[str], missing: Iterab
                        descriptions: Mapping[str, str] | None = None) -> list[Highlight]:
     """A highlight per ``<gdo>`` mention: ``"found"`` / ``"missing"`` when the COCO category it
     names is among ``found`` / ``missing``, ``"unchecked"`` otherwise."""
-    from helpers.detection import mention_category
+    from helpers.objects import mention_category
 
     found, missing = set(found), set(missing)
     out = []
@@ -483,7 +483,8 @@ def gallery_cards(sample: pd.DataFrame, features: pd.DataFrame, frames: Mapping[
     """
     from helpers.data import CorruptFrameError, frame_image
     from helpers.tags import parse_segment
-    from helpers.detection import character_descriptions, parse_detections
+    from helpers.objects import character_descriptions
+    from helpers.detection import parse_detections
 
     rows = features.set_index("pair_id").loc[sample["pair_id"]]
     own_text = (features[features["label"] == 1].drop_duplicates(["story_id", "frame"])
@@ -526,6 +527,7 @@ def gallery_cards(sample: pd.DataFrame, features: pd.DataFrame, frames: Mapping[
 
 # %%
 from helpers import detection as det
+from helpers import objects as obj
 from helpers.data import load_study_data, pair_frames
 from helpers.features import load_features
 
@@ -533,7 +535,7 @@ data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 sample = sample_gallery(table, per_group=per_group, seed=ctx.cfg["seed"])
 frames = pair_frames(sample, data.datasets)
 _, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)  # chapter 02's cache: no forward pass
-cards = gallery_cards(sample, load_features(ctx.paths), frames, run.frames, det.ground_truth_frames(data.stories),
+cards = gallery_cards(sample, load_features(ctx.paths), frames, run.frames, obj.ground_truth_frames(data.stories),
                       data.stories, threshold=float(ctx.cfg["detector"]["score_threshold"]))
 display(HTML(gallery_html(cards)))
 
@@ -560,7 +562,7 @@ random_negatives = sample_negatives(table, per_type=per_group, seed=ctx.cfg["see
 random_frames = pair_frames(random_negatives, data.datasets)
 _, random_run = det.profile_detections(ctx.cfg, ctx.paths, random_frames, device=ctx.device)
 random_cards = gallery_cards(random_negatives, load_features(ctx.paths), random_frames, random_run.frames,
-                             det.ground_truth_frames(data.stories), data.stories,
+                             obj.ground_truth_frames(data.stories), data.stories,
                              threshold=float(ctx.cfg["detector"]["score_threshold"]))
 display(HTML(gallery_html(random_cards)))
 

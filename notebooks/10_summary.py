@@ -204,7 +204,7 @@ else:
 # The sizes behind two of these, for this run:
 
 # %%
-from helpers.lexicon import COCO_CATEGORIES
+from helpers.objects import COCO_CATEGORIES
 
 display(Markdown(
     f"The detector reports {len(COCO_CATEGORIES)} COCO categories; this profile splits the stories by blocks of "

@@ -22,8 +22,8 @@ def _fresh_caches_under_mutation():
     lexicon's and the spatial extraction's caches before each test, so that the code under test
     answers, not a result remembered from another mutant or from the unmutated run."""
     if os.environ.get("MUTANT_UNDER_TEST"):
-        from helpers import lexicon, spatial
+        from helpers import objects, spatial
 
-        for cached in (lexicon.to_coco, lexicon.char_category, spatial._entities, spatial._extract):
+        for cached in (objects.to_coco, objects.char_category, spatial._entities, spatial._extract):
             cached.cache_clear()
     yield

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 
 from helpers import detection as det
+from helpers import objects as obj
+from helpers.smoke.detector import save_random_detector
 from helpers.config import MissingAssetError
 from helpers.tags import ParsedStory, parse_chain_of_thought, parse_segment
 
@@ -132,7 +134,7 @@ def test_coco_spec_loads_torchvision_weights_from_the_torch_home_cache_offline(d
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(det, "hub_reachable", lambda host="": False)
     det.coco_checkpoint_path().parent.mkdir(parents=True)
-    shutil.copy(det.save_random_detector(models_dir, seed=SEED), det.coco_checkpoint_path())
+    shutil.copy(save_random_detector(models_dir, seed=SEED), det.coco_checkpoint_path())
     coco = det.load_detector("coco", models_dir=models_dir, device="cpu")
     assert coco.identity == "torchvision:fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
     assert coco.categories[1] == "person" and len(coco.categories) == 91
@@ -183,13 +185,13 @@ def test_cached_rerun_does_no_forward_pass_and_corrupt_frames_are_skipped(detect
 def test_min_size_sweep_reports_each_size_and_reuses_the_cache(detector, tmp_path):
     frames = {("20", 1): _jpeg(_image(96, 64, 9))}
     truth = pd.DataFrame({"story_id": ["20"], "frame": [1], "status": ["ok"],
-                          "detections": [det._dumps([det.Detection("person", 1.0, (0, 0, 40, 60))])]})
+                          "detections": [det.dumps_detections([det.Detection("person", 1.0, (0, 0, 40, 60))])]})
     kwargs = {"sizes": [32, 64], "threshold": 0.5, "batch_size": 4}
-    sweep = det.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)
+    sweep = obj.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)
     assert sweep["min_size"].tolist() == [32, 64] and sweep["computed_now"].tolist() == [1, 1]
     assert sweep["input_height"].tolist() == [32.0, 64.0] and (sweep["seconds_per_frame"] > 0).all()
     assert sweep["recall"].between(0, 1).all()
-    assert det.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)["computed_now"].sum() == 0
+    assert obj.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)["computed_now"].sum() == 0
 
 
 # ------------------------------------------------------------------------- ground truth
@@ -223,7 +225,7 @@ def _story(cot_text: str = COT, story_id: str = "1") -> ParsedStory:
 
 
 def test_ground_truth_detector_maps_chain_of_thought_boxes_to_coco():
-    gt = det.ground_truth_frames([_story()])
+    gt = obj.ground_truth_frames([_story()])
     assert gt[["frame", "n_entities", "n_unmapped"]].to_numpy().tolist() == [[1, 5, 2], [2, 1, 0]]
     frame1 = det.parse_detections(gt.loc[gt["frame"] == 1, "detections"].item())
     assert [(d.label, d.score, d.box) for d in frame1] == [
@@ -235,7 +237,7 @@ def test_ground_truth_detector_maps_chain_of_thought_boxes_to_coco():
 
 def test_ground_truth_detector_on_a_real_chain_of_thought():
     cot = parse_chain_of_thought((FIXTURES / "story_3920" / "chain_of_thought.md").read_text(encoding="utf-8"))
-    gt = det.ground_truth_frames([ParsedStory("3920", 17, (), cot)])
+    gt = obj.ground_truth_frames([ParsedStory("3920", 17, (), cot)])
     assert len(gt) == 17 and gt["n_entities"].sum() == 48  # every entity row of story 3920 has a box
     labels = det.detections_long(gt)["label"]
     assert (labels == "person").sum() == 21  # its 21 character rows are all people
@@ -246,7 +248,7 @@ def test_ground_truth_detector_on_a_real_chain_of_thought():
 def test_detection_recall_matches_one_detection_to_one_box_at_the_iou_threshold():
     def table(rows):
         return pd.DataFrame({"story_id": ["1"], "frame": [1], "status": ["ok"],
-                             "detections": [det._dumps(det.Detection(*r) for r in rows)]})
+                             "detections": [det.dumps_detections(det.Detection(*r) for r in rows)]})
 
     truth = table([("person", 1.0, (0, 0, 10, 10)), ("person", 1.0, (20, 0, 30, 10)), ("cup", 1.0, (50, 50, 60, 60))])
     predicted = table([
@@ -256,12 +258,12 @@ def test_detection_recall_matches_one_detection_to_one_box_at_the_iou_threshold(
         ("cup", 0.7, (55, 55, 65, 65)),     # IoU 25/175: too little
         ("dog", 0.9, (0, 0, 5, 5)),         # a category with no ground truth
     ])
-    recall = det.detection_recall(predicted, truth, threshold=0.5).set_index("category")
+    recall = obj.detection_recall(predicted, truth, threshold=0.5).set_index("category")
     assert recall.loc["person", ["ground_truth", "predicted", "found"]].tolist() == [2, 2, 1]
     assert recall.loc["cup", "found"] == 0 and "dog" not in recall.index
     assert recall.loc["all categories", ["ground_truth", "predicted", "found"]].tolist() == [3, 4, 1]
     assert recall.loc["all categories", "recall"] == pytest.approx(1 / 3)
-    lenient = det.detection_recall(predicted, truth, threshold=0.2, iou=0.1).set_index("category")
+    lenient = obj.detection_recall(predicted, truth, threshold=0.2, iou=0.1).set_index("category")
     assert lenient.loc["all categories", "found"] == 3
 
 
@@ -273,12 +275,12 @@ def test_needed_categories_of_a_tagged_segment():
         "<gdo char1>James</gdo> <gda char1>puts</gda> <gdo obj2>a cell phone</gdo> on the table "
         "next to <gdo char2>R2</gdo> and <gdo char3>Rex</gdo>, near a car door. <gdl bg1>Dim light</gdl>.", 1)
     descriptions = {"char1": "Man in a coat", "char2": "A small blue robot", "char3": "A large brown dog"}
-    assert det.needed_categories(segment, descriptions) == ("cell phone", "dining table", "dog", "person")
+    assert obj.needed_categories(segment, descriptions) == ("cell phone", "dining table", "dog", "person")
     # without descriptions a character is a person, unless its own text says otherwise
-    assert det.needed_categories(parse_segment("<gdo char5>the droid</gdo> waits.", 1)) == ()
-    assert det.needed_categories(parse_segment("<gdo char5>Anna</gdo> waits.", 1)) == ("person",)
+    assert obj.needed_categories(parse_segment("<gdo char5>the droid</gdo> waits.", 1)) == ()
+    assert obj.needed_categories(parse_segment("<gdo char5>Anna</gdo> waits.", 1)) == ("person",)
     # an edited mention needs what its new text names, whatever its id
-    assert det.needed_categories(parse_segment("<gdo obj2>a laptop</gdo> lies there.", 1)) == ("laptop",)
+    assert obj.needed_categories(parse_segment("<gdo obj2>a laptop</gdo> lies there.", 1)) == ("laptop",)
 
 
 def test_mention_category_reads_the_words_then_the_character_description():
@@ -286,23 +288,40 @@ def test_mention_category_reads_the_words_then_the_character_description():
                             " beside <gdo char2>R2</gdo> and <gdo obj4>the lamp</gdo>.", 1)
     james, phone, them, r2, lamp = segment.mentions
     descriptions = {"char1": "Man in a coat", "char2": "A small blue robot", "char3": "A large brown dog"}
-    assert det.mention_category(james, descriptions) == "person"  # his description
-    assert det.mention_category(phone, descriptions) == "cell phone"  # its words
-    assert det.mention_category(r2, descriptions) is None  # a robot is no COCO thing
-    assert det.mention_category(lamp, descriptions) is None  # an object whose words name nothing COCO has
+    assert obj.mention_category(james, descriptions) == "person"  # his description
+    assert obj.mention_category(phone, descriptions) == "cell phone"  # its words
+    assert obj.mention_category(r2, descriptions) is None  # a robot is no COCO thing
+    assert obj.mention_category(lamp, descriptions) is None  # an object whose words name nothing COCO has
     # several characters: each needs its category, and the highlight names the first one's
-    assert det.mention_categories(them, descriptions) == ("person", "dog")
-    assert det.mention_category(them, descriptions) == "person"
+    assert obj.mention_categories(them, descriptions) == ("person", "dog")
+    assert obj.mention_category(them, descriptions) == "person"
     # without a description the mention's own words decide: a person unless they say otherwise
-    assert det.mention_category(james) == "person"
-    assert det.mention_category(parse_segment("<gdo char5>the droid</gdo> waits.", 1).mentions[0]) is None
+    assert obj.mention_category(james) == "person"
+    assert obj.mention_category(parse_segment("<gdo char5>the droid</gdo> waits.", 1).mentions[0]) is None
 
 
 def test_needed_categories_of_plain_text():
-    assert det.needed_categories("A man watches television while his dog sleeps on the couch.") == (
+    assert obj.needed_categories("A man watches television while his dog sleeps on the couch.") == (
         "couch", "dog", "person", "tv")
-    assert det.needed_categories("The hot dog sits in an orange light near a car door.") == ("hot dog",)
-    assert det.needed_categories("The tension rises as the storm gathers in the hallway.") == ()
+    assert obj.needed_categories("The hot dog sits in an orange light near a car door.") == ("hot dog",)
+    assert obj.needed_categories("The tension rises as the storm gathers in the hallway.") == ()
+
+
+def test_one_reader_of_named_things_for_needs_and_relations():
+    # a pronoun that stands for someone names a person ("they", "someone" too: in these stories they stand for
+    # characters); a possessive before a noun only qualifies it ("his dog" is a dog)
+    assert obj.needed_categories("They wait beside the car.") == ("car", "person")
+    assert obj.needed_categories("Someone knocks.") == ("person",)
+    assert obj.needed_categories("His dog sleeps on the couch.") == ("couch", "dog")
+    things = obj.named_things("A man watches the hot dog near a car door.")
+    assert [(t.text, t.category, t.start, t.end) for t in things] == [("man", "person", 2, 5),
+                                                                    ("hot dog", "hot dog", 18, 25)]
+    # the object evidence and the spatial evidence read the same things
+    from helpers.spatial import _entities
+
+    for text in ["He sits on the couch, holding a cup.", "They rest beside a teddy bear and a tv.",
+                 "The dog sleeps under the car door.", "A woman puts her phone on the table."]:
+        assert {t.category for t in _entities(text)[1]} == set(obj.needed_categories(text)), text
 
 
 def test_needed_category_table_of_a_real_story():
@@ -311,38 +330,38 @@ def test_needed_category_table_of_a_real_story():
     root = FIXTURES / "story_3920"
     story = ParsedStory("3920", 17, tuple(parse_story((root / "story.txt").read_text(encoding="utf-8"))),
                         parse_chain_of_thought((root / "chain_of_thought.md").read_text(encoding="utf-8")))
-    table = det.needed_category_table([story])
+    table = obj.needed_category_table([story])
     assert table.groupby("frame").ngroups == 17 and table["category"].notna().all()  # every segment names someone
     frame1 = table.loc[table["frame"] == 1, "category"].tolist()
     assert frame1 == ["dining table", "person"]  # "cardboard boxes" and "a blue blanket" are not COCO things
     assert "cell phone" in table.loc[table["frame"] == 9, "category"].tolist()
     empty = ParsedStory("1", 1, (parse_segment("The tension rises.", 1),), parse_chain_of_thought(""))
-    assert det.needed_category_table([empty]).to_dict("records") == [{"story_id": "1", "frame": 1, "category": None}]
+    assert obj.needed_category_table([empty]).to_dict("records") == [{"story_id": "1", "frame": 1, "category": None}]
 
 
 def test_object_evidence_scores_found_and_missing_categories():
     found = [det.Detection("person", 0.6, (0, 0, 5, 5)), det.Detection("person", 0.9, (1, 1, 9, 9)),
              det.Detection("dog", 0.3, (2, 2, 4, 4)), det.Detection("cup", 0.7, (3, 3, 6, 6)),
              det.Detection("car", 0.99, (0, 0, 1, 1))]
-    evidence = det.object_evidence(["person", "dog", "cup"], found, threshold=0.5)
+    evidence = obj.object_evidence(["person", "dog", "cup"], found, threshold=0.5)
     assert evidence["object_score"] == pytest.approx((0.9 + 0.0 + 0.7) / 3)
     assert evidence["object_informative"] is True
     assert evidence["objects_needed"] == ["cup", "dog", "person"]
     assert evidence["objects_missing"] == ["dog"]
     assert evidence["objects_found"] == [{"category": "cup", "score": 0.7, "box": [3, 3, 6, 6]},
                                          {"category": "person", "score": 0.9, "box": [1, 1, 9, 9]}]
-    assert det.object_evidence(["dog"], found, threshold=0.2)["object_score"] == pytest.approx(0.3)
+    assert obj.object_evidence(["dog"], found, threshold=0.2)["object_score"] == pytest.approx(0.3)
 
-    nothing_needed = det.object_evidence([], found, threshold=0.5)
+    nothing_needed = obj.object_evidence([], found, threshold=0.5)
     assert nothing_needed["object_informative"] is False
-    assert nothing_needed["object_score"] == det.UNINFORMATIVE_SCORE == 0.0
+    assert nothing_needed["object_score"] == obj.UNINFORMATIVE_SCORE == 0.0
     assert nothing_needed["objects_found"] == nothing_needed["objects_missing"] == []
 
 
 def test_object_features_reuse_frame_detections_across_pairs():
     found = [det.Detection("person", 0.8, (0, 0, 9, 9)), det.Detection("cup", 0.4, (1, 1, 2, 2))]
     detections = pd.DataFrame({"story_id": ["1", "1"], "frame": [1, 2], "status": ["ok", "corrupt"],
-                               "detections": [det._dumps(found), "[]"]})
+                               "detections": [det.dumps_detections(found), "[]"]})
     pairs = pd.DataFrame({
         "pair_id": ["p", "n1", "n2", "c"], "story_id": ["1", "1", "1", "1"], "frame": [1, 1, 1, 2],
         "label": [1, 0, 0, 1], "negative_type": ["", "object_swap", "other_story", ""],
@@ -351,9 +370,9 @@ def test_object_features_reuse_frame_detections_across_pairs():
                         "<gdo char1>James</gdo> holds <gdo obj3>a dog</gdo>.", "", "<gdo char1>James</gdo> waits."],
         "source_story_id": ["1", "1", "9", "1"], "source_frame": [1, 1, 1, 2],
     })
-    oracle = det.ground_truth_frames([_story()])
-    table = det.object_features(pairs, detections, [_story()], threshold=0.3, oracle=oracle, read_tags=True)
-    assert list(table.columns) == ["pair_id", *det.OBJECT_COLUMNS, "object_score_oracle"]
+    oracle = obj.ground_truth_frames([_story()])
+    table = obj.object_features(pairs, detections, [_story()], threshold=0.3, oracle=oracle, read_tags=True)
+    assert list(table.columns) == ["pair_id", *obj.OBJECT_COLUMNS, "object_score_oracle"]
     rows = table.set_index("pair_id")
     assert rows.loc["p", "object_score"] == pytest.approx((0.8 + 0.4) / 2)
     assert rows.loc["n1", "object_score"] == pytest.approx(0.8 / 2)
@@ -366,7 +385,7 @@ def test_object_features_reuse_frame_detections_across_pairs():
     # By default the needs come from the plain text, as the verifier reads a user's text: a name
     # is not a person there, so "James holds a cup." needs the cup alone.
     plain = pairs.assign(text=["James holds a cup.", "James holds a dog.", "The tension rises.", "He waits."])
-    rows = det.object_features(plain, detections, [_story()], threshold=0.3).set_index("pair_id")
+    rows = obj.object_features(plain, detections, [_story()], threshold=0.3).set_index("pair_id")
     assert json.loads(rows.loc["p", "objects_needed"]) == ["cup"] and rows.loc["p", "object_score"] == 0.4
     assert json.loads(rows.loc["n1", "objects_missing"]) == ["dog"] and rows.loc["n1", "object_score"] == 0.0
     assert json.loads(rows.loc["c", "objects_needed"]) == ["person"]  # "he" needs a person, tags or not
@@ -378,15 +397,15 @@ def test_auc_by_negative_type_separates_each_type():
         "negative_type": ["", "", "other_story", "other_story", "object_swap", "object_swap"],
         "score": [0.9, 0.8, 0.1, 0.2, 0.85, 0.95],
     })
-    auc = det.auc_by_negative_type(table, "score").set_index("negative_type")
+    auc = obj.auc_by_negative_type(table, "score").set_index("negative_type")
     assert list(auc.index) == ["other_story", "object_swap", "all negatives"]
     assert auc.loc["other_story", "roc_auc"] == 1.0
     assert auc.loc["object_swap", "roc_auc"] == pytest.approx(0.25)
     assert auc.loc["all negatives", "roc_auc"] == pytest.approx(5 / 8)
     assert auc.loc["all negatives", ["positives", "negatives"]].tolist() == [2, 4]
-    assert math.isnan(det.auc_by_negative_type(table[table["label"] == 0], "score").loc[0, "roc_auc"])
+    assert math.isnan(obj.auc_by_negative_type(table[table["label"] == 0], "score").loc[0, "roc_auc"])
     with pytest.raises(ValueError, match="missing"):
-        det.auc_by_negative_type(table.assign(score=[0.1, None, 0, 0, 0, 0]), "score")
+        obj.auc_by_negative_type(table.assign(score=[0.1, None, 0, 0, 0, 0]), "score")
 
 
 def test_profile_detections_read_what_an_earlier_chapter_cached(models_dir, tmp_path):
@@ -403,12 +422,12 @@ def test_profile_detections_read_what_an_earlier_chapter_cached(models_dir, tmp_
 
 
 def test_hidden_positives_find_the_swapped_in_category_in_the_frame():
-    assert det.swapped_category('object "a cup" -> "a clock" (cup -> clock)') == "clock"
-    assert det.swapped_category('object "the TV" -> "a cell phone" (tv -> cell phone)') == "cell phone"
-    assert det.swapped_category('relation "on" -> "under"') is None
+    assert obj.swapped_category('object "a cup" -> "a clock" (cup -> clock)') == "clock"
+    assert obj.swapped_category('object "the TV" -> "a cell phone" (tv -> cell phone)') == "cell phone"
+    assert obj.swapped_category('relation "on" -> "under"') is None
     boxes = [det.Detection("clock", 0.9, (0, 0, 5, 5)), det.Detection("dog", 0.6, (0, 0, 5, 5))]
     frames = pd.DataFrame({"story_id": ["1", "1", "2"], "frame": [1, 2, 1], "status": ["ok", "ok", "corrupt"],
-                           "detections": [det._dumps(boxes), det._dumps(boxes[1:]), "[]"]})
+                           "detections": [det.dumps_detections(boxes), det.dumps_detections(boxes[1:]), "[]"]})
     pairs = pd.DataFrame({
         "pair_id": ["a", "b", "c", "d", "e"], "story_id": ["1", "1", "1", "2", "1"], "frame": [1, 2, 1, 1, 1],
         "split": ["train", "val", "train", "val", "train"], "label": [0, 0, 0, 0, 1],
@@ -416,10 +435,10 @@ def test_hidden_positives_find_the_swapped_in_category_in_the_frame():
         "change": ['object "a cup" -> "a clock" (cup -> clock)', 'object "a cup" -> "a clock" (cup -> clock)',
                    'object "a cat" -> "a dog" (cat -> dog)', 'object "a cup" -> "a clock" (cup -> clock)', ""],
     })
-    table = det.hidden_positives(pairs, frames).set_index("pair_id")
+    table = obj.hidden_positives(pairs, frames).set_index("pair_id")
     assert list(table.index) == ["a", "b", "c", "d"]  # object swaps only
     assert table.loc["a", "hidden"] and table.loc["a", "score"] == 0.9  # the clock is there, confidently
     assert not table.loc["b", "hidden"] and table.loc["b", "score"] == 0.0  # no clock in that frame
     assert not table.loc["c", "hidden"] and table.loc["c", "score"] == 0.6  # a dog, but not confidently
     assert not table.loc["d", "hidden"]  # the frame did not decode: nothing found
-    assert det.hidden_positives(pairs, frames, high_score=0.5).loc[lambda t: t["pair_id"] == "c", "hidden"].item()
+    assert obj.hidden_positives(pairs, frames, high_score=0.5).loc[lambda t: t["pair_id"] == "c", "hidden"].item()

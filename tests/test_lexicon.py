@@ -1,4 +1,4 @@
-"""Tests for helpers.lexicon: COCO names, noun-phrase mapping, character categories.
+"""Tests for the lexicon of chapter 02 (helpers.objects): COCO names, noun-phrase mapping, character categories.
 
 The expected answers for the real StoryReasoning rows are written out here, one per
 distinct description in tests/fixtures/storyreasoning, and a test checks that the
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.lexicon import COCO_CATEGORIES, NOT_COCO, SYNONYMS, char_category, to_coco
+from helpers.objects import COCO_CATEGORIES, NOT_COCO, SYNONYMS, char_category, to_coco
 
 from conftest import FIXTURES
 COT_FILES = [FIXTURES / "story_3920" / "chain_of_thought.md", *sorted((FIXTURES / "partial").glob("*.txt"))]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.lexicon import char_category, to_coco
+from helpers.objects import char_category, to_coco
 from helpers.pairs import NEGATIVE_TYPES, PAIR_COLUMNS, make_pairs, object_swap, relation_swap, split_stories
 from helpers.pairs import relation_swap_options
 from helpers.tags import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
@@ -357,7 +357,7 @@ def test_concat_pairs_rejects_shared_pair_ids():
 
 # ------------------------------------------------------------------ fluent object edits
 
-from helpers.lexicon import COCO_CATEGORIES  # noqa: E402
+from helpers.objects import COCO_CATEGORIES  # noqa: E402
 from helpers.pairs import _object_phrase, article, is_plural, plural, swap_object_phrase  # noqa: E402
 
 

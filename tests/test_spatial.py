@@ -22,7 +22,8 @@ from helpers.tags import (
     parse_segment,
     parse_story,
 )
-from helpers.detection import Detection, character_descriptions, ground_truth_frames, parse_detections
+from helpers.detection import Detection, parse_detections
+from helpers.objects import character_descriptions, ground_truth_frames
 from helpers.spatial import (
     RELATIONS,
     SPATIAL_COLUMNS,

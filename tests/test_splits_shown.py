@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import objects as obj
 from helpers import semantics as hs
-from helpers import detection as det
 from helpers.features import DEVELOPMENT_SPLITS, development, development_stories, require_development
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,13 +40,13 @@ def test_the_exploratory_helpers_refuse_test_rows(split):
     with pytest.raises(ValueError, match="development splits only"):
         require_development(table, "a table")
     with pytest.raises(ValueError, match="auc_by_negative_type"):
-        det.auc_by_negative_type(table, "score")
+        obj.auc_by_negative_type(table, "score")
     with pytest.raises(ValueError, match="plot_score_by_group"):
-        det.plot_score_by_group(table, "score")
+        obj.plot_score_by_group(table, "score")
     clip_table = table.assign(**{c: table["score"] for c in hs.scorer_labels(2)})
     with pytest.raises(ValueError, match="development splits only"):
         hs.auc_table(clip_table, 2)
-    auc = det.auc_by_negative_type(development(table), "score").set_index("negative_type")
+    auc = obj.auc_by_negative_type(development(table), "score").set_index("negative_type")
     assert auc.loc["all negatives", "roc_auc"] == 1.0  # the same table without its test rows is fine
 
 
@@ -61,8 +61,8 @@ def test_chapters_02_to_05_say_which_splits_they_show_and_never_select_the_test_
 def test_min_size_note_flags_a_size_far_below_the_best():
     sweep = pd.DataFrame({"min_size": [240, 480, 800], "seconds_per_frame": [0.5, 1.5, 3.0],
                           "recall": [0.40, 0.52, 0.53]})
-    note = det.min_size_note(sweep, 240, profile="quick")
+    note = obj.min_size_note(sweep, 240, profile="quick")
     assert note.startswith("**Note") and "40.0%" in note and "53.0%" in note and "800" in note and "6.0x" in note
-    assert "confirms" in det.min_size_note(sweep.assign(recall=[0.50, 0.52, 0.53]), 240, profile="quick")
-    assert "does not measure" in det.min_size_note(sweep, 320, profile="quick")
-    assert "cannot confirm" in det.min_size_note(sweep.assign(recall=float("nan")), 240, profile="quick")
+    assert "confirms" in obj.min_size_note(sweep.assign(recall=[0.50, 0.52, 0.53]), 240, profile="quick")
+    assert "does not measure" in obj.min_size_note(sweep, 320, profile="quick")
+    assert "cannot confirm" in obj.min_size_note(sweep.assign(recall=float("nan")), 240, profile="quick")

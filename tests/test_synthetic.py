@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from helpers.lexicon import COCO_CATEGORIES, char_category, to_coco
+from helpers.objects import COCO_CATEGORIES, char_category, to_coco
 from helpers.smoke.synthetic import DATA_FILE, KINDS, RELATIONS, make_dataset
 
 SIZE = (576, 240)

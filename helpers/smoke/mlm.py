@@ -49,7 +49,7 @@ def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenize
     from transformers import RobertaTokenizer
 
     from .clip import _OFFLINE_WORDS
-    from ..lexicon import COCO_CATEGORIES
+    from ..objects import COCO_CATEGORIES
 
     if words is None:
         words = [*_OFFLINE_WORDS, *(w for c in COCO_CATEGORIES for w in c.split()), "TV", "people"]
