@@ -82,6 +82,10 @@ def _default_cache(var: str) -> str:
     return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface")
 
 
+#: The ``mlm.weights`` of a bench profile: random weights at distilroberta's full size
+#: (``helpers.smoke.mlm``), where plain ``"random"`` is the smoke profile's small model.
+RANDOM_FULL_SIZE = "random-full-size"
+
 #: ``<profile>-bench`` is built in code from ``profiles/<profile>.yaml`` (see :func:`bench_profile`).
 BENCH_SUFFIX = "-bench"
 
@@ -136,8 +140,6 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
         if isinstance(section, dict) and "weights" in section:
             section["weights"] = "random"
     if "mlm" in out:  # plain "random" is the smoke profile's small language model; cost the real size
-        from .smoke.mlm import RANDOM_FULL_SIZE
-
         out["mlm"]["weights"] = RANDOM_FULL_SIZE
     return out
 

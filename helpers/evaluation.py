@@ -217,6 +217,30 @@ def bootstrap_difference(
     return {name: _estimate(a[name] - b[name], ra[name] - rb[name], confidence) for name in METRICS}
 
 
+def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
+                    seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """ROC-AUC of the blind classifier per split and negative type, with an interval over id blocks."""
+    from helpers.pairs import blind_predictions, id_blocks
+
+    scores = blind_predictions(pairs, block_size=block_size, n_folds=n_folds, seed=seed)
+    blocks = (pairs["block"] if "block" in pairs
+              else pairs["story_id"].map(id_blocks(list(pairs["story_id"].unique()), block_size)))
+    rows = []
+    for split in splits:
+        part = pairs["split"] == split
+        for kind in (*NEGATIVE_TYPES, "all"):
+            chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
+            chosen &= scores.notna()
+            labels = pairs.loc[chosen, "label"].to_numpy()
+            auc = (bootstrap_metrics(labels, scores[chosen].to_numpy(), 0.5, blocks[chosen].to_numpy(),
+                                     n_resamples=n_resamples, seed=seed)["roc_auc"]
+                   if len(np.unique(labels)) == 2 else {})
+            value, low, high = (math.nan if auc.get(k) is None else auc[k] for k in ("value", "low", "high"))
+            rows.append({"split": split, "negative_type": kind, "n_positive": int((labels == 1).sum()),
+                         "n_negative": int((labels == 0).sum()), "roc_auc": value, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
 #: The key of the paired score over every frame, beside one key per negative type.
 ALL_FRAMES = "all"
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import MissingAssetError, hub_reachable
+from .config import RANDOM_FULL_SIZE, MissingAssetError, hub_reachable
 from .io import compute_cached, stable_hash
 
 if TYPE_CHECKING:
@@ -85,8 +85,6 @@ def _local_folder(spec: str) -> Path | None:
 def mlm_weights_available(spec: str) -> bool:
     """Whether ``load_mlm(spec)`` can get its weights: ``"random"`` always, a folder if it
     holds a saved model, a Hub id if it is cached or the Hub answers."""
-    from .smoke.mlm import RANDOM_FULL_SIZE
-
     if spec in ("random", RANDOM_FULL_SIZE):
         return True
     folder = _local_folder(spec)

@@ -1133,27 +1133,3 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"pair ids occur in more than one table, e.g. {pairs.loc[dup, 'pair_id'].head(3).tolist()}")
     pairs.attrs["frames_without_negative"] = sum(t.attrs.get("frames_without_negative", 0) for t in tables)
     return pairs
-
-
-def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
-                    seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
-    """ROC-AUC of the blind classifier per split and negative type, with an interval over id blocks."""
-    from helpers.evaluation import bootstrap_metrics  # the study's one bootstrap (evaluation imports this module)
-
-    scores = blind_predictions(pairs, block_size=block_size, n_folds=n_folds, seed=seed)
-    blocks = (pairs["block"] if "block" in pairs
-              else pairs["story_id"].map(id_blocks(list(pairs["story_id"].unique()), block_size)))
-    rows = []
-    for split in splits:
-        part = pairs["split"] == split
-        for kind in (*NEGATIVE_TYPES, "all"):
-            chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
-            chosen &= scores.notna()
-            labels = pairs.loc[chosen, "label"].to_numpy()
-            auc = (bootstrap_metrics(labels, scores[chosen].to_numpy(), 0.5, blocks[chosen].to_numpy(),
-                                     n_resamples=n_resamples, seed=seed)["roc_auc"]
-                   if len(np.unique(labels)) == 2 else {})
-            value, low, high = (math.nan if auc.get(k) is None else auc[k] for k in ("value", "low", "high"))
-            rows.append({"split": split, "negative_type": kind, "n_positive": int((labels == 1).sum()),
-                         "n_negative": int((labels == 0).sum()), "roc_auc": value, "low": low, "high": high})
-    return pd.DataFrame(rows)

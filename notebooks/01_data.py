@@ -1707,38 +1707,15 @@ plt.show()
 # construction and for the one this study uses, side by side. Training pairs are scored by
 # cross-fitting, validation pairs by a classifier fitted on all training pairs; the 95%
 # percentile interval resamples id blocks (the pairs' `block` column), with the evaluation's
-# bootstrap (`bootstrap_metrics`, which chapter 07 explains). 0.5 is chance: the nearer, the
-# more a verifier has to look at the frame. The filter used this classifier's recipe, so this
-# table alone could look good by construction: chapter 07 adds blind controls the filter never
-# used (a logistic regression on CLIP's text embeddings, and the language model's plausibility
+# bootstrap (`blind_auc_table` is written in chapter 07, beside `bootstrap_metrics`). 0.5 is
+# chance: the nearer, the more a verifier has to look at the frame. The filter used this
+# classifier's recipe, so this table alone could look good by construction: chapter 07 adds
+# blind controls the filter never used (a logistic regression on CLIP's text embeddings, and the language model's plausibility
 # of the changed words).
 
 # %%
-#@save
-def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
-                    seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
-    """ROC-AUC of the blind classifier per split and negative type, with an interval over id blocks."""
-    from helpers.evaluation import bootstrap_metrics  # the study's one bootstrap (evaluation imports this module)
+from helpers.evaluation import blind_auc_table  # chapter 07 writes it, beside the bootstrap it uses
 
-    scores = blind_predictions(pairs, block_size=block_size, n_folds=n_folds, seed=seed)
-    blocks = (pairs["block"] if "block" in pairs
-              else pairs["story_id"].map(id_blocks(list(pairs["story_id"].unique()), block_size)))
-    rows = []
-    for split in splits:
-        part = pairs["split"] == split
-        for kind in (*NEGATIVE_TYPES, "all"):
-            chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
-            chosen &= scores.notna()
-            labels = pairs.loc[chosen, "label"].to_numpy()
-            auc = (bootstrap_metrics(labels, scores[chosen].to_numpy(), 0.5, blocks[chosen].to_numpy(),
-                                     n_resamples=n_resamples, seed=seed)["roc_auc"]
-                   if len(np.unique(labels)) == 2 else {})
-            value, low, high = (math.nan if auc.get(k) is None else auc[k] for k in ("value", "low", "high"))
-            rows.append({"split": split, "negative_type": kind, "n_positive": int((labels == 1).sum()),
-                         "n_negative": int((labels == 0).sum()), "roc_auc": value, "low": low, "high": high})
-    return pd.DataFrame(rows)
-
-# %%
 blind_kwargs = dict(block_size=ctx.cfg["data"]["block_size"], n_folds=pc["filter_folds"],
                     n_resamples=ctx.cfg["bootstrap"]["n_resamples"], seed=ctx.cfg["seed"])
 blind = pd.concat([blind_auc_table(naive_pairs, **blind_kwargs).assign(construction="naive"),

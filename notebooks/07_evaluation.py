@@ -386,6 +386,39 @@ pd.DataFrame({"width, blocks resampled": by_block["high"] - by_block["low"],
               "width, pairs resampled": by_pair["high"] - by_pair["low"]})
 
 # %% [markdown]
+# Chapter 01 reports how well a blind text-only classifier tells its negatives from the
+# positives, per negative type, with this interval: `blind_auc_table` scores the training
+# pairs by cross-fitting and the validation pairs with a classifier fitted on all training
+# pairs (`helpers.pairs.blind_predictions`), then gives each ROC-AUC its block-bootstrap
+# interval. It lives here, beside `bootstrap_metrics`, so that chapter 01's module does not
+# import this one back; chapter 01 runs it.
+
+# %%
+#@save
+def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
+                    seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """ROC-AUC of the blind classifier per split and negative type, with an interval over id blocks."""
+    from helpers.pairs import blind_predictions, id_blocks
+
+    scores = blind_predictions(pairs, block_size=block_size, n_folds=n_folds, seed=seed)
+    blocks = (pairs["block"] if "block" in pairs
+              else pairs["story_id"].map(id_blocks(list(pairs["story_id"].unique()), block_size)))
+    rows = []
+    for split in splits:
+        part = pairs["split"] == split
+        for kind in (*NEGATIVE_TYPES, "all"):
+            chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
+            chosen &= scores.notna()
+            labels = pairs.loc[chosen, "label"].to_numpy()
+            auc = (bootstrap_metrics(labels, scores[chosen].to_numpy(), 0.5, blocks[chosen].to_numpy(),
+                                     n_resamples=n_resamples, seed=seed)["roc_auc"]
+                   if len(np.unique(labels)) == 2 else {})
+            value, low, high = (math.nan if auc.get(k) is None else auc[k] for k in ("value", "low", "high"))
+            rows.append({"split": split, "negative_type": kind, "n_positive": int((labels == 1).sum()),
+                         "n_negative": int((labels == 0).sum()), "roc_auc": value, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+# %% [markdown]
 # ## The paired score: each frame's own text against its negative
 #
 # Every test frame has two pairs: its own text (aligned) and one negative (misaligned). The

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from helpers.objects import char_category, to_coco
+from helpers.evaluation import blind_auc_table
 from helpers.pairs import NEGATIVE_TYPES, PAIR_COLUMNS, make_pairs, object_swap, relation_swap, split_stories
 from helpers.pairs import relation_swap_options
 from helpers.tags import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
@@ -561,7 +562,7 @@ def test_the_blind_classifier_never_fits_on_validation_or_test_text(tiny_mlm, tm
     split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
     pairs = make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
                        mlm=tiny_mlm, cache_dir=tmp_path)
-    hp.blind_auc_table(pairs, block_size=2, n_resamples=10)
+    blind_auc_table(pairs, block_size=2, n_resamples=10)
     margin, _ = hp.choose_relation_margin(
         hp.relation_candidates(SMALL, split_of=split, mlm=tiny_mlm, cache_dir=tmp_path), [1.0, math.inf],
         block_size=2)
@@ -569,7 +570,7 @@ def test_the_blind_classifier_never_fits_on_validation_or_test_text(tiny_mlm, tm
     fitted.clear()
     make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
                mlm=tiny_mlm, cache_dir=tmp_path)
-    hp.blind_auc_table(pairs, block_size=2, n_resamples=10)
+    blind_auc_table(pairs, block_size=2, n_resamples=10)
     assert fitted and {split[_story_of(t)] for t in fitted} == {"train"}
     # and a training frame is never scored by a model that saw its story
     scores = hp.blind_predictions(pairs, block_size=2)
@@ -595,7 +596,7 @@ def test_blind_predictions_are_cross_fitted_by_story_block():
     assert len(seen) == 3 and seen[-1] == train
     assert seen[0] | seen[1] == train and not seen[0] & seen[1]
     assert scores.between(0, 1).all()
-    table = hp.blind_auc_table(pairs, block_size=2, n_resamples=20)
+    table = blind_auc_table(pairs, block_size=2, n_resamples=20)
     assert set(table.split) == {"train", "val"} and set(table.negative_type) == {*NEGATIVE_TYPES, "all"}
     assert (table.low <= table.high).all() and table.roc_auc.between(0, 1).all()
     assert (table[table.negative_type == "all"].n_positive == table[table.negative_type == "all"].n_negative).all()

@@ -18,15 +18,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import RANDOM_FULL_SIZE
 from ..io import read_random_marker, save_random_model, stable_hash
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 RANDOM_FOLDER = "mlm-random"
-#: ``weights`` spec of a randomly initialised model of distilroberta's full size (``make bench``'s
-#: quick series); plain ``"random"`` is the small smoke model.
-RANDOM_FULL_SIZE = "random-full-size"
 #: distilroberta-base's layout (its vocabulary aside: the offline tokenizer's is small, and only
 #: the masked positions go through the output projection).
 DISTILROBERTA_SIZE = {"hidden_size": 768, "num_hidden_layers": 6, "num_attention_heads": 12,
