@@ -66,7 +66,8 @@ def generate(chapter: str, source: str) -> str | None:
     if not cells:
         return None
     title = next((line.lstrip("# ").strip() for line in source.splitlines() if line.startswith("# # ")), chapter)
-    return (header(chapter) + f'"""The method of chapter {title}."""\n\nfrom __future__ import annotations\n\n\n'
+    title = title if title.endswith((".", "?", "!")) else f"{title}."
+    return (header(chapter) + f'"""The method of chapter {title}"""\n\nfrom __future__ import annotations\n\n\n'
             + "\n\n\n".join(cells) + "\n")
 
 
