@@ -304,6 +304,9 @@ del detector, clip  # one large model at a time
 gap = (again.set_index("pair_id")[list(STUDY_FEATURES)] - check.set_index("pair_id")[list(STUDY_FEATURES)]).abs()
 display(Markdown(f"{len(check)} pairs re-scored: the largest difference from the feature table is "
                  f"{gap.max().max():.2g} ({', '.join(f'`{c}` {gap[c].max():.2g}' for c in STUDY_FEATURES)})."))
+if gap.max().max() > 1e-6:  # the verifier would see other evidence than the head was trained on
+    raise AssertionError(f"score_pairs disagrees with chapters 02-04 on {int((gap > 1e-6).any(axis=1).sum())} "
+                         f"of {len(check)} pairs")
 
 # %% [markdown]
 # How the features move together, and with the label (Pearson correlation over the train and
