@@ -252,8 +252,9 @@ def paired_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
     keys = ["story_id", "frame"]
     counts = rows.groupby(keys)["label"].agg(["sum", "count"])
     if (counts["count"] > 2).any() or ((counts["count"] == 2) & (counts["sum"] != 1)).any():
-        bad = counts[(counts["count"] > 2) | ((counts["count"] == 2) & (counts["sum"] != 1))].index[:3].tolist()
-        raise ValueError(f"paired scores need one positive and one negative per frame; not so for {bad}")
+        bad = counts[(counts["count"] > 2) | ((counts["count"] == 2) & (counts["sum"] != 1))].index[:3]
+        raise ValueError("paired scores need one positive and one negative per frame; not so for "
+                         + ", ".join(f"story {story} frame {int(frame)}" for story, frame in bad))
     complete = counts.index[counts["count"] == 2]
     pos = rows[rows["label"] == 1].set_index(keys).loc[complete]
     neg = rows[rows["label"] == 0].set_index(keys).loc[complete]

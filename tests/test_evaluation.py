@@ -207,6 +207,22 @@ def test_paired_outcomes_compare_each_frame_with_its_own_negative():
         paired_outcomes(rows.assign(label=1))
 
 
+def test_paired_outcomes_name_the_frames_that_cannot_be_paired():
+    def frame(story, labels):
+        return [{"pair_id": f"{story}-{i}", "story_id": story, "frame": 1, "block": "x", "label": label,
+                 "negative_type": "" if label else "object_swap", "score": 0.5} for i, label in enumerate(labels)]
+
+    fine = frame("g", [1, 0]) + frame("u", [0])  # a complete frame, and one left with its negative only
+    for bad, named in ((frame("t", [1, 0, 0]), "story t frame 1"),  # a pair too many
+                       (frame("p", [1, 1]), "story p frame 1"),  # two positives
+                       ([r for s in "abcd" for r in frame(s, [0, 0])],  # four frames of two negatives: the first three
+                        "story a frame 1, story b frame 1, story c frame 1")):
+        with pytest.raises(ValueError, match="one positive and one negative per frame") as error:
+            paired_outcomes(pd.DataFrame(fine + bad))
+        assert str(error.value).endswith(f"not so for {named}")
+    assert paired_outcomes(pd.DataFrame(fine)).attrs["unpaired_frames"] == 1
+
+
 def test_paired_bootstrap_resamples_blocks_and_differences_share_the_resamples():
     predictions = make_predictions()
     test = predictions[predictions["split"] == "test"]
