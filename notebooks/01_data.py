@@ -1710,8 +1710,8 @@ plt.show()
 # bootstrap (`blind_auc_table` is written in chapter 07, beside `bootstrap_metrics`). 0.5 is
 # chance: the nearer, the more a verifier has to look at the frame. The filter used this
 # classifier's recipe, so this table alone could look good by construction: chapter 07 adds
-# blind controls the filter never used (a logistic regression on CLIP's text embeddings, and the language model's plausibility
-# of the changed words).
+# blind controls the filter never used (a logistic regression on CLIP's text embeddings, and
+# the language model's plausibility of the changed words).
 
 # %%
 from helpers.evaluation import blind_auc_table  # chapter 07 writes it, beside the bootstrap it uses

@@ -390,8 +390,8 @@ pd.DataFrame({"width, blocks resampled": by_block["high"] - by_block["low"],
 # positives, per negative type, with this interval: `blind_auc_table` scores the training
 # pairs by cross-fitting and the validation pairs with a classifier fitted on all training
 # pairs (`helpers.pairs.blind_predictions`), then gives each ROC-AUC its block-bootstrap
-# interval. It lives here, beside `bootstrap_metrics`, so that chapter 01's module does not
-# import this one back; chapter 01 runs it.
+# interval. It lives here, beside `bootstrap_metrics`, because this chapter's module imports
+# chapter 01's: chapter 01's importing it back would make a cycle. Chapter 01 runs it.
 
 # %%
 #@save
