@@ -239,6 +239,14 @@ def test_paired_bootstrap_resamples_blocks_and_differences_share_the_resamples()
     assert (a["all"]["low"], a["all"]["high"]) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
     self_diff = bootstrap_paired_difference(fa, fa, n_resamples=50, seed=0)
     assert all(e["value"] == e["low"] == e["high"] == 0.0 for e in self_diff.values())
+    # The interval of a difference is drawn with the seed given: the same seed, the same interval.
+    varied = fa.assign(outcome=np.linspace(0.0, 1.0, len(fa)))  # block means that differ, so draws matter
+    by_hand = (w @ (varied["outcome"] - fb["outcome"]).to_numpy()) / w.sum(axis=1)
+    drawn = bootstrap_paired_difference(varied, fb, n_resamples=200, seed=3)["all"]
+    assert (drawn["low"], drawn["high"]) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
+    assert drawn["low"] < drawn["high"]
+    with pytest.raises(ValueError, match="^paired differences need both models scored on the same frames"):
+        bootstrap_paired_difference(fa, fb.iloc[::-1], n_resamples=10, seed=0)
 
 
 def test_metrics_document_follows_the_schema():
