@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .config import MissingAssetError, hub_reachable
 from .io import compute_cached, stable_hash
+from .weights import resolve, state_identity, weights_available
 
 if TYPE_CHECKING:
     import torch
@@ -89,39 +89,10 @@ class Clip:
 # --------------------------------------------------------------------------- weights
 
 
-def _hub_cache_dir() -> Path:
-    """The Hub cache folder as the environment says *now* (huggingface_hub reads it once, at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
-    return Path(home) / "hub"
-
-
-def _is_hub_cached(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    cache = _hub_cache_dir()
-    return all(any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache), str) for name in choices)
-               for choices in _HUB_FILES)
-
-
-def _local_folder(spec: str) -> Path | None:
-    """``spec`` as a local folder when it names one (or clearly means one), else None for a Hub id."""
-    path = Path(spec).expanduser()
-    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        return path
-    return None
-
-
 def clip_weights_available(spec: str) -> bool:
     """Whether ``load_clip(spec)`` can get its weights: ``"random"`` always, a folder if it holds
     a saved model, a Hub id if it is cached or the Hub answers."""
-    if spec == "random":
-        return True
-    folder = _local_folder(spec)
-    if folder is not None:
-        return (folder / "config.json").is_file()
-    return _is_hub_cached(spec) or hub_reachable()
+    return weights_available(spec, _HUB_FILES)
 
 
 # --------------------------------------------------------------------------- loading
@@ -139,38 +110,19 @@ def _autocast(device: "torch.device") -> contextlib.AbstractContextManager:
 
 def _identity(model: "CLIPModel", processor: "CLIPProcessor", device: "torch.device") -> str:
     """SHA-1 of every parameter and buffer, the tokenizer, the image preprocessing and the precision."""
-    import torch
-
-    h = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    h.update(processor.tokenizer.backend_tokenizer.to_str().encode())
-    h.update(processor.image_processor.to_json_string().encode())
-    h.update(_precision(device).encode())
-    return h.hexdigest()[:16]
+    return state_identity(model, processor.tokenizer.backend_tokenizer.to_str(),
+                          processor.image_processor.to_json_string(), _precision(device))
 
 
 def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
-    """Where ``from_pretrained`` finds the weights ``spec`` names, and the options it needs.
-
-    ``"random"`` is built (or reused) under ``models_dir`` first; a Hub id must be cached or
-    the Hub reachable (else ``MissingAssetError``); a folder must hold a saved model.
-    """
-    if spec == "random":
+    """Where ``from_pretrained`` finds the weights ``spec`` names (``helpers.weights.resolve``);
+    random weights (ViT-B/32's full size whatever the spec) are built or reused under ``models_dir`` first."""
+    def build_random(_: str) -> Path:
         from .smoke.clip import build_random_clip
 
-        return build_random_clip(Path(models_dir) / RANDOM_FOLDER, seed=seed), {"local_files_only": True}
-    if (folder := _local_folder(spec)) is not None:
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"CLIP weights folder {folder} holds no config.json: "
-                                    "expected a folder written by save_pretrained")
-        return folder, {"local_files_only": True}
-    online = hub_reachable()
-    if not online and not _is_hub_cached(spec):
-        raise MissingAssetError(f"CLIP weights {spec!r}", cache_var="HF_HOME",
-                                detail=f"Looked in the Hub cache {_hub_cache_dir()}.")
-    return spec, {"cache_dir": _hub_cache_dir(), "local_files_only": not online}
+        return build_random_clip(Path(models_dir) / RANDOM_FOLDER, seed=seed)
+
+    return resolve(spec, what="CLIP weights", files=_HUB_FILES, build_random=build_random)
 
 
 def load_clip(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,

@@ -86,6 +86,10 @@ def _default_cache(var: str) -> str:
 #: (``helpers.smoke.mlm``), where plain ``"random"`` is the smoke profile's small model.
 RANDOM_FULL_SIZE = "random-full-size"
 
+#: Profile sections whose ``"random"`` weights are a small model (the smoke profile's): a bench
+#: profile gives them :data:`RANDOM_FULL_SIZE` so that it costs the real architecture.
+FULL_SIZE_SECTIONS = ("mlm", "openvocab", "questions")
+
 #: ``<profile>-bench`` is built in code from ``profiles/<profile>.yaml`` (see :func:`bench_profile`).
 BENCH_SUFFIX = "-bench"
 
@@ -123,8 +127,8 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
     bootstrap resamples, training) stays ``cfg``'s; the data become synthetic stories of
     StoryReasoning's shape (:data:`BENCH_DATA_SHAPE`, as many stories as ``cfg`` reads) and
     every ``weights`` entry becomes ``"random"`` (the real architectures, randomly
-    initialised: a forward pass costs the same whatever the weights; the masked language model
-    at distilroberta's full size, not the smoke profile's small one). Its numbers mean
+    initialised: a forward pass costs the same whatever the weights; the models of
+    :data:`FULL_SIZE_SECTIONS` at their real size, not the smoke profile's small ones). Its numbers mean
     nothing. ``cfg`` must name its number of stories.
     """
     name = f"{cfg['profile']}{BENCH_SUFFIX}"
@@ -139,8 +143,9 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
     for section in out.values():
         if isinstance(section, dict) and "weights" in section:
             section["weights"] = "random"
-    if "mlm" in out:  # plain "random" is the smoke profile's small language model; cost the real size
-        out["mlm"]["weights"] = RANDOM_FULL_SIZE
+    for section in FULL_SIZE_SECTIONS:  # plain "random" is the smoke profile's small model; cost the real size
+        if section in out:
+            out[section]["weights"] = RANDOM_FULL_SIZE
     return out
 
 

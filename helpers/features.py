@@ -1,7 +1,8 @@
 """Join the per-chapter evidence tables onto the pairs: ``features/features.parquet``.
 
-Chapters 02, 03 and 04 each write one part (``objects``, ``clip``, ``spatial``), keyed by
-``pair_id``. ``assemble`` joins whichever parts exist, so every chapter can refresh the
+Chapters 02, 03 and 04 write the parts (``objects`` and ``openvocab``; ``clip`` and
+``questions``; ``spatial``), keyed by ``pair_id``. A part a profile switches off is removed
+(:func:`drop_part`), so a table never carries the evidence of an earlier run's settings. ``assemble`` joins whichever parts exist, so every chapter can refresh the
 table and later chapters read a single file.
 """
 
@@ -15,9 +16,9 @@ from .config import Paths
 from .io import atomic_write_parquet
 
 __all__ = ["PARTS", "DEVELOPMENT_SPLITS", "development", "development_stories", "require_development", "write_part",
-           "assemble", "load_features"]
+           "drop_part", "assemble", "load_features"]
 
-PARTS = ("objects", "clip", "spatial")
+PARTS = ("objects", "openvocab", "clip", "questions", "spatial")
 
 #: The splits every exploratory table, figure and choice of chapters 02-05 reads. The test
 #: split is looked at once, from chapter 07 on.
@@ -55,6 +56,19 @@ def write_part(paths: Paths, part: str, table: pd.DataFrame) -> Path:
     path = atomic_write_parquet(table, paths.features / f"{part}.parquet")
     assemble(paths)
     return path
+
+
+def drop_part(paths: Paths, part: str) -> bool:
+    """Remove one chapter's evidence (the profile switched it off) and refresh the joined table;
+    True when there was a part to remove."""
+    if part not in PARTS:
+        raise ValueError(f"unknown feature part {part!r}: expected one of {PARTS}")
+    path = paths.features / f"{part}.parquet"
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    if paths.pairs.exists():
+        assemble(paths)
+    return existed
 
 
 def assemble(paths: Paths) -> pd.DataFrame:

@@ -21,7 +21,6 @@ and loaded back through the local-folder path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import RANDOM_FULL_SIZE, MissingAssetError, hub_reachable
 from .io import compute_cached, stable_hash
+from .weights import resolve, state_identity, weights_available
 
 if TYPE_CHECKING:
     import torch
@@ -62,64 +61,22 @@ class Mlm:
         return int(min(positions - offset, self.tokenizer.model_max_length or positions))
 
 
-def _hub_cache_dir() -> Path:
-    from .clip import _hub_cache_dir as clip_hub_cache_dir
-
-    return clip_hub_cache_dir()
-
-
-def _is_hub_cached(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    cache = _hub_cache_dir()
-    return all(any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache), str) for name in choices)
-               for choices in _HUB_FILES)
-
-
-def _local_folder(spec: str) -> Path | None:
-    from .clip import _local_folder as clip_local_folder
-
-    return clip_local_folder(spec)
-
-
 def mlm_weights_available(spec: str) -> bool:
     """Whether ``load_mlm(spec)`` can get its weights: ``"random"`` always, a folder if it
     holds a saved model, a Hub id if it is cached or the Hub answers."""
-    if spec in ("random", RANDOM_FULL_SIZE):
-        return True
-    folder = _local_folder(spec)
-    if folder is not None:
-        return (folder / "config.json").is_file()
-    return _is_hub_cached(spec) or hub_reachable()
+    return weights_available(spec, _HUB_FILES)
 
 
 def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
     from .smoke.mlm import random_mlm_folder
 
-    if (folder := random_mlm_folder(spec, models_dir, seed)) is not None:
-        return folder, {"local_files_only": True}
-    if (folder := _local_folder(spec)) is not None:
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"MLM weights folder {folder} holds no config.json: "
-                                    "expected a folder written by save_pretrained (model and tokenizer)")
-        return folder, {"local_files_only": True}
-    online = hub_reachable()
-    if not online and not _is_hub_cached(spec):
-        raise MissingAssetError(f"masked language model weights {spec!r}", cache_var="HF_HOME",
-                                detail=f"Looked in the Hub cache {_hub_cache_dir()}.")
-    return spec, {"cache_dir": _hub_cache_dir(), "local_files_only": not online}
+    return resolve(spec, what="masked language model weights", files=_HUB_FILES,
+                   build_random=lambda s: random_mlm_folder(s, models_dir, seed))
 
 
 def _identity(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> str:
     """SHA-1 of every parameter and buffer and of the tokenizer."""
-    import torch
-
-    h = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    h.update(tokenizer.backend_tokenizer.to_str().encode())
-    return h.hexdigest()[:16]
+    return state_identity(model, tokenizer.backend_tokenizer.to_str())
 
 
 def load_mlm(spec: str = MODEL_ID, *, models_dir: str | os.PathLike, seed: int = 42,

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+import helpers.weights
 import torch
 from PIL import Image
 
@@ -163,7 +165,7 @@ def test_random_spec_saves_then_loads_from_folder(tmp_path, monkeypatch):
 def test_offline_uncached_hub_id_raises_missing_asset(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setattr(hc, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
     assert not hc.clip_weights_available(hc.MODEL_ID)
     with pytest.raises(MissingAssetError, match="HF_HOME"):
         hc.load_tokenizer(hc.MODEL_ID, models_dir=tmp_path)
@@ -182,7 +184,7 @@ def test_cached_hub_id_loads_offline_from_hf_home(tmp_path, monkeypatch, tiny):
     (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setattr(hc, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
     assert hc.clip_weights_available(hc.MODEL_ID)
     loaded = hc.load_clip(hc.MODEL_ID, models_dir=tmp_path, device="cpu")
     assert loaded.identity == tiny.identity and loaded.source == hc.MODEL_ID

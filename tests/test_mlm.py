@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+import helpers.weights
+
 from helpers import mlm as hm
 from helpers.smoke import mlm as smoke_mlm
 from helpers.config import MissingAssetError
@@ -57,7 +59,7 @@ def test_weights_available_and_missing(tmp_path, monkeypatch):
         hm.load_mlm(str(tmp_path), models_dir=tmp_path)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setattr(hm, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
     assert not hm.mlm_weights_available(hm.MODEL_ID)
     with pytest.raises(MissingAssetError) as err:
         hm.load_mlm(hm.MODEL_ID, models_dir=tmp_path)
