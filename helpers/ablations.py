@@ -35,6 +35,17 @@ if TYPE_CHECKING:
 
 #: The three evidences and their score columns in ``features.parquet``, in the study's order.
 EVIDENCES: dict[str, str] = {"object": "object_score", "semantic": "clip_score", "spatial": "spatial_score"}
+#: The evidences beyond the study, by profile section: their names here and their score columns.
+NEW_EVIDENCES: dict[str, tuple[str, str]] = {"openvocab": ("open-vocabulary", "openvocab_score"),
+                                             "questions": ("questions", "question_score")}
+
+
+def profile_evidences(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """``EVIDENCES`` and those of ``NEW_EVIDENCES`` the profile ``cfg`` switches on, name -> score column."""
+    from helpers.fusion import evidence_enabled
+
+    return {**EVIDENCES, **{name: column for section, (name, column) in NEW_EVIDENCES.items()
+                            if evidence_enabled(cfg, section)}}
 
 
 def evidence_subsets(evidences: Sequence[str] = tuple(EVIDENCES)) -> list[tuple[str, ...]]:
@@ -53,7 +64,7 @@ def subset_name(subset: Sequence[str]) -> str:
     return " + ".join(subset)
 
 
-#: The variant every other one is compared with: all three evidences, Faster R-CNN, early stopping.
+#: The variant every other one is compared with: the study's three evidences, Faster R-CNN, early stopping.
 REFERENCE = subset_name(tuple(EVIDENCES))
 
 
@@ -72,17 +83,19 @@ class Variant:
 
 
 def subset_variants(table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant]:
-    """One variant per non-empty subset of the evidences, trained as the profile says.
+    """One variant per non-empty subset of the profile's evidences (``profile_evidences``),
+    trained as the profile says.
 
-    The full subset is :data:`REFERENCE`, the same head chapter 06 trains as ``fusion``.
+    The subset of the study's three is :data:`REFERENCE`, the same head chapter 06 trains as ``fusion``.
     """
     from helpers.training import settings_from_profile
 
+    evidences = profile_evidences(cfg)
     return [
         Variant(name=subset_name(subset), family="evidence subset",
-                description="fusion head on " + ", ".join(f"{EVIDENCES[e]}" for e in subset),
-                settings=settings_from_profile(cfg, [EVIDENCES[e] for e in subset]), table=table)
-        for subset in evidence_subsets()
+                description="fusion head on " + ", ".join(f"{evidences[e]}" for e in subset),
+                settings=settings_from_profile(cfg, [evidences[e] for e in subset]), table=table)
+        for subset in evidence_subsets(tuple(evidences))
     ]
 
 
@@ -334,14 +347,20 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
                      reference: str = REFERENCE) -> dict[str, Any]:
     """The ablation results on the test split: ``evaluate_split``'s document plus ``reference``,
     each variant's ``family`` and ``description``, ``differences`` (variant minus reference,
-    paired over id blocks), ``replays`` and ``differences_without_replayed``."""
-    from helpers.evaluation import bootstrap_difference, evaluate_split
+    paired over id blocks), ``paired_gains`` (the variant's paired score minus the reference's,
+    over all frames and per kind of negative, on the same block resamples), ``replays`` and
+    ``differences_without_replayed``."""
+    from helpers.evaluation import bootstrap_difference, bootstrap_paired_difference, evaluate_split, paired_outcomes
 
     document = evaluate_split(predictions, "test", n_resamples=n_resamples, seed=seed)
     if reference not in document["models"]:
         raise ValueError(f"the reference variant {reference!r} is not among the predictions")
     test = predictions[predictions["split"] == "test"].sort_values(["model", "pair_id"])
     ref = test[test["model"] == reference]
+    ref_frames = paired_outcomes(ref)
+    paired_gains = {v.name: bootstrap_paired_difference(paired_outcomes(test[test["model"] == v.name]), ref_frames,
+                                                        n_resamples=n_resamples, seed=seed)
+                    for v in variants if v.name != reference}
 
     def difference(rows: pd.DataFrame, ref: pd.DataFrame) -> dict[str, Any]:
         return bootstrap_difference(
@@ -366,7 +385,7 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
             "bootstrap": {"unit": "id_block", "n_resamples": n_resamples, "seed": seed},
             "families": {v.name: v.family for v in variants},
             "descriptions": {v.name: v.description for v in variants}, "differences": differences,
-            "replays": replays, "differences_without_replayed": fair}
+            "paired_gains": paired_gains, "replays": replays, "differences_without_replayed": fair}
 
 
 #: What :func:`ablation_table` appends to a result that replays the labelling rule.
@@ -412,6 +431,39 @@ def ablations_path(paths: Paths) -> Path:
 def write_ablations(paths: Paths, document: Mapping[str, Any]) -> Path:
     """Write ``ablations.json`` atomically."""
     return atomic_write_json(ablations_path(paths), dict(document))
+
+
+def paired_gain_table(document: Mapping[str, Any], family: str = "evidence subset") -> pd.DataFrame:
+    """One row per variant of ``family``: its paired score minus the reference's, over all frames
+    and per kind of negative ("value [95% interval]"); positive means it ranks more frames' own
+    text above their negative than the reference does."""
+    from helpers.evaluation import ALL_FRAMES, format_estimate
+    from helpers.pairs import NEGATIVE_TYPES
+
+    gains = {name: g for name, g in document.get("paired_gains", {}).items()
+             if document.get("families", {}).get(name) == family}
+    columns = [c for c in (ALL_FRAMES, *NEGATIVE_TYPES) if any(c in g for g in gains.values())]
+    rows = {name: {c: format_estimate(g.get(c)) for c in columns} for name, g in gains.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis(
+        f"variant minus {document['reference']} (paired score)")
+
+
+def record_in_metrics(paths: Paths, document: Mapping[str, Any], evidences: Mapping[str, str]) -> Path:
+    """Add the evidence subsets to ``metrics.json`` (chapter 07's file) under ``"ablations"``: the
+    evidences and their score columns, the reference, and per subset its inputs, its ROC-AUC and
+    paired score (overall and per kind of negative) and its paired gain over the reference.
+    The whole ablation document stays in ``ablations.json``."""
+    metrics = read_json(paths.metrics_json)
+    if metrics is None:
+        raise FileNotFoundError(f"{paths.metrics_json} is missing: run chapter 07 (evaluation) first")
+    subsets = {
+        name: {"features": info["features"], "roc_auc": info["overall"]["roc_auc"],
+               "roc_auc_by_negative_type": {t: v["roc_auc"] for t, v in info["by_negative_type"].items()},
+               "paired": info["paired"], "paired_gain": document["paired_gains"].get(name)}
+        for name, info in document["models"].items() if document["families"].get(name) == "evidence subset"}
+    metrics["ablations"] = {"file": ABLATIONS_FILE, "evidences": dict(evidences), "reference": document["reference"],
+                            "subsets": subsets}
+    return atomic_write_json(paths.metrics_json, metrics)
 
 
 def read_ablations(paths: Paths) -> dict[str, Any] | None:

@@ -9,6 +9,8 @@ and reported as a ratio, which transfers between machines far better than the se
 - detection: frames per second at each ``min_size`` of the profile's sweep, batch 1
   against a larger batch;
 - CLIP: images and sentences per second;
+- OWL-ViT (B/32, 768 px) and BLIP-VQA (base, 384 px) at their real sizes: frames per second,
+  and BLIP's seconds per image and per further question;
 - pair scoring: every pair scored the way the original study did it (a forward pass of
   CLIP per pair), against this study's way (each distinct frame and sentence embedded once
   and cached, then dot products), from an empty cache and from a filled one;
@@ -36,25 +38,19 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .bench_models import (BENCH_PHRASES, Measurement, bench_beyond_coco, bench_clip, bench_detection,
+                           bench_pair_scoring, ratio, time_per_call)
 from .config import BENCH_SUFFIX, OUTPUTS_DIR, REPO_ROOT, load_profile
 from .io import atomic_write_json
-
-if TYPE_CHECKING:
-    import pandas as pd
-    from PIL import Image
-
-    from .clip import Clip
-    from .detection import Detector
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -62,6 +58,8 @@ __all__ = [
     "bench_detection",
     "bench_clip",
     "bench_pair_scoring",
+    "bench_beyond_coco",
+    "BENCH_PHRASES",
     "bench_series",
     "bench_profile_series",
     "run_bench",
@@ -75,65 +73,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One number of the benchmark: ``section`` / ``name`` (``setting``) = ``value`` ``unit``.
-
-    ``n`` is how many items (frames, texts, pairs) one timed call processed and ``repeats``
-    how many timed calls the value summarises (their median); both 0 where meaningless.
-    """
-
-    section: str
-    name: str
-    setting: str
-    value: float
-    unit: str
-    n: int = 0
-    repeats: int = 0
-
-
-def time_per_call(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls.
-
-    A CUDA device is synchronised around every call, so asynchronous kernels are counted.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    sync = _cuda_synchronize()
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _cuda_synchronize() -> Callable[[], None]:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard requirement of the project
-        return lambda: None
-    return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-
-
-def ratio(section: str, name: str, slow: Measurement, fast: Measurement, setting: str = "") -> Measurement:
-    """How many times faster ``fast`` is than ``slow``: both in seconds, or both in items per second.
-
-    ``setting`` describes the comparison (default: the two settings).
-    """
-    if slow.unit != fast.unit:
-        raise ValueError(f"cannot compare {slow.unit!r} with {fast.unit!r}")
-    if slow.unit.endswith("/s"):
-        value = fast.value / slow.value if slow.value > 0 else float("nan")
-    else:
-        value = slow.value / fast.value if fast.value > 0 else float("nan")
-    return Measurement(section, name, setting or f"{slow.setting} vs {fast.setting}", value, "x")
 
 
 def format_table(measurements: Sequence[Measurement]) -> str:
@@ -217,117 +156,6 @@ def _device_name() -> str:
 def write_bench(path: str | os.PathLike, document: dict[str, Any]) -> Path:
     """Write ``bench.json`` atomically."""
     return atomic_write_json(path, document)
-
-
-# ------------------------------------------------------------------------ measurements
-
-
-def bench_detection(detector: "Detector", images: Sequence["Image.Image"], *, sizes: Sequence[int],
-                    batch_size: int, repeats: int) -> list[Measurement]:
-    """Frames per second of ``detect_images`` at each input size, batch 1 against ``batch_size``."""
-    from .detection import detect_images
-
-    detect_images(detector, images[:1], min_size=min(sizes))  # first call: allocator and thread pool warm-up
-    out = []
-    for size in sizes:
-        measured = {}
-        for batch in dict.fromkeys((1, batch_size)):
-            def run(batch: int = batch, size: int = size) -> None:
-                for i in range(0, len(images), batch):
-                    detect_images(detector, images[i : i + batch], min_size=size)
-
-            seconds = time_per_call(run, repeats=repeats, warmup=0)
-            measured[batch] = Measurement("detection", "frames per second", f"min_size {size}, batch {batch}",
-                                          len(images) / seconds, "frames/s", n=len(images), repeats=repeats)
-            out.append(measured[batch])
-        if batch_size != 1:
-            out.append(ratio("detection", "batching speed-up", measured[1], measured[batch_size],
-                             f"min_size {size}, batch {batch_size} vs 1"))
-    return out
-
-
-def bench_clip(clip: "Clip", frames: Mapping[tuple[str, int], bytes], sentences: Sequence[str], *,
-               batch_size: int, repeats: int) -> list[Measurement]:
-    """Images and sentences per second through ``embed_images`` / ``embed_texts`` (decoding,
-    preprocessing, forward pass and cache write), each call into an empty cache."""
-    from .clip import embed_images, embed_texts
-
-    named = {f"{s}/{f}": data for (s, f), data in frames.items()}
-
-    def fresh(fn: Callable[[Path], Any]) -> Callable[[], Any]:
-        def call() -> Any:
-            with tempfile.TemporaryDirectory() as tmp:
-                return fn(Path(tmp) / "cache")
-        return call
-
-    images = time_per_call(fresh(lambda p: embed_images(clip, named, p, batch_size=batch_size)), repeats=repeats)
-    texts = time_per_call(fresh(lambda p: embed_texts(clip, sentences, p, batch_size=batch_size)), repeats=repeats)
-    return [
-        Measurement("CLIP", "images per second", f"batch {batch_size}", len(named) / images, "images/s", n=len(named),
-                    repeats=repeats),
-        Measurement("CLIP", "sentences per second", f"batch {batch_size}", len(sentences) / texts, "sentences/s",
-                    n=len(sentences), repeats=repeats),
-    ]
-
-
-def _study_pair_scores(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tuple[str, int], bytes]) -> list[float]:
-    """The original study's way: one CLIP forward pass (image and text) per pair, nothing reused.
-
-    The text is the first ``FIRST_CHARS`` characters of the tagged text, as the study cut it.
-    On a GPU it runs under the same fp16 autocast as ``helpers.clip``, so only the reuse differs.
-    """
-    import contextlib
-
-    import torch
-
-    from .semantics import FIRST_CHARS
-    from .clip import MAX_TOKENS
-    from .data import frame_image
-
-    scores = []
-    for story_id, frame, tagged in pairs[["story_id", "frame", "tagged_text"]].itertuples(index=False):
-        image = frame_image([frames[(str(story_id), int(frame))]], 1)
-        pixels = clip.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"].to(clip.device)
-        tokens = clip.tokenizer([tagged[:FIRST_CHARS]], truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
-        precision = (torch.autocast("cuda", dtype=torch.float16) if clip.device.type == "cuda"
-                     else contextlib.nullcontext())
-        with torch.inference_mode(), precision:
-            image_vector = clip.model.get_image_features(pixel_values=pixels).pooler_output
-            text_vector = clip.model.get_text_features(
-                input_ids=tokens["input_ids"].to(clip.device),
-                attention_mask=tokens["attention_mask"].to(clip.device)).pooler_output
-        scores.append(float(torch.nn.functional.cosine_similarity(image_vector, text_vector).item()))
-    return scores
-
-
-def bench_pair_scoring(clip: "Clip", pairs: "pd.DataFrame", frames: Mapping[tuple[str, int], bytes], *,
-                       batch_size: int) -> list[Measurement]:
-    """Seconds to score every pair: the study's way (a forward pass per pair) against
-    ``helpers.semantics.clip_features`` from an empty cache and from the cache it filled.
-
-    ``clip_features`` also embeds two baseline texts per pair (the whole segment and the
-    study's 150 characters), so its side of the ratio is, if anything, handicapped.
-    """
-    from .semantics import clip_features
-
-    pair_frames = {key: frames[key] for key in zip(pairs["story_id"].astype(str), pairs["frame"].astype(int))}
-    setting = f"{len(pairs)} pairs, {len(pair_frames)} frames"
-    study = time_per_call(lambda: _study_pair_scores(clip, pairs, pair_frames), repeats=1, warmup=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        def score() -> None:
-            clip_features(clip, pairs, pair_frames, tmp, batch_size=batch_size)
-
-        cold = time_per_call(score, repeats=1, warmup=0)
-        warm = time_per_call(score, repeats=3, warmup=0)
-    n = len(pairs)
-    rows = {
-        "study": Measurement("pair scoring", "a CLIP forward pass per pair (the study)", setting, study, "s", n, 1),
-        "cold": Measurement("pair scoring", "cached embeddings, empty cache", setting, cold, "s", n, 1),
-        "warm": Measurement("pair scoring", "cached embeddings, filled cache", setting, warm, "s", n, 3),
-    }
-    return [*rows.values(),
-            ratio("pair scoring", "speed-up over the study", rows["study"], rows["cold"], "empty cache"),
-            ratio("pair scoring", "speed-up over the study", rows["study"], rows["warm"], "filled cache")]
 
 
 def bench_series(*, timeout_s: float = 3600) -> list[Measurement]:
@@ -450,6 +278,8 @@ def run_bench(*, quick: bool, skip_series: bool, workdir: str | os.PathLike) -> 
     measurements += bench_clip(clip, inputs.frames, inputs.sentences, batch_size=batch, repeats=repeats)
     measurements += bench_pair_scoring(clip, inputs.pairs, inputs.frames, batch_size=batch)
     del clip
+    measurements += bench_beyond_coco(inputs.frames, models_dir=models, seed=int(cfg["seed"]), repeats=repeats,
+                                      phrases=BENCH_PHRASES, device=dev)
     return measurements + peak_memory(children=not skip_series)
 
 

@@ -340,6 +340,8 @@ CARD_SCORES: dict[str, tuple[str, str | None]] = {
     "object": ("object_score", "object_informative"),
     "semantic": ("clip_score", None),
     "spatial": ("spatial_score", "spatial_informative"),
+    "open-vocabulary": ("openvocab_score", "openvocab_informative"),  # when the profile computes it (chapter 02)
+    "questions": ("question_score", "question_informative"),  # when the profile computes it (chapter 03)
 }
 
 

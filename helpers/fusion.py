@@ -17,8 +17,10 @@ from torch import nn
 
 if TYPE_CHECKING:
     from helpers.clip import Clip
-    from helpers.tags import ParsedStory
     from helpers.detection import Detector
+    from helpers.owlvit import OwlVit
+    from helpers.tags import ParsedStory
+    from helpers.vqa import Vqa
 
 
 def replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
@@ -33,20 +35,37 @@ def replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: The cache folders (under a profile's cache) of the two evidences beyond the study: chapter
+#: 02's open-vocabulary detections (per frame and phrase) and chapter 03's answers (per frame and question).
+OPENVOCAB_CACHE, QUESTIONS_CACHE = "openvocab", "questions"
+
+
+def evidence_enabled(cfg: Mapping[str, Any], section: str) -> bool:
+    """Whether the profile ``cfg`` switches on the evidence of ``section`` (``"openvocab"``, ``"questions"``)."""
+    return bool(cfg.get(section, {}).get("enabled", False))
+
+
+def without_new_evidence(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile ``cfg`` with the evidences beyond the study switched off: what a head on the
+    study's inputs needs, so that scoring for it runs no OWL-ViT or BLIP-VQA forward pass."""
+    return {**cfg, **{section: {**cfg.get(section, {}), "enabled": False} for section in ("openvocab", "questions")}}
+
+
 def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *, detector: "Detector",
                 clip: "Clip", stories: Sequence["ParsedStory"], cfg: Mapping[str, Any],
-                cache_dir: str | Path) -> pd.DataFrame:
-    """The three evidences of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
+                cache_dir: str | Path, openvocab: "OwlVit | None" = None, vqa: "Vqa | None" = None) -> pd.DataFrame:
+    """Every evidence of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
 
     Detection, CLIP, object and spatial evidence use the profile's settings and the same
-    helper functions as the chapters; results are cached under ``cache_dir`` by frame
-    content (pass the profile's cache folder to share chapters 02 and 03's caches), so a
-    rerun, or an input they already saw, costs no forward pass. Returns ``pairs``
-    with every feature column those chapters write.
+    helper functions as the chapters; so do the open-vocabulary and question evidence when
+    the profile switches them on (then ``openvocab`` and ``vqa`` must be the loaded models).
+    Results are cached under ``cache_dir`` by frame content (pass the profile's cache folder
+    to share the chapters' caches), so a rerun, or an input they already saw, costs no
+    forward pass. Returns ``pairs`` with every feature column those chapters write.
     """
     from helpers.detection import CACHE_FILE, detect_frames
-    from helpers.objects import object_features
-    from helpers.semantics import clip_features
+    from helpers.objects import object_features, openvocab_features
+    from helpers.semantics import clip_features, question_features
     from helpers.spatial import spatial_features
 
     det, cl = cfg["detector"], cfg["clip"]
@@ -54,11 +73,21 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     detections = detect_frames(detector, frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
                                batch_size=int(det["batch_size"])).frames
     threshold = float(det["score_threshold"])
-    objects = object_features(pairs, detections, list(stories), threshold=threshold)
-    semantic = clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
-                             batch_size=int(cl["batch_size"])).features
-    spatial = spatial_features(pairs, detections, threshold=threshold, stories=stories)
-    return replace_columns(pairs, objects, semantic, spatial)
+    parts = [object_features(pairs, detections, list(stories), threshold=threshold),
+             clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
+                           batch_size=int(cl["batch_size"])).features,
+             spatial_features(pairs, detections, threshold=threshold, stories=stories)]
+    for section, model, name in (("openvocab", openvocab, "OWL-ViT"), ("questions", vqa, "BLIP-VQA")):
+        if evidence_enabled(cfg, section) and model is None:
+            raise ValueError(f"the profile switches on {section} evidence: pass the loaded {name} model")
+    if evidence_enabled(cfg, "openvocab"):
+        ov = cfg["openvocab"]
+        parts.append(openvocab_features(openvocab, pairs, frames, stories, threshold=float(ov["score_threshold"]),
+                                        cache_path=cache_dir / OPENVOCAB_CACHE, batch_size=int(ov["batch_size"])))
+    if evidence_enabled(cfg, "questions"):
+        parts.append(question_features(vqa, pairs, frames, stories, cache_path=cache_dir / QUESTIONS_CACHE,
+                                       batch_size=int(cfg["questions"]["batch_size"])))
+    return replace_columns(pairs, *parts)
 
 
 class FusionMLP(nn.Module):
@@ -110,6 +139,20 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "extended": STUDY_FEATURES
     + ("object_informative", "spatial_informative", "clip_score_mean", "relations_checked", "relations_held"),
 }
+
+#: The evidences beyond the study (issue 12), by profile section: each score with its flag
+#: (False when the text gave nothing to look for or to ask, and the score is a placeholder).
+NEW_EVIDENCE: dict[str, tuple[str, ...]] = {
+    "openvocab": ("openvocab_score", "openvocab_informative"),
+    "questions": ("question_score", "question_informative"),
+}
+
+
+def extended_features(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The extended head's inputs under the profile ``cfg``: ``FEATURE_SETS["extended"]`` and the
+    columns of every evidence of ``NEW_EVIDENCE`` the profile switches on."""
+    return FEATURE_SETS["extended"] + tuple(c for section, columns in NEW_EVIDENCE.items()
+                                            if evidence_enabled(cfg, section) for c in columns)
 
 
 class FeatureTableError(ValueError):

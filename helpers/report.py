@@ -14,7 +14,8 @@ from typing import Any
 from .config import Paths, read_run_record
 from .io import atomic_write_text, read_json
 
-__all__ = ["render_html", "without_progress_bars", "write_index", "headline_rows"]
+__all__ = ["render_html", "without_progress_bars", "write_index", "headline_rows", "paired_rows", "control_rows",
+           "ablation_rows"]
 
 
 #: stderr lines that are progress reports, not messages: tqdm bars (with their carriage
@@ -81,6 +82,15 @@ def control_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def ablation_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per evidence subset of ``metrics.json``'s ``"ablations"`` (chapter 09): its ROC-AUC,
+    then its paired score minus the reference's, over all frames and per kind of negative."""
+    subsets = metrics.get("ablations", {}).get("subsets", {})
+    return [{"subset": name, "ROC-AUC": _estimate(info["roc_auc"]),
+             **{f"paired gain {g}": _estimate(e) for g, e in (info.get("paired_gain") or {}).items()}}
+            for name, info in subsets.items()]
+
+
 def _estimate(est: dict[str, float | None]) -> str:
     """'value [low, high]', with 'n/a' for what is undefined (null in metrics.json)."""
     def fmt(x: float | None) -> str:
@@ -110,6 +120,9 @@ def write_index(profile: str, paths: Paths) -> Path:
         for p in reports
     )
     metrics = read_json(paths.metrics_json, default={})
+    ablations = metrics.get("ablations", {})
+    evidences = ", ".join(f"{name}: {column}" for name, column in ablations.get("evidences", {}).items()) or "not run"
+    reference = ablations.get("reference", "")
     provenance = {k: run[k] for k in ("profile", "description", "git_commit", "started", "finished", "device", "dataset_fingerprint") if k in run}
     prov_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in provenance.items())
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
@@ -131,6 +144,10 @@ above); <code>shuffled_frames</code> is the primary head scoring each text again
 {_table(control_rows(metrics))}
 <h2>Pooled metrics (test split, every pair; 95% intervals over id blocks)</h2>
 {_table(headline_rows(metrics))}
+<h2>What each evidence adds (chapter 09)</h2>
+<p>One head per subset of the evidences this profile computes ({html.escape(evidences)}); the paired gain
+is the subset's paired score minus that of <code>{html.escape(reference)}</code>, the study's three, on the same resamples.</p>
+{_table(ablation_rows(metrics)) if ablation_rows(metrics) else "<p>No ablations yet: chapter 09 writes them.</p>"}
 <h2>Provenance</h2><table>{prov_rows}</table>
 <p><small>{html.escape(versions)}</small></p>
 <p><small>Full record: <code>run.json</code> in the profile's output folder.</small></p>

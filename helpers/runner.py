@@ -45,6 +45,8 @@ def preflight(cfg: dict) -> None:
     from .data import dataset_available
     from .detection import detector_weights_available
     from .mlm import mlm_weights_available
+    from .owlvit import owlvit_weights_available
+    from .vqa import vqa_weights_available
 
     from .config import _default_cache
     from .data import HUB_DATASET
@@ -59,11 +61,15 @@ def preflight(cfg: dict) -> None:
         problems.append(f"the CLIP weights {cfg['clip']['weights']!r}")
     if not mlm_weights_available(cfg["mlm"]["weights"]):
         problems.append(f"the masked language model weights {cfg['mlm']['weights']!r} (chapter 01's pair construction)")
+    if cfg.get("openvocab", {}).get("enabled") and not owlvit_weights_available(cfg["openvocab"]["weights"]):
+        problems.append(f"the OWL-ViT weights {cfg['openvocab']['weights']!r} (chapter 02's open-vocabulary evidence)")
+    if cfg.get("questions", {}).get("enabled") and not vqa_weights_available(cfg["questions"]["weights"]):
+        problems.append(f"the BLIP-VQA weights {cfg['questions']['weights']!r} (chapter 03's question evidence)")
     if problems:
         torch_home = os.environ.get("TORCH_HOME") or _default_cache("TORCH_HOME")
         raise MissingAssetError("; ".join(problems), cache_var="HF_HOME",
                                 detail=f"Faster R-CNN weights are cached under TORCH_HOME={torch_home}; "
-                                       "the dataset, CLIP and the masked language model under HF_HOME.")
+                                       "the dataset and the Hugging Face models (CLIP, the masked language model, OWL-ViT, BLIP-VQA) under HF_HOME.")
 
 
 def execute(nb: Path, executed: Path, parameters: dict, *, stream: TextIO | None = None,

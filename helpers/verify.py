@@ -12,10 +12,13 @@ profile's default training run (chapter 06), and the decision uses the threshold
 with it on the validation split.
 
 The result (JSON on the command line) holds the probability, the decision, the threshold,
-the three scores and every input of the head, and the explanation: the COCO categories
+the scores and every input of the head, and the explanation: the COCO categories
 the text needs, those found (with their best box) and those missing; each relation the
 text states, held, failed or unverifiable, with the boxes used; CLIP's score per
-sentence. Bad input (a missing or unreadable image, an empty text, a profile with no
+sentence; and, when the profile switches them on, the entity phrases OWL-ViT found (with
+their best box) and missed, and every yes/no question asked of BLIP-VQA with its P(yes)
+(a question whose parent does not hold counts as no). ``--run fusion_extended`` decides with
+the extended head, which reads those two scores too; the default head reads the study's three. Bad input (a missing or unreadable image, an empty text, a profile with no
 trained checkpoint, weights that are not available) ends the command with a one-line
 error naming the problem and exit status 2.
 """
@@ -38,9 +41,11 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from .clip import Clip
-    from .tags import Segment
     from .detection import Detector
     from .fusion import TrainedHead
+    from .owlvit import OwlVit
+    from .tags import Segment
+    from .vqa import Vqa
 
 __all__ = ["VerifyError", "Verifier", "load_verifier", "read_image", "read_text", "verify", "main"]
 
@@ -59,10 +64,14 @@ class Verifier:
     head: "TrainedHead"
     detector: "Detector"
     clip: "Clip"
+    owlvit: "OwlVit | None" = None
+    vqa: "Vqa | None" = None
 
 
-def load_verifier(profile: str = "quick", overrides: dict[str, Any] | None = None) -> Verifier:
-    """Load the head of ``profile``'s default training run and the profile's detector and CLIP.
+def load_verifier(profile: str = "quick", overrides: dict[str, Any] | None = None, *, run: str | None = None) -> Verifier:
+    """Load the head of one of ``profile``'s training runs (default: its default run, the study's
+    inputs; ``"fusion_extended"``: the extended inputs) and the profile's models: the detector,
+    CLIP, and OWL-ViT and BLIP-VQA when the profile switches their evidence on.
 
     ``overrides`` changes profile values (as in ``helpers.notebook.start``). Raises
     ``VerifyError`` when the profile has no trained checkpoint, ``MissingAssetError`` when
@@ -70,20 +79,27 @@ def load_verifier(profile: str = "quick", overrides: dict[str, Any] | None = Non
     """
     from .clip import load_clip
     from .detection import load_detector
+    from .fusion import evidence_enabled
+    from .owlvit import load_owlvit
     from .training import CheckpointError, default_checkpoint, load_head
+    from .vqa import load_vqa
 
     cfg = load_profile(profile, overrides)
     paths: Paths = output_paths(profile)
-    checkpoint = default_checkpoint(paths)
+    checkpoint = default_checkpoint(paths, *([run] if run else []))
     try:
         head = load_head(checkpoint)
     except CheckpointError as err:
         raise VerifyError(f"profile {profile!r} has no usable trained checkpoint ({err}); train it first: "
                           f"make run-all PROFILE={profile}") from None
-    seed = int(cfg.get("seed", 42))
-    detector = load_detector(str(cfg["detector"]["weights"]), models_dir=paths.models, seed=seed)
-    clip = load_clip(str(cfg["clip"]["weights"]), models_dir=paths.models, seed=seed)
-    return Verifier(profile=profile, cfg=cfg, checkpoint=checkpoint, head=head, detector=detector, clip=clip)
+    models = {"models_dir": paths.models, "seed": int(cfg.get("seed", 42))}
+    return Verifier(profile=profile, cfg=cfg, checkpoint=checkpoint, head=head,
+                    detector=load_detector(str(cfg["detector"]["weights"]), **models),
+                    clip=load_clip(str(cfg["clip"]["weights"]), **models),
+                    owlvit=load_owlvit(str(cfg["openvocab"]["weights"]), **models)
+                    if evidence_enabled(cfg, "openvocab") else None,
+                    vqa=load_vqa(str(cfg["questions"]["weights"]), **models)
+                    if evidence_enabled(cfg, "questions") else None)
 
 
 def read_image(image: "str | os.PathLike | PILImage.Image") -> "PILImage.Image":
@@ -143,19 +159,22 @@ def verify(
     *,
     frame: int | None = None,
     verifier: Verifier | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """Whether ``image`` shows ``text``, by the trained head of ``profile``, with the evidence behind it.
 
     Pass a ``verifier`` (``load_verifier``) to score many pairs without reloading the models.
     Returns a JSON-ready dict: ``probability``, ``aligned`` (probability >= ``threshold``),
-    ``threshold``, ``scores`` (the three evidence scores), ``inputs`` (every input of the
-    head), ``explanation`` (``objects``: needed / found with boxes / missing; ``relations``:
+    ``threshold``, ``scores`` (the evidence scores the profile computes), ``inputs`` (every input
+    of the head), ``explanation`` (``objects``: needed / found with boxes / missing; ``relations``:
     held / failed / unverifiable, with boxes, or the proximity fallback; ``clip``: per
-    sentence), plus ``profile``, ``checkpoint`` and ``image_size``.
+    sentence; ``openvocab``: phrases found with boxes / missing; ``questions``: each with its
+    P(yes)), plus ``profile``, ``checkpoint`` and ``image_size``. ``run`` chooses the head as in
+    ``load_verifier`` (ignored with a ``verifier``).
     """
     parsed = read_text(text, frame)  # cheap checks first: bad input never waits for a model
     picture = read_image(image)
-    v = verifier or load_verifier(profile)
+    v = verifier or load_verifier(profile, run=run)
 
     import pandas as pd
 
@@ -171,7 +190,7 @@ def verify(
     frames = {("query", 1): _png(picture)}
     with tempfile.TemporaryDirectory(prefix="verify-") as cache:
         row = score_pairs(pair, frames, detector=v.detector, clip=v.clip, stories=[], cfg=v.cfg,
-                          cache_dir=cache).iloc[0]
+                          cache_dir=cache, openvocab=v.owlvit, vqa=v.vqa).iloc[0]
         sentences = clip_features(v.clip, pair, frames, Path(cache) / "clip", aggregate=clip_cfg["aggregate"],
                                   top_k=int(clip_cfg["top_k"]), batch_size=int(clip_cfg["batch_size"])).sentences  # cached
     if pd.isna(row["clip_score"]):
@@ -182,35 +201,49 @@ def verify(
         **{c: float(row[c]) for c in row.index if c.startswith("clip_score")},
         "spatial_score": float(row["spatial_score"]), "spatial_informative": bool(row["spatial_informative"]),
         "relations_checked": int(row["relations_checked"]), "relations_held": int(row["relations_held"]),
+        **{c: float(row[c]) for c in ("openvocab_score", "question_score") if c in row.index},
+        **{c: bool(row[c]) for c in ("openvocab_informative", "question_informative") if c in row.index},
     }
+    absent = [c for c in v.head.features if c not in inputs]
+    if absent:
+        raise VerifyError(f"the head {v.checkpoint} reads {absent}, which profile {v.profile!r} does not compute: "
+                          "switch that evidence on in the profile, or choose another run")
     probability = float(v.head.predict_proba(pd.DataFrame([inputs]))[0])
     relations = json.loads(row["relations_json"])
+    explanation: dict[str, Any] = {
+        "objects": {
+            "informative": inputs["object_informative"],
+            **{key: json.loads(row[f"objects_{key}"]) for key in ("needed", "found", "missing")},
+        },
+        "relations": {
+            "informative": inputs["spatial_informative"],
+            "source": str(row["spatial_source"]),
+            **{status: [r for r in relations if r["status"] == status]
+               for status in ("held", "failed", "unverifiable", "proximity")},
+        },
+        "clip": {
+            "aggregate": clip_cfg["aggregate"],
+            "sentences": [{"text": s, "score": float(score)} for s, score in
+                          zip(split_sentences(plain), sentences.sort_values("sentence")["score"])],
+        },
+    }
+    if "openvocab_score" in row.index:
+        explanation["openvocab"] = {"informative": inputs["openvocab_informative"],
+                                    **{key: json.loads(row[f"openvocab_{key}"]) for key in ("phrases", "found", "missing")}}
+    if "question_score" in row.index:
+        explanation["questions"] = {"informative": inputs["question_informative"], "score": inputs["question_score"],
+                                    "questions": json.loads(row["questions"])}
     return {
         "profile": v.profile,
         "checkpoint": str(v.checkpoint),
         "probability": probability,
         "threshold": v.head.threshold,
         "aligned": probability >= v.head.threshold,
-        "scores": {name: inputs[name] for name in ("object_score", "clip_score", "spatial_score")},
+        "scores": {name: inputs[name] for name in ("object_score", "clip_score", "spatial_score", "openvocab_score",
+                                                   "question_score") if name in inputs},
         "inputs": {name: inputs[name] for name in v.head.features},
         "image_size": list(picture.size),
-        "explanation": {
-            "objects": {
-                "informative": inputs["object_informative"],
-                **{key: json.loads(row[f"objects_{key}"]) for key in ("needed", "found", "missing")},
-            },
-            "relations": {
-                "informative": inputs["spatial_informative"],
-                "source": str(row["spatial_source"]),
-                **{status: [r for r in relations if r["status"] == status]
-                   for status in ("held", "failed", "unverifiable", "proximity")},
-            },
-            "clip": {
-                "aggregate": clip_cfg["aggregate"],
-                "sentences": [{"text": s, "score": float(score)} for s, score in
-                              zip(split_sentences(plain), sentences.sort_values("sentence")["score"])],
-            },
-        },
+        "explanation": explanation,
     }
 
 
@@ -226,13 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("text", help='the text, tagged or plain; "-" reads it from standard input')
     parser.add_argument("--profile", default="quick", help="whose trained head and models to use (default: quick)")
     parser.add_argument("--frame", type=int, default=None, help="which <gdi imageN> segment of a tagged story to check")
+    parser.add_argument("--run", default=None,
+                        help="whose head decides: a training run of chapter 06 (default: fusion; fusion_extended "
+                             "reads the open-vocabulary and question scores too)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")  # standard error carries errors only
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     text = sys.stdin.read() if args.text == "-" else args.text
     try:
         load_profile(args.profile)  # an unknown profile fails before anything is read
-        result = verify(args.image, text, args.profile, frame=args.frame)
+        result = verify(args.image, text, args.profile, frame=args.frame, run=args.run)
     except (VerifyError, MissingAssetError, ValueError, OSError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -61,15 +61,20 @@ from torch import nn
 
 if TYPE_CHECKING:
     from helpers.clip import Clip
-    from helpers.tags import ParsedStory
     from helpers.detection import Detector
+    from helpers.owlvit import OwlVit
+    from helpers.tags import ParsedStory
+    from helpers.vqa import Vqa
 
 # %% [markdown]
 # ## The evidence of a pair
 #
 # Each pair gets its three evidences from the functions chapters 02 to 04 wrote: chapter
 # 02's object score, chapter 03's CLIP aggregate, chapter 04's spatial score, with the
-# profile's detector and CLIP settings. `score_pairs` is the one function that computes them
+# profile's detector and CLIP settings. Beyond the study, a profile may switch on two more
+# (issue 12): chapter 02's open-vocabulary score (OWL-ViT queried with the text's own entity
+# phrases) and chapter 03's question score (BLIP-VQA answering yes/no questions built from
+# the text). `score_pairs` is the one function that computes them all
 # for any batch of pairs from the frames' bytes: chapter 07's control, chapter 09's
 # robustness study and the verifier call it on inputs the chapters never saw. It reads and
 # fills the chapters' caches (keyed by a frame's bytes and a text), so pairs those chapters
@@ -90,20 +95,37 @@ def replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: The cache folders (under a profile's cache) of the two evidences beyond the study: chapter
+#: 02's open-vocabulary detections (per frame and phrase) and chapter 03's answers (per frame and question).
+OPENVOCAB_CACHE, QUESTIONS_CACHE = "openvocab", "questions"
+
+
+def evidence_enabled(cfg: Mapping[str, Any], section: str) -> bool:
+    """Whether the profile ``cfg`` switches on the evidence of ``section`` (``"openvocab"``, ``"questions"``)."""
+    return bool(cfg.get(section, {}).get("enabled", False))
+
+
+def without_new_evidence(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile ``cfg`` with the evidences beyond the study switched off: what a head on the
+    study's inputs needs, so that scoring for it runs no OWL-ViT or BLIP-VQA forward pass."""
+    return {**cfg, **{section: {**cfg.get(section, {}), "enabled": False} for section in ("openvocab", "questions")}}
+
+
 def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *, detector: "Detector",
                 clip: "Clip", stories: Sequence["ParsedStory"], cfg: Mapping[str, Any],
-                cache_dir: str | Path) -> pd.DataFrame:
-    """The three evidences of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
+                cache_dir: str | Path, openvocab: "OwlVit | None" = None, vqa: "Vqa | None" = None) -> pd.DataFrame:
+    """Every evidence of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
 
     Detection, CLIP, object and spatial evidence use the profile's settings and the same
-    helper functions as the chapters; results are cached under ``cache_dir`` by frame
-    content (pass the profile's cache folder to share chapters 02 and 03's caches), so a
-    rerun, or an input they already saw, costs no forward pass. Returns ``pairs``
-    with every feature column those chapters write.
+    helper functions as the chapters; so do the open-vocabulary and question evidence when
+    the profile switches them on (then ``openvocab`` and ``vqa`` must be the loaded models).
+    Results are cached under ``cache_dir`` by frame content (pass the profile's cache folder
+    to share the chapters' caches), so a rerun, or an input they already saw, costs no
+    forward pass. Returns ``pairs`` with every feature column those chapters write.
     """
     from helpers.detection import CACHE_FILE, detect_frames
-    from helpers.objects import object_features
-    from helpers.semantics import clip_features
+    from helpers.objects import object_features, openvocab_features
+    from helpers.semantics import clip_features, question_features
     from helpers.spatial import spatial_features
 
     det, cl = cfg["detector"], cfg["clip"]
@@ -111,11 +133,21 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     detections = detect_frames(detector, frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
                                batch_size=int(det["batch_size"])).frames
     threshold = float(det["score_threshold"])
-    objects = object_features(pairs, detections, list(stories), threshold=threshold)
-    semantic = clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
-                             batch_size=int(cl["batch_size"])).features
-    spatial = spatial_features(pairs, detections, threshold=threshold, stories=stories)
-    return replace_columns(pairs, objects, semantic, spatial)
+    parts = [object_features(pairs, detections, list(stories), threshold=threshold),
+             clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
+                           batch_size=int(cl["batch_size"])).features,
+             spatial_features(pairs, detections, threshold=threshold, stories=stories)]
+    for section, model, name in (("openvocab", openvocab, "OWL-ViT"), ("questions", vqa, "BLIP-VQA")):
+        if evidence_enabled(cfg, section) and model is None:
+            raise ValueError(f"the profile switches on {section} evidence: pass the loaded {name} model")
+    if evidence_enabled(cfg, "openvocab"):
+        ov = cfg["openvocab"]
+        parts.append(openvocab_features(openvocab, pairs, frames, stories, threshold=float(ov["score_threshold"]),
+                                        cache_path=cache_dir / OPENVOCAB_CACHE, batch_size=int(ov["batch_size"])))
+    if evidence_enabled(cfg, "questions"):
+        parts.append(question_features(vqa, pairs, frames, stories, cache_path=cache_dir / QUESTIONS_CACHE,
+                                       batch_size=int(cfg["questions"]["batch_size"])))
+    return replace_columns(pairs, *parts)
 
 # %% [markdown]
 # ## The head
@@ -171,6 +203,9 @@ def count_parameters(model: nn.Module) -> int:
 # can check, the score is a placeholder, not a measurement), CLIP's mean over the sentences
 # next to its maximum, and how many relations the text stated that the boxes could check,
 # and how many of those held.
+# The extended head also takes the open-vocabulary and question scores, each with its flag,
+# when the profile switches them on (`extended_features`): the study's three-score head stays
+# the replication.
 
 # %%
 #@save
@@ -188,6 +223,20 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     + ("object_informative", "spatial_informative", "clip_score_mean", "relations_checked", "relations_held"),
 }
 
+#: The evidences beyond the study (issue 12), by profile section: each score with its flag
+#: (False when the text gave nothing to look for or to ask, and the score is a placeholder).
+NEW_EVIDENCE: dict[str, tuple[str, ...]] = {
+    "openvocab": ("openvocab_score", "openvocab_informative"),
+    "questions": ("question_score", "question_informative"),
+}
+
+
+def extended_features(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The extended head's inputs under the profile ``cfg``: ``FEATURE_SETS["extended"]`` and the
+    columns of every evidence of ``NEW_EVIDENCE`` the profile switches on."""
+    return FEATURE_SETS["extended"] + tuple(c for section, columns in NEW_EVIDENCE.items()
+                                            if evidence_enabled(cfg, section) for c in columns)
+
 # %%
 import matplotlib.pyplot as plt
 import seaborn as sns
@@ -201,8 +250,8 @@ layers = pd.DataFrame([{"parameter": name, "shape": tuple(p.shape), "count": p.n
                        for name, p in model.named_parameters()])
 display(layers)
 display(Markdown(f"With the study's {len(STUDY_FEATURES)} inputs the head has **{count_parameters(model):,}** "
-                 f"trainable parameters; the extended input set ({len(FEATURE_SETS['extended'])} columns) gives it "
-                 f"{count_parameters(FusionMLP(input_dim=len(FEATURE_SETS['extended']))):,}."))
+                 f"trainable parameters; the extended input set of this profile ({len(extended_features(ctx.cfg))} "
+                 f"columns) gives it {count_parameters(FusionMLP(input_dim=len(extended_features(ctx.cfg)))):,}."))
 
 # %% [markdown]
 # ## What it reads
@@ -272,8 +321,12 @@ def complete_rows(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[p
 
 # %%
 features = load_features(ctx.paths, required=STUDY_FEATURES)
-table, holes = complete_rows(features, FEATURE_SETS["extended"])
-display(pd.DataFrame({"set": list(FEATURE_SETS), "columns": [", ".join(c) for c in FEATURE_SETS.values()]}))
+table, holes = complete_rows(features, extended_features(ctx.cfg))
+sets = {"study": STUDY_FEATURES, "extended (this profile)": extended_features(ctx.cfg)}
+display(pd.DataFrame({"set": list(sets), "columns": [", ".join(c) for c in sets.values()]}))
+switched = {section: evidence_enabled(ctx.cfg, section) for section in NEW_EVIDENCE}
+display(Markdown("Evidence beyond the study in this profile: " + "; ".join(
+    f"{section} **{'on' if on else 'off'}**" for section, on in switched.items()) + "."))
 display(Markdown(f"{len(table):,} of {len(features):,} pairs have every feature"
                  + (f"; set aside: {len(features) - len(table):,} (missing values per column: {holes})." if holes else ".")))
 dev = development(table)  # train and validation pairs: every table and figure of this chapter
@@ -290,20 +343,25 @@ display(dev.groupby(["split", "label"]).size().unstack("label").rename(columns={
 from helpers.clip import load_clip
 from helpers.data import load_study_data, pair_frames
 from helpers.detection import load_detector
+from helpers.owlvit import load_owlvit
+from helpers.vqa import load_vqa
 
 n_check = 4 if ctx.is_smoke else 16
 check = dev.sample(min(n_check, len(dev)), random_state=int(ctx.cfg["seed"]))
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 pair_columns = [c for c in data.pairs.columns if c in check.columns]
-detector = load_detector(ctx.cfg["detector"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
-                         device=ctx.device)
-clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+models = {"seed": ctx.cfg["seed"], "models_dir": ctx.paths.models, "device": ctx.device}
+detector = load_detector(ctx.cfg["detector"]["weights"], **models)
+clip = load_clip(ctx.cfg["clip"]["weights"], **models)
+owl = load_owlvit(ctx.cfg["openvocab"]["weights"], **models) if switched["openvocab"] else None
+vqa = load_vqa(ctx.cfg["questions"]["weights"], **models) if switched["questions"] else None
 again = score_pairs(check[pair_columns], pair_frames(check, data.datasets), detector=detector, clip=clip,
-                    stories=data.stories, cfg=ctx.cfg, cache_dir=ctx.paths.cache)
-del detector, clip  # one large model at a time
-gap = (again.set_index("pair_id")[list(STUDY_FEATURES)] - check.set_index("pair_id")[list(STUDY_FEATURES)]).abs()
+                    stories=data.stories, cfg=ctx.cfg, cache_dir=ctx.paths.cache, openvocab=owl, vqa=vqa)
+del detector, clip, owl, vqa  # every forward pass above was a cache hit; free them before training
+scores = [*STUDY_FEATURES, *(NEW_EVIDENCE[section][0] for section, on in switched.items() if on)]
+gap = (again.set_index("pair_id")[scores] - check.set_index("pair_id")[scores]).abs()
 display(Markdown(f"{len(check)} pairs re-scored: the largest difference from the feature table is "
-                 f"{gap.max().max():.2g} ({', '.join(f'`{c}` {gap[c].max():.2g}' for c in STUDY_FEATURES)})."))
+                 f"{gap.max().max():.2g} ({', '.join(f'`{c}` {gap[c].max():.2g}' for c in scores)})."))
 if gap.max().max() > 1e-6:  # the verifier would see other evidence than the head was trained on
     raise AssertionError(f"score_pairs disagrees with chapters 02-04 on {int((gap > 1e-6).any(axis=1).sum())} "
                          f"of {len(check)} pairs")
@@ -315,7 +373,7 @@ if gap.max().max() > 1e-6:  # the verifier would see other evidence than the hea
 # rarely alone.
 
 # %%
-columns = [*FEATURE_SETS["extended"], "label"]
+columns = [*extended_features(ctx.cfg), "label"]
 corr = dev[columns].astype(float).corr()
 fig, ax = plt.subplots(figsize=(8.5, 7))
 sns.heatmap(corr, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", square=True, ax=ax)

@@ -88,10 +88,10 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from helpers.features import load_features
-from helpers.fusion import FEATURE_SETS, complete_rows
+from helpers.fusion import STUDY_FEATURES, complete_rows, extended_features
 
-features = load_features(ctx.paths, required=FEATURE_SETS["study"])
-table, holes = complete_rows(features, FEATURE_SETS["extended"])
+features = load_features(ctx.paths, required=STUDY_FEATURES)
+table, holes = complete_rows(features, extended_features(ctx.cfg))
 counts = table.groupby(["split", "label"]).size().unstack("label").rename(columns={0: "misaligned", 1: "aligned"})
 display(counts)
 if holes:
@@ -478,13 +478,14 @@ def _resumable(run_dir: Path | None, fingerprint: str) -> tuple[dict[str, Any], 
 #   it; this resumes from its checkpoint.
 # - **fusion_3_epochs**: the study's setting, its fixed number of epochs
 #   (`STUDY_EPOCHS`), the last one kept.
-# - **fusion_extended**: the extended inputs (chapter 05), early stopping.
+# - **fusion_extended**: the extended inputs (chapter 05), with the open-vocabulary and
+#   question scores when the profile switches them on, early stopping.
 
 # %%
 runs = {
     DEFAULT_RUN: settings_from_profile(ctx.cfg, "study"),
     STUDY_RUN: settings_from_profile(ctx.cfg, "study", max_epochs=STUDY_EPOCHS, patience=None),
-    "fusion_extended": settings_from_profile(ctx.cfg, "extended"),
+    "fusion_extended": settings_from_profile(ctx.cfg, extended_features(ctx.cfg)),
 }
 results = {name: train_fusion(table, settings, ctx.paths.checkpoints / name) for name, settings in runs.items()}
 

@@ -662,7 +662,7 @@ from helpers import objects as obj
 from helpers.detection import load_detector
 from helpers.features import load_features
 from helpers.training import default_checkpoint, load_head
-from helpers.fusion import score_pairs
+from helpers.fusion import score_pairs, without_new_evidence
 
 head = load_head(default_checkpoint(ctx.paths))
 test_pairs = load_features(ctx.paths).set_index("pair_id").loc[
@@ -673,8 +673,8 @@ stranger_frames = pair_frames(shuffled, data.datasets)
 det_cfg = ctx.cfg["detector"]
 detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
-                        cache_dir=ctx.paths.cache)
+scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip, stories=data.stories,
+                     cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the default head's inputs only
 own_run = det.detect_frames(detector, pair_frames(test_pairs, data.datasets), ctx.paths.cache / det.CACHE_FILE,
                             min_size=int(det_cfg["min_size"]), batch_size=int(det_cfg["batch_size"]))  # cached
 hidden = obj.hidden_positives(test_pairs, own_run.frames)  # label noise on the test split (chapter 02: train, val)

@@ -93,11 +93,11 @@ from helpers import objects as obj
 from helpers.clip import load_clip
 from helpers.data import load_study_data, pair_frames
 from helpers.features import load_features
-from helpers.fusion import FEATURE_SETS, complete_rows
+from helpers.fusion import complete_rows, extended_features
 
 threshold = float(ctx.cfg["detector"]["score_threshold"])
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
-table, _ = complete_rows(load_features(ctx.paths), FEATURE_SETS["extended"])  # chapter 06's pairs
+table, _ = complete_rows(load_features(ctx.paths), extended_features(ctx.cfg))  # chapter 06's pairs
 frames = pair_frames(table, data.datasets)
 detector, detections = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
@@ -106,18 +106,32 @@ display(Markdown(f"{len(table):,} pairs ({(table['split'] == 'test').sum():,} on
                  "detector."))
 
 # %% [markdown]
-# ## What each evidence adds: seven subsets
+# ## What each evidence adds: every subset
 #
-# The three evidences are columns of chapter 05's feature table. An ablation by subset
+# The evidences are columns of chapter 05's feature table. An ablation by subset
 # trains one fusion head per non-empty subset of them, so the head that sees only the
-# object score competes with the one that sees all three on equal terms: same pairs, same
-# seed, same training, its own threshold. Three evidences give $2^3 - 1 = 7$ subsets; the
-# full one, all three together, is the reference every other variant is compared with.
+# object score competes with the one that sees all of them on equal terms: same pairs, same
+# seed, same training, its own threshold. The study's three evidences give $2^3 - 1 = 7$
+# subsets; the subset of all three, the study's head, is the reference every other variant
+# is compared with. A profile that switches on the evidences beyond the study (chapter 02's
+# open-vocabulary score, chapter 03's question score) adds them to the subsets: $2^n - 1$ for
+# $n$ evidences, so the tables below show what each adds to the study's three and to the others.
 
 # %%
 #@save
 #: The three evidences and their score columns in ``features.parquet``, in the study's order.
 EVIDENCES: dict[str, str] = {"object": "object_score", "semantic": "clip_score", "spatial": "spatial_score"}
+#: The evidences beyond the study, by profile section: their names here and their score columns.
+NEW_EVIDENCES: dict[str, tuple[str, str]] = {"openvocab": ("open-vocabulary", "openvocab_score"),
+                                             "questions": ("questions", "question_score")}
+
+
+def profile_evidences(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """``EVIDENCES`` and those of ``NEW_EVIDENCES`` the profile ``cfg`` switches on, name -> score column."""
+    from helpers.fusion import evidence_enabled
+
+    return {**EVIDENCES, **{name: column for section, (name, column) in NEW_EVIDENCES.items()
+                            if evidence_enabled(cfg, section)}}
 
 
 def evidence_subsets(evidences: Sequence[str] = tuple(EVIDENCES)) -> list[tuple[str, ...]]:
@@ -136,11 +150,14 @@ def subset_name(subset: Sequence[str]) -> str:
     return " + ".join(subset)
 
 
-#: The variant every other one is compared with: all three evidences, Faster R-CNN, early stopping.
+#: The variant every other one is compared with: the study's three evidences, Faster R-CNN, early stopping.
 REFERENCE = subset_name(tuple(EVIDENCES))
 
 # %%
-display(Markdown("\n".join(f"- `{subset_name(s)}`" for s in evidence_subsets())
+evidences = profile_evidences(ctx.cfg)
+subsets = evidence_subsets(tuple(evidences))
+display(Markdown(f"This profile has {len(evidences)} evidences ({', '.join(f'`{e}`: `{c}`' for e, c in evidences.items())}), "
+                 f"so {len(subsets)} subsets:\n\n" + "\n".join(f"- `{subset_name(s)}`" for s in subsets)
                  + f"\n\nThe reference is `{REFERENCE}`."))
 
 # %% [markdown]
@@ -168,17 +185,19 @@ class Variant:
 
 
 def subset_variants(table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant]:
-    """One variant per non-empty subset of the evidences, trained as the profile says.
+    """One variant per non-empty subset of the profile's evidences (``profile_evidences``),
+    trained as the profile says.
 
-    The full subset is :data:`REFERENCE`, the same head chapter 06 trains as ``fusion``.
+    The subset of the study's three is :data:`REFERENCE`, the same head chapter 06 trains as ``fusion``.
     """
     from helpers.training import settings_from_profile
 
+    evidences = profile_evidences(cfg)
     return [
         Variant(name=subset_name(subset), family="evidence subset",
-                description="fusion head on " + ", ".join(f"{EVIDENCES[e]}" for e in subset),
-                settings=settings_from_profile(cfg, [EVIDENCES[e] for e in subset]), table=table)
-        for subset in evidence_subsets()
+                description="fusion head on " + ", ".join(f"{evidences[e]}" for e in subset),
+                settings=settings_from_profile(cfg, [evidences[e] for e in subset]), table=table)
+        for subset in evidence_subsets(tuple(evidences))
     ]
 
 # %% [markdown]
@@ -452,7 +471,7 @@ def tags_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
 # %% [markdown]
 # ## The variants, built
 #
-# The seven subsets, the oracle detector, the study's rules and the tagged text, each with
+# The subsets, the oracle detector, the study's rules and the tagged text, each with
 # its table and its training settings:
 
 # %%
@@ -552,14 +571,20 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
                      reference: str = REFERENCE) -> dict[str, Any]:
     """The ablation results on the test split: ``evaluate_split``'s document plus ``reference``,
     each variant's ``family`` and ``description``, ``differences`` (variant minus reference,
-    paired over id blocks), ``replays`` and ``differences_without_replayed``."""
-    from helpers.evaluation import bootstrap_difference, evaluate_split
+    paired over id blocks), ``paired_gains`` (the variant's paired score minus the reference's,
+    over all frames and per kind of negative, on the same block resamples), ``replays`` and
+    ``differences_without_replayed``."""
+    from helpers.evaluation import bootstrap_difference, bootstrap_paired_difference, evaluate_split, paired_outcomes
 
     document = evaluate_split(predictions, "test", n_resamples=n_resamples, seed=seed)
     if reference not in document["models"]:
         raise ValueError(f"the reference variant {reference!r} is not among the predictions")
     test = predictions[predictions["split"] == "test"].sort_values(["model", "pair_id"])
     ref = test[test["model"] == reference]
+    ref_frames = paired_outcomes(ref)
+    paired_gains = {v.name: bootstrap_paired_difference(paired_outcomes(test[test["model"] == v.name]), ref_frames,
+                                                        n_resamples=n_resamples, seed=seed)
+                    for v in variants if v.name != reference}
 
     def difference(rows: pd.DataFrame, ref: pd.DataFrame) -> dict[str, Any]:
         return bootstrap_difference(
@@ -584,7 +609,7 @@ def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, 
             "bootstrap": {"unit": "id_block", "n_resamples": n_resamples, "seed": seed},
             "families": {v.name: v.family for v in variants},
             "descriptions": {v.name: v.description for v in variants}, "differences": differences,
-            "replays": replays, "differences_without_replayed": fair}
+            "paired_gains": paired_gains, "replays": replays, "differences_without_replayed": fair}
 
 
 #: What :func:`ablation_table` appends to a result that replays the labelling rule.
@@ -633,6 +658,39 @@ def write_ablations(paths: Paths, document: Mapping[str, Any]) -> Path:
     return atomic_write_json(ablations_path(paths), dict(document))
 
 
+def paired_gain_table(document: Mapping[str, Any], family: str = "evidence subset") -> pd.DataFrame:
+    """One row per variant of ``family``: its paired score minus the reference's, over all frames
+    and per kind of negative ("value [95% interval]"); positive means it ranks more frames' own
+    text above their negative than the reference does."""
+    from helpers.evaluation import ALL_FRAMES, format_estimate
+    from helpers.pairs import NEGATIVE_TYPES
+
+    gains = {name: g for name, g in document.get("paired_gains", {}).items()
+             if document.get("families", {}).get(name) == family}
+    columns = [c for c in (ALL_FRAMES, *NEGATIVE_TYPES) if any(c in g for g in gains.values())]
+    rows = {name: {c: format_estimate(g.get(c)) for c in columns} for name, g in gains.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis(
+        f"variant minus {document['reference']} (paired score)")
+
+
+def record_in_metrics(paths: Paths, document: Mapping[str, Any], evidences: Mapping[str, str]) -> Path:
+    """Add the evidence subsets to ``metrics.json`` (chapter 07's file) under ``"ablations"``: the
+    evidences and their score columns, the reference, and per subset its inputs, its ROC-AUC and
+    paired score (overall and per kind of negative) and its paired gain over the reference.
+    The whole ablation document stays in ``ablations.json``."""
+    metrics = read_json(paths.metrics_json)
+    if metrics is None:
+        raise FileNotFoundError(f"{paths.metrics_json} is missing: run chapter 07 (evaluation) first")
+    subsets = {
+        name: {"features": info["features"], "roc_auc": info["overall"]["roc_auc"],
+               "roc_auc_by_negative_type": {t: v["roc_auc"] for t, v in info["by_negative_type"].items()},
+               "paired": info["paired"], "paired_gain": document["paired_gains"].get(name)}
+        for name, info in document["models"].items() if document["families"].get(name) == "evidence subset"}
+    metrics["ablations"] = {"file": ABLATIONS_FILE, "evidences": dict(evidences), "reference": document["reference"],
+                            "subsets": subsets}
+    return atomic_write_json(paths.metrics_json, metrics)
+
+
 def read_ablations(paths: Paths) -> dict[str, Any] | None:
     """The ablation results of chapter 09, or None when it has not run."""
     return read_json(ablations_path(paths))
@@ -643,6 +701,7 @@ predictions = variant_predictions(variants, results)
 document = ablation_metrics(predictions, variants, n_resamples=int(ctx.cfg["bootstrap"]["n_resamples"]),
                             seed=int(ctx.cfg["seed"]))
 path = write_ablations(ctx.paths, document)
+record_in_metrics(ctx.paths, document, evidences)
 display(training_table(results))
 
 # %% [markdown]
@@ -660,6 +719,19 @@ display(training_table(results))
 display(ablation_table(document, "roc_auc"))
 display(Markdown("Macro-F1 at each variant's validation-tuned threshold:"))
 display(ablation_table(document, "macro_f1"))
+
+# %% [markdown]
+# ## Where each evidence helps
+#
+# The paired score asks, frame by frame, whether a head ranks the frame's own text above its
+# negative. Its gain over the reference, per kind of negative and on the same block
+# resamples, says where an evidence earns its place: an object swap is refuted by finding
+# (or not finding) the named thing, which the open-vocabulary detector can check for nouns
+# COCO lacks; a relation swap or an action by asking about it, which the questions do.
+# The subsets are in `metrics.json` too (`"ablations"`), next to chapter 07's models.
+
+# %%
+display(paired_gain_table(document))
 
 # %% [markdown]
 # Read in words: the best and the worst subsets of evidence, and what the oracle detector
@@ -1051,12 +1123,13 @@ def read_robustness(paths: Paths) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 # %%
+from helpers.fusion import without_new_evidence
 from helpers.training import DEFAULT_RUN, default_checkpoint, load_head
 
 n_pairs = 2 if ctx.is_smoke else 40  # size of the robustness sample
 sample = robustness_sample(table, n_pairs, seed=int(ctx.cfg["seed"]))
-score = partial(score_pairs, detector=detector, clip=clip, stories=data.stories, cfg=ctx.cfg,
-                cache_dir=ctx.paths.cache)
+score = partial(score_pairs, detector=detector, clip=clip, stories=data.stories,
+                cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the reference head's inputs only
 long = robustness(sample, frames, score, load_head(default_checkpoint(ctx.paths, DEFAULT_RUN)),
                   seed=int(ctx.cfg["seed"]))
 write_robustness(ctx.paths, long)

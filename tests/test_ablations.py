@@ -38,6 +38,20 @@ def test_seven_subsets_are_exactly_the_non_empty_subsets():
     assert [len(s) for s in subsets] == sorted(len(s) for s in subsets)
 
 
+def test_the_profile_adds_the_evidences_it_switches_on_to_the_subsets():
+    cfg = {"seed": 7, "training": {"lr": 0.01, "batch_size": 8, "max_epochs": 5, "patience": 2},
+           "openvocab": {"enabled": True}, "questions": {"enabled": False}}
+    assert ab.profile_evidences(cfg) == {**ab.EVIDENCES, "open-vocabulary": "openvocab_score"}
+    variants = {v.name: v.settings.features for v in ab.subset_variants(pd.DataFrame(), cfg)}
+    assert len(variants) == 2 ** 4 - 1
+    assert variants["open-vocabulary"] == ("openvocab_score",)
+    assert variants[ab.REFERENCE] == ("object_score", "clip_score", "spatial_score")  # the study's head, still
+    assert variants[ab.REFERENCE + " + open-vocabulary"][-1] == "openvocab_score"
+    cfg["questions"]["enabled"] = True
+    assert len(ab.subset_variants(pd.DataFrame(), cfg)) == 2 ** 5 - 1
+    assert ab.profile_evidences({}) == ab.EVIDENCES
+
+
 def test_subset_variants_train_on_the_named_columns():
     cfg = {"seed": 7, "training": {"lr": 0.01, "batch_size": 8, "max_epochs": 5, "patience": 2}}
     variants = ab.subset_variants(pd.DataFrame(), cfg)
@@ -262,6 +276,37 @@ def test_ablation_metrics_and_table_compare_every_variant_with_the_reference():
     assert table.loc[ab.REFERENCE, f"minus {ab.REFERENCE}"] == "(reference)"
     assert {"overall", "other_story", "object_swap", "family"} <= set(table.columns)
     assert table.loc["oracle detector", "family"] == "detector"
+
+
+def test_paired_gains_are_each_variant_minus_the_reference_per_kind_of_negative(tmp_path):
+    from helpers.config import Paths
+
+    predictions, variants = fake_predictions()
+    document = ab.ablation_metrics(predictions, variants, n_resamples=50, seed=0)
+    assert set(document["paired_gains"]) == {"object", "oracle detector"}
+    gain = document["paired_gains"]["object"]
+    assert set(gain) == {"all", "other_story", "object_swap"}
+    paired = {m: document["models"][m]["paired"] for m in document["models"]}
+    for group in gain:  # the point estimate is the difference of the two paired scores
+        assert gain[group]["value"] == pytest.approx(paired["object"][group]["value"] - paired[ab.REFERENCE][group]["value"])
+    assert gain["all"]["value"] < 0  # the object variant's signal is weaker than the reference's
+    table = ab.paired_gain_table(document)
+    assert list(table.index) == ["object"] and list(table.columns) == ["all", "other_story", "object_swap"]
+    assert table.loc["object", "all"].startswith(f"{gain['all']['value']:.3f} [")
+
+    paths = Paths(tmp_path / "smoke")
+    with pytest.raises(FileNotFoundError, match="chapter 07"):
+        ab.record_in_metrics(paths, document, ab.EVIDENCES)
+    paths.root.mkdir(parents=True)
+    paths.metrics_json.write_text(json.dumps({"models": {"fusion": {}}}))
+    ab.record_in_metrics(paths, document, ab.EVIDENCES)
+    metrics = json.loads(paths.metrics_json.read_text())
+    assert metrics["models"] == {"fusion": {}}  # chapter 07's content is kept
+    section = metrics["ablations"]
+    assert section["reference"] == ab.REFERENCE and section["evidences"] == ab.EVIDENCES
+    assert set(section["subsets"]) == {ab.REFERENCE, "object"}  # evidence subsets only, not the oracle
+    assert section["subsets"]["object"]["paired_gain"] == json.loads(json.dumps(gain))
+    assert section["subsets"][ab.REFERENCE]["paired_gain"] is None
 
 
 def test_the_oracle_is_not_credited_with_the_negatives_it_replays():

@@ -108,6 +108,10 @@ def test_quick_bench_is_the_quick_profile_on_synthetic_data_with_random_weights(
     assert bench_cfg["data"]["source"] == "synthetic" and bench_cfg["data"]["synthetic"] == BENCH_DATA_SHAPE
     assert bench_cfg["detector"]["weights"] == bench_cfg["clip"]["weights"] == "random"
     assert bench_cfg["mlm"]["weights"] == "random-full-size"  # distilroberta's size, not smoke's small model
+    # OWL-ViT B/32 at 768 px and BLIP-VQA base, switched on or off exactly as quick says
+    assert bench_cfg["openvocab"]["weights"] == bench_cfg["questions"]["weights"] == "random-full-size"
+    assert [bench_cfg[s]["enabled"] for s in ("openvocab", "questions")] == [quick[s]["enabled"]
+                                                                               for s in ("openvocab", "questions")]
     assert all(s["weights"].startswith("random") for s in bench_cfg.values() if isinstance(s, dict) and "weights" in s)
     # every compute setting is quick's: only the data source and the weights differ
     differing = [("profile",), ("description",), ("data", "source"), ("data", "synthetic"),

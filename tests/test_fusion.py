@@ -86,3 +86,39 @@ def test_response_grid_spans_two_inputs_and_holds_the_third_at_its_median():
     np.testing.assert_allclose(grid["probability"], expected)
     with pytest.raises(ValueError, match="not an input"):
         response_grid(head, reference, "object_score", "relations_held")
+
+
+# --------------------------------------------------------------- evidence beyond the study
+
+
+def test_the_extended_head_reads_the_new_evidence_the_profile_switches_on():
+    from helpers.fusion import NEW_EVIDENCE, evidence_enabled, extended_features, without_new_evidence
+
+    off = {"openvocab": {"enabled": False}, "questions": {"enabled": False}}
+    assert extended_features(off) == FEATURE_SETS["extended"] == extended_features({})
+    one = {"openvocab": {"enabled": True}, "questions": {"enabled": False}}
+    assert extended_features(one) == FEATURE_SETS["extended"] + ("openvocab_score", "openvocab_informative")
+    both = {"openvocab": {"enabled": True}, "questions": {"enabled": True, "weights": "random"}}
+    assert extended_features(both)[-4:] == NEW_EVIDENCE["openvocab"] + NEW_EVIDENCE["questions"]
+    study = without_new_evidence(both)
+    assert not evidence_enabled(study, "openvocab") and not evidence_enabled(study, "questions")
+    assert study["questions"]["weights"] == "random" and both["questions"]["enabled"]  # a copy, the rest kept
+    assert extended_features(study) == FEATURE_SETS["extended"]
+
+
+def test_score_pairs_refuses_a_switched_on_evidence_without_its_model(monkeypatch):
+    from helpers import fusion
+
+    monkeypatch.setattr("helpers.detection.detect_frames", lambda *a, **k: type("R", (), {"frames": None})())
+    monkeypatch.setattr("helpers.objects.object_features", lambda *a, **k: pd.DataFrame({"pair_id": ["p"]}))
+    monkeypatch.setattr("helpers.spatial.spatial_features", lambda *a, **k: pd.DataFrame({"pair_id": ["p"]}))
+    monkeypatch.setattr("helpers.semantics.clip_features",
+                        lambda *a, **k: type("C", (), {"features": pd.DataFrame({"pair_id": ["p"]})})())
+    cfg = {"detector": {"min_size": 240, "batch_size": 1, "score_threshold": 0.5},
+           "clip": {"aggregate": "max", "top_k": 2, "batch_size": 1},
+           "openvocab": {"enabled": True}, "questions": {"enabled": False}}
+    pairs = pd.DataFrame({"pair_id": ["p"]})
+    with pytest.raises(ValueError, match="openvocab evidence: pass the loaded OWL-ViT"):
+        fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=cfg, cache_dir="unused")
+    assert list(fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=fusion.without_new_evidence(cfg),
+                                   cache_dir="unused")["pair_id"]) == ["p"]

@@ -28,6 +28,18 @@ def test_headline_rows_format_intervals_and_undefined_values():
                                               "roc_auc": "n/a [n/a, n/a]"}]
 
 
+def test_ablation_rows_show_each_subsets_paired_gain():
+    est = {"value": 0.25, "low": 0.1, "high": 0.4}
+    metrics = {"ablations": {"subsets": {
+        "object": {"roc_auc": {"value": 0.6, "low": 0.5, "high": 0.7}, "paired_gain": {"all": est, "object_swap": est}},
+        "object + semantic + spatial": {"roc_auc": {"value": 0.8, "low": 0.7, "high": 0.9}, "paired_gain": None}}}}
+    assert report.ablation_rows(metrics) == [
+        {"subset": "object", "ROC-AUC": "0.600 [0.500, 0.700]", "paired gain all": "0.250 [0.100, 0.400]",
+         "paired gain object_swap": "0.250 [0.100, 0.400]"},
+        {"subset": "object + semantic + spatial", "ROC-AUC": "0.800 [0.700, 0.900]"}]
+    assert report.ablation_rows({}) == []
+
+
 def test_index_links_reports_and_flags_smoke(tmp_path, monkeypatch):
     from helpers import config
 
@@ -39,6 +51,6 @@ def test_index_links_reports_and_flags_smoke(tmp_path, monkeypatch):
     config.update_run_record("smoke", chapters={"01_data": {"status": "ok", "seconds": 3.0}})
     page = report.write_index("smoke", paths).read_text()
     assert 'href="01_data.html"' in page and 'href="02_detection.html"' in page
-    assert "SMOKE RUN" in page and "No metrics yet" in page
+    assert "SMOKE RUN" in page and "No metrics yet" in page and "No ablations yet" in page
     real = report.write_index("quick", Paths(tmp_path / "quick")).read_text()
     assert "SMOKE RUN" not in real
