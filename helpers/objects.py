@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import matplotlib.figure
     from PIL import Image as PILImage
 
+    from helpers.owlvit import OwlVit
     from helpers.tags import ChainOfThought, Mention, ParsedStory, Segment
 
 
@@ -368,11 +369,16 @@ def _by_frame_and_label(long: pd.DataFrame) -> dict[tuple[tuple[str, int], str],
 def _matched(detections: np.ndarray, boxes: np.ndarray, iou: float) -> int:
     """How many ``boxes`` (x1, y1, x2, y2) the ``detections`` (score, x1, y1, x2, y2) find,
     each detection in descending score order taking the free box it overlaps most."""
+    return int(_found_boxes(detections, boxes, iou).sum())
+
+
+def _found_boxes(detections: np.ndarray, boxes: np.ndarray, iou: float) -> np.ndarray:
+    """Which of ``boxes`` the ``detections`` find (a boolean per box), matched as :func:`_matched` counts them."""
     import torch
     from torchvision.ops import box_iou
 
     if not len(detections) or not len(boxes):
-        return 0
+        return np.zeros(len(boxes), dtype=bool)
     overlaps = box_iou(torch.tensor(detections[:, 1:]), torch.tensor(boxes))  # copies: pandas arrays are read-only
     free = torch.ones(len(boxes), dtype=torch.bool)
     for row in np.argsort(-detections[:, 0], kind="stable"):
@@ -380,7 +386,7 @@ def _matched(detections: np.ndarray, boxes: np.ndarray, iou: float) -> int:
         best = int(candidates.argmax())
         if candidates[best] >= iou:
             free[best] = False
-    return int((~free).sum())
+    return (~free).numpy()
 
 
 def detection_recall(predicted: pd.DataFrame, ground_truth: pd.DataFrame, *, threshold: float,
@@ -710,3 +716,288 @@ def hidden_positives(pairs: pd.DataFrame, frames: pd.DataFrame, *, high_score: f
         rows.append({"pair_id": pair_id, "split": split, "category": category, "score": best,
                      "hidden": best >= high_score})
     return pd.DataFrame(rows, columns=["pair_id", "split", "category", "score", "hidden"])
+
+
+#: Words that stand for a character without describing it: a mention made only of them is asked for as "person".
+_PRONOUNS: frozenset[str] = PERSON_PRONOUNS | frozenset(
+    "i me my mine myself we us our ours ourselves you your yours yourself yourselves it its itself themselves "
+    "everyone everybody anyone anybody nobody".split())
+
+
+class Phrase(NamedTuple):
+    """A phrase a text names, as the open-vocabulary detector is asked for it, with the entity
+    kind of its mention ("char", "obj", "bg", ...; None when read from plain text)."""
+
+    text: str
+    kind: str | None = None
+
+
+def _words(text: str) -> list[str]:
+    """Lower-cased tokens of ``text`` without leading determiners and possessors."""
+    tokens = _TOKEN.findall(text.lower().replace("\u2019", "'"))
+    while tokens and (tokens[0] in _DETERMINERS or _is_possessor(tokens[0])):
+        tokens = tokens[1:]
+    return tokens
+
+
+def _phrase(tokens: Sequence[str]) -> str:
+    """Tokens joined by single spaces, punctuation dropped."""
+    return " ".join(t for t in tokens if t not in (",", ";"))
+
+
+def _character_phrases(mention: "Mention", char_descriptions: Mapping[str, str]) -> list[str]:
+    """What a ``char`` mention is asked for: its words when they are a common noun phrase the
+    lexicon knows ("a man", "the driver"), else "person" for each character, or the head of
+    its description when that says it is not a person ("golden humanoid robot")."""
+    tokens = _words(mention.text)
+    words = [t for t in tokens if t not in (",", ";")]
+    if words and not set(words) <= _PRONOUNS and _head(tokens) is not None:
+        return [_phrase(tokens)]
+    phrases = []
+    for entity_id in [i for i in mention.ids if i.startswith("char")] or [""]:
+        description = char_descriptions.get(entity_id, "")
+        if description and char_category(description) != "person":
+            phrases.append(_phrase(_head_chunk(_words(description))[0]) or "person")
+        else:
+            phrases.append("person")
+    return phrases
+
+
+def entity_phrases(text: "Segment | str", char_descriptions: Mapping[str, str] | None = None) -> list[Phrase]:
+    """The phrases a text names, each once, in text order: from a parsed segment's ``<gdo>``
+    mentions (with their kind), or from a plain string's named things and ``NOT_COCO`` nouns."""
+    found: list[Phrase] = []
+    if isinstance(text, str):
+        plain = " ".join(text.split())
+        spans = [(t.start, "person" if t.text.lower() in PERSON_PRONOUNS else t.text.lower())
+                 for t in named_things(plain)]
+        spans += [(m.start(), m.group().lower()) for m in _WORD.finditer(plain) if _non_coco_noun(m.group())]
+        found = [Phrase(p) for _, p in sorted(spans)]
+    else:
+        descriptions = char_descriptions or {}
+        for mention in text.mentions:
+            phrases = (_character_phrases(mention, descriptions) if mention.kind == "char"
+                       else [_phrase(_words(mention.text))])
+            found += [Phrase(p, mention.kind) for p in phrases if p]
+    first: dict[str, Phrase] = {}
+    for phrase in found:
+        first.setdefault(phrase.text, phrase)
+    return list(first.values())
+
+
+#: The columns of the ``openvocab`` feature part, after ``pair_id``.
+OPENVOCAB_COLUMNS = ("openvocab_score", "openvocab_informative", "openvocab_phrases", "openvocab_found",
+                     "openvocab_missing")
+
+
+def openvocab_evidence(phrases: Sequence[str], found: Mapping[str, tuple[float, Sequence[float] | None]],
+                       threshold: float) -> dict[str, Any]:
+    """The open-vocabulary score of a frame for the ``phrases`` a text names, from ``found``
+    (phrase -> the detector's best score and box in the frame), with ``openvocab_informative``,
+    ``openvocab_phrases``, ``openvocab_found`` ({phrase, score, box}) and ``openvocab_missing`` ({phrase, score})."""
+    phrases = list(dict.fromkeys(phrases))
+    answered = {p: found[p] for p in phrases if p in found and math.isfinite(float(found[p][0]))}
+    best = {p: hit for p, hit in answered.items() if float(hit[0]) >= threshold and hit[1] is not None}
+    hits = [{"phrase": p, "score": round(float(best[p][0]), 5), "box": [round(float(v), 2) for v in best[p][1]]}
+            for p in phrases if p in best]
+    misses = [{"phrase": p, "score": round(float(answered[p][0]), 5) if p in answered else None}
+              for p in phrases if p not in best]
+    score = sum(float(best[p][0]) for p in best) / len(phrases) if phrases else UNINFORMATIVE_SCORE
+    return {"openvocab_score": float(score), "openvocab_informative": bool(phrases), "openvocab_phrases": phrases,
+            "openvocab_found": hits, "openvocab_missing": misses}
+
+
+def _has_tags(text: Any) -> bool:
+    """Whether ``text`` is a string holding at least one grounding tag (``<gdo ...>`` and the like)."""
+    return isinstance(text, str) and re.search(r"<\s*/?\s*gd[a-z]", text, re.IGNORECASE) is not None
+
+
+def pair_phrases(text: str, tagged: Any, char_descriptions: Mapping[str, str] | None, frame: int) -> list[Phrase]:
+    """The phrases of one pair: from its ``tagged`` text when that holds tags (read as the segment
+    of ``frame``), else from its plain ``text``."""
+    from helpers.tags import parse_segment
+
+    if _has_tags(tagged):
+        return entity_phrases(parse_segment(tagged, int(frame)), char_descriptions)
+    return entity_phrases(str(text))
+
+
+def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
+                       stories: Iterable["ParsedStory"], *, threshold: float, cache_path: Any, batch_size: int,
+                       extra_queries: Mapping[tuple[str, int], Sequence[str]] | None = None) -> pd.DataFrame:
+    """The ``openvocab`` feature part: ``pair_id`` and :data:`OPENVOCAB_COLUMNS` (lists as JSON), one row per pair.
+
+    Phrases come from each pair's ``tagged_text`` (characters described by the chain of
+    thought of ``source_story_id`` in ``stories``, which may be empty), or from its plain
+    ``text`` when the tagged text holds no tag. Every frame runs through OWL-ViT once for all
+    the phrases of its pairs and its ``extra_queries`` (cached in ``cache_path``: see
+    :func:`helpers.owlvit.detect_phrases`). ``attrs["frames_encoded"]`` says how many frames ran now.
+    """
+    from helpers.owlvit import detect_phrases
+
+    cots = {s.story_id: s.cot for s in stories}
+    descriptions: dict[tuple[str, int], dict[str, str]] = {}
+    columns = ["pair_id", "story_id", "frame", "text", "tagged_text", "source_story_id", "source_frame"]
+    phrases_of, queries = [], {}
+    for pair_id, story_id, frame, text, tagged, source_story, source_frame in pairs[columns].itertuples(index=False):
+        source = (str(source_story), int(source_frame))
+        if source not in descriptions:
+            cot = cots.get(source[0])
+            descriptions[source] = character_descriptions(cot, source[1]) if cot is not None else {}
+        phrases = [" ".join(p.text.split()) for p in pair_phrases(text, tagged, descriptions[source], source[1])]
+        phrases_of.append((pair_id, (str(story_id), int(frame)), phrases))
+        queries.setdefault((str(story_id), int(frame)), []).extend(phrases)
+    for key, extra in (extra_queries or {}).items():
+        queries.setdefault((str(key[0]), int(key[1])), []).extend(extra)
+    table, encoded = detect_phrases(owl, frames, queries, cache_path, batch_size=batch_size)
+    ok = table[table["status"] == "ok"]
+    found: dict[tuple[str, int], dict[str, tuple[float, Any]]] = {}
+    for story_id, frame, phrase, score, box in ok[["story_id", "frame", "phrase", "score", "box"]].itertuples(
+            index=False):
+        found.setdefault((story_id, frame), {})[phrase] = (score, box)
+    rows = []
+    for pair_id, key, phrases in phrases_of:
+        if key in found or not phrases:
+            evidence = openvocab_evidence(phrases, found.get(key, {}), threshold)
+        else:  # the frame did not decode
+            evidence = {"openvocab_score": UNINFORMATIVE_SCORE, "openvocab_informative": False,
+                        "openvocab_phrases": list(dict.fromkeys(phrases)), "openvocab_found": [],
+                        "openvocab_missing": []}
+        row = {"pair_id": pair_id, **{k: evidence[k] for k in OPENVOCAB_COLUMNS}}
+        for k in ("openvocab_phrases", "openvocab_found", "openvocab_missing"):
+            row[k] = json.dumps(row[k])
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["pair_id", *OPENVOCAB_COLUMNS])
+    out.attrs["frames_encoded"] = encoded
+    return out
+
+
+#: The entity kinds the chain of thought gives boxes to, as the recall reports them.
+RECALL_KINDS = ("char", "obj", "bg")
+
+
+def description_query(description: str) -> str:
+    """A chain-of-thought description as an open-vocabulary query: whitespace normalised, final full stop dropped."""
+    return " ".join(description.split()).rstrip(".").strip()
+
+
+def cot_entities(stories: Iterable["ParsedStory"], frames: set[tuple[str, int]] | None = None) -> pd.DataFrame:
+    """One row per chain-of-thought entity of kind ``char``/``obj``/``bg`` with a box (in
+    ``frames`` when given): ``story_id``, ``frame``, ``kind``, ``entity_id``, ``phrase`` (its
+    :func:`description_query`), ``category`` (its COCO category, or None) and ``x1``..``y2``."""
+    rows = []
+    for story in stories:
+        for number, annotation in sorted(story.cot.frames.items()):
+            if frames is not None and (story.story_id, int(number)) not in frames:
+                continue
+            for entity in (*annotation.characters, *annotation.objects):
+                if entity.kind not in RECALL_KINDS or entity.box is None or not description_query(entity.description):
+                    continue
+                category = (char_category if entity.kind == "char" else to_coco)(entity.description)
+                rows.append({"story_id": story.story_id, "frame": int(number), "kind": entity.kind,
+                             "entity_id": entity.id, "phrase": description_query(entity.description),
+                             "category": category, **dict(zip(("x1", "y1", "x2", "y2"), map(float, entity.box)))})
+    return pd.DataFrame(rows, columns=["story_id", "frame", "kind", "entity_id", "phrase", "category",
+                                       "x1", "y1", "x2", "y2"])
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes (0 when both are empty)."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def entity_recall(entities: pd.DataFrame, openvocab: pd.DataFrame, detections: pd.DataFrame, *,
+                  threshold: float, detector_threshold: float, iou: float = IOU_MATCH) -> pd.DataFrame:
+    """Both detectors' recall of the ``entities`` (:func:`cot_entities`) per kind, then over all kinds.
+
+    ``openvocab`` is :func:`helpers.owlvit.detect_phrases`' table for the entities' phrases,
+    ``detections`` the COCO detector's per-frame table. Only frames both decoded count. Columns:
+    ``kind``, ``entities``, ``owlvit_found``, ``owlvit_recall``, ``coco_nameable``,
+    ``coco_coverage``, ``frcnn_found``, ``frcnn_recall_nameable`` (over the nameable entities)
+    and ``frcnn_recall`` (over all: an entity COCO cannot name is not found).
+    """
+    owl_ok = openvocab[openvocab["status"] == "ok"]
+    best = {(str(s), int(f), p): (float(score), box)
+            for s, f, p, score, box in owl_ok[["story_id", "frame", "phrase", "score", "box"]].itertuples(index=False)}
+    decoded = detections[detections["status"] == "ok"]
+    coco = {(str(s), int(f)): parse_detections(cell, detector_threshold)
+            for s, f, cell in decoded[["story_id", "frame", "detections"]].itertuples(index=False)}
+    keys = list(zip(entities["story_id"].astype(str), entities["frame"].astype(int)))
+    both = set(coco) & {(s, f) for s, f, _ in best}
+    table = entities[[k in both for k in keys]].reset_index(drop=True)
+    boxes = table[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
+    owl_found = []
+    for (story_id, frame, phrase), box in zip(table[["story_id", "frame", "phrase"]].itertuples(index=False), boxes):
+        score, found_box = best.get((str(story_id), int(frame), phrase), (0.0, None))
+        owl_found.append(found_box is not None and score >= threshold and _iou(found_box, box) >= iou)
+    coco_found = np.zeros(len(table), dtype=bool)
+    nameable = table["category"].notna().to_numpy()
+    for (story_id, frame, category), rows in table[nameable].groupby(["story_id", "frame", "category"]).groups.items():
+        found = [d for d in coco[(str(story_id), int(frame))] if d.label == category]
+        scored = np.array([[d.score, *d.box] for d in found], dtype=np.float64).reshape(-1, 5)
+        coco_found[np.asarray(rows)] = _found_boxes(scored, boxes[np.asarray(rows)], iou)
+    table = table.assign(owlvit_found=owl_found, frcnn_found=coco_found, coco_nameable=nameable)
+    out = []
+    for kind, group in [*((k, table[table["kind"] == k]) for k in RECALL_KINDS), ("all kinds", table)]:
+        n, named = len(group), int(group["coco_nameable"].sum())
+        out.append({"kind": kind, "entities": n, "owlvit_found": int(group["owlvit_found"].sum()),
+                    "owlvit_recall": group["owlvit_found"].mean() if n else math.nan, "coco_nameable": named,
+                    "coco_coverage": named / n if n else math.nan, "frcnn_found": int(group["frcnn_found"].sum()),
+                    "frcnn_recall_nameable": group["frcnn_found"].sum() / named if named else math.nan,
+                    "frcnn_recall": group["frcnn_found"].mean() if n else math.nan})
+    return pd.DataFrame(out)
+
+
+# extra code: the recall by kind as a figure
+def plot_entity_recall(recall: pd.DataFrame) -> "matplotlib.axes.Axes":
+    """Bars of :func:`entity_recall`'s recalls per entity kind: OWL-ViT and Faster R-CNN over
+    every description, and Faster R-CNN over the descriptions COCO can name."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    names = {"owlvit_recall": "OWL-ViT, every description", "frcnn_recall": "Faster R-CNN, every description",
+             "frcnn_recall_nameable": "Faster R-CNN, COCO-nameable only"}
+    long = recall.melt(id_vars="kind", value_vars=list(names), var_name="detector", value_name="recall")
+    ax = plt.figure(figsize=(7, 3.2)).gca()
+    sns.barplot(data=long.assign(detector=long["detector"].map(names)), x="kind", y="recall", hue="detector", ax=ax)
+    ax.set(ylim=(0, 1), xlabel="entity kind", ylabel=f"recall at IoU >= {IOU_MATCH}")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+# extra code: found and missing phrases drawn on frames
+def plot_openvocab_samples(frames: Mapping[tuple[str, int], bytes], pairs: pd.DataFrame, features: pd.DataFrame, *,
+                           n: int = 4) -> "matplotlib.figure.Figure":
+    """The ``n`` decodable positive pairs (train and validation only) naming the most phrases, one
+    per frame: found phrases at their boxes, missing phrases listed under each frame."""
+    import matplotlib.pyplot as plt
+
+    from helpers.data import frame_image
+    from helpers.plots import draw_boxes
+
+    require_development(pairs, "plot_openvocab_samples")
+    table = pairs.loc[pairs["label"] == 1, ["pair_id", "story_id", "frame"]].merge(features, on="pair_id")
+    table = table[table["openvocab_informative"]].assign(
+        n_phrases=lambda t: t["openvocab_phrases"].map(lambda c: len(json.loads(c))))
+    chosen = (table.sort_values(["n_phrases", "story_id", "frame"], ascending=[False, True, True])
+              .drop_duplicates(["story_id", "frame"]).head(n))
+    n_rows = max(1, math.ceil(len(chosen) / 2))
+    fig, axes = plt.subplots(n_rows, 2, figsize=(12, 3.2 * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, chosen.itertuples(index=False)):
+        ax.imshow(frame_image([frames[(row.story_id, row.frame)]], 1))
+        found = json.loads(row.openvocab_found)
+        draw_boxes(ax, [f["box"] for f in found], [f"{f['phrase']} {f['score']:.2f}" for f in found],
+                   colour="#1f77b4", width=1.4)
+        missing = [m["phrase"] for m in json.loads(row.openvocab_missing)]
+        ax.set_title(f"story {row.story_id}, frame {row.frame}: {len(found)} of {row.n_phrases} phrases found",
+                     fontsize=9)
+        ax.text(0, -0.03, "missing: " + (", ".join(missing) or "none"), transform=ax.transAxes, va="top",
+                fontsize=8, wrap=True)
+    fig.tight_layout()
+    return fig
