@@ -540,6 +540,15 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
       "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}}
     }
   },
+  "ablations": {                           # added by chapter 09 (its whole document: ablations.json)
+    "file": "ablations.json", "reference": "object + semantic + spatial",   # the study's three
+    "evidences": {name: score column},     # the study's three and those the profile switches on
+    "subsets": {"<subset name>": {         # one fusion head per non-empty subset of the evidences
+      "features": [column, ...], "roc_auc": estimate, "roc_auc_by_negative_type": {negative_type: estimate},
+      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "paired_gain": {"all" | negative_type: estimate} | null}}
+                                           # its paired score minus the reference's, same resamples
+  },
   "external": {"split": "external", "n": {...}, "models": {...}, "differences": {...},
                "paired_differences": {...}}
                                            # only when the profile evaluates the Hub's own test split;

@@ -1356,12 +1356,12 @@ def cot_entities(stories: Iterable["ParsedStory"], frames: set[tuple[str, int]] 
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes (0 when both are empty)."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """Intersection over union of two (x1, y1, x2, y2) boxes (torchvision's ``box_iou``; 0 when both are empty)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    value = float(box_iou(torch.tensor([list(a)], dtype=torch.float64), torch.tensor([list(b)], dtype=torch.float64)))
+    return value if value == value else 0.0  # two empty boxes: 0 / 0
 
 
 def entity_recall(entities: pd.DataFrame, openvocab: pd.DataFrame, detections: pd.DataFrame, *,
