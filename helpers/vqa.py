@@ -1,28 +1,27 @@
 """BLIP-VQA plumbing: load the weights, and answer yes/no questions about frames, cached on disk.
 
-Chapter 03 (``helpers.semantics``, generated from it) builds the questions from a text's tags
-and turns the answers into the question evidence.
-
+Chapter 03 (``helpers.semantics``) builds the questions from a text's tags and scores the answers.
 An answer is P(yes), scored, never sampled: the frame goes through the vision encoder, the
 question through the text encoder (attending to the frame's patch encodings), and the answer
-decoder is teacher-forced on ``[DEC] yes [SEP]`` and on ``[DEC] no [SEP]``, exactly the
-conditioning ``BlipForQuestionAnswering.generate`` gives it (it starts the decoder from
+decoder is teacher-forced on ``[DEC] yes [SEP]`` and on ``[DEC] no [SEP]``, the conditioning
+``BlipForQuestionAnswering.generate`` gives it (it starts the decoder from
 ``decoder_start_token_id``, BLIP's ``[DEC]``, and stops at ``[SEP]``). With p(a) the
 decoder's probability of the whole answer sequence, P(yes) = p(yes) / (p(yes) + p(no)).
 
-Answers are cached on disk per (cache version, weights identity, frame SHA-1, question); a
-rerun computes nothing. Weights (profile key ``questions.weights``): a Hub id
-(``Salesforce/blip-vqa-base``; offline and not cached raises ``MissingAssetError``), a local
-folder written by ``save_pretrained``, or ``"random"`` / ``"random-full-size"``: seeded random
-weights of the same class at a small size or at blip-vqa-base's (:mod:`helpers.smoke.vqa`).
+Answers are cached on disk per (cache version, weights identity, frame SHA-1, question). Weights
+(profile key ``questions.weights``): a Hub id (``Salesforce/blip-vqa-base``; offline and not
+cached raises ``MissingAssetError``), a local folder written by ``save_pretrained``, or
+``"random"`` / ``"random-full-size"``: seeded random weights of the same class at a small size
+or at blip-vqa-base's (:mod:`helpers.smoke.vqa`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +134,7 @@ def answer_yes(vqa: Vqa, frames: Mapping[tuple[str, int], bytes], questions: Map
     keys = [stable_hash({"v": _CACHE_VERSION, "vqa": vqa.identity, "frame_sha1": sha[(s, f)], "question": q})
             for s, f, q in items]
     item_of = dict(zip(keys, items))
-    # a frame's questions together, similar lengths side by side (see _p_yes)
+    # a frame's questions together, similar lengths side by side (less padding)
     order = sorted(range(len(items)), key=lambda i: (sha[items[i][:2]], len(items[i][2]), items[i][2]))
     model = vqa.model
     encoded: dict[str, Any] = {}  # frame SHA-1 -> patch encodings (or None: does not decode), this batch's frames
@@ -184,36 +183,44 @@ def _p_yes(vqa: Vqa, image_embeds: Sequence["torch.Tensor"], questions: Sequence
     """P(first answer) among ``answers`` (token ids from ``[DEC]`` to ``[SEP]``) for each question
     about the frame whose patch encodings go with it: teacher-forced sequence probabilities.
 
-    Questions run in groups of equal token length, unpadded: BLIP's text layers in transformers 5
-    drop the mask of their cross-attention, so the answer decoder would attend to a padded
-    question's padding. Unpadded, each answer is what ``generate`` conditions on for that
-    question alone, whatever else shares its batch.
+    The questions of a batch are padded, and their padding masked in the answer decoder's
+    cross-attention (:func:`_masking_question_padding`): each answer is what ``generate``
+    conditions on for that question alone, whatever else shares its batch.
     """
     import torch
 
     model, device, k = vqa.model, vqa.device, len(answers)
-    tokenized = vqa.processor.tokenizer(list(questions), truncation=True,
-                                        max_length=model.config.text_config.max_position_embeddings)["input_ids"]
-    groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(tokenized):
-        groups.setdefault(len(ids), []).append(i)
-    width = max(len(a) for a in answers)
-    pad = model.config.text_config.pad_token_id
-    out = [0.0] * len(questions)
-    for rows in groups.values():
-        n = len(rows)
-        q_ids = torch.tensor([tokenized[i] for i in rows], device=device)
-        dec = torch.tensor([a + [pad] * (width - len(a)) for a in answers for _ in rows], device=device)
-        dec_mask = (torch.arange(width, device=device) < torch.tensor([len(a) for a in answers for _ in rows],
-                                                                       device=device)[:, None]).long()
-        with torch.inference_mode(), _autocast(device):
-            images = torch.stack([image_embeds[i] for i in rows])
-            states = model.text_encoder(input_ids=q_ids, attention_mask=torch.ones_like(q_ids),
-                                        encoder_hidden_states=images, return_dict=False)[0]
-            logits = model.text_decoder(input_ids=dec, attention_mask=dec_mask, encoder_hidden_states=states.repeat(
-                k, 1, 1), use_cache=False).logits
-        logprobs = logits[:, :-1].float().log_softmax(-1).gather(-1, dec[:, 1:, None])[..., 0]
-        sequence = (logprobs * dec_mask[:, 1:]).sum(-1).view(k, n)  # log p(answer | question, frame)
-        for i, p in zip(rows, sequence.softmax(0)[0].cpu().tolist()):
-            out[i] = p
-    return out
+    q = vqa.processor.tokenizer(list(questions), padding=True, truncation=True, return_tensors="pt",
+                                max_length=model.config.text_config.max_position_embeddings)
+    q_ids, q_mask = q["input_ids"].to(device), q["attention_mask"].to(device)
+    width, pad = max(len(a) for a in answers), model.config.text_config.pad_token_id
+    dec = torch.tensor([a + [pad] * (width - len(a)) for a in answers for _ in questions], device=device)
+    dec_mask = (dec != pad).long()
+    with torch.inference_mode(), _autocast(device), _masking_question_padding(model):
+        images = torch.stack(list(image_embeds))
+        states = model.text_encoder(input_ids=q_ids, attention_mask=q_mask, encoder_hidden_states=images,
+                                    return_dict=False)[0]
+        logits = model.text_decoder(input_ids=dec, attention_mask=dec_mask, encoder_hidden_states=states.repeat(k, 1, 1),
+                                    encoder_attention_mask=q_mask.repeat(k, 1), use_cache=False).logits
+    logprobs = logits[:, :-1].float().log_softmax(-1).gather(-1, dec[:, 1:, None])[..., 0]
+    sequence = (logprobs * dec_mask[:, 1:]).sum(-1).view(k, len(questions))  # log p(answer | question, frame)
+    return sequence.softmax(0)[0].cpu().tolist()
+
+
+@contextlib.contextmanager
+def _masking_question_padding(model: "BlipForQuestionAnswering") -> Iterator[None]:
+    """Within the block, the answer decoder's cross-attention masks the questions' padding: BLIP's
+    text layers in transformers 5 pass that mask under the self-attention's name, and the
+    attention then reads the (absent) encoder mask. A no-op where it already has one."""
+    def restore(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if kwargs.get("encoder_hidden_states") is not None and kwargs.get("encoder_attention_mask") is None:
+            kwargs["encoder_attention_mask"] = kwargs.get("attention_mask")
+        return args, kwargs
+
+    hooks = [layer.crossattention.self.register_forward_pre_hook(restore, with_kwargs=True)
+             for layer in model.text_decoder.bert.encoder.layer]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -175,7 +175,7 @@ def test_answers_do_not_depend_on_batching(vqa, tmp_path):
     questions = {("s", 1): QUESTIONS, ("t", 4): QUESTIONS[::-1]}
     one, _ = hv.answer_yes(vqa, frames, questions, tmp_path / "one", batch_size=1)
     many, _ = hv.answer_yes(vqa, frames, questions, tmp_path / "many", batch_size=5)
-    np.testing.assert_allclose(one["p_yes"], many["p_yes"], atol=1e-5)
+    np.testing.assert_allclose(one["p_yes"], many["p_yes"], atol=2e-6)  # padding masked: unpadded answers
 
 
 def test_each_frame_is_encoded_once_per_call_and_a_rerun_computes_nothing(vqa, tmp_path):
