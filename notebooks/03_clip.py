@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 03 · CLIP: does the picture look like what the text says?
+# # 03 · Semantics: CLIP and questions
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/story-align/story-image-alignment/blob/main/notebooks/03_clip.ipynb)
 #
@@ -19,6 +19,11 @@
 # tags and all. This chapter measures how much text that throws away, scores every sentence
 # of a segment on its own instead, and compares the ways of turning sentence scores into one
 # pair score against the study's cut and against plain truncation.
+#
+# A similarity says how alike, not what is wrong. The chapter's second half asks the frame
+# about the text, one yes/no question per thing, action and relation the text's own tags
+# name ("Is there a cardboard box?", "Is a man holding a phone?"), answered by a
+# visual-question-answering model, the way DSG does it, with the answers as the explanation.
 #
 # **Splits shown:** every pair is scored, but every table, figure and comparison below reads
 # the train and validation splits only; the test split is looked at once, from chapter 07 on.
@@ -48,7 +53,8 @@ ctx = start(profile, chapter="03_clip")
 # import. They need a loaded CLIP and its cached embeddings, which `helpers.clip` provides:
 # it loads the weights, and embeds each distinct frame and each distinct text once,
 # L2-normalised, caching every vector on disk under the model's identity (a hash of its
-# parameters, tokenizer and image preprocessing).
+# parameters, tokenizer and image preprocessing). The questions of the second half are
+# answered by BLIP-VQA through `helpers.vqa`, which caches each answer the same way.
 
 # %%
 #@save
@@ -60,11 +66,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import json
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.tags import strip_tags
+from helpers.objects import NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, to_coco
+from helpers.spatial import extract_relations
+from helpers.tags import ParsedStory, Segment, parse_segment, strip_tags
+from helpers.vqa import Vqa, answer_yes
 
 # %% [markdown]
 # ## The model
@@ -630,3 +642,603 @@ from helpers.features import write_part
 path = write_part(ctx.paths, "clip", result.features)
 display(Markdown(f"Wrote `{path.name}`: {len(result.features):,} rows, columns "
                  f"{', '.join(f'`{c}`' for c in result.features.columns)}."))
+
+# %% [markdown]
+# ## Asking the frame: questions from the text's own tags
+#
+# CLIP's score is one number for a whole sentence: it cannot say which part of a text the
+# frame contradicts, and swapping one object or reversing one relation moves it little.
+# The Davidsonian Scene Graph (DSG; Cho et al., ICLR 2024) checks a text against an image
+# another way: the text is broken into atoms (each entity, each action or relation between
+# entities), each atom becomes a yes/no question, and a visual-question-answering model
+# answers them. The atoms form a graph: a question about an action or a relation depends on
+# the questions about its entities ("Is the man holding the phone?" means nothing if there
+# is no man), and a question whose parent is answered no counts as a no. DSG needs a
+# language model to find the atoms and the graph. This dataset hands them over: every
+# `<gdo>` tag names an entity with an id, every `<gda>` an action with its actors' ids,
+# every `<gdl>` a place, and the chain of thought describes each character ("Man with a
+# neutral look"), so a name or a pronoun can be asked about as what the frame shows.
+#
+# `build_questions` reads a parsed segment that way:
+#
+# - **entities**: each entity a `<gdo>` tag names, once per id: a character as its
+#   chain-of-thought description (else the mention when it is a noun phrase, else "a
+#   person"), anything else as its words; then the COCO things the text names outside the
+#   tags (chapter 02's `named_things`). "Is there a cardboard box?"
+# - **actions**: each `<gda>` tag, its verb turned into a present participle ("holds" ->
+#   "holding", "points a gun" -> "pointing a gun") and followed by the thing right after it
+#   ("at John" -> "at a man"); its parents are the questions about its actors and about
+#   the things it acts on. Verbs of being, seeming and thinking ("is", "feels",
+#   "realizes") are left out: a frame cannot show them.
+# - **relations**: each spatial relation chapter 04's `extract_relations` reads (chapter 01
+#   already uses it to build the relation swaps); its parents are both entities' questions.
+#   "Is the man on the couch?"
+# - **places**: each `<gdl>` location, as an entity question ("Is there a plain interior?").
+#
+# Plain text (the verifier's input) has no tags: the same builder asks about the COCO things
+# and the person pronouns it names and about the relations `extract_relations` reads there,
+# but about no action, since only a `<gda>` tag says which words are an action and who does
+# it. A text gets each question once and at most `MAX_QUESTIONS` of them: entities first,
+# then actions, relations and places.
+
+# %%
+#@save
+#: The most questions asked about one text: entities first, then actions, relations and places.
+MAX_QUESTIONS = 12
+#: A parent question holds when the model answers it yes with at least this probability (DSG).
+PARENT_HOLDS = 0.5
+QUESTION_KINDS = ("entity", "action", "relation")
+
+
+class Question(NamedTuple):
+    """One yes/no question about a frame: its ``id`` within its text (``entity:char1``,
+    ``action:0``, ...), the ``question``, its ``kind`` (one of :data:`QUESTION_KINDS`) and the
+    ids of the questions it depends on (``parents``, listed before it)."""
+
+    id: str
+    question: str
+    kind: str
+    parents: tuple[str, ...] = ()
+
+
+#: Irregular verb forms -> present participle; regular ones follow the rules of ``participle``.
+_IRREGULAR_PARTICIPLES = {
+    **dict.fromkeys(["is", "are", "was", "were", "am", "be"], "being"), "has": "having", "had": "having",
+    "does": "doing", "did": "doing", "goes": "going", "went": "going", "says": "saying", "said": "saying",
+    "took": "taking", "spoke": "speaking", "held": "holding", "stood": "standing", "sat": "sitting",
+    "ran": "running", "lay": "lying", "saw": "seeing", "came": "coming", "gave": "giving", "made": "making",
+    "got": "getting", "fell": "falling", "threw": "throwing", "wore": "wearing", "ate": "eating",
+    "drank": "drinking", "drove": "driving", "rode": "riding", "wrote": "writing", "began": "beginning",
+    "begin": "beginning", "brought": "bringing", "caught": "catching", "told": "telling", "found": "finding",
+    "kept": "keeping", "led": "leading", "met": "meeting", "felt": "feeling", "fought": "fighting",
+    "shot": "shooting", "knew": "knowing", "thought": "thinking", "sought": "seeking", "hid": "hiding",
+    "fled": "fleeing", "fed": "feeding", "hung": "hanging", "lit": "lighting", "swung": "swinging",
+}
+#: Verbs a frame cannot show (being, seeming, thinking, modals): no action question is asked about them.
+NON_VISUAL_VERBS = frozenset(
+    "be seem appear become remain feel know realize realise wonder think hope want need try start begin decide "
+    "remember convey reflect contemplate communicate find mirror sense notice prepare seek mean believe "
+    "understand imagine expect plan continue manage have can could will would shall should may might must".split()
+)
+
+
+def participle(verb: str) -> str:
+    """The present participle of an English verb form: "holds" -> "holding", "lies" -> "lying",
+    "grabbed" -> "grabbing", "took" -> "taking", "sit" -> "sitting"; "pointing" stays."""
+    word = verb.lower()
+    if word in _IRREGULAR_PARTICIPLES:
+        return _IRREGULAR_PARTICIPLES[word]
+    if word.endswith("ing") and len(word) > 5:
+        return word
+    if word.endswith("ied"):
+        return word[:-3] + "ying"  # tried, lied
+    if word.endswith("ed") and not word.endswith("eed") and len(word) > 4:
+        return word[:-2] + "ing"  # walked, urged, stopped: -ing drops what -ed added
+    if word.endswith("ies") and len(word) > 3:
+        word = word[:-3] + "y"  # tries, lies
+    elif re.search(r"(?:ch|sh|ss|x|z|o)es$", word):
+        word = word[:-2]  # watches, passes
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
+        word = word[:-1]  # holds, smiles
+    if word.endswith("ie"):
+        return word[:-2] + "ying"
+    if word.endswith("e") and not word.endswith(("ee", "ye", "oe")) and len(word) > 2:
+        return word[:-1] + "ing"  # smile
+    if len(re.findall(r"[aeiou]+", word)) == 1 and re.search(r"[^aeiou][aeiou][^aeiouwxy]$", word):
+        return word + word[-1] + "ing"  # sit, grab, stop
+    return word + "ing"
+
+
+_NON_VISUAL = frozenset(participle(v) for v in NON_VISUAL_VERBS)
+_LEADING = frozenset("a an the this that these those his her their its my your our some".split())
+_POSSESSIVES = frozenset("his her hers their theirs its my your our".split())
+_NUMBERS = frozenset("two three four five six seven eight nine ten several many few some".split())
+_PLURAL_HEADS = frozenset("men women people children police".split())
+_MASS_HEADS = frozenset("lighting light sunlight moonlight daylight architecture darkness space furniture water "
+                        "snow rain fog smoke grass sand scenery decor clothing equipment traffic".split())
+#: Words that end a noun phrase's head: "man *with* a neutral look", "woman *in* red".
+_HEAD_ENDS = frozenset("with without wearing in on at of from near by behind under beside who that which whose "
+                       "while dressed".split())
+#: The most words (a named thing counts as one) an action question takes from after its ``<gda>`` tag.
+ACTION_TAIL_WORDS = 4
+#: Words that end what an action question takes from after the tag: "enters an empty room *that* ...".
+_PARTICLES = frozenset("around away back down up out off over forward nearby inside outside together".split())
+_ACTION_ENDS = frozenset("that which who whose where when while as and but or because if though although so "
+                         "then than".split())
+_RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of"}
+
+
+def _bare(phrase: str) -> str:
+    """``phrase`` without leading articles and possessives; a capital first letter lowered
+    unless the phrase looks like a proper name (a later word capitalised too)."""
+    words = phrase.split()
+    while len(words) > 1 and words[0].lower() in _LEADING:
+        words = words[1:]
+    if words and not any(w[:1].isupper() for w in words[1:]) and not words[0].isupper():
+        words[0] = words[0][:1].lower() + words[0][1:]
+    return " ".join(words)
+
+
+def _head(phrase: str, *, person: bool = False) -> str:
+    """The head of a bare noun phrase: up to a preposition or relative ("man" of "man with a
+    hat"); for a person's description also up to a comma or an -ing word ("man holding a gun")."""
+    if person:
+        phrase = re.split(r"[,;.]", phrase)[0]
+    words = re.findall(r"[\w'-]+", phrase)
+    for i, word in enumerate(words[1:], start=1):
+        if word.lower() in _HEAD_ENDS or (person and word.lower().endswith("ing")):
+            return " ".join(words[:i])
+    return " ".join(words)
+
+
+def _plural(phrase: str) -> bool:
+    last = (_head(phrase).split() or [""])[-1].lower()
+    return last in _PLURAL_HEADS or (last.endswith("s") and not last.endswith(("ss", "us", "is")))
+
+
+_COUNTS = {2: "two", 3: "three", 4: "four", 5: "five"}
+_IRREGULAR_PLURALS = {"man": "men", "woman": "women", "person": "people", "child": "children"}
+
+
+def _plural_of(noun: str) -> str:
+    """The plural of a noun phrase whose last word is its head: "young man" -> "young men"."""
+    *before, last = noun.split() or [""]
+    if last.lower() in _IRREGULAR_PLURALS:
+        last = _IRREGULAR_PLURALS[last.lower()]
+    elif _plural(last):
+        pass
+    elif re.search(r"(?:s|x|z|ch|sh)$", last):
+        last += "es"
+    elif re.search(r"[^aeiou]y$", last):
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return " ".join([*before, last])
+
+
+def _indefinite(phrase: str) -> str:
+    """"a"/"an" + the bare phrase; nothing for a plural, a number or a mass noun ("cardboard boxes")."""
+    bare = _bare(phrase)
+    first = (bare.lower().split() or [""])[0]
+    head = (_head(bare).lower().split() or [""])[-1]
+    if _plural(bare) or first in _NUMBERS or head in _MASS_HEADS:
+        return bare
+    return ("an " if first[:1] in "aeiou" else "a ") + bare
+
+# %%
+#@save
+def build_questions(text: Segment | str, char_descriptions: Mapping[str, str] | None = None) -> list[Question]:
+    """DSG-style yes/no questions about what a frame's text says the frame shows.
+
+    ``text`` is a parsed segment (``helpers.tags.parse_segment``) or plain text;
+    ``char_descriptions`` (character id -> chain-of-thought description,
+    ``helpers.objects.character_descriptions``) names the characters. Entities come first
+    (no parents), then actions (tagged text only; parents: their actors' and objects' entity
+    questions), relations (``helpers.spatial.extract_relations``; parents: both entities')
+    and ``<gdl>`` places. Each question once, at most :data:`MAX_QUESTIONS`, parents before children.
+    """
+    descriptions = dict(char_descriptions or {})
+    tagged = not isinstance(text, str)
+    plain = text.plain if tagged else " ".join(text.split())
+    mentions = text.mentions if tagged else ()
+    names: dict[str, tuple[str, str]] = {}  # entity key -> (phrase of its own question, short phrase)
+    spans: list[tuple[int, int, tuple[str, ...]]] = []  # where the text names which entities
+
+    def character(key: str, mention: str) -> tuple[str, str]:
+        if description := descriptions.get(key, "").strip():
+            full = re.split(r"[,;.]", description)[0]
+            return _indefinite(full), _bare(_head(full, person=True))
+        if mention.split()[:1] and mention.split()[0].lower() in ("a", "an", "the"):
+            return _indefinite(mention), _bare(_head(mention, person=True))
+        return "a person", "person"
+
+    for m in mentions:
+        if m.kind == "char" or any(i.startswith("char") for i in m.ids):
+            keys = tuple(i for i in m.ids if i.startswith("char"))
+            for key in keys:
+                names.setdefault(key, character(key, m.text))
+        elif m.text.lower() in _POSSESSIVES or not m.text.strip():
+            continue
+        else:
+            keys = (m.ids[0] if m.ids else _bare(m.text).lower(),)
+            names.setdefault(keys[0], (_indefinite(m.text), _bare(_head(m.text))))
+        spans.append((m.start, m.end, keys))
+    for action in text.actions if tagged else ():
+        for key in action.ids:
+            if key not in names:
+                names[key] = character(key, "")
+                spans.append((action.start, action.start, (key,)))
+    for thing in named_things(plain, [(m.start, m.end) for m in mentions]):
+        if thing.text.lower() in PERSON_PRONOUNS:
+            if tagged:
+                continue  # a tagged text tags its characters
+            key, name = "person", ("a person", "person")
+        else:  # the thing a tagged mention names already ("phone" after "<gdo obj9>a cell phone</gdo>"), else its own
+            said = f" {thing.text.lower()}"
+            key = next((k for m in mentions for k in m.ids[:1] if f" {_bare(m.text).lower()}".endswith(said)),
+                       _bare(thing.text).lower())
+            name = (_indefinite(thing.text), _bare(_head(thing.text)))
+        names.setdefault(key, name)
+        spans.append((thing.start, thing.end, (key,)))
+    spans.sort()
+
+    questions: list[Question] = []
+    by_text: dict[str, str] = {}  # question -> id, to ask it once
+    alias: dict[str, str] = {}  # entity key -> the id of its question
+
+    def ask(qid: str, question: str, kind: str, parents: Sequence[str] = ()) -> str:
+        if question not in by_text:
+            by_text[question] = qid
+            questions.append(Question(qid, question, kind, tuple(dict.fromkeys(parents))))
+        return by_text[question]
+
+    def phrase(keys: Sequence[str], article: str) -> tuple[str, bool]:
+        """How a question names the entities ``keys``: "a man", "the man", "a man and a woman", "two women"."""
+        shorts = [names[k][1] for k in keys]
+        if len(shorts) > 1 and len(set(shorts)) == 1:
+            return f"{'the ' if article == 'the' else ''}{_COUNTS.get(len(shorts), 'several')} {_plural_of(shorts[0])}", True
+        words = [f"{article} {s}" if article == "the" else _indefinite(s) for s in shorts]
+        return " and ".join(words), len(keys) > 1 or _plural(shorts[0])
+
+    for _, _, keys in spans:
+        for key in keys:
+            if key not in alias:
+                full = names[key][0]
+                alias[key] = ask(f"entity:{key}", f"{'Are' if _plural(full) else 'Is'} there {full}?", "entity")
+    for n, action in enumerate(text.actions if tagged else ()):
+        words = action.text.split()
+        actors = [k for k in dict.fromkeys(action.ids) if k in alias]
+        if not words or not actors or "n't" in words[0].lower() or participle(words[0]) in _NON_VISUAL:
+            continue
+        # The words after the tag, "points a gun</gda> at <gdo char2>John</gdo>", kept up to the last that
+        # ends a phrase: a named thing, a noun the lexicon knows, a particle, or the end of a sentence.
+        tail, acted_on, ends = [], [], 0
+        for token in re.finditer(r"[\w'-]+|[^\w\s]", plain[action.end :]):
+            at, word = action.end + token.start(), token.group()
+            span = next((keys for s, e, keys in spans if s <= at < e), None)
+            if not word[0].isalnum():
+                ends = len(tail) if word in ".;:!?" else ends
+                break
+            if span is not None and not set(span) <= set(actors):
+                if not acted_on or acted_on[-1][1] != span:  # named once, after its own article if the text has one
+                    own = len(span) == 1 and tail and tail[-1].lower() in _LEADING
+                    tail.append(names[span[0]][1] if own else phrase(span, "a")[0])
+                    acted_on.append((len(tail), span))
+                    ends = len(tail)
+                continue
+            if word.lower() in _ACTION_ENDS or len(tail) == ACTION_TAIL_WORDS:
+                break
+            tail.append(word)
+            if word.lower() in _PARTICLES or to_coco(word.lower()) or word.lower().rstrip("s") in NOT_COCO:
+                ends = len(tail)
+        else:
+            ends = len(tail)
+        tail = tail[:ends]
+        acted_on = [keys for position, keys in acted_on if position <= ends]
+        inside = [k for s, e, keys in spans if action.start <= s and e <= action.end and s < e for k in keys]
+        who, many = phrase(actors, "a")
+        what = " ".join([participle(words[0]), *words[1:], *tail])
+        ask(f"action:{n}", f"{'Are' if many else 'Is'} {who} {what}?", "action",
+            [alias[k] for k in [*actors, *inside, *(k for keys in acted_on for k in keys)] if k in alias])
+    for n, relation in enumerate(extract_relations(text, descriptions)):
+        subject = next((keys for s, _, keys in spans if s == relation.span[0]), ())
+        obj = next((keys for _, e, keys in spans if e == relation.span[1]), ())
+        if not subject or not obj or set(subject) & set(obj):
+            continue
+        (who, many), (where, _) = phrase(subject, "the"), phrase(obj, "the")
+        ask(f"relation:{n}", f"{'Are' if many else 'Is'} {who} {_RELATION_WORDS.get(relation.relation, relation.relation)}"
+            f" {where}?", "relation", [alias[k] for k in [*subject, *obj]])
+    for place in text.locations if tagged else ():
+        if place.text.strip():
+            full = _indefinite(place.text)
+            ask(f"place:{place.ids[0] if place.ids else place.text.lower()}",
+                f"{'Are' if _plural(full) else 'Is'} there {full}?", "entity")
+    return questions[:MAX_QUESTIONS]
+
+# %% [markdown]
+# On a segment of the development splits (story 3920's when the profile's data has it) read
+# through its tags, and on the same segment as plain text, the way the verifier gets it:
+
+# %%
+from helpers.features import development_stories
+
+candidates = [s for s in study.stories if s.story_id in development_stories(pairs)]
+shown_story = next((s for s in candidates if s.story_id == "3920"), candidates[0])
+shown_segment = next((s for s in shown_story.segments if s.actions and s.mentions), shown_story.segments[0])
+shown_descriptions = character_descriptions(shown_story.cot, shown_segment.frame)
+display(Markdown(f"Story {shown_story.story_id}, frame {shown_segment.frame}: *{shown_segment.plain}*"))
+display(pd.concat([
+    pd.DataFrame(build_questions(shown_segment, shown_descriptions)).assign(read_from="tags"),
+    pd.DataFrame(build_questions(shown_segment.plain)).assign(read_from="plain text"),
+], ignore_index=True)[["read_from", "id", "kind", "question", "parents"]])
+
+# %% [markdown]
+# ## Scoring the answers
+#
+# `answer_yes` (in `helpers.vqa`) asks BLIP-VQA each question about its frame and reads
+# P(yes) off the model directly instead of sampling an answer: the answer decoder is fed
+# "yes" and then "no" after the question and the frame, and P(yes) is the share of the
+# first in the two sequences' probabilities. `question_evidence` then scores a text the DSG
+# way: a question whose parent does not hold (its P(yes) below `PARENT_HOLDS`, or itself
+# not counted) counts as 0, its own answer kept for the explanation only; the score is the
+# mean over all questions of what each counts. A text with no question scores 0 and is marked
+# not informative, as chapter 02 does for a text that needs no COCO object.
+
+# %%
+#@save
+#: The columns of the ``questions`` feature part, after ``pair_id`` (``questions`` as JSON).
+QUESTION_COLUMNS = ("question_score", "question_informative", "n_questions", "questions")
+#: ``question_score`` of a pair with no question, or whose frame does not decode (not informative).
+UNINFORMATIVE_QUESTION_SCORE = 0.0
+
+
+def question_evidence(questions: Sequence[Question], p_yes: Mapping[str, float]) -> dict:
+    """The DSG score of a text's ``questions`` given the model's P(yes) of each (keyed by the question).
+
+    A question counts when every parent counts and holds (P(yes) >= :data:`PARENT_HOLDS`);
+    it then contributes its P(yes), else 0. Returns ``question_score`` (the mean
+    contribution; :data:`UNINFORMATIVE_QUESTION_SCORE` with no question),
+    ``question_informative``, ``n_questions`` and ``questions``: one dict per question with
+    ``question``, ``kind``, ``parents`` (their questions), ``p_yes`` and ``counted``.
+    """
+    text_of = {q.id: q.question for q in questions}
+    holds: dict[str, bool] = {}
+    values, rows = [], []
+    for q in questions:
+        if missing := [p for p in q.parents if p not in holds]:
+            raise ValueError(f"question {q.id!r} depends on {missing}, not asked before it")
+        p = float(p_yes[q.question]) if q.question in p_yes else math.nan
+        if math.isnan(p):
+            raise ValueError(f"no answer to {q.question!r}")
+        counted = all(holds[parent] for parent in q.parents)
+        holds[q.id] = counted and p >= PARENT_HOLDS
+        values.append(p if counted else 0.0)
+        rows.append({"question": q.question, "kind": q.kind, "parents": [text_of[x] for x in q.parents],
+                     "p_yes": round(p, 5), "counted": counted})
+    score = float(np.mean(values)) if values else UNINFORMATIVE_QUESTION_SCORE
+    return {"question_score": score, "question_informative": bool(values), "n_questions": len(rows),
+            "questions": rows}
+
+# %%
+shown_questions = build_questions(shown_segment, shown_descriptions)
+made_up = {q.question: a for q, a in zip(shown_questions, np.linspace(0.9, 0.1, len(shown_questions)))}
+evidence = question_evidence(shown_questions, made_up)
+display(Markdown(f"With made-up answers falling from 0.9 to 0.1 down the list, the segment above scores "
+                 f"{evidence['question_score']:.3f}; {sum(not r['counted'] for r in evidence['questions'])} of its "
+                 f"{evidence['n_questions']} questions do not count (a parent answered no):"))
+display(pd.DataFrame(evidence["questions"]))
+
+# %% [markdown]
+# `question_features` builds every pair's questions (from its tags, the characters described
+# by the chain of thought of the story the text comes from; from the plain text when the pair
+# has no tag) and answers all questions about a frame in one call: a negative asks mostly
+# the questions of its positive about the same frame, and each (frame, question) is answered
+# once, from the cache after the first run.
+
+# %%
+#@save
+def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
+                      stories: Sequence[ParsedStory], *, cache_path: str | os.PathLike,
+                      batch_size: int) -> pd.DataFrame:
+    """The ``questions`` feature part: ``pair_id`` and :data:`QUESTION_COLUMNS`, one row per pair.
+
+    ``pairs`` needs ``pair_id``, ``story_id``, ``frame``, ``text``, ``tagged_text``,
+    ``source_story_id`` and ``source_frame``; ``frames`` maps ``(story_id, frame)`` to the
+    frame's bytes; ``stories`` (may be empty) give the chain of thought that describes the
+    characters. Questions come from ``tagged_text`` when it holds a tag, else from ``text``.
+    A pair whose frame does not decode scores :data:`UNINFORMATIVE_QUESTION_SCORE`, not
+    informative. ``table.attrs["counts"]`` says what it cost: pairs, frames, frames encoded
+    now and skipped as undecodable, question slots (pairs x their questions), distinct
+    (frame, question) answers needed, and seconds.
+    """
+    if missing := {"pair_id", "story_id", "frame", "text", "tagged_text", "source_story_id",
+                   "source_frame"} - set(pairs.columns):
+        raise ValueError(f"pairs table lacks column(s) {sorted(missing)}")
+    cots = {s.story_id: s.cot for s in stories}
+    asked: list[list[Question]] = []
+    columns = ["story_id", "frame", "text", "tagged_text", "source_story_id", "source_frame"]
+    for story_id, frame, text, tagged, source_story, source_frame in pairs[columns].itertuples(index=False):
+        number = int(source_frame) if pd.notna(source_frame) else int(frame)
+        segment = parse_segment(tagged, number) if isinstance(tagged, str) else None
+        if segment is not None and (segment.mentions or segment.actions or segment.locations):
+            cot = cots.get(str(source_story))
+            asked.append(build_questions(segment, character_descriptions(cot, number) if cot is not None else {}))
+        else:
+            asked.append(build_questions(str(text)))
+    keys = list(zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)))
+    wanted: dict[tuple[str, int], list[str]] = {}
+    for key, questions in zip(keys, asked):
+        wanted.setdefault(key, []).extend(q.question for q in questions)
+    wanted = {key: list(dict.fromkeys(qs)) for key, qs in wanted.items() if qs}
+    t0 = time.perf_counter()
+    answers, encoded = answer_yes(vqa, {k: frames[k] for k in wanted}, wanted, cache_path, batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+    p_yes: dict[tuple[str, int], dict[str, float]] = {}
+    corrupt = set()
+    for story_id, frame, question, status, p in answers.itertuples(index=False):
+        if status == "ok":
+            p_yes.setdefault((story_id, frame), {})[question] = p
+        else:
+            corrupt.add((story_id, frame))
+    rows = []
+    for pair_id, key, questions in zip(pairs["pair_id"], keys, asked):
+        if key in corrupt:  # the questions without answers, for the explanation
+            text_of = {q.id: q.question for q in questions}
+            listed = [{"question": q.question, "kind": q.kind, "parents": [text_of[p] for p in q.parents],
+                       "p_yes": None, "counted": False} for q in questions]
+            evidence = {"question_score": UNINFORMATIVE_QUESTION_SCORE, "question_informative": False,
+                        "n_questions": len(questions), "questions": listed}
+        else:
+            evidence = question_evidence(questions, p_yes.get(key, {}))
+        rows.append({"pair_id": pair_id, **evidence, "questions": json.dumps(evidence["questions"])})
+    table = pd.DataFrame(rows, columns=["pair_id", *QUESTION_COLUMNS])
+    table.attrs["counts"] = {"pairs": len(pairs), "frames": len(wanted), "frames_encoded": encoded,
+                             "frames_skipped": len(corrupt), "question_slots": int(sum(map(len, asked))),
+                             "answers": len(answers), "seconds": round(seconds, 3)}
+    return table
+
+# %% [markdown]
+# ## Every pair, asked
+#
+# BLIP-VQA (`Salesforce/blip-vqa-base`: a ViT-B/16 vision encoder at 384 px, and a BERT-base
+# question encoder and answer decoder) comes from the weights the profile's `questions`
+# section names: the pretrained checkpoint, a local folder, or (smoke profile) the same
+# classes at a small size with random weights. It is the chapter's second large model, so
+# CLIP is freed first: one large model in memory at a time. A profile may switch the
+# question evidence off; chapters 05 to 09 then run without it.
+
+# %%
+from helpers.features import drop_part
+
+questions_cfg = ctx.cfg["questions"]
+questions_on = bool(questions_cfg["enabled"])
+if questions_on:
+    import gc
+
+    import torch
+
+    from helpers.vqa import load_vqa
+
+    del model  # CLIP's embeddings are all cached and its feature part written
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    vqa = load_vqa(questions_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+    n_params = sum(p.numel() for p in vqa.model.parameters())
+    display(Markdown(f"Weights `{vqa.source}` (identity `{vqa.identity}`): {n_params:,} parameters on `{vqa.device}`, "
+                     f"images of {vqa.model.config.vision_config.image_size} px."))
+else:
+    removed = drop_part(ctx.paths, "questions")
+    display(Markdown(
+        f"The `{ctx.profile}` profile switches the question evidence off (`questions.enabled: false`): BLIP-VQA "
+        f"encodes every frame and runs once per question, which on `{ctx.device}` does not fit this profile's time "
+        f"budget (`make bench` measures it). No model is loaded, the `questions` feature part is "
+        f"{'removed' if removed else 'absent'}, and the `full` profile asks the questions."))
+
+# %%
+if questions_on:
+    question_table = question_features(vqa, pairs, frames, study.stories, cache_path=ctx.paths.cache / "vqa",
+                                       batch_size=questions_cfg["batch_size"])
+    qcounts = question_table.attrs["counts"]
+    asked = table.merge(question_table, on="pair_id", validate="one_to_one")
+    dev_asked = dev_table(asked)
+    display(Markdown(
+        f"{qcounts['pairs']:,} pairs ask {qcounts['question_slots']:,} questions in all about {qcounts['frames']:,} "
+        f"frames, which takes **{qcounts['answers']:,}** distinct (frame, question) answers: each answer serves "
+        f"{qcounts['question_slots'] / max(qcounts['answers'], 1):.2f} pair questions on average. Frames skipped as "
+        f"undecodable: {qcounts['frames_skipped']:,}; pairs without a question: "
+        f"{int((question_table['n_questions'] == 0).sum()):,}; informative pairs: "
+        f"{int(question_table['question_informative'].sum()):,}."))
+    display(dev_asked[["pair_id", "split", "label", "negative_type", "n_questions", "question_score",
+                       "clip_score"]].head())
+
+# %% [markdown]
+# A development positive and a negative of the same frame, question by question (a question
+# only one of the two texts asks has a blank on the other side):
+
+# %%
+if questions_on:
+    informative = dev_asked[dev_asked["question_informative"]]
+    positives = informative[informative["label"] == 1].set_index(["story_id", "frame"])
+    negatives = informative[(informative["label"] == 0)
+                            & informative.set_index(["story_id", "frame"]).index.isin(positives.index)]
+    preferred = {"relation_swap": 0, "object_swap": 1}
+    negatives = negatives.sort_values("negative_type", key=lambda t: t.map(preferred).fillna(len(preferred)),
+                                      kind="stable")
+    if negatives.empty:
+        display(Markdown("No development frame has both an informative positive and an informative negative."))
+    else:
+        negative = negatives.iloc[0]
+        positive = positives.loc[(negative["story_id"], negative["frame"])]
+        positive = positive.iloc[0] if isinstance(positive, pd.DataFrame) else positive
+
+        def answered(row: pd.Series, side: str) -> pd.DataFrame:
+            listed = pd.DataFrame(json.loads(row["questions"]), columns=["question", "kind", "p_yes", "counted"])
+            return listed.set_index(["question", "kind"])[["p_yes", "counted"]].add_prefix(f"{side} ")
+
+        both = answered(positive, "positive")
+        both = pd.concat([both, answered(negative, "negative")], axis=1).reindex(
+            [*both.index, *answered(negative, "negative").index.difference(both.index, sort=False)])
+        display(Markdown(f"Positive `{positive['pair_id']}` (question score {positive['question_score']:.3f}) against "
+                         f"negative `{negative['pair_id']}`, a `{negative['negative_type']}` "
+                         f"({negative['question_score']:.3f}): *{negative.get('change', '')}*"))
+        display(both.reset_index().astype(object).where(both.reset_index().notna(), ""))
+
+# %% [markdown]
+# ## Which evidence tells the pairs apart?
+#
+# ROC-AUC of the question score for the positives against each kind of negative, next to
+# CLIP's score on the same development pairs (those with questions and a decodable frame).
+# Questions should help most where CLIP is weakest: swapped objects and reversed relations.
+
+# %%
+if questions_on:
+    from helpers.objects import auc_by_negative_type, plot_score_by_group
+
+    scored = dev_asked[dev_asked["question_informative"] & dev_asked["clip_score"].notna()]
+    if scored.empty:
+        display(Markdown("No development pair has both a question score and a CLIP score."))
+    else:
+        by_type = auc_by_negative_type(scored, "question_score").rename(columns={"roc_auc": "question_score"})
+        by_type["clip_score"] = auc_by_negative_type(scored, "clip_score")["roc_auc"].to_numpy()
+        by_type = by_type.set_index("negative_type")
+        display(by_type.style.format({"question_score": "{:.3f}", "clip_score": "{:.3f}"}))
+
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8))
+        plot_score_by_group(scored, "question_score", ax=left)
+        left.set_title("question_score by kind of pair")
+        by_type[["question_score", "clip_score"]].plot.bar(ax=right, rot=20)
+        right.axhline(0.5, color="black", linestyle="--", linewidth=1)
+        right.set(ylim=(0, 1), xlabel="negatives the positives are told apart from", ylabel="ROC-AUC",
+                  title="Questions vs CLIP (dashed: chance)")
+        fig.tight_layout()
+        plt.show()
+        overall = by_type.loc["all negatives"]
+        display(Markdown(
+            f"Against all negatives ({len(scored):,} development pairs with questions), the question score reaches "
+            f"ROC-AUC **{overall['question_score']:.3f}** and CLIP's {overall['clip_score']:.3f}. The question score "
+            f"does best against `{by_type['question_score'].drop('all negatives').idxmax()}` "
+            f"({by_type['question_score'].drop('all negatives').max():.3f})."))
+
+# %% [markdown]
+# ## What the questions cost, and the question feature part
+#
+# One image encoding per frame, and one pass of the question encoder and the answer decoder
+# per distinct (frame, question), each answer cached on disk; the image encodings are kept
+# in memory for one call only (a frame's patch encodings weigh far more than its answers).
+# One row per pair: `question_score`, `question_informative`, `n_questions` and the
+# `questions` with their answers (JSON), for chapter 05 and the verifier's explanation.
+
+# %%
+if questions_on:
+    per_frame = qcounts["seconds"] / qcounts["frames_encoded"] if qcounts["frames_encoded"] else None
+    display(Markdown(
+        f"Frames encoded in this run: {qcounts['frames_encoded']:,} of {qcounts['frames']:,}; "
+        f"{qcounts['answers'] / max(qcounts['pairs'], 1):.2f} answers needed per pair, against "
+        f"{qcounts['question_slots'] / max(qcounts['pairs'], 1):.2f} questions asked per pair; "
+        f"{qcounts['seconds']:.1f} s in all on `{vqa.device}`"
+        + (f", {per_frame:.2f} s per frame encoded with its questions" if per_frame else
+           " (every answer came from the cache)") + f", batches of {questions_cfg['batch_size']}."))
+    path = write_part(ctx.paths, "questions", question_table)
+    display(Markdown(f"Wrote `{path.name}`: {len(question_table):,} rows, columns "
+                     f"{', '.join(f'`{c}`' for c in question_table.columns)}."))
