@@ -37,7 +37,7 @@ def replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
 
 #: The cache folders (under a profile's cache) of the two evidences beyond the study: chapter
 #: 02's open-vocabulary detections (per frame and phrase) and chapter 03's answers (per frame and question).
-OPENVOCAB_CACHE, QUESTIONS_CACHE = "owlvit", "questions"
+OPENVOCAB_CACHE, QUESTIONS_CACHE = "owlvit", "vqa"
 
 
 def evidence_enabled(cfg: Mapping[str, Any], section: str) -> bool:

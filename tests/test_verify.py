@@ -140,7 +140,8 @@ def test_verify_runs_the_pipeline_on_a_synthetic_frame(verifier, frame_file):
     head = load_head(verifier.checkpoint)
     assert result["threshold"] == head.threshold and result["profile"] == "smoke"
     assert 0 <= result["probability"] <= 1 and result["aligned"] == (result["probability"] >= head.threshold)
-    assert set(result["scores"]) == {"object_score", "clip_score", "spatial_score"}
+    # the smoke profile switches on both evidences beyond the study
+    assert set(result["scores"]) == {"object_score", "clip_score", "spatial_score", "openvocab_score", "question_score"}
     assert all(0 <= v <= 1 for v in result["scores"].values())
     import pandas as pd
 
@@ -150,6 +151,20 @@ def test_verify_runs_the_pipeline_on_a_synthetic_frame(verifier, frame_file):
     assert sorted(objects["missing"] + [f["category"] for f in objects["found"]]) == objects["needed"]
     assert [s["text"] for s in result["explanation"]["clip"]["sentences"]] == ["A man sits on a chair.", "He holds a cup."]
     assert result["scores"]["clip_score"] == pytest.approx(max(s["score"] for s in result["explanation"]["clip"]["sentences"]))
+
+    # OWL-ViT: every phrase the plain text names is either found (with a box) or missing
+    openvocab = result["explanation"]["openvocab"]
+    assert openvocab["informative"] and {"person", "chair", "cup"} <= set(openvocab["phrases"])
+    assert sorted([f["phrase"] for f in openvocab["found"]] + [m["phrase"] for m in openvocab["missing"]]) == sorted(
+        openvocab["phrases"])
+    assert all(len(f["box"]) == 4 for f in openvocab["found"])
+    # BLIP-VQA: the questions of the plain text, each with its P(yes); the score is their DSG mean
+    questions = result["explanation"]["questions"]
+    assert questions["informative"] and questions["score"] == result["scores"]["question_score"]
+    asked = {q["question"]: q for q in questions["questions"]}
+    assert "Is there a cup?" in asked and all(0 < q["p_yes"] < 1 for q in asked.values())
+    counted = [q["p_yes"] if q["counted"] else 0.0 for q in asked.values()]
+    assert questions["score"] == pytest.approx(sum(counted) / len(counted), abs=1e-4)  # the JSON rounds P(yes)
 
 
 def test_verify_explains_found_missing_and_relations_with_boxes(verifier, monkeypatch):
@@ -177,15 +192,41 @@ def test_verify_explains_found_missing_and_relations_with_boxes(verifier, monkey
 def test_cli_prints_the_verdict_as_json(frame_file, monkeypatch, capsys):
     seen = {}
 
-    def fake_verify(image, text, profile, frame=None):
-        seen.update(image=image, text=text, profile=profile, frame=frame)
+    def fake_verify(image, text, profile, frame=None, run=None):
+        seen.update(image=image, text=text, profile=profile, frame=frame, run=run)
         return {"probability": 0.75, "aligned": True}
 
     monkeypatch.setattr("helpers.verify.verify", fake_verify)
+    for variable in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):  # main() sets them: undone after the test
+        monkeypatch.setenv(variable, "1")
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("A cup rests on the table."))
     assert main(["--profile", "smoke", "--frame", "2", str(frame_file), "-"]) == 0
     assert json.loads(capsys.readouterr().out) == {"probability": 0.75, "aligned": True}
-    assert seen == {"image": str(frame_file), "text": "A cup rests on the table.", "profile": "smoke", "frame": 2}
+    assert seen == {"image": str(frame_file), "text": "A cup rests on the table.", "profile": "smoke", "frame": 2,
+                    "run": None}
+    assert main(["--profile", "smoke", "--run", "fusion_extended", str(frame_file), "text"]) == 0
+    assert seen["run"] == "fusion_extended"
+
+
+def test_a_profile_without_the_new_evidence_neither_computes_nor_explains_it(verifier, frame_file):
+    import dataclasses
+
+    from helpers.fusion import without_new_evidence
+
+    study_only = dataclasses.replace(verifier, cfg=without_new_evidence(verifier.cfg), owlvit=None, vqa=None)
+    result = verify(frame_file, "A man sits on a chair.", verifier=study_only)
+    assert set(result["scores"]) == {"object_score", "clip_score", "spatial_score"}
+    assert {"openvocab", "questions"}.isdisjoint(result["explanation"])
+    # a head that reads the question score cannot decide where the profile does not compute it
+    reads_questions = dataclasses.replace(verifier.head, features=(*verifier.head.features, "question_score"))
+    with pytest.raises(VerifyError, match=r"reads \['question_score'\].*switch that evidence on"):
+        verify(frame_file, "A man sits on a chair.", verifier=dataclasses.replace(study_only, head=reads_questions))
+
+
+def test_a_run_without_a_checkpoint_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "OUTPUTS_DIR", tmp_path)
+    with pytest.raises(VerifyError, match="no usable trained checkpoint.*fusion_extended"):
+        load_verifier("smoke", run="fusion_extended")
 
 
 def test_a_tagged_segment_and_its_plain_text_get_the_same_scores(verifier, monkeypatch):
@@ -201,7 +242,9 @@ def test_a_tagged_segment_and_its_plain_text_get_the_same_scores(verifier, monke
     plain = parse_story(tagged)[0].plain
     from_tags, from_plain = verify(frame_image(), tagged, verifier=verifier), verify(frame_image(), plain,
                                                                                      verifier=verifier)
-    assert from_tags["scores"] == from_plain["scores"] and from_tags["inputs"] == from_plain["inputs"]
+    study = ("object_score", "clip_score", "spatial_score")
+    assert [from_tags["scores"][k] for k in study] == [from_plain["scores"][k] for k in study]
+    assert from_tags["inputs"] == from_plain["inputs"]  # the default head reads the study's evidence only
     assert from_tags["probability"] == from_plain["probability"]
     assert from_tags["explanation"]["objects"] == from_plain["explanation"]["objects"]
     assert from_plain["explanation"]["objects"]["missing"] == ["cup"]  # read from the words, not the tags
