@@ -521,6 +521,14 @@ def named_things(plain: str, skip: Sequence[tuple[int, int]] = ()) -> list[Thing
     return found
 
 
+def other_nouns(plain: str, skip: Sequence[tuple[int, int]] = ()) -> list[Thing]:
+    """The nouns COCO lacks (``NOT_COCO``: wall, door, box) that ``plain`` names outside the
+    ``skip`` spans, each a ``Thing`` without a category, in text order: what the open-vocabulary
+    detector and the questions can still look for in a plain text."""
+    return [Thing(m.start(), m.end(), m.group(), None) for m in _WORD.finditer(plain)
+            if _non_coco_noun(m.group()) and not any(s < m.end() and m.start() < e for s, e in skip)]
+
+
 def character_descriptions(cot: "ChainOfThought", frame: int | None = None) -> dict[str, str]:
     """Each character id's chain-of-thought description: its description in ``frame`` when
     the character has a row there, else its first description in frame order."""
@@ -771,7 +779,7 @@ def entity_phrases(text: "Segment | str", char_descriptions: Mapping[str, str] |
         plain = " ".join(text.split())
         spans = [(t.start, "person" if t.text.lower() in PERSON_PRONOUNS else t.text.lower())
                  for t in named_things(plain)]
-        spans += [(m.start(), m.group().lower()) for m in _WORD.finditer(plain) if _non_coco_noun(m.group())]
+        spans += [(t.start, t.text.lower()) for t in other_nouns(plain)]
         found = [Phrase(p) for _, p in sorted(spans)]
     else:
         descriptions = char_descriptions or {}

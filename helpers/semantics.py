@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.objects import NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, to_coco
+from helpers.objects import NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, other_nouns, to_coco
 from helpers.spatial import extract_relations
 from helpers.tags import ParsedStory, Segment, parse_segment, strip_tags
 from helpers.vqa import Vqa, answer_yes
@@ -520,6 +520,10 @@ def build_questions(text: Segment | str, char_descriptions: Mapping[str, str] | 
                        _bare(thing.text).lower())
             name = (_indefinite(thing.text), _bare(_head(thing.text)))
         names.setdefault(key, name)
+        spans.append((thing.start, thing.end, (key,)))
+    for thing in () if tagged else other_nouns(plain):  # plain text: the nouns COCO lacks too, as chapter 02 reads them
+        key = _bare(thing.text).lower()
+        names.setdefault(key, (_indefinite(thing.text), _bare(thing.text)))
         spans.append((thing.start, thing.end, (key,)))
     spans.sort()
 

@@ -769,6 +769,14 @@ def named_things(plain: str, skip: Sequence[tuple[int, int]] = ()) -> list[Thing
     return found
 
 
+def other_nouns(plain: str, skip: Sequence[tuple[int, int]] = ()) -> list[Thing]:
+    """The nouns COCO lacks (``NOT_COCO``: wall, door, box) that ``plain`` names outside the
+    ``skip`` spans, each a ``Thing`` without a category, in text order: what the open-vocabulary
+    detector and the questions can still look for in a plain text."""
+    return [Thing(m.start(), m.end(), m.group(), None) for m in _WORD.finditer(plain)
+            if _non_coco_noun(m.group()) and not any(s < m.end() and m.start() < e for s, e in skip)]
+
+
 # %%
 for text in ["A man watches television while his dog sleeps on the couch.",
              "The hot dog sits in an orange light near a car door.",
@@ -1127,7 +1135,7 @@ display(Markdown(
 # ("James", "them") becomes "person", unless the chain of thought describes that character as
 # something else (a robot, a dog: then the head of its description). Plain text, what the
 # verifier reads, has no tags: `named_things` finds its COCO things and person pronouns (a
-# pronoun is a "person"), and the nouns the lexicon lists as `NOT_COCO` are kept too. A name
+# pronoun is a "person"), and the nouns the lexicon lists as `NOT_COCO` are kept too (`other_nouns`). A name
 # in plain text is not recognised: the plain reading finds what the lexicon knows, no more.
 
 # %%
@@ -1185,7 +1193,7 @@ def entity_phrases(text: "Segment | str", char_descriptions: Mapping[str, str] |
         plain = " ".join(text.split())
         spans = [(t.start, "person" if t.text.lower() in PERSON_PRONOUNS else t.text.lower())
                  for t in named_things(plain)]
-        spans += [(m.start(), m.group().lower()) for m in _WORD.finditer(plain) if _non_coco_noun(m.group())]
+        spans += [(t.start, t.text.lower()) for t in other_nouns(plain)]
         found = [Phrase(p) for _, p in sorted(spans)]
     else:
         descriptions = char_descriptions or {}

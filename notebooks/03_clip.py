@@ -73,7 +73,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.objects import NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, to_coco
+from helpers.objects import NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, other_nouns, to_coco
 from helpers.spatial import extract_relations
 from helpers.tags import ParsedStory, Segment, parse_segment, strip_tags
 from helpers.vqa import Vqa, answer_yes
@@ -676,7 +676,9 @@ display(Markdown(f"Wrote `{path.name}`: {len(result.features):,} rows, columns "
 # - **places**: each `<gdl>` location, as an entity question ("Is there a plain interior?").
 #
 # Plain text (the verifier's input) has no tags: the same builder asks about the COCO things
-# and the person pronouns it names and about the relations `extract_relations` reads there,
+# and the person pronouns it names, the nouns COCO lacks that the lexicon knows (chapter 02's
+# `other_nouns`, the words the open-vocabulary detector is asked for in plain text too), and
+# about the relations `extract_relations` reads there,
 # but about no action, since only a `<gda>` tag says which words are an action and who does
 # it. A text gets each question once and at most `MAX_QUESTIONS` of them: entities first,
 # then actions, relations and places.
@@ -879,6 +881,10 @@ def build_questions(text: Segment | str, char_descriptions: Mapping[str, str] | 
                        _bare(thing.text).lower())
             name = (_indefinite(thing.text), _bare(_head(thing.text)))
         names.setdefault(key, name)
+        spans.append((thing.start, thing.end, (key,)))
+    for thing in () if tagged else other_nouns(plain):  # plain text: the nouns COCO lacks too, as chapter 02 reads them
+        key = _bare(thing.text).lower()
+        names.setdefault(key, (_indefinite(thing.text), _bare(thing.text)))
         spans.append((thing.start, thing.end, (key,)))
     spans.sort()
 

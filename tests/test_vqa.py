@@ -291,6 +291,19 @@ def test_questions_from_plain_text_have_no_action():
     assert hs.build_questions("Nothing to see.") == []
 
 
+def test_plain_text_asks_about_the_nouns_coco_lacks_as_the_open_vocabulary_detector_reads_them():
+    from helpers.objects import entity_phrases, other_nouns
+
+    text = "He drops his blue blanket by the elevator doors while a man watches the TV."
+    assert [t.text for t in other_nouns(text)] == ["blanket", "elevator", "doors"]
+    assert [t.text for t in other_nouns(text, skip=[(14, 26)])] == ["elevator", "doors"]  # "blue blanket" skipped
+    asked = set(_asked(hs.build_questions(text)))
+    assert {"Is there a blanket?", "Is there an elevator?", "Are there doors?", "Is there a man?"} <= asked
+    # every phrase OWL-ViT is asked for in this plain text is also asked about (persons by their words)
+    for phrase in (p.text for p in entity_phrases(text)):
+        assert any(f" {phrase}?" in q.lower() for q in asked), phrase
+
+
 def test_questions_are_capped_entities_first():
     things = ["cup", "dog", "cat", "car", "bus", "bed", "chair", "couch", "clock", "vase", "bowl", "book", "kite"]
     text = " ".join(f"<gdo obj{i}>a {t}</gdo>" for i, t in enumerate(things))
