@@ -103,8 +103,10 @@ def detect_phrases(owl: OwlVit, frames: Mapping[tuple[str, int], bytes],
     ``status`` ("ok", or "corrupt" for a frame that does not decode: skipped and cached as
     such, ``score`` NaN, ``box`` None), ``score`` (the best sigmoid score of any box for the
     phrase), ``box`` (that box's ``[x1, y1, x2, y2]`` in the frame's pixels, clipped to it);
-    and the number of frames run through the image encoder now. Frames with phrases to
-    compute run ``batch_size`` at a time, each once with all its missing phrases as queries.
+    and the number of frames run through the image encoder now. Each distinct phrase to compute
+    goes through the text encoder once; frames with phrases to compute run ``batch_size`` at a
+    time through the image encoder, each once, and its boxes are scored against all its
+    missing phrases.
     """
     import torch
     from transformers.image_transforms import center_to_corners_format
@@ -142,26 +144,40 @@ def detect_phrases(owl: OwlVit, frames: Mapping[tuple[str, int], bytes],
         if not images:
             return
         texts = [list(todo[d]) for d in decoded]
-        width = max(map(len, texts))
-        flat = [t for phrases in texts for t in [*phrases, *[" "] * (width - len(phrases))]]
-        tokens = owl.processor.tokenizer(flat, padding="max_length", truncation=True, return_tensors="pt",
-                                         max_length=owl.model.config.text_config.max_position_embeddings)
-        pixels = owl.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        pixels = owl.processor.image_processor(images=images, return_tensors="pt")["pixel_values"].to(owl.device)
         with torch.inference_mode(), _autocast(owl.device):
-            out = owl.model(input_ids=tokens["input_ids"].to(owl.device), pixel_values=pixels.to(owl.device),
-                            attention_mask=tokens["attention_mask"].to(owl.device))
-        scores = torch.sigmoid(out.logits.float()).cpu()  # (images, boxes, queries)
+            feature_map, _ = owl.model.image_embedder(pixel_values=pixels)  # the image side: once per frame
+            feats = feature_map.reshape(feature_map.shape[0], -1, feature_map.shape[-1])
+            logits = [owl.model.class_predictor(feats[i : i + 1], torch.stack([query[t] for t in phrases])[None],
+                                                torch.ones(1, len(phrases), dtype=torch.bool, device=owl.device))[0]
+                      for i, phrases in enumerate(texts)]
+            pred_boxes = owl.model.box_predictor(feats, feature_map)
         # OWL-ViT v1 resizes a frame to its square input without padding, so a relative corner maps to
         # the frame by the frame's own width or height (as post_process_object_detection's target_sizes).
-        boxes = center_to_corners_format(out.pred_boxes.float().cpu())  # (images, boxes, 4), relative
+        boxes = center_to_corners_format(pred_boxes.float().cpu())  # (images, boxes, 4), relative
         encoded += len(images)
         for i, (digest, image) in enumerate(zip(decoded, images)):
             scale = torch.tensor([image.width, image.height] * 2, dtype=torch.float32)
+            scores = torch.sigmoid(logits[i][0].float()).cpu()  # (boxes, phrases)
             for j, phrase in enumerate(texts[i]):
-                best = int(scores[i, :, j].argmax())
+                best = int(scores[:, j].argmax())
                 box = torch.minimum(boxes[i, best].clamp(min=0.0) * scale, scale)
-                done[todo[digest][phrase]] = {"status": "ok", "score": float(scores[i, best, j]),
+                done[todo[digest][phrase]] = {"status": "ok", "score": float(scores[best, j]),
                                               "box": [float(v) for v in box]}
+
+    # The text side once per distinct phrase, not once per frame: OWL-ViT's class head compares every
+    # box of a frame with each query's normalised text embedding (as its forward pass does).
+    phrases_to_embed = list(dict.fromkeys(p for phrases in todo.values() for p in phrases))
+    query: dict[str, "torch.Tensor"] = {}
+    for start in range(0, len(phrases_to_embed), 256):
+        chunk = phrases_to_embed[start : start + 256]
+        tokens = owl.processor.tokenizer(chunk, padding="max_length", truncation=True, return_tensors="pt",
+                                         max_length=owl.model.config.text_config.max_position_embeddings)
+        with torch.inference_mode(), _autocast(owl.device):
+            embeds = owl.model.owlvit.get_text_features(input_ids=tokens["input_ids"].to(owl.device),
+                                                        attention_mask=tokens["attention_mask"].to(owl.device))
+        vectors = torch.nn.functional.normalize(embeds.pooler_output, dim=-1)
+        query.update(zip(chunk, vectors))
 
     def compute(batch: list[str]) -> list[dict[str, Any]]:
         fresh = list(dict.fromkeys(frame_of[k] for k in batch if k not in done))

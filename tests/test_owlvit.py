@@ -57,12 +57,20 @@ def grid_owl(folder):
 
 
 class Passes:
-    """Counts forward passes of a model and the images in each."""
+    """Counts the forward passes of a detector's image encoder and the images in each, and
+    those of its text encoder and the phrases in each."""
 
     def __init__(self, model):
         self.images: list[int] = []
-        self.handle = model.register_forward_hook(lambda module, args, kwargs, out: self.images.append(
+        self.texts: list[int] = []
+        self.handle = model.owlvit.vision_model.register_forward_hook(lambda module, args, kwargs, out: self.images.append(
             int(kwargs["pixel_values"].shape[0])), with_kwargs=True)
+        self.text_handle = model.owlvit.text_model.register_forward_hook(lambda module, args, kwargs, out: self.texts.append(
+            int(kwargs["input_ids"].shape[0])), with_kwargs=True)
+
+    def remove(self) -> None:
+        self.handle.remove()
+        self.text_handle.remove()
 
 
 # ----------------------------------------------------------------------------- weights
@@ -135,12 +143,13 @@ def test_one_row_per_frame_and_phrase_each_frame_encoded_once(owl, tmp_path):
                ("s2", 1): ["door", "lamp", "cup"]}
     passes = Passes(owl.model)
     table, n = hv.detect_phrases(owl, frames, queries, tmp_path / "cache", batch_size=2)
-    passes.handle.remove()
+    passes.remove()
     assert list(table.columns) == hv.DETECTION_COLUMNS
     assert list(zip(table["story_id"], table["frame"], table["phrase"])) == [
         ("s1", 1, "a man"), ("s1", 1, "blue blanket"), ("s1", 2, "wall"),
         ("s2", 1, "door"), ("s2", 1, "lamp"), ("s2", 1, "cup")]
     assert n == 3 and sorted(passes.images) == [1, 2], "three frames, two at a time, each once"
+    assert passes.texts == [6], "each distinct phrase through the text encoder once, whatever its frames"
     assert (table["status"] == "ok").all() and table["score"].between(0, 1).all()
     for (story_id, frame), box in zip(zip(table["story_id"], table["frame"]), table["box"]):
         width, height = (300, 400) if (story_id, frame) == ("s1", 2) else (575, 240)
@@ -159,8 +168,8 @@ def test_rerun_computes_nothing_and_a_new_phrase_runs_its_frame_for_it_alone(owl
     queries[("s1", 1)] = ["a man", "a dog", "a red door"]
     passes = Passes(owl.model)
     third, n = hv.detect_phrases(owl, frames, queries, tmp_path / "cache", batch_size=4)
-    passes.handle.remove()
-    assert n == 1 and passes.images == [1]
+    passes.remove()
+    assert n == 1 and passes.images == [1] and passes.texts == [1]
     assert len(read_cache(tmp_path / "cache")) == 4, "only the new phrase was computed"
     pd.testing.assert_frame_equal(third.drop(index=2).reset_index(drop=True), first)
     assert third.loc[2, "phrase"] == "a red door"
@@ -171,7 +180,7 @@ def test_a_frame_split_across_key_batches_still_runs_once(owl, tmp_path):
     queries = {("s0", 1): ["a", "b", "c", "d", "e"], ("s1", 1): ["f"], ("s2", 1): ["g", "h", "i"]}
     passes = Passes(owl.model)
     table, n = hv.detect_phrases(owl, frames, queries, tmp_path / "cache", batch_size=1)
-    passes.handle.remove()
+    passes.remove()
     assert n == 3 and passes.images == [1, 1, 1] and len(table) == 9
 
 
