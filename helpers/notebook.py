@@ -73,6 +73,10 @@ def provenance_html(profile: str, cfg: dict[str, Any]) -> str:
         f"fingerprint: {run.get('dataset_fingerprint', 'computed in chapter 01')})",
         "detector weights": str(cfg["detector"]["weights"]),
         "CLIP weights": str(cfg["clip"]["weights"]),
+        "language model weights": str(cfg.get("mlm", {}).get("weights", "not used")),
+        **{f"{name} weights": (str(cfg[section]["weights"]) if cfg.get(section, {}).get("enabled")
+                               else f"off ({section}.enabled: false)")
+           for section, name in (("openvocab", "OWL-ViT"), ("questions", "BLIP-VQA"))},
         "git commit": run.get("git_commit", "not recorded (chapter run outside the runner)"),
         "run started": run.get("started", "not recorded"),
     }

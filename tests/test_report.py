@@ -54,3 +54,14 @@ def test_index_links_reports_and_flags_smoke(tmp_path, monkeypatch):
     assert "SMOKE RUN" in page and "No metrics yet" in page and "No ablations yet" in page
     real = report.write_index("quick", Paths(tmp_path / "quick")).read_text()
     assert "SMOKE RUN" not in real
+
+
+def test_provenance_names_every_models_weights_or_says_it_is_off():
+    from helpers.config import load_profile
+    from helpers.notebook import provenance_html
+
+    quick = provenance_html("quick", load_profile("quick"))
+    assert "google/owlvit-base-patch32" in quick and "distilroberta-base" in quick
+    assert "BLIP-VQA weights</th><td style='text-align:left'>off (questions.enabled: false)" in quick
+    smoke = provenance_html("smoke", load_profile("smoke"))
+    assert "BLIP-VQA weights</th><td style='text-align:left'>random" in smoke
