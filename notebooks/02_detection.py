@@ -1254,19 +1254,15 @@ def openvocab_evidence(phrases: Sequence[str], found: Mapping[str, tuple[float, 
             "openvocab_found": hits, "openvocab_missing": misses}
 
 
-def _has_tags(text: Any) -> bool:
-    """Whether ``text`` is a string holding at least one grounding tag (``<gdo ...>`` and the like)."""
-    return isinstance(text, str) and re.search(r"<\s*/?\s*gd[a-z]", text, re.IGNORECASE) is not None
-
-
-def pair_phrases(text: str, tagged: Any, char_descriptions: Mapping[str, str] | None, frame: int) -> list[Phrase]:
-    """The phrases of one pair: from its ``tagged`` text when that holds tags (read as the segment
-    of ``frame``), else from its plain ``text``."""
+def pair_text(text: str, tagged: Any, frame: int) -> "Segment | str":
+    """What a pair's evidence reads beyond the study's: its ``tagged`` text parsed as the segment
+    of ``frame`` when it holds a grounding tag (``<gdo ...>`` and the like), else its plain
+    ``text`` (the verifier passes plain text as both)."""
     from helpers.tags import parse_segment
 
-    if _has_tags(tagged):
-        return entity_phrases(parse_segment(tagged, int(frame)), char_descriptions)
-    return entity_phrases(str(text))
+    if isinstance(tagged, str) and re.search(r"<\s*/?\s*gd[a-z]", tagged, re.IGNORECASE):
+        return parse_segment(tagged, int(frame))
+    return str(text)
 
 
 def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
@@ -1291,7 +1287,8 @@ def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple
         if source not in descriptions:
             cot = cots.get(source[0])
             descriptions[source] = character_descriptions(cot, source[1]) if cot is not None else {}
-        phrases = [" ".join(p.text.split()) for p in pair_phrases(text, tagged, descriptions[source], source[1])]
+        phrases = [" ".join(p.text.split()) for p in entity_phrases(pair_text(text, tagged, source[1]),
+                                                                      descriptions[source])]
         phrases_of.append((pair_id, (str(story_id), int(frame)), phrases))
         queries.setdefault((str(story_id), int(frame)), []).extend(phrases)
     for key, extra in (extra_queries or {}).items():

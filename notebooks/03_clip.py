@@ -73,9 +73,10 @@ import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.objects import NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, other_nouns, to_coco
+from helpers.objects import (NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, other_nouns,
+                             pair_text, to_coco)
 from helpers.spatial import extract_relations
-from helpers.tags import ParsedStory, Segment, parse_segment, strip_tags
+from helpers.tags import ParsedStory, Segment, strip_tags
 from helpers.vqa import Vqa, answer_yes
 
 # %% [markdown]
@@ -1065,12 +1066,9 @@ def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, 
     columns = ["story_id", "frame", "text", "tagged_text", "source_story_id", "source_frame"]
     for story_id, frame, text, tagged, source_story, source_frame in pairs[columns].itertuples(index=False):
         number = int(source_frame) if pd.notna(source_frame) else int(frame)
-        segment = parse_segment(tagged, number) if isinstance(tagged, str) else None
-        if segment is not None and (segment.mentions or segment.actions or segment.locations):
-            cot = cots.get(str(source_story))
-            asked.append(build_questions(segment, character_descriptions(cot, number) if cot is not None else {}))
-        else:
-            asked.append(build_questions(str(text)))
+        read = pair_text(text, tagged, number)  # the tagged segment, or the plain text (chapter 02)
+        cot = cots.get(str(source_story)) if not isinstance(read, str) else None
+        asked.append(build_questions(read, character_descriptions(cot, number) if cot is not None else {}))
     keys = list(zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)))
     wanted: dict[tuple[str, int], list[str]] = {}
     for key, questions in zip(keys, asked):

@@ -368,3 +368,13 @@ def test_entity_recall_on_a_hand_made_frame():
     assert recall.loc["all kinds", "frcnn_recall_nameable"] == pytest.approx(1 / 2)
     assert recall.loc["char", "coco_coverage"] == pytest.approx(1 / 2)
     assert math.isnan(recall.loc["bg", "frcnn_recall_nameable"])
+
+
+def test_pair_text_reads_the_tags_when_there_are_any_else_the_plain_text():
+    from helpers.tags import Segment
+
+    tagged = "<gdo char1>James</gdo> sits on <gdo obj1>the couch</gdo>."
+    read = ho.pair_text("James sits on the couch.", tagged, 3)
+    assert isinstance(read, Segment) and read.frame == 3 and [m.text for m in read.mentions] == ["James", "the couch"]
+    assert ho.pair_text("A man sits.", "A man sits.", 1) == "A man sits."  # the verifier's plain input
+    assert ho.pair_text("A man sits.", float("nan"), 1) == "A man sits."
