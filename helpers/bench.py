@@ -1,8 +1,9 @@
 """Speed and memory of the pipeline's parts: ``python -m helpers.bench [--quick] [--skip-series]``.
 
-Measured on the real architectures with randomly initialised weights (the ``"random"``
-loaders of ``helpers.detection`` and ``helpers.clip``): a forward pass costs the same
-whatever the weights, so this runs offline. Inputs are synthetic 576x240 frames and story
+Measured on the real architectures with randomly initialised weights (the ``"random"`` and
+``"random-full-size"`` loaders of the model helpers), so this runs offline: a transformer's forward
+pass costs the same whatever its weights, and Faster R-CNN's does once its random region proposal
+network keeps as many proposals as trained weights do (``"random-full-size"``). Inputs are synthetic 576x240 frames and story
 text from ``helpers.smoke`` (its synthetic dataset). Every comparison is measured side by side in one process
 and reported as a ratio, which transfers between machines far better than the seconds do.
 
@@ -49,7 +50,7 @@ from typing import Any
 
 from .bench_models import (BENCH_PHRASES, Measurement, bench_beyond_coco, bench_clip, bench_detection,
                            bench_pair_scoring, ratio, time_per_call)
-from .config import BENCH_SUFFIX, OUTPUTS_DIR, REPO_ROOT, load_profile
+from .config import BENCH_SUFFIX, OUTPUTS_DIR, RANDOM_FULL_SIZE, REPO_ROOT, load_profile
 from .io import atomic_write_json
 
 __all__ = [
@@ -269,7 +270,7 @@ def run_bench(*, quick: bool, skip_series: bool, workdir: str | os.PathLike) -> 
     print(f"Inputs: {len(inputs.images)} synthetic 576x240 frames, {len(inputs.sentences)} sentences, "
           f"{len(inputs.pairs)} pairs; device {dev}", flush=True)
 
-    detector = load_detector("random", models_dir=models, seed=int(cfg["seed"]), device=dev)
+    detector = load_detector(RANDOM_FULL_SIZE, models_dir=models, seed=int(cfg["seed"]), device=dev)
     measurements += bench_detection(detector, inputs.images, sizes=cfg["detector"]["min_size_sweep"],
                                    batch_size=len(inputs.images), repeats=repeats)
     del detector

@@ -82,13 +82,14 @@ def _default_cache(var: str) -> str:
     return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface")
 
 
-#: The ``mlm.weights`` of a bench profile: random weights at distilroberta's full size
-#: (``helpers.smoke.mlm``), where plain ``"random"`` is the smoke profile's small model.
+#: The ``weights`` of a bench profile's models: random weights that cost what the real model costs
+#: (distilroberta, OWL-ViT and BLIP-VQA at their full size, where plain ``"random"`` is the smoke
+#: profile's small model; Faster R-CNN with as many region proposals as trained weights keep).
 RANDOM_FULL_SIZE = "random-full-size"
 
-#: Profile sections whose ``"random"`` weights are a small model (the smoke profile's): a bench
-#: profile gives them :data:`RANDOM_FULL_SIZE` so that it costs the real architecture.
-FULL_SIZE_SECTIONS = ("mlm", "openvocab", "questions")
+#: Profile sections whose plain ``"random"`` weights cost less than the real model (a small model,
+#: or for the detector fewer proposals): a bench profile gives them :data:`RANDOM_FULL_SIZE`.
+FULL_SIZE_SECTIONS = ("detector", "mlm", "openvocab", "questions")
 
 #: ``<profile>-bench`` is built in code from ``profiles/<profile>.yaml`` (see :func:`bench_profile`).
 BENCH_SUFFIX = "-bench"
@@ -127,9 +128,9 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
     bootstrap resamples, training) stays ``cfg``'s; the data become synthetic stories of
     StoryReasoning's shape (:data:`BENCH_DATA_SHAPE`, as many stories as ``cfg`` reads) and
     every ``weights`` entry becomes ``"random"`` (the real architectures, randomly
-    initialised: a forward pass costs the same whatever the weights; the models of
-    :data:`FULL_SIZE_SECTIONS` at their real size, not the smoke profile's small ones). Its numbers mean
-    nothing. ``cfg`` must name its number of stories.
+    initialised; the models of :data:`FULL_SIZE_SECTIONS` as :data:`RANDOM_FULL_SIZE`, which
+    costs what the real model costs: their real size, and the detector's full count of
+    proposals). Its numbers mean nothing. ``cfg`` must name its number of stories.
     """
     name = f"{cfg['profile']}{BENCH_SUFFIX}"
     if cfg["data"].get("n_stories") is None:
@@ -143,7 +144,7 @@ def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
     for section in out.values():
         if isinstance(section, dict) and "weights" in section:
             section["weights"] = "random"
-    for section in FULL_SIZE_SECTIONS:  # plain "random" is the smoke profile's small model; cost the real size
+    for section in FULL_SIZE_SECTIONS:  # plain "random" costs less than the real model; cost the real one
         if section in out:
             out[section]["weights"] = RANDOM_FULL_SIZE
     return out

@@ -14,6 +14,9 @@ chooses its weights explicitly, never as a fallback:
 - ``"random"`` (the smoke profile): the same architecture randomly initialised from a fixed
   seed (:mod:`helpers.smoke.detector`), saved as a state dict under the profile's ``models``
   folder and then loaded through the local-file path below, exactly as a user's own file would be.
+- ``"random-full-size"`` (the bench profiles of ``make bench``): the same, except that the region
+  proposal network keeps as many proposals as trained weights do, so that a forward pass costs
+  what the COCO model's costs (:mod:`helpers.smoke.detector`).
 - a path to a ``.pth`` state dict of the same architecture in COCO's 91-entry label space.
 
 Inference. :func:`detect_frames` runs one forward pass per frame (batched, under
@@ -51,7 +54,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from .config import MissingAssetError, Paths, hub_reachable
+from .config import RANDOM_FULL_SIZE, MissingAssetError, Paths, hub_reachable
 from .io import compute_cached, file_sha1, stable_hash
 
 if TYPE_CHECKING:
@@ -180,10 +183,10 @@ def _download_host() -> str:
 def detector_weights_available(spec: str) -> bool:
     """Whether :func:`load_detector` can get the weights ``spec`` names, without loading them.
 
-    ``"random"``: always (they are generated). ``"coco"``: the checkpoint is in torch.hub's
+    ``"random"`` and ``"random-full-size"``: always (they are generated). ``"coco"``: the checkpoint is in torch.hub's
     cache or its download server answers. A path: the file exists.
     """
-    if spec == "random":
+    if spec in ("random", RANDOM_FULL_SIZE):
         return True
     if spec == "coco":
         return coco_checkpoint_path().is_file() or hub_reachable(_download_host())
@@ -253,16 +256,17 @@ def load_detector(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,
         model = fasterrcnn_resnet50_fpn(weights=weights)  # downloads into the cache once, hash-checked
         identity, source = f"torchvision:{checkpoint.name}", f"torchvision {weights} ({checkpoint})"
     else:
-        if spec == "random":
+        if spec in ("random", RANDOM_FULL_SIZE):
             from .smoke.detector import save_random_detector
 
-            path = save_random_detector(models_dir, seed=seed)
-            source = f"random initialisation, seed {seed} ({path})"
+            path = save_random_detector(models_dir, seed=seed, full_cost=spec == RANDOM_FULL_SIZE)
+            source = f"random initialisation, seed {seed}{', RPN regression zeroed' * (spec == RANDOM_FULL_SIZE)} ({path})"
         else:
             path = Path(spec).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"detector weights file {path} does not exist "
-                                        "(detector.weights must be 'coco', 'random' or a .pth state dict)")
+                                        "(detector.weights must be 'coco', 'random', 'random-full-size' "
+                                        "or a .pth state dict)")
             source = f"state dict {path}"
         model = _load_state_dict_file(path)
         identity = f"file:{file_sha1(path)[:16]}"

@@ -97,6 +97,39 @@ def test_random_weights_are_saved_and_reload_through_the_file_path_identically(d
             assert all(torch.equal(e[k], g[k]) for k in ("boxes", "scores", "labels"))
 
 
+def _proposals(detector: det.Detector, image: torch.Tensor) -> int:
+    """How many region proposals survive the RPN's non-maximum suppression on ``image``."""
+    model = detector.model
+    with torch.inference_mode():
+        images, _ = model.transform([image])
+        proposals, _ = model.rpn(images, model.backbone(images.tensors))
+    return len(proposals[0])
+
+
+def test_full_size_random_detector_costs_what_trained_weights_cost(detector, models_dir):
+    """make bench's detector keeps the RPN's full post-NMS count of proposals, as trained weights
+    do, so its box head costs what the COCO model's does. Plain random weights may keep far fewer,
+    depending on the seed: with the profiles' seed 42 about a third on this frame."""
+    full = det.load_detector("random-full-size", models_dir=models_dir, seed=SEED, device="cpu")
+    assert (models_dir / f"fasterrcnn_resnet50_fpn_random_full_cost_seed{SEED}.pth").is_file()
+    assert full.identity != detector.identity and det.detector_weights_available("random-full-size")
+    plain, zeroed = detector.model.state_dict(), full.model.state_dict()
+    differing = [k for k in plain if not torch.equal(plain[k], zeroed[k])]
+    assert differing == ["rpn.head.bbox_pred.weight"]  # torchvision initialises the bias at zero already
+    assert not zeroed["rpn.head.bbox_pred.weight"].any() and not zeroed["rpn.head.bbox_pred.bias"].any()
+
+    frame = torch.rand(3, 240, 575, generator=torch.Generator().manual_seed(0))  # StoryReasoning's frame size
+    for spec in ("random", "random-full-size"):  # the seed of every profile, so of make bench
+        loaded = det.load_detector(spec, models_dir=models_dir, seed=42, device="cpu")
+        loaded.model.transform.min_size = (240,)
+        top_n = loaded.model.rpn.post_nms_top_n()
+        assert top_n == 1000
+        if spec == "random":
+            assert _proposals(loaded, frame) < top_n // 2
+        else:
+            assert _proposals(loaded, frame) == top_n
+
+
 def test_weights_file_of_another_label_space_is_refused(tmp_path, models_dir):
     wrong = tmp_path / "five_classes.pth"
     torch.save({det._CLASSIFIER_KEY: torch.zeros(5, 1024)}, wrong)
