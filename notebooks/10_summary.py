@@ -177,7 +177,7 @@ switched = {section: evidence_enabled(ctx.cfg, section) for section in NEW_EVIDE
 display(Markdown("In this profile: " + "; ".join(
     f"`{section}` evidence **{'on' if on else 'off'}**" for section, on in switched.items()) + "."
     + ("" if all(switched.values()) else " An evidence that is off has no column, no subset and no gain below; the "
-       "profile's YAML says why (the `quick` profile leaves the questions off to stay within 30 minutes on a CPU).")))
+       "profile's YAML says why (the `quick` profile leaves the questions off for its 30-minute CPU budget).")))
 extended = [m for m in ("fusion_extended", primary) if m in metrics["models"]]
 display(summary_table(metrics).loc[extended, ["roc_auc", "macro_f1"]])
 display(pd.Series({m: ", ".join(metrics["models"][m]["features"]) for m in extended}, name="inputs").to_frame())
