@@ -48,7 +48,7 @@ ctx = start(profile, chapter="05_fusion")
 
 # %%
 #@save
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +100,11 @@ def replace_columns(table: pd.DataFrame, *parts: pd.DataFrame) -> pd.DataFrame:
 OPENVOCAB_CACHE, QUESTIONS_CACHE = "owlvit", "vqa"
 
 
+def _loaded(model: Any) -> Any:
+    """``model`` itself, or the model it loads when it is a loading function."""
+    return model() if callable(model) else model
+
+
 def evidence_enabled(cfg: Mapping[str, Any], section: str) -> bool:
     """Whether the profile ``cfg`` switches on the evidence of ``section`` (``"openvocab"``, ``"questions"``)."""
     return bool(cfg.get(section, {}).get("enabled", False))
@@ -111,41 +116,46 @@ def without_new_evidence(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {**cfg, **{section: {**cfg.get(section, {}), "enabled": False} for section in ("openvocab", "questions")}}
 
 
-def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *, detector: "Detector",
-                clip: "Clip", stories: Sequence["ParsedStory"], cfg: Mapping[str, Any],
-                cache_dir: str | Path, openvocab: "OwlVit | None" = None, vqa: "Vqa | None" = None) -> pd.DataFrame:
+def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
+                detector: "Detector | Callable[[], Detector]", clip: "Clip | Callable[[], Clip]",
+                stories: Sequence["ParsedStory"], cfg: Mapping[str, Any], cache_dir: str | Path,
+                openvocab: "OwlVit | Callable[[], OwlVit] | None" = None,
+                vqa: "Vqa | Callable[[], Vqa] | None" = None) -> pd.DataFrame:
     """Every evidence of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
 
     Detection, CLIP, object and spatial evidence use the profile's settings and the same
     helper functions as the chapters; so do the open-vocabulary and question evidence when
-    the profile switches them on (then ``openvocab`` and ``vqa`` must be the loaded models).
-    Results are cached under ``cache_dir`` by frame content (pass the profile's cache folder
-    to share the chapters' caches), so a rerun, or an input they already saw, costs no
-    forward pass. Returns ``pairs`` with every feature column those chapters write.
+    the profile switches them on (then ``openvocab`` and ``vqa`` must be given). Each model is
+    either loaded already (a caller scoring many batches keeps them) or a function that loads
+    it: then it is loaded just before its evidence and freed after it, so that one large model
+    at a time is in memory. Results are cached under ``cache_dir`` by frame content (pass the
+    profile's cache folder to share the chapters' caches), so a rerun, or an input they already
+    saw, costs no forward pass. Returns ``pairs`` with every feature column those chapters write.
     """
     from helpers.detection import CACHE_FILE, detect_frames
     from helpers.objects import object_features, openvocab_features
     from helpers.semantics import clip_features, question_features
     from helpers.spatial import spatial_features
 
-    det, cl = cfg["detector"], cfg["clip"]
-    cache_dir = Path(cache_dir)
-    detections = detect_frames(detector, frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
-                               batch_size=int(det["batch_size"])).frames
-    threshold = float(det["score_threshold"])
-    parts = [object_features(pairs, detections, list(stories), threshold=threshold),
-             clip_features(clip, pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"], top_k=int(cl["top_k"]),
-                           batch_size=int(cl["batch_size"])).features,
-             spatial_features(pairs, detections, threshold=threshold, stories=stories)]
     for section, model, name in (("openvocab", openvocab, "OWL-ViT"), ("questions", vqa, "BLIP-VQA")):
         if evidence_enabled(cfg, section) and model is None:
             raise ValueError(f"the profile switches on {section} evidence: pass the loaded {name} model")
+    det, cl = cfg["detector"], cfg["clip"]
+    cache_dir, threshold = Path(cache_dir), float(det["score_threshold"])
+    # Each model is an argument of its one call, so a model loaded for it is freed when the call returns.
+    detections = detect_frames(_loaded(detector), frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
+                               batch_size=int(det["batch_size"])).frames
+    parts = [object_features(pairs, detections, list(stories), threshold=threshold),
+             clip_features(_loaded(clip), pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"],
+                           top_k=int(cl["top_k"]), batch_size=int(cl["batch_size"])).features,
+             spatial_features(pairs, detections, threshold=threshold, stories=stories)]
     if evidence_enabled(cfg, "openvocab"):
         ov = cfg["openvocab"]
-        parts.append(openvocab_features(openvocab, pairs, frames, stories, threshold=float(ov["score_threshold"]),
-                                        cache_path=cache_dir / OPENVOCAB_CACHE, batch_size=int(ov["batch_size"])))
+        parts.append(openvocab_features(_loaded(openvocab), pairs, frames, stories,
+                                        threshold=float(ov["score_threshold"]), cache_path=cache_dir / OPENVOCAB_CACHE,
+                                        batch_size=int(ov["batch_size"])))
     if evidence_enabled(cfg, "questions"):
-        parts.append(question_features(vqa, pairs, frames, stories, cache_path=cache_dir / QUESTIONS_CACHE,
+        parts.append(question_features(_loaded(vqa), pairs, frames, stories, cache_path=cache_dir / QUESTIONS_CACHE,
                                        batch_size=int(cfg["questions"]["batch_size"])))
     return replace_columns(pairs, *parts)
 
@@ -340,6 +350,8 @@ display(dev.groupby(["split", "label"]).size().unstack("label").rename(columns={
 # (The frames were seen by those chapters, so this reads their caches: no forward pass.)
 
 # %%
+from functools import partial
+
 from helpers.clip import load_clip
 from helpers.data import load_study_data, pair_frames
 from helpers.detection import load_detector
@@ -351,13 +363,14 @@ check = dev.sample(min(n_check, len(dev)), random_state=int(ctx.cfg["seed"]))
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 pair_columns = [c for c in data.pairs.columns if c in check.columns]
 models = {"seed": ctx.cfg["seed"], "models_dir": ctx.paths.models, "device": ctx.device}
-detector = load_detector(ctx.cfg["detector"]["weights"], **models)
-clip = load_clip(ctx.cfg["clip"]["weights"], **models)
-owl = load_owlvit(ctx.cfg["openvocab"]["weights"], **models) if switched["openvocab"] else None
-vqa = load_vqa(ctx.cfg["questions"]["weights"], **models) if switched["questions"] else None
-again = score_pairs(check[pair_columns], pair_frames(check, data.datasets), detector=detector, clip=clip,
-                    stories=data.stories, cfg=ctx.cfg, cache_dir=ctx.paths.cache, openvocab=owl, vqa=vqa)
-del detector, clip, owl, vqa  # every forward pass above was a cache hit; free them before training
+# Loaders, not models: score_pairs loads each just before its evidence and frees it after, one at a time.
+loaders = {"detector": partial(load_detector, ctx.cfg["detector"]["weights"], **models),
+           "clip": partial(load_clip, ctx.cfg["clip"]["weights"], **models),
+           "openvocab": (partial(load_owlvit, ctx.cfg["openvocab"]["weights"], **models)
+                         if switched["openvocab"] else None),
+           "vqa": partial(load_vqa, ctx.cfg["questions"]["weights"], **models) if switched["questions"] else None}
+again = score_pairs(check[pair_columns], pair_frames(check, data.datasets), stories=data.stories, cfg=ctx.cfg,
+                    cache_dir=ctx.paths.cache, **loaders)  # every forward pass is a cache hit here
 scores = [*STUDY_FEATURES, *(NEW_EVIDENCE[section][0] for section, on in switched.items() if on)]
 gap = (again.set_index("pair_id")[scores] - check.set_index("pair_id")[scores]).abs()
 display(Markdown(f"{len(check)} pairs re-scored: the largest difference from the feature table is "

@@ -122,3 +122,55 @@ def test_score_pairs_refuses_a_switched_on_evidence_without_its_model(monkeypatc
         fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=cfg, cache_dir="unused")
     assert list(fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=fusion.without_new_evidence(cfg),
                                    cache_dir="unused")["pair_id"]) == ["p"]
+
+
+def test_score_pairs_given_loaders_holds_one_model_at_a_time(monkeypatch):
+    """Given loading functions, score_pairs loads each model just before its evidence and has freed
+    the one before by then; given loaded models, it uses them as they are."""
+    import weakref
+
+    from helpers import fusion
+
+    class Model:  # a loaded model's stand-in, weakly referenceable so that its release shows
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    alive: dict[str, weakref.ref] = {}
+    log: list[tuple] = []
+
+    def loader(name: str):
+        def load() -> Model:
+            log.append(("load", name, sorted(n for n, ref in alive.items() if ref() is not None)))
+            model = Model(name)
+            alive[name] = weakref.ref(model)
+            return model
+        return load
+
+    def uses(name: str, result):
+        def run(model, *args, **kwargs):
+            assert model.name == name
+            log.append(("use", name))
+            return result
+        return run
+
+    one = pd.DataFrame({"pair_id": ["p"]})
+    monkeypatch.setattr("helpers.detection.detect_frames", uses("detector", type("R", (), {"frames": None})()))
+    monkeypatch.setattr("helpers.semantics.clip_features", uses("clip", type("C", (), {"features": one})()))
+    monkeypatch.setattr("helpers.objects.openvocab_features", uses("openvocab", one))
+    monkeypatch.setattr("helpers.semantics.question_features", uses("vqa", one))
+    monkeypatch.setattr("helpers.objects.object_features", lambda *a, **k: one)
+    monkeypatch.setattr("helpers.spatial.spatial_features", lambda *a, **k: one)
+    cfg = {"detector": {"min_size": 240, "batch_size": 1, "score_threshold": 0.5},
+           "clip": {"aggregate": "max", "top_k": 2, "batch_size": 1},
+           "openvocab": {"enabled": True, "score_threshold": 0.1, "batch_size": 1},
+           "questions": {"enabled": True, "batch_size": 1}}
+    names = ("detector", "clip", "openvocab", "vqa")
+    out = fusion.score_pairs(one, {}, stories=[], cfg=cfg, cache_dir="unused", **{n: loader(n) for n in names})
+    assert list(out["pair_id"]) == ["p"]
+    assert log == [entry for n in names for entry in (("load", n, []), ("use", n))]
+    assert all(ref() is None for ref in alive.values())
+
+    log.clear()
+    models = {n: Model(n) for n in names}  # loaded already: used as they are, and kept
+    fusion.score_pairs(one, {}, stories=[], cfg=cfg, cache_dir="unused", **models)
+    assert log == [("use", n) for n in names]
