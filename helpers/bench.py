@@ -1,11 +1,12 @@
 """Speed and memory of the pipeline's parts: ``python -m helpers.bench [--quick] [--skip-series]``.
 
 Measured on the real architectures with randomly initialised weights (the ``"random"`` and
-``"random-full-size"`` loaders of the model helpers), so this runs offline: a transformer's forward
-pass costs the same whatever its weights, and Faster R-CNN's does once its random region proposal
-network keeps as many proposals as trained weights do (``"random-full-size"``). Inputs are synthetic 576x240 frames and story
-text from ``helpers.smoke`` (its synthetic dataset). Every comparison is measured side by side in one process
-and reported as a ratio, which transfers between machines far better than the seconds do.
+``"random-full-size"`` loaders of the model helpers), so this runs offline: a transformer's
+forward pass costs the same whatever its weights, and Faster R-CNN's does once its random region
+proposal network keeps as many proposals as trained weights do (``"random-full-size"``). Inputs
+are synthetic 576x240 frames and story text from ``helpers.smoke`` (its synthetic dataset).
+Every comparison is measured side by side in one process and reported as a ratio, which
+transfers between machines far better than the seconds do.
 
 - detection: frames per second at each ``min_size`` of the profile's sweep, batch 1
   against a larger batch;

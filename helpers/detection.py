@@ -183,8 +183,8 @@ def _download_host() -> str:
 def detector_weights_available(spec: str) -> bool:
     """Whether :func:`load_detector` can get the weights ``spec`` names, without loading them.
 
-    ``"random"`` and ``"random-full-size"``: always (they are generated). ``"coco"``: the checkpoint is in torch.hub's
-    cache or its download server answers. A path: the file exists.
+    ``"random"`` and ``"random-full-size"``: always (they are generated). ``"coco"``: the
+    checkpoint is in torch.hub's cache or its download server answers. A path: the file exists.
     """
     if spec in ("random", RANDOM_FULL_SIZE):
         return True
@@ -259,8 +259,9 @@ def load_detector(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,
         if spec in ("random", RANDOM_FULL_SIZE):
             from .smoke.detector import save_random_detector
 
-            path = save_random_detector(models_dir, seed=seed, full_cost=spec == RANDOM_FULL_SIZE)
-            source = f"random initialisation, seed {seed}{', RPN regression zeroed' * (spec == RANDOM_FULL_SIZE)} ({path})"
+            full_cost = spec == RANDOM_FULL_SIZE
+            path = save_random_detector(models_dir, seed=seed, full_cost=full_cost)
+            source = f"random initialisation, seed {seed}{', RPN box regression zeroed' if full_cost else ''} ({path})"
         else:
             path = Path(spec).expanduser()
             if not path.is_file():

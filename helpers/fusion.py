@@ -79,7 +79,7 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
 
     for section, model, name in (("openvocab", openvocab, "OWL-ViT"), ("questions", vqa, "BLIP-VQA")):
         if evidence_enabled(cfg, section) and model is None:
-            raise ValueError(f"the profile switches on {section} evidence: pass the loaded {name} model")
+            raise ValueError(f"the profile switches on {section} evidence: pass the {name} model or its loader")
     det, cl = cfg["detector"], cfg["clip"]
     cache_dir, threshold = Path(cache_dir), float(det["score_threshold"])
     # Each model is an argument of its one call, so a model loaded for it is freed when the call returns.

@@ -118,7 +118,7 @@ def test_score_pairs_refuses_a_switched_on_evidence_without_its_model(monkeypatc
            "clip": {"aggregate": "max", "top_k": 2, "batch_size": 1},
            "openvocab": {"enabled": True}, "questions": {"enabled": False}}
     pairs = pd.DataFrame({"pair_id": ["p"]})
-    with pytest.raises(ValueError, match="openvocab evidence: pass the loaded OWL-ViT"):
+    with pytest.raises(ValueError, match="openvocab evidence: pass the OWL-ViT model or its loader"):
         fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=cfg, cache_dir="unused")
     assert list(fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=fusion.without_new_evidence(cfg),
                                    cache_dir="unused")["pair_id"]) == ["p"]
