@@ -56,6 +56,7 @@ import pandas as pd
 
 from .config import RANDOM_FULL_SIZE, MissingAssetError, Paths, hub_reachable
 from .io import compute_cached, file_sha1, stable_hash
+from .weights import RANDOM_SPECS
 
 if TYPE_CHECKING:
     import torch
@@ -186,7 +187,7 @@ def detector_weights_available(spec: str) -> bool:
     ``"random"`` and ``"random-full-size"``: always (they are generated). ``"coco"``: the
     checkpoint is in torch.hub's cache or its download server answers. A path: the file exists.
     """
-    if spec in ("random", RANDOM_FULL_SIZE):
+    if spec in RANDOM_SPECS:
         return True
     if spec == "coco":
         return coco_checkpoint_path().is_file() or hub_reachable(_download_host())
@@ -256,7 +257,7 @@ def load_detector(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,
         model = fasterrcnn_resnet50_fpn(weights=weights)  # downloads into the cache once, hash-checked
         identity, source = f"torchvision:{checkpoint.name}", f"torchvision {weights} ({checkpoint})"
     else:
-        if spec in ("random", RANDOM_FULL_SIZE):
+        if spec in RANDOM_SPECS:
             from .smoke.detector import save_random_detector
 
             full_cost = spec == RANDOM_FULL_SIZE
