@@ -9,7 +9,8 @@ Every comparison is measured side by side in one process and reported as a ratio
 transfers between machines far better than the seconds do.
 
 - detection: frames per second at each ``min_size`` of the profile's sweep, batch 1
-  against a larger batch;
+  against a larger batch, and at the smallest size with each count of region proposals of
+  the profile's ``proposals_sweep`` against torchvision's 1000;
 - CLIP: images and sentences per second;
 - OWL-ViT (B/32, 768 px) and BLIP-VQA (base, 384 px) at their real sizes: frames per second,
   and BLIP's seconds per image and per further question;
@@ -273,7 +274,8 @@ def run_bench(*, quick: bool, skip_series: bool, workdir: str | os.PathLike) -> 
 
     detector = load_detector(RANDOM_FULL_SIZE, models_dir=models, seed=int(cfg["seed"]), device=dev)
     measurements += bench_detection(detector, inputs.images, sizes=cfg["detector"]["min_size_sweep"],
-                                   batch_size=len(inputs.images), repeats=repeats)
+                                   batch_size=len(inputs.images), repeats=repeats,
+                                   proposals=cfg["detector"]["proposals_sweep"])
     del detector
     clip = load_clip("random", models_dir=models, seed=int(cfg["seed"]), device=dev)
     batch = int(cfg["clip"]["batch_size"])

@@ -88,26 +88,35 @@ def ratio(section: str, name: str, slow: Measurement, fast: Measurement, setting
 
 
 def bench_detection(detector: "Detector", images: Sequence["Image.Image"], *, sizes: Sequence[int],
-                    batch_size: int, repeats: int) -> list[Measurement]:
-    """Frames per second of ``detect_images`` at each input size, batch 1 against ``batch_size``."""
-    from .detection import detect_images
+                    batch_size: int, repeats: int, proposals: Sequence[int] = ()) -> list[Measurement]:
+    """Frames per second of ``detect_images`` at each input size, batch 1 against ``batch_size``, and
+    at the smallest size with each count of ``proposals`` against torchvision's default 1000."""
+    from .detection import DEFAULT_PROPOSALS, detect_images
 
     detect_images(detector, images[:1], min_size=min(sizes))  # first call: allocator and thread pool warm-up
-    out = []
-    for size in sizes:
-        measured = {}
-        for batch in dict.fromkeys((1, batch_size)):
-            def run(batch: int = batch, size: int = size) -> None:
-                for i in range(0, len(images), batch):
-                    detect_images(detector, images[i : i + batch], min_size=size)
 
-            seconds = time_per_call(run, repeats=repeats, warmup=0)
-            measured[batch] = Measurement("detection", "frames per second", f"min_size {size}, batch {batch}",
-                                          len(images) / seconds, "frames/s", n=len(images), repeats=repeats)
-            out.append(measured[batch])
+    def measure(size: int, batch: int, n: int) -> Measurement:
+        def run() -> None:
+            for i in range(0, len(images), batch):
+                detect_images(detector, images[i : i + batch], min_size=size, proposals=n)
+
+        seconds = time_per_call(run, repeats=repeats, warmup=0)
+        setting = f"min_size {size}, batch {batch}" + ("" if n == DEFAULT_PROPOSALS else f", {n} proposals")
+        return Measurement("detection", "frames per second", setting, len(images) / seconds, "frames/s",
+                           n=len(images), repeats=repeats)
+
+    out, at_default = [], {}
+    for size in sizes:
+        measured = at_default[size] = {b: measure(size, b, DEFAULT_PROPOSALS) for b in dict.fromkeys((1, batch_size))}
+        out += measured.values()
         if batch_size != 1:
             out.append(ratio("detection", "batching speed-up", measured[1], measured[batch_size],
                              f"min_size {size}, batch {batch_size} vs 1"))
+    size = min(sizes)
+    for n in dict.fromkeys(int(n) for n in proposals if int(n) != DEFAULT_PROPOSALS):
+        fewer = measure(size, 1, n)
+        out += [fewer, ratio("detection", "proposals speed-up", at_default[size][1], fewer,
+                             f"min_size {size}, {n} vs {DEFAULT_PROPOSALS} proposals")]
     return out
 
 

@@ -23,9 +23,9 @@ Inference. :func:`detect_frames` runs one forward pass per frame (batched, under
 ``torch.inference_mode``, fp16 autocast on CUDA) and caches every frame's detections on disk
 with :func:`helpers.io.compute_cached` (a folder of parquet parts, ``paths.cache / CACHE_FILE``, shared
 by every chapter that reads detections), so a rerun does no forward pass at all. The cache
-key hashes the weights' identity, the input size (``min_size``, ``max_size``), the cache's
-score floor, the numeric precision, and the frame (story id, frame number, SHA-1 of its
-encoded bytes). The cache keeps every detection scoring at least :data:`CACHE_SCORE_FLOOR`
+key hashes the weights' identity, the input size (``min_size``, ``max_size``), the region
+proposals per frame (``proposals``), the cache's score floor, the numeric precision, and the
+frame (story id, frame number, SHA-1 of its encoded bytes). The cache keeps every detection scoring at least :data:`CACHE_SCORE_FLOOR`
 (torchvision's own default ``box_score_thresh``); the study's score threshold is applied
 when detections are *read*, so it can change without a new forward pass. A frame that does
 not decode (:class:`helpers.data.CorruptFrameError`) is skipped, cached as ``"corrupt"``
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_SCORE_FLOOR",
+    "DEFAULT_PROPOSALS",
     "CACHE_FILE",
     "FRAME_COLUMNS",
     "DetectorWeightsError",
@@ -84,6 +85,9 @@ __all__ = [
 #: Detections scoring below this are not kept in the cache (torchvision's default
 #: ``box_score_thresh``). Any study threshold at or above it needs no new forward pass.
 CACHE_SCORE_FLOOR = 0.05
+#: Region proposals per frame for the box head at test time (torchvision's ``rpn_post_nms_top_n_test``;
+#: Ren et al. 2015 test with 300). Profiles set ``detector.proposals``; chapter 02 measures recall at each.
+DEFAULT_PROPOSALS = 1000
 #: The detection cache's file name in a profile's cache folder (``paths.cache / CACHE_FILE``):
 #: chapters that read detections pass the same path to :func:`detect_frames`, which then
 #: runs no forward pass.
@@ -92,7 +96,7 @@ CACHE_FILE = "detections"
 FRAME_COLUMNS = ("story_id", "frame", "status", "detections")
 
 #: Bumped when the cached row format changes, so old caches are recomputed, not misread.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 #: Category names of COCO_V1 that are placeholders, never reported as detections.
 _PLACEHOLDER_LABELS = frozenset({"__background__", "N/A"})
 #: The key of the classifier weight in a Faster R-CNN state dict (its rows = classes).
@@ -285,13 +289,16 @@ def _autocast(device: "torch.device") -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _configure(detector: Detector, min_size: int, score_floor: float) -> None:
-    """Set the input size and the score floor of the model's post-processing."""
+def _configure(detector: Detector, min_size: int, score_floor: float, proposals: int) -> None:
+    """Set the input size, the test-time region proposals and the score floor of the post-processing."""
     if int(min_size) < 1:
         raise ValueError(f"min_size must be a positive number of pixels, got {min_size}")
+    if int(proposals) < 1:
+        raise ValueError(f"proposals must be a positive number of region proposals, got {proposals}")
     if not 0.0 <= score_floor < 1.0:
         raise ValueError(f"score_floor must be in [0, 1), got {score_floor}")
     detector.model.transform.min_size = (int(min_size),)
+    detector.model.rpn._post_nms_top_n = {**detector.model.rpn._post_nms_top_n, "testing": int(proposals)}
     detector.model.roi_heads.score_thresh = float(score_floor)
 
 
@@ -329,31 +336,35 @@ def _run_model(detector: Detector, images: Sequence["PILImage.Image"]) -> tuple[
 
 
 def detect_images(detector: Detector, images: Sequence["PILImage.Image"], *, min_size: int,
-                  score_floor: float = CACHE_SCORE_FLOOR) -> list[list[Detection]]:
+                  proposals: int = DEFAULT_PROPOSALS, score_floor: float = CACHE_SCORE_FLOOR) -> list[list[Detection]]:
     """Detections of each RGB image (uncached), scoring at least ``score_floor``.
 
     ``min_size`` is the height torchvision resizes a landscape frame to before the
     network (``model.transform.min_size``; the longer side is capped at ``max_size``,
-    1333). Boxes come back in pixels of the image given.
+    1333); ``proposals`` of the RPN's, the most confident after its NMS, go on to the box
+    head. Boxes come back in pixels of the image given.
     """
-    _configure(detector, min_size, score_floor)
+    _configure(detector, min_size, score_floor, proposals)
     return _run_model(detector, images)[0]
 
 
-def _frame_key(detector: Detector, story_id: str, frame: int, sha1: str, min_size: int, score_floor: float) -> str:
+def _frame_key(detector: Detector, story_id: str, frame: int, sha1: str, min_size: int, proposals: int,
+               score_floor: float) -> str:
     return stable_hash({
         "version": _CACHE_VERSION, "weights": detector.identity, "precision": detector.precision,
-        "min_size": int(min_size), "max_size": int(detector.model.transform.max_size),
+        "min_size": int(min_size), "max_size": int(detector.model.transform.max_size), "proposals": int(proposals),
         "score_floor": float(score_floor), "story_id": str(story_id), "frame": int(frame), "frame_sha1": sha1,
     })
 
 
 def detect_frames(detector: Detector, frames: Mapping[tuple[str, int], bytes], cache_path: str | os.PathLike, *,
-                  min_size: int, batch_size: int, score_floor: float = CACHE_SCORE_FLOOR) -> DetectionRun:
+                  min_size: int, batch_size: int, proposals: int = DEFAULT_PROPOSALS,
+                  score_floor: float = CACHE_SCORE_FLOOR) -> DetectionRun:
     """Detect objects in every frame, computing only what the cache at ``cache_path`` lacks.
 
     ``frames`` maps ``(story_id, frame)`` to the frame's encoded bytes (as
-    ``helpers.data.pair_frames`` returns them; ``b""`` for a frame without bytes). Frames
+    ``helpers.data.pair_frames`` returns them; ``b""`` for a frame without bytes).
+    ``min_size`` and ``proposals`` are :func:`detect_images`'s. Frames
     are processed in ``(story_id, frame)`` order, ``batch_size`` at a time; the cache is
     flushed as it goes, so an interrupted run resumes. See :class:`DetectionRun`.
     """
@@ -361,10 +372,10 @@ def detect_frames(detector: Detector, frames: Mapping[tuple[str, int], bytes], c
 
     if not frames:
         raise ValueError("no frames to detect: the frames mapping is empty")
-    _configure(detector, min_size, score_floor)
+    _configure(detector, min_size, score_floor, proposals)
     names = sorted(frames, key=lambda k: (str(k[0]), int(k[1])))
     sha1s = {name: hashlib.sha1(frames[name]).hexdigest() for name in names}
-    keys = [_frame_key(detector, sid, frame, sha1s[(sid, frame)], min_size, score_floor) for sid, frame in names]
+    keys = [_frame_key(detector, s, f, sha1s[(s, f)], min_size, proposals, score_floor) for s, f in names]
     name_of_key = dict(zip(keys, names))
     forward_passes = 0
 
@@ -374,9 +385,9 @@ def detect_frames(detector: Detector, frames: Mapping[tuple[str, int], bytes], c
         for key in batch:
             story_id, frame = name_of_key[key]
             row = {"story_id": str(story_id), "frame": int(frame), "frame_sha1": sha1s[(story_id, frame)],
-                   "weights": detector.identity, "min_size": int(min_size), "score_floor": float(score_floor),
-                   "status": "ok", "error": "", "width": 0, "height": 0, "seconds": 0.0,
-                   "n_detections": 0, "detections": "[]"}
+                   "weights": detector.identity, "min_size": int(min_size), "proposals": int(proposals),
+                   "score_floor": float(score_floor), "status": "ok", "error": "", "width": 0, "height": 0,
+                   "seconds": 0.0, "n_detections": 0, "detections": "[]"}
             try:
                 image = frame_image([frames[(story_id, frame)]], 1)
             except CorruptFrameError as err:  # the decoder's own words, not the list position given here
@@ -393,13 +404,14 @@ def detect_frames(detector: Detector, frames: Mapping[tuple[str, int], bytes], c
                 row.update(seconds=secs, n_detections=len(found), detections=dumps_detections(found))
         return rows
 
-    table, _ = compute_cached(cache_path, keys, compute, batch_size=batch_size, desc=f"detecting (min_size {min_size})")
+    desc = f"detecting (min_size {min_size}, {proposals} proposals)"
+    table, _ = compute_cached(cache_path, keys, compute, batch_size=batch_size, desc=desc)
     return DetectionRun(frames=table, forward_passes=forward_passes)
 
 
 def profile_detections(cfg: Mapping[str, Any], paths: Paths, frames: Mapping[tuple[str, int], bytes], *,
                        device: "torch.device | str | None" = None) -> tuple[Detector, DetectionRun]:
-    """The profile's detector and its detections of ``frames`` at the profile's ``min_size``.
+    """The profile's detector and its detections of ``frames`` at the profile's ``min_size`` and ``proposals``.
 
     ``cfg`` is the whole profile, ``paths`` its output folders. Detections come from the
     profile's cache (``paths.cache / CACHE_FILE``), so any chapter after 02 reads what 02
@@ -408,7 +420,7 @@ def profile_detections(cfg: Mapping[str, Any], paths: Paths, frames: Mapping[tup
     spec = cfg["detector"]
     detector = load_detector(spec["weights"], models_dir=paths.models, seed=int(cfg.get("seed", 42)), device=device)
     run = detect_frames(detector, frames, paths.cache / CACHE_FILE, min_size=int(spec["min_size"]),
-                        batch_size=int(spec["batch_size"]))
+                        proposals=int(spec["proposals"]), batch_size=int(spec["batch_size"]))
     return detector, run
 
 

@@ -84,7 +84,7 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     cache_dir, threshold = Path(cache_dir), float(det["score_threshold"])
     # Each model is an argument of its one call, so a model loaded for it is freed when the call returns.
     detections = detect_frames(_loaded(detector), frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
-                               batch_size=int(det["batch_size"])).frames
+                               proposals=int(det["proposals"]), batch_size=int(det["batch_size"])).frames
     parts = [object_features(pairs, detections, list(stories), threshold=threshold),
              clip_features(_loaded(clip), pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"],
                            top_k=int(cl["top_k"]), batch_size=int(cl["batch_size"])).features,

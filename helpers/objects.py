@@ -410,63 +410,84 @@ def detection_recall(predicted: pd.DataFrame, ground_truth: pd.DataFrame, *, thr
     return table
 
 
-#: How far (absolute) recall at the profile's ``min_size`` may fall below the sweep's best
+#: How far (absolute) recall at the profile's settings may fall below the sweep's best
 #: before chapter 02 says the choice should be revisited.
 RECALL_SHORTFALL = 0.05
 
 
-def min_size_sweep(detector: Detector, frames: Mapping[tuple[str, int], bytes], ground_truth: pd.DataFrame,
-                   cache_path: Any, *, sizes: Sequence[int], threshold: float, batch_size: int) -> pd.DataFrame:
-    """Recall of the ground-truth boxes and time per frame at each input size in ``sizes``:
-    ``min_size``, ``input_height`` (mean height after torchvision's resize), ``frames``,
-    ``computed_now``, ``seconds_per_frame``, ``recall``."""
+def sweep_settings(min_size: int, proposals: int, *, sizes: Sequence[int],
+                   proposal_counts: Sequence[int]) -> list[tuple[int, int]]:
+    """The ``(min_size, proposals)`` settings the sweep measures: every size at the profile's
+    proposals, then every other proposal count at the profile's size."""
+    settings = [(int(size), int(proposals)) for size in sizes]
+    settings += [(int(min_size), int(n)) for n in proposal_counts if (int(min_size), int(n)) not in settings]
+    return settings
+
+
+def detector_sweep(detector: Detector, frames: Mapping[tuple[str, int], bytes], ground_truth: pd.DataFrame,
+                   cache_path: Any, *, settings: Sequence[tuple[int, int]], threshold: float,
+                   batch_size: int) -> pd.DataFrame:
+    """Recall of the ground-truth boxes and time per frame at each ``(min_size, proposals)`` of
+    ``settings``: ``min_size``, ``proposals``, ``input_height`` (mean height after torchvision's
+    resize), ``frames``, ``computed_now``, ``seconds_per_frame``, ``recall``."""
     rows = []
     max_size = int(detector.model.transform.max_size)
-    for size in sizes:
-        run = detect_frames(detector, frames, cache_path, min_size=size, batch_size=batch_size)
+    for size, proposals in settings:
+        run = detect_frames(detector, frames, cache_path, min_size=size, proposals=proposals, batch_size=batch_size)
         ok = run.frames[run.frames["status"] == "ok"]
         scale = np.minimum(size / ok[["width", "height"]].min(axis=1), max_size / ok[["width", "height"]].max(axis=1))
         recall = detection_recall(run.frames, ground_truth, threshold=threshold)
-        rows.append({"min_size": int(size), "input_height": float((ok["height"] * scale).mean()), "frames": len(ok),
+        rows.append({"min_size": int(size), "proposals": int(proposals),
+                     "input_height": float((ok["height"] * scale).mean()), "frames": len(ok),
                      "computed_now": run.forward_passes, "seconds_per_frame": float(ok["seconds"].mean()),
                      "recall": float(recall["recall"].iloc[-1])})
     return pd.DataFrame(rows)
 
 
-def min_size_note(sweep: pd.DataFrame, min_size: int, *, profile: str, shortfall: float = RECALL_SHORTFALL) -> str:
-    """A Markdown sentence on whether the profile's ``min_size`` holds up in ``sweep``: a bold
-    note when its recall falls ``shortfall`` or more below the best, or when the sweep lacks it."""
+def sweep_note(sweep: pd.DataFrame, min_size: int, proposals: int, *, profile: str,
+               shortfall: float = RECALL_SHORTFALL) -> str:
+    """A Markdown sentence on whether the profile's ``min_size`` and ``proposals`` hold up in
+    ``sweep``: a bold note when recall there falls ``shortfall`` or more below the best setting's,
+    or when the sweep lacks them."""
     measured = sweep.dropna(subset=["recall"])
     if measured.empty:
-        return "The sweep could not measure recall, so it cannot confirm the profile's input size."
+        return "The sweep could not measure recall, so it cannot confirm the profile's detector settings."
     best = measured.loc[measured["recall"].idxmax()]
-    chosen = measured[measured["min_size"] == min_size]
+    chosen = measured[(measured["min_size"] == min_size) & (measured["proposals"] == proposals)]
     if chosen.empty:
-        return (f"**Note:** the sweep does not measure this profile's min_size {min_size}; add it to "
-                f"`detector.min_size_sweep` in `profiles/{profile}.yaml` to confirm the choice.")
+        return (f"**Note:** the sweep does not measure this profile's setting (min_size {min_size}, {proposals} "
+                f"proposals); add them to `detector.min_size_sweep` and `detector.proposals_sweep` in "
+                f"`profiles/{profile}.yaml` to confirm the choice.")
     recall, gap = float(chosen["recall"].iloc[0]), float(best["recall"]) - float(chosen["recall"].iloc[0])
     cost = float(best["seconds_per_frame"]) / max(float(chosen["seconds_per_frame"].iloc[0]), 1e-9)
+    where = f"min_size {int(best['min_size'])} with {int(best['proposals'])} proposals"
     if gap >= shortfall:
-        return (f"**Note: at this profile's min_size {min_size} recall is {recall:.1%}, {gap:.1%} below the best, "
-                f"{float(best['recall']):.1%} at min_size {int(best['min_size'])}** (which costs {cost:.1f}x the time "
-                f"per frame here). The input size was chosen for its cost; on these frames a larger one finds clearly "
-                f"more, so consider raising `detector.min_size` in `profiles/{profile}.yaml`.")
-    return (f"At this profile's min_size {min_size} recall is {recall:.1%}, within {shortfall:.0%} of the best "
-            f"({float(best['recall']):.1%} at min_size {int(best['min_size'])}): the sweep confirms the choice.")
+        knobs = [f"`detector.{key}`" for key, value in (("min_size", min_size), ("proposals", proposals))
+                 if int(best[key]) != value]
+        return (f"**Note: at this profile's min_size {min_size} with {proposals} proposals recall is {recall:.1%}, "
+                f"{gap:.1%} below the best, {float(best['recall']):.1%} at {where}** (which costs {cost:.1f}x the "
+                f"time per frame here). The settings were chosen for their cost; on these frames others find "
+                f"clearly more, so consider raising {' and '.join(knobs)} in `profiles/{profile}.yaml`.")
+    return (f"At this profile's min_size {min_size} with {proposals} proposals recall is {recall:.1%}, within "
+            f"{shortfall:.0%} of the best ({float(best['recall']):.1%} at {where}): the sweep confirms the choice.")
 
 
 # extra code: the sweep as a figure
-def plot_min_size_sweep(sweep: pd.DataFrame) -> "matplotlib.figure.Figure":
-    """Recall and seconds per frame against ``min_size`` (:func:`min_size_sweep`'s table)."""
+def plot_detector_sweep(sweep: pd.DataFrame) -> "matplotlib.figure.Figure":
+    """Recall and seconds per frame against ``min_size``, one line per proposal count
+    (:func:`detector_sweep`'s table)."""
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    left.plot(sweep["min_size"], sweep["recall"], marker="o")
+    for proposals, rows in sweep.groupby("proposals"):
+        style = dict(marker="o", label=f"{proposals} proposals")
+        left.plot(rows["min_size"], rows["recall"], **style)
+        right.plot(rows["min_size"], rows["seconds_per_frame"], **style)
     left.set(xlabel="min_size (pixels)", ylabel=f"recall at IoU >= {IOU_MATCH}", ylim=(0, 1), title="Recall")
-    right.plot(sweep["min_size"], sweep["seconds_per_frame"], marker="o", color="#ff7f0e")
     right.set(xlabel="min_size (pixels)", ylabel="seconds per frame", ylim=(0, None), title="Time")
     for ax in (left, right):
-        ax.set_xticks(sweep["min_size"])
+        ax.set_xticks(sorted(sweep["min_size"].unique()))
+        ax.legend()
     fig.tight_layout()
     return fig
 

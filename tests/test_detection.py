@@ -128,6 +128,9 @@ def test_full_size_random_detector_costs_what_trained_weights_cost(detector, mod
             assert _proposals(loaded, frame) < top_n // 2
         else:
             assert _proposals(loaded, frame) == top_n
+    # a profile's detector.proposals reaches the RPN: that many proposals go on to the box head
+    det.detect_images(loaded, [_image(96, 64, 1)], min_size=240, proposals=300)
+    assert loaded.model.rpn.post_nms_top_n() == 300 and _proposals(loaded, frame) == 300
 
 
 def test_weights_file_of_another_label_space_is_refused(tmp_path, models_dir):
@@ -210,21 +213,28 @@ def test_cached_rerun_does_no_forward_pass_and_corrupt_frames_are_skipped(detect
 
     larger = det.detect_frames(detector, frames, cache, min_size=MIN_SIZE + 32, batch_size=2)
     assert larger.forward_passes == 2  # another input size is another cache entry
+    fewer = det.detect_frames(detector, frames, cache, min_size=MIN_SIZE, proposals=300, batch_size=2)
+    assert fewer.forward_passes == 2 and set(fewer.frames["proposals"]) == {300}  # and so is another proposal count
+    with pytest.raises(ValueError, match="proposals must be a positive"):
+        det.detect_frames(detector, frames, cache, min_size=MIN_SIZE, proposals=0, batch_size=2)
 
     edited = {**frames, ("10", 1): _jpeg(_image(96, 64, 8))}  # new bytes for one frame: only it is recomputed
     assert det.detect_frames(detector, edited, cache, min_size=MIN_SIZE, batch_size=2).forward_passes == 1
 
 
-def test_min_size_sweep_reports_each_size_and_reuses_the_cache(detector, tmp_path):
+def test_detector_sweep_reports_each_setting_and_reuses_the_cache(detector, tmp_path):
     frames = {("20", 1): _jpeg(_image(96, 64, 9))}
     truth = pd.DataFrame({"story_id": ["20"], "frame": [1], "status": ["ok"],
                           "detections": [det.dumps_detections([det.Detection("person", 1.0, (0, 0, 40, 60))])]})
-    kwargs = {"sizes": [32, 64], "threshold": 0.5, "batch_size": 4}
-    sweep = obj.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)
-    assert sweep["min_size"].tolist() == [32, 64] and sweep["computed_now"].tolist() == [1, 1]
-    assert sweep["input_height"].tolist() == [32.0, 64.0] and (sweep["seconds_per_frame"] > 0).all()
+    settings = obj.sweep_settings(32, 1000, sizes=[32, 64], proposal_counts=[300, 1000])
+    assert settings == [(32, 1000), (64, 1000), (32, 300)]  # sizes at the profile's count, counts at its size
+    kwargs = {"settings": settings, "threshold": 0.5, "batch_size": 4}
+    sweep = obj.detector_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)
+    assert sweep[["min_size", "proposals"]].to_numpy().tolist() == [[32, 1000], [64, 1000], [32, 300]]
+    assert sweep["computed_now"].tolist() == [1, 1, 1]
+    assert sweep["input_height"].tolist() == [32.0, 64.0, 32.0] and (sweep["seconds_per_frame"] > 0).all()
     assert sweep["recall"].between(0, 1).all()
-    assert obj.min_size_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)["computed_now"].sum() == 0
+    assert obj.detector_sweep(detector, frames, truth, tmp_path / "c.parquet", **kwargs)["computed_now"].sum() == 0
 
 
 # ------------------------------------------------------------------------- ground truth
@@ -445,7 +455,7 @@ def test_profile_detections_read_what_an_earlier_chapter_cached(models_dir, tmp_
     from helpers.config import Paths
 
     paths = Paths(tmp_path / "smoke")
-    cfg = {"seed": SEED, "detector": {"weights": "random", "min_size": MIN_SIZE, "batch_size": 2}}
+    cfg = {"seed": SEED, "detector": {"weights": "random", "min_size": MIN_SIZE, "proposals": 1000, "batch_size": 2}}
     frames = {("10", 1): _jpeg(_image(96, 64, 6)), ("10", 2): _jpeg(_image(96, 64, 9))}
     _, first = det.profile_detections(cfg, paths, frames, device="cpu")
     _, again = det.profile_detections(cfg, paths, frames, device="cpu")

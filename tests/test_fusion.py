@@ -114,7 +114,7 @@ def test_score_pairs_refuses_a_switched_on_evidence_without_its_model(monkeypatc
     monkeypatch.setattr("helpers.spatial.spatial_features", lambda *a, **k: pd.DataFrame({"pair_id": ["p"]}))
     monkeypatch.setattr("helpers.semantics.clip_features",
                         lambda *a, **k: type("C", (), {"features": pd.DataFrame({"pair_id": ["p"]})})())
-    cfg = {"detector": {"min_size": 240, "batch_size": 1, "score_threshold": 0.5},
+    cfg = {"detector": {"min_size": 240, "proposals": 1000, "batch_size": 1, "score_threshold": 0.5},
            "clip": {"aggregate": "max", "top_k": 2, "batch_size": 1},
            "openvocab": {"enabled": True}, "questions": {"enabled": False}}
     pairs = pd.DataFrame({"pair_id": ["p"]})
@@ -160,7 +160,7 @@ def test_score_pairs_given_loaders_holds_one_model_at_a_time(monkeypatch):
     monkeypatch.setattr("helpers.semantics.question_features", uses("vqa", one))
     monkeypatch.setattr("helpers.objects.object_features", lambda *a, **k: one)
     monkeypatch.setattr("helpers.spatial.spatial_features", lambda *a, **k: one)
-    cfg = {"detector": {"min_size": 240, "batch_size": 1, "score_threshold": 0.5},
+    cfg = {"detector": {"min_size": 240, "proposals": 1000, "batch_size": 1, "score_threshold": 0.5},
            "clip": {"aggregate": "max", "top_k": 2, "batch_size": 1},
            "openvocab": {"enabled": True, "score_threshold": 0.1, "batch_size": 1},
            "questions": {"enabled": True, "batch_size": 1}}

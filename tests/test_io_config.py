@@ -65,7 +65,7 @@ def test_compute_cached_keeps_flushed_batches_after_a_crash(tmp_path):
 def test_profiles_load_and_declare_what_the_chapters_read(name):
     cfg = config.load_profile(name)
     assert cfg["profile"] == name
-    for section, keys in {"data": ["source", "n_stories", "block_size", "check_images"], "detector": ["weights", "min_size"],
+    for section, keys in {"data": ["source", "n_stories", "block_size", "check_images"], "detector": ["weights", "min_size", "proposals"],
                           "clip": ["weights", "aggregate"], "pairs": ["negative_mix"]}.items():
         assert set(keys) <= set(cfg[section]), (section, keys)
     assert abs(sum(cfg["pairs"]["negative_mix"].values()) - 1) < 1e-9

@@ -58,11 +58,15 @@ def test_chapters_02_to_05_say_which_splits_they_show_and_never_select_the_test_
     assert not re.search(r"""["']test["']""", text), "chapters 02-05 may not select the test split"
 
 
-def test_min_size_note_flags_a_size_far_below_the_best():
-    sweep = pd.DataFrame({"min_size": [240, 480, 800], "seconds_per_frame": [0.5, 1.5, 3.0],
-                          "recall": [0.40, 0.52, 0.53]})
-    note = obj.min_size_note(sweep, 240, profile="quick")
-    assert note.startswith("**Note") and "40.0%" in note and "53.0%" in note and "800" in note and "6.0x" in note
-    assert "confirms" in obj.min_size_note(sweep.assign(recall=[0.50, 0.52, 0.53]), 240, profile="quick")
-    assert "does not measure" in obj.min_size_note(sweep, 320, profile="quick")
-    assert "cannot confirm" in obj.min_size_note(sweep.assign(recall=float("nan")), 240, profile="quick")
+def test_sweep_note_flags_a_setting_far_below_the_best_and_names_the_knob():
+    sweep = pd.DataFrame({"min_size": [240, 480, 800, 240], "proposals": [300, 300, 300, 1000],
+                          "seconds_per_frame": [0.5, 1.5, 3.0, 0.8], "recall": [0.40, 0.52, 0.53, 0.41]})
+    note = obj.sweep_note(sweep, 240, 300, profile="quick")
+    assert note.startswith("**Note") and "40.0%" in note and "53.0%" in note and "min_size 800" in note
+    assert "6.0x" in note and "`detector.min_size`" in note and "`detector.proposals`" not in note
+    fewer = obj.sweep_note(sweep.assign(recall=[0.40, 0.41, 0.42, 0.50]), 240, 300, profile="quick")
+    assert "1000 proposals" in fewer and "`detector.proposals`" in fewer and "`detector.min_size`" not in fewer
+    assert "confirms" in obj.sweep_note(sweep.assign(recall=[0.50, 0.52, 0.53, 0.51]), 240, 300, profile="quick")
+    assert "does not measure" in obj.sweep_note(sweep, 320, 300, profile="quick")
+    assert "does not measure" in obj.sweep_note(sweep, 480, 1000, profile="quick")
+    assert "cannot confirm" in obj.sweep_note(sweep.assign(recall=float("nan")), 240, 300, profile="quick")
