@@ -887,6 +887,28 @@ def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, b
     return float(best), table
 
 
+def evenly_spaced(frames: Sequence[int], k: int | None) -> list[int]:
+    """At most ``k`` of ``frames`` (sorted), evenly spaced from the first to the last; all when ``k`` is None."""
+    if k is not None and k < 1:
+        raise ValueError(f"frames_per_story must be >= 1 (or None for every frame), got {k}")
+    ordered = sorted(frames)
+    if k is None or len(ordered) <= k:
+        return ordered
+    return [ordered[round(i * (len(ordered) - 1) / max(k - 1, 1))] for i in range(k)]
+
+
+def keep_frames_per_story(pairs: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    """The pairs of at most ``k`` frames per story (:func:`evenly_spaced` among its paired frames);
+    how many frames were left out is kept in ``attrs["frames_not_sampled"]``."""
+    chosen = {(sid, f) for sid, group in pairs.groupby("story_id", sort=False)
+              for f in evenly_spaced(group["frame"].unique().tolist(), k)}
+    keep = [key in chosen for key in zip(pairs["story_id"], pairs["frame"])]
+    out = pairs[keep].reset_index(drop=True)
+    out.attrs = {**pairs.attrs, "frames_not_sampled": pairs[["story_id", "frame"]].drop_duplicates().shape[0]
+                 - len(chosen)}
+    return out
+
+
 def _frame_rng(seed: int, story_id: str, frame: int) -> random.Random:
     return random.Random(f"{seed}:{story_id}:{frame}")
 
@@ -911,8 +933,10 @@ def make_pairs(
     n_folds: int = 5,
     batch_size: int = 64,
     filter_train: pd.DataFrame | None = None,
+    frames_per_story: int | None = None,
 ) -> pd.DataFrame:
-    """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`."""
+    """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`; of at
+    most ``frames_per_story`` frames per story (:func:`keep_frames_per_story`) when given."""
     unknown = set(negative_mix) - set(NEGATIVE_TYPES)
     if unknown or any(w < 0 for w in negative_mix.values()) or not any(negative_mix.values()):
         raise ValueError(f"negative_mix needs non-negative weights over {NEGATIVE_TYPES}, got {dict(negative_mix)}")
@@ -929,6 +953,7 @@ def make_pairs(
         raise ValueError(f"split_of has no side for {len(missing)} stories, e.g. {missing[:5]}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    evenly_spaced([], frames_per_story)  # a wrong frames_per_story fails here, before any work
 
     peers: dict[str, list[ParsedStory]] = {}
     for story in stories:
@@ -936,8 +961,9 @@ def make_pairs(
     position = {s.story_id: i for group in peers.values() for i, s in enumerate(group)}
     weights = {t: negative_mix[t] for t in NEGATIVE_TYPES if negative_mix.get(t, 0) > 0}
     if variant == "adversarial":
-        return _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
-                                  n_candidates, relation_margin, n_folds, batch_size, filter_train)
+        return keep_frames_per_story(
+            _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
+                               n_candidates, relation_margin, n_folds, batch_size, filter_train), frames_per_story)
 
     naive = variant == "naive"
     rows: list[dict[str, object]] = []
@@ -966,7 +992,7 @@ def make_pairs(
             positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
             rows.append(_row(story.story_id, segment.frame, split, 1, "", positive))
             rows.append(_row(story.story_id, segment.frame, split, 0, kind, negative))
-    return _pairs_table(rows, skipped, n_candidates=None)
+    return keep_frames_per_story(_pairs_table(rows, skipped, n_candidates=None), frames_per_story)
 
 
 def _pairs_table(rows: list[dict[str, object]], skipped: int, *, n_candidates: list[int] | None,
@@ -1131,5 +1157,6 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
     pairs = pd.concat(tables, ignore_index=True)
     if (dup := pairs["pair_id"].duplicated()).any():
         raise ValueError(f"pair ids occur in more than one table, e.g. {pairs.loc[dup, 'pair_id'].head(3).tolist()}")
-    pairs.attrs["frames_without_negative"] = sum(t.attrs.get("frames_without_negative", 0) for t in tables)
+    for count in ("frames_without_negative", "frames_not_sampled"):
+        pairs.attrs[count] = sum(t.attrs.get(count, 0) for t in tables)
     return pairs

@@ -1340,7 +1340,8 @@ def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, b
     return float(best), table
 
 # %%
-common = dict(negative_mix=pc["negative_mix"], seed=ctx.cfg["seed"], block_size=ctx.cfg["data"]["block_size"])
+common = dict(negative_mix=pc["negative_mix"], seed=ctx.cfg["seed"], block_size=ctx.cfg["data"]["block_size"],
+              frames_per_story=pc["frames_per_story"])
 relations = relation_candidates(stories, split_of=split_of, mlm=mlm, cache_dir=mlm_cache,
                                 batch_size=ctx.cfg["mlm"]["batch_size"])
 n_frames = relations[["story_id", "frame"]].drop_duplicates().shape[0]
@@ -1372,6 +1373,41 @@ margin_table
 #
 # `variant` is the construction: `"naive"` (the first one), `"fluent"` (one random fluent edit)
 # or `"adversarial"` (below).
+#
+# `frames_per_story` (the profile's `pairs.frames_per_story`; none: every frame) keeps the
+# pairs of at most that many frames of each story, evenly spaced from its first paired frame
+# to its last. It is applied to the finished table, so every kept pair is the one the whole
+# construction makes (donors, candidates and the blind filter all still see every frame): only
+# the image-side work shrinks. Frames of one story share their characters, places and often
+# their shot, so a story's sixth frame adds far less than a new story would, and every
+# interval of the study resamples whole id blocks of stories anyway. A profile on a small
+# budget spends it on more stories rather than on more frames of the same ones.
+
+# %%
+#@save
+def evenly_spaced(frames: Sequence[int], k: int | None) -> list[int]:
+    """At most ``k`` of ``frames`` (sorted), evenly spaced from the first to the last; all when ``k`` is None."""
+    if k is not None and k < 1:
+        raise ValueError(f"frames_per_story must be >= 1 (or None for every frame), got {k}")
+    ordered = sorted(frames)
+    if k is None or len(ordered) <= k:
+        return ordered
+    return [ordered[round(i * (len(ordered) - 1) / max(k - 1, 1))] for i in range(k)]
+
+
+def keep_frames_per_story(pairs: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    """The pairs of at most ``k`` frames per story (:func:`evenly_spaced` among its paired frames);
+    how many frames were left out is kept in ``attrs["frames_not_sampled"]``."""
+    chosen = {(sid, f) for sid, group in pairs.groupby("story_id", sort=False)
+              for f in evenly_spaced(group["frame"].unique().tolist(), k)}
+    keep = [key in chosen for key in zip(pairs["story_id"], pairs["frame"])]
+    out = pairs[keep].reset_index(drop=True)
+    out.attrs = {**pairs.attrs, "frames_not_sampled": pairs[["story_id", "frame"]].drop_duplicates().shape[0]
+                 - len(chosen)}
+    return out
+
+# %%
+evenly_spaced(range(1, 14), 6)  # a story of 13 frames (StoryReasoning's median) at 6 frames per story
 
 # %%
 #@save
@@ -1399,8 +1435,10 @@ def make_pairs(
     n_folds: int = 5,
     batch_size: int = 64,
     filter_train: pd.DataFrame | None = None,
+    frames_per_story: int | None = None,
 ) -> pd.DataFrame:
-    """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`."""
+    """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`; of at
+    most ``frames_per_story`` frames per story (:func:`keep_frames_per_story`) when given."""
     unknown = set(negative_mix) - set(NEGATIVE_TYPES)
     if unknown or any(w < 0 for w in negative_mix.values()) or not any(negative_mix.values()):
         raise ValueError(f"negative_mix needs non-negative weights over {NEGATIVE_TYPES}, got {dict(negative_mix)}")
@@ -1417,6 +1455,7 @@ def make_pairs(
         raise ValueError(f"split_of has no side for {len(missing)} stories, e.g. {missing[:5]}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    evenly_spaced([], frames_per_story)  # a wrong frames_per_story fails here, before any work
 
     peers: dict[str, list[ParsedStory]] = {}
     for story in stories:
@@ -1424,8 +1463,9 @@ def make_pairs(
     position = {s.story_id: i for group in peers.values() for i, s in enumerate(group)}
     weights = {t: negative_mix[t] for t in NEGATIVE_TYPES if negative_mix.get(t, 0) > 0}
     if variant == "adversarial":
-        return _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
-                                  n_candidates, relation_margin, n_folds, batch_size, filter_train)
+        return keep_frames_per_story(
+            _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
+                               n_candidates, relation_margin, n_folds, batch_size, filter_train), frames_per_story)
 
     naive = variant == "naive"
     rows: list[dict[str, object]] = []
@@ -1454,7 +1494,7 @@ def make_pairs(
             positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
             rows.append(_row(story.story_id, segment.frame, split, 1, "", positive))
             rows.append(_row(story.story_id, segment.frame, split, 0, kind, negative))
-    return _pairs_table(rows, skipped, n_candidates=None)
+    return keep_frames_per_story(_pairs_table(rows, skipped, n_candidates=None), frames_per_story)
 
 
 def _pairs_table(rows: list[dict[str, object]], skipped: int, *, n_candidates: list[int] | None,
@@ -1657,7 +1697,8 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
     pairs = pd.concat(tables, ignore_index=True)
     if (dup := pairs["pair_id"].duplicated()).any():
         raise ValueError(f"pair ids occur in more than one table, e.g. {pairs.loc[dup, 'pair_id'].head(3).tolist()}")
-    pairs.attrs["frames_without_negative"] = sum(t.attrs.get("frames_without_negative", 0) for t in tables)
+    for count in ("frames_without_negative", "frames_not_sampled"):
+        pairs.attrs[count] = sum(t.attrs.get(count, 0) for t in tables)
     return pairs
 
 # %% [markdown]
@@ -1685,8 +1726,11 @@ if external is not None:
     block_of |= id_blocks([s.story_id for s in ext_stories], block_size=ctx.cfg["data"]["block_size"])
 pair_table["block"] = pair_table["story_id"].map(block_of)
 atomic_write_parquet(pair_table, ctx.paths.pairs)
+sampled = ("every paired frame of each story" if pc["frames_per_story"] is None else
+           f"at most {pc['frames_per_story']} frames per story, evenly spaced "
+           f"({pair_table.attrs['frames_not_sampled']:,} paired frames left out)")
 display(Markdown(f"**{len(pair_table)}** pairs written to `{ctx.paths.pairs.relative_to(ctx.paths.root.parent)}` "
-                 f"(construction `{pc['construction']}`); frames with no applicable negative: "
+                 f"(construction `{pc['construction']}`, {sampled}); frames with no applicable negative: "
                  f"{pair_table.attrs.get('frames_without_negative', 0)}."))
 pd.crosstab(pair_table["split"], pair_table["negative_type"].where(pair_table["label"] == 0, "(positive)"), margins=True)
 

@@ -533,6 +533,28 @@ def test_adversarial_construction_is_deterministic(tiny_mlm, tmp_path):
     pd.testing.assert_frame_equal(first, again)
     assert set(first[first.label == 0].negative_type) == set(NEGATIVE_TYPES)
     assert not first.equals(make_pairs(SMALL, seed=7, cache_dir=tmp_path / "a", **args))
+    # a frame cap keeps exactly the pairs the whole construction makes for the frames it keeps
+    capped = make_pairs(SMALL, seed=42, cache_dir=tmp_path / "a", frames_per_story=2, **args)
+    assert _same_pairs_on_kept_frames(first, capped, 2)
+
+
+def _same_pairs_on_kept_frames(whole: pd.DataFrame, capped: pd.DataFrame, k: int) -> bool:
+    kept = {(sid, f) for sid, g in whole.groupby("story_id") for f in hp.evenly_spaced(g["frame"].unique(), k)}
+    expected = whole[[key in kept for key in zip(whole["story_id"], whole["frame"])]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(capped, expected)
+    assert capped.groupby("story_id")["frame"].nunique().max() == k < whole.groupby("story_id")["frame"].nunique().max()
+    return capped.attrs["frames_not_sampled"] == whole[["story_id", "frame"]].drop_duplicates().shape[0] - len(kept)
+
+
+def test_frames_per_story_keeps_evenly_spaced_frames_of_the_same_construction():
+    assert hp.evenly_spaced(range(13, 0, -1), 6) == [1, 3, 6, 8, 11, 13]  # StoryReasoning's median story
+    assert hp.evenly_spaced([4, 2], 5) == [2, 4] and hp.evenly_spaced([2, 4, 9], None) == [2, 4, 9]
+    assert hp.evenly_spaced([2, 4, 9], 1) == [2]
+    whole, split = toy_pairs()
+    capped = make_pairs(TOYS, split_of=split, negative_mix=MIX, seed=42, block_size=2, frames_per_story=2)
+    assert _same_pairs_on_kept_frames(whole, capped, 2)
+    with pytest.raises(ValueError, match="frames_per_story must be >= 1"):
+        make_pairs(TOYS, split_of=split, negative_mix=MIX, seed=42, block_size=2, frames_per_story=0)
 
 
 def test_filter_keeps_the_candidate_most_like_a_positive(tiny_mlm, tmp_path, monkeypatch):
