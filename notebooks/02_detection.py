@@ -16,9 +16,9 @@
 # The first piece of evidence is the plainest: if the text says there is a phone on the
 # table, a detector trained on COCO should find a phone and a table in the frame. This
 # chapter runs torchvision's Faster R-CNN over every frame the pairs use, checks it against
-# the boxes of the dataset's chain of thought, chooses nothing by eye (the input size is
-# measured, not assumed), and turns "what the text needs" against "what the frame shows"
-# into an object score for every pair.
+# the boxes of the dataset's chain of thought, chooses nothing by eye (the input size and the
+# number of region proposals are measured, not assumed), and turns "what the text needs"
+# against "what the frame shows" into an object score for every pair.
 #
 # The functions of the method are written here, in cells marked `#@save`; `make lib` copies
 # them into `helpers/objects.py`, where later chapters, the ablations and the verifier import
