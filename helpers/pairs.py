@@ -900,12 +900,15 @@ def evenly_spaced(frames: Sequence[int], k: int | None) -> list[int]:
 def keep_frames_per_story(pairs: pd.DataFrame, k: int | None) -> pd.DataFrame:
     """The pairs of at most ``k`` frames per story (:func:`evenly_spaced` among its paired frames);
     how many frames were left out is kept in ``attrs["frames_not_sampled"]``."""
-    chosen = {(sid, f) for sid, group in pairs.groupby("story_id", sort=False)
-              for f in evenly_spaced(group["frame"].unique().tolist(), k)}
-    keep = [key in chosen for key in zip(pairs["story_id"], pairs["frame"])]
-    out = pairs[keep].reset_index(drop=True)
-    out.attrs = {**pairs.attrs, "frames_not_sampled": pairs[["story_id", "frame"]].drop_duplicates().shape[0]
-                 - len(chosen)}
+    if k is None:
+        out = pairs.copy()
+        out.attrs = {**pairs.attrs, "frames_not_sampled": 0}
+        return out
+    chosen = [(sid, f) for sid, group in pairs.groupby("story_id", sort=False)
+              for f in evenly_spaced(group["frame"].unique().tolist(), k)]
+    keys = pd.MultiIndex.from_arrays([pairs["story_id"], pairs["frame"]])
+    out = pairs[keys.isin(chosen)].reset_index(drop=True)
+    out.attrs = {**pairs.attrs, "frames_not_sampled": len(keys.unique()) - len(chosen)}
     return out
 
 

@@ -553,6 +553,8 @@ def test_frames_per_story_keeps_evenly_spaced_frames_of_the_same_construction():
     whole, split = toy_pairs()
     capped = make_pairs(TOYS, split_of=split, negative_mix=MIX, seed=42, block_size=2, frames_per_story=2)
     assert _same_pairs_on_kept_frames(whole, capped, 2)
+    empty = hp.keep_frames_per_story(whole.iloc[:0], 2)
+    assert empty.empty and list(empty.columns) == list(whole.columns) and empty.attrs["frames_not_sampled"] == 0
     with pytest.raises(ValueError, match="frames_per_story must be >= 1"):
         make_pairs(TOYS, split_of=split, negative_mix=MIX, seed=42, block_size=2, frames_per_story=0)
 
