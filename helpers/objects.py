@@ -462,12 +462,12 @@ def sweep_note(sweep: pd.DataFrame, min_size: int, proposals: int, *, profile: s
     cost = float(best["seconds_per_frame"]) / max(float(chosen["seconds_per_frame"].iloc[0]), 1e-9)
     where = f"min_size {int(best['min_size'])} with {int(best['proposals'])} proposals"
     if gap >= shortfall:
-        knobs = [f"`detector.{key}`" for key, value in (("min_size", min_size), ("proposals", proposals))
-                 if int(best[key]) != value]
+        knobs = " and ".join(f"`detector.{key}: {int(best[key])}`" for key, value in
+                             (("min_size", min_size), ("proposals", proposals)) if int(best[key]) != value)
         return (f"**Note: at this profile's min_size {min_size} with {proposals} proposals recall is {recall:.1%}, "
                 f"{gap:.1%} below the best, {float(best['recall']):.1%} at {where}** (which costs {cost:.1f}x the "
                 f"time per frame here). The settings were chosen for their cost; on these frames others find "
-                f"clearly more, so consider raising {' and '.join(knobs)} in `profiles/{profile}.yaml`.")
+                f"clearly more, so consider {knobs} in `profiles/{profile}.yaml`.")
     return (f"At this profile's min_size {min_size} with {proposals} proposals recall is {recall:.1%}, within "
             f"{shortfall:.0%} of the best ({float(best['recall']):.1%} at {where}): the sweep confirms the choice.")
 

@@ -63,9 +63,9 @@ def test_sweep_note_flags_a_setting_far_below_the_best_and_names_the_knob():
                           "seconds_per_frame": [0.5, 1.5, 3.0, 0.8], "recall": [0.40, 0.52, 0.53, 0.41]})
     note = obj.sweep_note(sweep, 240, 300, profile="quick")
     assert note.startswith("**Note") and "40.0%" in note and "53.0%" in note and "min_size 800" in note
-    assert "6.0x" in note and "`detector.min_size`" in note and "`detector.proposals`" not in note
+    assert "6.0x" in note and "`detector.min_size: 800`" in note and "detector.proposals" not in note
     fewer = obj.sweep_note(sweep.assign(recall=[0.40, 0.41, 0.42, 0.50]), 240, 300, profile="quick")
-    assert "1000 proposals" in fewer and "`detector.proposals`" in fewer and "`detector.min_size`" not in fewer
+    assert "1000 proposals" in fewer and "`detector.proposals: 1000`" in fewer and "detector.min_size" not in fewer
     assert "confirms" in obj.sweep_note(sweep.assign(recall=[0.50, 0.52, 0.53, 0.51]), 240, 300, profile="quick")
     assert "does not measure" in obj.sweep_note(sweep, 320, 300, profile="quick")
     assert "does not measure" in obj.sweep_note(sweep, 480, 1000, profile="quick")
