@@ -1379,7 +1379,7 @@ margin_table
 # to its last. It is applied to the finished table, so every kept pair is the one the whole
 # construction makes (donors, candidates and the blind filter all still see every frame): only
 # the image-side work shrinks. Frames of one story share their characters, places and often
-# their shot, so a story's sixth frame adds far less than a new story would, and every
+# their shot, so a story's further frames add far less than new stories would, and every
 # interval of the study resamples whole id blocks of stories anyway. A profile on a small
 # budget spends it on more stories rather than on more frames of the same ones.
 
