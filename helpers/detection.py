@@ -25,10 +25,10 @@ with :func:`helpers.io.compute_cached` (a folder of parquet parts, ``paths.cache
 by every chapter that reads detections), so a rerun does no forward pass at all. The cache
 key hashes the weights' identity, the input size (``min_size``, ``max_size``), the region
 proposals per frame (``proposals``), the cache's score floor, the numeric precision, and the
-frame (story id, frame number, SHA-1 of its encoded bytes). The cache keeps every detection scoring at least :data:`CACHE_SCORE_FLOOR`
-(torchvision's own default ``box_score_thresh``); the study's score threshold is applied
-when detections are *read*, so it can change without a new forward pass. A frame that does
-not decode (:class:`helpers.data.CorruptFrameError`) is skipped, cached as ``"corrupt"``
+frame (story id, frame number, SHA-1 of its encoded bytes). The cache keeps every detection
+scoring at least :data:`CACHE_SCORE_FLOOR` (torchvision's own default ``box_score_thresh``);
+the study's score threshold is applied when detections are *read*, so it can change without
+a new forward pass. A frame that does not decode (:class:`helpers.data.CorruptFrameError`) is skipped, cached as ``"corrupt"``
 and counted, never a crash.
 
 Per-frame table. Detectors, the cache and the chain-of-thought "oracle"
