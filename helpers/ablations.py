@@ -102,12 +102,7 @@ def subset_variants(table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant
 from helpers.fusion import replace_columns as _replace_columns
 
 
-#: Negative types on which the oracle detector's evidence replays the construction of the
-#: labels rather than measuring the frame, with the reason (see the markdown above).
-ORACLE_REPLAYS: dict[str, str] = {
-    "object_swap": "the swapped-in object was chosen as one the chain-of-thought annotations do not place in the "
-                   "frame, and the oracle reads the same annotations",
-}
+from helpers.objects import ORACLE_REPLAYS
 
 
 def oracle_frames(ground_truth: pd.DataFrame, detector_frames: pd.DataFrame) -> pd.DataFrame:

@@ -293,6 +293,21 @@ def _description_category(description: str) -> str | None:
     return "person"
 
 
+#: Who drew the chain of thought's boxes: StoryReasoning's annotation pipeline ran these COCO detectors.
+ANNOTATION_DETECTORS = "DETR-R101 and Mask2Former (Swin-L, panoptic)"
+
+#: Negative types on which evidence read from the chain-of-thought boxes (the oracle) replays the
+#: construction of the labels rather than measuring the frame, with the reason.
+ORACLE_REPLAYS: dict[str, str] = {
+    "other_story": "the aligned text names the entities its frame's annotations hold, the negative another "
+                   "story's, so the oracle separates them by construction",
+    "same_story": "the aligned text names the entities its frame's annotations hold, the negative another frame's, "
+                  "so the oracle separates them by construction",
+    "object_swap": "the swapped-in object was chosen as one the chain-of-thought annotations do not place in the "
+                   "frame, and the oracle reads the same annotations",
+}
+
+
 def ground_truth_frames(stories: Iterable["ParsedStory"]) -> pd.DataFrame:
     """The chain-of-thought boxes as a per-frame detection table, every score 1.0, plus
     ``n_entities`` (entities with a box) and ``n_unmapped`` (of those, without a COCO category)."""

@@ -212,8 +212,10 @@ from helpers.fusion import replace_columns as _replace_columns
 # ## How much the detector costs: the oracle
 #
 # The chain of thought of every story lists, per frame, the boxes of the characters and
-# objects it describes. Mapped onto COCO categories they are a perfect detector for what
-# they annotate. The oracle recomputes object and spatial evidence from these boxes with
+# objects it describes. Mapped onto COCO categories they are a detector that agrees with
+# every annotated box; those boxes were themselves drawn by COCO detectors
+# (`ANNOTATION_DETECTORS` of chapter 02), so the oracle is another detector, not the truth,
+# and it replays their choices. The oracle recomputes object and spatial evidence from these boxes with
 # the very functions of chapters 02 and 04 (`object_features`, `spatial_features`), so the
 # only change is where the boxes come from; the CLIP evidence is left as it is. A frame the
 # detector could not decode stays unusable for the oracle too, so both are compared on the
@@ -223,17 +225,15 @@ from helpers.fusion import replace_columns as _replace_columns
 # puts in an object chosen as a COCO category that the chain-of-thought annotations do
 # not place in the frame; the oracle reads the same annotations, so it cannot find the
 # swapped-in object, by construction, whatever the frame shows (the annotations are not
-# exhaustive: the object may well be there). Its result on those negatives replays the
+# exhaustive: the object may well be there). An aligned text names the entities its
+# frame's annotations hold, so the oracle finds them by construction, while an
+# `other_story` or `same_story` negative names another frame's. On all of these
+# (`ORACLE_REPLAYS`, written in chapter 02 with each reason) its result replays the
 # labelling rule. The headroom better detections could buy is measured with them left out.
 
 # %%
 #@save
-#: Negative types on which the oracle detector's evidence replays the construction of the
-#: labels rather than measuring the frame, with the reason (see the markdown above).
-ORACLE_REPLAYS: dict[str, str] = {
-    "object_swap": "the swapped-in object was chosen as one the chain-of-thought annotations do not place in the "
-                   "frame, and the oracle reads the same annotations",
-}
+from helpers.objects import ORACLE_REPLAYS
 
 
 def oracle_frames(ground_truth: pd.DataFrame, detector_frames: pd.DataFrame) -> pd.DataFrame:
