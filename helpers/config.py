@@ -77,9 +77,8 @@ class MissingAssetError(RuntimeError):
 
 
 def _default_cache(var: str) -> str:
-    if var == "TORCH_HOME":
-        return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch")
-    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return str(cache / ("torch" if var == "TORCH_HOME" else "huggingface"))
 
 
 #: The ``weights`` of a bench profile's models: random weights that cost what the real model costs
@@ -118,7 +117,11 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     if cfg.get("profile") != name:
         raise ValueError(f"{path} declares profile {cfg.get('profile')!r}, expected {name!r}")
-    return _merge(cfg, overrides or {})
+    cfg = _merge(cfg, overrides or {})
+    if isinstance(n := (cfg.get("audit") or {}).get("per_type"), bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"profile {name!r}: audit.per_type (negatives of each type on chapter 08's audit sheet) "
+                         f"must be a positive integer, got {n!r}")
+    return cfg
 
 
 def bench_profile(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +189,7 @@ class Paths:
     def notebooks(self) -> Path: return self.root / "notebooks"
     @property
     def reports(self) -> Path: return self.root / "reports"
+    audit = property(lambda self: self.root / "audit", doc="the audit sheet (chapter 08) and its labels (chapter 07)")
     @property
     def run_json(self) -> Path: return self.root / "run.json"
     @property
@@ -205,10 +209,8 @@ def device(prefer: str | None = None) -> "torch.device":  # noqa: F821
     """The compute device: ``prefer`` if given, else CUDA, else Apple MPS, else CPU."""
     import torch
 
-    if prefer:
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    if prefer or torch.cuda.is_available():
+        return torch.device(prefer or "cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -250,10 +252,7 @@ def git_commit() -> str:
 
 
 def update_run_record(profile: str, /, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into ``outputs/<profile>/run.json`` (atomically) and return the record.
-
-    Nested dicts merge, so chapters can each add their timing under ``chapters``.
-    """
+    """Merge ``fields`` into ``run.json`` atomically and return it (nested dicts merge: chapters add ``chapters``)."""
     path = output_paths(profile).run_json
     record = _merge(read_json(path, default={}), fields)
     record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -408,6 +408,101 @@ def sample_negatives(table: pd.DataFrame, per_type: int, *, seed: int = 42) -> p
     return pd.concat(parts, ignore_index=True) if parts else negatives.iloc[:0]
 
 
+#: Height in pixels of a frame's thumbnail on the audit sheet.
+AUDIT_THUMBNAIL_HEIGHT = 200
+
+
+def audit_sample(pairs: pd.DataFrame, per_type: int, *, seed: int = 42) -> pd.DataFrame:
+    """Up to ``per_type`` negatives of each kind from every split of ``pairs`` (``pairs.parquet``), drawn
+    at random (seeded, ``sample_negatives``), as the audit sheet's rows: ``AUDIT_COLUMNS`` of chapter 07,
+    ``original_text`` the frame's own (aligned) text, ``edited_text`` the negative's, ``judgement`` empty."""
+    from helpers.evaluation import AUDIT_COLUMNS
+
+    drawn = sample_negatives(pairs, per_type, seed=seed)
+    own = (pairs[pairs["label"] == 1].drop_duplicates(["story_id", "frame"])
+           .set_index(["story_id", "frame"])["text"])
+    keys = list(zip(drawn["story_id"], drawn["frame"]))
+    if missing := [k for k in keys if k not in own.index]:
+        raise ValueError(f"{len(missing)} sampled negative(s) have no aligned pair of their frame, e.g. {missing[:3]}")
+    return pd.DataFrame({"pair_id": drawn["pair_id"].astype(str), "story_id": drawn["story_id"].astype(str),
+                         "frame": drawn["frame"].astype(int), "split": drawn["split"].astype(str),
+                         "negative_type": drawn["negative_type"].astype(str),
+                         "original_text": [str(own[k]) for k in keys], "edited_text": drawn["text"].astype(str),
+                         "judgement": ""}, columns=list(AUDIT_COLUMNS)).reset_index(drop=True)
+
+
+def audit_highlights(original: str, edited: str, negative_type: str) -> tuple[list[Highlight], list[Highlight]]:
+    """The changed words of an edit: (highlights in ``original``, highlights in ``edited``). A swap marks
+    the words it replaced and the words it put in (``changed_span``); a text from another frame marks nothing."""
+    from helpers.evaluation import SWAP_TYPES
+
+    if negative_type not in SWAP_TYPES:
+        return [], []
+    old, new = changed_span(edited, original), changed_span(original, edited)
+    if old is None or new is None:
+        return [], []
+    return ([Highlight(*old, "missing", f"replaced by '{edited[new[0]:new[1]]}'")],
+            [Highlight(*new, "swapped", f"was '{original[old[0]:old[1]]}'")])
+
+
+# extra code: the audit sheet as one self-contained HTML page (inline styles, frames as base64 JPEG)
+def audit_thumbnail(image: "Image.Image", height: int = AUDIT_THUMBNAIL_HEIGHT) -> bytes:
+    """``image`` scaled to ``height`` pixels high (aspect kept), as JPEG bytes."""
+    width = max(1, round(image.width * height / image.height))
+    buffer = io.BytesIO()
+    image.convert("RGB").resize((width, height)).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def audit_sheet_html(sample: pd.DataFrame, thumbnails: Mapping[tuple[str, int], bytes | None], *,
+                     title: str = "Audit sheet") -> str:
+    """The audit sheet (rows of :func:`audit_sample`) as an HTML page; ``thumbnails`` maps ``(story_id, frame)``
+    to JPEG bytes, None for a frame that does not decode."""
+    legend = (f'<p>For each negative, is the <b>edited text</b> true of the frame? Write <code>true</code> or '
+              f'<code>false</code> in the <code>judgement</code> column of <code>sheet.csv</code> (blank: not judged) '
+              f'and save it as <code>labels.csv</code> beside it. Marked: '
+              f'<mark style="background:{HIGHLIGHT_COLOURS["missing"]}">words replaced</mark>, '
+              f'<mark style="background:{HIGHLIGHT_COLOURS["swapped"]}">words put in</mark>; a text from another '
+              f'frame is marked nowhere. {len(sample)} negatives: '
+              + ", ".join(f"{t} {n}" for t, n in sample["negative_type"].value_counts().sort_index().items())
+              + ".</p>")
+    rows = []
+    for i, r in enumerate(sample.itertuples(index=False), start=1):
+        data = thumbnails.get((str(r.story_id), int(r.frame)))
+        image = (f'<img src="data:image/jpeg;base64,{base64.b64encode(data).decode("ascii")}" '
+                 f'style="height:{AUDIT_THUMBNAIL_HEIGHT}px;border-radius:3px" alt="frame {r.frame} of story '
+                 f'{html.escape(r.story_id)}">' if data else '<i>the frame does not decode</i>')
+        old, new = audit_highlights(r.original_text, r.edited_text, r.negative_type)
+        edited_label = "edited text" if old or new else "edited text (another frame's)"
+        rows.append(
+            f'<tr><td style="vertical-align:top">{i}</td><td style="vertical-align:top">{image}</td>'
+            f'<td style="vertical-align:top;font-size:12px;white-space:nowrap"><b>{html.escape(r.negative_type)}</b>'
+            f'<br><code>{html.escape(r.pair_id)}</code><br>story {html.escape(r.story_id)}, frame {r.frame}'
+            f'<br>split {html.escape(r.split)}</td><td style="vertical-align:top;font-size:13px;line-height:1.4">'
+            f'<div style="color:#555"><b>frame\'s own text:</b> {highlight_html(r.original_text, old)}</div>'
+            f'<div style="margin-top:6px"><b>{edited_label}:</b> {highlight_html(r.edited_text, new)}</div></td></tr>')
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+            f'<body style="font-family:system-ui,sans-serif;margin:16px;color:#222"><h1 style="font-size:20px">'
+            f'{html.escape(title)}</h1>{legend}<table style="border-collapse:collapse" cellpadding="6" border="1">'
+            f'<tr><th>#</th><th>frame</th><th>negative</th><th>texts</th></tr>{"".join(rows)}</table></body></html>')
+
+
+def write_audit_sheet(folder: "str | os.PathLike", sample: pd.DataFrame,
+                      thumbnails: Mapping[tuple[str, int], bytes | None], *, title: str = "Audit sheet") -> dict[str, Any]:
+    """Write ``sheet.html`` and ``sheet.csv`` (``AUDIT_COLUMNS``, ``judgement`` empty) into ``folder``,
+    atomically; return their paths."""
+    from pathlib import Path
+
+    from helpers.evaluation import AUDIT_COLUMNS
+    from helpers.io import atomic_write_text
+
+    if list(sample.columns) != list(AUDIT_COLUMNS):
+        raise ValueError(f"the audit sample's columns must be {list(AUDIT_COLUMNS)}, got {list(sample.columns)}")
+    folder = Path(folder)
+    return {"html": atomic_write_text(folder / "sheet.html", audit_sheet_html(sample, thumbnails, title=title)),
+            "csv": atomic_write_text(folder / "sheet.csv", sample.to_csv(index=False))}
+
+
 # extra code: the headline figure (chapter 10 draws it too)
 #: How metric names of metrics.json read in prose.
 METRIC_LABELS: dict[str, str] = {"accuracy": "accuracy", "precision": "precision", "recall": "recall",
@@ -506,6 +601,18 @@ def summary_dashboard(metrics: Mapping[str, Any], *, metric: str = "roc_auc") ->
     return fig
 
 
+def validation_scores(predictions: pd.DataFrame, split: str = "val") -> dict[str, float]:
+    """Each model's ROC-AUC on the validation split of ``predictions.parquet`` (NaN where the split has one
+    class): what a choice among models may read, the test split being only for showing the choice."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = predictions[predictions["split"] == split]
+    if rows.empty:
+        raise ValueError(f"no predictions on the {split!r} split")
+    return {str(name): float(roc_auc_score(g["label"], g["score"])) if g["label"].nunique() == 2 else math.nan
+            for name, g in rows.groupby("model", sort=False)}
+
+
 def _value(estimate: Mapping[str, Any] | None) -> float:
     """The point value of a metrics.json estimate, NaN where undefined."""
     return _estimate(estimate)[0]
@@ -566,20 +673,25 @@ def blind_findings(metrics: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def evidence_findings(metrics: Mapping[str, Any], metric: str = "roc_auc") -> list[str]:
-    """The best and worst evidence used alone, and the fusion head minus the best, with its paired interval."""
+def evidence_findings(metrics: Mapping[str, Any], validation: Mapping[str, float]) -> list[str]:
+    """The best and worst evidence used alone, chosen by ROC-AUC on the validation split (``validation``, from
+    :func:`validation_scores`) and shown on the test split, and the fusion head minus the best, with its paired
+    interval."""
     from helpers.evaluation import format_estimate
 
+    metric, label = "roc_auc", METRIC_LABELS["roc_auc"]
     models = metrics["models"]
-    label = METRIC_LABELS.get(metric, metric)
-    singles = ranked(models, [m for m, info in models.items() if info.get("kind") == "single_score"], metric)
+    singles = [m for m, info in models.items()
+               if info.get("kind") == "single_score" and not math.isnan(validation.get(m, math.nan))]
     if not singles:
         return []
+    singles.sort(key=lambda m: -validation[m])
     best, worst = singles[0], singles[-1]
-    sentence = (f"Used alone, `{best}` separates the pairs best ({label} "
-                f"{format_estimate(models[best]['overall'].get(metric))})")
+    sentence = (f"Used alone, `{best}` separates the pairs best on the validation split ({label} "
+                f"{validation[best]:.3f}; on the test split {format_estimate(models[best]['overall'].get(metric))})")
     if worst != best:
-        sentence += f" and `{worst}` worst ({format_estimate(models[worst]['overall'].get(metric))})"
+        sentence += (f" and `{worst}` worst ({validation[worst]:.3f}; on the test split "
+                     f"{format_estimate(models[worst]['overall'].get(metric))})")
     out = [sentence + "."]
     difference = metrics.get("differences", {}).get(best, {}).get(metric)
     if difference is not None:
@@ -587,19 +699,30 @@ def evidence_findings(metrics: Mapping[str, Any], metric: str = "roc_auc") -> li
     return out
 
 
-def negative_type_finding(metrics: Mapping[str, Any], metric: str = "roc_auc") -> str | None:
-    """The kinds of negative the primary head finds hardest and easiest by ``metric`` (None with fewer than two)."""
-    label = METRIC_LABELS.get(metric, metric)
-    main = metrics["models"][metrics["primary_model"]]
-    by_type = {t: _value(v.get(metric)) for t, v in main.get("by_negative_type", {}).items()}
+#: Why kinds of negative compared by their paired scores are compared across different frames.
+UNLIKE_FRAMES = ("each frame gets one negative of a drawn kind, so the kinds are scored on different frames and "
+                 "the comparison is across unlike sets of frames")
+
+
+def negative_type_finding(metrics: Mapping[str, Any]) -> str | None:
+    """The kinds of negative the primary head finds hardest and easiest by its paired score (own text above
+    its negative, the headline per kind), with the frames each is scored on (None with fewer than two kinds)."""
+    from helpers.evaluation import format_estimate
+
+    paired = metrics["models"][metrics["primary_model"]].get("paired", {})
+    by_type = {t: _value(v) for t, v in paired.items() if t != "all"}
     by_type = {t: v for t, v in by_type.items() if not math.isnan(v)}
     if len(by_type) < 2:
         return None
     hardest, easiest = min(by_type, key=by_type.get), max(by_type, key=by_type.get)
+    frames = {t: paired[t].get("frames", 0) for t in (hardest, easiest)}
     if f"{by_type[hardest]:.3f}" == f"{by_type[easiest]:.3f}":  # equal as printed
-        return f"The fusion head reaches the same {label} ({by_type[hardest]:.3f}) on every kind of negative."
-    return (f"For the fusion head the hardest kind of negative is `{hardest}` ({label} {by_type[hardest]:.3f}) and "
-            f"the easiest `{easiest}` ({by_type[easiest]:.3f}).")
+        return (f"The fusion head reaches the same paired score ({by_type[hardest]:.3f}) on every kind of negative; "
+                f"{UNLIKE_FRAMES}.")
+    return (f"By the paired score (own text above its negative), the fusion head's hardest kind of negative is "
+            f"`{hardest}` ({format_estimate(paired[hardest])}, {frames[hardest]:,} frames) and the easiest "
+            f"`{easiest}` ({format_estimate(paired[easiest])}, {frames[easiest]:,} frames). The comparison is weak: "
+            f"{UNLIKE_FRAMES}.")
 
 
 # extra code: the architecture figure (matplotlib boxes and arrows)

@@ -540,6 +540,14 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
       "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}}
     }
   },
+  "audit": {                               # added by chapter 07's audit section: a person's judgements of
+    "file": "audit/labels.csv",            # chapter 08's audit sheet (judged 0, no types: no labels yet)
+    "judged": int, "unjudged": int,        # rows judged true/false; rows left blank
+    "interval": "wilson 95%", "judged_by_split": {split: int},
+    "by_negative_type": {negative_type: {"judged": int, "true_of_frame": int, "share": float,
+                                         "low": float, "high": float}}
+                                           # true_of_frame: judged true of the frame (a hidden positive)
+  },
   "ablations": {                           # added by chapter 09 (its whole document: ablations.json)
     "file": "ablations.json", "reference": "object + semantic + spatial",   # the study's three
     "evidences": {name: score column},     # the study's three and those the profile switches on
@@ -718,3 +726,73 @@ def excludes_zero(estimate: Mapping[str, float | None]) -> bool:
     """Whether a difference's interval lies wholly above or below zero (False when undefined)."""
     low, high = estimate.get("low"), estimate.get("high")
     return low is not None and high is not None and (low > 0 or high < 0)
+
+
+#: The columns of the audit sheet (chapter 08 writes them; a person fills ``judgement``).
+AUDIT_COLUMNS: tuple[str, ...] = ("pair_id", "story_id", "frame", "split", "negative_type", "original_text",
+                                  "edited_text", "judgement")
+#: A judgement of the audit sheet -> whether the negative's text is true of its frame (a hidden positive).
+AUDIT_JUDGEMENTS: dict[str, bool] = {"true": True, "false": False}
+#: Where the filled sheet is read from, under the profile's ``audit`` folder.
+AUDIT_LABELS_FILE = "labels.csv"
+
+
+def read_audit_labels(path: str | Path, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The judged rows of a filled audit sheet, checked against this run's ``pairs``: ``pair_id``, ``split``,
+    ``negative_type`` and ``true_of_frame``; rows with a blank judgement are counted in ``attrs["unjudged"]``.
+
+    ``ValueError`` for a missing column, a repeated or unknown pair id (not a negative of ``pairs``), a
+    ``negative_type`` that is not the pair's, or a judgement other than ``true`` / ``false`` (any case).
+    """
+    labels = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if missing := [c for c in ("pair_id", "negative_type", "judgement") if c not in labels.columns]:
+        raise ValueError(f"{path}: column(s) {missing} missing; the sheet's columns are {list(AUDIT_COLUMNS)}")
+    if (repeated := labels["pair_id"][labels["pair_id"].duplicated()]).any():
+        raise ValueError(f"{path}: pair id(s) judged twice: {sorted(set(repeated))[:5]}")
+    negatives = pairs.loc[pairs["label"] == 0].set_index("pair_id")
+    if len(unknown := sorted(set(labels["pair_id"]) - set(negatives.index))):
+        raise ValueError(f"{path}: {len(unknown)} pair id(s) are no negative of this run, e.g. {unknown[:3]} "
+                         "(a sheet from another run or profile?)")
+    truth = negatives.loc[labels["pair_id"]]
+    if (wrong := labels["negative_type"].to_numpy() != truth["negative_type"].astype(str).to_numpy()).any():
+        raise ValueError(f"{path}: negative_type differs from the pair's for {list(labels['pair_id'][wrong][:3])}")
+    judgement = labels["judgement"].str.strip().str.lower()
+    if (bad := ~judgement.isin([*AUDIT_JUDGEMENTS, ""])).any():
+        shown = [f"{p}: {j!r}" for p, j in zip(labels["pair_id"][bad][:3], labels["judgement"][bad][:3])]
+        raise ValueError(f"{path}: {int(bad.sum())} judgement(s) are neither 'true' nor 'false' (blank: not judged "
+                         f"yet), e.g. {shown}")
+    judged = judgement != ""
+    out = pd.DataFrame({"pair_id": labels["pair_id"][judged].to_numpy(),
+                        "split": truth["split"][judged.to_numpy()].astype(str).to_numpy(),
+                        "negative_type": labels["negative_type"][judged].to_numpy(),
+                        "true_of_frame": judgement[judged].map(AUDIT_JUDGEMENTS).astype(bool).to_numpy()})
+    out.attrs["unjudged"] = int((~judged).sum())
+    return out
+
+
+def audit_section(labels: pd.DataFrame | None, *, confidence: float = 0.95) -> dict[str, Any]:
+    """The ``audit`` entry of ``metrics.json`` from :func:`read_audit_labels` (None: no labels file yet): per
+    type the negatives judged, how many a person found true of their frame, the share and its Wilson interval."""
+    from scipy.stats import binomtest
+
+    section: dict[str, Any] = {"file": f"audit/{AUDIT_LABELS_FILE}", "judged": 0, "unjudged": 0,
+                               "interval": f"wilson {confidence:.0%}", "by_negative_type": {}, "judged_by_split": {}}
+    if labels is None:
+        return section
+    section.update(judged=len(labels), unjudged=int(labels.attrs.get("unjudged", 0)),
+                   judged_by_split={str(s): int(n) for s, n in labels["split"].value_counts().sort_index().items()})
+    for t in [t for t in NEGATIVE_TYPES if t in set(labels["negative_type"])]:
+        hits = labels.loc[labels["negative_type"] == t, "true_of_frame"]
+        ci = binomtest(int(hits.sum()), len(hits)).proportion_ci(confidence_level=confidence, method="wilson")
+        section["by_negative_type"][t] = {"judged": len(hits), "true_of_frame": int(hits.sum()),
+                                          "share": float(hits.mean()), "low": float(ci.low), "high": float(ci.high)}
+    return section
+
+
+def audit_table(section: Mapping[str, Any]) -> pd.DataFrame:
+    """The ``audit`` entry as a table: one row per negative type, the share as "value [low, high]"."""
+    rows = {t: {"judged": e["judged"], "true of the frame": e["true_of_frame"],
+                "share of hidden positives": format_estimate({"value": e["share"], "low": e["low"], "high": e["high"]})}
+            for t, e in section["by_negative_type"].items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["judged", "true of the frame",
+                                                                 "share of hidden positives"]).rename_axis("negative type")

@@ -835,6 +835,14 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
       "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}}
     }
   },
+  "audit": {                               # added by chapter 07's audit section: a person's judgements of
+    "file": "audit/labels.csv",            # chapter 08's audit sheet (judged 0, no types: no labels yet)
+    "judged": int, "unjudged": int,        # rows judged true/false; rows left blank
+    "interval": "wilson 95%", "judged_by_split": {split: int},
+    "by_negative_type": {negative_type: {"judged": int, "true_of_frame": int, "share": float,
+                                         "low": float, "high": float}}
+                                           # true_of_frame: judged true of the frame (a hidden positive)
+  },
   "ablations": {                           # added by chapter 09 (its whole document: ablations.json)
     "file": "ablations.json", "reference": "object + semantic + spatial",   # the study's three
     "evidences": {name: score column},     # the study's three and those the profile switches on
@@ -1106,6 +1114,108 @@ display(Markdown(
     f"{obj.LABEL_NOISE_SCORE} in {int(hidden['hidden'].sum())} of {len(hidden)} object-swap negatives "
     f"({hidden['hidden'].mean():.1%}): those may be positives in disguise (chapter 02 gives train and validation)."
     if len(hidden) else "The test split has no object-swap negatives."))
+
+# %% [markdown]
+# ## Hidden positives: what a person judged
+#
+# A negative is built by a rule, so it can be true of its frame after all: a swapped-in object
+# the frame shows but the annotations missed, a reversed relation that also holds, another
+# frame's text that fits this one. Chapter 08 writes an audit sheet, a seeded random sample of
+# negatives of every type from every split (`audit/sheet.html` to look at, `audit/sheet.csv` to
+# fill in). A person writes `true` (the text is true of the frame: a hidden positive) or
+# `false` in its `judgement` column and saves it as `audit/labels.csv`; a blank judgement is
+# not judged yet and is counted, not guessed. Each type's share of hidden positives gets a 95%
+# Wilson interval (a binomial interval that stays inside [0, 1] with few judgements).
+# `read_audit_labels` refuses a file it cannot trust: a missing column, a pair id twice, a
+# pair id that is no negative of this run, a type that is not the pair's, a judgement that is
+# neither `true` nor `false`.
+
+# %%
+#@save
+#: The columns of the audit sheet (chapter 08 writes them; a person fills ``judgement``).
+AUDIT_COLUMNS: tuple[str, ...] = ("pair_id", "story_id", "frame", "split", "negative_type", "original_text",
+                                  "edited_text", "judgement")
+#: A judgement of the audit sheet -> whether the negative's text is true of its frame (a hidden positive).
+AUDIT_JUDGEMENTS: dict[str, bool] = {"true": True, "false": False}
+#: Where the filled sheet is read from, under the profile's ``audit`` folder.
+AUDIT_LABELS_FILE = "labels.csv"
+
+
+def read_audit_labels(path: str | Path, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The judged rows of a filled audit sheet, checked against this run's ``pairs``: ``pair_id``, ``split``,
+    ``negative_type`` and ``true_of_frame``; rows with a blank judgement are counted in ``attrs["unjudged"]``.
+
+    ``ValueError`` for a missing column, a repeated or unknown pair id (not a negative of ``pairs``), a
+    ``negative_type`` that is not the pair's, or a judgement other than ``true`` / ``false`` (any case).
+    """
+    labels = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if missing := [c for c in ("pair_id", "negative_type", "judgement") if c not in labels.columns]:
+        raise ValueError(f"{path}: column(s) {missing} missing; the sheet's columns are {list(AUDIT_COLUMNS)}")
+    if (repeated := labels["pair_id"][labels["pair_id"].duplicated()]).any():
+        raise ValueError(f"{path}: pair id(s) judged twice: {sorted(set(repeated))[:5]}")
+    negatives = pairs.loc[pairs["label"] == 0].set_index("pair_id")
+    if len(unknown := sorted(set(labels["pair_id"]) - set(negatives.index))):
+        raise ValueError(f"{path}: {len(unknown)} pair id(s) are no negative of this run, e.g. {unknown[:3]} "
+                         "(a sheet from another run or profile?)")
+    truth = negatives.loc[labels["pair_id"]]
+    if (wrong := labels["negative_type"].to_numpy() != truth["negative_type"].astype(str).to_numpy()).any():
+        raise ValueError(f"{path}: negative_type differs from the pair's for {list(labels['pair_id'][wrong][:3])}")
+    judgement = labels["judgement"].str.strip().str.lower()
+    if (bad := ~judgement.isin([*AUDIT_JUDGEMENTS, ""])).any():
+        shown = [f"{p}: {j!r}" for p, j in zip(labels["pair_id"][bad][:3], labels["judgement"][bad][:3])]
+        raise ValueError(f"{path}: {int(bad.sum())} judgement(s) are neither 'true' nor 'false' (blank: not judged "
+                         f"yet), e.g. {shown}")
+    judged = judgement != ""
+    out = pd.DataFrame({"pair_id": labels["pair_id"][judged].to_numpy(),
+                        "split": truth["split"][judged.to_numpy()].astype(str).to_numpy(),
+                        "negative_type": labels["negative_type"][judged].to_numpy(),
+                        "true_of_frame": judgement[judged].map(AUDIT_JUDGEMENTS).astype(bool).to_numpy()})
+    out.attrs["unjudged"] = int((~judged).sum())
+    return out
+
+
+def audit_section(labels: pd.DataFrame | None, *, confidence: float = 0.95) -> dict[str, Any]:
+    """The ``audit`` entry of ``metrics.json`` from :func:`read_audit_labels` (None: no labels file yet): per
+    type the negatives judged, how many a person found true of their frame, the share and its Wilson interval."""
+    from scipy.stats import binomtest
+
+    section: dict[str, Any] = {"file": f"audit/{AUDIT_LABELS_FILE}", "judged": 0, "unjudged": 0,
+                               "interval": f"wilson {confidence:.0%}", "by_negative_type": {}, "judged_by_split": {}}
+    if labels is None:
+        return section
+    section.update(judged=len(labels), unjudged=int(labels.attrs.get("unjudged", 0)),
+                   judged_by_split={str(s): int(n) for s, n in labels["split"].value_counts().sort_index().items()})
+    for t in [t for t in NEGATIVE_TYPES if t in set(labels["negative_type"])]:
+        hits = labels.loc[labels["negative_type"] == t, "true_of_frame"]
+        ci = binomtest(int(hits.sum()), len(hits)).proportion_ci(confidence_level=confidence, method="wilson")
+        section["by_negative_type"][t] = {"judged": len(hits), "true_of_frame": int(hits.sum()),
+                                          "share": float(hits.mean()), "low": float(ci.low), "high": float(ci.high)}
+    return section
+
+
+def audit_table(section: Mapping[str, Any]) -> pd.DataFrame:
+    """The ``audit`` entry as a table: one row per negative type, the share as "value [low, high]"."""
+    rows = {t: {"judged": e["judged"], "true of the frame": e["true_of_frame"],
+                "share of hidden positives": format_estimate({"value": e["share"], "low": e["low"], "high": e["high"]})}
+            for t, e in section["by_negative_type"].items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["judged", "true of the frame",
+                                                                 "share of hidden positives"]).rename_axis("negative type")
+
+# %%
+audit_labels_path = ctx.paths.audit / AUDIT_LABELS_FILE
+audit_labels = (read_audit_labels(audit_labels_path, pd.read_parquet(ctx.paths.pairs))
+                if audit_labels_path.exists() else None)
+metrics["audit"] = audit_section(audit_labels)
+write_metrics(ctx.paths.metrics_json, metrics)
+if metrics["audit"]["judged"]:
+    display(audit_table(metrics["audit"]))
+    display(Markdown(f"{metrics['audit']['judged']:,} negatives judged by a person "
+                     f"({', '.join(f'{s} {n:,}' for s, n in metrics['audit']['judged_by_split'].items())}); "
+                     f"{metrics['audit']['unjudged']:,} rows of the sheet not judged yet."))
+else:
+    display(Markdown("No audit labels yet; chapter 08 writes the sheet"
+                     + (f" ({metrics['audit']['unjudged']:,} rows of `{audit_labels_path.name}` left blank)."
+                        if audit_labels is not None else ".")))
 
 # %% [markdown]
 # ## Every model on the test split, pooled

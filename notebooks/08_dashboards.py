@@ -569,6 +569,148 @@ random_cards = gallery_cards(random_negatives, load_features(ctx.paths), random_
 display(HTML(gallery_html(random_cards)))
 
 # %% [markdown]
+# ## The audit sheet: negatives for a person to judge
+#
+# Whether a negative is really false of its frame only a person can say. The audit sheet is a
+# seeded random sample of up to `audit.per_type` negatives of each kind, drawn from every
+# split (the `split` column says which; the study's numbers are about the test split, which
+# this chapter, after chapter 07, may show): the frame, the frame's own text and the edited
+# text with the changed words marked, the kind and the pair id. `audit/sheet.html` is for
+# looking (the frames inline, as JPEG thumbnails); `audit/sheet.csv` has the columns chapter
+# 07 reads (`AUDIT_COLUMNS`) with `judgement` empty. A person writes `true` (the edited text is
+# true of the frame: a hidden positive) or `false` in it and saves the file as
+# `audit/labels.csv`; chapter 07, rerun, reports each kind's share of hidden positives.
+
+# %%
+#@save
+#: Height in pixels of a frame's thumbnail on the audit sheet.
+AUDIT_THUMBNAIL_HEIGHT = 200
+
+
+def audit_sample(pairs: pd.DataFrame, per_type: int, *, seed: int = 42) -> pd.DataFrame:
+    """Up to ``per_type`` negatives of each kind from every split of ``pairs`` (``pairs.parquet``), drawn
+    at random (seeded, ``sample_negatives``), as the audit sheet's rows: ``AUDIT_COLUMNS`` of chapter 07,
+    ``original_text`` the frame's own (aligned) text, ``edited_text`` the negative's, ``judgement`` empty."""
+    from helpers.evaluation import AUDIT_COLUMNS
+
+    drawn = sample_negatives(pairs, per_type, seed=seed)
+    own = (pairs[pairs["label"] == 1].drop_duplicates(["story_id", "frame"])
+           .set_index(["story_id", "frame"])["text"])
+    keys = list(zip(drawn["story_id"], drawn["frame"]))
+    if missing := [k for k in keys if k not in own.index]:
+        raise ValueError(f"{len(missing)} sampled negative(s) have no aligned pair of their frame, e.g. {missing[:3]}")
+    return pd.DataFrame({"pair_id": drawn["pair_id"].astype(str), "story_id": drawn["story_id"].astype(str),
+                         "frame": drawn["frame"].astype(int), "split": drawn["split"].astype(str),
+                         "negative_type": drawn["negative_type"].astype(str),
+                         "original_text": [str(own[k]) for k in keys], "edited_text": drawn["text"].astype(str),
+                         "judgement": ""}, columns=list(AUDIT_COLUMNS)).reset_index(drop=True)
+
+
+def audit_highlights(original: str, edited: str, negative_type: str) -> tuple[list[Highlight], list[Highlight]]:
+    """The changed words of an edit: (highlights in ``original``, highlights in ``edited``). A swap marks
+    the words it replaced and the words it put in (``changed_span``); a text from another frame marks nothing."""
+    from helpers.evaluation import SWAP_TYPES
+
+    if negative_type not in SWAP_TYPES:
+        return [], []
+    old, new = changed_span(edited, original), changed_span(original, edited)
+    if old is None or new is None:
+        return [], []
+    return ([Highlight(*old, "missing", f"replaced by '{edited[new[0]:new[1]]}'")],
+            [Highlight(*new, "swapped", f"was '{original[old[0]:old[1]]}'")])
+
+# %%
+original_text = "Anna sets the cup on the table."
+edited_text = "Anna sets the cup under the table."
+display(HTML(" → ".join(highlight_html(t, h) for t, h in zip((original_text, edited_text),
+                                                             audit_highlights(original_text, edited_text,
+                                                                              "relation_swap")))))
+
+# %% [markdown]
+# The page lists the rows in the sheet's order, one row per negative: the thumbnail (or a note
+# when the frame does not decode: counted, never dropped), the pair, and the two texts.
+
+# %%
+#@save
+# extra code: the audit sheet as one self-contained HTML page (inline styles, frames as base64 JPEG)
+def audit_thumbnail(image: "Image.Image", height: int = AUDIT_THUMBNAIL_HEIGHT) -> bytes:
+    """``image`` scaled to ``height`` pixels high (aspect kept), as JPEG bytes."""
+    width = max(1, round(image.width * height / image.height))
+    buffer = io.BytesIO()
+    image.convert("RGB").resize((width, height)).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def audit_sheet_html(sample: pd.DataFrame, thumbnails: Mapping[tuple[str, int], bytes | None], *,
+                     title: str = "Audit sheet") -> str:
+    """The audit sheet (rows of :func:`audit_sample`) as an HTML page; ``thumbnails`` maps ``(story_id, frame)``
+    to JPEG bytes, None for a frame that does not decode."""
+    legend = (f'<p>For each negative, is the <b>edited text</b> true of the frame? Write <code>true</code> or '
+              f'<code>false</code> in the <code>judgement</code> column of <code>sheet.csv</code> (blank: not judged) '
+              f'and save it as <code>labels.csv</code> beside it. Marked: '
+              f'<mark style="background:{HIGHLIGHT_COLOURS["missing"]}">words replaced</mark>, '
+              f'<mark style="background:{HIGHLIGHT_COLOURS["swapped"]}">words put in</mark>; a text from another '
+              f'frame is marked nowhere. {len(sample)} negatives: '
+              + ", ".join(f"{t} {n}" for t, n in sample["negative_type"].value_counts().sort_index().items())
+              + ".</p>")
+    rows = []
+    for i, r in enumerate(sample.itertuples(index=False), start=1):
+        data = thumbnails.get((str(r.story_id), int(r.frame)))
+        image = (f'<img src="data:image/jpeg;base64,{base64.b64encode(data).decode("ascii")}" '
+                 f'style="height:{AUDIT_THUMBNAIL_HEIGHT}px;border-radius:3px" alt="frame {r.frame} of story '
+                 f'{html.escape(r.story_id)}">' if data else '<i>the frame does not decode</i>')
+        old, new = audit_highlights(r.original_text, r.edited_text, r.negative_type)
+        edited_label = "edited text" if old or new else "edited text (another frame's)"
+        rows.append(
+            f'<tr><td style="vertical-align:top">{i}</td><td style="vertical-align:top">{image}</td>'
+            f'<td style="vertical-align:top;font-size:12px;white-space:nowrap"><b>{html.escape(r.negative_type)}</b>'
+            f'<br><code>{html.escape(r.pair_id)}</code><br>story {html.escape(r.story_id)}, frame {r.frame}'
+            f'<br>split {html.escape(r.split)}</td><td style="vertical-align:top;font-size:13px;line-height:1.4">'
+            f'<div style="color:#555"><b>frame\'s own text:</b> {highlight_html(r.original_text, old)}</div>'
+            f'<div style="margin-top:6px"><b>{edited_label}:</b> {highlight_html(r.edited_text, new)}</div></td></tr>')
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+            f'<body style="font-family:system-ui,sans-serif;margin:16px;color:#222"><h1 style="font-size:20px">'
+            f'{html.escape(title)}</h1>{legend}<table style="border-collapse:collapse" cellpadding="6" border="1">'
+            f'<tr><th>#</th><th>frame</th><th>negative</th><th>texts</th></tr>{"".join(rows)}</table></body></html>')
+
+
+def write_audit_sheet(folder: "str | os.PathLike", sample: pd.DataFrame,
+                      thumbnails: Mapping[tuple[str, int], bytes | None], *, title: str = "Audit sheet") -> dict[str, Any]:
+    """Write ``sheet.html`` and ``sheet.csv`` (``AUDIT_COLUMNS``, ``judgement`` empty) into ``folder``,
+    atomically; return their paths."""
+    from pathlib import Path
+
+    from helpers.evaluation import AUDIT_COLUMNS
+    from helpers.io import atomic_write_text
+
+    if list(sample.columns) != list(AUDIT_COLUMNS):
+        raise ValueError(f"the audit sample's columns must be {list(AUDIT_COLUMNS)}, got {list(sample.columns)}")
+    folder = Path(folder)
+    return {"html": atomic_write_text(folder / "sheet.html", audit_sheet_html(sample, thumbnails, title=title)),
+            "csv": atomic_write_text(folder / "sheet.csv", sample.to_csv(index=False))}
+
+# %%
+from helpers.data import CorruptFrameError, frame_image
+
+per_type = int(ctx.cfg["audit"]["per_type"])
+audit = audit_sample(pd.read_parquet(ctx.paths.pairs), per_type, seed=int(ctx.cfg["seed"]))
+thumbnails = {}
+for key, encoded in pair_frames(audit, data.datasets).items():
+    try:
+        thumbnails[key] = audit_thumbnail(frame_image([encoded], 1))
+    except CorruptFrameError:
+        thumbnails[key] = None
+written = write_audit_sheet(ctx.paths.audit, audit, thumbnails,
+                            title=f"Audit sheet ({ctx.profile} profile): are these negatives false of their frame?")
+undecoded = sum(v is None for v in thumbnails.values())
+display(pd.crosstab(audit["negative_type"], audit["split"], margins=True, margins_name="all")
+        .rename_axis(index="negative type", columns="split"))
+display(Markdown(f"Wrote `{written['html'].relative_to(ctx.paths.root)}` and `{written['csv'].relative_to(ctx.paths.root)}`: "
+                 f"{len(audit):,} negatives, up to {per_type} of each kind"
+                 + (f"; {undecoded} of their frames do not decode and show a note instead." if undecoded else ".")))
+display(HTML(audit_sheet_html(audit.head(4), thumbnails, title="The sheet's first rows")))
+
+# %% [markdown]
 # ## The headline results on one figure
 #
 # From `metrics.json` (chapter 07): (a) the head's test metrics, (b) every model's ROC-AUC,
@@ -675,6 +817,24 @@ def summary_dashboard(metrics: Mapping[str, Any], *, metric: str = "roc_auc") ->
     fig.tight_layout()
     return fig
 
+# %% [markdown]
+# Which model is best is a choice, so it is made on the validation split: the model with the
+# best validation ROC-AUC (`validation_scores`, from chapter 06's predictions) is named, and
+# shown with its test value; ranking on the test split would pick the luckiest there.
+
+# %%
+#@save
+def validation_scores(predictions: pd.DataFrame, split: str = "val") -> dict[str, float]:
+    """Each model's ROC-AUC on the validation split of ``predictions.parquet`` (NaN where the split has one
+    class): what a choice among models may read, the test split being only for showing the choice."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = predictions[predictions["split"] == split]
+    if rows.empty:
+        raise ValueError(f"no predictions on the {split!r} split")
+    return {str(name): float(roc_auc_score(g["label"], g["score"])) if g["label"].nunique() == 2 else math.nan
+            for name, g in rows.groupby("model", sort=False)}
+
 # %%
 from helpers.evaluation import format_estimate
 from helpers.io import read_json
@@ -684,19 +844,21 @@ if metrics is None:
     raise FileNotFoundError(f"{ctx.paths.metrics_json} is missing: run chapter 07 (evaluation) first")
 summary_dashboard(metrics)
 plt.show()
+validation_auc = validation_scores(load_predictions(ctx.paths))
 auc = {name: model["overall"]["roc_auc"] for name, model in metrics["models"].items()}
-ranked_auc = sorted(auc, key=lambda name: -(auc[name]["value"] or 0))
+chosen = max((n for n in auc if not math.isnan(validation_auc.get(n, math.nan))), key=validation_auc.get)
 head = metrics["primary_model"]
 display(Markdown(
-    f"Best ROC-AUC on the test split: `{ranked_auc[0]}`, {format_estimate(auc[ranked_auc[0]])}; the head (`{head}`) "
-    f"reaches {format_estimate(auc[head])}, rank {ranked_auc.index(head) + 1} of {len(ranked_auc)} models."))
+    f"Chosen on the validation split: `{chosen}` has the best validation ROC-AUC of the {len(auc)} models "
+    f"({validation_auc[chosen]:.3f}); on the test split it reaches {format_estimate(auc[chosen])}, and the head "
+    f"(`{head}`, validation {validation_auc[head]:.3f}) {format_estimate(auc[head])}."))
 
 # %% [markdown]
 # ## The headline in words
 #
 # A number that needs a sentence around it gets one, assembled from `metrics.json` when the
 # chapter runs, never typed in; chapter 10 places these sentences next to the tables they
-# read. Two rules decide the wording:
+# read. These rules decide the wording:
 #
 # - a **difference** between two models is paired (both on the same resamples of id
 #   blocks): when its 95% interval excludes zero the test split tells the two apart, when
@@ -704,6 +866,10 @@ display(Markdown(
 # - a **blind control** (a model that never sees the frame, or a head scored against a
 #   stranger's frame) whose paired score's interval excludes chance, 0.5, on a kind of
 #   negative shows that those negatives can be told from their text alone (`blind_leaks`).
+# - a **choice** among models (the best evidence used alone) is made on the validation split
+#   (`validation_scores`) and its value shown on the test split;
+# - kinds of negative are compared by the head's **paired score**, the headline per kind, and
+#   the sentence says that each kind is scored on other frames (`UNLIKE_FRAMES`).
 #
 # Models are ranked by the metric's point value; a model whose metric is undefined is left
 # out of the ranking. Two kinds of negative whose values print the same are called equal.
@@ -770,20 +936,25 @@ def blind_findings(metrics: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def evidence_findings(metrics: Mapping[str, Any], metric: str = "roc_auc") -> list[str]:
-    """The best and worst evidence used alone, and the fusion head minus the best, with its paired interval."""
+def evidence_findings(metrics: Mapping[str, Any], validation: Mapping[str, float]) -> list[str]:
+    """The best and worst evidence used alone, chosen by ROC-AUC on the validation split (``validation``, from
+    :func:`validation_scores`) and shown on the test split, and the fusion head minus the best, with its paired
+    interval."""
     from helpers.evaluation import format_estimate
 
+    metric, label = "roc_auc", METRIC_LABELS["roc_auc"]
     models = metrics["models"]
-    label = METRIC_LABELS.get(metric, metric)
-    singles = ranked(models, [m for m, info in models.items() if info.get("kind") == "single_score"], metric)
+    singles = [m for m, info in models.items()
+               if info.get("kind") == "single_score" and not math.isnan(validation.get(m, math.nan))]
     if not singles:
         return []
+    singles.sort(key=lambda m: -validation[m])
     best, worst = singles[0], singles[-1]
-    sentence = (f"Used alone, `{best}` separates the pairs best ({label} "
-                f"{format_estimate(models[best]['overall'].get(metric))})")
+    sentence = (f"Used alone, `{best}` separates the pairs best on the validation split ({label} "
+                f"{validation[best]:.3f}; on the test split {format_estimate(models[best]['overall'].get(metric))})")
     if worst != best:
-        sentence += f" and `{worst}` worst ({format_estimate(models[worst]['overall'].get(metric))})"
+        sentence += (f" and `{worst}` worst ({validation[worst]:.3f}; on the test split "
+                     f"{format_estimate(models[worst]['overall'].get(metric))})")
     out = [sentence + "."]
     difference = metrics.get("differences", {}).get(best, {}).get(metric)
     if difference is not None:
@@ -791,23 +962,35 @@ def evidence_findings(metrics: Mapping[str, Any], metric: str = "roc_auc") -> li
     return out
 
 
-def negative_type_finding(metrics: Mapping[str, Any], metric: str = "roc_auc") -> str | None:
-    """The kinds of negative the primary head finds hardest and easiest by ``metric`` (None with fewer than two)."""
-    label = METRIC_LABELS.get(metric, metric)
-    main = metrics["models"][metrics["primary_model"]]
-    by_type = {t: _value(v.get(metric)) for t, v in main.get("by_negative_type", {}).items()}
+#: Why kinds of negative compared by their paired scores are compared across different frames.
+UNLIKE_FRAMES = ("each frame gets one negative of a drawn kind, so the kinds are scored on different frames and "
+                 "the comparison is across unlike sets of frames")
+
+
+def negative_type_finding(metrics: Mapping[str, Any]) -> str | None:
+    """The kinds of negative the primary head finds hardest and easiest by its paired score (own text above
+    its negative, the headline per kind), with the frames each is scored on (None with fewer than two kinds)."""
+    from helpers.evaluation import format_estimate
+
+    paired = metrics["models"][metrics["primary_model"]].get("paired", {})
+    by_type = {t: _value(v) for t, v in paired.items() if t != "all"}
     by_type = {t: v for t, v in by_type.items() if not math.isnan(v)}
     if len(by_type) < 2:
         return None
     hardest, easiest = min(by_type, key=by_type.get), max(by_type, key=by_type.get)
+    frames = {t: paired[t].get("frames", 0) for t in (hardest, easiest)}
     if f"{by_type[hardest]:.3f}" == f"{by_type[easiest]:.3f}":  # equal as printed
-        return f"The fusion head reaches the same {label} ({by_type[hardest]:.3f}) on every kind of negative."
-    return (f"For the fusion head the hardest kind of negative is `{hardest}` ({label} {by_type[hardest]:.3f}) and "
-            f"the easiest `{easiest}` ({by_type[easiest]:.3f}).")
+        return (f"The fusion head reaches the same paired score ({by_type[hardest]:.3f}) on every kind of negative; "
+                f"{UNLIKE_FRAMES}.")
+    return (f"By the paired score (own text above its negative), the fusion head's hardest kind of negative is "
+            f"`{hardest}` ({format_estimate(paired[hardest])}, {frames[hardest]:,} frames) and the easiest "
+            f"`{easiest}` ({format_estimate(paired[easiest])}, {frames[easiest]:,} frames). The comparison is weak: "
+            f"{UNLIKE_FRAMES}.")
 
 # %%
 display(Markdown("\n".join(f"- {s}" for s in [headline_finding(metrics), *blind_findings(metrics),
-                                                *evidence_findings(metrics), negative_type_finding(metrics)] if s)))
+                                                *evidence_findings(metrics, validation_auc),
+                                                negative_type_finding(metrics)] if s)))
 
 # %% [markdown]
 # ## The architecture, drawn

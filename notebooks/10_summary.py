@@ -125,20 +125,24 @@ display(Markdown("\n".join(f"- {sentence}" for sentence in db.blind_findings(met
 # and the test split tells the two apart only when its interval excludes zero.
 
 # %%
+from helpers.training import load_predictions
+
 singles = [m for m, info in metrics["models"].items() if info.get("kind") == "single_score"]
 display(summary_table(metrics).loc[[primary, *singles], ["roc_auc", "macro_f1"]])
-display(Markdown(" ".join(db.evidence_findings(metrics))))
+display(Markdown(" ".join(db.evidence_findings(metrics, db.validation_scores(load_predictions(ctx.paths))))))
 
 # %% [markdown]
 # ### The hardest kind of negative
 #
-# The head's ROC-AUC against each kind of negative separately (all aligned pairs against the
-# negatives of that kind). A low value says which construction of negatives the three
-# evidences see least.
+# The head's paired score against each kind of negative (each frame's own text scored above
+# its negative), the headline per kind. A low value says which construction of negatives the
+# evidences see least; but each frame gets one negative of a drawn kind, so the kinds are
+# scored on different frames, and the comparison is across unlike sets of frames.
 
 # %%
-by_type = {t: format_estimate(v.get("roc_auc")) for t, v in metrics["models"][primary]["by_negative_type"].items()}
-display(pd.Series(by_type, name=f"{primary}: ROC-AUC").rename_axis("negative type").to_frame())
+by_type = {t: format_estimate(v) for t, v in metrics["models"][primary]["paired"].items() if t != "all"}
+frames_by_type = {t: v.get("frames") for t, v in metrics["models"][primary]["paired"].items() if t != "all"}
+display(pd.DataFrame({f"{primary}: paired score": by_type, "frames": frames_by_type}).rename_axis("negative type"))
 hardest = db.negative_type_finding(metrics)
 if hardest:
     display(Markdown(hardest))

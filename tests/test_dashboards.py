@@ -203,13 +203,36 @@ def test_findings_compute_every_comparison():
     assert "excludes chance for `object_swap`" in "\n".join(db.blind_findings(doc))
     assert db.blind_leaks(doc["models"]["text_only"]["paired"]) == ["object_swap"]
     doc["models"]["text_only"]["paired"]["object_swap"] = {"value": 0.55, "low": 0.5, "high": 0.6}
-    evidence = "\n".join(db.evidence_findings(doc))
-    assert "`clip_score_only` separates the pairs best" in evidence and "`object_score_only` worst" in evidence
+    validation = {"fusion": 0.9, "clip_score_only": 0.71, "object_score_only": 0.62, "text_only": 0.5}
+    evidence = "\n".join(db.evidence_findings(doc, validation))
+    assert ("`clip_score_only` separates the pairs best on the validation split (ROC-AUC 0.710; on the test split "
+            "0.700 [0.650, 0.750])") in evidence and "`object_score_only` worst (0.620" in evidence
     assert "interval excludes zero" in evidence
-    assert ("hardest kind of negative is `object_swap` (ROC-AUC 0.550) and the easiest `other_story` (0.700)"
-            in db.negative_type_finding(doc))
+    # the choice is the validation split's, whatever the test split says
+    flipped = "\n".join(db.evidence_findings(doc, {**validation, "object_score_only": 0.8}))
+    assert "`object_score_only` separates the pairs best" in flipped and "`clip_score_only` worst" in flipped
+    assert db.evidence_findings(doc, {"fusion": 0.9}) == []  # no single evidence scored on validation
+    # the hardest kind is read from the paired score (the headline), with the frames it is scored on
+    doc["models"]["fusion"]["paired"]["object_swap"] = {"value": 0.6, "low": 0.5, "high": 0.7, "frames": 9}
+    doc["models"]["fusion"]["paired"]["other_story"] |= {"frames": 11}
+    hardest = db.negative_type_finding(doc)
+    assert ("hardest kind of negative is `object_swap` (0.600 [0.500, 0.700], 9 frames) and the easiest "
+            "`other_story` (0.850 [0.800, 0.900], 11 frames)") in hardest
+    assert "scored on different frames" in hardest and "unlike sets of frames" in hardest
     doc["differences"]["clip_score_only"]["roc_auc"] = {"value": 0.1, "low": -0.02, "high": 0.2}
-    assert "cannot tell the two apart" in "\n".join(db.evidence_findings(doc))
+    assert "cannot tell the two apart" in "\n".join(db.evidence_findings(doc, validation))
+
+
+def test_validation_scores_read_the_validation_split_only():
+    rows = []
+    for split, scores in (("val", [0.9, 0.8, 0.2, 0.1]), ("test", [0.1, 0.2, 0.8, 0.9])):
+        for label, score in zip([1, 1, 0, 0], scores):
+            rows.append({"model": "m", "split": split, "label": label, "score": score})
+    rows += [{"model": "one_class", "split": "val", "label": 1, "score": 0.5}]
+    scores = db.validation_scores(pd.DataFrame(rows))
+    assert scores["m"] == 1.0 and np.isnan(scores["one_class"])
+    with pytest.raises(ValueError, match="no predictions on the 'val' split"):
+        db.validation_scores(pd.DataFrame(rows).assign(split="test"))
 
 
 def test_difference_phrase_and_ranking_handle_undefined_values():
