@@ -312,7 +312,8 @@ def _legend_html() -> str:
     marks = " ".join(f'<mark style="background:{c};padding:0 3px">{k}</mark>' for k, c in HIGHLIGHT_COLOURS.items())
     return (f'<div style="font-size:12px;margin:6px 0">Boxes: '
             f'<span style="color:{_PREDICTED_COLOUR}">solid = detector</span>, '
-            f'<span style="color:#00838f">dashed = chain-of-thought ground truth</span>. Mentions: {marks} '
+            f'<span style="color:#00838f">dashed = chain-of-thought boxes (drawn by COCO detectors, not by '
+            f'people)</span>. Mentions: {marks} '
             f'(hover a swapped word for the original). Bars: evidence scores (n/a: nothing to check, the head sees a '
             f'placeholder); black tick: the decision threshold.</div>')
 

@@ -294,7 +294,7 @@ def _description_category(description: str) -> str | None:
 
 
 #: Who drew the chain of thought's boxes: StoryReasoning's annotation pipeline ran these COCO detectors.
-ANNOTATION_DETECTORS = "DETR-R101 and Mask2Former (Swin-L, panoptic)"
+ANNOTATION_DETECTORS = "DETR-R101 and Mask2Former Swin-L panoptic"
 
 #: Negative types on which evidence read from the chain-of-thought boxes (the oracle) replays the
 #: construction of the labels rather than measuring the frame, with the reason.

@@ -438,7 +438,8 @@ def _legend_html() -> str:
     marks = " ".join(f'<mark style="background:{c};padding:0 3px">{k}</mark>' for k, c in HIGHLIGHT_COLOURS.items())
     return (f'<div style="font-size:12px;margin:6px 0">Boxes: '
             f'<span style="color:{_PREDICTED_COLOUR}">solid = detector</span>, '
-            f'<span style="color:#00838f">dashed = chain-of-thought ground truth</span>. Mentions: {marks} '
+            f'<span style="color:#00838f">dashed = chain-of-thought boxes (drawn by COCO detectors, not by '
+            f'people)</span>. Mentions: {marks} '
             f'(hover a swapped word for the original). Bars: evidence scores (n/a: nothing to check, the head sees a '
             f'placeholder); black tick: the decision threshold.</div>')
 
@@ -708,7 +709,8 @@ display(pd.crosstab(audit["negative_type"], audit["split"], margins=True, margin
 display(Markdown(f"Wrote `{written['html'].relative_to(ctx.paths.root)}` and `{written['csv'].relative_to(ctx.paths.root)}`: "
                  f"{len(audit):,} negatives, up to {per_type} of each kind"
                  + (f"; {undecoded} of their frames do not decode and show a note instead." if undecoded else ".")))
-display(HTML(audit_sheet_html(audit.head(4), thumbnails, title="The sheet's first rows")))
+display(HTML(audit_sheet_html(audit.groupby("negative_type", sort=False).head(1), thumbnails,
+                              title="The sheet's first row of each kind")))
 
 # %% [markdown]
 # ## The headline results on one figure
@@ -851,7 +853,7 @@ head = metrics["primary_model"]
 display(Markdown(
     f"Chosen on the validation split: `{chosen}` has the best validation ROC-AUC of the {len(auc)} models "
     f"({validation_auc[chosen]:.3f}); on the test split it reaches {format_estimate(auc[chosen])}, and the head "
-    f"(`{head}`, validation {validation_auc[head]:.3f}) {format_estimate(auc[head])}."))
+    f"(`{head}`, validation {validation_auc[head]:.3f}) reaches {format_estimate(auc[head])}."))
 
 # %% [markdown]
 # ## The headline in words
