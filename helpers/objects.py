@@ -300,9 +300,9 @@ ANNOTATION_DETECTORS = "DETR-R101 and Mask2Former Swin-L panoptic"
 #: construction of the labels rather than measuring the frame, with the reason.
 ORACLE_REPLAYS: dict[str, str] = {
     "other_story": "the aligned text names the entities its frame's annotations hold, the negative another "
-                   "story's, so the oracle separates them by construction",
-    "same_story": "the aligned text names the entities its frame's annotations hold, the negative another frame's, "
-                  "so the oracle separates them by construction",
+                   "story's",
+    "same_story": "the aligned text names the entities its frame's annotations hold, the negative another "
+                  "frame's",
     "object_swap": "the swapped-in object was chosen as one the chain-of-thought annotations do not place in the "
                    "frame, and the oracle reads the same annotations",
 }
