@@ -1469,9 +1469,10 @@ display(control_table(metrics))
 display(Markdown(f"Equivalence to chance ({boot['equivalence']['chance']} +- {boot['equivalence']['margin']}, "
                  f"two one-sided tests at {boot['equivalence']['alpha']}; in brackets the "
                  f"{1 - 2 * boot['equivalence']['alpha']:.0%} interval), for every control and blind model:"))
-display(pd.concat([equivalence_table(metrics), equivalence_table(metrics, "models", blind_models)]))
+blind_kinds = [m for m, info in metrics["models"].items() if info["kind"] in ("text_only", "blind_control")]
+display(pd.concat([equivalence_table(metrics), equivalence_table(metrics, "models", blind_kinds)]))
 verdicts = [v["verdict"] for section in ("controls", "models") for name, info in metrics[section].items()
-            if section == "controls" or name in blind_models for part in info["equivalence"].values()
+            if section == "controls" or name in blind_kinds for part in info["equivalence"].values()
             for v in part.values()]
 display(Markdown(", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS if verdicts.count(v))
                  + f" among the {len(verdicts)} verdicts of the blind controls."))
