@@ -278,9 +278,21 @@ def _resampled_metrics(
 ) -> dict[str, np.ndarray]:
     """The ``METRICS`` on each cluster resample (``method`` "jackknife_t": with each cluster left out),
     ``chunk`` resamples at a time to bound memory."""
-    counts, index = _draws(clusters, n_resamples, seed, method)
-    parts = [weighted_metrics(y_true, scores, threshold, counts[i : i + chunk][:, index])
-             for i in range(0, n_resamples, chunk)]
+    if method == "jackknife_t":  # the rows of 1 - identity, built a chunk at a time (clusters may be many pairs)
+        units, index = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+        n_rows = len(units)
+
+        def rows(i: int) -> np.ndarray:
+            block = np.ones((min(chunk, n_rows - i), n_rows))
+            block[np.arange(len(block)), np.arange(i, i + len(block))] = 0.0
+            return block
+    else:
+        counts, index = _draws(clusters, n_resamples, seed, method)
+        n_rows = n_resamples
+
+        def rows(i: int) -> np.ndarray:
+            return counts[i : i + chunk]
+    parts = [weighted_metrics(y_true, scores, threshold, rows(i)[:, index]) for i in range(0, n_rows, chunk)]
     return {name: np.concatenate([p[name] for p in parts]) for name in METRICS}
 
 # %% [markdown]

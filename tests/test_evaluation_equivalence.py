@@ -129,3 +129,23 @@ def test_quick_profiles_test_split_covers_at_least_90_percent():
         test = pd.Series([kept.index(s) // data["block_size"] for s in kept if split[s] == "test"])
         sizes = (test.value_counts() * frames).tolist()
         assert simulate_coverage(sizes, n_sims=800, seed=0)[INTERVAL_METHOD] >= 0.9, sizes
+
+
+def test_the_jackknife_of_a_pooled_metric_leaves_out_each_block_in_chunks():
+    from helpers.evaluation import bootstrap_difference, bootstrap_metrics
+
+    rng = np.random.default_rng(4)
+    n_blocks = 300  # more than one chunk of 250 left-out blocks
+    blocks = np.repeat([f"b{i:03d}" for i in range(n_blocks)], 2)
+    y = np.tile([1, 0], n_blocks)
+    s = rng.random(2 * n_blocks)
+    est = bootstrap_metrics(y, s, 0.5, blocks, n_resamples=5, seed=0)["accuracy"]
+    right = ((s >= 0.5) == (y == 1)).reshape(n_blocks, 2).sum(axis=1)
+    left_out = (right.sum() - right) / (2 * n_blocks - 2)
+    se = np.sqrt((n_blocks - 1) / n_blocks * ((left_out - left_out.mean()) ** 2).sum())
+    assert est["se"] == pytest.approx(se) and est["df"] == n_blocks - 1
+    assert est["high"] - est["value"] == pytest.approx(stats.t.ppf(0.975, n_blocks - 1) * se)
+    # a difference is clipped to [-1, 1], a metric to [0, 1]
+    perfect = np.where(y == 1, 0.9, 0.1)
+    worst = bootstrap_difference(y[:8], 1 - perfect[:8], 0.5, perfect[:8], 0.5, blocks[:8], n_resamples=5, seed=0)
+    assert worst["accuracy"]["value"] == -1.0 and worst["accuracy"]["low"] == -1.0
