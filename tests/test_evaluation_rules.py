@@ -204,12 +204,13 @@ def test_the_interval_is_the_2_5th_and_97_5th_percentile_of_the_resampled_estima
     assert not np.allclose(expected, np.percentile(accuracy, [5, 95]))
     assert not np.allclose(expected, np.percentile(accuracy, [1.5, 98.5]))
     assert not np.allclose(expected, np.percentile(accuracy, [3.5, 96.5]))
-    for result in (bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, method="percentile"),
-                   bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.95, method="percentile")):
+    pct = {"method": "percentile"}
+    for result in (bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, **pct),
+                   bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.95, **pct)):
         est = result["accuracy"]
         assert est["value"] == pytest.approx(8 / 12)
         assert (est["low"], est["high"]) == pytest.approx(tuple(expected))
-    half = bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.5, method="percentile")["accuracy"]
+    half = bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.5, **pct)["accuracy"]
     assert (half["low"], half["high"]) == pytest.approx(tuple(np.percentile(accuracy, [25, 75])))
 
 
@@ -219,13 +220,15 @@ def test_a_paired_difference_takes_the_percentiles_of_the_differences():
     weights = resample_weights(clusters, 200, 7)
     difference = (weights @ right - weights.sum(axis=1)) / weights.sum(axis=1)  # accuracy of s minus 1
     for kwargs in ({}, {"confidence": 0.95}):
-        est = bootstrap_difference(y, s, 0.5, always, 0.5, clusters, n_resamples=200, seed=7, **kwargs, method="percentile")["accuracy"]
+        est = bootstrap_difference(y, s, 0.5, always, 0.5, clusters, n_resamples=200, seed=7, **kwargs,
+                                   method="percentile")["accuracy"]
         assert est["value"] == pytest.approx(8 / 12 - 1)
         assert (est["low"], est["high"]) == pytest.approx(tuple(np.percentile(difference, [2.5, 97.5])))
     # the first model minus the second, not the other way round, at each threshold given
-    swapped = bootstrap_difference(y, always, 0.5, s, 0.5, clusters, n_resamples=200, seed=7, method="percentile")["accuracy"]
+    pct = {"method": "percentile"}
+    swapped = bootstrap_difference(y, always, 0.5, s, 0.5, clusters, n_resamples=200, seed=7, **pct)["accuracy"]
     assert swapped["value"] == pytest.approx(1 - 8 / 12)
-    shifted = bootstrap_difference(y, s, 0.5, always, 0.95, clusters, n_resamples=200, seed=7, method="percentile")["accuracy"]
+    shifted = bootstrap_difference(y, s, 0.5, always, 0.95, clusters, n_resamples=200, seed=7, **pct)["accuracy"]
     # at 0.95 the second model rejects every pair: its accuracy is the share of negatives, 1/3
     assert shifted["value"] == pytest.approx(8 / 12 - 1 / 3)
 
