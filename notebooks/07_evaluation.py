@@ -1042,7 +1042,7 @@ def equivalence_test(estimate: Mapping[str, Any] | None, *, margin: float = EQUI
                      alpha: float = EQUIVALENCE_ALPHA, chance: float = CHANCE) -> dict[str, Any]:
     """``{"verdict", "p_value", "low", "high"[, "reason"]}``: two one-sided t tests of an estimate (``value``,
     ``se``, ``df`` of the jackknife t interval) against ``chance`` +- ``margin``; ``p_value`` is the larger of
-    the two, ``low``/``high`` the (1 - 2 ``alpha``) interval. Better or worse than chance: the estimate's own
+    the two, ``low``/``high`` the (1 - 2 ``alpha``) interval, clipped to [0, 1]. Better or worse than chance: the estimate's own
     ``low``/``high`` (95%) interval lies wholly above or below ``chance``."""
     from scipy import stats
 
@@ -1059,7 +1059,7 @@ def equivalence_test(estimate: Mapping[str, Any] | None, *, margin: float = EQUI
     else:
         p_value = 0.0 if lower < value < upper else 1.0
     half = float(stats.t.ppf(1 - alpha, df)) * se
-    low, high = value - half, value + half
+    low, high = max(0.0, value - half), min(1.0, value + half)  # a paired score and a ROC-AUC lie in [0, 1]
     if lower < low and high < upper:
         verdict = "equivalent to chance"
     elif estimate.get("low") is not None and estimate["low"] > chance:

@@ -143,7 +143,7 @@ display(Markdown("\n".join(lines)))
 #
 # Every evidence is also a model of its own (its score thresholded on the validation split).
 # The head earns its place only if it beats the best of them by more than the test split's
-# uncertainty: the difference is paired (both models on the same resamples of id blocks),
+# uncertainty: the difference is paired (both models with the same id blocks left out),
 # and the test split tells the two apart only when its interval excludes zero.
 
 # %%

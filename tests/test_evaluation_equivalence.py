@@ -34,12 +34,13 @@ def _estimate(value, se, df=5, confidence=0.95):
     (0.30, 0.04, "worse than chance"),
     (0.55, 0.10, "not shown"),              # covers 0.5, and covers 0.6: the small-sample case
     (0.50, 0.06, "not shown"),              # exactly 0.5 but too imprecise to show equivalence
+    (0.90, 0.30, "not shown"),              # its 90% interval clipped to [0, 1]
 ])
 def test_each_verdict(value, se, verdict):
     result = equivalence_test(_estimate(value, se))
     assert result["verdict"] == verdict
     q = stats.t.ppf(0.95, 5)
-    assert (result["low"], result["high"]) == pytest.approx((value - q * se, value + q * se))  # the 90% interval
+    assert (result["low"], result["high"]) == pytest.approx((max(0, value - q * se), min(1, value + q * se)))
     # TOST p-value by hand: the larger of the two one-sided t tests
     p = max(stats.t.sf((value - 0.4) / se, 5), stats.t.cdf((value - 0.6) / se, 5))
     assert result["p_value"] == pytest.approx(p)
