@@ -145,13 +145,124 @@ def cluster_resample_weights(clusters: Sequence[str], n_resamples: int, seed: in
 
 def _resampled_metrics(
     y_true: Sequence[int], scores: Sequence[float], threshold: float, clusters: Sequence[str], *,
-    n_resamples: int, seed: int, chunk: int = 250,
+    n_resamples: int, seed: int, chunk: int = 250, method: str = "percentile",
 ) -> dict[str, np.ndarray]:
-    """The ``METRICS`` on each cluster resample, ``chunk`` resamples at a time to bound memory."""
-    counts, index = _cluster_draws(clusters, n_resamples, seed)
-    parts = [weighted_metrics(y_true, scores, threshold, counts[i : i + chunk][:, index])
-             for i in range(0, n_resamples, chunk)]
+    """The ``METRICS`` on each cluster resample (``method`` "jackknife_t": with each cluster left out),
+    ``chunk`` resamples at a time to bound memory."""
+    if method == "jackknife_t":  # the rows of 1 - identity, built a chunk at a time (clusters may be many pairs)
+        units, index = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+        n_rows = len(units)
+
+        def rows(i: int) -> np.ndarray:
+            block = np.ones((min(chunk, n_rows - i), n_rows))
+            block[np.arange(len(block)), np.arange(i, i + len(block))] = 0.0
+            return block
+    else:
+        counts, index = _draws(clusters, n_resamples, seed, method)
+        n_rows = n_resamples
+
+        def rows(i: int) -> np.ndarray:
+            return counts[i : i + chunk]
+    parts = [weighted_metrics(y_true, scores, threshold, rows(i)[:, index]) for i in range(0, n_rows, chunk)]
     return {name: np.concatenate([p[name] for p in parts]) for name in METRICS}
+
+
+#: The intervals ``simulate_coverage`` compares.
+INTERVAL_METHODS: tuple[str, ...] = ("percentile", "bca", "jackknife_t")
+#: The study's intervals: chosen by the simulation below (synthetic data only), kept by a test.
+INTERVAL_METHOD = "jackknife_t"
+#: The simulated truth and the between-block correlation of the outcomes (intraclass correlation).
+SIMULATION_TRUTH, SIMULATION_ICC = 0.7, 0.1
+#: Simulated splits behind a coverage (its Monte Carlo standard error is about 0.007 at 95%).
+SIMULATION_SPLITS = 1000
+
+
+def _row_quantiles(sorted_rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Each row's ``q``-quantile (one ``q`` per row) of rows sorted ascending, linearly interpolated like
+    ``np.percentile``."""
+    position = np.clip(q, 0.0, 1.0) * (sorted_rows.shape[1] - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, sorted_rows.shape[1] - 1)
+    rows = np.arange(len(sorted_rows))
+    return sorted_rows[rows, below] + (position - below) * (sorted_rows[rows, above] - sorted_rows[rows, below])
+
+
+def _simulated_intervals(successes: np.ndarray, sizes: np.ndarray, method: str, confidence: float,
+                         rng: np.random.Generator, n_resamples: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of ``method`` on each simulated split (rows of ``successes``, one column per block)."""
+    from scipy import stats
+
+    n_sims, g = successes.shape
+    estimate = successes.sum(axis=1) / sizes.sum()
+    loo = (successes.sum(axis=1, keepdims=True) - successes) / (sizes.sum() - sizes)  # leave one block out
+    tail = (1 - confidence) / 2
+    if method == "jackknife_t":
+        se = np.sqrt((g - 1) / g * ((loo - loo.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+        q = stats.t.ppf(1 - tail, g - 1)
+        return estimate - q * se, estimate + q * se
+    counts = rng.multinomial(g, np.full(g, 1 / g), size=(n_sims, n_resamples)).astype(np.float64)
+    boot = np.einsum("sbg,sg->sb", counts, successes) / (counts @ sizes)
+    if method == "percentile":
+        low, high = np.percentile(boot, [100 * tail, 100 * (1 - tail)], axis=1)
+        return low, high
+    # BCa: bias correction z0 from the share of resamples below the estimate, acceleration from the jackknife
+    below = (boot < estimate[:, None]).mean(axis=1) + 0.5 * (boot == estimate[:, None]).mean(axis=1)
+    z0 = stats.norm.ppf(np.clip(below, 0.5 / n_resamples, 1 - 0.5 / n_resamples))
+    d = loo.mean(axis=1, keepdims=True) - loo
+    spread = (d**2).sum(axis=1)
+    accel = _ratio((d**3).sum(axis=1), 6 * spread**1.5, 0.0)
+    z = stats.norm.ppf([tail, 1 - tail])[:, None]
+    levels = stats.norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+    ordered = np.sort(boot, axis=1)
+    return _row_quantiles(ordered, levels[0]), _row_quantiles(ordered, levels[1])
+
+
+def simulate_coverage(
+    block_sizes: Sequence[int],
+    *,
+    methods: Sequence[str] = INTERVAL_METHODS,
+    n_sims: int = SIMULATION_SPLITS,
+    n_resamples: int = 500,
+    truth: float = SIMULATION_TRUTH,
+    icc: float = SIMULATION_ICC,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``{method: coverage}``: the share of ``n_sims`` simulated splits with one block per entry of
+    ``block_sizes`` (its frames) whose ``method`` interval contains ``truth`` (see the text above)."""
+    sizes = np.asarray(block_sizes, dtype=np.int64)
+    if sizes.ndim != 1 or len(sizes) < 2 or (sizes < 1).any():
+        raise ValueError(f"a simulated split needs at least two blocks of at least one frame, got {list(sizes)}")
+    unknown = [m for m in methods if m not in INTERVAL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown interval method(s) {unknown}: expected some of {INTERVAL_METHODS}")
+    if not (0 < truth < 1 and 0 < icc < 1 and 0 < confidence < 1 and n_sims >= 1 and n_resamples >= 1):
+        raise ValueError("truth, icc and confidence must lie in (0, 1), n_sims and n_resamples be >= 1")
+    rng = np.random.default_rng(seed)
+    a, b = truth * (1 - icc) / icc, (1 - truth) * (1 - icc) / icc   # Beta with mean truth, correlation icc
+    covered = dict.fromkeys(methods, 0)
+    chunk = max(1, 4_000_000 // (n_resamples * len(sizes)))      # bounds the resample array's memory
+    for start in range(0, n_sims, chunk):
+        rates = rng.beta(a, b, size=(min(chunk, n_sims - start), len(sizes)))
+        successes = rng.binomial(sizes, rates).astype(np.float64)
+        for method in methods:
+            low, high = _simulated_intervals(successes, sizes.astype(np.float64), method, confidence, rng,
+                                             n_resamples)
+            covered[method] += int(((low <= truth) & (truth <= high)).sum())
+    return {method: covered[method] / n_sims for method in methods}
+
+
+def coverage_report(block_sizes: Sequence[int], *, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """``bootstrap.simulated_coverage`` of ``metrics.json``: ``simulate_coverage`` at a split's own blocks (their
+    frames), for every method, with the coverage of ``INTERVAL_METHOD`` and how it was simulated."""
+    sizes = [int(n) for n in block_sizes]
+    by_method = simulate_coverage(sizes, confidence=confidence, seed=seed)
+    return {"interval_method": INTERVAL_METHOD, "coverage": by_method[INTERVAL_METHOD], "by_method": by_method,
+            "confidence": confidence, "n_blocks": len(sizes), "frames_per_block": sizes,
+            "n_sims": SIMULATION_SPLITS, "truth": SIMULATION_TRUTH, "icc": SIMULATION_ICC,
+            "simulation": "each block's success rate drawn from a Beta distribution with mean `truth` and "
+                          "intraclass correlation `icc`, each frame a Bernoulli draw of it; the estimate is the "
+                          "share of successes; coverage = share of simulated splits whose interval holds `truth`"}
 
 
 #: An interval needs at least this share of the resamples to define the metric; else it is null.
@@ -162,11 +273,53 @@ def _clean(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _estimate(value: float, resampled: np.ndarray, confidence: float) -> dict[str, Any]:
-    """``{"value", "low", "high", "n_undefined"[, "reason"]}``: the percentile interval of the
-    resamples that define the metric, null when fewer than ``MIN_DEFINED_SHARE`` of them do."""
+def _check_method(method: str) -> None:
+    if method not in ("percentile", "jackknife_t"):
+        raise ValueError(f"unknown interval method {method!r}: expected 'jackknife_t' or 'percentile'")
+
+
+def _draws(clusters: Sequence[str], n_resamples: int, seed: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, index)`` of ``_cluster_draws`` for the percentile interval; for the jackknife, one row per
+    cluster with that cluster left out (weight 0) and every other drawn once."""
+    _check_method(method)
+    if method == "percentile":
+        return _cluster_draws(clusters, n_resamples, seed)
+    units, index = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    return 1.0 - np.eye(len(units)), index
+
+
+def _jackknife_estimate(value: float, left_out: np.ndarray, confidence: float,
+                        bounds: tuple[float, float]) -> dict[str, Any]:
+    """The jackknife t interval from the estimates with each block left out in turn (one per block)."""
+    from scipy import stats
+
+    g = len(left_out)
+    n_undefined = int((~np.isfinite(left_out)).sum())
+    estimate: dict[str, Any] = {"value": _clean(value), "low": None, "high": None, "n_undefined": n_undefined,
+                                "se": None, "df": g - 1}
+    if g < 2:
+        estimate["reason"] = "one id block holds these pairs: no interval"
+    elif n_undefined:
+        estimate["reason"] = (f"undefined with {n_undefined} of {g} id blocks left out (one class only, or no pair "
+                              "of this kind remains): no jackknife standard error")
+    elif estimate["value"] is not None:
+        se = math.sqrt((g - 1) / g * float(((left_out - left_out.mean()) ** 2).sum()))
+        half = float(stats.t.ppf(1 - (1 - confidence) / 2, g - 1)) * se
+        estimate.update(low=max(bounds[0], value - half), high=min(bounds[1], value + half), se=se)
+    return estimate
+
+
+def _estimate(value: float, resampled: np.ndarray, confidence: float, method: str = INTERVAL_METHOD,
+              bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
+    """``{"value", "low", "high", "n_undefined"[, "se", "df"][, "reason"]}``. ``method`` "jackknife_t": the
+    jackknife t interval from ``resampled``, the estimates with each block left out; "percentile": the
+    percentile interval of the resamples that define the metric, null when fewer than ``MIN_DEFINED_SHARE``
+    of them do."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_method(method)
+    if method == "jackknife_t":
+        return _jackknife_estimate(value, np.asarray(resampled, dtype=np.float64), confidence, bounds)
     defined = resampled[np.isfinite(resampled)]
     n_undefined = int(len(resampled) - len(defined))
     estimate: dict[str, Any] = {"value": _clean(value), "low": None, "high": None, "n_undefined": n_undefined}
@@ -189,12 +342,14 @@ def bootstrap_metrics(
     n_resamples: int,
     seed: int,
     confidence: float = 0.95,
+    method: str = INTERVAL_METHOD,
 ) -> dict[str, dict[str, Any]]:
-    """``{metric: estimate}``: sklearn point estimates and percentile intervals over resampled ``clusters``
-    (each pair's id block)."""
+    """``{metric: estimate}``: sklearn point estimates and ``method`` intervals over ``clusters`` (each pair's
+    id block)."""
     point = point_metrics(y_true, scores, threshold)
-    resampled = _resampled_metrics(y_true, scores, threshold, clusters, n_resamples=n_resamples, seed=seed)
-    return {name: _estimate(point[name], resampled[name], confidence) for name in METRICS}
+    resampled = _resampled_metrics(y_true, scores, threshold, clusters, n_resamples=n_resamples, seed=seed,
+                                   method=method)
+    return {name: _estimate(point[name], resampled[name], confidence, method) for name in METRICS}
 
 
 def bootstrap_difference(
@@ -208,13 +363,16 @@ def bootstrap_difference(
     n_resamples: int,
     seed: int,
     confidence: float = 0.95,
+    method: str = INTERVAL_METHOD,
 ) -> dict[str, dict[str, Any]]:
-    """``{metric: estimate}`` of model A's metric minus model B's on the same pairs and the same resamples."""
+    """``{metric: estimate}`` of model A's metric minus model B's on the same pairs and the same resamples
+    (or left-out blocks)."""
     a, b = point_metrics(y_true, scores_a, threshold_a), point_metrics(y_true, scores_b, threshold_b)
-    kwargs = dict(n_resamples=n_resamples, seed=seed)
+    kwargs = dict(n_resamples=n_resamples, seed=seed, method=method)
     ra = _resampled_metrics(y_true, scores_a, threshold_a, clusters, **kwargs)
     rb = _resampled_metrics(y_true, scores_b, threshold_b, clusters, **kwargs)
-    return {name: _estimate(a[name] - b[name], ra[name] - rb[name], confidence) for name in METRICS}
+    return {name: _estimate(a[name] - b[name], ra[name] - rb[name], confidence, method, (-1.0, 1.0))
+            for name in METRICS}
 
 
 def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
@@ -280,30 +438,39 @@ def _paired_groups(frames: pd.DataFrame) -> dict[str, np.ndarray]:
     return groups
 
 
-def bootstrap_paired(frames: pd.DataFrame, *, n_resamples: int, seed: int,
-                     confidence: float = 0.95) -> dict[str, dict[str, Any]]:
-    """``{"all" | negative_type: estimate + {"frames"}}``: the paired score of ``paired_outcomes`` with a
-    block-bootstrap interval."""
-    counts, index = _cluster_draws(frames["block"].to_numpy(), n_resamples, seed)
+def _group_replicates(resampled: np.ndarray, mask: np.ndarray, index: np.ndarray, method: str) -> np.ndarray:
+    """The replicates that speak of a group: every resample, or, for the jackknife, the rows that leave out a
+    block holding some of the group's frames (leaving out another block changes nothing)."""
+    return resampled[np.unique(index[mask])] if method == "jackknife_t" else resampled
+
+
+def bootstrap_paired(frames: pd.DataFrame, *, n_resamples: int, seed: int, confidence: float = 0.95,
+                     method: str = INTERVAL_METHOD) -> dict[str, dict[str, Any]]:
+    """``{"all" | negative_type: estimate + {"frames"}}``: the paired score of ``paired_outcomes`` with an
+    interval over its id blocks."""
+    counts, index = _draws(frames["block"].to_numpy(), n_resamples, seed, method)
     outcome = frames["outcome"].to_numpy(dtype=np.float64)
     out = {}
     for group, mask in _paired_groups(frames).items():
-        estimate = _estimate(float(outcome[mask].mean()), _paired_resampled(outcome, mask, counts, index), confidence)
+        replicates = _group_replicates(_paired_resampled(outcome, mask, counts, index), mask, index, method)
+        estimate = _estimate(float(outcome[mask].mean()), replicates, confidence, method)
         out[group] = {**estimate, "frames": int(mask.sum())}
     return out
 
 
 def bootstrap_paired_difference(frames_a: pd.DataFrame, frames_b: pd.DataFrame, *, n_resamples: int, seed: int,
-                                confidence: float = 0.95) -> dict[str, dict[str, Any]]:
-    """Model A's paired score minus model B's, per group, on the same frames and block resamples."""
+                                confidence: float = 0.95, method: str = INTERVAL_METHOD) -> dict[str, dict[str, Any]]:
+    """Model A's paired score minus model B's, per group, on the same frames and block resamples (or left-out
+    blocks)."""
     if not frames_a[["story_id", "frame"]].equals(frames_b[["story_id", "frame"]]):
         raise ValueError("paired differences need both models scored on the same frames, in the same order")
-    counts, index = _cluster_draws(frames_a["block"].to_numpy(), n_resamples, seed)
+    counts, index = _draws(frames_a["block"].to_numpy(), n_resamples, seed, method)
     a, b = frames_a["outcome"].to_numpy(dtype=np.float64), frames_b["outcome"].to_numpy(dtype=np.float64)
     out = {}
     for group, mask in _paired_groups(frames_a).items():
         resampled = _paired_resampled(a, mask, counts, index) - _paired_resampled(b, mask, counts, index)
-        out[group] = _estimate(float(a[mask].mean() - b[mask].mean()), resampled, confidence)
+        out[group] = _estimate(float(a[mask].mean() - b[mask].mean()),
+                               _group_replicates(resampled, mask, index, method), confidence, method, (-1.0, 1.0))
     return out
 
 
@@ -486,20 +653,78 @@ def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, s
     }
 
 
+#: Chance for a paired score or a ROC-AUC, and the margin within which a value counts as chance.
+CHANCE, EQUIVALENCE_MARGIN = 0.5, 0.10
+#: The level of each one-sided test: equivalence when the (1 - 2 alpha) interval lies inside the margins.
+EQUIVALENCE_ALPHA = 0.05
+VERDICTS: tuple[str, ...] = ("equivalent to chance", "better than chance", "worse than chance", "not shown")
+
+
+def equivalence_test(estimate: Mapping[str, Any] | None, *, margin: float = EQUIVALENCE_MARGIN,
+                     alpha: float = EQUIVALENCE_ALPHA, chance: float = CHANCE) -> dict[str, Any]:
+    """``{"verdict", "p_value", "low", "high"[, "reason"]}``: two one-sided t tests of an estimate (``value``,
+    ``se``, ``df`` of the jackknife t interval) against ``chance`` +- ``margin``; ``p_value`` is the larger of
+    the two, ``low``/``high`` the (1 - 2 ``alpha``) interval, clipped to [0, 1]. Better or worse than chance: the estimate's own
+    ``low``/``high`` (95%) interval lies wholly above or below ``chance``."""
+    from scipy import stats
+
+    if not (0 < margin and 0 < alpha < 0.5):
+        raise ValueError(f"margin must be > 0 and alpha in (0, 0.5), got {margin} and {alpha}")
+    estimate = estimate or {}
+    value, se, df = estimate.get("value"), estimate.get("se"), estimate.get("df")
+    if value is None or se is None or df is None or df < 1:
+        reason = estimate.get("reason") or "no value or no standard error"
+        return {"verdict": "not shown", "p_value": None, "low": None, "high": None, "reason": reason}
+    lower, upper = chance - margin, chance + margin
+    if se > 0:
+        p_value = max(float(stats.t.sf((value - lower) / se, df)), float(stats.t.cdf((value - upper) / se, df)))
+    else:
+        p_value = 0.0 if lower < value < upper else 1.0
+    half = float(stats.t.ppf(1 - alpha, df)) * se
+    low, high = max(0.0, value - half), min(1.0, value + half)  # a paired score and a ROC-AUC lie in [0, 1]
+    if lower < low and high < upper:
+        verdict = "equivalent to chance"
+    elif estimate.get("low") is not None and estimate["low"] > chance:
+        verdict = "better than chance"
+    elif estimate.get("high") is not None and estimate["high"] < chance:
+        verdict = "worse than chance"
+    else:
+        verdict = "not shown"
+    return {"verdict": verdict, "p_value": p_value, "low": low, "high": high}
+
+
+def equivalence_section(entry: Mapping[str, Any], **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """The ``equivalence`` of one model's or control's entry of ``metrics.json``: ``equivalence_test`` of its
+    paired score per group and of its ROC-AUC overall and per negative type."""
+    roc = {"overall": entry.get("overall", {}).get("roc_auc"),
+           **{t: v.get("roc_auc") for t, v in entry.get("by_negative_type", {}).items()}}
+    return {"paired": {g: equivalence_test(e, **kwargs) for g, e in entry.get("paired", {}).items()},
+            "roc_auc": {g: equivalence_test(e, **kwargs) for g, e in roc.items() if e is not None}}
+
+
 # extra code: the layout of metrics.json, kept beside the code that writes it
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 METRICS_SCHEMA = """\
 metrics.json (written by chapter 07, read by every later chapter and the report index)
 
 {
-  "schema_version": 2,
+  "schema_version": 3,
   "profile": "quick",                      # the profile that produced it
   "split": "test",                         # the split of the top-level "n" and "models"
   "primary_model": "fusion",               # the head helpers.verify uses
   "threshold_rule": "...",                 # how every threshold was chosen (on validation only)
   "bootstrap": {"unit": "id_block", "block_size": 4, "n_resamples": 1000, "confidence": 0.95,
-                "seed": 42, "method": "percentile", "min_defined_share": 0.9},
+                "seed": 42, "method": "jackknife_t", "min_defined_share": 0.9,
+                                           # method: the intervals' (INTERVAL_METHOD); n_resamples and
+                                           # min_defined_share apply to method "percentile" only
+                "simulated_coverage": {"interval_method": "jackknife_t", "coverage": float,
+                    "by_method": {"percentile": float, "bca": float, "jackknife_t": float},
+                    "confidence": 0.95, "n_blocks": int, "frames_per_block": [int, ...],
+                    "n_sims": int, "truth": float, "icc": float, "simulation": str},
+                                           # share of simulated splits with the test split's own
+                                           # blocks whose interval holds the truth (synthetic data)
+                "equivalence": {"chance": 0.5, "margin": 0.1, "alpha": 0.05, "test": str}},
   "metrics": ["accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc"],
   "n": {"pairs": int, "frames": int, "stories": int, "blocks": int, "positives": int,
         "negatives": {"other_story": int, "same_story": int, "object_swap": int, "relation_swap": int},
@@ -521,9 +746,12 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # pooled: all positives + the negatives of that type
       "confusion": {"tn": int, "fp": int, "fn": int, "tp": int},   # at "threshold"
       "calibration": {"bin_edges": [11 floats], "mean_predicted": [...], "fraction_positive": [...],
-                      "count": [...]} | null
+                      "count": [...]} | null,
                                            # non-empty bins only (sklearn calibration_curve, 10 uniform
                                            # bins); null for a model whose score is not a probability
+      "equivalence": {"paired": {"all" | negative_type: verdict},
+                      "roc_auc": {"overall" | negative_type: verdict}}
+                                           # two one-sided tests against chance +- margin
     }
   },
   "differences": {                         # primary model minus each other model, on the same pairs
@@ -531,13 +759,14 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
   },
   "paired_differences": {"<other model name>": {"all" | negative_type: estimate}},
                                            # primary minus other, paired score, same resamples
-  "controls": {                            # blind controls on the test split: near 0.5 = the text alone
-    "<control name>": {                    # does not decide the verdict
+  "controls": {                            # blind controls on the test split: "equivalent to chance"
+    "<control name>": {                    # = the text alone does not decide the verdict
       "description": str,                  # shuffled_frames: the primary model, every text against a frame
                                            # of another id block; mlm_plausibility: the masked language
                                            # model's log-probability of the changed words (swap types only)
       "paired": {"all" | negative_type: estimate + {"frames": int}},
-      "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}}
+      "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}},
+      "equivalence": {"paired": {...: verdict}, "roc_auc": {...: verdict}}   # as for a model
     }
   },
   "audit": {                               # added by chapter 07's audit section: a person's judgements of
@@ -564,13 +793,28 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
 }
 
 estimate = {"value": float|null, "low": float|null, "high": float|null, "n_undefined": int,
-            "reason": str (only when an interval is null)}
-"value" is the estimate on the whole split; "low"/"high" are the 2.5th and 97.5th
-percentiles of the estimates over id blocks resampled with replacement (every model and
-every difference on the same resamples). "n_undefined" counts the resamples where the
-metric is undefined (e.g. ROC-AUC with one class, a paired score with no frame of that
-type); when more than 10% of them are, the interval is null and "reason" says why.
+            "se": float|null, "df": int, "reason": str (only when an interval is null)}
+"value" is the estimate on the whole split. With method "jackknife_t", "low"/"high" are
+value -+ t(df, 0.975) * se, clipped to the metric's range, where se is the delete-one-block
+jackknife standard error over the df + 1 id blocks that hold the metric's pairs (every model
+and every difference on the same left-out blocks); "n_undefined" counts the left-out blocks
+that leave the metric undefined (e.g. ROC-AUC with one class, a paired score with no frame of
+that type), and any makes the interval null with a "reason". With method "percentile" (no
+"se", "df"), "low"/"high" are the 2.5th and 97.5th percentiles over id blocks resampled with
+replacement, null when more than 10% of the resamples leave the metric undefined.
+verdict = {"verdict": "equivalent to chance" | "better than chance" | "worse than chance"
+           | "not shown", "p_value": float|null, "low": float|null, "high": float|null,
+           "reason": str (only without a standard error)}
+"equivalent to chance": the (1 - 2 alpha) interval "low"/"high" lies inside chance -+ margin
+(both one-sided tests reject; "p_value" is the larger one); else better / worse: the
+estimate's 95% interval lies wholly above / below chance; else not shown.
 """
+
+
+def test_block_frames(predictions: pd.DataFrame, model: str) -> list[int]:
+    """How many frames each id block of the test split holds (one model's rows), for ``coverage_report``."""
+    rows = predictions[(predictions["model"] == model) & (predictions["split"] == "test")]
+    return rows.drop_duplicates(["story_id", "frame"]).groupby("block").size().tolist()
 
 
 def evaluate(
@@ -600,8 +844,12 @@ def evaluate(
         "primary_model": primary_model,
         "threshold_rule": threshold_rule,
         "bootstrap": {"unit": "id_block", "block_size": block_size, "n_resamples": n_resamples,
-                      "confidence": confidence, "seed": seed, "method": "percentile",
-                      "min_defined_share": MIN_DEFINED_SHARE},
+                      "confidence": confidence, "seed": seed, "method": INTERVAL_METHOD,
+                      "min_defined_share": MIN_DEFINED_SHARE,
+                      "simulated_coverage": coverage_report(test_block_frames(predictions, primary_model),
+                                                            confidence=confidence, seed=seed),
+                      "equivalence": {"chance": CHANCE, "margin": EQUIVALENCE_MARGIN, "alpha": EQUIVALENCE_ALPHA,
+                                      "test": "two one-sided t tests on the jackknife standard error"}},
         "metrics": list(METRICS),
         **{key: test[key] for key in ("n", "models", "differences", "paired_differences")},
         "n_by_split": {split: split_counts(rows) for split, rows in one_model.groupby("split", sort=False)},
@@ -609,6 +857,8 @@ def evaluate(
     document["controls"] = {name: control_section(rows, description, n_resamples=n_resamples, seed=seed,
                                                   confidence=confidence)
                             for name, (description, rows) in (controls or {}).items()}
+    for entry in (*document["models"].values(), *document["controls"].values()):
+        entry["equivalence"] = equivalence_section(entry)  # every model and control, whatever its name
     if (predictions["split"] == "external").any():
         document["external"] = evaluate_split(predictions, "external", **kwargs)
     return document
@@ -720,6 +970,25 @@ def control_table(document: Mapping[str, Any]) -> pd.DataFrame:
         row |= {f"ROC-AUC {t}": format_estimate(v.get("roc_auc")) for t, v in info["by_negative_type"].items()}
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("control")
+
+
+def equivalence_table(document: Mapping[str, Any], section: str = "controls",
+                      names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Entries of ``section`` ("controls" or "models") x groups: the equivalence verdict of the paired score per
+    group and of the ROC-AUC overall and per type, each cell "verdict [low, high]" (the 90% interval)."""
+    entries = document.get(section, {})
+    rows = {}
+    for name in names if names is not None else list(entries):
+        eq = entries[name].get("equivalence", {})
+        row = {f"paired {g}": _verdict_text(v) for g, v in eq.get("paired", {}).items()}
+        rows[name] = row | {f"ROC-AUC {g}": _verdict_text(v) for g, v in eq.get("roc_auc", {}).items()}
+    return pd.DataFrame.from_dict(rows, orient="index").fillna("").rename_axis(section[:-1])
+
+
+def _verdict_text(result: Mapping[str, Any]) -> str:
+    if result.get("low") is None or result.get("high") is None:
+        return result["verdict"]
+    return f"{result['verdict']} [{result['low']:.3f}, {result['high']:.3f}]"
 
 
 def excludes_zero(estimate: Mapping[str, float | None]) -> bool:

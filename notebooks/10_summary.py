@@ -64,21 +64,25 @@ plt.show()
 # Per kind of negative, the headline is the paired score: the share of test frames whose own
 # text a model scores above its negative (0.5 is chance). The blind controls (`text_only`,
 # `clip_text_only`, and the primary head against a stranger's frame) say how much of it the
-# text alone could decide. Then every model's pooled metrics at its validation-tuned
-# threshold. Every value carries its 95% interval from resampling the test split's id blocks
-# (chapter 07).
+# text alone could decide, and whether each is shown equivalent to chance (two one-sided tests
+# against a margin; an interval that merely covers 0.5 shows nothing). Then every model's pooled
+# metrics at its validation-tuned threshold. Every value carries its 95% interval over the test
+# split's id blocks (chapter 07), whose coverage chapter 07 simulates at this split's own blocks.
 
 # %%
-from helpers.evaluation import control_table, format_estimate, paired_table, summary_table
+from helpers.evaluation import VERDICTS, control_table, equivalence_table, format_estimate, paired_table, summary_table
 from helpers.io import read_json
 
 metrics = read_json(ctx.paths.metrics_json)
 if metrics is None:
     raise FileNotFoundError(f"{ctx.paths.metrics_json} is missing: run chapter 07 (evaluation) first")
 n = metrics["n"]
-display(Markdown(f"Test split: {n['pairs']:,} pairs from {n['stories']:,} stories in {n['blocks']:,} id blocks "
-                 f"({n['positives']:,} aligned); intervals from {metrics['bootstrap']['n_resamples']:,} resamples "
-                 "of the id blocks."))
+boot, cover = metrics["bootstrap"], metrics["bootstrap"]["simulated_coverage"]
+display(Markdown(
+    f"Test split: {n['pairs']:,} pairs from {n['stories']:,} stories in {n['blocks']:,} id blocks "
+    f"({n['positives']:,} aligned); `{boot['method']}` intervals over the id blocks, whose simulated coverage at "
+    f"these blocks is {cover['coverage']:.0%} for a nominal {boot['confidence']:.0%}"
+    + (" (below 90%: the intervals are too narrow for this split)." if cover["coverage"] < 0.9 else ".")))
 display(paired_table(metrics))
 display(control_table(metrics))
 display(summary_table(metrics))
@@ -117,11 +121,29 @@ display(Markdown(db.headline_finding(metrics)))
 display(Markdown("\n".join(f"- {sentence}" for sentence in db.blind_findings(metrics))))
 
 # %% [markdown]
+# Being at chance has to be shown, not read off an interval that covers 0.5 (a small test split
+# always gives one): each blind control's paired score and ROC-AUC gets two one-sided tests
+# against chance plus or minus a margin (chapter 07). Its verdict is **equivalent to chance**,
+# **better than chance** (the text gives the negatives away), **worse than chance**, or **not
+# shown** (the split cannot tell).
+
+# %%
+eq = boot["equivalence"]
+blind = [m for m, info in metrics["models"].items() if info.get("kind") in ("text_only", "blind_control")]
+display(pd.concat([equivalence_table(metrics), equivalence_table(metrics, "models", blind)]))
+lines = []
+for name, info in [*metrics["controls"].items(), *((m, metrics["models"][m]) for m in blind)]:
+    found = [v["verdict"] for part in info["equivalence"].values() for v in part.values()]
+    lines.append(f"- `{name}`: " + ", ".join(f"{found.count(v)} {v}" for v in VERDICTS if found.count(v))
+                 + f" (of {len(found)}; margin {eq['margin']}, each test at {eq['alpha']}).")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
 # ### The head against each evidence alone
 #
 # Every evidence is also a model of its own (its score thresholded on the validation split).
 # The head earns its place only if it beats the best of them by more than the test split's
-# uncertainty: the difference is paired (both models on the same resamples of id blocks),
+# uncertainty: the difference is paired (both models with the same id blocks left out),
 # and the test split tells the two apart only when its interval excludes zero.
 
 # %%

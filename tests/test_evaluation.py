@@ -12,7 +12,10 @@ import pytest
 from sklearn import metrics as skm
 
 from helpers.evaluation import (
+    EQUIVALENCE_MARGIN,
+    INTERVAL_METHOD,
     METRICS,
+    VERDICTS,
     NEGATIVE_TYPES,
     MIN_DEFINED_SHARE,
     bootstrap_difference,
@@ -21,6 +24,7 @@ from helpers.evaluation import (
     bootstrap_paired_difference,
     cluster_resample_weights,
     control_section,
+    equivalence_test,
     evaluate,
     evaluate_split,
     format_estimate,
@@ -129,23 +133,33 @@ def test_paired_differences_cancel_what_two_models_share():
     # Pairing removes the shared story effect: the difference is far surer than either model.
     assert diff["roc_auc"]["high"] - diff["roc_auc"]["low"] < 0.25 * (alone_a["roc_auc"]["high"] - alone_a["roc_auc"]["low"])
     same = bootstrap_difference(y, a, 0.5, a, 0.5, stories, **kwargs)
-    assert all(same[name] == {"value": 0.0, "low": 0.0, "high": 0.0, "n_undefined": 0} for name in METRICS)
+    # the jackknife over the 25 stories: a zero difference on every left-out story, se 0, 24 degrees of freedom
+    assert all(same[name] == {"value": 0.0, "low": 0.0, "high": 0.0, "n_undefined": 0, "se": 0.0, "df": 24}
+               for name in METRICS)
 
 
 def test_an_interval_that_too_few_resamples_define_is_null_with_its_reason():
     # Two blocks, one holding the only negative: about half the resamples have one class only.
     y = np.array([1, 1, 0, 1])
     s = np.array([0.9, 0.8, 0.1, 0.7])
-    est = bootstrap_metrics(y, s, 0.5, ["a", "a", "a", "b"], n_resamples=200, seed=0)["roc_auc"]
+    est = bootstrap_metrics(y, s, 0.5, ["a", "a", "a", "b"], n_resamples=200, seed=0, method="percentile")["roc_auc"]
     assert est["value"] == 1.0 and est["low"] is None and est["high"] is None
     assert 60 < est["n_undefined"] < 140 and "undefined in" in est["reason"]
+    # the jackknife: leaving out block "a" leaves one class, so there is no standard error
+    jack = bootstrap_metrics(y, s, 0.5, ["a", "a", "a", "b"], n_resamples=200, seed=0)["roc_auc"]
+    assert (jack["value"], jack["low"], jack["high"], jack["se"], jack["n_undefined"]) == (1.0, None, None, None, 1)
+    assert jack["df"] == 1 and "undefined with 1 of 2 id blocks left out" in jack["reason"]
+    assert format_estimate(jack) == "1.000 [no interval]"
     assert format_estimate(est) == "1.000 [no interval]"
     assert format_estimate({"value": None, "low": None, "high": None}) == "undefined"
     assert format_estimate({"value": 0.5, "low": 0.25, "high": 0.75}) == "0.500 [0.250, 0.750]"
     # With every block holding both classes, every resample defines it: an interval, no reason.
     est = bootstrap_metrics(np.tile([1, 0], 4), np.tile([0.9, 0.1], 4), 0.5, list("aabbccdd"), n_resamples=50,
-                            seed=0)["roc_auc"]
+                            seed=0, method="percentile")["roc_auc"]
     assert est == {"value": 1.0, "low": 1.0, "high": 1.0, "n_undefined": 0}
+    est = bootstrap_metrics(np.tile([1, 0], 4), np.tile([0.9, 0.1], 4), 0.5, list("aabbccdd"), n_resamples=50,
+                            seed=0)["roc_auc"]
+    assert est == {"value": 1.0, "low": 1.0, "high": 1.0, "n_undefined": 0, "se": 0.0, "df": 3}
     assert 0.5 < MIN_DEFINED_SHARE < 1
 
 
@@ -156,9 +170,10 @@ def test_the_interval_is_the_central_95_percent_of_the_resamples():
     blocks = np.repeat([f"b{i}" for i in range(20)], 6)
     w = cluster_resample_weights(blocks, 300, seed=11)
     accuracy = weighted_metrics(y, s, 0.5, w)["accuracy"]
-    est = bootstrap_metrics(y, s, 0.5, blocks, n_resamples=300, seed=11)["accuracy"]
+    est = bootstrap_metrics(y, s, 0.5, blocks, n_resamples=300, seed=11, method="percentile")["accuracy"]
     assert (est["low"], est["high"]) == pytest.approx(tuple(np.percentile(accuracy, [2.5, 97.5])))
-    narrow = bootstrap_metrics(y, s, 0.5, blocks, n_resamples=300, seed=11, confidence=0.9)["accuracy"]
+    narrow = bootstrap_metrics(y, s, 0.5, blocks, n_resamples=300, seed=11, confidence=0.9,
+                               method="percentile")["accuracy"]
     assert (narrow["low"], narrow["high"]) == pytest.approx(tuple(np.percentile(accuracy, [5, 95])))
     assert narrow["high"] - narrow["low"] < est["high"] - est["low"]
 
@@ -228,25 +243,52 @@ def test_paired_bootstrap_resamples_blocks_and_differences_share_the_resamples()
     test = predictions[predictions["split"] == "test"]
     fa = paired_outcomes(test[test["model"] == "fusion"])
     fb = paired_outcomes(test[test["model"] == "clip_score_only"])
-    a = bootstrap_paired(fa, n_resamples=200, seed=3)
-    b = bootstrap_paired(fb, n_resamples=200, seed=3)
-    diff = bootstrap_paired_difference(fa, fb, n_resamples=200, seed=3)
+    a = bootstrap_paired(fa, n_resamples=200, seed=3, method="percentile")
+    b = bootstrap_paired(fb, n_resamples=200, seed=3, method="percentile")
+    diff = bootstrap_paired_difference(fa, fb, n_resamples=200, seed=3, method="percentile")
     for group in ("all", *NEGATIVE_TYPES):
         assert diff[group]["value"] == pytest.approx(a[group]["value"] - b[group]["value"])
     # By hand: the mean outcome over frames of the drawn blocks, each block as often as drawn.
     w = cluster_resample_weights(fa["block"].to_numpy(), 200, seed=3)
     by_hand = (w @ fa["outcome"].to_numpy()) / w.sum(axis=1)
     assert (a["all"]["low"], a["all"]["high"]) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
-    self_diff = bootstrap_paired_difference(fa, fa, n_resamples=50, seed=0)
+    self_diff = bootstrap_paired_difference(fa, fa, n_resamples=50, seed=0, method="percentile")
     assert all(e["value"] == e["low"] == e["high"] == 0.0 for e in self_diff.values())
+    assert all(e["value"] == e["low"] == e["high"] == e["se"] == 0.0 for e in
+               bootstrap_paired_difference(fa, fa, n_resamples=50, seed=0).values())
     # The interval of a difference is drawn with the seed given: the same seed, the same interval.
     varied = fa.assign(outcome=np.linspace(0.0, 1.0, len(fa)))  # block means that differ, so draws matter
     by_hand = (w @ (varied["outcome"] - fb["outcome"]).to_numpy()) / w.sum(axis=1)
-    drawn = bootstrap_paired_difference(varied, fb, n_resamples=200, seed=3)["all"]
+    drawn = bootstrap_paired_difference(varied, fb, n_resamples=200, seed=3, method="percentile")["all"]
     assert (drawn["low"], drawn["high"]) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
     assert drawn["low"] < drawn["high"]
     with pytest.raises(ValueError, match="^paired differences need both models scored on the same frames"):
         bootstrap_paired_difference(fa, fb.iloc[::-1], n_resamples=10, seed=0)
+
+
+def test_the_jackknife_t_interval_leaves_out_each_block_that_holds_the_group():
+    from scipy import stats
+
+    rng = np.random.default_rng(8)
+    frames = pd.DataFrame({"story_id": [f"s{i}" for i in range(30)], "frame": 0,
+                           "block": np.repeat([f"b{i}" for i in range(6)], [3, 4, 5, 6, 5, 7]),
+                           "negative_type": ["object_swap" if i < 12 else "same_story" for i in range(30)],
+                           "outcome": rng.integers(0, 3, 30) / 2})
+    est = bootstrap_paired(frames, n_resamples=10, seed=0)
+    for group, rows in (("all", frames), ("object_swap", frames[frames["negative_type"] == "object_swap"])):
+        sums, sizes = rows.groupby("block")["outcome"].sum(), rows.groupby("block").size()
+        left_out = (sums.sum() - sums) / (sizes.sum() - sizes)  # one value per block that holds the group
+        g = len(sums)
+        se = np.sqrt((g - 1) / g * ((left_out - left_out.mean()) ** 2).sum())
+        half = stats.t.ppf(0.975, g - 1) * se
+        value = rows["outcome"].mean()
+        assert est[group]["df"] == g - 1 and est[group]["se"] == pytest.approx(se)
+        assert (est[group]["low"], est[group]["high"]) == pytest.approx((max(0, value - half), min(1, value + half)))
+    assert est["object_swap"]["df"] == 2  # its 12 frames lie in 3 of the 6 blocks
+    narrow = bootstrap_paired(frames, n_resamples=10, seed=0, confidence=0.9)["all"]
+    assert narrow["high"] - narrow["low"] < est["all"]["high"] - est["all"]["low"]
+    with pytest.raises(ValueError, match="unknown interval method"):
+        bootstrap_paired(frames, n_resamples=10, seed=0, method="bootstrap")
 
 
 def test_metrics_document_follows_the_schema():
@@ -254,7 +296,7 @@ def test_metrics_document_follows_the_schema():
     doc = evaluate(predictions, profile="smoke", n_resamples=50, seed=42, primary_model="fusion", threshold_rule="rule",
                    block_size=2)
     json.dumps(doc, allow_nan=False)  # strict JSON: undefined values are null, never NaN
-    assert doc["schema_version"] == 2 and doc["split"] == "test" and doc["primary_model"] == "fusion"
+    assert doc["schema_version"] == 3 and doc["split"] == "test" and doc["primary_model"] == "fusion"
     assert doc["bootstrap"]["unit"] == "id_block" and doc["bootstrap"]["block_size"] == 2
     assert doc["bootstrap"]["confidence"] == 0.95
     assert doc["n"] == {"pairs": 96, "frames": 48, "stories": 12, "blocks": 6, "positives": 48,
@@ -287,7 +329,23 @@ def test_metrics_document_follows_the_schema():
         fusion["paired"]["all"]["value"] - clip["paired"]["all"]["value"])
 
     alone = evaluate_split(predictions, "test", n_resamples=50, seed=42)  # no primary model: no differences
-    assert alone["differences"] == {} and alone["models"] == doc["models"]
+    assert alone["differences"] == {}
+    assert alone["models"] == {name: {k: v for k, v in info.items() if k != "equivalence"}
+                               for name, info in doc["models"].items()}
+
+    # Every model gets its equivalence verdicts: the paired score per group, ROC-AUC overall and per type.
+    for info in doc["models"].values():
+        eq = info["equivalence"]
+        assert set(eq["paired"]) == set(info["paired"]) and set(eq["roc_auc"]) == {"overall", *NEGATIVE_TYPES}
+        assert all(v["verdict"] in VERDICTS for part in eq.values() for v in part.values())
+        assert eq["paired"]["all"] == equivalence_test(info["paired"]["all"])
+    assert doc["bootstrap"]["method"] == INTERVAL_METHOD == "jackknife_t"
+    assert doc["bootstrap"]["equivalence"]["margin"] == EQUIVALENCE_MARGIN
+    coverage = doc["bootstrap"]["simulated_coverage"]
+    assert coverage["n_blocks"] == 6 and coverage["frames_per_block"] == [8] * 6  # 2 stories of 4 frames each
+    assert coverage["interval_method"] == "jackknife_t" and coverage["coverage"] == coverage["by_method"]["jackknife_t"]
+    assert coverage["n_sims"] >= 1000 and set(coverage["by_method"]) == {"percentile", "bca", "jackknife_t"}
+    assert coverage["coverage"] > coverage["by_method"]["percentile"]
 
     frame = metrics_frame(doc)
     assert len(frame) == 2 * ((1 + len(NEGATIVE_TYPES)) * len(METRICS) + 1 + len(NEGATIVE_TYPES))

@@ -204,12 +204,13 @@ def test_the_interval_is_the_2_5th_and_97_5th_percentile_of_the_resampled_estima
     assert not np.allclose(expected, np.percentile(accuracy, [5, 95]))
     assert not np.allclose(expected, np.percentile(accuracy, [1.5, 98.5]))
     assert not np.allclose(expected, np.percentile(accuracy, [3.5, 96.5]))
-    for result in (bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7),
-                   bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.95)):
+    pct = {"method": "percentile"}
+    for result in (bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, **pct),
+                   bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.95, **pct)):
         est = result["accuracy"]
         assert est["value"] == pytest.approx(8 / 12)
         assert (est["low"], est["high"]) == pytest.approx(tuple(expected))
-    half = bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.5)["accuracy"]
+    half = bootstrap_metrics(y, s, 0.5, clusters, n_resamples=200, seed=7, confidence=0.5, **pct)["accuracy"]
     assert (half["low"], half["high"]) == pytest.approx(tuple(np.percentile(accuracy, [25, 75])))
 
 
@@ -219,13 +220,15 @@ def test_a_paired_difference_takes_the_percentiles_of_the_differences():
     weights = resample_weights(clusters, 200, 7)
     difference = (weights @ right - weights.sum(axis=1)) / weights.sum(axis=1)  # accuracy of s minus 1
     for kwargs in ({}, {"confidence": 0.95}):
-        est = bootstrap_difference(y, s, 0.5, always, 0.5, clusters, n_resamples=200, seed=7, **kwargs)["accuracy"]
+        est = bootstrap_difference(y, s, 0.5, always, 0.5, clusters, n_resamples=200, seed=7, **kwargs,
+                                   method="percentile")["accuracy"]
         assert est["value"] == pytest.approx(8 / 12 - 1)
         assert (est["low"], est["high"]) == pytest.approx(tuple(np.percentile(difference, [2.5, 97.5])))
     # the first model minus the second, not the other way round, at each threshold given
-    swapped = bootstrap_difference(y, always, 0.5, s, 0.5, clusters, n_resamples=200, seed=7)["accuracy"]
+    pct = {"method": "percentile"}
+    swapped = bootstrap_difference(y, always, 0.5, s, 0.5, clusters, n_resamples=200, seed=7, **pct)["accuracy"]
     assert swapped["value"] == pytest.approx(1 - 8 / 12)
-    shifted = bootstrap_difference(y, s, 0.5, always, 0.95, clusters, n_resamples=200, seed=7)["accuracy"]
+    shifted = bootstrap_difference(y, s, 0.5, always, 0.95, clusters, n_resamples=200, seed=7, **pct)["accuracy"]
     # at 0.95 the second model rejects every pair: its accuracy is the share of negatives, 1/3
     assert shifted["value"] == pytest.approx(8 / 12 - 1 / 3)
 
@@ -236,19 +239,19 @@ def test_undefined_resamples_are_left_out_of_the_interval_and_undefined_values_a
     weights = resample_weights(clusters, 50, 3)
     both = (weights[:, 0] > 0) & (weights[:, 2] > 0)
     assert 0 < both.sum() < 50  # some resamples have both classes, some one
-    est = bootstrap_metrics(y, s, 0.5, clusters, n_resamples=50, seed=3)["roc_auc"]
+    est = bootstrap_metrics(y, s, 0.5, clusters, n_resamples=50, seed=3, method="percentile")["roc_auc"]
     # fewer than MIN_DEFINED_SHARE of the resamples define it: no interval, and the count says why
     assert both.sum() < MIN_DEFINED_SHARE * 50 and est["n_undefined"] == 50 - both.sum()
     assert (est["value"], est["low"], est["high"]) == (1.0, None, None) and "undefined in" in est["reason"]
     # a third cluster holding both classes makes almost every resample defined: the interval comes
     # from the defined resamples only
     y3, s3, c3 = np.r_[y, [1, 0] * 20], np.r_[s, [0.7, 0.3] * 20], np.r_[clusters, ["c"] * 40]
-    est = bootstrap_metrics(y3, s3, 0.5, c3, n_resamples=200, seed=3)["roc_auc"]
+    est = bootstrap_metrics(y3, s3, 0.5, c3, n_resamples=200, seed=3, method="percentile")["roc_auc"]
     w = resample_weights(c3, 200, 3)
     defined = (w[:, y3 == 1].sum(axis=1) > 0) & (w[:, y3 == 0].sum(axis=1) > 0)
     assert est["n_undefined"] == (~defined).sum() and defined.mean() >= MIN_DEFINED_SHARE
     assert (est["value"], est["low"], est["high"]) == (1.0, 1.0, 1.0)
-    one_class = bootstrap_metrics([1, 1], [0.2, 0.9], 0.5, ["a", "b"], n_resamples=20, seed=0)
+    one_class = bootstrap_metrics([1, 1], [0.2, 0.9], 0.5, ["a", "b"], n_resamples=20, seed=0, method="percentile")
     assert all(one_class["roc_auc"][k] is None for k in ("value", "low", "high"))
     assert one_class["accuracy"]["value"] == 0.5 and isinstance(one_class["accuracy"]["low"], float)
 
