@@ -1165,10 +1165,10 @@ display(Markdown(
 # ("James", "them") becomes "person". `entity_phrases` could take the head of a
 # chain-of-thought description instead (a robot, a dog), but the features never give it one:
 # that description annotates the frame an aligned pair is judged on, and the verifier has
-# none. Plain text, what the
-# verifier reads, has no tags: `named_things` finds its COCO things and person pronouns (a
-# pronoun is a "person"), and the nouns the lexicon lists as `NOT_COCO` are kept too (`other_nouns`). A name
-# in plain text is not recognised: the plain reading finds what the lexicon knows, no more.
+# none. Plain text, what the verifier reads, has no tags: `named_things` finds its COCO things
+# and person pronouns (a pronoun is a "person"), and the nouns the lexicon lists as `NOT_COCO`
+# are kept too (`other_nouns`). A name in plain text is not recognised: the plain reading finds
+# what the lexicon knows, no more.
 
 # %%
 #@save

@@ -1125,7 +1125,7 @@ from helpers.training import DEFAULT_RUN, default_checkpoint, load_head
 
 n_pairs = 2 if ctx.is_smoke else 40  # size of the robustness sample
 sample = robustness_sample(table, n_pairs, seed=int(ctx.cfg["seed"]))
-score = partial(score_pairs, detector=detector, clip=clip, stories=data.stories,
+score = partial(score_pairs, detector=detector, clip=clip,
                 cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the reference head's inputs only
 long = robustness(sample, frames, score, load_head(default_checkpoint(ctx.paths, DEFAULT_RUN)),
                   seed=int(ctx.cfg["seed"]))

@@ -141,3 +141,17 @@ def test_the_questions_of_a_real_segment_hold_only_its_words(stories):
     assert all(not semantics.unsupported_words(q, segment.plain) for q in asked), asked
     assert semantics.unsupported_words("Is there a man wearing a white shirt?", segment.plain) == ["wearing", "white",
                                                                                                   "shirt"]
+
+
+def test_no_trained_head_reads_an_oracle_column():
+    """``object_score_oracle`` and ``spatial_score_oracle`` replay the chain of thought's boxes:
+    they stand beside the features for comparison, never as an input of the fusion head, the
+    extended head or an evidence subset of chapter 09 (whose "oracle detector" variant is the
+    one, named, exception: it measures what a perfect detector would add)."""
+    from helpers.ablations import profile_evidences
+
+    cfg = load_profile("smoke")
+    inputs = {*fusion.FEATURE_SETS["study"], *fusion.FEATURE_SETS["extended"], *fusion.extended_features(cfg),
+              *profile_evidences(cfg).values()}
+    assert {"object_score", "clip_score", "spatial_score", "question_score", "openvocab_score"} <= inputs
+    assert not [c for c in inputs if "oracle" in c]
