@@ -677,7 +677,7 @@ display(Markdown(f"Wrote `{path.name}`: {len(result.features):,} rows, columns "
 #   a cardboard box?"
 # - **actions**: each `<gda>` tag, its verb turned into a present participle ("holds" ->
 #   "holding", "points a gun" -> "pointing a gun") and followed by the thing right after it
-#   ("at John" -> "at a man"); its parents are the questions about its actors and about
+#   ("at John" -> "at a person"); its parents are the questions about its actors and about
 #   the things it acts on. Verbs of being, seeming and thinking ("is", "feels",
 #   "realizes") are left out: a frame cannot show them.
 # - **relations**: each spatial relation chapter 04's `extract_relations` reads (chapter 01
@@ -1010,8 +1010,10 @@ from helpers.features import development_stories
 candidates = [s for s in study.stories if s.story_id in development_stories(pairs)]
 shown_story = next((s for s in candidates if s.story_id == "3920"), candidates[0])
 shown_segment = next((s for s in shown_story.segments if s.actions and s.mentions), shown_story.segments[0])
-display(Markdown(f"Story {shown_story.story_id}, frame {shown_segment.frame}: *{shown_segment.plain}* The text "
-                 f"describes its characters as {text_descriptions(shown_segment) or 'nothing more than a person'}."))
+described = text_descriptions(shown_segment)
+display(Markdown(f"Story {shown_story.story_id}, frame {shown_segment.frame}: *{shown_segment.plain}* Its own words "
+                 f"describe " + (", ".join(f"`{key}` as *{words}*" for key, words in described.items()) if described
+                                 else "no character beyond a person") + "."))
 display(pd.concat([
     pd.DataFrame(build_questions(shown_segment)).assign(read_from="tags"),
     pd.DataFrame(build_questions(shown_segment.plain)).assign(read_from="plain text"),
