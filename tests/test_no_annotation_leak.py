@@ -102,7 +102,11 @@ def models(tmp_path_factory) -> dict:
 
 
 def _features(pairs: pd.DataFrame, stories: list[ParsedStory], models: dict, cache_dir) -> pd.DataFrame:
-    """Every feature of ``pairs`` through ``score_pairs``, handed the ``stories`` wherever it takes them."""
+    """Every feature of ``pairs`` through ``score_pairs``, handed the ``stories`` wherever it takes them.
+
+    ``score_pairs`` takes no stories now; the version that did failed this test (it asked C-3PO's
+    aligned frame for a "golden humanoid robot", from the chain of thought). Should a stories
+    argument come back, it is handed the stories here and the comparison checks it again."""
     cfg = load_profile("smoke")
     frames = {key: _png(n) for n, key in enumerate(sorted(set(zip(pairs["story_id"], pairs["frame"]))))}
     taken = {"stories": stories} if "stories" in inspect.signature(fusion.score_pairs).parameters else {}
