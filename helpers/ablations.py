@@ -119,16 +119,14 @@ def oracle_frames(ground_truth: pd.DataFrame, detector_frames: pd.DataFrame) -> 
     return frames.assign(detections=frames["detections"].fillna("[]"))
 
 
-def oracle_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable["ParsedStory"], *,
-                    threshold: float) -> pd.DataFrame:
+def oracle_features(table: pd.DataFrame, frames: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
     """``table`` with its object and spatial evidence recomputed from ``frames`` (``oracle_frames``)
     with chapters 02 and 04's functions; CLIP evidence unchanged."""
     from helpers.objects import object_features
     from helpers.spatial import spatial_features
 
-    stories = list(stories)
-    objects = object_features(table, frames, stories, threshold=threshold)
-    spatial = spatial_features(table, frames, threshold=threshold, stories=stories)
+    objects = object_features(table, frames, threshold=threshold)
+    spatial = spatial_features(table, frames, threshold=threshold)
     return _replace_columns(table, objects, spatial)
 
 
@@ -270,16 +268,14 @@ def study_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
                    table=table)
 
 
-def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable["ParsedStory"], *,
-                    threshold: float) -> pd.DataFrame:
+def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
     """``table`` with its object and spatial evidence recomputed from the *tagged* text
     (``read_tags=True``): same detections, same functions, CLIP unchanged."""
     from helpers.objects import object_features
     from helpers.spatial import spatial_features
 
-    stories = list(stories)
-    objects = object_features(table, frames, stories, threshold=threshold, read_tags=True)
-    spatial = spatial_features(table, frames, threshold=threshold, stories=stories, read_tags=True)
+    objects = object_features(table, frames, threshold=threshold, read_tags=True)
+    spatial = spatial_features(table, frames, threshold=threshold, read_tags=True)
     return _replace_columns(table, objects, spatial)
 
 
@@ -289,7 +285,7 @@ def tags_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
 
     return Variant(name="tagged text", family="text",
                    description="all three evidences, object and spatial evidence read from the story's tags "
-                               "(characters by id, chain-of-thought descriptions) instead of the plain text",
+                               "(characters by id and by their mentions' words) instead of the plain text",
                    settings=settings_from_profile(cfg, STUDY_FEATURES), table=table)
 
 

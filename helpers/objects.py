@@ -634,14 +634,15 @@ def object_evidence(needed: Sequence[str], detections: Sequence[Detection], thre
             "objects_found": found, "objects_missing": [c for c in needed if c not in best]}
 
 
-def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, stories: Iterable["ParsedStory"], *,
-                    threshold: float, oracle: pd.DataFrame | None = None, read_tags: bool = False) -> pd.DataFrame:
+def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, *, threshold: float,
+                    oracle: pd.DataFrame | None = None, read_tags: bool = False) -> pd.DataFrame:
     """The ``objects`` feature part: ``pair_id`` and :data:`OBJECT_COLUMNS` (lists as JSON), one row per pair.
 
     ``detections`` is a per-frame table covering the pairs' frames (``ValueError`` otherwise).
     Needs come from the pair's plain ``text``; with ``read_tags`` (chapter 09) from its
-    ``tagged_text``, characters described by the chain of thought of the source story. With
-    ``oracle`` (e.g. :func:`ground_truth_frames`), also ``object_score_oracle``.
+    ``tagged_text``, each character by its mention's own words (no chain of thought: it
+    annotates the frame judged). With ``oracle`` (e.g. :func:`ground_truth_frames`), also
+    ``object_score_oracle``, which is never an input of a head.
     """
     from tqdm.auto import tqdm
 
@@ -656,16 +657,13 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, stories: Iter
     if missing := sorted(frame_keys - set(zip(detections["story_id"].astype(str), detections["frame"].astype(int)))):
         raise ValueError(f"the detections table lacks {len(missing)} frames of the pairs, e.g. {missing[:3]}")
     oracle_by_frame = per_frame(oracle) if oracle is not None else None
-    cots = {s.story_id: s.cot for s in stories}
     rows = []
-    columns = ["pair_id", "story_id", "frame", "text", "tagged_text", "source_story_id", "source_frame"]
-    for pair_id, story_id, frame, text, tagged, source_story, source_frame in tqdm(
+    columns = ["pair_id", "story_id", "frame", "text", "tagged_text", "source_frame"]
+    for pair_id, story_id, frame, text, tagged, source_frame in tqdm(
         pairs[columns].itertuples(index=False), total=len(pairs), desc="object evidence", unit="pair"
     ):
         if read_tags and isinstance(tagged, str) and tagged:
-            cot = cots.get(str(source_story))
-            descriptions = character_descriptions(cot, int(source_frame)) if cot is not None else {}
-            needed = needed_categories(parse_segment(tagged, int(source_frame)), descriptions)
+            needed = needed_categories(parse_segment(tagged, int(source_frame)))
         else:
             needed = needed_categories(str(text))
         frame_key = (str(story_id), int(frame))
@@ -862,30 +860,23 @@ def pair_text(text: str, tagged: Any, frame: int) -> "Segment | str":
     return str(text)
 
 
-def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
-                       stories: Iterable["ParsedStory"], *, threshold: float, cache_path: Any, batch_size: int,
+def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
+                       threshold: float, cache_path: Any, batch_size: int,
                        extra_queries: Mapping[tuple[str, int], Sequence[str]] | None = None) -> pd.DataFrame:
     """The ``openvocab`` feature part: ``pair_id`` and :data:`OPENVOCAB_COLUMNS` (lists as JSON), one row per pair.
 
-    Phrases come from each pair's ``tagged_text`` (characters described by the chain of
-    thought of ``source_story_id`` in ``stories``, which may be empty), or from its plain
+    Phrases come from each pair's ``tagged_text`` (a character by its mention's own words,
+    else "person": no chain of thought, which annotates the frame judged), or from its plain
     ``text`` when the tagged text holds no tag. Every frame runs through OWL-ViT once for all
     the phrases of its pairs and its ``extra_queries`` (cached in ``cache_path``: see
     :func:`helpers.owlvit.detect_phrases`). ``attrs["frames_encoded"]`` says how many frames ran now.
     """
     from helpers.owlvit import detect_phrases
 
-    cots = {s.story_id: s.cot for s in stories}
-    descriptions: dict[tuple[str, int], dict[str, str]] = {}
-    columns = ["pair_id", "story_id", "frame", "text", "tagged_text", "source_story_id", "source_frame"]
+    columns = ["pair_id", "story_id", "frame", "text", "tagged_text", "source_frame"]
     phrases_of, queries = [], {}
-    for pair_id, story_id, frame, text, tagged, source_story, source_frame in pairs[columns].itertuples(index=False):
-        source = (str(source_story), int(source_frame))
-        if source not in descriptions:
-            cot = cots.get(source[0])
-            descriptions[source] = character_descriptions(cot, source[1]) if cot is not None else {}
-        phrases = [" ".join(p.text.split()) for p in entity_phrases(pair_text(text, tagged, source[1]),
-                                                                      descriptions[source])]
+    for pair_id, story_id, frame, text, tagged, source_frame in pairs[columns].itertuples(index=False):
+        phrases = [" ".join(p.text.split()) for p in entity_phrases(pair_text(text, tagged, int(source_frame)))]
         phrases_of.append((pair_id, (str(story_id), int(frame)), phrases))
         queries.setdefault((str(story_id), int(frame)), []).extend(phrases)
     for key, extra in (extra_queries or {}).items():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 
 from helpers.detection import parse_detections
-from helpers.objects import Thing, character_descriptions, mention_categories, named_things
+from helpers.objects import Thing, mention_categories, named_things
 
 if TYPE_CHECKING:
     import matplotlib.axes
@@ -554,11 +554,13 @@ SPATIAL_COLUMNS: tuple[str, ...] = (
 
 
 def spatial_features(pairs: pd.DataFrame, frames: pd.DataFrame, *, threshold: float,
-                     stories: Iterable["ParsedStory"] = (), read_tags: bool = False) -> pd.DataFrame:
+                     read_tags: bool = False) -> pd.DataFrame:
     """The ``spatial`` feature part: ``pair_id`` and :data:`SPATIAL_COLUMNS`, one row per pair.
 
     ``frames`` is a per-frame detection table with ``width`` and ``height`` covering every
-    pair's frame (``SpatialInputError`` otherwise).
+    pair's frame (``SpatialInputError`` otherwise). Relations come from the plain ``text``, or
+    with ``read_tags`` (chapter 09) from the ``tagged_text``, a character by its mention's own
+    words: never from the chain of thought, which annotates the frame judged.
     """
     from tqdm.auto import tqdm
 
@@ -577,26 +579,20 @@ def spatial_features(pairs: pd.DataFrame, frames: pd.DataFrame, *, threshold: fl
     if missing := sorted(set(keys) - set(per_frame)):
         raise SpatialInputError(f"the frames table lacks {len(missing)} frame(s) of the pairs, e.g. {missing[:3]}")
 
-    cots = {s.story_id: s.cot for s in stories}
     segments: dict[tuple[str, int], Segment] = {}
-    descriptions: dict[tuple[str, int], _Descriptions] = {}
     rows = []
-    columns = ["pair_id", "text", "tagged_text", "source_story_id", "source_frame"]
-    for key, (pair_id, plain, tagged, source_story, source_frame) in tqdm(
+    columns = ["pair_id", "text", "tagged_text", "source_frame"]
+    for key, (pair_id, plain, tagged, source_frame) in tqdm(
         zip(keys, pairs[columns].itertuples(index=False)), total=len(pairs), desc="spatial evidence", unit="pair"
     ):
-        source = (str(source_story), int(source_frame))
         if read_tags and isinstance(tagged, str) and tagged:
-            if (tagged, source) not in segments:
-                segments[(tagged, source)] = parse_segment(tagged, source[1])
-            text = segments[(tagged, source)]
+            if (tagged, int(source_frame)) not in segments:
+                segments[(tagged, int(source_frame))] = parse_segment(tagged, int(source_frame))
+            text = segments[(tagged, int(source_frame))]
         else:
             text = str(plain)
-        if source not in descriptions:
-            cot = cots.get(source[0])
-            descriptions[source] = _frozen(character_descriptions(cot, source[1]) if cot is not None else None)
         boxes, size, study = per_frame[key]
-        evidence = _evidence(text, descriptions[source], boxes, size)
+        evidence = _evidence(text, (), boxes, size)
         rows.append({"pair_id": pair_id, **asdict(evidence), "study_spatial_score": study})
     return pd.DataFrame(rows, columns=["pair_id", *SPATIAL_COLUMNS])
 

@@ -189,7 +189,7 @@ def verify(
                           "source_story_id": "query", "source_frame": 1}])
     frames = {("query", 1): _png(picture)}
     with tempfile.TemporaryDirectory(prefix="verify-") as cache:
-        row = score_pairs(pair, frames, detector=v.detector, clip=v.clip, stories=[], cfg=v.cfg,
+        row = score_pairs(pair, frames, detector=v.detector, clip=v.clip, cfg=v.cfg,
                           cache_dir=cache, openvocab=v.owlvit, vqa=v.vqa).iloc[0]
         sentences = clip_features(v.clip, pair, frames, Path(cache) / "clip", aggregate=clip_cfg["aggregate"],
                                   top_k=int(clip_cfg["top_k"]), batch_size=int(clip_cfg["batch_size"])).sentences  # cached

@@ -73,10 +73,9 @@ import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.objects import (NOT_COCO, PERSON_PRONOUNS, character_descriptions, named_things, other_nouns,
-                             pair_text, to_coco)
-from helpers.spatial import extract_relations
-from helpers.tags import ParsedStory, Segment, strip_tags
+from helpers.objects import NOT_COCO, PERSON_PRONOUNS, named_things, other_nouns, pair_text, to_coco
+from helpers.spatial import RELATIONS, extract_relations
+from helpers.tags import Segment, strip_tags
 from helpers.vqa import Vqa, answer_yes
 
 # %% [markdown]
@@ -657,18 +656,28 @@ display(Markdown(f"Wrote `{path.name}`: {len(result.features):,} rows, columns "
 # is no man), and a question whose parent is answered no counts as a no. DSG needs a
 # language model to find the atoms and the graph. This dataset hands them over: every
 # `<gdo>` tag names an entity with an id, every `<gda>` an action with its actors' ids,
-# every `<gdl>` a place, and the chain of thought describes each character ("Man with a
-# neutral look"), so a name or a pronoun can be asked about as what the frame shows.
+# every `<gdl>` a place.
+#
+# Where a character's description comes from matters. The chain of thought describes every
+# character ("Man wearing a white shirt"), but it describes the image: for an aligned pair
+# the frame it annotates is the frame being judged, so a question made from it would be made
+# from the picture ("Is there a man wearing a white shirt?" of a text that never mentions a
+# shirt), while a negative's text, from another frame, would be asked about another picture.
+# Questions are therefore made from the text alone, as the verifier can make them:
+# `text_descriptions` reads each character's description off the segment's own words, the
+# first mention of it that is a noun phrase ("a tall man in a grey coat"), else "man" or
+# "woman" when a pronoun names it ("he", "her"); a character only named ("James") is "a
+# person", which is what its `char` tag says.
 #
 # `build_questions` reads a parsed segment that way:
 #
-# - **entities**: each entity a `<gdo>` tag names, once per id: a character as its
-#   chain-of-thought description (else the mention when it is a noun phrase, else "a
-#   person"), anything else as its words; then the COCO things the text names outside the
-#   tags (chapter 02's `named_things`). "Is there a cardboard box?"
+# - **entities**: each entity a `<gdo>` tag names, once per id: a character as the text
+#   describes it (`text_descriptions`, else "a person"), anything else as its words; then
+#   the COCO things the text names outside the tags (chapter 02's `named_things`). "Is there
+#   a cardboard box?"
 # - **actions**: each `<gda>` tag, its verb turned into a present participle ("holds" ->
 #   "holding", "points a gun" -> "pointing a gun") and followed by the thing right after it
-#   ("at John" -> "at a man"); its parents are the questions about its actors and about
+#   ("at John" -> "at a person"); its parents are the questions about its actors and about
 #   the things it acts on. Verbs of being, seeming and thinking ("is", "feels",
 #   "realizes") are left out: a frame cannot show them.
 # - **relations**: each spatial relation chapter 04's `extract_relations` reads (chapter 01
@@ -828,19 +837,50 @@ def _indefinite(phrase: str) -> str:
         return bare
     return ("an " if first[:1] in "aeiou" else "a ") + bare
 
+
+#: Pronouns that tell what a character is, and what a question then calls that character.
+PRONOUN_NOUNS: dict[str, str] = {**dict.fromkeys("he him his himself".split(), "man"),
+                                 **dict.fromkeys("she her hers herself".split(), "woman")}
+
+
+def _noun_phrase(mention: str) -> bool:
+    """Whether a mention is a noun phrase with an article ("a man in a coat", "the driver"), not a name or a pronoun."""
+    return mention.split()[:1] != [] and mention.split()[0].lower() in ("a", "an", "the")
+
+
+def text_descriptions(text: Segment | str) -> dict[str, str]:
+    """How a text's own words describe each character id: the first ``<gdo>`` mention of that
+    character alone that is a noun phrase ("a tall man in a grey coat"), else "man" or "woman"
+    when a pronoun of :data:`PRONOUN_NOUNS` names it alone ("him"). A character only named
+    ("James") or named with others ("them") gets none; plain text has no ids: empty. Never the
+    chain of thought: it describes the frame, not the text."""
+    if isinstance(text, str):
+        return {}
+    phrases: dict[str, str] = {}
+    pronouns: dict[str, str] = {}
+    for mention in text.mentions:
+        characters = [i for i in mention.ids if i.startswith("char")]
+        if len(characters) != 1:
+            continue
+        words = " ".join(mention.text.split())
+        if _noun_phrase(words):
+            phrases.setdefault(characters[0], words)
+        elif words.lower() in PRONOUN_NOUNS:
+            pronouns.setdefault(characters[0], PRONOUN_NOUNS[words.lower()])
+    return {**pronouns, **phrases}
+
 # %%
 #@save
-def build_questions(text: Segment | str, char_descriptions: Mapping[str, str] | None = None) -> list[Question]:
+def build_questions(text: Segment | str) -> list[Question]:
     """DSG-style yes/no questions about what a frame's text says the frame shows.
 
-    ``text`` is a parsed segment (``helpers.tags.parse_segment``) or plain text;
-    ``char_descriptions`` (character id -> chain-of-thought description,
-    ``helpers.objects.character_descriptions``) names the characters. Entities come first
+    ``text`` is a parsed segment (``helpers.tags.parse_segment``) or plain text; its own words
+    name the characters (:func:`text_descriptions`), never a chain of thought. Entities come first
     (no parents), then actions (tagged text only; parents: their actors' and objects' entity
     questions), relations (``helpers.spatial.extract_relations``; parents: both entities')
     and ``<gdl>`` places. Each question once, at most :data:`MAX_QUESTIONS`, parents before children.
     """
-    descriptions = dict(char_descriptions or {})
+    described = text_descriptions(text)
     tagged = not isinstance(text, str)
     plain = text.plain if tagged else " ".join(text.split())
     mentions = text.mentions if tagged else ()
@@ -848,11 +888,9 @@ def build_questions(text: Segment | str, char_descriptions: Mapping[str, str] | 
     spans: list[tuple[int, int, tuple[str, ...]]] = []  # where the text names which entities
 
     def character(key: str, mention: str) -> tuple[str, str]:
-        if description := descriptions.get(key, "").strip():
-            full = re.split(r"[,;.]", description)[0]
-            return _indefinite(full), _bare(_head(full, person=True))
-        if mention.split()[:1] and mention.split()[0].lower() in ("a", "an", "the"):
-            return _indefinite(mention), _bare(_head(mention, person=True))
+        description = described.get(key) or (mention if _noun_phrase(mention) else "")
+        if description:
+            return _indefinite(description), _bare(_head(description, person=True))
         return "a person", "person"
 
     for m in mentions:
@@ -947,7 +985,7 @@ def build_questions(text: Segment | str, char_descriptions: Mapping[str, str] | 
         what = " ".join([participle(words[0]), *words[1:], *tail])
         ask(f"action:{n}", f"{'Are' if many else 'Is'} {who} {what}?", "action",
             [alias[k] for k in [*actors, *inside, *(k for keys in acted_on for k in keys)] if k in alias])
-    for n, relation in enumerate(extract_relations(text, descriptions)):
+    for n, relation in enumerate(extract_relations(text)):
         subject = next((keys for s, _, keys in spans if s == relation.span[0]), ())
         obj = next((keys for _, e, keys in spans if e == relation.span[1]), ())
         if not subject or not obj or set(subject) & set(obj):
@@ -972,10 +1010,12 @@ from helpers.features import development_stories
 candidates = [s for s in study.stories if s.story_id in development_stories(pairs)]
 shown_story = next((s for s in candidates if s.story_id == "3920"), candidates[0])
 shown_segment = next((s for s in shown_story.segments if s.actions and s.mentions), shown_story.segments[0])
-shown_descriptions = character_descriptions(shown_story.cot, shown_segment.frame)
-display(Markdown(f"Story {shown_story.story_id}, frame {shown_segment.frame}: *{shown_segment.plain}*"))
+described = text_descriptions(shown_segment)
+display(Markdown(f"Story {shown_story.story_id}, frame {shown_segment.frame}: *{shown_segment.plain}* Its own words "
+                 f"describe " + (", ".join(f"`{key}` as *{words}*" for key, words in described.items()) if described
+                                 else "no character beyond a person") + "."))
 display(pd.concat([
-    pd.DataFrame(build_questions(shown_segment, shown_descriptions)).assign(read_from="tags"),
+    pd.DataFrame(build_questions(shown_segment)).assign(read_from="tags"),
     pd.DataFrame(build_questions(shown_segment.plain)).assign(read_from="plain text"),
 ], ignore_index=True)[["read_from", "id", "kind", "question", "parents"]])
 
@@ -1027,7 +1067,7 @@ def question_evidence(questions: Sequence[Question], p_yes: Mapping[str, float])
             "questions": rows}
 
 # %%
-shown_questions = build_questions(shown_segment, shown_descriptions)
+shown_questions = build_questions(shown_segment)
 made_up = {q.question: a for q, a in zip(shown_questions, np.linspace(0.9, 0.1, len(shown_questions)))}
 evidence = question_evidence(shown_questions, made_up)
 display(Markdown(f"With made-up answers falling from 0.9 to 0.1 down the list, the segment above scores "
@@ -1037,38 +1077,32 @@ display(pd.DataFrame(evidence["questions"]))
 
 # %% [markdown]
 # `question_features` builds every pair's questions (from its tags, the characters described
-# by the chain of thought of the story the text comes from; from the plain text when the pair
-# has no tag) and answers all questions about a frame in one call: a negative asks mostly
+# by the text's own words; from the plain text when the pair has no tag) and answers all questions about a frame in one call: a negative asks mostly
 # the questions of its positive about the same frame, and each (frame, question) is answered
 # once, from the cache after the first run.
 
 # %%
 #@save
-def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
-                      stories: Sequence[ParsedStory], *, cache_path: str | os.PathLike,
-                      batch_size: int) -> pd.DataFrame:
+def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
+                      cache_path: str | os.PathLike, batch_size: int) -> pd.DataFrame:
     """The ``questions`` feature part: ``pair_id`` and :data:`QUESTION_COLUMNS`, one row per pair.
 
-    ``pairs`` needs ``pair_id``, ``story_id``, ``frame``, ``text``, ``tagged_text``,
-    ``source_story_id`` and ``source_frame``; ``frames`` maps ``(story_id, frame)`` to the
-    frame's bytes; ``stories`` (may be empty) give the chain of thought that describes the
-    characters. Questions come from ``tagged_text`` when it holds a tag, else from ``text``.
+    ``pairs`` needs ``pair_id``, ``story_id``, ``frame``, ``text``, ``tagged_text`` and
+    ``source_frame``; ``frames`` maps ``(story_id, frame)`` to the frame's bytes. Questions
+    come from ``tagged_text`` when it holds a tag, else from ``text``: the text alone, no
+    chain of thought (it annotates the frame an aligned pair is judged on).
     A pair whose frame does not decode scores :data:`UNINFORMATIVE_QUESTION_SCORE`, not
     informative. ``table.attrs["counts"]`` says what it cost: pairs, frames, frames encoded
     now and skipped as undecodable, question slots (pairs x their questions), distinct
     (frame, question) answers needed, and seconds.
     """
-    if missing := {"pair_id", "story_id", "frame", "text", "tagged_text", "source_story_id",
-                   "source_frame"} - set(pairs.columns):
+    if missing := {"pair_id", "story_id", "frame", "text", "tagged_text", "source_frame"} - set(pairs.columns):
         raise ValueError(f"pairs table lacks column(s) {sorted(missing)}")
-    cots = {s.story_id: s.cot for s in stories}
     asked: list[list[Question]] = []
-    columns = ["story_id", "frame", "text", "tagged_text", "source_story_id", "source_frame"]
-    for story_id, frame, text, tagged, source_story, source_frame in pairs[columns].itertuples(index=False):
+    columns = ["frame", "text", "tagged_text", "source_frame"]
+    for frame, text, tagged, source_frame in pairs[columns].itertuples(index=False):
         number = int(source_frame) if pd.notna(source_frame) else int(frame)
-        read = pair_text(text, tagged, number)  # the tagged segment, or the plain text (chapter 02)
-        cot = cots.get(str(source_story)) if not isinstance(read, str) else None
-        asked.append(build_questions(read, character_descriptions(cot, number) if cot is not None else {}))
+        asked.append(build_questions(pair_text(text, tagged, number)))  # the tagged segment, or the plain text
     keys = list(zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)))
     wanted: dict[tuple[str, int], list[str]] = {}
     for key, questions in zip(keys, asked):
@@ -1100,6 +1134,47 @@ def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, 
                              "frames_skipped": len(corrupt), "question_slots": int(sum(map(len, asked))),
                              "answers": len(answers), "seconds": round(seconds, 3)}
     return table
+
+# %% [markdown]
+# **Nothing but the text.** Every word of a question must be a word of the pair's text (or
+# its present participle, or its plural), except the words a question brings itself: "is
+# there", articles, counts, chapter 04's relation names, and what it calls a character ("a
+# person", or "a man" for a character the text calls "he"). `unsupported_words` lists the
+# others. A description taken from the chain of thought would show here ("Is there a man
+# wearing a white shirt?" of a text that mentions no shirt brings "wearing", "white",
+# "shirt"), so over the aligned train and validation pairs the share asked a question with
+# such a word should be zero.
+
+# %%
+#@save
+#: Words a question brings itself: its frame, articles, counts, chapter 04's relation names
+#: and what it calls a character ("person", :data:`PRONOUN_NOUNS`' nouns).
+QUESTION_WORDS: frozenset[str] = frozenset(
+    ["is", "are", "there", "a", "an", "the", "and", "person", "people", "several", *_COUNTS.values()]
+    + [w for relation in (*RELATIONS, *_RELATION_WORDS.values()) for w in relation.split()]
+    + [w for noun in PRONOUN_NOUNS.values() for w in (noun, _plural_of(noun))])
+
+
+def unsupported_words(question: str, text: str) -> list[str]:
+    """The words of ``question`` (lower-cased, in order) that ``text`` does not hold: neither a
+    word of the text, nor the present participle (:func:`participle`) or the plural of one,
+    nor one of :data:`QUESTION_WORDS`."""
+    words = set(re.findall(r"[\w'-]+", text.lower()))
+    held = words | {participle(w) for w in words} | {_plural_of(w) for w in words} | QUESTION_WORDS
+    return [w for w in re.findall(r"[\w'-]+", question.lower()) if w not in held]
+
+# %%
+aligned = dev_table(pairs[pairs["label"] == 1])
+unheld = pd.Series(
+    [sorted({w for q in build_questions(pair_text(text, tagged, int(frame))) for w in unsupported_words(q.question, text)})
+     for text, tagged, frame in aligned[["text", "tagged_text", "source_frame"]].itertuples(index=False)],
+    index=aligned["pair_id"], dtype=object)
+n_unheld = int((unheld.str.len() > 0).sum())
+display(Markdown(
+    f"Aligned train and validation pairs asked a question with a word their text does not hold: **{n_unheld:,} of "
+    f"{len(aligned):,}** ({n_unheld / max(len(aligned), 1):.1%})"
+    + (": " + "; ".join(f"`{pid}` ({', '.join(ws)})" for pid, ws in unheld[unheld.str.len() > 0].head(5).items())
+       if n_unheld else ".")))
 
 # %% [markdown]
 # ## Every pair, asked
@@ -1141,7 +1216,7 @@ else:
 
 # %%
 if questions_on:
-    question_table = question_features(vqa, pairs, frames, study.stories, cache_path=ctx.paths.cache / "vqa",
+    question_table = question_features(vqa, pairs, frames, cache_path=ctx.paths.cache / "vqa",
                                        batch_size=questions_cfg["batch_size"])
     qcounts = question_table.attrs["counts"]
     asked = table.merge(question_table, on="pair_id", validate="one_to_one")

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 
 from helpers.detection import parse_detections
-from helpers.objects import Thing, character_descriptions, mention_categories, named_things
+from helpers.objects import Thing, mention_categories, named_things
 
 if TYPE_CHECKING:
     import matplotlib.axes
@@ -367,8 +367,10 @@ display(phrases.style)  # a Styler shows the whole lists, where a DataFrame woul
 # The named things are those chapter 02's `named_things` reads (COCO nouns and pronouns that
 # stand for a person, so untagged text works too) and, in a tagged segment, its `<gdo>`
 # mentions. A mention's category is the one category chapter 02's `mention_categories` gives
-# it (its words first, else what its characters' chain-of-thought descriptions say), or
-# `None` when it names several (a man and a cat together are no one category). A possessive
+# it (its words first, else what descriptions of its characters say, when a caller gives
+# them), or `None` when it names several (a man and a cat together are no one category). The
+# features give no description: the chain of thought describes the very frame an aligned pair
+# is judged on, so "James" is a person, as the verifier reads him. A possessive
 # ("his", "their") or a possessor ("James's") only qualifies the next noun: it is never a
 # subject or an object.
 #
@@ -787,11 +789,13 @@ SPATIAL_COLUMNS: tuple[str, ...] = (
 
 
 def spatial_features(pairs: pd.DataFrame, frames: pd.DataFrame, *, threshold: float,
-                     stories: Iterable["ParsedStory"] = (), read_tags: bool = False) -> pd.DataFrame:
+                     read_tags: bool = False) -> pd.DataFrame:
     """The ``spatial`` feature part: ``pair_id`` and :data:`SPATIAL_COLUMNS`, one row per pair.
 
     ``frames`` is a per-frame detection table with ``width`` and ``height`` covering every
-    pair's frame (``SpatialInputError`` otherwise).
+    pair's frame (``SpatialInputError`` otherwise). Relations come from the plain ``text``, or
+    with ``read_tags`` (chapter 09) from the ``tagged_text``, a character by its mention's own
+    words: never from the chain of thought, which annotates the frame judged.
     """
     from tqdm.auto import tqdm
 
@@ -810,26 +814,20 @@ def spatial_features(pairs: pd.DataFrame, frames: pd.DataFrame, *, threshold: fl
     if missing := sorted(set(keys) - set(per_frame)):
         raise SpatialInputError(f"the frames table lacks {len(missing)} frame(s) of the pairs, e.g. {missing[:3]}")
 
-    cots = {s.story_id: s.cot for s in stories}
     segments: dict[tuple[str, int], Segment] = {}
-    descriptions: dict[tuple[str, int], _Descriptions] = {}
     rows = []
-    columns = ["pair_id", "text", "tagged_text", "source_story_id", "source_frame"]
-    for key, (pair_id, plain, tagged, source_story, source_frame) in tqdm(
+    columns = ["pair_id", "text", "tagged_text", "source_frame"]
+    for key, (pair_id, plain, tagged, source_frame) in tqdm(
         zip(keys, pairs[columns].itertuples(index=False)), total=len(pairs), desc="spatial evidence", unit="pair"
     ):
-        source = (str(source_story), int(source_frame))
         if read_tags and isinstance(tagged, str) and tagged:
-            if (tagged, source) not in segments:
-                segments[(tagged, source)] = parse_segment(tagged, source[1])
-            text = segments[(tagged, source)]
+            if (tagged, int(source_frame)) not in segments:
+                segments[(tagged, int(source_frame))] = parse_segment(tagged, int(source_frame))
+            text = segments[(tagged, int(source_frame))]
         else:
             text = str(plain)
-        if source not in descriptions:
-            cot = cots.get(source[0])
-            descriptions[source] = _frozen(character_descriptions(cot, source[1]) if cot is not None else None)
         boxes, size, study = per_frame[key]
-        evidence = _evidence(text, descriptions[source], boxes, size)
+        evidence = _evidence(text, (), boxes, size)
         rows.append({"pair_id": pair_id, **asdict(evidence), "study_spatial_score": study})
     return pd.DataFrame(rows, columns=["pair_id", *SPATIAL_COLUMNS])
 
@@ -847,9 +845,9 @@ frames = pair_frames(pairs, study.datasets)
 _, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
 truth = oracle_frames(obj.ground_truth_frames(stories), run.frames)  # sizes and decoding status from the run
 
-detected = pairs.merge(spatial_features(pairs, run.frames, threshold=threshold, stories=stories), on="pair_id",
+detected = pairs.merge(spatial_features(pairs, run.frames, threshold=threshold), on="pair_id",
                        validate="one_to_one")
-oracle = pairs.merge(spatial_features(pairs, truth, threshold=threshold, stories=stories), on="pair_id",
+oracle = pairs.merge(spatial_features(pairs, truth, threshold=threshold), on="pair_id",
                      validate="one_to_one")
 for table in (detected, oracle):
     table["kind"] = table["negative_type"].where(table["label"] == 0, "positive")

@@ -63,7 +63,6 @@ if TYPE_CHECKING:
     from helpers.clip import Clip
     from helpers.detection import Detector
     from helpers.owlvit import OwlVit
-    from helpers.tags import ParsedStory
     from helpers.vqa import Vqa
 
 # %% [markdown]
@@ -118,7 +117,7 @@ def without_new_evidence(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
                 detector: "Detector | Callable[[], Detector]", clip: "Clip | Callable[[], Clip]",
-                stories: Sequence["ParsedStory"], cfg: Mapping[str, Any], cache_dir: str | Path,
+                cfg: Mapping[str, Any], cache_dir: str | Path,
                 openvocab: "OwlVit | Callable[[], OwlVit] | None" = None,
                 vqa: "Vqa | Callable[[], Vqa] | None" = None) -> pd.DataFrame:
     """Every evidence of ``pairs`` computed from the frames' bytes, as chapters 02-04 do.
@@ -131,6 +130,9 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     at a time is in memory. Results are cached under ``cache_dir`` by frame content (pass the
     profile's cache folder to share the chapters' caches), so a rerun, or an input they already
     saw, costs no forward pass. Returns ``pairs`` with every feature column those chapters write.
+    Every evidence reads the pair's text (its tags included) and its frame, nothing else: no
+    story's chain of thought, which annotates the frame an aligned pair is judged on, and which
+    the verifier never has.
     """
     from helpers.detection import CACHE_FILE, detect_frames
     from helpers.objects import object_features, openvocab_features
@@ -145,17 +147,17 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     # Each model is an argument of its one call, so a model loaded for it is freed when the call returns.
     detections = detect_frames(_loaded(detector), frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
                                proposals=int(det["proposals"]), batch_size=int(det["batch_size"])).frames
-    parts = [object_features(pairs, detections, list(stories), threshold=threshold),
+    parts = [object_features(pairs, detections, threshold=threshold),
              clip_features(_loaded(clip), pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"],
                            top_k=int(cl["top_k"]), batch_size=int(cl["batch_size"])).features,
-             spatial_features(pairs, detections, threshold=threshold, stories=stories)]
+             spatial_features(pairs, detections, threshold=threshold)]
     if evidence_enabled(cfg, "openvocab"):
         ov = cfg["openvocab"]
-        parts.append(openvocab_features(_loaded(openvocab), pairs, frames, stories,
+        parts.append(openvocab_features(_loaded(openvocab), pairs, frames,
                                         threshold=float(ov["score_threshold"]), cache_path=cache_dir / OPENVOCAB_CACHE,
                                         batch_size=int(ov["batch_size"])))
     if evidence_enabled(cfg, "questions"):
-        parts.append(question_features(_loaded(vqa), pairs, frames, stories, cache_path=cache_dir / QUESTIONS_CACHE,
+        parts.append(question_features(_loaded(vqa), pairs, frames, cache_path=cache_dir / QUESTIONS_CACHE,
                                        batch_size=int(cfg["questions"]["batch_size"])))
     return replace_columns(pairs, *parts)
 
@@ -369,7 +371,7 @@ loaders = {"detector": partial(load_detector, ctx.cfg["detector"]["weights"], **
            "openvocab": (partial(load_owlvit, ctx.cfg["openvocab"]["weights"], **models)
                          if switched["openvocab"] else None),
            "vqa": partial(load_vqa, ctx.cfg["questions"]["weights"], **models) if switched["questions"] else None}
-again = score_pairs(check[pair_columns], pair_frames(check, data.datasets), stories=data.stories, cfg=ctx.cfg,
+again = score_pairs(check[pair_columns], pair_frames(check, data.datasets), cfg=ctx.cfg,
                     cache_dir=ctx.paths.cache, **loaders)  # every forward pass is a cache hit here
 scores = [*STUDY_FEATURES, *(NEW_EVIDENCE[section][0] for section, on in switched.items() if on)]
 gap = (again.set_index("pair_id")[scores] - check.set_index("pair_id")[scores]).abs()

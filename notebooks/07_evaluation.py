@@ -907,7 +907,7 @@ stranger_frames = pair_frames(shuffled, data.datasets)
 det_cfg = ctx.cfg["detector"]
 detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip, stories=data.stories,
+scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip,
                      cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the default head's inputs only
 own_run = det.detect_frames(detector, pair_frames(test_pairs, data.datasets), ctx.paths.cache / det.CACHE_FILE,
                             min_size=int(det_cfg["min_size"]), proposals=int(det_cfg["proposals"]),

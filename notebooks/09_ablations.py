@@ -250,16 +250,14 @@ def oracle_frames(ground_truth: pd.DataFrame, detector_frames: pd.DataFrame) -> 
     return frames.assign(detections=frames["detections"].fillna("[]"))
 
 
-def oracle_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable["ParsedStory"], *,
-                    threshold: float) -> pd.DataFrame:
+def oracle_features(table: pd.DataFrame, frames: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
     """``table`` with its object and spatial evidence recomputed from ``frames`` (``oracle_frames``)
     with chapters 02 and 04's functions; CLIP evidence unchanged."""
     from helpers.objects import object_features
     from helpers.spatial import spatial_features
 
-    stories = list(stories)
-    objects = object_features(table, frames, stories, threshold=threshold)
-    spatial = spatial_features(table, frames, threshold=threshold, stories=stories)
+    objects = object_features(table, frames, threshold=threshold)
+    spatial = spatial_features(table, frames, threshold=threshold)
     return _replace_columns(table, objects, spatial)
 
 
@@ -438,24 +436,23 @@ def study_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
 # ## What the tags add
 #
 # Every head above reads the plain text, as the verifier does with a user's text. This one
-# reads the StoryReasoning tags instead: a `<gdo char1>` mention is the character its
-# chain-of-thought row describes (a person, or a cat), so "James sits on the couch" needs a
-# person and states a relation. Same detections, same functions (`read_tags=True`), CLIP
-# unchanged. The distance to the reference is what the tags add; the verifier cannot have it
-# for plain text.
+# reads the StoryReasoning tags instead: a `<gdo char1>` mention is a character, a person
+# unless its own words say otherwise ("the droid"), so "James sits on the couch" needs a
+# person and states a relation. Like every feature, it never reads the chain of thought
+# (which describes the frame judged). Same detections, same functions (`read_tags=True`),
+# CLIP unchanged. The distance to the reference is what the tags add; the verifier cannot
+# have it for plain text.
 
 # %%
 #@save
-def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, stories: Iterable["ParsedStory"], *,
-                    threshold: float) -> pd.DataFrame:
+def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
     """``table`` with its object and spatial evidence recomputed from the *tagged* text
     (``read_tags=True``): same detections, same functions, CLIP unchanged."""
     from helpers.objects import object_features
     from helpers.spatial import spatial_features
 
-    stories = list(stories)
-    objects = object_features(table, frames, stories, threshold=threshold, read_tags=True)
-    spatial = spatial_features(table, frames, threshold=threshold, stories=stories, read_tags=True)
+    objects = object_features(table, frames, threshold=threshold, read_tags=True)
+    spatial = spatial_features(table, frames, threshold=threshold, read_tags=True)
     return _replace_columns(table, objects, spatial)
 
 
@@ -465,7 +462,7 @@ def tags_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
 
     return Variant(name="tagged text", family="text",
                    description="all three evidences, object and spatial evidence read from the story's tags "
-                               "(characters by id, chain-of-thought descriptions) instead of the plain text",
+                               "(characters by id and by their mentions' words) instead of the plain text",
                    settings=settings_from_profile(cfg, STUDY_FEATURES), table=table)
 
 # %% [markdown]
@@ -481,9 +478,9 @@ study_clip = study_clip_scores(clip, table, story_texts, data.datasets, ctx.path
 oracle = oracle_frames(obj.ground_truth_frames(data.stories), detections.frames)
 variants = [
     *subset_variants(table, ctx.cfg),
-    detector_variant(oracle_features(table, oracle, data.stories, threshold=threshold), ctx.cfg),
+    detector_variant(oracle_features(table, oracle, threshold=threshold), ctx.cfg),
     study_variant(study_features(table, detections.frames, story_texts, study_clip, threshold=threshold), ctx.cfg),
-    tags_variant(tagged_features(table, detections.frames, data.stories, threshold=threshold), ctx.cfg),
+    tags_variant(tagged_features(table, detections.frames, threshold=threshold), ctx.cfg),
 ]
 
 # %%
@@ -1128,7 +1125,7 @@ from helpers.training import DEFAULT_RUN, default_checkpoint, load_head
 
 n_pairs = 2 if ctx.is_smoke else 40  # size of the robustness sample
 sample = robustness_sample(table, n_pairs, seed=int(ctx.cfg["seed"]))
-score = partial(score_pairs, detector=detector, clip=clip, stories=data.stories,
+score = partial(score_pairs, detector=detector, clip=clip,
                 cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the reference head's inputs only
 long = robustness(sample, frames, score, load_head(default_checkpoint(ctx.paths, DEFAULT_RUN)),
                   seed=int(ctx.cfg["seed"]))

@@ -414,7 +414,7 @@ def test_object_features_reuse_frame_detections_across_pairs():
         "source_story_id": ["1", "1", "9", "1"], "source_frame": [1, 1, 1, 2],
     })
     oracle = obj.ground_truth_frames([_story()])
-    table = obj.object_features(pairs, detections, [_story()], threshold=0.3, oracle=oracle, read_tags=True)
+    table = obj.object_features(pairs, detections, threshold=0.3, oracle=oracle, read_tags=True)
     assert list(table.columns) == ["pair_id", *obj.OBJECT_COLUMNS, "object_score_oracle"]
     rows = table.set_index("pair_id")
     assert rows.loc["p", "object_score"] == pytest.approx((0.8 + 0.4) / 2)
@@ -428,7 +428,7 @@ def test_object_features_reuse_frame_detections_across_pairs():
     # By default the needs come from the plain text, as the verifier reads a user's text: a name
     # is not a person there, so "James holds a cup." needs the cup alone.
     plain = pairs.assign(text=["James holds a cup.", "James holds a dog.", "The tension rises.", "He waits."])
-    rows = obj.object_features(plain, detections, [_story()], threshold=0.3).set_index("pair_id")
+    rows = obj.object_features(plain, detections, threshold=0.3).set_index("pair_id")
     assert json.loads(rows.loc["p", "objects_needed"]) == ["cup"] and rows.loc["p", "object_score"] == 0.4
     assert json.loads(rows.loc["n1", "objects_missing"]) == ["dog"] and rows.loc["n1", "object_score"] == 0.0
     assert json.loads(rows.loc["c", "objects_needed"]) == ["person"]  # "he" needs a person, tags or not

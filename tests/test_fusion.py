@@ -119,8 +119,8 @@ def test_score_pairs_refuses_a_switched_on_evidence_without_its_model(monkeypatc
            "openvocab": {"enabled": True}, "questions": {"enabled": False}}
     pairs = pd.DataFrame({"pair_id": ["p"]})
     with pytest.raises(ValueError, match="openvocab evidence: pass the OWL-ViT model or its loader"):
-        fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=cfg, cache_dir="unused")
-    assert list(fusion.score_pairs(pairs, {}, detector=None, clip=None, stories=[], cfg=fusion.without_new_evidence(cfg),
+        fusion.score_pairs(pairs, {}, detector=None, clip=None, cfg=cfg, cache_dir="unused")
+    assert list(fusion.score_pairs(pairs, {}, detector=None, clip=None, cfg=fusion.without_new_evidence(cfg),
                                    cache_dir="unused")["pair_id"]) == ["p"]
 
 
@@ -165,12 +165,12 @@ def test_score_pairs_given_loaders_holds_one_model_at_a_time(monkeypatch):
            "openvocab": {"enabled": True, "score_threshold": 0.1, "batch_size": 1},
            "questions": {"enabled": True, "batch_size": 1}}
     names = ("detector", "clip", "openvocab", "vqa")
-    out = fusion.score_pairs(one, {}, stories=[], cfg=cfg, cache_dir="unused", **{n: loader(n) for n in names})
+    out = fusion.score_pairs(one, {}, cfg=cfg, cache_dir="unused", **{n: loader(n) for n in names})
     assert list(out["pair_id"]) == ["p"]
     assert log == [entry for n in names for entry in (("load", n, []), ("use", n))]
     assert all(ref() is None for ref in alive.values())
 
     log.clear()
     models = {n: Model(n) for n in names}  # loaded already: used as they are, and kept
-    fusion.score_pairs(one, {}, stories=[], cfg=cfg, cache_dir="unused", **models)
+    fusion.score_pairs(one, {}, cfg=cfg, cache_dir="unused", **models)
     assert log == [("use", n) for n in names]

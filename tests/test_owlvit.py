@@ -310,27 +310,27 @@ def test_openvocab_features_columns_json_and_the_reading_of_each_pair(owl, tmp_p
          "source_story_id": "s1", "source_frame": 1},
     ])
     frames = {("s1", 1): png(1), ("s1", 2): png(2), ("s2", 1): b"broken"}
-    features = ho.openvocab_features(owl, pairs, frames, [story], threshold=0.0, cache_path=tmp_path / "c",
+    features = ho.openvocab_features(owl, pairs, frames, threshold=0.0, cache_path=tmp_path / "c",
                                      batch_size=4, extra_queries={("s1", 1): ["wall"]})
     assert list(features.columns) == ["pair_id", *ho.OPENVOCAB_COLUMNS]
     assert features.attrs["frames_encoded"] == 2
     rows = features.set_index("pair_id")
     phrases = {p: json.loads(rows.loc[p, "openvocab_phrases"]) for p in rows.index}
-    assert phrases == {"tags": ["golden humanoid robot", "blue blanket", "person"], "plain": ["blanket", "cup"],
-                       "nan": ["blanket", "cup"], "bad": ["golden humanoid robot", "blue blanket", "person"],
-                       "none": []}
+    # R2's chain-of-thought row says "A golden humanoid robot"; the features never read it (it
+    # annotates the frame judged): a name is a person, and Ana's "person" is asked once.
+    assert phrases == {"tags": ["person", "blue blanket"], "plain": ["blanket", "cup"],
+                       "nan": ["blanket", "cup"], "bad": ["person", "blue blanket"], "none": []}
     assert not rows.loc["bad", "openvocab_informative"] and rows.loc["bad", "openvocab_score"] == 0.0
     assert json.loads(rows.loc["bad", "openvocab_found"]) == []
     assert not rows.loc["none", "openvocab_informative"]
     found = json.loads(rows.loc["tags", "openvocab_found"])
     assert [f["phrase"] for f in found] == phrases["tags"], "threshold 0: every phrase is found"
-    assert rows.loc["tags", "openvocab_score"] == pytest.approx(sum(f["score"] for f in found) / 3, abs=1e-4)
+    assert rows.loc["tags", "openvocab_score"] == pytest.approx(sum(f["score"] for f in found) / 2, abs=1e-4)
     # the extra query ran in the same pass: asking for it now computes nothing
     _, n = hv.detect_phrases(owl, frames, {("s1", 1): ["wall"]}, tmp_path / "c", batch_size=4)
     assert n == 0
-    plain_only = ho.openvocab_features(owl, pairs.iloc[:1], frames, [], threshold=0.0, cache_path=tmp_path / "c",
-                                       batch_size=4)
-    assert json.loads(plain_only.loc[0, "openvocab_phrases"]) == ["person", "blue blanket"], "no chain of thought"
+    described = ho.entity_phrases(parse_segment(tagged, 1), ho.character_descriptions(story.cot, 1))
+    assert described[0].text == "golden humanoid robot", "what the features would ask if they read the annotation"
 
 
 def test_entity_recall_on_a_hand_made_frame():

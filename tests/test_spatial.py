@@ -511,21 +511,27 @@ def test_proximity_fallback_when_no_relation_is_stated():
 # ---------------------------------------------------------------------- the feature table
 
 
-def test_spatial_features_read_characters_from_the_source_story():
-    pairs = pd.DataFrame({"pair_id": ["b-1-pos"], "story_id": ["b"], "frame": [1], "text": [""],
-                          "tagged_text": ["<gdo char1>Henry</gdo> waits beside <gdo char4>Milo</gdo>."],
-                          "source_story_id": ["b"], "source_frame": [1]})
+def test_spatial_features_read_characters_from_the_text_not_the_chain_of_thought():
+    """Milo's chain-of-thought row says "A small grey cat": it annotates the frame judged, so no
+    feature reads it (``spatial_features`` takes no stories). A name is a person; the text's
+    own words ("the cat") say otherwise."""
+    pairs = pd.DataFrame({"pair_id": ["named", "said"], "story_id": ["b", "b"], "frame": [1, 1], "text": ["", ""],
+                          "tagged_text": ["<gdo char1>Henry</gdo> waits beside <gdo char4>Milo</gdo>.",
+                                          "<gdo char1>Henry</gdo> waits beside <gdo char4>the cat</gdo>."],
+                          "source_story_id": ["b", "b"], "source_frame": [1, 1]})
     cell = json.dumps([d.to_json() for d in (PERSON, Detection("cat", 0.9, (360, 190, 420, 230)))])
     frames = pd.DataFrame({"story_id": ["b"], "frame": [1], "status": ["ok"], "detections": [cell],
                            "width": [600], "height": [240]})
+    named, said = spatial_features(pairs, frames, threshold=0.5, read_tags=True).to_dict("records")
+    assert named["relations_checked"] == 0  # "person beside person" with a single person box
+    assert (said["relations_checked"], said["relations_held"]) == (1, 1)
+    assert json.loads(said["relations_json"])[0]["object_category"] == "cat"
     milo = Entity("char4", "char", "Milo", "A small grey cat", (360, 190, 420, 230))
     cot = ChainOfThought(frames={1: FrameAnnotation(1, (milo,), (), ())}, skipped_rows=0, skip_reasons={})
-    without = spatial_features(pairs, frames, threshold=0.5, read_tags=True).iloc[0]
-    assert without["relations_checked"] == 0  # "person beside person" with a single person box
-    with_story = spatial_features(pairs, frames, threshold=0.5, stories=[ParsedStory("b", 1, (), cot)],
-                                  read_tags=True).iloc[0]
-    assert (with_story["relations_checked"], with_story["relations_held"]) == (1, 1)
-    assert json.loads(with_story["relations_json"])[0]["object_category"] == "cat"
+    described = extract_relations(parse_segment(pairs.at[0, "tagged_text"], 1), {"char4": "A small grey cat"})
+    assert [r.object_category for r in described] == ["cat"], "what a feature would read from the annotation"
+    with pytest.raises(TypeError):
+        spatial_features(pairs, frames, threshold=0.5, stories=[ParsedStory("b", 1, (), cot)], read_tags=True)
 
 
 def test_spatial_features_one_row_per_pair_sharing_each_frame():

@@ -22,7 +22,6 @@ import helpers.weights
 from helpers import semantics as hs
 from helpers import vqa as hv
 from helpers.config import MissingAssetError
-from helpers.objects import character_descriptions
 from helpers.smoke import vqa as smoke_vqa
 from helpers.tags import ParsedStory, parse_chain_of_thought, parse_segment, parse_story
 
@@ -229,24 +228,42 @@ def _asked(questions):
 
 def test_questions_from_a_real_segment(story_3920):
     segments = {s.frame: s for s in story_3920.segments}
-    asked = _asked(hs.build_questions(segments[12], character_descriptions(story_3920.cot, 12)))
-    # char1 and char4 are both "Man in a black jacket": asked once, under char1's id
-    assert asked["Is there a man in a black jacket?"].id == "entity:char1"
-    assert asked["Is there a man sitting on the floor?"].kind == "entity"
+    asked = _asked(hs.build_questions(segments[12]))
+    # James, John and Alex are only named: each is "a person", asked once under char1's id (the chain
+    # of thought's "Man in a black jacket" and "Man sitting on the floor" describe the frame, not the text)
+    assert asked["Is there a person?"].id == "entity:char1"
+    assert not [q for q in asked if "jacket" in q or "floor" in q]
     assert asked["Are there cardboard boxes?"].kind == "entity"
-    gun = asked["Is a man pointing a gun at a man?"]
-    assert gun.kind == "action" and gun.parents == ("entity:char1", "entity:char2")
+    gun = asked["Is a person pointing a gun at a person?"]
+    assert gun.kind == "action" and gun.parents == ("entity:char1",), "John's question is James's: one person"
     assert not any("finding" in q for q in asked), "'find themselves' is not something a frame shows"
 
-    asked = _asked(hs.build_questions(segments[9], character_descriptions(story_3920.cot, 9)))
+    asked = _asked(hs.build_questions(segments[9]))  # "he", "his": James is a man
     assert asked["Is a man grabbing a cell phone?"].parents == ("entity:char1", "entity:obj9")
     holding = asked["Is the man holding the cell phone?"]
     assert holding.kind == "relation" and holding.parents == ("entity:char1", "entity:obj9")
     assert "Is there a phone?" not in asked, "the untagged 'phone' is the tagged cell phone"
 
-    asked = _asked(hs.build_questions(segments[5], character_descriptions(story_3920.cot, 5)))
-    assert "Is there a blurred person?" in asked
+    asked = _asked(hs.build_questions(segments[5]))
+    assert "Is there a figure?" in asked and "Is there a man?" in asked
+    assert "Is there a blurred person?" not in asked, "the chain of thought's description of char5"
     assert not [q for q in asked.values() if q.kind == "action"], "appears, can't make out, is, feels"
+
+
+def test_characters_are_described_by_the_text_alone(story_3920):
+    segment = parse_segment("<gdo char3>Bo</gdo> <gda char3>waits</gda>. <gdo char3>The tall man in a grey coat</gdo> "
+                            "<gda char3>holds</gda> <gdo obj1>a cup</gdo>. <gdo char3>He</gdo> <gda char3>smiles</gda>. "
+                            "<gdo char4>Ann</gdo> and <gdo char5>her</gdo> <gdo char4 char5>friends</gdo> wait.", 1)
+    assert hs.text_descriptions(segment) == {"char3": "The tall man in a grey coat", "char5": "woman"}
+    asked = _asked(hs.build_questions(segment))
+    assert asked["Is there a tall man in a grey coat?"].id == "entity:char3"
+    assert asked["Is a tall man holding a cup?"].parents == ("entity:char3", "entity:obj1")
+    assert "Is there a person?" in asked and "Is there a woman?" in asked  # Ann only named; "her" alone
+    assert hs.text_descriptions("He waits.") == {}, "plain text has no ids"
+    frame_3 = {s.frame: s for s in story_3920.segments}[3]
+    assert hs.text_descriptions(frame_3) == {"char1": "man"}  # "him", "his"; the chain of thought: "white shirt"
+    assert [q.question for q in hs.build_questions(frame_3)] == [
+        "Is there a man?", "Is there an elevator?", "Is a man entering an elevator?"]
 
 
 def test_questions_from_hand_made_tags():
@@ -255,17 +272,17 @@ def test_questions_from_hand_made_tags():
         "<gdo obj1>a phone</gdo>. <gdo char1 char3>They</gdo> <gda char1 char3>walk</gda> to the car. "
         "<gdo char2>She</gdo> <gda char2>realizes</gda> it. <gdo obj2>Cardboard boxes</gdo> fill "
         "<gdl bg1>a dim kitchen</gdl>.", 1)
-    questions = hs.build_questions(segment, {"char2": "Woman in a red coat", "char3": "Tall man, smiling"})
+    questions = hs.build_questions(segment)
     asked = _asked(questions)
     assert [q.question for q in questions if q.kind == "entity"] == [
-        "Is there a person?", "Is there a couch?", "Is there a woman in a red coat?", "Is there a phone?",
-        "Is there a tall man?", "Is there a car?", "Are there cardboard boxes?"]
+        "Is there a man?", "Is there a couch?", "Is there a woman?", "Is there a phone?",
+        "Is there a person?", "Is there a car?", "Are there cardboard boxes?"]
     assert len(questions) == hs.MAX_QUESTIONS, "the place, asked last, is left out"
-    assert asked["Is a person sitting on the couch?"].parents == ("entity:char1", "entity:couch")
+    assert asked["Is a man sitting on the couch?"].parents == ("entity:char1", "entity:couch")
     assert asked["Is a woman holding a phone?"].parents == ("entity:char2", "entity:obj1")
-    assert asked["Are a person and a tall man walking to the car?"].parents == (
+    assert asked["Are a man and a person walking to the car?"].parents == (
         "entity:char1", "entity:char3", "entity:car")
-    assert asked["Is the person on the couch?"].kind == "relation"
+    assert asked["Is the man on the couch?"].kind == "relation"
     assert not any("realiz" in q for q in asked)
     place = hs.build_questions(parse_segment("<gdo char1>Al</gdo> <gda char1>waits</gda> in <gdl bg1>a dim "
                                              "kitchen</gdl>. <gdo obj1>A cup</gdo> is on the table.", 1))
@@ -275,8 +292,9 @@ def test_questions_from_hand_made_tags():
         ("place:bg1", "Is there a dim kitchen?")]
     ids = [q.id for q in questions]
     assert all(ids.index(p) < ids.index(q.id) for q in questions for p in q.parents), "parents come first"
-    twins = parse_segment("<gdo char1>Al</gdo> and <gdo char2>Bo</gdo> <gda char1 char2>stand</gda>.", 1)
-    assert _asked(hs.build_questions(twins, {"char1": "Man", "char2": "Man"}))["Are two men standing?"]
+    twins = parse_segment("<gdo char1>The man</gdo> and <gdo char2>the man beside him</gdo> "
+                          "<gda char1 char2>stand</gda>.", 1)
+    assert _asked(hs.build_questions(twins))["Are two men standing?"]
 
 
 def test_questions_from_plain_text_have_no_action():
@@ -358,12 +376,11 @@ def test_question_features_reuse_answers_and_explain_them(vqa, story_3920, tmp_p
     pairs = pd.DataFrame([{"pair_id": p, "story_id": s, "frame": f, "text": t, "tagged_text": g,
                            "source_story_id": "3920", "source_frame": 9} for p, s, f, t, g in rows])
     frames = {("3920", 9): png(9), ("3920", 2): b"not an image"}
-    table = hs.question_features(vqa, pairs, frames, [story_3920], cache_path=tmp_path, batch_size=4)
+    table = hs.question_features(vqa, pairs, frames, cache_path=tmp_path, batch_size=4)
     assert list(table.columns) == ["pair_id", *hs.QUESTION_COLUMNS]
     by_pair = table.set_index("pair_id")
-    descriptions = character_descriptions(story_3920.cot, 9)
-    built = {"pos": hs.build_questions(segment, descriptions),
-             "neg": hs.build_questions(parse_segment(swapped, 9), descriptions),
+    built = {"pos": hs.build_questions(segment),
+             "neg": hs.build_questions(parse_segment(swapped, 9)),
              "plain": hs.build_questions("A man holds a cell phone on the couch.")}
     answers, _ = hv.answer_yes(vqa, frames, {("3920", 9): [q.question for qs in built.values() for q in qs]},
                                tmp_path, batch_size=4)
@@ -373,7 +390,8 @@ def test_question_features_reuse_answers_and_explain_them(vqa, story_3920, tmp_p
         assert by_pair.at[pair_id, "question_score"] == pytest.approx(expected["question_score"])
         assert json.loads(by_pair.at[pair_id, "questions"]) == expected["questions"]
         assert by_pair.at[pair_id, "n_questions"] == len(questions) > 0
-    assert "Is there a man holding his face?" in by_pair.at["pos", "questions"], "described by the chain of thought"
+    assert "Is there a man?" in by_pair.at["pos", "questions"], "described by the text's 'he', not the chain of thought"
+    assert "holding his face" not in by_pair.at["pos", "questions"], "the chain of thought's description of char1"
     assert "Is a man grabbing an umbrella?" in by_pair.at["neg", "questions"]
     assert '"action"' not in by_pair.at["plain", "questions"], "plain text asks no action"
     assert not by_pair.at["bad", "question_informative"] and by_pair.at["bad", "question_score"] == 0.0
@@ -384,6 +402,6 @@ def test_question_features_reuse_answers_and_explain_them(vqa, story_3920, tmp_p
     assert counts["answers"] == len({q.question for qs in built.values() for q in qs}) + len(built["pos"])
     assert counts["answers"] < counts["question_slots"] and counts["frames_skipped"] == 1
     assert counts["frames_encoded"] == 1, "frame 9 once for all its pairs; frame 2 does not decode"
-    alone = hs.question_features(vqa, pairs.iloc[2:3], frames, [], cache_path=tmp_path, batch_size=4)
+    alone = hs.question_features(vqa, pairs.iloc[2:3], frames, cache_path=tmp_path, batch_size=4)
     assert alone["question_score"].tolist() == [by_pair.at["plain", "question_score"]]
     assert alone.attrs["counts"]["frames_encoded"] == 0, "every answer was cached"
