@@ -897,6 +897,11 @@ def blind_predictions(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_fol
     return out
 
 
+def _in_side_order(splits: Iterable[str]) -> list[str]:
+    """The distinct ``splits``, train, val and test first (:data:`SIDES`), any other after them by name."""
+    return sorted(set(splits), key=lambda sp: (SIDES.index(sp) if sp in SIDES else len(SIDES), sp))
+
+
 def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str, str], mlm: "Mlm",
                         cache_dir: str | os.PathLike, batch_size: int = 64) -> pd.DataFrame:
     """Every relation swap of every frame with its plausibility, one row each; how many relations each
@@ -918,7 +923,7 @@ def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str
     edits = list(zip(table["original"], table["text"], table["swap_start"], table["swap_end"]))
     table["plausibility"] = edit_plausibility(mlm, edits, cache_dir, batch_size=batch_size) if edits else []
     table.attrs["options"] = options  # the PairText of each row (not stored on disk)
-    splits = sorted(set(split_of.values()), key=lambda sp: (SIDES.index(sp) if sp in SIDES else len(SIDES), sp))
+    splits = _in_side_order(split_of.values())
     table.attrs["removed"] = {check: {sp: removed[(check, sp)] for sp in splits} for check in RELATION_CHECKS}
     return table
 
@@ -1156,7 +1161,7 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
         counts += [0, len(f["candidates"])]
         blind += [math.nan, float(frame_scores[best])]
     pairs = _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
-    pairs.attrs["frames_unfiltered"] = {split: unfiltered[split] for split in dict.fromkeys(split_of.values())}
+    pairs.attrs["frames_unfiltered"] = {split: unfiltered[split] for split in _in_side_order(split_of.values())}
     return pairs
 
 
