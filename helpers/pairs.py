@@ -24,6 +24,65 @@ from helpers.mlm import Mlm
 from helpers.tags import ENTITY_KINDS, Mention, ParsedStory, Segment, edit_segment
 
 
+SIDES = ("train", "val", "test")
+#: Fewest id blocks on each side of a split (see :func:`split_stories`).
+MIN_BLOCKS_PER_SIDE = 2
+
+
+def _id_number(story_id: str) -> int:
+    if not str(story_id).isdigit():
+        raise ValueError(f"story id {story_id!r} is not a number: ids are sorted numerically")
+    return int(story_id)
+
+
+def _blocks(story_ids: Iterable[str], block_size: int) -> list[list[str]]:
+    """Numerically sorted ids cut into consecutive blocks of ``block_size``."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    ids = sorted(story_ids, key=_id_number)
+    return [ids[i : i + block_size] for i in range(0, len(ids), block_size)]
+
+
+def id_blocks(story_ids: Sequence[str], block_size: int) -> dict[str, str]:
+    """``{story_id: block}``, a block named by its first and last id ("3920-3923")."""
+    return {sid: f"{block[0]}-{block[-1]}" for block in _blocks(story_ids, block_size) for sid in block}
+
+
+def split_stories(
+    story_ids: Sequence[str],
+    *,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    block_size: int,
+    seed: int = 42,
+    min_blocks: int = MIN_BLOCKS_PER_SIDE,
+) -> dict[str, str]:
+    """``{story_id: side}``: whole id blocks to train, val or test, each side at least ``min_blocks`` blocks."""
+    if len(fractions) != len(SIDES) or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    if len(set(story_ids)) != len(story_ids):
+        raise ValueError("story_ids contains duplicates")
+    blocks = _blocks(story_ids, block_size)
+    random.Random(seed).shuffle(blocks)
+
+    sides = [side for side, f in zip(SIDES, fractions) if f > 0]
+    if len(blocks) < min_blocks * len(sides):
+        raise ValueError(
+            f"{len(story_ids)} stories in blocks of {block_size} make {len(blocks)} blocks, but each of the "
+            f"{len(sides)} sides needs at least {min_blocks}: use more stories or a smaller block_size"
+        )
+    target = {side: f * len(story_ids) for side, f in zip(SIDES, fractions)}
+    count = dict.fromkeys(SIDES, 0)
+    split: dict[str, str] = {}
+    for i, block in enumerate(blocks):
+        if i < min_blocks * len(sides):
+            side = sides[i % len(sides)]
+        else:  # the largest deficit; ties go to the earlier side
+            side = max(sides, key=lambda s: target[s] - count[s])
+        count[side] += len(block)
+        split.update(dict.fromkeys(block, side))
+    return dict(sorted(split.items(), key=lambda item: _id_number(item[0])))
+
+
 # extra code: the tables of the data overview (the tests check them)
 def story_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
     """One row per story: sizes of its text and annotations."""
@@ -128,65 +187,6 @@ def sample_frames(stories: Sequence[ParsedStory], n: int, seed: int) -> list[tup
         if any(e.box is not None for e in (*f.characters, *f.objects))
     ]
     return random.Random(seed).sample(candidates, min(n, len(candidates)))
-
-
-SIDES = ("train", "val", "test")
-#: Fewest id blocks on each side of a split (see :func:`split_stories`).
-MIN_BLOCKS_PER_SIDE = 2
-
-
-def _id_number(story_id: str) -> int:
-    if not str(story_id).isdigit():
-        raise ValueError(f"story id {story_id!r} is not a number: ids are sorted numerically")
-    return int(story_id)
-
-
-def _blocks(story_ids: Iterable[str], block_size: int) -> list[list[str]]:
-    """Numerically sorted ids cut into consecutive blocks of ``block_size``."""
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    ids = sorted(story_ids, key=_id_number)
-    return [ids[i : i + block_size] for i in range(0, len(ids), block_size)]
-
-
-def id_blocks(story_ids: Sequence[str], block_size: int) -> dict[str, str]:
-    """``{story_id: block}``, a block named by its first and last id ("3920-3923")."""
-    return {sid: f"{block[0]}-{block[-1]}" for block in _blocks(story_ids, block_size) for sid in block}
-
-
-def split_stories(
-    story_ids: Sequence[str],
-    *,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    block_size: int,
-    seed: int = 42,
-    min_blocks: int = MIN_BLOCKS_PER_SIDE,
-) -> dict[str, str]:
-    """``{story_id: side}``: whole id blocks to train, val or test, each side at least ``min_blocks`` blocks."""
-    if len(fractions) != len(SIDES) or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    if len(set(story_ids)) != len(story_ids):
-        raise ValueError("story_ids contains duplicates")
-    blocks = _blocks(story_ids, block_size)
-    random.Random(seed).shuffle(blocks)
-
-    sides = [side for side, f in zip(SIDES, fractions) if f > 0]
-    if len(blocks) < min_blocks * len(sides):
-        raise ValueError(
-            f"{len(story_ids)} stories in blocks of {block_size} make {len(blocks)} blocks, but each of the "
-            f"{len(sides)} sides needs at least {min_blocks}: use more stories or a smaller block_size"
-        )
-    target = {side: f * len(story_ids) for side, f in zip(SIDES, fractions)}
-    count = dict.fromkeys(SIDES, 0)
-    split: dict[str, str] = {}
-    for i, block in enumerate(blocks):
-        if i < min_blocks * len(sides):
-            side = sides[i % len(sides)]
-        else:  # the largest deficit; ties go to the earlier side
-            side = max(sides, key=lambda s: target[s] - count[s])
-        count[side] += len(block)
-        split.update(dict.fromkeys(block, side))
-    return dict(sorted(split.items(), key=lambda item: _id_number(item[0])))
 
 
 #: Kinds of negative pairs (``negative_type`` of the pairs table), in the spec's order; the one

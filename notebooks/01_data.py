@@ -103,170 +103,6 @@ display(Markdown(f"**{len(stories)}** of {len(ds)} stories are usable; "
 excluded.groupby("reason").agg(stories=("story_id", "nunique"), example=("detail", "first"))
 
 # %% [markdown]
-# Three tables describe what was parsed: one row per story, per frame segment, and per
-# chain-of-thought entity (with the COCO category its description names, if any).
-
-# %%
-#@save
-# extra code: the tables of the data overview (the tests check them)
-def story_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per story: sizes of its text and annotations."""
-    rows = []
-    for s in stories:
-        entities = [e for f in s.cot.frames.values() for e in (*f.characters, *f.objects)]
-        kinds = Counter(e.kind for e in entities)
-        rows.append(
-            {
-                "story_id": s.story_id,
-                "frame_count": s.frame_count,
-                "n_segments": len(s.segments),
-                "n_cot_frames": len(s.cot.frames),
-                "story_words": sum(len(seg.plain.split()) for seg in s.segments),
-                "n_mentions": sum(len(seg.mentions) for seg in s.segments),
-                "n_entities": len(entities),
-                "n_boxes": sum(e.box is not None for e in entities),
-                **{f"n_{kind}": kinds.get(kind, 0) for kind in ENTITY_KINDS},
-                "skipped_rows": s.cot.skipped_rows,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def segment_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per frame segment: length, tag counts, and cited ids without a table row."""
-    rows = []
-    for s in stories:
-        for seg in s.segments:
-            frame = s.cot.frames.get(seg.frame)
-            annotated = {e.id for e in (*frame.characters, *frame.objects)} if frame else set()
-            cited = {i for m in (*seg.mentions, *seg.actions, *seg.locations) for i in m.ids}
-            rows.append(
-                {
-                    "story_id": s.story_id,
-                    "frame": seg.frame,
-                    "n_chars": len(seg.plain),
-                    "n_words": len(seg.plain.split()),
-                    "n_mentions": len(seg.mentions),
-                    "n_actions": len(seg.actions),
-                    "n_locations": len(seg.locations),
-                    "n_cited_ids": len(cited),
-                    "n_unannotated_ids": len(cited - annotated),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def entity_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per chain-of-thought entity, with its box size and COCO category (or missing)."""
-    rows = []
-    for s in stories:
-        for frame in s.cot.frames.values():
-            for table, entities, category in (
-                ("characters", frame.characters, char_category),
-                ("objects", frame.objects, to_coco),
-            ):
-                for e in entities:
-                    x1, y1, x2, y2 = e.box if e.box is not None else (math.nan,) * 4
-                    rows.append(
-                        {
-                            "story_id": s.story_id,
-                            "frame": frame.frame,
-                            "table": table,
-                            "id": e.id,
-                            "kind": e.kind,
-                            "name": e.name,
-                            "description": e.description,
-                            "has_box": e.box is not None,
-                            "box_w": x2 - x1,
-                            "box_h": y2 - y1,
-                            "coco": category(e.description),
-                        }
-                    )
-    return pd.DataFrame(rows)
-
-# %%
-story_tab = story_table(stories)
-segment_tab = segment_table(stories)
-entity_tab = entity_table(stories)
-skipped = int(story_tab["skipped_rows"].sum())
-display(Markdown(
-    f"Chain-of-thought rows skipped as malformed: **{skipped}**. Segments citing an id with no "
-    f"chain-of-thought row in their frame: **{int((segment_tab['n_unannotated_ids'] > 0).sum())}** "
-    f"of {len(segment_tab)}."))
-story_tab.describe().T[["mean", "min", "50%", "max"]]
-
-# %% [markdown]
-# ## What the stories look like
-#
-# Segments are several sentences long. Measured in CLIP tokens, they are compared below with
-# the most the text encoder takes: what lies beyond it, CLIP never reads, which is why
-# chapter 03 scores sentence by sentence. Boxes are measured as a share of their frame.
-
-# %%
-#@save
-# extra code
-def box_area_fraction(entities: pd.DataFrame, ds: "datasets.Dataset") -> pd.Series:
-    """Each entity's box area as a fraction of its frame's area (NaN without a box or a readable frame)."""
-    index = story_index(ds)
-    sizes: dict[tuple[str, int], float] = {}
-    for story_id, frame in set(zip(entities["story_id"], entities["frame"])):
-        try:
-            w, h = frame_size(ds[index[story_id]]["images"], int(frame))
-            sizes[(story_id, frame)] = float(w * h)
-        except (CorruptFrameError, KeyError):
-            sizes[(story_id, frame)] = math.nan
-    area = pd.Series([sizes[k] for k in zip(entities["story_id"], entities["frame"])], index=entities.index)
-    return (entities["box_w"] * entities["box_h"]) / area
-
-# %%
-tokenizer = load_tokenizer(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
-texts = [seg.plain for s in stories for seg in s.segments]  # the rows of segment_tab, in order
-segment_tab["n_tokens"] = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-entity_tab["box_area_frac"] = box_area_fraction(entity_tab, ds)
-over = (segment_tab["n_tokens"] > MAX_TOKENS).mean()
-display(Markdown(f"Segments over CLIP's {MAX_TOKENS} tokens: **{over:.0%}** "
-                 f"(tokenizer of `{ctx.cfg['clip']['weights']}`)."))
-plots.plot_data_overview(story_tab, segment_tab, entity_tab, clip_max_tokens=MAX_TOKENS)
-plt.show()
-
-# %% [markdown]
-# Which COCO categories do the texts themselves ask for? These are what the object evidence
-# of chapter 02 can check (chapter 02 explains how a text's needs are read); everything else a
-# text says is invisible to a COCO detector.
-
-# %%
-needed = needed_category_table(stories)
-share = needed.groupby(["story_id", "frame"])["category"].apply(lambda c: c.notna().any()).mean()
-display(Markdown(f"Segments that need at least one COCO category: **{share:.0%}** of {len(segment_tab)}."))
-needed["category"].value_counts().rename_axis("COCO category").to_frame("segments").head(20).T
-
-# %% [markdown]
-# A few frames with their chain-of-thought boxes (characters orange, objects blue) beside their
-# text, drawn at random (seeded) among the frames that have a box:
-
-# %%
-#@save
-# extra code
-def sample_frames(stories: Sequence[ParsedStory], n: int, seed: int) -> list[tuple[ParsedStory, int]]:
-    """``n`` (story, frame) pairs drawn reproducibly among frames with at least one boxed entity."""
-    import random
-
-    candidates = [
-        (s, f.frame)
-        for s in stories
-        for f in s.cot.frames.values()
-        if any(e.box is not None for e in (*f.characters, *f.objects))
-    ]
-    return random.Random(seed).sample(candidates, min(n, len(candidates)))
-
-# %%
-sample = sample_frames(stories, n=3, seed=ctx.cfg["seed"])
-index = story_index(ds)
-images = [data.frame_image(ds[index[s.story_id]], frame) for s, frame in sample]
-plots.plot_annotated_frames(images, [s for s, _ in sample], [f for _, f in sample])
-plt.show()
-
-# %% [markdown]
 # ## Splits
 #
 # Story ids were assigned one movie at a time, so neighbouring ids mostly share a movie. The
@@ -352,6 +188,173 @@ split_of = split_stories([s.story_id for s in stories], block_size=ctx.cfg["data
 split_sizes = pd.Series(split_of).value_counts().reindex(list(SIDES)).rename("stories").to_frame()
 split_sizes["share"] = split_sizes["stories"] / split_sizes["stories"].sum()
 split_sizes
+
+# %% [markdown]
+# Three tables describe what was parsed: one row per story, per frame segment, and per
+# chain-of-thought entity (with the COCO category its description names, if any). They, and
+# every statistic and example of the data shown in this chapter, read the train and validation
+# stories only: the test split is looked at once, from chapter 07 on.
+
+# %%
+#@save
+# extra code: the tables of the data overview (the tests check them)
+def story_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """One row per story: sizes of its text and annotations."""
+    rows = []
+    for s in stories:
+        entities = [e for f in s.cot.frames.values() for e in (*f.characters, *f.objects)]
+        kinds = Counter(e.kind for e in entities)
+        rows.append(
+            {
+                "story_id": s.story_id,
+                "frame_count": s.frame_count,
+                "n_segments": len(s.segments),
+                "n_cot_frames": len(s.cot.frames),
+                "story_words": sum(len(seg.plain.split()) for seg in s.segments),
+                "n_mentions": sum(len(seg.mentions) for seg in s.segments),
+                "n_entities": len(entities),
+                "n_boxes": sum(e.box is not None for e in entities),
+                **{f"n_{kind}": kinds.get(kind, 0) for kind in ENTITY_KINDS},
+                "skipped_rows": s.cot.skipped_rows,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def segment_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """One row per frame segment: length, tag counts, and cited ids without a table row."""
+    rows = []
+    for s in stories:
+        for seg in s.segments:
+            frame = s.cot.frames.get(seg.frame)
+            annotated = {e.id for e in (*frame.characters, *frame.objects)} if frame else set()
+            cited = {i for m in (*seg.mentions, *seg.actions, *seg.locations) for i in m.ids}
+            rows.append(
+                {
+                    "story_id": s.story_id,
+                    "frame": seg.frame,
+                    "n_chars": len(seg.plain),
+                    "n_words": len(seg.plain.split()),
+                    "n_mentions": len(seg.mentions),
+                    "n_actions": len(seg.actions),
+                    "n_locations": len(seg.locations),
+                    "n_cited_ids": len(cited),
+                    "n_unannotated_ids": len(cited - annotated),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def entity_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """One row per chain-of-thought entity, with its box size and COCO category (or missing)."""
+    rows = []
+    for s in stories:
+        for frame in s.cot.frames.values():
+            for table, entities, category in (
+                ("characters", frame.characters, char_category),
+                ("objects", frame.objects, to_coco),
+            ):
+                for e in entities:
+                    x1, y1, x2, y2 = e.box if e.box is not None else (math.nan,) * 4
+                    rows.append(
+                        {
+                            "story_id": s.story_id,
+                            "frame": frame.frame,
+                            "table": table,
+                            "id": e.id,
+                            "kind": e.kind,
+                            "name": e.name,
+                            "description": e.description,
+                            "has_box": e.box is not None,
+                            "box_w": x2 - x1,
+                            "box_h": y2 - y1,
+                            "coco": category(e.description),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+# %%
+development_stories = [s for s in stories if split_of[s.story_id] in ("train", "val")]
+story_tab = story_table(development_stories)
+segment_tab = segment_table(development_stories)
+entity_tab = entity_table(development_stories)
+skipped = int(story_tab["skipped_rows"].sum())
+display(Markdown(
+    f"Chain-of-thought rows skipped as malformed: **{skipped}**. Segments citing an id with no "
+    f"chain-of-thought row in their frame: **{int((segment_tab['n_unannotated_ids'] > 0).sum())}** "
+    f"of {len(segment_tab)}."))
+story_tab.describe().T[["mean", "min", "50%", "max"]]
+
+# %% [markdown]
+# ## What the stories look like
+#
+# Segments are several sentences long. Measured in CLIP tokens, they are compared below with
+# the most the text encoder takes: what lies beyond it, CLIP never reads, which is why
+# chapter 03 scores sentence by sentence. Boxes are measured as a share of their frame.
+
+# %%
+#@save
+# extra code
+def box_area_fraction(entities: pd.DataFrame, ds: "datasets.Dataset") -> pd.Series:
+    """Each entity's box area as a fraction of its frame's area (NaN without a box or a readable frame)."""
+    index = story_index(ds)
+    sizes: dict[tuple[str, int], float] = {}
+    for story_id, frame in set(zip(entities["story_id"], entities["frame"])):
+        try:
+            w, h = frame_size(ds[index[story_id]]["images"], int(frame))
+            sizes[(story_id, frame)] = float(w * h)
+        except (CorruptFrameError, KeyError):
+            sizes[(story_id, frame)] = math.nan
+    area = pd.Series([sizes[k] for k in zip(entities["story_id"], entities["frame"])], index=entities.index)
+    return (entities["box_w"] * entities["box_h"]) / area
+
+# %%
+tokenizer = load_tokenizer(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
+texts = [seg.plain for s in development_stories for seg in s.segments]  # the rows of segment_tab, in order
+segment_tab["n_tokens"] = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+entity_tab["box_area_frac"] = box_area_fraction(entity_tab, ds)
+over = (segment_tab["n_tokens"] > MAX_TOKENS).mean()
+display(Markdown(f"Segments over CLIP's {MAX_TOKENS} tokens: **{over:.0%}** "
+                 f"(tokenizer of `{ctx.cfg['clip']['weights']}`)."))
+plots.plot_data_overview(story_tab, segment_tab, entity_tab, clip_max_tokens=MAX_TOKENS)
+plt.show()
+
+# %% [markdown]
+# Which COCO categories do the texts themselves ask for? These are what the object evidence
+# of chapter 02 can check (chapter 02 explains how a text's needs are read); everything else a
+# text says is invisible to a COCO detector.
+
+# %%
+needed = needed_category_table(development_stories)
+share = needed.groupby(["story_id", "frame"])["category"].apply(lambda c: c.notna().any()).mean()
+display(Markdown(f"Segments that need at least one COCO category: **{share:.0%}** of {len(segment_tab)}."))
+needed["category"].value_counts().rename_axis("COCO category").to_frame("segments").head(20).T
+
+# %% [markdown]
+# A few frames with their chain-of-thought boxes (characters orange, objects blue) beside their
+# text, drawn at random (seeded) among the frames that have a box:
+
+# %%
+#@save
+# extra code
+def sample_frames(stories: Sequence[ParsedStory], n: int, seed: int) -> list[tuple[ParsedStory, int]]:
+    """``n`` (story, frame) pairs drawn reproducibly among frames with at least one boxed entity."""
+    import random
+
+    candidates = [
+        (s, f.frame)
+        for s in stories
+        for f in s.cot.frames.values()
+        if any(e.box is not None for e in (*f.characters, *f.objects))
+    ]
+    return random.Random(seed).sample(candidates, min(n, len(candidates)))
+
+# %%
+sample = sample_frames(development_stories, n=3, seed=ctx.cfg["seed"])
+index = story_index(ds)
+images = [data.frame_image(ds[index[s.story_id]], frame) for s, frame in sample]
+plots.plot_annotated_frames(images, [s for s, _ in sample], [f for _, f in sample])
+plt.show()
 
 # %% [markdown]
 # ## Pairs
