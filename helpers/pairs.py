@@ -931,8 +931,9 @@ def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str
 def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, block_of: Mapping[str, str],
                            n_folds: int = 5, seed: int = 0) -> tuple[float, pd.DataFrame]:
     """The relation margin whose training swaps the blind classifier, cross-fitted over the training id
-    blocks of ``block_of``, finds nearest chance, and the table. No measurable margin: ``math.inf`` (every
-    swap kept), with ``attrs["no_margin_measurable"]`` True; ``attrs["unmeasured"]``: margins without an AUC."""
+    blocks of ``block_of``, finds nearest chance, and the table (``n_unscored``: texts no fold could score,
+    left out of the AUC). No measurable margin: ``math.inf`` (every swap kept), with
+    ``attrs["no_margin_measurable"]`` True; ``attrs["unmeasured"]``: margins without an AUC."""
     from sklearn.metrics import roc_auc_score
 
     fit = candidates[candidates["split"] == "train"]
@@ -945,11 +946,13 @@ def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, b
                               ignore_index=True)
             scores = blind_predictions(table, block_of=block_of, n_folds=n_folds, seed=seed)
             ok = scores.notna()
-            measured[key] = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
-                             if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            auc = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
+                   if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            measured[key] = (auc, int((~ok).sum()))
+        auc, unscored = measured[key]
         rows.append({"margin": float(margin), "swaps_kept": len(kept), "frames": len(originals),
-                     "blind_roc_auc": measured[key]})
-    table = pd.DataFrame(rows, columns=["margin", "swaps_kept", "frames", "blind_roc_auc"])
+                     "blind_roc_auc": auc, "n_unscored": unscored})
+    table = pd.DataFrame(rows, columns=["margin", "swaps_kept", "frames", "blind_roc_auc", "n_unscored"])
     table.attrs["unmeasured"] = int(table["blind_roc_auc"].isna().sum())
     table.attrs["no_margin_measurable"] = bool(table["blind_roc_auc"].isna().all())
     if table.attrs["no_margin_measurable"]:

@@ -1373,7 +1373,8 @@ pd.DataFrame({"held-out training stories": [", ".join(sorted(f, key=int)) for f 
 # the blind classifier is cross-fitted over id-block folds of the **training** stories only on
 # those swaps against their frames' own texts. The margin whose ROC-AUC is nearest 0.5 is
 # chosen (ties: the larger margin, which keeps more swaps; a margin with no measurable AUC
-# counts as farthest). Validation takes no part, so its blind ROC-AUC at the end of the chapter
+# counts as farthest; texts no fold could score are left out of the AUC and counted in
+# `n_unscored`). Validation takes no part, so its blind ROC-AUC at the end of the chapter
 # stays a held-out check of the choice. When no margin of the grid has a measurable AUC (too
 # few training blocks or swaps), no margin can be chosen: every swap is kept (an infinite
 # margin), and the chapter says so below the table.
@@ -1414,8 +1415,9 @@ def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str
 def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, block_of: Mapping[str, str],
                            n_folds: int = 5, seed: int = 0) -> tuple[float, pd.DataFrame]:
     """The relation margin whose training swaps the blind classifier, cross-fitted over the training id
-    blocks of ``block_of``, finds nearest chance, and the table. No measurable margin: ``math.inf`` (every
-    swap kept), with ``attrs["no_margin_measurable"]`` True; ``attrs["unmeasured"]``: margins without an AUC."""
+    blocks of ``block_of``, finds nearest chance, and the table (``n_unscored``: texts no fold could score,
+    left out of the AUC). No measurable margin: ``math.inf`` (every swap kept), with
+    ``attrs["no_margin_measurable"]`` True; ``attrs["unmeasured"]``: margins without an AUC."""
     from sklearn.metrics import roc_auc_score
 
     fit = candidates[candidates["split"] == "train"]
@@ -1428,11 +1430,13 @@ def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, b
                               ignore_index=True)
             scores = blind_predictions(table, block_of=block_of, n_folds=n_folds, seed=seed)
             ok = scores.notna()
-            measured[key] = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
-                             if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            auc = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
+                   if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            measured[key] = (auc, int((~ok).sum()))
+        auc, unscored = measured[key]
         rows.append({"margin": float(margin), "swaps_kept": len(kept), "frames": len(originals),
-                     "blind_roc_auc": measured[key]})
-    table = pd.DataFrame(rows, columns=["margin", "swaps_kept", "frames", "blind_roc_auc"])
+                     "blind_roc_auc": auc, "n_unscored": unscored})
+    table = pd.DataFrame(rows, columns=["margin", "swaps_kept", "frames", "blind_roc_auc", "n_unscored"])
     table.attrs["unmeasured"] = int(table["blind_roc_auc"].isna().sum())
     table.attrs["no_margin_measurable"] = bool(table["blind_roc_auc"].isna().all())
     if table.attrs["no_margin_measurable"]:

@@ -407,7 +407,8 @@ def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds
     scores = blind_predictions(pairs, block_of=block_of, n_folds=n_folds, seed=seed)
     blocks = pairs["story_id"].map(block_of)
     if blocks.isna().any():
-        raise ValueError(f"block_of has no id block for stories {sorted(set(pairs.loc[blocks.isna(), 'story_id']))[:5]}")
+        missing = sorted(set(pairs.loc[blocks.isna(), "story_id"]))
+        raise ValueError(f"block_of has no id block for {len(missing)} stories, e.g. {missing[:5]}")
     rows = []
     for split in splits:
         part = pairs["split"] == split

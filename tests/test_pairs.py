@@ -685,6 +685,10 @@ def test_blind_predictions_are_cross_fitted_by_story_block():
     assert set(table.split) == {"train", "val"} and set(table.negative_type) == {*NEGATIVE_TYPES, "all"}
     assert (table.low <= table.high).all() and table.roc_auc.between(0, 1).all()
     assert (table[table.negative_type == "all"].n_positive == table[table.negative_type == "all"].n_negative).all()
+    assert (table.n_unscored == 0).all()
+    train_only = {s: b for s, b in hp.id_blocks([s.story_id for s in SMALL], 2).items() if split[s] == "train"}
+    with pytest.raises(ValueError, match="no id block for 8 stories"):  # validation and test stories
+        blind_auc_table(pairs, block_of=train_only, n_resamples=20)
 
 
 def test_relation_margin_is_the_one_whose_swaps_a_blind_reader_cannot_spot():
@@ -747,7 +751,7 @@ def test_the_relation_margin_never_reads_validation_or_test():
     changed.loc[held_out, "plausibility"] = -0.1
     again, again_table = hp.choose_relation_margin(changed, [1.0, math.inf], block_of=block_of)
     assert margin == again and table.equals(again_table)
-    assert list(table.swaps_kept) == [24, 48] and table.attrs["unmeasured"] == 0
+    assert list(table.swaps_kept) == [24, 48] and table.attrs["unmeasured"] == 0 and (table.n_unscored == 0).all()
 
 
 def test_a_margin_grid_without_a_measurable_auc_is_reported():
@@ -756,7 +760,7 @@ def test_a_margin_grid_without_a_measurable_auc_is_reported():
     one_block = dict.fromkeys((str(i) for i in range(8)), "0-7")  # nothing to cross-fit over
     margin, table = hp.choose_relation_margin(pd.DataFrame(rows), [0.5, 2.0], block_of=one_block)
     assert margin == math.inf and table.attrs["no_margin_measurable"] and table.attrs["unmeasured"] == 2
-    assert table.blind_roc_auc.isna().all()
+    assert table.blind_roc_auc.isna().all() and list(table.n_unscored) == [0, 16]  # none kept; 8 + 8 texts
 
 
 def test_frames_the_filter_could_not_score_are_counted(tiny_mlm, tmp_path):
