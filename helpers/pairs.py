@@ -24,6 +24,65 @@ from helpers.mlm import Mlm
 from helpers.tags import ENTITY_KINDS, Mention, ParsedStory, Segment, edit_segment
 
 
+SIDES = ("train", "val", "test")
+#: Fewest id blocks on each side of a split (see :func:`split_stories`).
+MIN_BLOCKS_PER_SIDE = 2
+
+
+def _id_number(story_id: str) -> int:
+    if not str(story_id).isdigit():
+        raise ValueError(f"story id {story_id!r} is not a number: ids are sorted numerically")
+    return int(story_id)
+
+
+def _blocks(story_ids: Iterable[str], block_size: int) -> list[list[str]]:
+    """Numerically sorted ids cut into consecutive blocks of ``block_size``."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    ids = sorted(story_ids, key=_id_number)
+    return [ids[i : i + block_size] for i in range(0, len(ids), block_size)]
+
+
+def id_blocks(story_ids: Sequence[str], block_size: int) -> dict[str, str]:
+    """``{story_id: block}``, a block named by its first and last id ("3920-3923")."""
+    return {sid: f"{block[0]}-{block[-1]}" for block in _blocks(story_ids, block_size) for sid in block}
+
+
+def split_stories(
+    story_ids: Sequence[str],
+    *,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    block_size: int,
+    seed: int = 42,
+    min_blocks: int = MIN_BLOCKS_PER_SIDE,
+) -> dict[str, str]:
+    """``{story_id: side}``: whole id blocks to train, val or test, each side at least ``min_blocks`` blocks."""
+    if len(fractions) != len(SIDES) or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    if len(set(story_ids)) != len(story_ids):
+        raise ValueError("story_ids contains duplicates")
+    blocks = _blocks(story_ids, block_size)
+    random.Random(seed).shuffle(blocks)
+
+    sides = [side for side, f in zip(SIDES, fractions) if f > 0]
+    if len(blocks) < min_blocks * len(sides):
+        raise ValueError(
+            f"{len(story_ids)} stories in blocks of {block_size} make {len(blocks)} blocks, but each of the "
+            f"{len(sides)} sides needs at least {min_blocks}: use more stories or a smaller block_size"
+        )
+    target = {side: f * len(story_ids) for side, f in zip(SIDES, fractions)}
+    count = dict.fromkeys(SIDES, 0)
+    split: dict[str, str] = {}
+    for i, block in enumerate(blocks):
+        if i < min_blocks * len(sides):
+            side = sides[i % len(sides)]
+        else:  # the largest deficit; ties go to the earlier side
+            side = max(sides, key=lambda s: target[s] - count[s])
+        count[side] += len(block)
+        split.update(dict.fromkeys(block, side))
+    return dict(sorted(split.items(), key=lambda item: _id_number(item[0])))
+
+
 # extra code: the tables of the data overview (the tests check them)
 def story_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
     """One row per story: sizes of its text and annotations."""
@@ -128,65 +187,6 @@ def sample_frames(stories: Sequence[ParsedStory], n: int, seed: int) -> list[tup
         if any(e.box is not None for e in (*f.characters, *f.objects))
     ]
     return random.Random(seed).sample(candidates, min(n, len(candidates)))
-
-
-SIDES = ("train", "val", "test")
-#: Fewest id blocks on each side of a split (see :func:`split_stories`).
-MIN_BLOCKS_PER_SIDE = 2
-
-
-def _id_number(story_id: str) -> int:
-    if not str(story_id).isdigit():
-        raise ValueError(f"story id {story_id!r} is not a number: ids are sorted numerically")
-    return int(story_id)
-
-
-def _blocks(story_ids: Iterable[str], block_size: int) -> list[list[str]]:
-    """Numerically sorted ids cut into consecutive blocks of ``block_size``."""
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    ids = sorted(story_ids, key=_id_number)
-    return [ids[i : i + block_size] for i in range(0, len(ids), block_size)]
-
-
-def id_blocks(story_ids: Sequence[str], block_size: int) -> dict[str, str]:
-    """``{story_id: block}``, a block named by its first and last id ("3920-3923")."""
-    return {sid: f"{block[0]}-{block[-1]}" for block in _blocks(story_ids, block_size) for sid in block}
-
-
-def split_stories(
-    story_ids: Sequence[str],
-    *,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    block_size: int,
-    seed: int = 42,
-    min_blocks: int = MIN_BLOCKS_PER_SIDE,
-) -> dict[str, str]:
-    """``{story_id: side}``: whole id blocks to train, val or test, each side at least ``min_blocks`` blocks."""
-    if len(fractions) != len(SIDES) or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    if len(set(story_ids)) != len(story_ids):
-        raise ValueError("story_ids contains duplicates")
-    blocks = _blocks(story_ids, block_size)
-    random.Random(seed).shuffle(blocks)
-
-    sides = [side for side, f in zip(SIDES, fractions) if f > 0]
-    if len(blocks) < min_blocks * len(sides):
-        raise ValueError(
-            f"{len(story_ids)} stories in blocks of {block_size} make {len(blocks)} blocks, but each of the "
-            f"{len(sides)} sides needs at least {min_blocks}: use more stories or a smaller block_size"
-        )
-    target = {side: f * len(story_ids) for side, f in zip(SIDES, fractions)}
-    count = dict.fromkeys(SIDES, 0)
-    split: dict[str, str] = {}
-    for i, block in enumerate(blocks):
-        if i < min_blocks * len(sides):
-            side = sides[i % len(sides)]
-        else:  # the largest deficit; ties go to the earlier side
-            side = max(sides, key=lambda s: target[s] - count[s])
-        count[side] += len(block)
-        split.update(dict.fromkeys(block, side))
-    return dict(sorted(split.items(), key=lambda item: _id_number(item[0])))
 
 
 #: Kinds of negative pairs (``negative_type`` of the pairs table), in the spec's order; the one
@@ -581,6 +581,16 @@ REVERSED_PHRASES: dict[str, str] = {
     "left of": "right of", "right of": "left of", "to the left of": "to the right of",
     "to the right of": "to the left of", "on the left of": "on the right of", "on the right of": "on the left of",
 }  # fmt: skip
+#: A reversible relation's opposite (the canonical relations of :data:`helpers.spatial.RELATIONS`).
+OPPOSITE_RELATIONS: dict[str, str] = {
+    "on": "under", "under": "on", "above": "below", "below": "above", "behind": "in front of",
+    "in front of": "behind", "left of": "right of", "right of": "left of",
+}  # fmt: skip
+#: The checks a relation must pass to be reversed, in the order applied (:func:`relation_swap_review`).
+RELATION_CHECKS: tuple[str, ...] = (
+    "no opposite", "not visible", "no boxes", "boxes contradict the original", "boxes allow the reversal",
+    "crosses a tag",
+)  # fmt: skip
 #: Head nouns of things no box can stand for as a relation's side, even when annotated.
 _SCENERY = frozenset(
     "floor floors ground sky wall walls ceiling room hallway corridor air distance background horizon street "
@@ -599,34 +609,79 @@ def _boxable(segment: Segment, text: str, category: str | None, start: int, boxe
     return mention is not None and bool(mention.ids) and set(mention.ids) <= boxed
 
 
-def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText]:
-    """Every relation of ``segment`` between two things the frame can show, reversed in place."""
-    from helpers.objects import character_descriptions
-    from helpers.spatial import extract_relations
+def _has_area(box: Sequence[float] | None) -> bool:
+    return box is not None and box[2] > box[0] and box[3] > box[1]
 
+
+def argument_boxes(segment: Segment, frame: "FrameAnnotation | None", text: str, category: str | None,
+                   start: int) -> list[tuple[float, float, float, float]]:
+    """The chain-of-thought boxes of a relation's side (``text`` at ``start``): its mention's ids' boxes
+    (every id boxed), else the box of the frame's one boxed entity of ``category``; [] when there are none."""
+    if frame is None:
+        return []
+    boxes = {e.id: e.box for e in (*frame.characters, *frame.objects) if _has_area(e.box)}
+    mention = next((m for m in segment.mentions if m.start == start and m.text == text), None)
+    if mention is not None and mention.ids:
+        return [boxes[i] for i in mention.ids] if set(mention.ids) <= set(boxes) else []
+    if category is None:
+        return []
+    same = [e.box for e in frame.characters if _has_area(e.box) and char_category(e.description) == category]
+    same += [e.box for e in frame.objects if _has_area(e.box) and to_coco(e.description) == category]
+    return same if len(same) == 1 else []
+
+
+def relation_swap_review(story: ParsedStory, segment: Segment) -> list[tuple[str, PairText | None]]:
+    """Every relation of ``segment`` with the first of :data:`RELATION_CHECKS` it fails ("" when it
+    passes them all) and its reversal in place (None unless it passes)."""
+    from helpers.objects import character_descriptions
+    from helpers.spatial import RELATION_PHRASES, extract_relations, relation_holds
+
+    canonical = {p: r for r, phrases in RELATION_PHRASES.items() for p in phrases}
     frame = story.cot.frames.get(segment.frame)
-    boxed = {e.id for e in (*frame.characters, *frame.objects) if e.box is not None} if frame else set()
+    entities = (*frame.characters, *frame.objects) if frame else ()
+    boxed = {e.id for e in entities if e.box is not None}
+    framed = [e.box for e in entities if _has_area(e.box)]
+    size = (max(b[2] for b in framed), max(b[3] for b in framed)) if framed else None
     plain = segment.plain
-    options = []
+    review: list[tuple[str, PairText | None]] = []
     for rel in extract_relations(segment, character_descriptions(story.cot, segment.frame)):
         phrase = " ".join(rel.phrase.lower().split())
         if phrase not in REVERSED_PHRASES:
+            review.append(("no opposite", None))
             continue
         subject_end, object_start = rel.span[0] + len(rel.subject), rel.span[1] - len(rel.object)
         if not (_boxable(segment, rel.subject, rel.subject_category, rel.span[0], boxed)
                 and _boxable(segment, rel.object, rel.object_category, object_start, boxed)):
+            review.append(("not visible", None))
+            continue
+        subjects = argument_boxes(segment, frame, rel.subject, rel.subject_category, rel.span[0])
+        objects = argument_boxes(segment, frame, rel.object, rel.object_category, object_start)
+        if not subjects or not objects:
+            review.append(("no boxes", None))
+            continue
+        new = REVERSED_PHRASES[phrase]
+        opposite = canonical.get(new, OPPOSITE_RELATIONS[rel.relation])
+        box_pairs = [(s, o) for s in subjects for o in objects]
+        if not all(relation_holds(rel.relation, s, o, size) for s, o in box_pairs):
+            review.append(("boxes contradict the original", None))
+            continue
+        if any(relation_holds(opposite, s, o, size) for s, o in box_pairs):
+            review.append(("boxes allow the reversal", None))
             continue
         found = re.search(rf"\b{re.escape(rel.phrase)}\b", plain[subject_end:object_start])
-        if found is None:
-            continue
-        start, end = subject_end + found.start(), subject_end + found.end()
-        old = plain[start:end]
-        new = REVERSED_PHRASES[phrase]
-        new = new[0].upper() + new[1:] if old[:1].isupper() else new
-        option = _edit(story, segment, start, end, new, f'relation "{old}" -> "{new}"')
-        if option is not None:
-            options.append(option)
-    return options
+        option = None
+        if found is not None:
+            start, end = subject_end + found.start(), subject_end + found.end()
+            old = plain[start:end]
+            new = new[0].upper() + new[1:] if old[:1].isupper() else new
+            option = _edit(story, segment, start, end, new, f'relation "{old}" -> "{new}"')
+        review.append(("crosses a tag", None) if option is None else ("", option))
+    return review
+
+
+def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText]:
+    """Every relation of ``segment`` that passes the checks of :func:`relation_swap_review`, reversed in place."""
+    return [option for reason, option in relation_swap_review(story, segment) if not reason]
 
 
 #: Spatial expressions and their opposites. Each pattern's group ``w`` is the part to
@@ -806,29 +861,28 @@ def _fit_blind(texts: Sequence[str], labels: Sequence[int], weights: Sequence[fl
     return model.fit(list(texts), np.asarray(labels), **fit_params)
 
 
-def _story_groups(story_ids: Sequence[str], block_size: int) -> dict[str, int]:
-    """Each story's id block number."""
-    return {sid: b for b, block in enumerate(_blocks(set(story_ids), block_size)) for sid in block}
-
-
-def _folds(story_ids: Sequence[str], block_size: int, n_folds: int) -> list[set[str]]:
-    """Stories in at most ``n_folds`` folds of whole id blocks ([] with fewer than two blocks)."""
+def _folds(story_ids: Iterable[str], block_of: Mapping[str, str], n_folds: int) -> list[set[str]]:
+    """``story_ids`` in at most ``n_folds`` folds of whole id blocks of ``block_of`` (:func:`id_blocks` over
+    every story of the study, the map the split used); [] with fewer than two blocks."""
     from sklearn.model_selection import GroupKFold
 
     ids = sorted(set(story_ids), key=_id_number)
-    groups = _story_groups(ids, block_size)
-    n = min(n_folds, len(set(groups.values())))
+    if missing := [s for s in ids if s not in block_of]:
+        raise ValueError(f"block_of has no id block for {len(missing)} stories, e.g. {missing[:5]}: "
+                         "pass id_blocks over every story of the study")
+    n = min(n_folds, len({block_of[s] for s in ids}))
     if n < 2:
         return []
-    folds = GroupKFold(n_splits=n).split(ids, groups=[groups[s] for s in ids])
+    folds = GroupKFold(n_splits=n).split(ids, groups=[block_of[s] for s in ids])
     return [{ids[i] for i in held_out} for _, held_out in folds]
 
 
-def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, seed: int = 0) -> pd.Series:
-    """The blind classifier's P(positive) of each pair, cross-fitted by id blocks on train."""
+def blind_predictions(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds: int = 5,
+                      seed: int = 0) -> pd.Series:
+    """The blind classifier's P(positive) of each pair, cross-fitted by the id blocks of ``block_of`` on train."""
     out = pd.Series(np.nan, index=pairs.index, dtype=float)
     train = pairs[pairs["split"] == "train"]
-    for held_out in _folds(train["story_id"], block_size, n_folds):
+    for held_out in _folds(train["story_id"], block_of, n_folds):
         # neither the held-out stories' pairs nor their texts used as another frame's negative
         source = train["source_story_id"] if "source_story_id" in train else train["story_id"]
         fit_rows = train[~train["story_id"].isin(held_out) & ~source.isin(held_out)]
@@ -843,14 +897,24 @@ def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5,
     return out
 
 
+def _in_side_order(splits: Iterable[str]) -> list[str]:
+    """The distinct ``splits``, train, val and test first (:data:`SIDES`), any other after them by name."""
+    return sorted(set(splits), key=lambda sp: (SIDES.index(sp) if sp in SIDES else len(SIDES), sp))
+
+
 def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str, str], mlm: "Mlm",
                         cache_dir: str | os.PathLike, batch_size: int = 64) -> pd.DataFrame:
-    """Every relation swap of every frame with its plausibility, one row each."""
-    rows, options = [], []
+    """Every relation swap of every frame with its plausibility, one row each; how many relations each
+    of :data:`RELATION_CHECKS` removed, per split, in ``attrs["removed"]`` (``{check: {split: count}}``)."""
+    rows, options, removed = [], [], Counter()
     for story in sorted(stories, key=lambda s: _id_number(s.story_id)):
+        split = split_of[story.story_id]
         for segment in story.segments:
-            for option in relation_swap_options(story, segment):
-                rows.append({"story_id": story.story_id, "frame": segment.frame, "split": split_of[story.story_id],
+            for reason, option in relation_swap_review(story, segment):
+                if reason:
+                    removed[(reason, split)] += 1
+                    continue
+                rows.append({"story_id": story.story_id, "frame": segment.frame, "split": split,
                              "text": option.segment.plain, "original": segment.plain, "change": option.change,
                              "swap_start": option.swap_start, "swap_end": option.swap_end})
                 options.append(option)
@@ -859,29 +923,40 @@ def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str
     edits = list(zip(table["original"], table["text"], table["swap_start"], table["swap_end"]))
     table["plausibility"] = edit_plausibility(mlm, edits, cache_dir, batch_size=batch_size) if edits else []
     table.attrs["options"] = options  # the PairText of each row (not stored on disk)
+    splits = _in_side_order(split_of.values())
+    table.attrs["removed"] = {check: {sp: removed[(check, sp)] for sp in splits} for check in RELATION_CHECKS}
     return table
 
 
-def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, block_size: int, n_folds: int = 5,
-                           seed: int = 0) -> tuple[float, pd.DataFrame]:
-    """The relation margin whose swaps the blind classifier finds nearest chance, and the table."""
+def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, block_of: Mapping[str, str],
+                           n_folds: int = 5, seed: int = 0) -> tuple[float, pd.DataFrame]:
+    """The relation margin whose training swaps the blind classifier, cross-fitted over the training id
+    blocks of ``block_of``, finds nearest chance, and the table (``n_unscored``: texts no fold could score,
+    left out of the AUC). No measurable margin: ``math.inf`` (every swap kept), with
+    ``attrs["no_margin_measurable"]`` True; ``attrs["unmeasured"]``: margins without an AUC."""
     from sklearn.metrics import roc_auc_score
 
-    fit = candidates[candidates["split"].isin(["train", "val"])]
+    fit = candidates[candidates["split"] == "train"]
     rows, measured = [], {}
     for margin in sorted(grid):
         kept = fit[fit["plausibility"] >= -margin]
         originals = kept.drop_duplicates(["story_id", "frame"])
         if (key := tuple(kept.index)) not in measured:  # margins keeping the same swaps share one measurement
             table = pd.concat([originals.assign(text=originals["original"], label=1), kept.assign(label=0)],
-                              ignore_index=True).assign(split="train")
-            scores = blind_predictions(table, block_size=block_size, n_folds=n_folds, seed=seed)
+                              ignore_index=True)
+            scores = blind_predictions(table, block_of=block_of, n_folds=n_folds, seed=seed)
             ok = scores.notna()
-            measured[key] = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
-                             if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            auc = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
+                   if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            measured[key] = (auc, int((~ok).sum()))
+        auc, unscored = measured[key]
         rows.append({"margin": float(margin), "swaps_kept": len(kept), "frames": len(originals),
-                     "blind_roc_auc": measured[key]})
-    table = pd.DataFrame(rows)
+                     "blind_roc_auc": auc, "n_unscored": unscored})
+    table = pd.DataFrame(rows, columns=["margin", "swaps_kept", "frames", "blind_roc_auc", "n_unscored"])
+    table.attrs["unmeasured"] = int(table["blind_roc_auc"].isna().sum())
+    table.attrs["no_margin_measurable"] = bool(table["blind_roc_auc"].isna().all())
+    if table.attrs["no_margin_measurable"]:
+        return math.inf, table
     distance = (table["blind_roc_auc"] - 0.5).abs().fillna(math.inf)
     best = table.loc[distance == distance.min(), "margin"].max()
     return float(best), table
@@ -937,9 +1012,12 @@ def make_pairs(
     batch_size: int = 64,
     filter_train: pd.DataFrame | None = None,
     frames_per_story: int | None = None,
+    block_of: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`; of at
-    most ``frames_per_story`` frames per story (:func:`keep_frames_per_story`) when given."""
+    most ``frames_per_story`` frames per story (:func:`keep_frames_per_story`) when given.
+    ``block_of``: the id blocks the blind filter's folds are cut from (:func:`id_blocks` over every
+    story of the study, the map the split used); None: ``id_blocks`` over ``stories``."""
     unknown = set(negative_mix) - set(NEGATIVE_TYPES)
     if unknown or any(w < 0 for w in negative_mix.values()) or not any(negative_mix.values()):
         raise ValueError(f"negative_mix needs non-negative weights over {NEGATIVE_TYPES}, got {dict(negative_mix)}")
@@ -957,6 +1035,8 @@ def make_pairs(
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     evenly_spaced([], frames_per_story)  # a wrong frames_per_story fails here, before any work
+    if block_of is None:
+        block_of = id_blocks([s.story_id for s in stories], block_size)
 
     peers: dict[str, list[ParsedStory]] = {}
     for story in stories:
@@ -966,7 +1046,8 @@ def make_pairs(
     if variant == "adversarial":
         return keep_frames_per_story(
             _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
-                               n_candidates, relation_margin, n_folds, batch_size, filter_train), frames_per_story)
+                               n_candidates, relation_margin, n_folds, batch_size, filter_train, block_of),
+            frames_per_story)
 
     naive = variant == "naive"
     rows: list[dict[str, object]] = []
@@ -1010,7 +1091,7 @@ def _pairs_table(rows: list[dict[str, object]], skipped: int, *, n_candidates: l
 
 
 def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
-                       n_candidates, relation_margin, n_folds, batch_size, filter_train) -> pd.DataFrame:
+                       n_candidates, relation_margin, n_folds, batch_size, filter_train, block_of) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     cache_dir = Path(cache_dir)
@@ -1066,18 +1147,25 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
     kept = [f for f in frames if f["candidates"]]
     skipped += len(frames) - len(kept)
 
-    # 3. the blind filter keeps, per frame, the candidate most like a positive
-    scores = _filter_scores(kept, block_size=block_size, n_folds=n_folds, seed=seed, filter_train=filter_train)
-    rows, counts, blind = [], [], []
+    # 3. the blind filter keeps, per frame, the candidate most like a positive; a frame none of whose
+    #    candidates it could score keeps its first (counted per split in attrs["frames_unfiltered"])
+    scores = _filter_scores(kept, block_of=block_of, n_folds=n_folds, seed=seed, filter_train=filter_train)
+    rows, counts, blind, unfiltered = [], [], [], Counter()
     for f, frame_scores in zip(kept, scores):
-        best = int(np.nanargmax(frame_scores)) if np.isfinite(frame_scores).any() else 0
+        if np.isfinite(frame_scores).any():
+            best = int(np.nanargmax(frame_scores))
+        else:
+            best = 0
+            unfiltered[f["split"]] += 1
         story, segment = f["story"], f["segment"]
         positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
         rows.append(_row(story.story_id, segment.frame, f["split"], 1, "", positive))
         rows.append(_row(story.story_id, segment.frame, f["split"], 0, f["kind"], f["candidates"][best]))
         counts += [0, len(f["candidates"])]
         blind += [math.nan, float(frame_scores[best])]
-    return _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
+    pairs = _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
+    pairs.attrs["frames_unfiltered"] = {split: unfiltered[split] for split in _in_side_order(split_of.values())}
+    return pairs
 
 
 def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_dir: Path,
@@ -1110,7 +1198,7 @@ def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_
     return [[d for _, _, d in sorted(r)[:size]] for r in ranked]
 
 
-def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: int, seed: int,
+def _filter_scores(frames: list[dict[str, Any]], *, block_of: Mapping[str, str], n_folds: int, seed: int,
                    filter_train: pd.DataFrame | None) -> list[np.ndarray]:
     """The blind classifier's P(positive) of every candidate of every frame."""
     out = [np.full(len(f["candidates"]), np.nan) for f in frames]
@@ -1138,7 +1226,7 @@ def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: in
 
     train = [i for i, f in enumerate(frames) if f["split"] == "train"]
     story_of = {i: frames[i]["story"].story_id for i in train}
-    for held_out in _folds(list(story_of.values()), block_size, n_folds):
+    for held_out in _folds(list(story_of.values()), block_of, n_folds):
         fit_rows = [i for i in train if story_of[i] not in held_out]
         texts, labels, weights = training(fit_rows, held_out)
         if len(set(labels)) == 2:
@@ -1162,4 +1250,10 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"pair ids occur in more than one table, e.g. {pairs.loc[dup, 'pair_id'].head(3).tolist()}")
     for count in ("frames_without_negative", "frames_not_sampled"):
         pairs.attrs[count] = sum(t.attrs.get(count, 0) for t in tables)
+    if any("frames_unfiltered" in t.attrs for t in tables):  # per split
+        unfiltered: dict[str, int] = {}
+        for t in tables:
+            for split, n in t.attrs.get("frames_unfiltered", {}).items():
+                unfiltered[split] = unfiltered.get(split, 0) + n
+        pairs.attrs["frames_unfiltered"] = unfiltered
     return pairs

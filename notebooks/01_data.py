@@ -103,170 +103,6 @@ display(Markdown(f"**{len(stories)}** of {len(ds)} stories are usable; "
 excluded.groupby("reason").agg(stories=("story_id", "nunique"), example=("detail", "first"))
 
 # %% [markdown]
-# Three tables describe what was parsed: one row per story, per frame segment, and per
-# chain-of-thought entity (with the COCO category its description names, if any).
-
-# %%
-#@save
-# extra code: the tables of the data overview (the tests check them)
-def story_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per story: sizes of its text and annotations."""
-    rows = []
-    for s in stories:
-        entities = [e for f in s.cot.frames.values() for e in (*f.characters, *f.objects)]
-        kinds = Counter(e.kind for e in entities)
-        rows.append(
-            {
-                "story_id": s.story_id,
-                "frame_count": s.frame_count,
-                "n_segments": len(s.segments),
-                "n_cot_frames": len(s.cot.frames),
-                "story_words": sum(len(seg.plain.split()) for seg in s.segments),
-                "n_mentions": sum(len(seg.mentions) for seg in s.segments),
-                "n_entities": len(entities),
-                "n_boxes": sum(e.box is not None for e in entities),
-                **{f"n_{kind}": kinds.get(kind, 0) for kind in ENTITY_KINDS},
-                "skipped_rows": s.cot.skipped_rows,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def segment_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per frame segment: length, tag counts, and cited ids without a table row."""
-    rows = []
-    for s in stories:
-        for seg in s.segments:
-            frame = s.cot.frames.get(seg.frame)
-            annotated = {e.id for e in (*frame.characters, *frame.objects)} if frame else set()
-            cited = {i for m in (*seg.mentions, *seg.actions, *seg.locations) for i in m.ids}
-            rows.append(
-                {
-                    "story_id": s.story_id,
-                    "frame": seg.frame,
-                    "n_chars": len(seg.plain),
-                    "n_words": len(seg.plain.split()),
-                    "n_mentions": len(seg.mentions),
-                    "n_actions": len(seg.actions),
-                    "n_locations": len(seg.locations),
-                    "n_cited_ids": len(cited),
-                    "n_unannotated_ids": len(cited - annotated),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def entity_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
-    """One row per chain-of-thought entity, with its box size and COCO category (or missing)."""
-    rows = []
-    for s in stories:
-        for frame in s.cot.frames.values():
-            for table, entities, category in (
-                ("characters", frame.characters, char_category),
-                ("objects", frame.objects, to_coco),
-            ):
-                for e in entities:
-                    x1, y1, x2, y2 = e.box if e.box is not None else (math.nan,) * 4
-                    rows.append(
-                        {
-                            "story_id": s.story_id,
-                            "frame": frame.frame,
-                            "table": table,
-                            "id": e.id,
-                            "kind": e.kind,
-                            "name": e.name,
-                            "description": e.description,
-                            "has_box": e.box is not None,
-                            "box_w": x2 - x1,
-                            "box_h": y2 - y1,
-                            "coco": category(e.description),
-                        }
-                    )
-    return pd.DataFrame(rows)
-
-# %%
-story_tab = story_table(stories)
-segment_tab = segment_table(stories)
-entity_tab = entity_table(stories)
-skipped = int(story_tab["skipped_rows"].sum())
-display(Markdown(
-    f"Chain-of-thought rows skipped as malformed: **{skipped}**. Segments citing an id with no "
-    f"chain-of-thought row in their frame: **{int((segment_tab['n_unannotated_ids'] > 0).sum())}** "
-    f"of {len(segment_tab)}."))
-story_tab.describe().T[["mean", "min", "50%", "max"]]
-
-# %% [markdown]
-# ## What the stories look like
-#
-# Segments are several sentences long. Measured in CLIP tokens, they are compared below with
-# the most the text encoder takes: what lies beyond it, CLIP never reads, which is why
-# chapter 03 scores sentence by sentence. Boxes are measured as a share of their frame.
-
-# %%
-#@save
-# extra code
-def box_area_fraction(entities: pd.DataFrame, ds: "datasets.Dataset") -> pd.Series:
-    """Each entity's box area as a fraction of its frame's area (NaN without a box or a readable frame)."""
-    index = story_index(ds)
-    sizes: dict[tuple[str, int], float] = {}
-    for story_id, frame in set(zip(entities["story_id"], entities["frame"])):
-        try:
-            w, h = frame_size(ds[index[story_id]]["images"], int(frame))
-            sizes[(story_id, frame)] = float(w * h)
-        except (CorruptFrameError, KeyError):
-            sizes[(story_id, frame)] = math.nan
-    area = pd.Series([sizes[k] for k in zip(entities["story_id"], entities["frame"])], index=entities.index)
-    return (entities["box_w"] * entities["box_h"]) / area
-
-# %%
-tokenizer = load_tokenizer(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
-texts = [seg.plain for s in stories for seg in s.segments]  # the rows of segment_tab, in order
-segment_tab["n_tokens"] = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-entity_tab["box_area_frac"] = box_area_fraction(entity_tab, ds)
-over = (segment_tab["n_tokens"] > MAX_TOKENS).mean()
-display(Markdown(f"Segments over CLIP's {MAX_TOKENS} tokens: **{over:.0%}** "
-                 f"(tokenizer of `{ctx.cfg['clip']['weights']}`)."))
-plots.plot_data_overview(story_tab, segment_tab, entity_tab, clip_max_tokens=MAX_TOKENS)
-plt.show()
-
-# %% [markdown]
-# Which COCO categories do the texts themselves ask for? These are what the object evidence
-# of chapter 02 can check (chapter 02 explains how a text's needs are read); everything else a
-# text says is invisible to a COCO detector.
-
-# %%
-needed = needed_category_table(stories)
-share = needed.groupby(["story_id", "frame"])["category"].apply(lambda c: c.notna().any()).mean()
-display(Markdown(f"Segments that need at least one COCO category: **{share:.0%}** of {len(segment_tab)}."))
-needed["category"].value_counts().rename_axis("COCO category").to_frame("segments").head(20).T
-
-# %% [markdown]
-# A few frames with their chain-of-thought boxes (characters orange, objects blue) beside their
-# text, drawn at random (seeded) among the frames that have a box:
-
-# %%
-#@save
-# extra code
-def sample_frames(stories: Sequence[ParsedStory], n: int, seed: int) -> list[tuple[ParsedStory, int]]:
-    """``n`` (story, frame) pairs drawn reproducibly among frames with at least one boxed entity."""
-    import random
-
-    candidates = [
-        (s, f.frame)
-        for s in stories
-        for f in s.cot.frames.values()
-        if any(e.box is not None for e in (*f.characters, *f.objects))
-    ]
-    return random.Random(seed).sample(candidates, min(n, len(candidates)))
-
-# %%
-sample = sample_frames(stories, n=3, seed=ctx.cfg["seed"])
-index = story_index(ds)
-images = [data.frame_image(ds[index[s.story_id]], frame) for s, frame in sample]
-plots.plot_annotated_frames(images, [s for s, _ in sample], [f for _, f in sample])
-plt.show()
-
-# %% [markdown]
 # ## Splits
 #
 # Story ids were assigned one movie at a time, so neighbouring ids mostly share a movie. The
@@ -354,6 +190,173 @@ split_sizes["share"] = split_sizes["stories"] / split_sizes["stories"].sum()
 split_sizes
 
 # %% [markdown]
+# Three tables describe what was parsed: one row per story, per frame segment, and per
+# chain-of-thought entity (with the COCO category its description names, if any). They, and
+# every statistic and example of the data shown in this chapter, read the train and validation
+# stories only: the test split is looked at once, from chapter 07 on.
+
+# %%
+#@save
+# extra code: the tables of the data overview (the tests check them)
+def story_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """One row per story: sizes of its text and annotations."""
+    rows = []
+    for s in stories:
+        entities = [e for f in s.cot.frames.values() for e in (*f.characters, *f.objects)]
+        kinds = Counter(e.kind for e in entities)
+        rows.append(
+            {
+                "story_id": s.story_id,
+                "frame_count": s.frame_count,
+                "n_segments": len(s.segments),
+                "n_cot_frames": len(s.cot.frames),
+                "story_words": sum(len(seg.plain.split()) for seg in s.segments),
+                "n_mentions": sum(len(seg.mentions) for seg in s.segments),
+                "n_entities": len(entities),
+                "n_boxes": sum(e.box is not None for e in entities),
+                **{f"n_{kind}": kinds.get(kind, 0) for kind in ENTITY_KINDS},
+                "skipped_rows": s.cot.skipped_rows,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def segment_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """One row per frame segment: length, tag counts, and cited ids without a table row."""
+    rows = []
+    for s in stories:
+        for seg in s.segments:
+            frame = s.cot.frames.get(seg.frame)
+            annotated = {e.id for e in (*frame.characters, *frame.objects)} if frame else set()
+            cited = {i for m in (*seg.mentions, *seg.actions, *seg.locations) for i in m.ids}
+            rows.append(
+                {
+                    "story_id": s.story_id,
+                    "frame": seg.frame,
+                    "n_chars": len(seg.plain),
+                    "n_words": len(seg.plain.split()),
+                    "n_mentions": len(seg.mentions),
+                    "n_actions": len(seg.actions),
+                    "n_locations": len(seg.locations),
+                    "n_cited_ids": len(cited),
+                    "n_unannotated_ids": len(cited - annotated),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def entity_table(stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """One row per chain-of-thought entity, with its box size and COCO category (or missing)."""
+    rows = []
+    for s in stories:
+        for frame in s.cot.frames.values():
+            for table, entities, category in (
+                ("characters", frame.characters, char_category),
+                ("objects", frame.objects, to_coco),
+            ):
+                for e in entities:
+                    x1, y1, x2, y2 = e.box if e.box is not None else (math.nan,) * 4
+                    rows.append(
+                        {
+                            "story_id": s.story_id,
+                            "frame": frame.frame,
+                            "table": table,
+                            "id": e.id,
+                            "kind": e.kind,
+                            "name": e.name,
+                            "description": e.description,
+                            "has_box": e.box is not None,
+                            "box_w": x2 - x1,
+                            "box_h": y2 - y1,
+                            "coco": category(e.description),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+# %%
+development_stories = [s for s in stories if split_of[s.story_id] in ("train", "val")]
+story_tab = story_table(development_stories)
+segment_tab = segment_table(development_stories)
+entity_tab = entity_table(development_stories)
+skipped = int(story_tab["skipped_rows"].sum())
+display(Markdown(
+    f"Chain-of-thought rows skipped as malformed: **{skipped}**. Segments citing an id with no "
+    f"chain-of-thought row in their frame: **{int((segment_tab['n_unannotated_ids'] > 0).sum())}** "
+    f"of {len(segment_tab)}."))
+story_tab.describe().T[["mean", "min", "50%", "max"]]
+
+# %% [markdown]
+# ## What the stories look like
+#
+# Segments are several sentences long. Measured in CLIP tokens, they are compared below with
+# the most the text encoder takes: what lies beyond it, CLIP never reads, which is why
+# chapter 03 scores sentence by sentence. Boxes are measured as a share of their frame.
+
+# %%
+#@save
+# extra code
+def box_area_fraction(entities: pd.DataFrame, ds: "datasets.Dataset") -> pd.Series:
+    """Each entity's box area as a fraction of its frame's area (NaN without a box or a readable frame)."""
+    index = story_index(ds)
+    sizes: dict[tuple[str, int], float] = {}
+    for story_id, frame in set(zip(entities["story_id"], entities["frame"])):
+        try:
+            w, h = frame_size(ds[index[story_id]]["images"], int(frame))
+            sizes[(story_id, frame)] = float(w * h)
+        except (CorruptFrameError, KeyError):
+            sizes[(story_id, frame)] = math.nan
+    area = pd.Series([sizes[k] for k in zip(entities["story_id"], entities["frame"])], index=entities.index)
+    return (entities["box_w"] * entities["box_h"]) / area
+
+# %%
+tokenizer = load_tokenizer(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
+texts = [seg.plain for s in development_stories for seg in s.segments]  # the rows of segment_tab, in order
+segment_tab["n_tokens"] = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+entity_tab["box_area_frac"] = box_area_fraction(entity_tab, ds)
+over = (segment_tab["n_tokens"] > MAX_TOKENS).mean()
+display(Markdown(f"Segments over CLIP's {MAX_TOKENS} tokens: **{over:.0%}** "
+                 f"(tokenizer of `{ctx.cfg['clip']['weights']}`)."))
+plots.plot_data_overview(story_tab, segment_tab, entity_tab, clip_max_tokens=MAX_TOKENS)
+plt.show()
+
+# %% [markdown]
+# Which COCO categories do the texts themselves ask for? These are what the object evidence
+# of chapter 02 can check (chapter 02 explains how a text's needs are read); everything else a
+# text says is invisible to a COCO detector.
+
+# %%
+needed = needed_category_table(development_stories)
+share = needed.groupby(["story_id", "frame"])["category"].apply(lambda c: c.notna().any()).mean()
+display(Markdown(f"Segments that need at least one COCO category: **{share:.0%}** of {len(segment_tab)}."))
+needed["category"].value_counts().rename_axis("COCO category").to_frame("segments").head(20).T
+
+# %% [markdown]
+# A few frames with their chain-of-thought boxes (characters orange, objects blue) beside their
+# text, drawn at random (seeded) among the frames that have a box:
+
+# %%
+#@save
+# extra code
+def sample_frames(stories: Sequence[ParsedStory], n: int, seed: int) -> list[tuple[ParsedStory, int]]:
+    """``n`` (story, frame) pairs drawn reproducibly among frames with at least one boxed entity."""
+    import random
+
+    candidates = [
+        (s, f.frame)
+        for s in stories
+        for f in s.cot.frames.values()
+        if any(e.box is not None for e in (*f.characters, *f.objects))
+    ]
+    return random.Random(seed).sample(candidates, min(n, len(candidates)))
+
+# %%
+sample = sample_frames(development_stories, n=3, seed=ctx.cfg["seed"])
+index = story_index(ds)
+images = [data.frame_image(ds[index[s.story_id]], frame) for s, frame in sample]
+plots.plot_annotated_frames(images, [s for s, _ in sample], [f for _, f in sample])
+plt.show()
+
+# %% [markdown]
 # ## Pairs
 #
 # One positive and one negative per frame. The negatives are of four named kinds, from easy to
@@ -374,12 +377,13 @@ split_sizes
 #    mention only, keeping determiner, possessive, adjectives and quantity ("a stack of books"
 #    -> "a stack of cups"), with the number and the article right. A relation swap reverses a
 #    relation between two things the frame could show (people, COCO things, objects with a
-#    chain-of-thought box), never one to the floor, the sky, a wall or an abstraction.
+#    chain-of-thought box), never one to the floor, the sky, a wall or an abstraction, and only
+#    when the two things' chain-of-thought boxes support the relation and contradict its reversal.
 # 2. **Plausible replacements.** A masked language model (profile key `mlm.weights`) scores the
 #    changed words in their sentence. The objects put in are those it finds most plausible
 #    among the COCO categories the frame lacks; a reversed relation is kept only when it loses
-#    at most a margin (in nats) to the original. The margin is chosen below, on train and
-#    validation.
+#    at most a margin (in nats) to the original. The margin is chosen below, on training
+#    stories only (validation stays held out for the blind check at the end).
 # 3. **Adversarial filtering.** Each frame gets several candidates of its drawn type; a blind
 #    text-only classifier, cross-fitted over folds of training id blocks so that it never saw
 #    the frame's own story, keeps the candidate it finds most like a positive. Validation and
@@ -914,11 +918,27 @@ if demo is not None:
 #
 # Relations are read from the segment as chapter 04 explains (`extract_relations`, with the
 # frame's characters described by `character_descriptions` of chapter 02). A relation is
-# reversed only when its phrase has an opposite that keeps the sentence sensible: "near",
-# "in" and the agent phrases ("sits on", "holds") have none and are never swapped. Both of its
-# sides must be things the frame can show: a person or a COCO thing, or a `<gdo>` mention all
-# of whose ids have a box in the frame's chain of thought and whose head is not scenery
-# (floor, wall, sky, ...). Otherwise the edit would change something no image can refute.
+# reversed only when it passes every check below, in this order (the first it fails is the one
+# counted against it):
+#
+# 1. **An opposite.** Its phrase has an opposite that keeps the sentence sensible: "near",
+#    "in" and the agent phrases ("sits on", "holds") have none and are never swapped.
+# 2. **Two visible things.** Both of its sides are things the frame can show: a person or a
+#    COCO thing, or a `<gdo>` mention all of whose ids have a box in the frame's chain of
+#    thought, and whose head is not scenery (floor, wall, sky, ...).
+# 3. **Boxes.** Both sides have their chain-of-thought boxes: a mention's are the boxes of its
+#    ids (each must have one, with an area); an untagged COCO thing's is the box of the one
+#    entity of the frame whose description names the same category (none, or several: no box).
+# 4. **The boxes support the original.** Chapter 04's geometric rule of the relation
+#    (`relation_holds`) holds for every subject box against every object box.
+# 5. **The boxes contradict the reversal.** The rule of the reversed relation holds for none.
+#
+# Otherwise the edit would change something no image can refute, or turn a statement the frame
+# does not show into one it does not show either. The boxes are annotations: they decide which
+# negatives are made (a label), never a feature of a pair. The rules of the reversible relations
+# compare the two boxes only (the image size enters only "near", never reversed), so the image
+# size they are given is the extent of the frame's boxes. An edit that would cross a tag is not
+# made either (6).
 
 # %%
 #@save
@@ -932,6 +952,16 @@ REVERSED_PHRASES: dict[str, str] = {
     "left of": "right of", "right of": "left of", "to the left of": "to the right of",
     "to the right of": "to the left of", "on the left of": "on the right of", "on the right of": "on the left of",
 }  # fmt: skip
+#: A reversible relation's opposite (the canonical relations of :data:`helpers.spatial.RELATIONS`).
+OPPOSITE_RELATIONS: dict[str, str] = {
+    "on": "under", "under": "on", "above": "below", "below": "above", "behind": "in front of",
+    "in front of": "behind", "left of": "right of", "right of": "left of",
+}  # fmt: skip
+#: The checks a relation must pass to be reversed, in the order applied (:func:`relation_swap_review`).
+RELATION_CHECKS: tuple[str, ...] = (
+    "no opposite", "not visible", "no boxes", "boxes contradict the original", "boxes allow the reversal",
+    "crosses a tag",
+)  # fmt: skip
 #: Head nouns of things no box can stand for as a relation's side, even when annotated.
 _SCENERY = frozenset(
     "floor floors ground sky wall walls ceiling room hallway corridor air distance background horizon street "
@@ -950,34 +980,79 @@ def _boxable(segment: Segment, text: str, category: str | None, start: int, boxe
     return mention is not None and bool(mention.ids) and set(mention.ids) <= boxed
 
 
-def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText]:
-    """Every relation of ``segment`` between two things the frame can show, reversed in place."""
-    from helpers.objects import character_descriptions
-    from helpers.spatial import extract_relations
+def _has_area(box: Sequence[float] | None) -> bool:
+    return box is not None and box[2] > box[0] and box[3] > box[1]
 
+
+def argument_boxes(segment: Segment, frame: "FrameAnnotation | None", text: str, category: str | None,
+                   start: int) -> list[tuple[float, float, float, float]]:
+    """The chain-of-thought boxes of a relation's side (``text`` at ``start``): its mention's ids' boxes
+    (every id boxed), else the box of the frame's one boxed entity of ``category``; [] when there are none."""
+    if frame is None:
+        return []
+    boxes = {e.id: e.box for e in (*frame.characters, *frame.objects) if _has_area(e.box)}
+    mention = next((m for m in segment.mentions if m.start == start and m.text == text), None)
+    if mention is not None and mention.ids:
+        return [boxes[i] for i in mention.ids] if set(mention.ids) <= set(boxes) else []
+    if category is None:
+        return []
+    same = [e.box for e in frame.characters if _has_area(e.box) and char_category(e.description) == category]
+    same += [e.box for e in frame.objects if _has_area(e.box) and to_coco(e.description) == category]
+    return same if len(same) == 1 else []
+
+
+def relation_swap_review(story: ParsedStory, segment: Segment) -> list[tuple[str, PairText | None]]:
+    """Every relation of ``segment`` with the first of :data:`RELATION_CHECKS` it fails ("" when it
+    passes them all) and its reversal in place (None unless it passes)."""
+    from helpers.objects import character_descriptions
+    from helpers.spatial import RELATION_PHRASES, extract_relations, relation_holds
+
+    canonical = {p: r for r, phrases in RELATION_PHRASES.items() for p in phrases}
     frame = story.cot.frames.get(segment.frame)
-    boxed = {e.id for e in (*frame.characters, *frame.objects) if e.box is not None} if frame else set()
+    entities = (*frame.characters, *frame.objects) if frame else ()
+    boxed = {e.id for e in entities if e.box is not None}
+    framed = [e.box for e in entities if _has_area(e.box)]
+    size = (max(b[2] for b in framed), max(b[3] for b in framed)) if framed else None
     plain = segment.plain
-    options = []
+    review: list[tuple[str, PairText | None]] = []
     for rel in extract_relations(segment, character_descriptions(story.cot, segment.frame)):
         phrase = " ".join(rel.phrase.lower().split())
         if phrase not in REVERSED_PHRASES:
+            review.append(("no opposite", None))
             continue
         subject_end, object_start = rel.span[0] + len(rel.subject), rel.span[1] - len(rel.object)
         if not (_boxable(segment, rel.subject, rel.subject_category, rel.span[0], boxed)
                 and _boxable(segment, rel.object, rel.object_category, object_start, boxed)):
+            review.append(("not visible", None))
+            continue
+        subjects = argument_boxes(segment, frame, rel.subject, rel.subject_category, rel.span[0])
+        objects = argument_boxes(segment, frame, rel.object, rel.object_category, object_start)
+        if not subjects or not objects:
+            review.append(("no boxes", None))
+            continue
+        new = REVERSED_PHRASES[phrase]
+        opposite = canonical.get(new, OPPOSITE_RELATIONS[rel.relation])
+        box_pairs = [(s, o) for s in subjects for o in objects]
+        if not all(relation_holds(rel.relation, s, o, size) for s, o in box_pairs):
+            review.append(("boxes contradict the original", None))
+            continue
+        if any(relation_holds(opposite, s, o, size) for s, o in box_pairs):
+            review.append(("boxes allow the reversal", None))
             continue
         found = re.search(rf"\b{re.escape(rel.phrase)}\b", plain[subject_end:object_start])
-        if found is None:
-            continue
-        start, end = subject_end + found.start(), subject_end + found.end()
-        old = plain[start:end]
-        new = REVERSED_PHRASES[phrase]
-        new = new[0].upper() + new[1:] if old[:1].isupper() else new
-        option = _edit(story, segment, start, end, new, f'relation "{old}" -> "{new}"')
-        if option is not None:
-            options.append(option)
-    return options
+        option = None
+        if found is not None:
+            start, end = subject_end + found.start(), subject_end + found.end()
+            old = plain[start:end]
+            new = new[0].upper() + new[1:] if old[:1].isupper() else new
+            option = _edit(story, segment, start, end, new, f'relation "{old}" -> "{new}"')
+        review.append(("crosses a tag", None) if option is None else ("", option))
+    return review
+
+
+def relation_swap_options(story: ParsedStory, segment: Segment) -> list[PairText]:
+    """Every relation of ``segment`` that passes the checks of :func:`relation_swap_review`, reversed in place."""
+    return [option for reason, option in relation_swap_review(story, segment) if not reason]
 
 # %% [markdown]
 # The naive construction, kept for comparison, reversed any spatial expression found by pattern
@@ -1038,9 +1113,10 @@ def relation_swap(story: ParsedStory, segment: Segment, rng: random.Random, *, n
     return None
 
 # %%
-rel_demo = next(((s, seg, opts) for s in stories for seg in s.segments
+train_stories = [s for s in stories if split_of[s.story_id] == "train"]  # examples are shown from training only
+rel_demo = next(((s, seg, opts) for s in train_stories for seg in s.segments
                  if (opts := relation_swap_options(s, seg))), None)
-naive_demo = next(((s, seg, n) for s in stories for seg in s.segments
+naive_demo = next(((s, seg, n) for s in train_stories for seg in s.segments
                    if (n := relation_swap(s, seg, random.Random(0), naive=True))), None)
 lines = []
 if rel_demo is not None:
@@ -1241,29 +1317,28 @@ def _fit_blind(texts: Sequence[str], labels: Sequence[int], weights: Sequence[fl
     return model.fit(list(texts), np.asarray(labels), **fit_params)
 
 
-def _story_groups(story_ids: Sequence[str], block_size: int) -> dict[str, int]:
-    """Each story's id block number."""
-    return {sid: b for b, block in enumerate(_blocks(set(story_ids), block_size)) for sid in block}
-
-
-def _folds(story_ids: Sequence[str], block_size: int, n_folds: int) -> list[set[str]]:
-    """Stories in at most ``n_folds`` folds of whole id blocks ([] with fewer than two blocks)."""
+def _folds(story_ids: Iterable[str], block_of: Mapping[str, str], n_folds: int) -> list[set[str]]:
+    """``story_ids`` in at most ``n_folds`` folds of whole id blocks of ``block_of`` (:func:`id_blocks` over
+    every story of the study, the map the split used); [] with fewer than two blocks."""
     from sklearn.model_selection import GroupKFold
 
     ids = sorted(set(story_ids), key=_id_number)
-    groups = _story_groups(ids, block_size)
-    n = min(n_folds, len(set(groups.values())))
+    if missing := [s for s in ids if s not in block_of]:
+        raise ValueError(f"block_of has no id block for {len(missing)} stories, e.g. {missing[:5]}: "
+                         "pass id_blocks over every story of the study")
+    n = min(n_folds, len({block_of[s] for s in ids}))
     if n < 2:
         return []
-    folds = GroupKFold(n_splits=n).split(ids, groups=[groups[s] for s in ids])
+    folds = GroupKFold(n_splits=n).split(ids, groups=[block_of[s] for s in ids])
     return [{ids[i] for i in held_out} for _, held_out in folds]
 
 
-def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, seed: int = 0) -> pd.Series:
-    """The blind classifier's P(positive) of each pair, cross-fitted by id blocks on train."""
+def blind_predictions(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds: int = 5,
+                      seed: int = 0) -> pd.Series:
+    """The blind classifier's P(positive) of each pair, cross-fitted by the id blocks of ``block_of`` on train."""
     out = pd.Series(np.nan, index=pairs.index, dtype=float)
     train = pairs[pairs["split"] == "train"]
-    for held_out in _folds(train["story_id"], block_size, n_folds):
+    for held_out in _folds(train["story_id"], block_of, n_folds):
         # neither the held-out stories' pairs nor their texts used as another frame's negative
         source = train["source_story_id"] if "source_story_id" in train else train["story_id"]
         fit_rows = train[~train["story_id"].isin(held_out) & ~source.isin(held_out)]
@@ -1278,32 +1353,52 @@ def blind_predictions(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5,
     return out
 
 # %% [markdown]
-# The folds of this profile's training stories (whole id blocks held out together):
+# The folds are cut from the one map of id blocks over every story of the study, the map the
+# split used (`id_blocks`), passed in: a subset of stories (those with a relation swap, say) is
+# never re-cut into blocks of its own, which would put neighbours of one movie on both sides of
+# a fold. The folds of this profile's training stories (whole id blocks held out together):
 
 # %%
-folds = _folds([sid for sid, side in split_of.items() if side == "train"], block_size, pc["filter_folds"])
-pd.DataFrame({"held-out training stories": [", ".join(sorted(f, key=int)) for f in folds]})
+study_blocks = id_blocks([s.story_id for s in stories], block_size)  # the split's blocks
+folds = _folds([sid for sid, side in split_of.items() if side == "train"], study_blocks, pc["filter_folds"])
+pd.DataFrame({"held-out training stories": [", ".join(sorted(f, key=int)) for f in folds],
+              "id blocks": [", ".join(sorted({study_blocks[s] for s in f}, key=lambda b: int(b.split("-")[0])))
+                            for f in folds]})
 
 # %% [markdown]
 # ## Choosing the relation margin
 #
 # Every relation swap of every frame is scored for plausibility. For each margin `m` of the
 # profile's grid, the swaps kept are those at most `m` nats less plausible than the original;
-# the blind classifier is cross-fitted over id-block folds of the train and validation stories
-# on those swaps against their frames' own texts. The margin whose ROC-AUC is nearest 0.5 is
+# the blind classifier is cross-fitted over id-block folds of the **training** stories only on
+# those swaps against their frames' own texts. The margin whose ROC-AUC is nearest 0.5 is
 # chosen (ties: the larger margin, which keeps more swaps; a margin with no measurable AUC
-# counts as farthest).
+# counts as farthest; texts no fold could score are left out of the AUC and counted in
+# `n_unscored`). Validation takes no part, so its blind ROC-AUC at the end of the chapter
+# stays a held-out check of the choice. When no margin of the grid has a measurable AUC (too
+# few training blocks or swaps), no margin can be chosen: every swap is kept (an infinite
+# margin), and the chapter says so below the table.
 
 # %%
 #@save
+def _in_side_order(splits: Iterable[str]) -> list[str]:
+    """The distinct ``splits``, train, val and test first (:data:`SIDES`), any other after them by name."""
+    return sorted(set(splits), key=lambda sp: (SIDES.index(sp) if sp in SIDES else len(SIDES), sp))
+
+
 def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str, str], mlm: "Mlm",
                         cache_dir: str | os.PathLike, batch_size: int = 64) -> pd.DataFrame:
-    """Every relation swap of every frame with its plausibility, one row each."""
-    rows, options = [], []
+    """Every relation swap of every frame with its plausibility, one row each; how many relations each
+    of :data:`RELATION_CHECKS` removed, per split, in ``attrs["removed"]`` (``{check: {split: count}}``)."""
+    rows, options, removed = [], [], Counter()
     for story in sorted(stories, key=lambda s: _id_number(s.story_id)):
+        split = split_of[story.story_id]
         for segment in story.segments:
-            for option in relation_swap_options(story, segment):
-                rows.append({"story_id": story.story_id, "frame": segment.frame, "split": split_of[story.story_id],
+            for reason, option in relation_swap_review(story, segment):
+                if reason:
+                    removed[(reason, split)] += 1
+                    continue
+                rows.append({"story_id": story.story_id, "frame": segment.frame, "split": split,
                              "text": option.segment.plain, "original": segment.plain, "change": option.change,
                              "swap_start": option.swap_start, "swap_end": option.swap_end})
                 options.append(option)
@@ -1312,29 +1407,40 @@ def relation_candidates(stories: Iterable[ParsedStory], *, split_of: Mapping[str
     edits = list(zip(table["original"], table["text"], table["swap_start"], table["swap_end"]))
     table["plausibility"] = edit_plausibility(mlm, edits, cache_dir, batch_size=batch_size) if edits else []
     table.attrs["options"] = options  # the PairText of each row (not stored on disk)
+    splits = _in_side_order(split_of.values())
+    table.attrs["removed"] = {check: {sp: removed[(check, sp)] for sp in splits} for check in RELATION_CHECKS}
     return table
 
 
-def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, block_size: int, n_folds: int = 5,
-                           seed: int = 0) -> tuple[float, pd.DataFrame]:
-    """The relation margin whose swaps the blind classifier finds nearest chance, and the table."""
+def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, block_of: Mapping[str, str],
+                           n_folds: int = 5, seed: int = 0) -> tuple[float, pd.DataFrame]:
+    """The relation margin whose training swaps the blind classifier, cross-fitted over the training id
+    blocks of ``block_of``, finds nearest chance, and the table (``n_unscored``: texts no fold could score,
+    left out of the AUC). No measurable margin: ``math.inf`` (every swap kept), with
+    ``attrs["no_margin_measurable"]`` True; ``attrs["unmeasured"]``: margins without an AUC."""
     from sklearn.metrics import roc_auc_score
 
-    fit = candidates[candidates["split"].isin(["train", "val"])]
+    fit = candidates[candidates["split"] == "train"]
     rows, measured = [], {}
     for margin in sorted(grid):
         kept = fit[fit["plausibility"] >= -margin]
         originals = kept.drop_duplicates(["story_id", "frame"])
         if (key := tuple(kept.index)) not in measured:  # margins keeping the same swaps share one measurement
             table = pd.concat([originals.assign(text=originals["original"], label=1), kept.assign(label=0)],
-                              ignore_index=True).assign(split="train")
-            scores = blind_predictions(table, block_size=block_size, n_folds=n_folds, seed=seed)
+                              ignore_index=True)
+            scores = blind_predictions(table, block_of=block_of, n_folds=n_folds, seed=seed)
             ok = scores.notna()
-            measured[key] = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
-                             if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            auc = (float(roc_auc_score(table.loc[ok, "label"], scores[ok]))
+                   if ok.any() and table.loc[ok, "label"].nunique() == 2 else math.nan)
+            measured[key] = (auc, int((~ok).sum()))
+        auc, unscored = measured[key]
         rows.append({"margin": float(margin), "swaps_kept": len(kept), "frames": len(originals),
-                     "blind_roc_auc": measured[key]})
-    table = pd.DataFrame(rows)
+                     "blind_roc_auc": auc, "n_unscored": unscored})
+    table = pd.DataFrame(rows, columns=["margin", "swaps_kept", "frames", "blind_roc_auc", "n_unscored"])
+    table.attrs["unmeasured"] = int(table["blind_roc_auc"].isna().sum())
+    table.attrs["no_margin_measurable"] = bool(table["blind_roc_auc"].isna().all())
+    if table.attrs["no_margin_measurable"]:
+        return math.inf, table
     distance = (table["blind_roc_auc"] - 0.5).abs().fillna(math.inf)
     best = table.loc[distance == distance.min(), "margin"].max()
     return float(best), table
@@ -1344,19 +1450,27 @@ common = dict(negative_mix=pc["negative_mix"], seed=ctx.cfg["seed"], block_size=
               frames_per_story=pc["frames_per_story"])
 relations = relation_candidates(stories, split_of=split_of, mlm=mlm, cache_dir=mlm_cache,
                                 batch_size=ctx.cfg["mlm"]["batch_size"])
-n_frames = relations[["story_id", "frame"]].drop_duplicates().shape[0]
+shown = relations[relations["split"].isin(["train", "val"])]  # no statistic of the test split before chapter 07
+n_frames = shown[["story_id", "frame"]].drop_duplicates().shape[0]
 if pc["relation_margin"] == "auto":
     margin, margin_table = choose_relation_margin(relations, pc["relation_margin_grid"], seed=ctx.cfg["seed"],
-                                                  block_size=ctx.cfg["data"]["block_size"],
-                                                  n_folds=pc["filter_folds"])
-    how = "chosen on train + validation (the blind ROC-AUC nearest 0.5 among the grid below)"
+                                                  block_of=study_blocks, n_folds=pc["filter_folds"])
+    how = "chosen on training stories (the blind ROC-AUC nearest 0.5 among the grid below)"
+    if margin_table.attrs["no_margin_measurable"]:
+        how = ("**not chosen: no margin of the grid has a measurable blind ROC-AUC on the training stories, "
+               "so every swap is kept**")
 else:
     margin, margin_table, how = float(pc["relation_margin"]), None, "set in the profile"
 update_run_record(ctx.profile, pairs={"relation_margin": str(margin), "mlm": ctx.cfg["mlm"]["weights"],
                                       "mlm_identity": mlm.identity})
-display(Markdown(f"Relation swaps between two things the frame can show: **{len(relations)}** in {n_frames} frames; "
-                 f"median plausibility {relations['plausibility'].median():.2f} nats. Margin {how}: "
-                 f"**{margin}** nats."))
+removed = pd.DataFrame(relations.attrs["removed"]).T.reindex(columns=["train", "val"], fill_value=0)
+display(Markdown(
+    "Relations not reversed, by the first check each failed (train / validation): "
+    + "; ".join(f"{check} {r['train']} / {r['val']}" for check, r in removed.iterrows()) + ".\n\n"
+    f"Relation swaps that pass every check, in train and validation: **{len(shown)}** in {n_frames} frames; "
+    f"median plausibility {shown['plausibility'].median():.2f} nats. Margin {how}: **{margin}** nats"
+    + (f" ({margin_table.attrs['unmeasured']} of {len(margin_table)} margins without a measurable AUC)."
+       if margin_table is not None else ".")))
 margin_table
 
 # %% [markdown]
@@ -1439,9 +1553,12 @@ def make_pairs(
     batch_size: int = 64,
     filter_train: pd.DataFrame | None = None,
     frames_per_story: int | None = None,
+    block_of: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`; of at
-    most ``frames_per_story`` frames per story (:func:`keep_frames_per_story`) when given."""
+    most ``frames_per_story`` frames per story (:func:`keep_frames_per_story`) when given.
+    ``block_of``: the id blocks the blind filter's folds are cut from (:func:`id_blocks` over every
+    story of the study, the map the split used); None: ``id_blocks`` over ``stories``."""
     unknown = set(negative_mix) - set(NEGATIVE_TYPES)
     if unknown or any(w < 0 for w in negative_mix.values()) or not any(negative_mix.values()):
         raise ValueError(f"negative_mix needs non-negative weights over {NEGATIVE_TYPES}, got {dict(negative_mix)}")
@@ -1459,6 +1576,8 @@ def make_pairs(
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     evenly_spaced([], frames_per_story)  # a wrong frames_per_story fails here, before any work
+    if block_of is None:
+        block_of = id_blocks([s.story_id for s in stories], block_size)
 
     peers: dict[str, list[ParsedStory]] = {}
     for story in stories:
@@ -1468,7 +1587,8 @@ def make_pairs(
     if variant == "adversarial":
         return keep_frames_per_story(
             _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
-                               n_candidates, relation_margin, n_folds, batch_size, filter_train), frames_per_story)
+                               n_candidates, relation_margin, n_folds, batch_size, filter_train, block_of),
+            frames_per_story)
 
     naive = variant == "naive"
     rows: list[dict[str, object]] = []
@@ -1523,7 +1643,7 @@ pd.crosstab(fluent_pairs["split"], fluent_pairs["negative_type"].where(fluent_pa
 # %%
 #@save
 def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
-                       n_candidates, relation_margin, n_folds, batch_size, filter_train) -> pd.DataFrame:
+                       n_candidates, relation_margin, n_folds, batch_size, filter_train, block_of) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     cache_dir = Path(cache_dir)
@@ -1579,18 +1699,25 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
     kept = [f for f in frames if f["candidates"]]
     skipped += len(frames) - len(kept)
 
-    # 3. the blind filter keeps, per frame, the candidate most like a positive
-    scores = _filter_scores(kept, block_size=block_size, n_folds=n_folds, seed=seed, filter_train=filter_train)
-    rows, counts, blind = [], [], []
+    # 3. the blind filter keeps, per frame, the candidate most like a positive; a frame none of whose
+    #    candidates it could score keeps its first (counted per split in attrs["frames_unfiltered"])
+    scores = _filter_scores(kept, block_of=block_of, n_folds=n_folds, seed=seed, filter_train=filter_train)
+    rows, counts, blind, unfiltered = [], [], [], Counter()
     for f, frame_scores in zip(kept, scores):
-        best = int(np.nanargmax(frame_scores)) if np.isfinite(frame_scores).any() else 0
+        if np.isfinite(frame_scores).any():
+            best = int(np.nanargmax(frame_scores))
+        else:
+            best = 0
+            unfiltered[f["split"]] += 1
         story, segment = f["story"], f["segment"]
         positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
         rows.append(_row(story.story_id, segment.frame, f["split"], 1, "", positive))
         rows.append(_row(story.story_id, segment.frame, f["split"], 0, f["kind"], f["candidates"][best]))
         counts += [0, len(f["candidates"])]
         blind += [math.nan, float(frame_scores[best])]
-    return _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
+    pairs = _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
+    pairs.attrs["frames_unfiltered"] = {split: unfiltered[split] for split in _in_side_order(split_of.values())}
+    return pairs
 
 
 # %% [markdown]
@@ -1639,11 +1766,14 @@ def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_
 # 1 / their number, so each frame weighs the same on both sides), cross-fitted for training
 # frames, a held-out story's texts never lent to the fit as another frame's candidates; other
 # splits are scored by a model fitted on all training frames, or, for the external test, on
-# the study's training pairs (`filter_train`).
+# the study's training pairs (`filter_train`). The folds are cut from the study's id blocks
+# (`block_of`), like every fold of the blind reader. A frame none of whose candidates could be
+# scored (its fold had one label only, say) keeps its first candidate unfiltered: such frames
+# are counted per split in the table's `attrs["frames_unfiltered"]` and shown with the pairs.
 
 # %%
 #@save
-def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: int, seed: int,
+def _filter_scores(frames: list[dict[str, Any]], *, block_of: Mapping[str, str], n_folds: int, seed: int,
                    filter_train: pd.DataFrame | None) -> list[np.ndarray]:
     """The blind classifier's P(positive) of every candidate of every frame."""
     out = [np.full(len(f["candidates"]), np.nan) for f in frames]
@@ -1671,7 +1801,7 @@ def _filter_scores(frames: list[dict[str, Any]], *, block_size: int, n_folds: in
 
     train = [i for i, f in enumerate(frames) if f["split"] == "train"]
     story_of = {i: frames[i]["story"].story_id for i in train}
-    for held_out in _folds(list(story_of.values()), block_size, n_folds):
+    for held_out in _folds(list(story_of.values()), block_of, n_folds):
         fit_rows = [i for i in train if story_of[i] not in held_out]
         texts, labels, weights = training(fit_rows, held_out)
         if len(set(labels)) == 2:
@@ -1702,6 +1832,12 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"pair ids occur in more than one table, e.g. {pairs.loc[dup, 'pair_id'].head(3).tolist()}")
     for count in ("frames_without_negative", "frames_not_sampled"):
         pairs.attrs[count] = sum(t.attrs.get(count, 0) for t in tables)
+    if any("frames_unfiltered" in t.attrs for t in tables):  # per split
+        unfiltered: dict[str, int] = {}
+        for t in tables:
+            for split, n in t.attrs.get("frames_unfiltered", {}).items():
+                unfiltered[split] = unfiltered.get(split, 0) + n
+        pairs.attrs["frames_unfiltered"] = unfiltered
     return pairs
 
 # %% [markdown]
@@ -1713,7 +1849,7 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
 naive_pairs = make_pairs(stories, split_of=split_of, variant="naive", **common)
 construction = dict(variant=pc["construction"], mlm=mlm, cache_dir=mlm_cache, n_candidates=pc["n_candidates"],
                     relation_margin=margin, n_folds=pc["filter_folds"], batch_size=ctx.cfg["mlm"]["batch_size"])
-pair_table = make_pairs(stories, split_of=split_of, **construction, **common)
+pair_table = make_pairs(stories, split_of=split_of, block_of=study_blocks, **construction, **common)
 study_pairs = pair_table
 external = data.load_external_test(ctx.cfg["data"], cache_dir=ctx.paths.cache, seed=ctx.cfg["seed"])
 if external is not None:
@@ -1732,9 +1868,13 @@ atomic_write_parquet(pair_table, ctx.paths.pairs)
 sampled = ("every paired frame of each story" if pc["frames_per_story"] is None else
            f"at most {pc['frames_per_story']} frames per story, evenly spaced "
            f"({pair_table.attrs['frames_not_sampled']:,} paired frames left out)")
+unfiltered = pair_table.attrs.get("frames_unfiltered")
 display(Markdown(f"**{len(pair_table)}** pairs written to `{ctx.paths.pairs.relative_to(ctx.paths.root.parent)}` "
                  f"(construction `{pc['construction']}`, {sampled}); frames with no applicable negative: "
-                 f"{pair_table.attrs.get('frames_without_negative', 0)}."))
+                 f"{pair_table.attrs.get('frames_without_negative', 0)}."
+                 + ("" if unfiltered is None else " Frames whose candidates the blind filter could not score, "
+                    "each keeping its first candidate unfiltered: "
+                    + ", ".join(f"{split} {n}" for split, n in unfiltered.items()) + ".")))
 pd.crosstab(pair_table["split"], pair_table["negative_type"].where(pair_table["label"] == 0, "(positive)"), margins=True)
 
 # %%
@@ -1763,12 +1903,16 @@ plt.show()
 # %%
 from helpers.evaluation import blind_auc_table  # chapter 07 writes it, beside the bootstrap it uses
 
-blind_kwargs = dict(block_size=ctx.cfg["data"]["block_size"], n_folds=pc["filter_folds"],
+blind_kwargs = dict(block_of=study_blocks, n_folds=pc["filter_folds"],
                     n_resamples=ctx.cfg["bootstrap"]["n_resamples"], seed=ctx.cfg["seed"])
 blind = pd.concat([blind_auc_table(naive_pairs, **blind_kwargs).assign(construction="naive"),
                    blind_auc_table(study_pairs, **blind_kwargs).assign(construction=pc["construction"])],
                   ignore_index=True)
 atomic_write_parquet(blind, ctx.paths.data / "blind_auc.parquet")
+unscored = blind[blind["negative_type"] == "all"].set_index(["construction", "split"])["n_unscored"]
+display(Markdown("Pairs the blind classifier could not score (too few training blocks or one label in a fold), "
+                 "left out of the ROC-AUCs below: "
+                 + "; ".join(f"{c}, {split}: {n}" for (c, split), n in unscored.items()) + "."))
 
 
 def _cell(row) -> str:

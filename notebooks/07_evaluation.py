@@ -616,23 +616,30 @@ pd.DataFrame({"width, blocks resampled": by_block["high"] - by_block["low"],
 # pairs by cross-fitting and the validation pairs with a classifier fitted on all training
 # pairs (`helpers.pairs.blind_predictions`), then gives each ROC-AUC its block-bootstrap
 # interval. It lives here, beside `bootstrap_metrics`, because this chapter's module imports
-# chapter 01's: chapter 01's importing it back would make a cycle. Chapter 01 runs it.
+# chapter 01's: chapter 01's importing it back would make a cycle. Chapter 01 runs it. Its
+# folds and its intervals both use the study's one map of id blocks (`block_of`); a pair the
+# classifier could not score is left out of its ROC-AUC and counted (`n_unscored`).
 
 # %%
 #@save
-def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n_resamples: int = 200,
+def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds: int = 5, n_resamples: int = 200,
                     seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
-    """ROC-AUC of the blind classifier per split and negative type, with an interval over id blocks."""
-    from helpers.pairs import blind_predictions, id_blocks
+    """ROC-AUC of the blind classifier per split and negative type, with an interval over the id blocks of
+    ``block_of`` (every story of the study, the map the split used; also the folds of the cross-fitting).
+    Pairs the classifier could not score are left out of the ROC-AUC and counted in ``n_unscored``."""
+    from helpers.pairs import blind_predictions
 
-    scores = blind_predictions(pairs, block_size=block_size, n_folds=n_folds, seed=seed)
-    blocks = (pairs["block"] if "block" in pairs
-              else pairs["story_id"].map(id_blocks(list(pairs["story_id"].unique()), block_size)))
+    scores = blind_predictions(pairs, block_of=block_of, n_folds=n_folds, seed=seed)
+    blocks = pairs["story_id"].map(block_of)
+    if blocks.isna().any():
+        missing = sorted(set(pairs.loc[blocks.isna(), "story_id"]))
+        raise ValueError(f"block_of has no id block for {len(missing)} stories, e.g. {missing[:5]}")
     rows = []
     for split in splits:
         part = pairs["split"] == split
         for kind in (*NEGATIVE_TYPES, "all"):
             chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
+            unscored = int((chosen & scores.isna()).sum())
             chosen &= scores.notna()
             labels = pairs.loc[chosen, "label"].to_numpy()
             auc = (bootstrap_metrics(labels, scores[chosen].to_numpy(), 0.5, blocks[chosen].to_numpy(),
@@ -640,7 +647,8 @@ def blind_auc_table(pairs: pd.DataFrame, *, block_size: int, n_folds: int = 5, n
                    if len(np.unique(labels)) == 2 else {})
             value, low, high = (math.nan if auc.get(k) is None else auc[k] for k in ("value", "low", "high"))
             rows.append({"split": split, "negative_type": kind, "n_positive": int((labels == 1).sum()),
-                         "n_negative": int((labels == 0).sum()), "roc_auc": value, "low": low, "high": high})
+                         "n_negative": int((labels == 0).sum()), "n_unscored": unscored, "roc_auc": value,
+                         "low": low, "high": high})
     return pd.DataFrame(rows)
 
 # %% [markdown]

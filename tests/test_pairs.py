@@ -210,37 +210,97 @@ def test_naive_relation_swap_in_real_text_is_what_the_issue_shows(story_3920):
     assert relation_swap(story_3920, segments[1], rng, naive=True) is None
 
 
+#: A frame for the relation checks: Ann (char1) stands left of a cup (obj1) that rests on a table (obj2);
+#: a clock (obj3) hangs above the TV (obj4); a second table (obj5) makes "table" ambiguous when untagged.
+RELATION_COT = (
+    "## Image 1\n### Characters\n| Character ID | Name | Description | Bounding Box |\n|---|---|---|---|\n"
+    "| char1 | Ann | A woman | 10,10,50,90 |\n### Objects\n| Object ID | Description | Bounding Box |\n"
+    "|---|---|---|\n| obj1 | Thing | 60,60,70,70 |\n| obj2 | Thing | 40,70,120,100 |\n"
+    "| obj3 | Clock | 200,10,220,30 |\n| obj4 | TV | 190,40,240,80 |\n| obj6 | Thing | 300,0,300,40 |\n"
+    "| bg1 | Floor | 0,200,500,240 |\n| bg2 | Wall | 0,0,500,100 |\n"
+)
+
+
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "expected", "check"),
     [
-        ("<gdo obj1>A cup</gdo> rests on <gdo obj2>the table</gdo>.", "A cup rests under the table."),
-        ("<gdo obj1>The cat</gdo> hides under <gdo obj2>the bed</gdo>.", "The cat hides on the bed."),
-        ("<gdo char1>Ann</gdo> stands behind <gdo obj1>the couch</gdo>.", "Ann stands in front of the couch."),
-        ("<gdo obj1>The lamp</gdo> is to the left of <gdo char1>Ann</gdo>.", "The lamp is to the right of Ann."),
-        ("A clock hangs above the TV.", "A clock hangs below the TV."),
-        ("<gdo char1>Ann</gdo> lies motionless on <gdo bg1>the floor</gdo>.", None),
-        ("<gdo char1>Ann</gdo> sits on the ground near a dog.", None),
-        ("<gdo obj1>A bird</gdo> flies above the sky.", None),
-        ("<gdo bg2>The wall</gdo> behind <gdo char1>him</gdo> seems to close in.", None),
-        ("<gdo char1>Ann</gdo> stands behind <gdo bg3>the counter</gdo>.", None),  # no box in the frame
-        ("<gdo char1>Ann</gdo> sits on <gdo obj1>the couch</gdo>.", None),  # "sits on": an agent phrase
-        ("<gdo char1>Ann</gdo> is under pressure, on the other side of town.", None),
+        ("<gdo obj1>A cup</gdo> rests on <gdo obj2>the table</gdo>.", "A cup rests under the table.", ""),
+        ("<gdo obj2>The table</gdo> stands under <gdo obj1>the cup</gdo>.", "The table stands on the cup.", ""),
+        ("<gdo char1>Ann</gdo> stands to the left of <gdo obj1>the cup</gdo>.",
+         "Ann stands to the right of the cup.", ""),
+        ("A clock hangs above the TV.", "A clock hangs below the TV.", ""),  # untagged: one box per category
+        # the boxes contradict the stated relation: the cup is above the table, right of Ann
+        ("<gdo obj1>The cat</gdo> hides under <gdo obj2>the bed</gdo>.", None, "boxes contradict the original"),
+        ("<gdo obj1>The lamp</gdo> is to the left of <gdo char1>Ann</gdo>.", None, "boxes contradict the original"),
+        ("<gdo char1>Ann</gdo> stands behind <gdo obj1>the couch</gdo>.", None, "boxes contradict the original"),
+        ("<gdo char1>Ann</gdo> lies motionless on <gdo bg1>the floor</gdo>.", None, "not visible"),
+        ("<gdo char1>Ann</gdo> sits on the ground near a dog.", None, "no opposite"),
+        ("<gdo obj1>A bird</gdo> flies above the sky.", None, None),  # the sky is no thing read
+        ("<gdo bg2>The wall</gdo> behind <gdo char1>him</gdo> seems to close in.", None, "not visible"),
+        ("<gdo char1>Ann</gdo> stands behind <gdo bg3>the counter</gdo>.", None, "not visible"),  # no box in the frame
+        ("<gdo char1>Ann</gdo> sits on <gdo obj1>the couch</gdo>.", None, "no opposite"),  # an agent phrase
+        ("<gdo char1>Ann</gdo> is under pressure, on the other side of town.", None, None),  # no relation read
+        ("A dog sleeps under the bench.", None, "no boxes"),  # COCO things the frame has no entity of
+        ("<gdo obj1>A cup</gdo> rests on <gdo obj6>the tray</gdo>.", None, "no boxes"),  # a box with no area
+        ("<gdo obj1>A cup</gdo> rests on the table.", None, "no boxes"),  # "Thing" names no table
     ],
 )
-def test_relation_swap_only_between_things_the_frame_can_show(text, expected):
-    cot = parse_chain_of_thought(
-        "## Image 1\n### Characters\n| Character ID | Name | Description | Bounding Box |\n|---|---|---|---|\n"
-        "| char1 | Ann | A woman | 10,10,50,90 |\n### Objects\n| Object ID | Description | Bounding Box |\n"
-        "|---|---|---|\n| obj1 | Thing | 60,60,70,70 |\n| obj2 | Thing | 40,70,120,100 |\n"
-        "| bg1 | Floor | 0,200,500,240 |\n| bg2 | Wall | 0,0,500,100 |\n"
-    )
+def test_relation_swap_only_between_things_the_frame_can_show(text, expected, check):
     (segment,) = parse_story(f"<gdi image1>{text}</gdi>")
-    story = ParsedStory("1", 1, (segment,), cot)
+    story = ParsedStory("1", 1, (segment,), parse_chain_of_thought(RELATION_COT))
     options = relation_swap_options(story, segment)
     assert [o.segment.plain for o in options] == ([expected] if expected else [])
+    review = hp.relation_swap_review(story, segment)
+    assert [reason for reason, _ in review] == ([] if check is None else [check])
+    assert check is None or check in hp.RELATION_CHECKS or check == ""
     for option in options:  # the span is the changed words only ("left" -> "right" in "to the left of")
         changed = option.segment.plain[option.swap_start : option.swap_end]
         assert changed and changed in option.swapped_to and changed not in option.swapped_from
+
+
+def _frame_story(boxes: dict[str, str], text: str) -> tuple[ParsedStory, object]:
+    """A one-frame story whose chain of thought gives each object id (described as "Thing") its box."""
+    rows = "".join(f"| {i} | Thing | {box} |\n" for i, box in boxes.items())
+    cot = parse_chain_of_thought("## Image 1\n### Objects\n| Object ID | Description | Bounding Box |\n|---|---|---|\n"
+                                 + rows)
+    (segment,) = parse_story(f"<gdi image1>{text}</gdi>")
+    return ParsedStory("1", 1, (segment,), cot), segment
+
+
+def test_a_relation_is_reversed_only_where_the_boxes_support_it_and_contradict_the_reversal():
+    text = "<gdo obj1>The cup</gdo> sits left of <gdo obj2>the plate</gdo>, and <gdo obj3>a fork</gdo> rests on " \
+           "<gdo obj2>the plate</gdo>."
+    fits = {"obj1": "0,0,10,10", "obj2": "40,40,80,60", "obj3": "50,35,60,45"}
+    story, segment = _frame_story(fits, text)
+    assert [o.swapped_to for o in relation_swap_options(story, segment)] == ["right of", "rests under"]
+    # move the cup right of the plate and the fork under it: the boxes now contradict both statements
+    story, segment = _frame_story({**fits, "obj1": "100,0,110,10", "obj3": "50,70,60,80"}, text)
+    assert relation_swap_options(story, segment) == []
+    assert [r for r, _ in hp.relation_swap_review(story, segment)] == ["boxes contradict the original"] * 2
+    # one of the fork's two boxes (a mention of two ids) fails: the relation must hold for every box
+    two = text.replace("<gdo obj3>a fork</gdo>", "<gdo obj3 obj4>two forks</gdo>")
+    story, segment = _frame_story({**fits, "obj4": "50,70,60,80"}, two)
+    assert [r for r, _ in hp.relation_swap_review(story, segment)] == ["", "boxes contradict the original"]
+    # an id without a box: no boxes for that side
+    story, segment = _frame_story({k: v for k, v in fits.items() if k != "obj2"}, text)
+    assert [r for r, _ in hp.relation_swap_review(story, segment)] == ["not visible", "not visible"]
+
+
+def test_relation_candidates_count_what_each_check_removed_per_split(tiny_mlm, tmp_path):
+    good = "<gdo obj1>A cup</gdo> rests on <gdo obj2>the table</gdo>."
+    bad = "<gdo obj1>The cat</gdo> hides under <gdo obj2>the bed</gdo>."
+    agent = "<gdo char1>Ann</gdo> sits on <gdo obj1>the couch</gdo>."
+    cot = parse_chain_of_thought(RELATION_COT)
+    stories = [ParsedStory(str(i), 1, (parse_story(f"<gdi image1>{text}</gdi>")[0],), cot)
+               for i, text in enumerate([good, bad, bad, agent, good])]
+    split = {"0": "train", "1": "train", "2": "val", "3": "val", "4": "test"}
+    table = hp.relation_candidates(stories, split_of=split, mlm=tiny_mlm, cache_dir=tmp_path)
+    assert list(table.story_id) == ["0", "4"]
+    removed = pd.DataFrame(table.attrs["removed"]).T
+    assert list(removed.index) == list(hp.RELATION_CHECKS) and list(removed.columns) == ["train", "val", "test"]
+    assert removed.loc["boxes contradict the original"].tolist() == [1, 1, 0]
+    assert removed.loc["no opposite"].tolist() == [0, 1, 0]
+    assert removed.to_numpy().sum() == 3
 
 
 def test_relation_swaps_of_real_stories_never_touch_scenery(story_3920):
@@ -586,18 +646,19 @@ def test_the_blind_classifier_never_fits_on_validation_or_test_text(tiny_mlm, tm
     split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
     pairs = make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
                        mlm=tiny_mlm, cache_dir=tmp_path)
-    blind_auc_table(pairs, block_size=2, n_resamples=10)
+    block_of = hp.id_blocks([s.story_id for s in SMALL], 2)
+    blind_auc_table(pairs, block_of=block_of, n_resamples=10)
     margin, _ = hp.choose_relation_margin(
         hp.relation_candidates(SMALL, split_of=split, mlm=tiny_mlm, cache_dir=tmp_path), [1.0, math.inf],
-        block_size=2)
-    assert fitted and {split[_story_of(t)] for t in fitted} == {"train", "val"}  # val: only the margin's check
+        block_of=block_of)
+    assert fitted and {split[_story_of(t)] for t in fitted} == {"train"}  # the margin too: training stories only
     fitted.clear()
     make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
                mlm=tiny_mlm, cache_dir=tmp_path)
-    blind_auc_table(pairs, block_size=2, n_resamples=10)
+    blind_auc_table(pairs, block_of=block_of, n_resamples=10)
     assert fitted and {split[_story_of(t)] for t in fitted} == {"train"}
     # and a training frame is never scored by a model that saw its story
-    scores = hp.blind_predictions(pairs, block_size=2)
+    scores = hp.blind_predictions(pairs, block_of=block_of)
     assert scores.notna().all()
 
 
@@ -613,17 +674,21 @@ def test_blind_predictions_are_cross_fitted_by_story_block():
     import unittest.mock
 
     with unittest.mock.patch.object(hp, "_fit_blind", record):
-        scores = hp.blind_predictions(pairs, block_size=2, n_folds=2)
+        scores = hp.blind_predictions(pairs, block_of=hp.id_blocks([s.story_id for s in SMALL], 2), n_folds=2)
     train = {s for s, side in split.items() if side == "train"}
     # two folds (each fitted on the other's stories, with none of the held-out stories' texts), then one
     # fit on all training stories
     assert len(seen) == 3 and seen[-1] == train
     assert seen[0] | seen[1] == train and not seen[0] & seen[1]
     assert scores.between(0, 1).all()
-    table = blind_auc_table(pairs, block_size=2, n_resamples=20)
+    table = blind_auc_table(pairs, block_of=hp.id_blocks([s.story_id for s in SMALL], 2), n_resamples=20)
     assert set(table.split) == {"train", "val"} and set(table.negative_type) == {*NEGATIVE_TYPES, "all"}
     assert (table.low <= table.high).all() and table.roc_auc.between(0, 1).all()
     assert (table[table.negative_type == "all"].n_positive == table[table.negative_type == "all"].n_negative).all()
+    assert (table.n_unscored == 0).all()
+    train_only = {s: b for s, b in hp.id_blocks([s.story_id for s in SMALL], 2).items() if split[s] == "train"}
+    with pytest.raises(ValueError, match="no id block for 8 stories"):  # validation and test stories
+        blind_auc_table(pairs, block_of=train_only, n_resamples=20)
 
 
 def test_relation_margin_is_the_one_whose_swaps_a_blind_reader_cannot_spot():
@@ -638,8 +703,82 @@ def test_relation_margin_is_the_one_whose_swaps_a_blind_reader_cannot_spot():
                      "plausibility": -0.5})
         rows.append({"story_id": str(i), "frame": 1, "split": split, "text": odd, "original": original,
                      "plausibility": -6.0})
-    margin, table = hp.choose_relation_margin(pd.DataFrame(rows), [1.0, 2.0, math.inf], block_size=4)
-    assert list(table.margin) == [1.0, 2.0, math.inf] and list(table.swaps_kept) == [40, 40, 80]
+    candidates = pd.DataFrame(rows)
+    block_of = hp.id_blocks([str(i) for i in range(40)], 4)
+    margin, table = hp.choose_relation_margin(candidates, [1.0, 2.0, math.inf], block_of=block_of)
+    assert list(table.margin) == [1.0, 2.0, math.inf] and list(table.swaps_kept) == [30, 30, 60]  # train only
     assert table.blind_roc_auc.iloc[2] > 0.6 and abs(table.blind_roc_auc.iloc[0] - 0.5) < 0.15
     # (the odd swaps give themselves away; the plausible ones do not)
     assert margin == 2.0  # ties between 1 and 2: the larger margin
+
+
+# ------------------------------------------------------------------------------ folds, margin and fallbacks
+
+
+def test_folds_never_cut_an_id_block_of_the_study():
+    block_of = hp.id_blocks([str(i) for i in range(10, 16)], 3)  # blocks 10-12 and 13-15
+    folds = hp._folds(["10", "12", "13", "14", "15"], block_of, 3)  # story 11 has no pair, say
+    assert sorted(map(sorted, folds)) == [["10", "12"], ["13", "14", "15"]]
+    for fold in folds:
+        assert len({block_of[s] for s in fold}) == 1 and all(block_of[s] in {block_of[f] for f in fold} for s in fold)
+    assert hp._folds(["10", "12"], block_of, 3) == []  # one block: nothing to cross-fit
+    with pytest.raises(ValueError, match="no id block for 1 stories"):
+        hp._folds(["10", "99"], block_of, 3)
+    # a subset of the training stories is folded by the study's blocks, never re-cut
+    ids = [str(i) for i in range(40)]
+    block_of = hp.id_blocks(ids, 4)
+    subset = [i for i in ids if int(i) % 3]
+    for fold in hp._folds(subset, block_of, 5):
+        blocks = {block_of[s] for s in fold}
+        assert not {s for s in subset if block_of[s] in blocks} - fold
+
+
+def test_the_relation_margin_never_reads_validation_or_test():
+    rows = []
+    for i in range(40):
+        original = f"In scene {i} of story {i}, a cup stands on the table near lamp {i}."
+        split = "train" if i < 24 else ("val" if i < 32 else "test")
+        for plausibility, text in ((-0.5, original.replace(" on ", " under ")),
+                                   (-6.0, original.replace("on the table", "under the table zzz"))):
+            rows.append({"story_id": str(i), "frame": 1, "split": split, "text": text, "original": original,
+                         "plausibility": plausibility})
+    candidates = pd.DataFrame(rows)
+    block_of = hp.id_blocks([str(i) for i in range(40)], 4)
+    margin, table = hp.choose_relation_margin(candidates, [1.0, math.inf], block_of=block_of)
+    held_out = ~candidates.split.eq("train")
+    changed = candidates.copy()
+    changed.loc[held_out, "text"] = changed.loc[held_out, "text"] + " qqq"
+    changed.loc[held_out, "plausibility"] = -0.1
+    again, again_table = hp.choose_relation_margin(changed, [1.0, math.inf], block_of=block_of)
+    assert margin == again and table.equals(again_table)
+    assert list(table.swaps_kept) == [24, 48] and table.attrs["unmeasured"] == 0 and (table.n_unscored == 0).all()
+
+
+def test_a_margin_grid_without_a_measurable_auc_is_reported():
+    rows = [{"story_id": str(i), "frame": 1, "split": "train", "text": f"a cup under the table {i}",
+             "original": f"a cup on the table {i}", "plausibility": -1.0} for i in range(8)]
+    one_block = dict.fromkeys((str(i) for i in range(8)), "0-7")  # nothing to cross-fit over
+    margin, table = hp.choose_relation_margin(pd.DataFrame(rows), [0.5, 2.0], block_of=one_block)
+    assert margin == math.inf and table.attrs["no_margin_measurable"] and table.attrs["unmeasured"] == 2
+    assert table.blind_roc_auc.isna().all() and list(table.n_unscored) == [0, 16]  # none kept; 8 + 8 texts
+
+
+def test_frames_the_filter_could_not_score_are_counted(tiny_mlm, tmp_path):
+    split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
+    args = dict(split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial", mlm=tiny_mlm,
+                cache_dir=tmp_path)
+    scored = make_pairs(SMALL, **args)
+    assert scored.attrs["frames_unfiltered"] == {"train": 0, "val": 0, "test": 0}
+    # every training story in one id block: no fold to cross-fit, so no training frame can be scored
+    one_block = dict.fromkeys((s.story_id for s in SMALL), "all")
+    pairs = make_pairs(SMALL, block_of=one_block, **args)
+    negatives = pairs[pairs.label == 0]
+    train = negatives[negatives.split == "train"]
+    assert train.blind_score.isna().all() and negatives[negatives.split != "train"].blind_score.notna().all()
+    assert pairs.attrs["frames_unfiltered"] == {"train": len(train), "val": 0, "test": 0} and len(train) > 5
+    table = blind_auc_table(pairs, block_of=one_block, n_resamples=10)
+    unscored = table.set_index(["split", "negative_type"]).n_unscored
+    assert unscored[("train", "all")] == (pairs.split == "train").sum() and unscored[("val", "all")] == 0
+    assert table[table.split == "train"].roc_auc.isna().all() and table[table.split == "val"].n_negative.sum() > 0
+    both = hp.concat_pairs(scored, pairs.assign(pair_id=pairs.pair_id + "-x"))
+    assert both.attrs["frames_unfiltered"] == {"train": len(train), "val": 0, "test": 0}  # summed per split
