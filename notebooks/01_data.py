@@ -1781,6 +1781,75 @@ blind.assign(cell=blind.apply(_cell, axis=1)).pivot_table(
     index=["split", "negative_type"], columns="construction", values="cell", aggfunc="first", sort=False)
 
 # %% [markdown]
+# ### Does the rest of the story give an object swap away?
+#
+# The masked language model and the blind filter read one frame's text. A reader of the whole
+# story can do more: an object that the story mentions elsewhere is a likelier original than
+# one it never mentions. `story_consistency` counts, for each object-swap negative, how often
+# the replaced head noun and the inserted one occur (as whole words, singular or plural) in
+# the plain text of the story's other frames. Chapter 07 turns it into a blind control on the
+# test split (the replaced word's count is the positive's score, the inserted word's the
+# negative's); here it is shown on train and validation. The paired score is the share of
+# frames where the replaced noun is the more frequent one elsewhere (a tie counts half): 0.5
+# means the story does not say which noun is the original.
+
+# %%
+#@save
+def noun_forms(word: str) -> frozenset[str]:
+    """A head noun, lower-cased, in its singular and plural forms ("Cups" -> {"cup", "cups"})."""
+    low = _bare(word)
+    singular = low
+    if is_plural(low) and low not in _PLURAL_ONLY:
+        singular = _PLURAL_OF_IRREGULAR.get(low) or next(
+            (s for s in (low[:-3] + "y", low[:-2], low[:-1]) if s and plural(s).lower() == low), low)
+    return frozenset({low, singular, plural(singular).lower()})
+
+
+def story_consistency(pairs: pd.DataFrame, stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """For each object-swap negative of ``pairs`` with its frame's positive: how many times the replaced head noun
+    (``replaced``) and the inserted one (``inserted``), the last changed word of each text, occur as whole words
+    in any number in the plain text of the story's other frames. Edits not in place are counted in
+    ``attrs["unlocated"]``, negatives without their frame's positive in ``attrs["unpaired"]``."""
+    by_id = {str(s.story_id): s for s in stories}
+    own = {(str(r.story_id), int(r.frame)): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
+    negatives = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap")]
+    rows, unlocated, unpaired = [], 0, 0
+    for neg in negatives.itertuples(index=False):
+        key = (str(neg.story_id), int(neg.frame))
+        if key not in own:
+            unpaired += 1
+            continue
+        original, edited, start, end = str(own[key].text), str(neg.text), int(neg.swap_start), int(neg.swap_end)
+        if not is_in_place_edit(original, edited, start, end) or end <= start:
+            unlocated += 1
+            continue
+        old_word = original[start : end + len(original) - len(edited)].split()[-1]
+        new_word = edited[start:end].split()[-1]
+        words = Counter(_bare(w) for seg in by_id[key[0]].segments if seg.frame != key[1] for w in seg.plain.split())
+        rows.append({"story_id": neg.story_id, "frame": neg.frame, "split": neg.split, "pair_id": neg.pair_id,
+                     "own_pair_id": own[key].pair_id, "replaced_word": _bare(old_word), "inserted_word": _bare(new_word),
+                     "replaced": sum(words[f] for f in noun_forms(old_word)),
+                     "inserted": sum(words[f] for f in noun_forms(new_word))})
+    out = pd.DataFrame(rows, columns=["story_id", "frame", "split", "pair_id", "own_pair_id", "replaced_word",
+                                      "inserted_word", "replaced", "inserted"])
+    out.attrs.update(unlocated=unlocated, unpaired=unpaired)
+    return out
+
+# %%
+consistency = story_consistency(study_pairs[study_pairs["split"].isin(["train", "val"])], stories)
+display(pd.DataFrame({"noun": ["cups", "knives", "TV", "glasses", "boxes"]}).assign(
+    forms=lambda t: t["noun"].map(lambda w: ", ".join(sorted(noun_forms(w))))).style.hide(axis="index"))
+if len(consistency):
+    display(consistency.assign(
+        replaced_elsewhere=consistency["replaced"] > 0, inserted_elsewhere=consistency["inserted"] > 0,
+        paired=np.sign(consistency["replaced"] - consistency["inserted"]) / 2 + 0.5,
+    ).groupby("split", sort=False)[["replaced_elsewhere", "inserted_elsewhere", "paired"]].mean()
+      .assign(frames=consistency.groupby("split", sort=False).size()).style.format(precision=3))
+    display(consistency.sample(min(5, len(consistency)), random_state=ctx.cfg["seed"]).style.hide(axis="index"))
+display(Markdown(f"Object-swap negatives of train and validation counted: {len(consistency):,}; edits not in place: "
+                 f"{consistency.attrs['unlocated']}; without their frame's positive: {consistency.attrs['unpaired']}."))
+
+# %% [markdown]
 # Negatives of each kind, drawn at random (seeded, not picked) from train and validation,
 # beside the frame's own text (for an edit, the words around the change in both texts; for
 # another segment, the start of each): first the naive construction's, then this study's.
