@@ -1141,9 +1141,11 @@ display(Markdown(f"Story {peers[0].story_id} (block {block_of[peers[0].story_id]
 # edit is scored in the sentence that holds it (chapter 03 explains how sentences are split),
 # once with the new words and once, in the original sentence, with the words they replaced;
 # the difference is the edit's plausibility, in nats (0: as plausible as the original; -3: e^3
-# times less). The two log-probabilities on their own are also the evaluation's zero-shot blind
-# control (chapter 07): a language model that prefers the original words has read the edit from
-# the text alone.
+# times less). Chapter 07 reports the two log-probabilities on their own as `mlm_plausibility`,
+# labelled for what it is: the selection criterion, near chance by construction, since the
+# object put in is the one this score ranks highest and a reversed relation is kept only when
+# this score says it reads about as well. A language model the construction never used (a
+# causal one, of another family) is chapter 07's `causal_lm` control.
 
 # %%
 #@save
@@ -1210,7 +1212,8 @@ if demo is not None and drafts:  # which object does the sentence make plausible
 # grams and of character 2-5 grams (within words), then a logistic regression. Anything it
 # learns is a trace the construction left in the text. The filter of the construction, the
 # blind check at the end of this chapter and the `text_only` control of the evaluation all use
-# this one recipe.
+# this one recipe, so the last two are near chance by construction: they show only what the
+# filter missed.
 #
 # Its predictions are cross-fitted: training pairs are predicted over folds of whole id blocks
 # of training stories (scikit-learn's `GroupKFold`), never by a model that saw the pair's story,
@@ -1756,9 +1759,11 @@ plt.show()
 # percentile interval resamples id blocks (the pairs' `block` column), with the evaluation's
 # bootstrap (`blind_auc_table` is written in chapter 07, beside `bootstrap_metrics`). 0.5 is
 # chance: the nearer, the more a verifier has to look at the frame. The filter used this
-# classifier's recipe, so this table alone could look good by construction: chapter 07 adds
-# blind controls the filter never used (a logistic regression on CLIP's text embeddings, and
-# the language model's plausibility of the changed words).
+# classifier's recipe, so this table alone could look good by construction: chapters 06 and 07
+# add blind controls the construction never used (a logistic regression on CLIP's text
+# embeddings, a pairwise model that reads both texts of a frame, a causal language model of
+# another family, and the story's own mentions of a swapped object). The masked language
+# model's plausibility of the changed words is not one of them: it chose the edits.
 
 # %%
 from helpers.evaluation import blind_auc_table  # chapter 07 writes it, beside the bootstrap it uses

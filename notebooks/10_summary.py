@@ -63,10 +63,12 @@ plt.show()
 #
 # Per kind of negative, the headline is the paired score: the share of test frames whose own
 # text a model scores above its negative (0.5 is chance). The blind controls (`text_only`,
-# `clip_text_only`, and the primary head against a stranger's frame) say how much of it the
-# text alone could decide. Then every model's pooled metrics at its validation-tuned
-# threshold. Every value carries its 95% interval from resampling the test split's id blocks
-# (chapter 07).
+# `clip_text_only`, `pairwise_text`, the primary head against a stranger's frame, and those of
+# chapter 07: `mlm_plausibility`, `causal_lm`, `story_consistency`) say how much of it the
+# text alone could decide; `text_only` (the filter's recipe) and `mlm_plausibility` (the score
+# that chose the edits) are at chance by construction. Then every model's pooled metrics at
+# its validation-tuned threshold. Every value carries its 95% interval from resampling the
+# test split's id blocks (chapter 07).
 
 # %%
 from helpers.evaluation import control_table, format_estimate, paired_table, summary_table
@@ -106,10 +108,13 @@ display(Markdown(db.headline_finding(metrics)))
 # ### What the text alone gives away
 #
 # A blind control never sees the frame that goes with the text: `text_only` and
-# `clip_text_only` read the text alone, and the controls of chapter 07 score the primary
-# head against a stranger's frame. Where a blind control's paired score lies above chance
-# with its whole interval, the negatives of that kind can be told from the aligned texts by
-# the text itself (an odd word, a swap that reads wrong), so a model's paired score against
+# `clip_text_only` read one text alone, `pairwise_text` the two texts of a frame, and the
+# controls of chapter 07 score the primary head against a stranger's frame, the texts by a
+# masked and by a causal language model, and an object swap by the rest of its story. Two are
+# at chance by construction and say so below: `text_only` is the filter's own recipe and
+# `mlm_plausibility` the score that chose the edits. Where a blind control's paired score lies
+# above chance with its whole interval, the negatives of that kind can be told from the
+# aligned texts by the text itself (an odd word, a swap that reads wrong), so a model's paired score against
 # them does not show that it looked at the frame. The control table above has the numbers;
 # in words:
 

@@ -189,3 +189,16 @@ def test_story_consistency_counts_the_replaced_and_the_inserted_noun_in_the_othe
     assert control_section(rows, "story", n_resamples=20, seed=0)["paired"]["object_swap"]["value"] == 1.0
     lone = story_consistency(pairs[pairs["pair_id"] != "p1"], stories)
     assert lone.empty and lone.attrs["unpaired"] == 1
+
+
+def test_blind_findings_name_pairwise_text_and_label_the_controls_at_chance_by_construction():
+    from helpers import dashboards as db
+
+    est = {"value": 0.5, "low": 0.4, "high": 0.6}
+    doc = {"models": {"text_only": {"paired": {"all": est}}, "pairwise_text": {"paired": {"all": est}}},
+           "controls": {"mlm_plausibility": {"paired": {"all": est}}, "causal_lm": {"paired": {"all": est}}}}
+    lines = db.blind_findings(doc)
+    assert [line.split(":")[0] for line in lines] == [
+        "Blind control `text_only` (at chance by construction", "Blind control `pairwise_text`",
+        "Blind control `mlm_plausibility` (at chance by construction", "Blind control `causal_lm`"]
+    assert "the blind filter's own recipe" in lines[0] and "the score that chose the edits" in lines[2]
