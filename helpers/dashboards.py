@@ -551,7 +551,7 @@ def blind_leaks(paired: Mapping[str, Any]) -> list[str]:
             if t != "all" and e.get("low") is not None and (e["low"] > 0.5 or e["high"] < 0.5)]
 
 
-#: The blind controls that are at chance by construction (what chose the negatives), and why.
+#: The blind controls the construction aimed at chance (what chose the negatives), and why.
 BY_CONSTRUCTION: dict[str, str] = {"text_only": "the blind filter's own recipe",
                                    "mlm_plausibility": "the score that chose the edits"}
 
@@ -566,7 +566,7 @@ def blind_findings(metrics: Mapping[str, Any]) -> list[str]:
     out = []
     for name, groups in blind.items():
         leaks = blind_leaks(groups)
-        why = f" (at chance by construction: {BY_CONSTRUCTION[name]})" if name in BY_CONSTRUCTION else ""
+        why = f" (aimed at chance by the construction: {BY_CONSTRUCTION[name]})" if name in BY_CONSTRUCTION else ""
         out.append(f"Blind control `{name}`{why}: " + (
             f"its interval excludes chance for {', '.join(f'`{t}`' for t in leaks)}: those negatives can be told "
             "from their text alone." if leaks else "no interval excludes chance."))

@@ -66,7 +66,8 @@ plt.show()
 # `clip_text_only`, `pairwise_text`, the primary head against a stranger's frame, and those of
 # chapter 07: `mlm_plausibility`, `causal_lm`, `story_consistency`) say how much of it the
 # text alone could decide; `text_only` (the filter's recipe) and `mlm_plausibility` (the score
-# that chose the edits) are at chance by construction. Then every model's pooled metrics at
+# that chose the edits) were aimed at chance by the construction itself, so they are not
+# evidence that it worked. Then every model's pooled metrics at
 # its validation-tuned threshold. Every value carries its 95% interval from resampling the
 # test split's id blocks (chapter 07).
 
@@ -110,8 +111,8 @@ display(Markdown(db.headline_finding(metrics)))
 # A blind control never sees the frame that goes with the text: `text_only` and
 # `clip_text_only` read one text alone, `pairwise_text` the two texts of a frame, and the
 # controls of chapter 07 score the primary head against a stranger's frame, the texts by a
-# masked and by a causal language model, and an object swap by the rest of its story. Two are
-# at chance by construction and say so below: `text_only` is the filter's own recipe and
+# masked and by a causal language model, and an object swap by the rest of its story. Two were
+# aimed at chance by the construction itself and say so below: `text_only` is the filter's own recipe and
 # `mlm_plausibility` the score that chose the edits. Where a blind control's paired score lies
 # above chance with its whole interval, the negatives of that kind can be told from the
 # aligned texts by the text itself (an odd word, a swap that reads wrong), so a model's paired score against

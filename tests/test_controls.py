@@ -199,6 +199,6 @@ def test_blind_findings_name_pairwise_text_and_label_the_controls_at_chance_by_c
            "controls": {"mlm_plausibility": {"paired": {"all": est}}, "causal_lm": {"paired": {"all": est}}}}
     lines = db.blind_findings(doc)
     assert [line.split(":")[0] for line in lines] == [
-        "Blind control `text_only` (at chance by construction", "Blind control `pairwise_text`",
-        "Blind control `mlm_plausibility` (at chance by construction", "Blind control `causal_lm`"]
+        "Blind control `text_only` (aimed at chance by the construction", "Blind control `pairwise_text`",
+        "Blind control `mlm_plausibility` (aimed at chance by the construction", "Blind control `causal_lm`"]
     assert "the blind filter's own recipe" in lines[0] and "the score that chose the edits" in lines[2]
