@@ -27,6 +27,7 @@ __all__ = [
     "MissingAssetError",
     "Paths",
     "load_profile",
+    "check_control_lm",
     "BENCH_SUFFIX",
     "BENCH_DATA_SHAPE",
     "bench_profile",
@@ -88,7 +89,7 @@ RANDOM_FULL_SIZE = "random-full-size"
 
 #: Profile sections whose plain ``"random"`` weights cost less than the real model (a small model,
 #: or for the detector fewer proposals): a bench profile gives them :data:`RANDOM_FULL_SIZE`.
-FULL_SIZE_SECTIONS = ("detector", "mlm", "openvocab", "questions")
+FULL_SIZE_SECTIONS = ("detector", "mlm", "control_lm", "openvocab", "questions")
 
 #: ``<profile>-bench`` is built in code from ``profiles/<profile>.yaml`` (see :func:`bench_profile`).
 BENCH_SUFFIX = "-bench"
@@ -117,10 +118,21 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     if cfg.get("profile") != name:
         raise ValueError(f"{path} declares profile {cfg.get('profile')!r}, expected {name!r}")
-    cfg = _merge(cfg, overrides or {})
+    cfg = check_control_lm(_merge(cfg, overrides or {}), path)
     if isinstance(n := (cfg.get("audit") or {}).get("per_type"), bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"profile {name!r}: audit.per_type (negatives of each type on chapter 08's audit sheet) "
                          f"must be a positive integer, got {n!r}")
+    return cfg
+
+
+def check_control_lm(cfg: dict[str, Any], where: Any = "the profile") -> dict[str, Any]:
+    """``cfg``, after checking its ``control_lm`` section (chapter 07's causal language model):
+    ``weights`` a non-empty string (Hub id, folder, ``random``), ``batch_size`` a positive integer."""
+    lm = cfg.get("control_lm")
+    if not (isinstance(lm, dict) and isinstance(lm.get("weights"), str) and lm["weights"]
+            and isinstance(lm.get("batch_size"), int) and lm["batch_size"] > 0):
+        raise ValueError(f"{where}: control_lm needs weights (a Hub id such as gpt2, a folder, or random) and a "
+                         f"positive integer batch_size, got {lm!r}")
     return cfg
 
 

@@ -659,16 +659,23 @@ def blind_leaks(paired: Mapping[str, Any]) -> list[str]:
             if t != "all" and e.get("low") is not None and (e["low"] > 0.5 or e["high"] < 0.5)]
 
 
+#: The blind controls the construction aimed at chance (what chose the negatives), and why.
+BY_CONSTRUCTION: dict[str, str] = {"text_only": "the blind filter's own recipe",
+                                   "mlm_plausibility": "the score that chose the edits"}
+
+
 def blind_findings(metrics: Mapping[str, Any]) -> list[str]:
-    """One sentence per blind control (``text_only``, ``clip_text_only``, the ``controls``): the
-    kinds of negative it tells apart without seeing the frame."""
+    """One sentence per blind control (``text_only``, ``clip_text_only``, ``pairwise_text``, the ``controls``):
+    the kinds of negative it tells apart without seeing the frame; those of ``BY_CONSTRUCTION`` say so."""
     models = metrics["models"]
-    blind = {name: models[name]["paired"] for name in ("text_only", "clip_text_only") if name in models}
+    blind = {name: models[name]["paired"] for name in ("text_only", "clip_text_only", "pairwise_text")
+             if name in models}
     blind |= {name: c["paired"] for name, c in metrics.get("controls", {}).items()}
     out = []
     for name, groups in blind.items():
         leaks = blind_leaks(groups)
-        out.append(f"Blind control `{name}`: " + (
+        why = f" (aimed at chance by the construction: {BY_CONSTRUCTION[name]})" if name in BY_CONSTRUCTION else ""
+        out.append(f"Blind control `{name}`{why}: " + (
             f"its interval excludes chance for {', '.join(f'`{t}`' for t in leaks)}: those negatives can be told "
             "from their text alone." if leaks else "no interval excludes chance."))
     return out

@@ -637,6 +637,104 @@ def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path,
     return out
 
 
+def mean_token_logprob(lm: Any, texts: Sequence[str], cache_dir: str | Path, *, batch_size: int = 16) -> np.ndarray:
+    """The mean natural-log probability of each text's tokens under a causal language model (``helpers.mlm``'s
+    ``load_causal_lm``): the begin-of-text token is put first and every token of the text is predicted from
+    those before it. One forward pass per text, texts of like length batched (right padding, masked), each
+    score cached under ``cache_dir`` per (model identity, text)."""
+    import torch
+
+    from helpers.io import compute_cached, stable_hash
+
+    texts = [str(t) for t in texts]
+    if not texts:
+        return np.zeros(0, dtype=np.float64)
+    tok = lm.tokenizer
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    keys = [stable_hash({"v": 1, "causal_lm": lm.identity, "text": t}) for t in texts]
+    by_key = dict(zip(keys, texts))
+
+    def compute(batch: list[str]) -> list[dict[str, Any]]:
+        encoded = [[start, *tok(by_key[k], add_special_tokens=False)["input_ids"]] for k in batch]
+        limit = int(getattr(lm.model.config, "n_positions", None) or lm.model.config.max_position_embeddings)
+        for k, ids in zip(batch, encoded):
+            if not 1 < len(ids) <= limit:
+                raise ValueError(f"{by_key[k][:60]!r}: {len(ids) - 1} tokens, the model scores 1 to {limit - 1}")
+        ids = torch.zeros((len(batch), max(map(len, encoded))), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, row in enumerate(encoded):
+            ids[r, : len(row)], mask[r, : len(row)] = torch.tensor(row), 1
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(lm.device),
+                                                    reduction="none").cpu()
+        scored = mask[:, 1:]  # every real token after the first, i.e. every token of the text
+        return [{"logprob": float(v)} for v in -(nll * scored).sum(1) / scored.sum(1)]
+
+    order = sorted(set(keys), key=lambda k: len(by_key[k]))  # like lengths together: little padding
+    table, _ = compute_cached(cache_dir, order, compute, batch_size=batch_size, desc="causal LM")
+    scores = dict(zip(order, table["logprob"].to_numpy(dtype=np.float64)))
+    return np.array([scores[k] for k in keys], dtype=np.float64)
+
+
+def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch_size: int = 16) -> pd.DataFrame:
+    """Prediction-like rows of the causal language-model control, two per test frame with both pairs: each
+    text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
+    sentences for the positive), of the whole text otherwise. Swaps not located in place are counted in
+    ``attrs["unlocated"]`` and left out."""
+    from helpers.pairs import _sentence_bounds, is_in_place_edit
+
+    own = {(r.story_id, r.frame): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
+    kept, texts, unlocated = [], [], 0
+    for neg in pairs[pairs["label"] == 0].itertuples(index=False):
+        if (neg.story_id, neg.frame) not in own:
+            continue
+        pos = own[(neg.story_id, neg.frame)]
+        original, edited = str(pos.text), str(neg.text)
+        if neg.negative_type in SWAP_TYPES:
+            start, end = int(neg.swap_start), int(neg.swap_end)
+            if not is_in_place_edit(original, edited, start, end):
+                unlocated += 1
+                continue
+            end_old = end + len(original) - len(edited)
+            a, b = next(((a, b) for a, b in _sentence_bounds(original) if a <= start < b), (0, len(original)))
+            b = max(b, end_old)
+            original, edited = original[a:b], edited[a : b + end - end_old]
+        kept.append((pos, neg))
+        texts += [original, edited]
+    scores = mean_token_logprob(lm, texts, cache_dir, batch_size=batch_size)
+    rows = []
+    for n, (pos, neg) in enumerate(kept):
+        common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
+        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": "", "score": scores[2 * n]})
+        rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
+                     "score": scores[2 * n + 1]})
+    out = pd.DataFrame(rows, columns=["pair_id", "story_id", "frame", "block", "split", "label", "negative_type",
+                                      "score"])
+    out.attrs["unlocated"] = unlocated
+    return out
+
+
+def story_consistency_rows(pairs: pd.DataFrame, stories: Any) -> pd.DataFrame:
+    """Prediction-like rows of the story-consistency control (object swaps only) from
+    :func:`helpers.pairs.story_consistency`: the positive scores the replaced noun's count in the story's other
+    frames, the negative the inserted noun's; its ``attrs`` are passed on."""
+    from helpers.pairs import story_consistency
+
+    counts = story_consistency(pairs, stories)
+    block = pairs.set_index("pair_id")["block"]
+    rows = []
+    for r in counts.itertuples(index=False):
+        common = {"story_id": r.story_id, "frame": r.frame, "block": block[r.pair_id], "split": r.split}
+        rows.append({**common, "pair_id": r.own_pair_id, "label": 1, "negative_type": "", "score": float(r.replaced)})
+        rows.append({**common, "pair_id": r.pair_id, "label": 0, "negative_type": "object_swap",
+                     "score": float(r.inserted)})
+    out = pd.DataFrame(rows, columns=["pair_id", "story_id", "frame", "block", "split", "label", "negative_type",
+                                      "score"])
+    out.attrs.update(counts.attrs)
+    return out
+
+
 def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, seed: int,
                     confidence: float = 0.95) -> dict[str, Any]:
     """A blind control's entry of ``metrics.json`` from prediction-like ``rows`` of one split (one positive and
@@ -769,7 +867,11 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
     "<control name>": {                    # = the text alone does not decide the verdict
       "description": str,                  # shuffled_frames: the primary model, every text against a frame
                                            # of another id block; mlm_plausibility: the masked language
-                                           # model's log-probability of the changed words (swap types only)
+                                           # model's log-probability of the changed words (swap types only),
+                                           # the selection criterion, at chance by construction; causal_lm: a
+                                           # causal LM's mean token log-probability of each text (the edited
+                                           # sentences for swaps); story_consistency: the replaced against the
+                                           # inserted noun's count in the story's other frames (object swaps)
       "paired": {"all" | negative_type: estimate + {"frames": int}},
       "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}},
       "equivalence": {"paired": {...: verdict}, "roc_auc": {...: verdict}}   # as for a model

@@ -16,7 +16,9 @@ Weights (profile key ``mlm.weights``): a Hub id (cached under ``HF_HOME``; offli
 cached raises ``MissingAssetError``), a local folder written by ``save_pretrained`` (model
 and tokenizer), or ``"random"`` / ``"random-full-size"``: seeded random weights and an
 offline tokenizer (:mod:`helpers.smoke.mlm`), saved under the profile's ``models`` folder
-and loaded back through the local-folder path.
+and loaded back through the local-folder path. :func:`load_causal_lm` loads chapter 07's
+control language model (profile key ``control_lm.weights``, ``gpt2``; ``"random"``: a small
+GPT-2) the same three ways.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 MODEL_ID = "distilroberta-base"
+#: The control language model of chapter 07, of another family than the masked one.
+CAUSAL_MODEL_ID = "gpt2"
 #: Part of every cache key: bumped when the scoring changes, so old rows are recomputed.
 _CACHE_VERSION = 1
 #: Files a Hub snapshot of a masked language model needs; each entry lists alternatives.
@@ -67,11 +71,13 @@ def mlm_weights_available(spec: str) -> bool:
     return weights_available(spec, _HUB_FILES)
 
 
-def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
-    from .smoke.mlm import random_mlm_folder
+def _resolve(spec: str, models_dir: str | os.PathLike, seed: int,
+             causal: bool = False) -> tuple[str | Path, dict[str, Any]]:
+    from .smoke.mlm import random_causal_lm_folder, random_mlm_folder
 
-    return resolve(spec, what="masked language model weights", files=_HUB_FILES,
-                   build_random=lambda s: random_mlm_folder(s, models_dir, seed))
+    build = random_causal_lm_folder if causal else random_mlm_folder
+    return resolve(spec, what=f"{'causal' if causal else 'masked'} language model weights", files=_HUB_FILES,
+                   build_random=lambda s: build(s, models_dir, seed))
 
 
 def _identity(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> str:
@@ -80,24 +86,31 @@ def _identity(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") ->
 
 
 def load_mlm(spec: str = MODEL_ID, *, models_dir: str | os.PathLike, seed: int = 42,
-             device: "torch.device | str | None" = None) -> Mlm:
-    """Load a masked language model from a Hub id, a local folder, or ``"random"``.
+             device: "torch.device | str | None" = None, causal: bool = False) -> Mlm:
+    """Load a masked language model (``causal``: a causal one, ``AutoModelForCausalLM``) from a Hub
+    id, a local folder, or ``"random"``.
 
     ``models_dir`` is the profile's models folder, where ``"random"`` saves its weights.
     Raises ``MissingAssetError`` for a Hub id that is neither cached nor downloadable, and
     ``FileNotFoundError`` for a folder that holds no saved model.
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     from .config import device as pick_device
 
-    source, options = _resolve(spec, models_dir, seed)
+    source, options = _resolve(spec, models_dir, seed, causal)
     dev = pick_device(str(device)) if device is not None else pick_device()
-    model = AutoModelForMaskedLM.from_pretrained(source, **options).to(dev).eval()
+    model = (AutoModelForCausalLM if causal else AutoModelForMaskedLM).from_pretrained(source, **options).to(dev).eval()
     tokenizer = AutoTokenizer.from_pretrained(source, **options)
-    if tokenizer.mask_token_id is None:
+    if not causal and tokenizer.mask_token_id is None:
         raise ValueError(f"the tokenizer of {spec!r} has no mask token: not a masked language model")
     return Mlm(model=model, tokenizer=tokenizer, device=dev, identity=_identity(model, tokenizer), source=str(spec))
+
+
+def load_causal_lm(spec: str = CAUSAL_MODEL_ID, *, models_dir: str | os.PathLike, seed: int = 42,
+                   device: "torch.device | str | None" = None) -> Mlm:
+    """:func:`load_mlm` of a causal language model (``gpt2``; ``"random"``: a small GPT-2)."""
+    return load_mlm(spec, models_dir=models_dir, seed=seed, device=device, causal=True)
 
 
 def _item_key(mlm: Mlm, text: str, start: int, end: int) -> str:

@@ -74,6 +74,7 @@ def provenance_html(profile: str, cfg: dict[str, Any]) -> str:
         "detector weights": str(cfg["detector"]["weights"]),
         "CLIP weights": str(cfg["clip"]["weights"]),
         "language model weights": str(cfg.get("mlm", {}).get("weights", "not used")),
+        "control language model weights": str(cfg.get("control_lm", {}).get("weights", "not used")),
         **{f"{name} weights": (str(cfg[section]["weights"]) if cfg.get(section, {}).get("enabled")
                                else f"off ({section}.enabled: false)")
            for section, name in (("openvocab", "OWL-ViT"), ("questions", "BLIP-VQA"))},

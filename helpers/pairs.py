@@ -1257,3 +1257,44 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
                 unfiltered[split] = unfiltered.get(split, 0) + n
         pairs.attrs["frames_unfiltered"] = unfiltered
     return pairs
+
+
+def noun_forms(word: str) -> frozenset[str]:
+    """A head noun, lower-cased, in its singular and plural forms ("Cups" -> {"cup", "cups"})."""
+    low = _bare(word)
+    singular = low
+    if is_plural(low) and low not in _PLURAL_ONLY:
+        singular = _PLURAL_OF_IRREGULAR.get(low) or next(
+            (s for s in (low[:-3] + "y", low[:-2], low[:-1]) if s and plural(s).lower() == low), low)
+    return frozenset({low, singular, plural(singular).lower()})
+
+
+def story_consistency(pairs: pd.DataFrame, stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """For each object-swap negative of ``pairs`` with its frame's positive: how many times the replaced head noun
+    (``replaced``) and the inserted one (``inserted``), the last changed word of each text, occur as whole words
+    in any number in the plain text of the story's other frames. Edits not in place are counted in
+    ``attrs["unlocated"]``, negatives without their frame's positive in ``attrs["unpaired"]``."""
+    by_id = {str(s.story_id): s for s in stories}
+    own = {(str(r.story_id), int(r.frame)): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
+    negatives = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap")]
+    rows, unlocated, unpaired = [], 0, 0
+    for neg in negatives.itertuples(index=False):
+        key = (str(neg.story_id), int(neg.frame))
+        if key not in own:
+            unpaired += 1
+            continue
+        original, edited, start, end = str(own[key].text), str(neg.text), int(neg.swap_start), int(neg.swap_end)
+        if not is_in_place_edit(original, edited, start, end) or end <= start:
+            unlocated += 1
+            continue
+        old_word = original[start : end + len(original) - len(edited)].split()[-1]
+        new_word = edited[start:end].split()[-1]
+        words = Counter(_bare(w) for seg in by_id[key[0]].segments if seg.frame != key[1] for w in seg.plain.split())
+        rows.append({"story_id": neg.story_id, "frame": neg.frame, "split": neg.split, "pair_id": neg.pair_id,
+                     "own_pair_id": own[key].pair_id, "replaced_word": _bare(old_word), "inserted_word": _bare(new_word),
+                     "replaced": sum(words[f] for f in noun_forms(old_word)),
+                     "inserted": sum(words[f] for f in noun_forms(new_word))})
+    out = pd.DataFrame(rows, columns=["story_id", "frame", "split", "pair_id", "own_pair_id", "replaced_word",
+                                      "inserted_word", "replaced", "inserted"])
+    out.attrs.update(unlocated=unlocated, unpaired=unpaired)
+    return out

@@ -61,6 +61,8 @@ def preflight(cfg: dict) -> None:
         problems.append(f"the CLIP weights {cfg['clip']['weights']!r}")
     if not mlm_weights_available(cfg["mlm"]["weights"]):
         problems.append(f"the masked language model weights {cfg['mlm']['weights']!r} (chapter 01's pair construction)")
+    if not mlm_weights_available(cfg["control_lm"]["weights"]):
+        problems.append(f"the control language model weights {cfg['control_lm']['weights']!r} (chapter 07's control)")
     if cfg.get("openvocab", {}).get("enabled") and not owlvit_weights_available(cfg["openvocab"]["weights"]):
         problems.append(f"the OWL-ViT weights {cfg['openvocab']['weights']!r} (chapter 02's open-vocabulary evidence)")
     if cfg.get("questions", {}).get("enabled") and not vqa_weights_available(cfg["questions"]["weights"]):
@@ -69,7 +71,7 @@ def preflight(cfg: dict) -> None:
         torch_home = os.environ.get("TORCH_HOME") or _default_cache("TORCH_HOME")
         raise MissingAssetError("; ".join(problems), cache_var="HF_HOME",
                                 detail=f"Faster R-CNN weights are cached under TORCH_HOME={torch_home}; "
-                                       "the dataset and the Hugging Face models (CLIP, the masked language model, OWL-ViT, BLIP-VQA) under HF_HOME.")
+                                       "the dataset and the Hugging Face models (CLIP, the two language models, OWL-ViT, BLIP-VQA) under HF_HOME.")
 
 
 def execute(nb: Path, executed: Path, parameters: dict, *, stream: TextIO | None = None,

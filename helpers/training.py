@@ -455,6 +455,105 @@ def fit_blind_controls(
             for name, kind, cols, score in candidates]
 
 
+#: The inverse regularisation strengths of ``pairwise_text``; the validation log-loss chooses one.
+PAIRWISE_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+def pairwise_text_vectorizer() -> "FeatureUnion":
+    """TF-IDF of word 1-3-grams (one-letter words kept) and character 2-5-grams across word boundaries, unfitted."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    return FeatureUnion([
+        ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 3), token_pattern=r"(?u)\b\w+\b",
+                                  sublinear_tf=True)),
+        ("chars", TfidfVectorizer(analyzer="char", ngram_range=(2, 5), sublinear_tf=True)),
+    ])  # fmt: skip
+
+
+def frame_partners(table: pd.DataFrame) -> list[str | None]:
+    """For each row of ``table``, the text of the other pair of its frame (``story_id``, ``frame``); None when the
+    frame has one pair only. More than two pairs in a frame is an error."""
+    rows: dict[tuple[str, int], list[int]] = {}
+    for i, key in enumerate(zip(table["story_id"].astype(str), table["frame"].astype(int))):
+        rows.setdefault(key, []).append(i)
+    texts = table["text"].astype(str).tolist()
+    partner: list[str | None] = [None] * len(table)
+    for key, idx in rows.items():
+        if len(idx) > 2:
+            raise ValueError(f"story {key[0]} frame {key[1]} has {len(idx)} pairs: a frame has one positive and "
+                             "one negative")
+        if len(idx) == 2:
+            partner[idx[0]], partner[idx[1]] = texts[idx[1]], texts[idx[0]]
+    return partner
+
+
+@dataclass(frozen=True)
+class PairwiseText:
+    """The fitted pairwise control: P(the first of two texts is the frame's original)."""
+
+    vectorizer: Any
+    classifier: Any
+    C: float
+    validation_log_loss: Mapping[float, float]
+
+    def prob_first(self, first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+        """P(``first[i]`` is the original rather than ``second[i]``)."""
+        x = self.vectorizer.transform(list(first)) - self.vectorizer.transform(list(second))
+        return self.classifier.predict_proba(x)[:, 1]
+
+    def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
+        """Each row's P(its text is the original of its frame, against the frame's other text); 0.5 without one."""
+        partner = frame_partners(table)
+        texts = table["text"].astype(str).tolist()
+        have = [i for i, p in enumerate(partner) if p is not None]
+        out = np.full(len(table), 0.5)
+        if have:
+            out[have] = self.prob_first([texts[i] for i in have], [partner[i] for i in have])
+        return out
+
+
+def _original_and_negative(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The own and the negative text of every frame of ``table`` with both pairs."""
+    partner = frame_partners(table)
+    own = [(str(t), p) for t, p, y in zip(table["text"], partner, table["label"]) if y == 1 and p is not None]
+    return [o for o, _ in own], [p for _, p in own]
+
+
+def fit_pairwise_text(table: pd.DataFrame, *, seed: int = 42, grid: Sequence[float] = PAIRWISE_C_GRID) -> PairwiseText:
+    """``pairwise_text`` fitted on the training frames (TF-IDF vocabulary included), ``C`` chosen on validation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    train_own, train_neg = _original_and_negative(table[table["split"] == "train"])
+    val_own, val_neg = _original_and_negative(table[table["split"] == "val"])
+    if len(train_own) < 2 or not val_own:
+        raise ValueError(f"pairwise_text needs two training frames and one validation frame with both pairs; got "
+                         f"{len(train_own)} and {len(val_own)}")
+    vectorizer = pairwise_text_vectorizer().fit(train_own + train_neg)
+    flip = np.random.default_rng(seed).permutation(np.arange(len(train_own)) % 2).astype(bool)  # half each way
+    first = [n if f else o for o, n, f in zip(train_own, train_neg, flip)]
+    second = [o if f else n for o, n, f in zip(train_own, train_neg, flip)]
+    x = vectorizer.transform(first) - vectorizer.transform(second)
+    y = (~flip).astype(int)  # 1: the first text is the original
+
+    def fitted(c: float) -> PairwiseText:
+        classifier = LogisticRegression(C=c, fit_intercept=False, max_iter=5000, random_state=seed).fit(x, y)
+        return PairwiseText(vectorizer, classifier, float(c), {})
+
+    losses = {float(c): float(log_loss(np.ones(len(val_own), dtype=int), fitted(c).prob_first(val_own, val_neg),
+                                       labels=[0, 1])) for c in grid}
+    best = min(losses, key=lambda c: (losses[c], c))  # ties: the stronger regularisation
+    return replace(fitted(best), validation_log_loss=losses)
+
+
+def pairwise_scorer(model: PairwiseText, table: pd.DataFrame, threshold_metric: str = THRESHOLD_METRIC) -> Scorer:
+    """``pairwise_text`` as a ``Scorer`` (kind ``blind_control``), its threshold tuned on validation."""
+    val = table[table["split"] == "val"]
+    threshold = tune_threshold(val["label"].to_numpy(), model.predict_proba(val), threshold_metric)
+    return Scorer("pairwise_text", "blind_control", ("text", "partner_text"), threshold, model.predict_proba)
+
+
 def predict(table: pd.DataFrame, scorers: Sequence[Scorer]) -> pd.DataFrame:
     """Every pair of ``table`` scored by every model, one row per (pair, model).
 

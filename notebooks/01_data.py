@@ -1217,9 +1217,11 @@ display(Markdown(f"Story {peers[0].story_id} (block {block_of[peers[0].story_id]
 # edit is scored in the sentence that holds it (chapter 03 explains how sentences are split),
 # once with the new words and once, in the original sentence, with the words they replaced;
 # the difference is the edit's plausibility, in nats (0: as plausible as the original; -3: e^3
-# times less). The two log-probabilities on their own are also the evaluation's zero-shot blind
-# control (chapter 07): a language model that prefers the original words has read the edit from
-# the text alone.
+# times less). Chapter 07 reports the two log-probabilities on their own as `mlm_plausibility`,
+# labelled for what it is: the selection criterion, near chance by construction, since the
+# object put in is the one this score ranks highest and a reversed relation is kept only when
+# this score says it reads about as well. A language model the construction never used (a
+# causal one, of another family) is chapter 07's `causal_lm` control.
 
 # %%
 #@save
@@ -1286,7 +1288,8 @@ if demo is not None and drafts:  # which object does the sentence make plausible
 # grams and of character 2-5 grams (within words), then a logistic regression. Anything it
 # learns is a trace the construction left in the text. The filter of the construction, the
 # blind check at the end of this chapter and the `text_only` control of the evaluation all use
-# this one recipe.
+# this one recipe, so the last two are near chance by construction: they show only what the
+# filter missed.
 #
 # Its predictions are cross-fitted: training pairs are predicted over folds of whole id blocks
 # of training stories (scikit-learn's `GroupKFold`), never by a model that saw the pair's story,
@@ -1896,9 +1899,11 @@ plt.show()
 # percentile interval resamples id blocks (the pairs' `block` column), with the evaluation's
 # bootstrap (`blind_auc_table` is written in chapter 07, beside `bootstrap_metrics`). 0.5 is
 # chance: the nearer, the more a verifier has to look at the frame. The filter used this
-# classifier's recipe, so this table alone could look good by construction: chapter 07 adds
-# blind controls the filter never used (a logistic regression on CLIP's text embeddings, and
-# the language model's plausibility of the changed words).
+# classifier's recipe, so this table alone could look good by construction: chapters 06 and 07
+# add blind controls the construction never used (a logistic regression on CLIP's text
+# embeddings, a pairwise model that reads both texts of a frame, a causal language model of
+# another family, and the story's own mentions of a swapped object). The masked language
+# model's plausibility of the changed words is not one of them: it chose the edits.
 
 # %%
 from helpers.evaluation import blind_auc_table  # chapter 07 writes it, beside the bootstrap it uses
@@ -1923,6 +1928,75 @@ def _cell(row) -> str:
 
 blind.assign(cell=blind.apply(_cell, axis=1)).pivot_table(
     index=["split", "negative_type"], columns="construction", values="cell", aggfunc="first", sort=False)
+
+# %% [markdown]
+# ### Does the rest of the story give an object swap away?
+#
+# The masked language model and the blind filter read one frame's text. A reader of the whole
+# story can do more: an object that the story mentions elsewhere is a likelier original than
+# one it never mentions. `story_consistency` counts, for each object-swap negative, how often
+# the replaced head noun and the inserted one occur (as whole words, singular or plural) in
+# the plain text of the story's other frames. Chapter 07 turns it into a blind control on the
+# test split (the replaced word's count is the positive's score, the inserted word's the
+# negative's); here it is shown on train and validation. The paired score is the share of
+# frames where the replaced noun is the more frequent one elsewhere (a tie counts half): 0.5
+# means the story does not say which noun is the original.
+
+# %%
+#@save
+def noun_forms(word: str) -> frozenset[str]:
+    """A head noun, lower-cased, in its singular and plural forms ("Cups" -> {"cup", "cups"})."""
+    low = _bare(word)
+    singular = low
+    if is_plural(low) and low not in _PLURAL_ONLY:
+        singular = _PLURAL_OF_IRREGULAR.get(low) or next(
+            (s for s in (low[:-3] + "y", low[:-2], low[:-1]) if s and plural(s).lower() == low), low)
+    return frozenset({low, singular, plural(singular).lower()})
+
+
+def story_consistency(pairs: pd.DataFrame, stories: Iterable[ParsedStory]) -> pd.DataFrame:
+    """For each object-swap negative of ``pairs`` with its frame's positive: how many times the replaced head noun
+    (``replaced``) and the inserted one (``inserted``), the last changed word of each text, occur as whole words
+    in any number in the plain text of the story's other frames. Edits not in place are counted in
+    ``attrs["unlocated"]``, negatives without their frame's positive in ``attrs["unpaired"]``."""
+    by_id = {str(s.story_id): s for s in stories}
+    own = {(str(r.story_id), int(r.frame)): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
+    negatives = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap")]
+    rows, unlocated, unpaired = [], 0, 0
+    for neg in negatives.itertuples(index=False):
+        key = (str(neg.story_id), int(neg.frame))
+        if key not in own:
+            unpaired += 1
+            continue
+        original, edited, start, end = str(own[key].text), str(neg.text), int(neg.swap_start), int(neg.swap_end)
+        if not is_in_place_edit(original, edited, start, end) or end <= start:
+            unlocated += 1
+            continue
+        old_word = original[start : end + len(original) - len(edited)].split()[-1]
+        new_word = edited[start:end].split()[-1]
+        words = Counter(_bare(w) for seg in by_id[key[0]].segments if seg.frame != key[1] for w in seg.plain.split())
+        rows.append({"story_id": neg.story_id, "frame": neg.frame, "split": neg.split, "pair_id": neg.pair_id,
+                     "own_pair_id": own[key].pair_id, "replaced_word": _bare(old_word), "inserted_word": _bare(new_word),
+                     "replaced": sum(words[f] for f in noun_forms(old_word)),
+                     "inserted": sum(words[f] for f in noun_forms(new_word))})
+    out = pd.DataFrame(rows, columns=["story_id", "frame", "split", "pair_id", "own_pair_id", "replaced_word",
+                                      "inserted_word", "replaced", "inserted"])
+    out.attrs.update(unlocated=unlocated, unpaired=unpaired)
+    return out
+
+# %%
+consistency = story_consistency(study_pairs[study_pairs["split"].isin(["train", "val"])], stories)
+display(pd.DataFrame({"noun": ["cups", "knives", "TV", "glasses", "boxes"]}).assign(
+    forms=lambda t: t["noun"].map(lambda w: ", ".join(sorted(noun_forms(w))))).style.hide(axis="index"))
+if len(consistency):
+    display(consistency.assign(
+        replaced_elsewhere=consistency["replaced"] > 0, inserted_elsewhere=consistency["inserted"] > 0,
+        paired=np.sign(consistency["replaced"] - consistency["inserted"]) / 2 + 0.5,
+    ).groupby("split", sort=False)[["replaced_elsewhere", "inserted_elsewhere", "paired"]].mean()
+      .assign(frames=consistency.groupby("split", sort=False).size()).style.format(precision=3))
+    display(consistency.sample(min(5, len(consistency)), random_state=ctx.cfg["seed"]).style.hide(axis="index"))
+display(Markdown(f"Object-swap negatives of train and validation counted: {len(consistency):,}; edits not in place: "
+                 f"{consistency.attrs['unlocated']}; without their frame's positive: {consistency.attrs['unpaired']}."))
 
 # %% [markdown]
 # Negatives of each kind, drawn at random (seeded, not picked) from train and validation,

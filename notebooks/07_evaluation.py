@@ -930,10 +930,13 @@ display(Markdown(f"{len(shuffled_rows):,} test pairs re-scored against a frame o
 # A second control reads only the words an edit changed. For each test frame whose negative is an
 # object or relation swap, the masked language model of chapter 01 scores the replaced words in
 # the frame's own text (the positive's score) and the new words in the edited text (the
-# negative's score), as a log-probability in context (`edit_logprobs` of chapter 01). It never
-# sees the frame, and the filter that chose the negatives never used this model's judgement of
-# the whole edit, so this control is not at chance by construction: above 0.5, the edit reads as
-# the less plausible text. A frame whose edit cannot be located in place is left out and counted.
+# negative's score), as a log-probability in context (`edit_logprobs` of chapter 01). This is
+# the selection criterion itself: chapter 01 ranked the object candidates by this very score
+# (same model, same sentence window, same cache) and kept a reversed relation only when it lost
+# little by it, so `mlm_plausibility` is near chance by construction. It says how far the
+# construction got on its own criterion, not whether the text gives the edit away; the
+# controls after it were never used to choose the negatives. A frame whose edit cannot be
+# located in place is left out and counted.
 
 # %%
 #@save
@@ -984,6 +987,148 @@ del mlm
 display(Markdown(f"{len(plausibility_rows) // 2:,} test frames with a swap negative scored by the language model"
                  + (f"; {plausibility_rows.attrs['unlocated']} edits could not be located in place and are left out."
                     if plausibility_rows.attrs["unlocated"] else ".")))
+
+# %% [markdown]
+# A language model of another family reads the two texts of every test frame: a causal model
+# (profile key `control_lm.weights`: `gpt2` on the real profiles, a small GPT-2 with random
+# weights on smoke), which the construction never saw. Each text gets the mean log-probability
+# of its tokens, each token predicted from the ones before it (the model's begin-of-text token
+# first, so every token of the text is scored; one forward pass per text, cached on disk):
+# for an object or relation swap, of the sentence(s) holding the edit in the own text and in
+# the edited one (the window `edit_logprobs` of chapter 01 uses); for `other_story` and
+# `same_story`, of each whole text. The positive's score is its own text's, the negative's the
+# negative's: above 0.5, the negative reads as the less fluent text to a model that never
+# judged the candidates. A mean per token, not a sum, so that a longer text is not penalised
+# for its length alone.
+
+# %%
+#@save
+def mean_token_logprob(lm: Any, texts: Sequence[str], cache_dir: str | Path, *, batch_size: int = 16) -> np.ndarray:
+    """The mean natural-log probability of each text's tokens under a causal language model (``helpers.mlm``'s
+    ``load_causal_lm``): the begin-of-text token is put first and every token of the text is predicted from
+    those before it. One forward pass per text, texts of like length batched (right padding, masked), each
+    score cached under ``cache_dir`` per (model identity, text)."""
+    import torch
+
+    from helpers.io import compute_cached, stable_hash
+
+    texts = [str(t) for t in texts]
+    if not texts:
+        return np.zeros(0, dtype=np.float64)
+    tok = lm.tokenizer
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    keys = [stable_hash({"v": 1, "causal_lm": lm.identity, "text": t}) for t in texts]
+    by_key = dict(zip(keys, texts))
+
+    def compute(batch: list[str]) -> list[dict[str, Any]]:
+        encoded = [[start, *tok(by_key[k], add_special_tokens=False)["input_ids"]] for k in batch]
+        limit = int(getattr(lm.model.config, "n_positions", None) or lm.model.config.max_position_embeddings)
+        for k, ids in zip(batch, encoded):
+            if not 1 < len(ids) <= limit:
+                raise ValueError(f"{by_key[k][:60]!r}: {len(ids) - 1} tokens, the model scores 1 to {limit - 1}")
+        ids = torch.zeros((len(batch), max(map(len, encoded))), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, row in enumerate(encoded):
+            ids[r, : len(row)], mask[r, : len(row)] = torch.tensor(row), 1
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(lm.device),
+                                                    reduction="none").cpu()
+        scored = mask[:, 1:]  # every real token after the first, i.e. every token of the text
+        return [{"logprob": float(v)} for v in -(nll * scored).sum(1) / scored.sum(1)]
+
+    order = sorted(set(keys), key=lambda k: len(by_key[k]))  # like lengths together: little padding
+    table, _ = compute_cached(cache_dir, order, compute, batch_size=batch_size, desc="causal LM")
+    scores = dict(zip(order, table["logprob"].to_numpy(dtype=np.float64)))
+    return np.array([scores[k] for k in keys], dtype=np.float64)
+
+
+def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch_size: int = 16) -> pd.DataFrame:
+    """Prediction-like rows of the causal language-model control, two per test frame with both pairs: each
+    text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
+    sentences for the positive), of the whole text otherwise. Swaps not located in place are counted in
+    ``attrs["unlocated"]`` and left out."""
+    from helpers.pairs import _sentence_bounds, is_in_place_edit
+
+    own = {(r.story_id, r.frame): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
+    kept, texts, unlocated = [], [], 0
+    for neg in pairs[pairs["label"] == 0].itertuples(index=False):
+        if (neg.story_id, neg.frame) not in own:
+            continue
+        pos = own[(neg.story_id, neg.frame)]
+        original, edited = str(pos.text), str(neg.text)
+        if neg.negative_type in SWAP_TYPES:
+            start, end = int(neg.swap_start), int(neg.swap_end)
+            if not is_in_place_edit(original, edited, start, end):
+                unlocated += 1
+                continue
+            end_old = end + len(original) - len(edited)
+            a, b = next(((a, b) for a, b in _sentence_bounds(original) if a <= start < b), (0, len(original)))
+            b = max(b, end_old)
+            original, edited = original[a:b], edited[a : b + end - end_old]
+        kept.append((pos, neg))
+        texts += [original, edited]
+    scores = mean_token_logprob(lm, texts, cache_dir, batch_size=batch_size)
+    rows = []
+    for n, (pos, neg) in enumerate(kept):
+        common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
+        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": "", "score": scores[2 * n]})
+        rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
+                     "score": scores[2 * n + 1]})
+    out = pd.DataFrame(rows, columns=["pair_id", "story_id", "frame", "block", "split", "label", "negative_type",
+                                      "score"])
+    out.attrs["unlocated"] = unlocated
+    return out
+
+# %%
+from helpers.mlm import load_causal_lm
+
+control_lm = load_causal_lm(ctx.cfg["control_lm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                            device=ctx.device)
+causal_rows = causal_lm_rows(test_pairs, control_lm, ctx.paths.cache / "causal_lm",
+                             batch_size=int(ctx.cfg["control_lm"]["batch_size"]))
+del control_lm
+example = causal_rows.head(2).merge(test_pairs[["pair_id", "text"]], on="pair_id")
+display(example.assign(text=example["text"].str.slice(0, 90) + "...")[["pair_id", "label", "negative_type", "score"]
+                                                                      + ["text"]].style.hide(axis="index"))
+display(Markdown(f"{len(causal_rows) // 2:,} test frames scored by the causal language model "
+                 f"(`{ctx.cfg['control_lm']['weights']}`)"
+                 + (f"; {causal_rows.attrs['unlocated']} swaps could not be located in place and are left out."
+                    if causal_rows.attrs["unlocated"] else ".")))
+
+# %% [markdown]
+# A third reads the rest of the story. For each test frame whose negative is an object swap,
+# `story_consistency` (chapter 01) counts how often the replaced head noun and the inserted one
+# occur in the story's other frames: the replaced noun's count is the positive's score, the
+# inserted noun's the negative's. Above 0.5, the story names the original object more often
+# than the one put in, and a reader of the story could tell them apart without the frame.
+
+# %%
+#@save
+def story_consistency_rows(pairs: pd.DataFrame, stories: Any) -> pd.DataFrame:
+    """Prediction-like rows of the story-consistency control (object swaps only) from
+    :func:`helpers.pairs.story_consistency`: the positive scores the replaced noun's count in the story's other
+    frames, the negative the inserted noun's; its ``attrs`` are passed on."""
+    from helpers.pairs import story_consistency
+
+    counts = story_consistency(pairs, stories)
+    block = pairs.set_index("pair_id")["block"]
+    rows = []
+    for r in counts.itertuples(index=False):
+        common = {"story_id": r.story_id, "frame": r.frame, "block": block[r.pair_id], "split": r.split}
+        rows.append({**common, "pair_id": r.own_pair_id, "label": 1, "negative_type": "", "score": float(r.replaced)})
+        rows.append({**common, "pair_id": r.pair_id, "label": 0, "negative_type": "object_swap",
+                     "score": float(r.inserted)})
+    out = pd.DataFrame(rows, columns=["pair_id", "story_id", "frame", "block", "split", "label", "negative_type",
+                                      "score"])
+    out.attrs.update(counts.attrs)
+    return out
+
+# %%
+consistency_rows = story_consistency_rows(test_pairs, data.stories)
+display(Markdown(f"{len(consistency_rows) // 2:,} test frames with an object swap counted in their story"
+                 f" (edits not in place: {consistency_rows.attrs['unlocated']}; without their frame's positive: "
+                 f"{consistency_rows.attrs['unpaired']})."))
 
 # %% [markdown]
 # A control's entry of `metrics.json` is its paired score and its pooled ROC-AUC, overall and per
@@ -1170,7 +1315,11 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
     "<control name>": {                    # = the text alone does not decide the verdict
       "description": str,                  # shuffled_frames: the primary model, every text against a frame
                                            # of another id block; mlm_plausibility: the masked language
-                                           # model's log-probability of the changed words (swap types only)
+                                           # model's log-probability of the changed words (swap types only),
+                                           # the selection criterion, at chance by construction; causal_lm: a
+                                           # causal LM's mean token log-probability of each text (the edited
+                                           # sentences for swaps); story_consistency: the replaced against the
+                                           # inserted noun's count in the story's other frames (object swaps)
       "paired": {"all" | negative_type: estimate + {"frames": int}},
       "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}},
       "equivalence": {"paired": {...: verdict}, "roc_auc": {...: verdict}}   # as for a model
@@ -1282,8 +1431,17 @@ def write_metrics(path: str | Path, document: Mapping[str, Any]) -> Path:
 controls = {"shuffled_frames": (f"`{DEFAULT_RUN}` scoring each test text against a frame of another id block",
                                 shuffled_rows)}
 if len(plausibility_rows):
-    controls["mlm_plausibility"] = ("the masked language model's log-probability of the changed words in context "
-                                    "(own words against the edited ones; swap negatives only)", plausibility_rows)
+    controls["mlm_plausibility"] = ("the selection criterion, at chance by construction: chapter 01's masked language "
+                                    "model's log-probability of the changed words in context, the score that ranked "
+                                    "the object candidates and filtered the relation swaps (own words against the "
+                                    "edited ones; swap negatives only)", plausibility_rows)
+if len(causal_rows):
+    controls["causal_lm"] = (f"a causal language model of another family ({ctx.cfg['control_lm']['weights']}), never "
+                             "used by the construction: mean token log-probability of the sentence(s) holding the "
+                             "edit for swaps, of the whole text for other_story and same_story", causal_rows)
+if len(consistency_rows):
+    controls["story_consistency"] = ("occurrences in the story's other frames of the replaced noun (positive) "
+                                     "against the inserted one (negative); object swaps only", consistency_rows)
 metrics = evaluate(predictions, profile=ctx.profile, n_resamples=n_resamples, seed=seed, primary_model=DEFAULT_RUN,
                    threshold_rule=threshold_rule(THRESHOLD_METRIC), block_size=int(ctx.cfg["data"]["block_size"]),
                    controls=controls)
@@ -1484,16 +1642,24 @@ plt.show()
 # %% [markdown]
 # ## Blind controls
 #
-# Four ways to ask whether the text alone gives the answer away: the two blind models of
-# chapter 06 (`text_only`, `clip_text_only`), evaluated like every other model, the primary
-# head against a stranger's frame, and the language model's plausibility of the swapped words. The goal for the negatives: on real data, every
-# blind control **equivalent to chance** for every kind, paired score and ROC-AUC (the
-# two one-sided tests above, margin `EQUIVALENCE_MARGIN`), with the fusion head's results next
-# to it. An interval that merely covers 0.5 shows nothing: it says "not shown". The smoke
-# profile computes all of this on synthetic data with random weights, so its numbers mean nothing.
+# Ways to ask whether the text alone gives the answer away: the three blind models of
+# chapter 06 (`text_only`, `clip_text_only`, `pairwise_text`), evaluated like every other
+# model, the primary head against a stranger's frame, the masked language model's plausibility
+# of the swapped words, a causal language model's fluency of each text, and the story's own
+# mentions of the swapped objects. Two of them are at chance by construction and are shown
+# for what they are: `text_only` is the filter's own recipe and `mlm_plausibility` the
+# selection criterion. The evidence comes from the others, which the construction never
+# used: `clip_text_only` (one text at a time, on a mean of sentence embeddings, where a
+# one-word edit is diluted), `pairwise_text` (both texts of a frame, so it answers the paired
+# question itself), `causal_lm` (another model family) and `story_consistency` (object swaps
+# only). The goal for the negatives: on real data, every blind control **equivalent to
+# chance** for every kind, paired score and ROC-AUC (the two one-sided tests above, margin
+# `EQUIVALENCE_MARGIN`), with the fusion head's results next to it. An interval that merely
+# covers 0.5 shows nothing: it says "not shown". The smoke profile computes all of this on
+# synthetic data with random weights, so its numbers mean nothing.
 
 # %%
-blind_models = ["text_only", "clip_text_only"]
+blind_models = [m for m in ("text_only", "clip_text_only", "pairwise_text") if m in metrics["models"]]
 display(paired_table(metrics).loc[blind_models])
 display(summary_table(metrics).loc[blind_models, ["roc_auc"]])
 display(control_table(metrics))

@@ -62,6 +62,7 @@ def test_provenance_names_every_models_weights_or_says_it_is_off():
 
     quick = provenance_html("quick", load_profile("quick"))
     assert "google/owlvit-base-patch32" in quick and "distilroberta-base" in quick
+    assert "control language model weights</th><td style='text-align:left'>gpt2" in quick
     assert "BLIP-VQA weights</th><td style='text-align:left'>off (questions.enabled: false)" in quick
     smoke = provenance_html("smoke", load_profile("smoke"))
     assert "BLIP-VQA weights</th><td style='text-align:left'>random" in smoke

@@ -232,3 +232,58 @@ def test_blind_controls_learn_a_cue_the_text_gives_away_and_nothing_else():
         val = frame[frame["split"] == "val"]
         for scorer in scorers:  # thresholds come from validation
             assert scorer.threshold == pytest.approx(tune_threshold(val["label"].to_numpy(), scorer.predict_proba(val)))
+
+
+def _pairwise_table(tell: bool, seed: int) -> pd.DataFrame:
+    """Frames whose negative is their own text with one noun swapped; with ``tell``, every negative also says
+    "The a" (the double determiner a tag-only edit writes), the one trace a pairwise reader can find."""
+    rng = np.random.default_rng(seed)
+    nouns = ["door", "table", "window", "chair", "lamp", "street", "car", "coat", "cup", "dog", "book", "phone"]
+    table = make_feature_table(n_stories=30, frames=4, seed=seed)
+    texts = {}
+    for (story, frame), _ in table.groupby(["story_id", "frame"]):
+        a, b, c = rng.choice(nouns, 3, replace=False)
+        own = f"The {a} stands near the {c}. He looks at it."
+        texts[(story, frame, 1)] = own
+        texts[(story, frame, 0)] = (f"The a {b} stands near the {c}. He looks at it." if tell
+                                    else f"The {b} stands near the {c}. He looks at it.")
+    return table.assign(text=[texts[k] for k in zip(table["story_id"], table["frame"], table["label"])])
+
+
+def test_pairwise_text_finds_a_planted_tell_on_held_out_frames_and_nothing_without_one():
+    from helpers.evaluation import paired_outcomes
+    from helpers.training import fit_pairwise_text, pairwise_scorer
+
+    for tell in (True, False):
+        table = _pairwise_table(tell, seed=1)
+        model = fit_pairwise_text(table, seed=0)
+        scorer = pairwise_scorer(model, table)
+        assert (scorer.name, scorer.kind) == ("pairwise_text", "blind_control")
+        rows = predict(table, [scorer]).query("split == 'test'").assign(block="b")
+        frames = paired_outcomes(rows)
+        assert len(frames) == 24 and rows.groupby(["story_id", "frame"])["score"].sum().round(9).eq(1).all()
+        paired = frames["outcome"].mean()
+        assert (paired > 0.95) if tell else (0.25 < paired < 0.75), (tell, paired)
+        assert set(model.validation_log_loss) == {0.01, 0.1, 1.0, 10.0, 100.0, 1000.0}
+        assert model.C == min(model.validation_log_loss, key=lambda c: (model.validation_log_loss[c], c))
+
+
+def test_pairwise_text_is_antisymmetric_trained_on_train_only_and_scores_a_lone_pair_half():
+    from helpers.training import fit_pairwise_text, frame_partners
+
+    table = _pairwise_table(True, seed=2)
+    model = fit_pairwise_text(table, seed=0)
+    a, b = ["The a cup stands near the dog."], ["The cup stands near the dog."]
+    assert model.prob_first(a, b)[0] == pytest.approx(1 - model.prob_first(b, a)[0])
+    assert model.prob_first(b, a)[0] > 0.5  # the tell is read from the pair
+    test_words = set(" ".join(table.loc[table["split"] == "test", "text"]).lower().split())
+    vocabulary = set(model.vectorizer.transformer_list[0][1].vocabulary_)
+    train_words = set(" ".join(table.loc[table["split"] == "train", "text"]).lower().replace(".", "").split())
+    assert {w for w in vocabulary if " " not in w} == train_words and test_words  # vocabulary of training texts
+    lone = table.drop(index=table.index[(table["split"] == "test") & (table["label"] == 0)][:1])
+    assert frame_partners(lone).count(None) == 1
+    assert 0.5 in model.predict_proba(lone)
+    with pytest.raises(ValueError, match="one positive and one negative"):
+        frame_partners(pd.concat([table, table.iloc[:1]]))
+    # the order each training frame is shown in is drawn with the seed: another seed, another fit
+    assert fit_pairwise_text(table, seed=5).classifier.coef_.tolist() != model.classifier.coef_.tolist()

@@ -1,4 +1,4 @@
-"""The smoke profile's masked language model: seeded random weights and an offline tokenizer.
+"""The smoke profile's language models: seeded random weights and offline tokenizers.
 
 ``mlm.weights: random`` (the smoke profile) is a small ``RobertaForMaskedLM`` (2 layers of
 width 64, distilroberta's class and layout at a fraction of its size, so smoke runs stay
@@ -6,7 +6,9 @@ fast) with seeded random weights and a byte-level BPE tokenizer built without th
 ``random-full-size`` (:data:`RANDOM_FULL_SIZE`, ``make bench``'s quick series) is the same at
 distilroberta's size, so a forward pass costs what it costs. Both are saved under the
 profile's ``models`` folder and loaded back by :func:`helpers.mlm.load_mlm` as a local folder.
-Their scores mean nothing.
+``control_lm.weights: random`` (chapter 07's causal control) is a small ``GPT2LMHeadModel``
+with a GPT-2 tokenizer of the same merges (:func:`build_random_causal_lm`), loaded back by
+:func:`helpers.mlm.load_causal_lm` the same way. Their scores mean nothing.
 """
 
 from __future__ import annotations
@@ -129,4 +131,62 @@ def random_mlm_folder(spec: str, models_dir: str | os.PathLike, seed: int) -> Pa
         return build_random_mlm(Path(models_dir) / RANDOM_FOLDER, seed=seed)
     if spec == RANDOM_FULL_SIZE:
         return build_random_mlm(Path(models_dir) / f"{RANDOM_FOLDER}-full", seed=seed, **DISTILROBERTA_SIZE)
+    return None
+
+
+# ----------------------------------------------------------------------------- the control's causal model
+
+#: The folder of the control language model's random weights (``control_lm.weights: random``).
+RANDOM_CAUSAL_FOLDER = "causal-lm-random"
+#: GPT-2's (124M) layout, for ``random-full-size`` (its vocabulary aside, as for the masked model).
+GPT2_SIZE = {"n_embd": 768, "n_layer": 12, "n_head": 12}
+
+
+def offline_gpt2_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenizerBase":
+    """GPT-2's tokenizer layout built without the network: the byte-level BPE of
+    :func:`offline_tokenizer` (same words, same merges, RoBERTa's special tokens left out) and
+    GPT-2's one special token ``<|endoftext|>`` last, its begin, end and unknown token."""
+    from transformers import GPT2Tokenizer
+
+    if words is None:
+        from .clip import _OFFLINE_WORDS
+        from ..objects import COCO_CATEGORIES
+
+        words = [*_OFFLINE_WORDS, *(w for c in COCO_CATEGORIES for w in c.split()), "TV", "people"]
+    table, merges = _bpe_tables(tuple(words))
+    symbols = [s for s, _ in table if s not in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")]
+    vocab = {s: i for i, s in enumerate(symbols)} | {"<|endoftext|>": len(symbols)}
+    return GPT2Tokenizer(vocab=vocab, merges=list(merges), model_max_length=1024)
+
+
+def build_random_causal_lm(folder: str | os.PathLike, *, seed: int, words: Sequence[str] | None = None,
+                           **config_overrides: Any) -> Path:
+    """Save a randomly initialised ``GPT2LMHeadModel`` (2 layers of width 64, 2 heads, 1,024
+    positions unless ``config_overrides`` say otherwise) and :func:`offline_gpt2_tokenizer` to
+    ``folder``; seeded without touching the global random state, reused when the seed, words and
+    configuration match, written whole or not at all (as :func:`build_random_mlm`)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = Path(folder)
+    marker = {"v": _MARKER_VERSION, "kind": "causal", "seed": seed,
+              "words": stable_hash(list(words) if words is not None else None), "config": stable_hash(config_overrides)}
+    if read_random_marker(folder) == marker:
+        return folder
+    tokenizer = offline_gpt2_tokenizer(words)
+    settings = {"vocab_size": len(tokenizer), "n_positions": 1024, "n_embd": 64, "n_layer": 2, "n_head": 2,
+                "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, **config_overrides}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(GPT2Config(**settings))
+    return save_random_model(folder, marker, model, tokenizer)
+
+
+def random_causal_lm_folder(spec: str, models_dir: str | os.PathLike, seed: int) -> Path | None:
+    """The folder of a random-weight causal ``spec`` (``"random"``: small; :data:`RANDOM_FULL_SIZE`:
+    GPT-2's size), built on first use under ``models_dir``; None for any other spec."""
+    if spec == "random":
+        return build_random_causal_lm(Path(models_dir) / RANDOM_CAUSAL_FOLDER, seed=seed)
+    if spec == RANDOM_FULL_SIZE:
+        return build_random_causal_lm(Path(models_dir) / f"{RANDOM_CAUSAL_FOLDER}-full", seed=seed, **GPT2_SIZE)
     return None
