@@ -847,11 +847,13 @@ if metrics is None:
 summary_dashboard(metrics)
 plt.show()
 validation_auc = validation_scores(load_predictions(ctx.paths))
-auc = {name: model["overall"]["roc_auc"] for name, model in metrics["models"].items()}
+auc = {name: model["overall"]["roc_auc"] for name, model in metrics["models"].items()
+       if model.get("kind") not in ("text_only", "blind_control")}  # a blind control is no verifier to choose
 chosen = max((n for n in auc if not math.isnan(validation_auc.get(n, math.nan))), key=validation_auc.get)
 head = metrics["primary_model"]
 display(Markdown(
     f"Chosen on the validation split: `{chosen}` has the best validation ROC-AUC of the {len(auc)} models "
+    f"that see the frame "
     f"({validation_auc[chosen]:.3f}); on the test split it reaches {format_estimate(auc[chosen])}, and the head "
     f"(`{head}`, validation {validation_auc[head]:.3f}) reaches {format_estimate(auc[head])}."))
 
