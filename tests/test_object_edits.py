@@ -15,7 +15,7 @@ import pytest
 from conftest import COT_3920, STORY_3920, real_story_texts
 from helpers.objects import COCO_CATEGORIES, to_coco
 from helpers.pairs import (
-    CONFUSABLE_GROUPS, MASS_CATEGORIES, _edit_parts, _object_drafts, _swapped_heads, confusable_with,
+    CONFUSABLE_GROUPS, MASS_CATEGORIES, _edit_parts, _object_drafts, _object_edit, _swapped_heads, confusable_with,
     double_determiner_rate, double_determiners, object_phrase_edit, phrase_start, swap_object_phrase,
     word_frequency_prior,
 )  # fmt: skip
@@ -126,6 +126,8 @@ def test_confusable_categories_never_replace_one_another():
             seen += 1
             assert new not in confusable_with([old]), (mention.text, old, new)
             assert not double_determiners(text)
+            # the draft, scored as plain text, is the text the tagged edit writes
+            assert _object_edit(story, segment, mention, old, new).segment.plain == text
     assert seen > 100
 
 
