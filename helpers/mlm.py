@@ -6,7 +6,7 @@ object put in is the one the sentence makes plausible, and a reversed relation i
 only when it reads about as well as the original. Both are judged by a masked language
 model (``distilroberta-base`` by default): the log-probability of a span of a text in its
 context, as a pseudo-log-likelihood (Salazar et al., 2020): each token of the span is
-masked in turn and the model's log-probability of the true token there is summed.
+masked in turn and the model's log-probability of the true token there is averaged.
 
 Every score is computed once and cached on disk (``helpers.io.compute_cached``), keyed by
 the model's identity (a hash of its parameters and tokenizer), the text and the span; the
@@ -42,7 +42,7 @@ MODEL_ID = "distilroberta-base"
 #: The control language model of chapter 07, of another family than the masked one.
 CAUSAL_MODEL_ID = "gpt2"
 #: Part of every cache key: bumped when the scoring changes, so old rows are recomputed.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 #: Files a Hub snapshot of a masked language model needs; each entry lists alternatives.
 _HUB_FILES = (("config.json",), ("tokenizer.json", "vocab.json"), ("model.safetensors", "pytorch_model.bin"))
 
@@ -156,12 +156,12 @@ def span_logprob(mlm: Mlm, items: Sequence[tuple[str, int, int]], cache_path: st
                  batch_size: int = 64) -> np.ndarray:
     """The log-probability of ``text[start:end]`` in ``text``, for each ``(text, start, end)``.
 
-    A pseudo-log-likelihood: for every token overlapping the span, the text is copied with
-    that token masked, and the model's log-probability of the true token at that position
-    is summed over the span's tokens (natural log). All masked copies of a batch of items
-    are run together, ``batch_size`` copies at a time, shortest first; results are cached
-    under ``cache_path`` per (model identity, text, span), so a rerun does no forward pass.
-    Returns a float array in the order of ``items``.
+    A pseudo-log-likelihood per token: for every token overlapping the span, the text is copied
+    with that token masked, and the model's log-probability of the true token there is averaged
+    over the span's tokens (natural log): a long span is not less likely for its length alone.
+    All masked copies of a batch of items are run together, ``batch_size`` copies at a time,
+    shortest first; results are cached under ``cache_path`` per (model identity, text, span),
+    so a rerun does no forward pass. Returns a float array in the order of ``items``.
     """
     import torch
 
@@ -202,7 +202,7 @@ def span_logprob(mlm: Mlm, items: Sequence[tuple[str, int, int]], cache_path: st
             picked = logits.float().log_softmax(-1)[rows, true_ids].cpu().numpy()
             for (n, _, _, _), value in zip(chunk, picked):
                 total[n] += float(value)
-        return [{"logprob": float(v)} for v in total]
+        return [{"logprob": float(v)} for v in total / np.bincount([c[0] for c in copies], minlength=len(batch))]
 
     table, _ = compute_cached(cache_path, keys, compute, batch_size=max(1, batch_size // 2), desc="MLM spans")
     return table["logprob"].to_numpy(dtype=np.float64)
@@ -210,54 +210,54 @@ def span_logprob(mlm: Mlm, items: Sequence[tuple[str, int, int]], cache_path: st
 
 def fill_logprob(mlm: Mlm, contexts: Sequence[tuple[str, int, int]], candidates: Sequence[Sequence[str]],
                  cache_path: str | os.PathLike, *, batch_size: int = 64) -> list[np.ndarray]:
-    """Fill-mask scores: ``text[start:end]`` replaced by the mask token, and for each of the
-    context's candidate words the log-probability of its first token there.
-
-    This is how transformers' ``fill-mask`` pipeline scores ``targets``: one forward pass per
-    context, whatever the number of candidates, so it can shortlist many candidates before
-    the exact (and costlier) :func:`span_logprob`. A candidate after a space is tokenised
-    with that space. Cached per (model identity, masked text, candidates' first tokens).
-    Returns one array per context, in the order of its candidates.
-    """
+    """Fill-mask scores of whole candidates: ``text[start:end]`` replaced by as many mask tokens
+    as a candidate has, and the mean over its tokens of each token's log-probability at its mask
+    (the masks filled at once; natural log). One forward pass per context and candidate length,
+    so it can shortlist many candidates before the exact :func:`span_logprob`. A candidate after
+    a space is tokenised with that space. Cached per (model identity, masked text, candidates'
+    tokens). Returns one array per context, in the order of its candidates."""
     import torch
 
-    prepared, keys = [], []
-    for (text, start, end), words in zip(contexts, candidates, strict=True):
+    prepared, where = {}, []  # key -> (masked text, candidates' tokens); (context, candidates, key)
+    for c, ((text, start, end), words) in enumerate(zip(contexts, candidates, strict=True)):
         if not 0 <= start <= end <= len(text):
             raise ValueError(f"span [{start}, {end}) is not inside a text of {len(text)} characters")
         space = " " if start > 0 and text[start - 1] == " " else ""
-        first = [mlm.tokenizer(space + w, add_special_tokens=False)["input_ids"][0] for w in words]
-        masked = text[:start] + mlm.tokenizer.mask_token + text[end:]
-        prepared.append((masked, first))
-        keys.append(stable_hash({"v": _CACHE_VERSION, "mlm": mlm.identity, "fill": masked, "targets": first}))
-    if not prepared:
-        return []
-    by_key = dict(zip(keys, prepared))
+        tokens = [mlm.tokenizer(space + w, add_special_tokens=False)["input_ids"] for w in words]
+        for k in sorted({len(t) for t in tokens}):
+            chosen = [n for n, t in enumerate(tokens) if len(t) == k]
+            masked, targets = text[:start] + mlm.tokenizer.mask_token * k + text[end:], [tokens[n] for n in chosen]
+            key = stable_hash({"v": _CACHE_VERSION, "mlm": mlm.identity, "fill": masked, "targets": targets})
+            prepared[key] = (masked, targets)
+            where.append((c, chosen, key))
     pad, mask = mlm.tokenizer.pad_token_id, mlm.tokenizer.mask_token_id
 
     def compute(batch: list[str]) -> list[dict[str, Any]]:
         encoded = []
         for key in batch:
-            ids = list(mlm.tokenizer(by_key[key][0])["input_ids"])
-            position = ids.index(mask)
-            if len(ids) > mlm.max_length:  # a window around the mask
+            (masked, targets), k = prepared[key], len(prepared[key][1][0])
+            ids = list(mlm.tokenizer(masked)["input_ids"])
+            if not k or ids.count(mask) != k:
+                raise ValueError(f"{k} mask tokens in {masked[:80]!r} were tokenised as {ids.count(mask)}")
+            if len(ids) > mlm.max_length:  # a window around the masks
                 room = mlm.max_length - 2
-                lo = max(0, min(position - 1 - room // 2, len(ids) - 2 - room))
+                lo = max(0, min(ids.index(mask) - 1 - (room - k) // 2, len(ids) - 2 - room))
                 ids = [ids[0], *ids[1:-1][lo : lo + room], ids[-1]]
-                position = ids.index(mask)
-            encoded.append((ids, position))
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, (ids, _) in enumerate(encoded):
-            input_ids[r, : len(ids)] = torch.tensor(ids)
-            attention[r, : len(ids)] = 1
-        rows = torch.arange(len(batch))
-        positions = torch.tensor([p for _, p in encoded])
+            encoded.append((ids, ids.index(mask) + np.arange(k), np.asarray(targets)))
+        width = max(len(ids) for ids, _, _ in encoded)
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _, _ in encoded])
+        attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _, _ in encoded])
+        rows = torch.tensor([r for r, (_, ps, _) in enumerate(encoded) for _ in ps])
+        positions = torch.from_numpy(np.concatenate([ps for _, ps, _ in encoded]))
         with torch.inference_mode():
             logits = _masked_logits(mlm, input_ids.to(mlm.device), attention.to(mlm.device), rows, positions)
-        logprobs = logits.float().log_softmax(-1).cpu().numpy()
-        return [{"logprobs": logprobs[r, by_key[key][1]].astype(np.float64)} for r, key in enumerate(batch)]
+        per_mask = np.split(logits.float().log_softmax(-1).cpu().numpy(), np.cumsum([len(ps) for _, ps, _ in encoded]))
+        return [{"logprobs": lp[np.arange(len(ps)), t].mean(axis=1)} for lp, (_, ps, t) in zip(per_mask, encoded)]
 
-    table, _ = compute_cached(cache_path, keys, compute, batch_size=batch_size, desc="MLM fill-mask")
-    return [np.asarray(v, dtype=np.float64) for v in table["logprobs"]]
+    scores = [np.full(len(words), np.nan) for words in candidates]
+    if where:
+        table, _ = compute_cached(cache_path, [key for *_, key in where], compute, batch_size=batch_size,
+                                  desc="MLM fill-mask")
+        for (c, chosen, _), values in zip(where, table["logprobs"]):
+            scores[c][chosen] = np.asarray(values, dtype=np.float64)
+    return scores

@@ -224,24 +224,25 @@ _CATEGORY_WORDS: dict[str, tuple[str, str]] = {
     "tv": ("TV", "TVs"), "skis": ("pair of skis", "skis"), "scissors": ("pair of scissors", "scissors"),
     "hair drier": ("hair dryer", "hair dryers"), "sports ball": ("ball", "balls"),
 }  # fmt: skip
-#: Plurals that do not take -s/-es (the lexicon's singular forms read them back).
-_IRREGULAR: dict[str, str] = {
-    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-    "knife": "knives", "wife": "wives", "shelf": "shelves", "leaf": "leaves", "loaf": "loaves",
-    "scarf": "scarves", "wolf": "wolves", "foot": "feet", "tooth": "teeth", "goose": "geese",
-    "ox": "oxen", "sheep": "sheep", "fish": "fish", "deer": "deer", "policeman": "policemen",
-    "policewoman": "policewomen", "gentleman": "gentlemen",
-}  # fmt: skip
-_PLURAL_OF_IRREGULAR = {p: s for s, p in _IRREGULAR.items() if p != s}
+#: COCO categories named as a pair (plural only) and those not counted (no "a", no plural).
+PAIR_CATEGORIES = frozenset({"scissors", "skis"})
+MASS_CATEGORIES = frozenset({"broccoli"})
 #: Nouns with no singular: always plural ("the glasses are", "a pair of scissors").
 _PLURAL_ONLY = frozenset("scissors glasses eyeglasses sunglasses spectacles pants trousers jeans shorts "
-                         "clothes binoculars headphones pliers tongs".split())
+                         "clothes binoculars headphones pliers tongs skis".split())
 #: Singular nouns that end in s but not in ss/us/is (those are singular by rule).
 _S_SINGULARS = frozenset("bus gas lens canvas atlas news series species chaos tennis christmas".split())
 #: Determiners and quantifiers that ask for a plural noun.
 _PLURAL_DETERMINERS = frozenset("these those many several few both two three four five six seven eight nine ten "
                                 "dozens hundreds numerous various multiple".split())
 _WORD_CHARS = re.compile(r"^([^\w]*)(.*?)([^\w]*)$", re.UNICODE)
+
+
+@lru_cache(maxsize=1)
+def _inflect() -> "inflect.engine":
+    import inflect
+
+    return inflect.engine()
 
 
 def _bare(word: str) -> str:
@@ -258,52 +259,33 @@ def _lexicon_known(word: str) -> bool:
 def plural(noun: str) -> str:
     """The plural of a (possibly multi-word) noun: its last word takes the number."""
     *first, last = noun.split(" ")
-    low = last.lower()
-    if low in _IRREGULAR:
-        new = _IRREGULAR[low]
-    elif low in _PLURAL_ONLY:
-        new = last
-    elif low.endswith(("s", "sh", "ch", "x", "z")):
-        new = last + "es"
-    elif low.endswith("y") and len(low) > 1 and low[-2] not in "aeiou":
-        new = last[:-1] + "ies"
-    else:
-        new = last + "s"
-    return " ".join([*first, new])
+    return " ".join([*first, last if last.lower() in _PLURAL_ONLY else _inflect().plural_noun(last)])
 
 
 def is_plural(word: str) -> bool:
     """Whether a head noun is plural ("people", "glasses", "skis"; not "bus", "glass", "lens")."""
     low = _bare(word)
-    if low in _PLURAL_ONLY or low in _PLURAL_OF_IRREGULAR:
+    if low in _PLURAL_ONLY:
         return True
-    if low.endswith("s") and low not in _S_SINGULARS and _lexicon_known(low[:-1]):  # "skis": a ski
-        return True
-    if low in _IRREGULAR or low in _S_SINGULARS or low.endswith(("ss", "us", "is")):
+    if low in _S_SINGULARS or low.endswith(("ss", "us", "is")) or len(low) < 3:
         return False
-    return low.endswith("s") and len(low) > 2
+    singular = _inflect().singular_noun(low)
+    return bool(singular) and singular != low
 
 
 def category_words(category: str, *, plural_form: bool = False) -> str:
     """How a COCO category is written in running text, singular or plural ("TV", "pair of scissors")."""
     if category not in _LEXICON_CATEGORIES:
         raise ValueError(f"{category!r} is not a COCO category")
+    if category in MASS_CATEGORIES:
+        return category
     singular, many = _CATEGORY_WORDS.get(category, (category, None))
     return (many or plural(category)) if plural_form else singular
 
 
 def article(word: str) -> str:
-    """"a" or "an" before ``word``, by its sound as far as its spelling tells."""
-    low = _bare(word)
-    if not low:
-        return "a"
-    if low.startswith(("hour", "honest", "honour", "honor", "heir")):
-        return "an"
-    if low.startswith(("uni", "use", "usu", "uti", "eu", "ewe", "one", "once", "ubiq")):
-        return "a"
-    if word[:1].isupper() and word.isupper() and len(word) > 1:  # an acronym, read letter by letter
-        return "an" if low[0] in "aefhilmnorsx" else "a"
-    return "an" if low[0] in "aeiou" else "a"
+    """"a" or "an" before ``word``, by its sound (``inflect``)."""
+    return _inflect().a(_WORD_CHARS.match(word).group(2) or "a").split(" ", 1)[0]
 
 
 #: Words before a noun kept as adjectives when they are here or end like an adjective; any
@@ -320,7 +302,8 @@ _ADJECTIVES = frozenset(
 )  # fmt: skip
 _ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ible", "ish", "ing", "ary")
 _ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
-_ARTICLE_START = re.compile(r"^(?:an?|An?) ")
+#: Determiners before which a pair noun may be plural in a singular's place ("the scissors").
+_PAIR_PLURAL_DETERMINERS = frozenset("the his her its their my your our".split())
 _COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
 
 
@@ -372,8 +355,13 @@ def _head_index(words: list[str]) -> tuple[int, int, int]:
     return first, end - n, end
 
 
-def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None) -> str:
-    """``phrase`` with its head noun replaced by the COCO ``category``, all else kept."""
+def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None,
+                       plural_ok: bool = False) -> str:
+    """``phrase`` with its head noun replaced by the COCO ``category``, all else kept.
+
+    A pair noun in a singular's place is "a pair of scissors", or "the/his scissors" when
+    ``plural_ok`` (the caller mends the verb); a mass noun takes "some" for "a" and raises
+    ``ValueError`` in a plural's place."""
     from helpers.objects import _PARTITIVES, _PREPOSITIONS, _RELATIVES
 
     phrase = " ".join(phrase.split())
@@ -385,17 +373,23 @@ def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | Non
         sentence_start = words[0][:1].isupper() and not (len(_bare(words[0])) > 1 and words[0].isupper())
     a, b = _span_of_alternative(phrase)
     if (a, b) != (0, len(phrase)):
-        inner = swap_object_phrase(phrase[a:b], category, sentence_start=sentence_start and a == 0)
+        inner = swap_object_phrase(phrase[a:b], category, sentence_start=sentence_start and a == 0,
+                                   plural_ok=plural_ok and b == len(phrase))
         return phrase[:a] + inner + phrase[b:]
     first, h0, h1 = _head_index(words)
     low = [_bare(w) for w in words]
     # "a stack of books": the quantity stays and the noun after "of" is the head.
     if h1 + 1 < len(words) and low[h1] == "of" and low[h1 - 1] in _PARTITIVES:
-        rest = swap_object_phrase(" ".join(words[h1 + 1 :]), category, sentence_start=False)
+        rest = swap_object_phrase(" ".join(words[h1 + 1 :]), category, sentence_start=False, plural_ok=plural_ok)
         return " ".join(words[: h1 + 1] + [rest])
     determiners = low[:first]
     many = (is_plural(words[h1 - 1]) or any(w in _PLURAL_DETERMINERS for w in determiners)) and not (
         determiners and determiners[-1] in ("a", "an", "one", "another", "each", "every"))
+    if many and category in MASS_CATEGORIES:
+        raise ValueError(f"the mass noun {category!r} cannot stand for the plural {phrase!r}")
+    # "his tie" -> "his scissors" (the caller mends the verb), else "a pair of scissors"
+    many = many or (category in PAIR_CATEGORIES and plural_ok and bool(determiners)
+                    and (determiners[-1] in _PAIR_PLURAL_DETERMINERS or determiners[-1].endswith("'s")))
     tail = words[h1:]
     if tail and low[h1] == "of":  # the head's complement goes with it: "a cup of tea"
         stop = next((i for i in range(1, len(tail)) if _bare(tail[i]) in _PREPOSITIONS | _RELATIVES
@@ -406,11 +400,11 @@ def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | Non
     out: list[tuple[str, bool]] = [(w, False) for w in words[:first]]
     out += [(w, False) for w in words[first:h0] if _is_adjective(w)]
     out.append((category_words(category, plural_form=many) + punctuation.replace("'s", "").rstrip("'"), True))
-    if first and _ARTICLE_RE.match(low[first - 1]):  # re-choose a/an for the word after it
-        chosen = article(out[first][0])
+    if first and _ARTICLE_RE.match(low[first - 1]):  # re-choose a/an for the word after it ("some": a mass noun)
+        chosen = "some" if category in MASS_CATEGORIES and first == h0 else article(out[first][0])
         if chosen != low[first - 1]:
             out[first - 1] = (chosen, True)
-    elif not first and not many:  # a bare singular count noun takes an article
+    elif not first and not many and category not in MASS_CATEGORIES:  # a bare singular count noun takes an article
         out.insert(0, (article(out[0][0]), True))
     if sentence_start:
         if out[0][0] != words[0]:  # the original first word moved or changed: recase both
@@ -479,6 +473,124 @@ def _opens_sentence(plain: str, start: int) -> bool:
     return not before or before[-1] in ".!?\u2026"
 
 
+#: Words that open a noun phrase when they stand just before a tag: determiners, possessives, quantifiers.
+_OPENERS = frozenset("a an the this that these those his her its their my your our some any no each every "
+                     "another both several many few one two three four five six seven eight nine ten".split())
+#: Words ending in -s after a noun that are not a present-tense verb.
+_NOT_VERBS = frozenset("as is was has does its his hers this thus us across towards besides always perhaps "
+                       "sometimes nevertheless less unless whereas".split())
+_WORD_BEFORE = re.compile(r"(?:^|(?<=\s))(\S+) $")
+_NEXT_WORD = re.compile(r" ([a-z]+)\b(?!['\u2019-])")
+
+
+def phrase_start(plain: str, start: int, text: str) -> int:
+    """Where the noun phrase of a mention (``text`` at ``start``) begins: at its determiner,
+    possessive or quantifier when one stands before the tag (after any adjectives), else ``start``."""
+    words = text.split()
+    if words and (_bare(words[0]) in _OPENERS or _bare(words[0]).endswith("'s")):
+        return start  # the tag holds its own determiner
+    pos = start
+    for _ in range(4):
+        found = _WORD_BEFORE.search(plain, 0, pos)
+        if found is None or _bare(found.group(1)) != found.group(1).lower().replace("\u2019", "'"):
+            return start  # the sentence's start, or punctuation between the words
+        low = _bare(found.group(1))
+        if low in _OPENERS or (low.endswith("'s") and len(low) > 2):
+            return found.start(1)
+        if not _is_adjective(low):
+            return start
+        pos = found.start(1)
+    return start
+
+
+def _present_verb(word: str) -> str | None:
+    """The plural of a third-person present verb ("hangs" -> "hang", "is" -> "are"); None if not one."""
+    if word in ("is", "was", "has", "does"):
+        return {"is": "are", "was": "were", "has": "have", "does": "do"}[word]
+    if word in _NOT_VERBS or not word.endswith("s") or word.endswith("ss") or len(word) < 3:
+        return None
+    verb = _inflect().plural_verb(word)
+    return verb if verb != word else None
+
+
+def object_phrase_edit(plain: str, mention: Mention, category: str) -> tuple[int, int, str] | None:
+    """The plain-text edit that puts ``category`` in place of ``mention``'s head noun:
+    ``(start, end, new words)``, the span extended over a determiner before the tag and over
+    a verb that must agree; None when the category cannot stand there (a mass noun for a plural)."""
+    start = phrase_start(plain, mention.start, mention.text)
+    old = plain[start : mention.end]
+    opens = _opens_sentence(plain, start)
+    verb = _NEXT_WORD.match(plain, mention.end)
+    plural_verb = _present_verb(verb.group(1)) if verb else None
+    ends = not plain[mention.end :].strip() or plain[mention.end] in ".;:!?"  # not a comma: "which hangs" may follow
+    try:
+        new = swap_object_phrase(old, category, sentence_start=opens, plural_ok=ends or plural_verb is not None)
+        singular = swap_object_phrase(old, category, sentence_start=opens)
+    except ValueError:
+        return None
+    if new != singular and plural_verb is not None:  # "The scissors hang": the verb agrees
+        return start, verb.end(1), new + plain[mention.end : verb.start(1)] + plural_verb
+    return start, mention.end, new
+
+
+def _edit_pieces(plain: str, start: int, end: int, new: str, mention: Mention) -> list[tuple[int, int, str]] | None:
+    """A plain-text edit split where the tag stands: the words before it (one piece each), the
+    mention, and what follows it, each ``(start, end, new)``; None if the words do not line up."""
+    before = plain[start : mention.start].split()
+    new_words = new.split(" ")
+    after = plain[mention.end : end].split()
+    n_inside = len(new_words) - len(before) - len(after)
+    if n_inside < 1 or plain[start : mention.start] != " ".join(before) + (" " if before else ""):
+        return None
+    if any(n.lower() != o.lower() and not (_bare(o) in ("a", "an") and _bare(n) in ("a", "an", "some"))
+           for n, o in zip(new_words, before)):
+        return None  # a word before the tag was dropped or moved: no piece-by-piece edit
+    pieces, pos = [], start
+    for k, word in enumerate(before):
+        pieces.append((pos, pos + len(word), new_words[k]))
+        pos += len(word) + 1
+    pieces.append((mention.start, mention.end, " ".join(new_words[len(before) : len(before) + n_inside])))
+    if after:
+        pieces.append((end - len(after[-1]), end, new_words[-1]))
+    return [piece for piece in pieces if plain[piece[0] : piece[1]] != piece[2]]
+
+
+def _edit_parts(story: ParsedStory, segment: Segment, start: int, end: int, new: str, mention: Mention,
+                change: str) -> PairText | None:
+    """:func:`_edit` of a span that starts before a mention's tag: each piece edited where it stands."""
+    plain = segment.plain
+    pieces = _edit_pieces(plain, start, end, new, mention)
+    old = plain[start:end]
+    offset, old_len, new_len = _diff_words(old, new)
+    if not pieces or not old_len or not new_len:
+        return None
+    edited = segment
+    try:
+        for a, b, words in sorted(pieces, reverse=True):  # from the right: offsets to the left stay valid
+            edited = edit_segment(edited, a, b, words)
+    except ValueError:
+        return None
+    if edited.plain != plain[:start] + new + plain[end:]:
+        raise AssertionError(f"the edit in pieces wrote {edited.plain!r}")
+    return PairText(segment=edited, source_story_id=story.story_id, source_frame=segment.frame, change=change,
+                    swapped_from=old, swapped_to=new, swap_start=start + offset, swap_end=start + offset + new_len)
+
+
+#: COCO categories a person would name alike or confuse at a glance; none replaces another of its group.
+CONFUSABLE_GROUPS: tuple[frozenset[str], ...] = tuple(frozenset(g.split(",")) for g in (
+    "cell phone,remote,mouse", "cup,wine glass,bottle", "car,truck,bus", "bicycle,motorcycle",
+    "chair,couch,bench,bed", "handbag,backpack,suitcase", "tv,laptop", "microwave,oven,refrigerator",
+    "fork,knife,spoon", "apple,orange", "potted plant,vase", "bear,teddy bear", "sandwich,hot dog",
+    "donut,cake", "dog,cat",
+))  # fmt: skip
+
+
+def confusable_with(categories: Iterable[str | None]) -> set[str]:
+    """The categories a person could take for any of ``categories`` (themselves excluded unless confusable)."""
+    given = set(categories)
+    return {c for group in CONFUSABLE_GROUPS if group & given for c in group} - given
+
+
 def _object_targets(story: ParsedStory, segment: Segment) -> tuple[list[tuple[Mention, str]], set[str | None]] | None:
     """The mentions an object swap may replace and the categories the frame already has (None: none)."""
     frame = story.cot.frames.get(segment.frame)
@@ -496,10 +608,13 @@ def _object_targets(story: ParsedStory, segment: Segment) -> tuple[list[tuple[Me
 
 def _object_edit(story: ParsedStory, segment: Segment, mention: Mention, old_category: str,
                  category: str) -> PairText | None:
-    new_text = swap_object_phrase(mention.text, category,
-                                  sentence_start=_opens_sentence(segment.plain, mention.start))
-    return _edit(story, segment, mention.start, mention.end, new_text,
-                 f'object "{mention.text}" -> "{new_text}" ({old_category} -> {category})')
+    found = object_phrase_edit(segment.plain, mention, category)
+    if found is None:
+        return None
+    start, end, new_text = found
+    old = segment.plain[start:end]
+    return _edit_parts(story, segment, start, end, new_text, mention,
+                       f'object "{old}" -> "{new_text}" ({old_category} -> {category})')
 
 
 def _object_drafts(story: ParsedStory, segment: Segment,
@@ -512,14 +627,18 @@ def _object_drafts(story: ParsedStory, segment: Segment,
     pool = [c for c in (categories or COCO_CATEGORIES) if c != "person" and c not in present]
     plain, drafts = segment.plain, []
     for mention, old_category in targets:
-        opens = _opens_sentence(plain, mention.start)
+        alike = confusable_with({old_category, *present})
         for category in pool:
-            new = swap_object_phrase(mention.text, category, sentence_start=opens)
-            offset, old_len, new_len = _diff_words(mention.text, new)
-            if new == mention.text or not old_len or not new_len:
+            if category in alike:
                 continue
-            start = mention.start + offset
-            drafts.append((plain[: mention.start] + new + plain[mention.end :], start, start + new_len, mention,
+            edit = object_phrase_edit(plain, mention, category)
+            if edit is None:
+                continue
+            a, b, new = edit
+            offset, old_len, new_len = _diff_words(plain[a:b], new)
+            if new == plain[a:b] or not old_len or not new_len:
+                continue
+            drafts.append((plain[:a] + new + plain[b:], a + offset, a + offset + new_len, mention,
                            old_category, category))
     return drafts
 
@@ -555,6 +674,10 @@ def object_swap(story: ParsedStory, segment: Segment, rng: random.Random, *, nai
     if not replacements:
         return None
     mention, old_category = rng.choice(targets)
+    if not naive:  # nothing a person would name alike, or mistake at a glance, for what the frame has
+        replacements = [c for c in replacements if c not in confusable_with({old_category, *present})]
+        if not replacements:
+            return None
     new_category = rng.choice(replacements)
     if not naive:
         return _object_edit(story, segment, mention, old_category, new_category)
@@ -817,7 +940,7 @@ def is_in_place_edit(original: str, edited: str, start: int, end: int) -> bool:
 
 def edit_plausibility(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_dir: str | os.PathLike,
                       *, batch_size: int = 64) -> np.ndarray:
-    """How much less plausible each edit's changed words are than the words they replaced (nats)."""
+    """How much less plausible each edit's changed words are than the words they replaced (nats per token)."""
     edited, original = edit_logprobs(mlm, edits, cache_dir, batch_size=batch_size)
     return edited - original
 
@@ -1181,19 +1304,21 @@ def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_
         for draft in _object_drafts(f["story"], f["segment"]):
             by_mention.setdefault(draft[3].start, []).append(draft)
         groups += [(i, ds) for _, ds in sorted(by_mention.items())]
-    contexts, words = [], []
+    contexts, words, spans = [], [], []  # one context per (mention, changed words in the original)
     for i, ds in groups:
         plain = frames[i]["segment"].plain
-        spans = Counter((d[1], d[2] + len(plain) - len(d[0])) for d in ds)
-        start, end = spans.most_common(1)[0][0]
-        a, b = next(((a, b) for a, b in _sentence_bounds(plain) if a <= start < b), (0, len(plain)))
-        b = max(b, end)
-        contexts.append((plain[a:b], start - a, end - a))
-        new = [_ARTICLE_START.sub("", d[0][d[1] : d[2]]) if d[1] < start else d[0][d[1] : d[2]] for d in ds]
-        words.append([*new, plain[start:end]])  # the original words last
-    scores = fill_logprob(mlm, contexts, words, cache_dir / "fill", batch_size=batch_size) if groups else []
+        by_span: dict[tuple[int, int], list[tuple]] = {}
+        for d in ds:
+            by_span.setdefault((d[1], d[2] + len(plain) - len(d[0])), []).append(d)
+        for (start, end), same in sorted(by_span.items()):
+            a, b = next(((a, b) for a, b in _sentence_bounds(plain) if a <= start < b), (0, len(plain)))
+            b = max(b, end)
+            contexts.append((plain[a:b], start - a, end - a))
+            words.append([*(d[0][d[1] : d[2]] for d in same), plain[start:end]])  # the original words last
+            spans.append((i, same))
+    scores = fill_logprob(mlm, contexts, words, cache_dir / "fill", batch_size=batch_size) if spans else []
     ranked: list[list[tuple[float, int, tuple]]] = [[] for _ in frames]
-    for n, ((i, ds), score) in enumerate(zip(groups, scores)):
+    for n, ((i, ds), score) in enumerate(zip(spans, scores)):
         ranked[i] += [(-(score[k] - score[-1]), n * 1000 + k, d) for k, d in enumerate(ds)]
     return [[d for _, _, d in sorted(r)[:size]] for r in ranked]
 
@@ -1262,10 +1387,7 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
 def noun_forms(word: str) -> frozenset[str]:
     """A head noun, lower-cased, in its singular and plural forms ("Cups" -> {"cup", "cups"})."""
     low = _bare(word)
-    singular = low
-    if is_plural(low) and low not in _PLURAL_ONLY:
-        singular = _PLURAL_OF_IRREGULAR.get(low) or next(
-            (s for s in (low[:-3] + "y", low[:-2], low[:-1]) if s and plural(s).lower() == low), low)
+    singular = (_inflect().singular_noun(low) or low) if is_plural(low) and low not in _PLURAL_ONLY else low
     return frozenset({low, singular, plural(singular).lower()})
 
 
@@ -1298,3 +1420,50 @@ def story_consistency(pairs: pd.DataFrame, stories: Iterable[ParsedStory]) -> pd
                                       "inserted_word", "replaced", "inserted"])
     out.attrs.update(unlocated=unlocated, unpaired=unpaired)
     return out
+
+
+_DOUBLE_DETERMINER = re.compile(r"\b(?:a|an|the|his|its|their|my|your|our)\s+(?:a|an|the)\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def double_determiners(text: str) -> list[str]:
+    """The determiners of ``text`` directly followed by an article ("The a", "his a", "A a", "a the")."""
+    return [m.group(0) for m in _DOUBLE_DETERMINER.finditer(text)]
+
+
+def double_determiner_rate(pairs: pd.DataFrame, *, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """Per split and negative type (positives: ``"(positive)"``), how many texts have a double determiner."""
+    rows = pairs[pairs["split"].isin(splits)]
+    kind = rows["negative_type"].where(rows["label"] == 0, "(positive)")
+    has = rows["text"].map(lambda t: bool(double_determiners(t)))
+    return (pd.DataFrame({"split": rows["split"], "negative_type": kind, "double": has})
+            .groupby(["split", "negative_type"], sort=False)["double"].agg(texts="size", double="sum", rate="mean")
+            .reset_index())
+
+
+def _swapped_heads(old: str, new: str) -> tuple[str, str] | None:
+    """The replaced and the inserted head word of an object swap's changed words (articles,
+    "pair of" and an agreeing verb set aside): "The refrigerator" -> "The TV" gives ("refrigerator", "tv")."""
+    a, b = _WORD.findall(old.lower()), _WORD.findall(new.lower())
+    a_only, b_only = [w for w in a if w not in b], [w for w in b if w not in a]
+    if len(a_only) > 1 and len(b_only) > 1 and _present_verb(a_only[-1]) == b_only[-1]:
+        a_only, b_only = a_only[:-1], b_only[:-1]
+    skip = {"a", "an", "some", "pair", "of"}
+    a_only, b_only = [w for w in a_only if w not in skip], [w for w in b_only if w not in skip]
+    return (a_only[-1], b_only[-1]) if a_only and b_only else None
+
+
+def word_frequency_prior(pairs: pd.DataFrame, *, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """Per split, over object swaps: the paired AUC of the replaced head word's count in the
+    training split's own texts against the inserted one's (0.5: no prior; ties count half)."""
+    counts = Counter(w for t in pairs.loc[(pairs["split"] == "train") & (pairs["label"] == 1), "text"]
+                     for w in _WORD.findall(t.lower()))
+    swaps = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap") & pairs["split"].isin(splits)]
+    rows = []
+    for split, group in swaps.groupby("split", sort=False):
+        heads = [h for h in map(_swapped_heads, group["swapped_from"], group["swapped_to"]) if h is not None]
+        wins = [1.0 if counts[o] > counts[n] else 0.5 if counts[o] == counts[n] else 0.0 for o, n in heads]
+        rows.append({"split": split, "object_swaps": len(group), "scored": len(heads),
+                     "paired_auc": float(np.mean(wins)) if wins else math.nan,
+                     "inserted_unseen": float(np.mean([counts[n] == 0 for _, n in heads])) if heads else math.nan})
+    return pd.DataFrame(rows, columns=["split", "object_swaps", "scored", "paired_auc", "inserted_unseen"])

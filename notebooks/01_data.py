@@ -434,14 +434,17 @@ class PairText:
 # %% [markdown]
 # ### Writing an object into a sentence
 #
-# To put a COCO category where a noun stood, the edit needs its number and its article. A
-# plural is regular (-s, -es, -ies) unless the noun is irregular ("knife" -> "knives",
-# "person" -> "people"); a multi-word category takes the number in its last word ("wine
-# glasses"). A few categories are not written as COCO names them ("TV", "pair of scissors").
-# A head noun is plural when it is irregular or plural-only ("glasses", "scissors"), or ends in
-# -s without being singular by its spelling ("bus", "glass", "cactus") or by a known exception
-# ("lens", "series"). "a" or "an" goes by the sound of the next word, as far as its spelling
-# tells: "an hour", "a unit", "an MRI" (an acronym is read letter by letter), "a TV".
+# To put a COCO category where a noun stood, the edit needs its number and its article. The
+# `inflect` package knows English plurals ("knife" -> "knives", "person" -> "people"; a
+# multi-word category takes the number in its last word, "wine glasses"), singulars, and "a"
+# or "an" by the sound of the next word ("an hour", "a unit", "an MRI", "a TV"). A few
+# categories are not written as COCO names them ("TV", "hair dryer"). Two kinds of noun need
+# more than a plural: a pair noun has no singular of its own ("a pair of scissors", "his
+# scissors"), and a mass noun takes no "a" ("some broccoli") and cannot stand for a counted
+# plural ("two cups" has no "two broccoli"). A head noun is plural when it is plural-only
+# ("glasses", "scissors") or `inflect` reads a singular in it, unless it ends in -s and is
+# singular by its spelling ("bus", "glass", "cactus") or by a known exception ("lens"), which
+# `inflect` would cut to "bu" or "len".
 
 # %%
 #@save
@@ -452,24 +455,25 @@ _CATEGORY_WORDS: dict[str, tuple[str, str]] = {
     "tv": ("TV", "TVs"), "skis": ("pair of skis", "skis"), "scissors": ("pair of scissors", "scissors"),
     "hair drier": ("hair dryer", "hair dryers"), "sports ball": ("ball", "balls"),
 }  # fmt: skip
-#: Plurals that do not take -s/-es (the lexicon's singular forms read them back).
-_IRREGULAR: dict[str, str] = {
-    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-    "knife": "knives", "wife": "wives", "shelf": "shelves", "leaf": "leaves", "loaf": "loaves",
-    "scarf": "scarves", "wolf": "wolves", "foot": "feet", "tooth": "teeth", "goose": "geese",
-    "ox": "oxen", "sheep": "sheep", "fish": "fish", "deer": "deer", "policeman": "policemen",
-    "policewoman": "policewomen", "gentleman": "gentlemen",
-}  # fmt: skip
-_PLURAL_OF_IRREGULAR = {p: s for s, p in _IRREGULAR.items() if p != s}
+#: COCO categories named as a pair (plural only) and those not counted (no "a", no plural).
+PAIR_CATEGORIES = frozenset({"scissors", "skis"})
+MASS_CATEGORIES = frozenset({"broccoli"})
 #: Nouns with no singular: always plural ("the glasses are", "a pair of scissors").
 _PLURAL_ONLY = frozenset("scissors glasses eyeglasses sunglasses spectacles pants trousers jeans shorts "
-                         "clothes binoculars headphones pliers tongs".split())
+                         "clothes binoculars headphones pliers tongs skis".split())
 #: Singular nouns that end in s but not in ss/us/is (those are singular by rule).
 _S_SINGULARS = frozenset("bus gas lens canvas atlas news series species chaos tennis christmas".split())
 #: Determiners and quantifiers that ask for a plural noun.
 _PLURAL_DETERMINERS = frozenset("these those many several few both two three four five six seven eight nine ten "
                                 "dozens hundreds numerous various multiple".split())
 _WORD_CHARS = re.compile(r"^([^\w]*)(.*?)([^\w]*)$", re.UNICODE)
+
+
+@lru_cache(maxsize=1)
+def _inflect() -> "inflect.engine":
+    import inflect
+
+    return inflect.engine()
 
 
 def _bare(word: str) -> str:
@@ -486,52 +490,33 @@ def _lexicon_known(word: str) -> bool:
 def plural(noun: str) -> str:
     """The plural of a (possibly multi-word) noun: its last word takes the number."""
     *first, last = noun.split(" ")
-    low = last.lower()
-    if low in _IRREGULAR:
-        new = _IRREGULAR[low]
-    elif low in _PLURAL_ONLY:
-        new = last
-    elif low.endswith(("s", "sh", "ch", "x", "z")):
-        new = last + "es"
-    elif low.endswith("y") and len(low) > 1 and low[-2] not in "aeiou":
-        new = last[:-1] + "ies"
-    else:
-        new = last + "s"
-    return " ".join([*first, new])
+    return " ".join([*first, last if last.lower() in _PLURAL_ONLY else _inflect().plural_noun(last)])
 
 
 def is_plural(word: str) -> bool:
     """Whether a head noun is plural ("people", "glasses", "skis"; not "bus", "glass", "lens")."""
     low = _bare(word)
-    if low in _PLURAL_ONLY or low in _PLURAL_OF_IRREGULAR:
+    if low in _PLURAL_ONLY:
         return True
-    if low.endswith("s") and low not in _S_SINGULARS and _lexicon_known(low[:-1]):  # "skis": a ski
-        return True
-    if low in _IRREGULAR or low in _S_SINGULARS or low.endswith(("ss", "us", "is")):
+    if low in _S_SINGULARS or low.endswith(("ss", "us", "is")) or len(low) < 3:
         return False
-    return low.endswith("s") and len(low) > 2
+    singular = _inflect().singular_noun(low)
+    return bool(singular) and singular != low
 
 
 def category_words(category: str, *, plural_form: bool = False) -> str:
     """How a COCO category is written in running text, singular or plural ("TV", "pair of scissors")."""
     if category not in _LEXICON_CATEGORIES:
         raise ValueError(f"{category!r} is not a COCO category")
+    if category in MASS_CATEGORIES:
+        return category
     singular, many = _CATEGORY_WORDS.get(category, (category, None))
     return (many or plural(category)) if plural_form else singular
 
 
 def article(word: str) -> str:
-    """"a" or "an" before ``word``, by its sound as far as its spelling tells."""
-    low = _bare(word)
-    if not low:
-        return "a"
-    if low.startswith(("hour", "honest", "honour", "honor", "heir")):
-        return "an"
-    if low.startswith(("uni", "use", "usu", "uti", "eu", "ewe", "one", "once", "ubiq")):
-        return "a"
-    if word[:1].isupper() and word.isupper() and len(word) > 1:  # an acronym, read letter by letter
-        return "an" if low[0] in "aefhilmnorsx" else "a"
-    return "an" if low[0] in "aeiou" else "a"
+    """"a" or "an" before ``word``, by its sound (``inflect``)."""
+    return _inflect().a(_WORD_CHARS.match(word).group(2) or "a").split(" ", 1)[0]
 
 # %%
 words = ["bus", "wine glass", "knife", "person", "glass", "hour", "umbrella", "unit", "TV"]
@@ -568,7 +553,8 @@ _ADJECTIVES = frozenset(
 )  # fmt: skip
 _ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ible", "ish", "ing", "ary")
 _ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
-_ARTICLE_START = re.compile(r"^(?:an?|An?) ")
+#: Determiners before which a pair noun may be plural in a singular's place ("the scissors").
+_PAIR_PLURAL_DETERMINERS = frozenset("the his her its their my your our".split())
 _COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
 
 
@@ -634,8 +620,13 @@ print("boxes and a cup ->", _span_of_alternative("boxes and a cup"))
 
 # %%
 #@save
-def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None) -> str:
-    """``phrase`` with its head noun replaced by the COCO ``category``, all else kept."""
+def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | None = None,
+                       plural_ok: bool = False) -> str:
+    """``phrase`` with its head noun replaced by the COCO ``category``, all else kept.
+
+    A pair noun in a singular's place is "a pair of scissors", or "the/his scissors" when
+    ``plural_ok`` (the caller mends the verb); a mass noun takes "some" for "a" and raises
+    ``ValueError`` in a plural's place."""
     from helpers.objects import _PARTITIVES, _PREPOSITIONS, _RELATIVES
 
     phrase = " ".join(phrase.split())
@@ -647,17 +638,23 @@ def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | Non
         sentence_start = words[0][:1].isupper() and not (len(_bare(words[0])) > 1 and words[0].isupper())
     a, b = _span_of_alternative(phrase)
     if (a, b) != (0, len(phrase)):
-        inner = swap_object_phrase(phrase[a:b], category, sentence_start=sentence_start and a == 0)
+        inner = swap_object_phrase(phrase[a:b], category, sentence_start=sentence_start and a == 0,
+                                   plural_ok=plural_ok and b == len(phrase))
         return phrase[:a] + inner + phrase[b:]
     first, h0, h1 = _head_index(words)
     low = [_bare(w) for w in words]
     # "a stack of books": the quantity stays and the noun after "of" is the head.
     if h1 + 1 < len(words) and low[h1] == "of" and low[h1 - 1] in _PARTITIVES:
-        rest = swap_object_phrase(" ".join(words[h1 + 1 :]), category, sentence_start=False)
+        rest = swap_object_phrase(" ".join(words[h1 + 1 :]), category, sentence_start=False, plural_ok=plural_ok)
         return " ".join(words[: h1 + 1] + [rest])
     determiners = low[:first]
     many = (is_plural(words[h1 - 1]) or any(w in _PLURAL_DETERMINERS for w in determiners)) and not (
         determiners and determiners[-1] in ("a", "an", "one", "another", "each", "every"))
+    if many and category in MASS_CATEGORIES:
+        raise ValueError(f"the mass noun {category!r} cannot stand for the plural {phrase!r}")
+    # "his tie" -> "his scissors" (the caller mends the verb), else "a pair of scissors"
+    many = many or (category in PAIR_CATEGORIES and plural_ok and bool(determiners)
+                    and (determiners[-1] in _PAIR_PLURAL_DETERMINERS or determiners[-1].endswith("'s")))
     tail = words[h1:]
     if tail and low[h1] == "of":  # the head's complement goes with it: "a cup of tea"
         stop = next((i for i in range(1, len(tail)) if _bare(tail[i]) in _PREPOSITIONS | _RELATIVES
@@ -668,11 +665,11 @@ def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | Non
     out: list[tuple[str, bool]] = [(w, False) for w in words[:first]]
     out += [(w, False) for w in words[first:h0] if _is_adjective(w)]
     out.append((category_words(category, plural_form=many) + punctuation.replace("'s", "").rstrip("'"), True))
-    if first and _ARTICLE_RE.match(low[first - 1]):  # re-choose a/an for the word after it
-        chosen = article(out[first][0])
+    if first and _ARTICLE_RE.match(low[first - 1]):  # re-choose a/an for the word after it ("some": a mass noun)
+        chosen = "some" if category in MASS_CATEGORIES and first == h0 else article(out[first][0])
         if chosen != low[first - 1]:
             out[first - 1] = (chosen, True)
-    elif not first and not many:  # a bare singular count noun takes an article
+    elif not first and not many and category not in MASS_CATEGORIES:  # a bare singular count noun takes an article
         out.insert(0, (article(out[0][0]), True))
     if sentence_start:
         if out[0][0] != words[0]:  # the original first word moved or changed: recase both
@@ -769,6 +766,189 @@ print(_diff_words("his phone", "his old clock"))  # "phone" -> "old clock"
 print(_opens_sentence("He sits. A cup falls.", 9), _opens_sentence("He sits. a cup falls.", 3))
 
 # %% [markdown]
+# In StoryReasoning a tag often holds only the noun, its determiner outside: `The <gdo
+# obj4>refrigerator</gdo>`, `his <gdo obj2>tie</gdo>`, `A <gdo obj2>tie</gdo>`. The noun
+# phrase starts before the tag, so the edit reads the words before it: a determiner,
+# possessive or quantifier there (after any adjectives) is the phrase's own, and the phrase is
+# edited from it ("The refrigerator" -> "The TV", not "The a TV"; "A tie" -> "An umbrella",
+# keeping the capital). A pair noun may go plural in a singular's place ("his scissors") only
+# where nothing or an adjacent present-tense verb follows, and that verb then agrees ("The tie
+# hangs" -> "The scissors hang"); elsewhere it stays singular ("The pair of scissors behind him
+# hums"). The edit of the plain text is then written into the tagged text piece by piece: the
+# determiner outside the tag, the words inside it and the verb after it are each edited where
+# they stand, so no edit crosses a tag and every tag keeps its words.
+
+# %%
+#@save
+#: Words that open a noun phrase when they stand just before a tag: determiners, possessives, quantifiers.
+_OPENERS = frozenset("a an the this that these those his her its their my your our some any no each every "
+                     "another both several many few one two three four five six seven eight nine ten".split())
+#: Words ending in -s after a noun that are not a present-tense verb.
+_NOT_VERBS = frozenset("as is was has does its his hers this thus us across towards besides always perhaps "
+                       "sometimes nevertheless less unless whereas".split())
+_WORD_BEFORE = re.compile(r"(?:^|(?<=\s))(\S+) $")
+_NEXT_WORD = re.compile(r" ([a-z]+)\b(?!['\u2019-])")
+
+
+def phrase_start(plain: str, start: int, text: str) -> int:
+    """Where the noun phrase of a mention (``text`` at ``start``) begins: at its determiner,
+    possessive or quantifier when one stands before the tag (after any adjectives), else ``start``."""
+    words = text.split()
+    if words and (_bare(words[0]) in _OPENERS or _bare(words[0]).endswith("'s")):
+        return start  # the tag holds its own determiner
+    pos = start
+    for _ in range(4):
+        found = _WORD_BEFORE.search(plain, 0, pos)
+        if found is None or _bare(found.group(1)) != found.group(1).lower().replace("\u2019", "'"):
+            return start  # the sentence's start, or punctuation between the words
+        low = _bare(found.group(1))
+        if low in _OPENERS or (low.endswith("'s") and len(low) > 2):
+            return found.start(1)
+        if not _is_adjective(low):
+            return start
+        pos = found.start(1)
+    return start
+
+
+def _present_verb(word: str) -> str | None:
+    """The plural of a third-person present verb ("hangs" -> "hang", "is" -> "are"); None if not one."""
+    if word in ("is", "was", "has", "does"):
+        return {"is": "are", "was": "were", "has": "have", "does": "do"}[word]
+    if word in _NOT_VERBS or not word.endswith("s") or word.endswith("ss") or len(word) < 3:
+        return None
+    verb = _inflect().plural_verb(word)
+    return verb if verb != word else None
+
+
+def object_phrase_edit(plain: str, mention: Mention, category: str) -> tuple[int, int, str] | None:
+    """The plain-text edit that puts ``category`` in place of ``mention``'s head noun:
+    ``(start, end, new words)``, the span extended over a determiner before the tag and over
+    a verb that must agree; None when the category cannot stand there (a mass noun for a plural)."""
+    start = phrase_start(plain, mention.start, mention.text)
+    old = plain[start : mention.end]
+    opens = _opens_sentence(plain, start)
+    verb = _NEXT_WORD.match(plain, mention.end)
+    plural_verb = _present_verb(verb.group(1)) if verb else None
+    ends = not plain[mention.end :].strip() or plain[mention.end] in ".;:!?"  # not a comma: "which hangs" may follow
+    try:
+        new = swap_object_phrase(old, category, sentence_start=opens, plural_ok=ends or plural_verb is not None)
+        singular = swap_object_phrase(old, category, sentence_start=opens)
+    except ValueError:
+        return None
+    if new != singular and plural_verb is not None:  # "The scissors hang": the verb agrees
+        return start, verb.end(1), new + plain[mention.end : verb.start(1)] + plural_verb
+    return start, mention.end, new
+
+# %%
+from helpers.tags import parse_segment  # extra code: the examples' tagged text
+
+examples = [("The <gdo obj4>refrigerator</gdo> behind <gdo char1>him</gdo> hums.", "tv"),
+            ("John stood alone, his <gdo obj2>tie</gdo> neatly knotted.", "cup"),
+            ("A <gdo obj2>tie</gdo> hangs on the door.", "umbrella"),
+            ("The <gdo obj2>tie</gdo> hangs on the door.", "scissors"),
+            ("The <gdo obj2>tie</gdo> on the door hangs.", "scissors")]
+for tagged, category in examples:
+    example = parse_segment(tagged, 1)
+    m = next(x for x in example.mentions if x.kind == "obj")
+    a, b, words = object_phrase_edit(example.plain, m, category)
+    print(f"{example.plain[a:b]!r} -> {words!r}")
+object_mentions = [(seg, m) for s in stories for seg in s.segments for m in seg.mentions if m.kind == "obj"]
+n_outside = sum(phrase_start(seg.plain, m.start, m.text) < m.start for seg, m in object_mentions)
+display(Markdown(f"In this profile's stories, {n_outside} of the {len(object_mentions)} object mentions "
+                 f"({n_outside / max(len(object_mentions), 1):.0%}) have their determiner before the tag."))
+
+# %% [markdown]
+# The edit goes into the tagged text in pieces, each where it stands:
+
+# %%
+#@save
+def _edit_pieces(plain: str, start: int, end: int, new: str, mention: Mention) -> list[tuple[int, int, str]] | None:
+    """A plain-text edit split where the tag stands: the words before it (one piece each), the
+    mention, and what follows it, each ``(start, end, new)``; None if the words do not line up."""
+    before = plain[start : mention.start].split()
+    new_words = new.split(" ")
+    after = plain[mention.end : end].split()
+    n_inside = len(new_words) - len(before) - len(after)
+    if n_inside < 1 or plain[start : mention.start] != " ".join(before) + (" " if before else ""):
+        return None
+    if any(n.lower() != o.lower() and not (_bare(o) in ("a", "an") and _bare(n) in ("a", "an", "some"))
+           for n, o in zip(new_words, before)):
+        return None  # a word before the tag was dropped or moved: no piece-by-piece edit
+    pieces, pos = [], start
+    for k, word in enumerate(before):
+        pieces.append((pos, pos + len(word), new_words[k]))
+        pos += len(word) + 1
+    pieces.append((mention.start, mention.end, " ".join(new_words[len(before) : len(before) + n_inside])))
+    if after:
+        pieces.append((end - len(after[-1]), end, new_words[-1]))
+    return [piece for piece in pieces if plain[piece[0] : piece[1]] != piece[2]]
+
+
+def _edit_parts(story: ParsedStory, segment: Segment, start: int, end: int, new: str, mention: Mention,
+                change: str) -> PairText | None:
+    """:func:`_edit` of a span that starts before a mention's tag: each piece edited where it stands."""
+    plain = segment.plain
+    pieces = _edit_pieces(plain, start, end, new, mention)
+    old = plain[start:end]
+    offset, old_len, new_len = _diff_words(old, new)
+    if not pieces or not old_len or not new_len:
+        return None
+    edited = segment
+    try:
+        for a, b, words in sorted(pieces, reverse=True):  # from the right: offsets to the left stay valid
+            edited = edit_segment(edited, a, b, words)
+    except ValueError:
+        return None
+    if edited.plain != plain[:start] + new + plain[end:]:
+        raise AssertionError(f"the edit in pieces wrote {edited.plain!r}")
+    return PairText(segment=edited, source_story_id=story.story_id, source_frame=segment.frame, change=change,
+                    swapped_from=old, swapped_to=new, swap_start=start + offset, swap_end=start + offset + new_len)
+
+# %%
+for tagged, category in examples:
+    example = parse_segment(tagged, 1)
+    m = next(x for x in example.mentions if x.kind == "obj")
+    a, b, words = object_phrase_edit(example.plain, m, category)
+    done = _edit_parts(ParsedStory("0", 1, (example,), None), example, a, b, words, m, "")
+    print(f"{example.tagged}\n    -> {done.segment.tagged}")
+
+# %% [markdown]
+# A replacement must be false of the frame, and a near-synonym may not be: a cell phone in the
+# hand is called a remote at a glance, a cup a glass, a truck a car. Such categories never
+# replace one another, nor stand in for anything the frame has. The table is kept short and
+# conservative: only categories a person would name alike or mistake for one another at a
+# glance in a 240-pixel frame, by shape and use, not by topic:
+#
+# - hand-held dark rectangles: cell phone, remote, mouse;
+# - drinking vessels, all "a glass" to a casual reader: cup, wine glass, bottle;
+# - road vehicles seen in part or from afar: car, truck, bus; two-wheelers: bicycle, motorcycle;
+# - things to sit or lie on: chair, couch, bench, bed;
+# - bags: handbag, backpack, suitcase;
+# - screens: tv, laptop; kitchen boxes: microwave, oven, refrigerator;
+# - cutlery: fork, knife, spoon; round fruit: apple, orange; a plant in a pot or a vase of flowers;
+#   a bear or a teddy bear; a sandwich or a hot dog; a donut or a cake; a dog or a cat.
+
+# %%
+#@save
+#: COCO categories a person would name alike or confuse at a glance; none replaces another of its group.
+CONFUSABLE_GROUPS: tuple[frozenset[str], ...] = tuple(frozenset(g.split(",")) for g in (
+    "cell phone,remote,mouse", "cup,wine glass,bottle", "car,truck,bus", "bicycle,motorcycle",
+    "chair,couch,bench,bed", "handbag,backpack,suitcase", "tv,laptop", "microwave,oven,refrigerator",
+    "fork,knife,spoon", "apple,orange", "potted plant,vase", "bear,teddy bear", "sandwich,hot dog",
+    "donut,cake", "dog,cat",
+))  # fmt: skip
+
+
+def confusable_with(categories: Iterable[str | None]) -> set[str]:
+    """The categories a person could take for any of ``categories`` (themselves excluded unless confusable)."""
+    given = set(categories)
+    return {c for group in CONFUSABLE_GROUPS if group & given for c in group} - given
+
+# %%
+pd.DataFrame({"category": [c for g in CONFUSABLE_GROUPS for c in sorted(g)]}).assign(
+    never_replaced_by=lambda t: [", ".join(sorted(confusable_with([c]))) for c in t["category"]])
+
+# %% [markdown]
 # The mentions an object swap may replace are the `<gdo>` mentions that name a COCO category
 # other than a person. What the frame already has is known from its chain-of-thought tables
 # (characters and objects, read into categories) and from the segment's own mentions; the
@@ -813,10 +993,13 @@ else:
 #@save
 def _object_edit(story: ParsedStory, segment: Segment, mention: Mention, old_category: str,
                  category: str) -> PairText | None:
-    new_text = swap_object_phrase(mention.text, category,
-                                  sentence_start=_opens_sentence(segment.plain, mention.start))
-    return _edit(story, segment, mention.start, mention.end, new_text,
-                 f'object "{mention.text}" -> "{new_text}" ({old_category} -> {category})')
+    found = object_phrase_edit(segment.plain, mention, category)
+    if found is None:
+        return None
+    start, end, new_text = found
+    old = segment.plain[start:end]
+    return _edit_parts(story, segment, start, end, new_text, mention,
+                       f'object "{old}" -> "{new_text}" ({old_category} -> {category})')
 
 
 def _object_drafts(story: ParsedStory, segment: Segment,
@@ -829,14 +1012,18 @@ def _object_drafts(story: ParsedStory, segment: Segment,
     pool = [c for c in (categories or COCO_CATEGORIES) if c != "person" and c not in present]
     plain, drafts = segment.plain, []
     for mention, old_category in targets:
-        opens = _opens_sentence(plain, mention.start)
+        alike = confusable_with({old_category, *present})
         for category in pool:
-            new = swap_object_phrase(mention.text, category, sentence_start=opens)
-            offset, old_len, new_len = _diff_words(mention.text, new)
-            if new == mention.text or not old_len or not new_len:
+            if category in alike:
                 continue
-            start = mention.start + offset
-            drafts.append((plain[: mention.start] + new + plain[mention.end :], start, start + new_len, mention,
+            edit = object_phrase_edit(plain, mention, category)
+            if edit is None:
+                continue
+            a, b, new = edit
+            offset, old_len, new_len = _diff_words(plain[a:b], new)
+            if new == plain[a:b] or not old_len or not new_len:
+                continue
+            drafts.append((plain[:a] + new + plain[b:], a + offset, a + offset + new_len, mention,
                            old_category, category))
     return drafts
 
@@ -886,6 +1073,10 @@ def object_swap(story: ParsedStory, segment: Segment, rng: random.Random, *, nai
     if not replacements:
         return None
     mention, old_category = rng.choice(targets)
+    if not naive:  # nothing a person would name alike, or mistake at a glance, for what the frame has
+        replacements = [c for c in replacements if c not in confusable_with({old_category, *present})]
+        if not replacements:
+            return None
     new_category = rng.choice(replacements)
     if not naive:
         return _object_edit(story, segment, mention, old_category, new_category)
@@ -1213,15 +1404,17 @@ display(Markdown(f"Story {peers[0].story_id} (block {block_of[peers[0].story_id]
 # A masked language model judges how plausible the changed words are in their sentence: the
 # log-probability of a span of text in its context, as a pseudo-log-likelihood (Salazar et
 # al., 2020): each token of the span is masked in turn and the model's log-probability of the
-# true token there is summed (`helpers.mlm.span_logprob`; every score is cached on disk). An
-# edit is scored in the sentence that holds it (chapter 03 explains how sentences are split),
-# once with the new words and once, in the original sentence, with the words they replaced;
-# the difference is the edit's plausibility, in nats (0: as plausible as the original; -3: e^3
-# times less). Chapter 07 reports the two log-probabilities on their own as `mlm_plausibility`,
-# labelled for what it is: the selection criterion, near chance by construction, since the
-# object put in is the one this score ranks highest and a reversed relation is kept only when
-# this score says it reads about as well. A language model the construction never used (a
-# causal one, of another family) is chapter 07's `causal_lm` control.
+# true token there is averaged over the span's tokens, a mean per token, so that a replacement
+# of few tokens is not favoured for its length alone (`helpers.mlm.span_logprob`; every score
+# is cached on disk). An edit is scored in the sentence that holds it (chapter 03 explains how
+# sentences are split), once with the new words and once, in the original sentence, with the
+# words they replaced; the difference is the edit's plausibility, in nats per token (0: as
+# plausible as the original; -3: each token e^3 times less). Chapter 07 reports the two
+# log-probabilities on their own as `mlm_plausibility`, labelled for what it is: the selection
+# criterion, near chance by construction, since the object put in is the one this score ranks
+# highest and a reversed relation is kept only when this score says it reads about as well. A
+# language model the construction never used (a causal one, of another family) is chapter 07's
+# `causal_lm` control.
 
 # %%
 #@save
@@ -1246,7 +1439,7 @@ def is_in_place_edit(original: str, edited: str, start: int, end: int) -> bool:
 
 def edit_plausibility(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_dir: str | os.PathLike,
                       *, batch_size: int = 64) -> np.ndarray:
-    """How much less plausible each edit's changed words are than the words they replaced (nats)."""
+    """How much less plausible each edit's changed words are than the words they replaced (nats per token)."""
     edited, original = edit_logprobs(mlm, edits, cache_dir, batch_size=batch_size)
     return edited - original
 
@@ -1725,11 +1918,12 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
 
 # %% [markdown]
 # Second, object swaps: every (mention, absent category) draft of a frame, shortlisted per
-# mention by fill-mask, then the shortlist ranked by plausibility. Fill-mask masks the words
-# most drafts of a mention change (its head noun) in the sentence, and scores every draft by
-# the first token of its new words (an article dropped) less that of the original words
-# (`helpers.mlm.fill_logprob`): one forward pass per mention, whatever the number of drafts,
-# and scores comparable across a frame's mentions.
+# mention by fill-mask, then the shortlist ranked by plausibility. The drafts of a mention that
+# change the same words (its head noun; with the article when "a" turns "an"; with the verb when
+# it agrees) share one context, those words masked in the sentence; every draft is scored by
+# all the tokens of its new words, a mean per token, less that of the original words
+# (`helpers.mlm.fill_logprob`): a few forward passes per mention (one per number of tokens),
+# whatever the number of drafts, and scores comparable across a frame's mentions.
 
 # %%
 #@save
@@ -1746,19 +1940,21 @@ def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_
         for draft in _object_drafts(f["story"], f["segment"]):
             by_mention.setdefault(draft[3].start, []).append(draft)
         groups += [(i, ds) for _, ds in sorted(by_mention.items())]
-    contexts, words = [], []
+    contexts, words, spans = [], [], []  # one context per (mention, changed words in the original)
     for i, ds in groups:
         plain = frames[i]["segment"].plain
-        spans = Counter((d[1], d[2] + len(plain) - len(d[0])) for d in ds)
-        start, end = spans.most_common(1)[0][0]
-        a, b = next(((a, b) for a, b in _sentence_bounds(plain) if a <= start < b), (0, len(plain)))
-        b = max(b, end)
-        contexts.append((plain[a:b], start - a, end - a))
-        new = [_ARTICLE_START.sub("", d[0][d[1] : d[2]]) if d[1] < start else d[0][d[1] : d[2]] for d in ds]
-        words.append([*new, plain[start:end]])  # the original words last
-    scores = fill_logprob(mlm, contexts, words, cache_dir / "fill", batch_size=batch_size) if groups else []
+        by_span: dict[tuple[int, int], list[tuple]] = {}
+        for d in ds:
+            by_span.setdefault((d[1], d[2] + len(plain) - len(d[0])), []).append(d)
+        for (start, end), same in sorted(by_span.items()):
+            a, b = next(((a, b) for a, b in _sentence_bounds(plain) if a <= start < b), (0, len(plain)))
+            b = max(b, end)
+            contexts.append((plain[a:b], start - a, end - a))
+            words.append([*(d[0][d[1] : d[2]] for d in same), plain[start:end]])  # the original words last
+            spans.append((i, same))
+    scores = fill_logprob(mlm, contexts, words, cache_dir / "fill", batch_size=batch_size) if spans else []
     ranked: list[list[tuple[float, int, tuple]]] = [[] for _ in frames]
-    for n, ((i, ds), score) in enumerate(zip(groups, scores)):
+    for n, ((i, ds), score) in enumerate(zip(spans, scores)):
         ranked[i] += [(-(score[k] - score[-1]), n * 1000 + k, d) for k, d in enumerate(ds)]
     return [[d for _, _, d in sorted(r)[:size]] for r in ranked]
 
@@ -1947,10 +2143,7 @@ blind.assign(cell=blind.apply(_cell, axis=1)).pivot_table(
 def noun_forms(word: str) -> frozenset[str]:
     """A head noun, lower-cased, in its singular and plural forms ("Cups" -> {"cup", "cups"})."""
     low = _bare(word)
-    singular = low
-    if is_plural(low) and low not in _PLURAL_ONLY:
-        singular = _PLURAL_OF_IRREGULAR.get(low) or next(
-            (s for s in (low[:-3] + "y", low[:-2], low[:-1]) if s and plural(s).lower() == low), low)
+    singular = (_inflect().singular_noun(low) or low) if is_plural(low) and low not in _PLURAL_ONLY else low
     return frozenset({low, singular, plural(singular).lower()})
 
 
@@ -2030,3 +2223,72 @@ def edit_examples(pairs: pd.DataFrame, *, n: int, seed: int, splits: Sequence[st
 for name, table in (("naive", naive_pairs), (pc["construction"], study_pairs)):
     display(Markdown(f"**{name}**"))
     display(edit_examples(table, n=3, seed=ctx.cfg["seed"]).style.hide(axis="index"))
+
+# %% [markdown]
+# Two traces an object swap could leave in the text whatever the image shows. A **double
+# determiner** ("The a TV", "his a cup", "A a cup", "a the"): a determiner or possessive
+# directly followed by an article, which an edit made inside a tag alone writes when the tag
+# holds only the noun. The share of texts with one is shown per split and negative type, with
+# the positives (the frames' own texts) as the base rate; the goal is none added by an edit.
+# A **word-frequency prior**: is the inserted head noun systematically rarer in the training
+# texts than the one it replaced? Per split, over the object swaps, the paired AUC of the
+# replaced word's count in the training split's own texts against the inserted word's (ties
+# count half): 0.5 is no prior, 1 means the original word is always the more frequent one, so a
+# reader that only counts words would spot every swap. Train and validation only.
+
+# %%
+#@save
+_DOUBLE_DETERMINER = re.compile(r"\b(?:a|an|the|his|its|their|my|your|our)\s+(?:a|an|the)\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def double_determiners(text: str) -> list[str]:
+    """The determiners of ``text`` directly followed by an article ("The a", "his a", "A a", "a the")."""
+    return [m.group(0) for m in _DOUBLE_DETERMINER.finditer(text)]
+
+
+def double_determiner_rate(pairs: pd.DataFrame, *, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """Per split and negative type (positives: ``"(positive)"``), how many texts have a double determiner."""
+    rows = pairs[pairs["split"].isin(splits)]
+    kind = rows["negative_type"].where(rows["label"] == 0, "(positive)")
+    has = rows["text"].map(lambda t: bool(double_determiners(t)))
+    return (pd.DataFrame({"split": rows["split"], "negative_type": kind, "double": has})
+            .groupby(["split", "negative_type"], sort=False)["double"].agg(texts="size", double="sum", rate="mean")
+            .reset_index())
+
+
+def _swapped_heads(old: str, new: str) -> tuple[str, str] | None:
+    """The replaced and the inserted head word of an object swap's changed words (articles,
+    "pair of" and an agreeing verb set aside): "The refrigerator" -> "The TV" gives ("refrigerator", "tv")."""
+    a, b = _WORD.findall(old.lower()), _WORD.findall(new.lower())
+    a_only, b_only = [w for w in a if w not in b], [w for w in b if w not in a]
+    if len(a_only) > 1 and len(b_only) > 1 and _present_verb(a_only[-1]) == b_only[-1]:
+        a_only, b_only = a_only[:-1], b_only[:-1]
+    skip = {"a", "an", "some", "pair", "of"}
+    a_only, b_only = [w for w in a_only if w not in skip], [w for w in b_only if w not in skip]
+    return (a_only[-1], b_only[-1]) if a_only and b_only else None
+
+
+def word_frequency_prior(pairs: pd.DataFrame, *, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """Per split, over object swaps: the paired AUC of the replaced head word's count in the
+    training split's own texts against the inserted one's (0.5: no prior; ties count half)."""
+    counts = Counter(w for t in pairs.loc[(pairs["split"] == "train") & (pairs["label"] == 1), "text"]
+                     for w in _WORD.findall(t.lower()))
+    swaps = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap") & pairs["split"].isin(splits)]
+    rows = []
+    for split, group in swaps.groupby("split", sort=False):
+        heads = [h for h in map(_swapped_heads, group["swapped_from"], group["swapped_to"]) if h is not None]
+        wins = [1.0 if counts[o] > counts[n] else 0.5 if counts[o] == counts[n] else 0.0 for o, n in heads]
+        rows.append({"split": split, "object_swaps": len(group), "scored": len(heads),
+                     "paired_auc": float(np.mean(wins)) if wins else math.nan,
+                     "inserted_unseen": float(np.mean([counts[n] == 0 for _, n in heads])) if heads else math.nan})
+    return pd.DataFrame(rows, columns=["split", "object_swaps", "scored", "paired_auc", "inserted_unseen"])
+
+# %%
+print(double_determiners("The a TV behind him hums; his a cup; the TV"))
+print(_swapped_heads("The tie hangs", "The scissors hang"))
+traces = pd.concat([double_determiner_rate(t).assign(construction=name)
+                    for name, t in (("naive", naive_pairs), (pc["construction"], study_pairs))])
+display(traces.pivot_table(index=["split", "negative_type"], columns="construction", values="rate", sort=False))
+pd.concat([word_frequency_prior(t).assign(construction=name)
+           for name, t in (("naive", naive_pairs), (pc["construction"], study_pairs))], ignore_index=True)

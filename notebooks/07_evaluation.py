@@ -930,7 +930,7 @@ display(Markdown(f"{len(shuffled_rows):,} test pairs re-scored against a frame o
 # A second control reads only the words an edit changed. For each test frame whose negative is an
 # object or relation swap, the masked language model of chapter 01 scores the replaced words in
 # the frame's own text (the positive's score) and the new words in the edited text (the
-# negative's score), as a log-probability in context (`edit_logprobs` of chapter 01). This is
+# negative's score), as a mean log-probability per token in context (`edit_logprobs` of chapter 01). This is
 # the selection criterion itself: chapter 01 ranked the object candidates by this very score
 # (same model, same sentence window, same cache) and kept a reversed relation only when it lost
 # little by it, so `mlm_plausibility` is near chance by construction. It says how far the

@@ -27,3 +27,15 @@ def _fresh_caches_under_mutation():
         for cached in (objects.to_coco, objects.char_category, spatial._entities, spatial._extract):
             cached.cache_clear()
     yield
+
+
+def real_story_texts() -> dict[str, str]:
+    """The tagged story text of every real fixture, the partial ones included (their first 1,500
+    characters, between the ``=== STORY`` and ``=== CHAIN_OF_THOUGHT`` markers), by file name."""
+    out = {}
+    for path in sorted(FIXTURES.rglob("story*.txt")):
+        text = path.read_text(encoding="utf-8")
+        if "=== STORY" in text:
+            text = text.split("=== STORY", 1)[1].split("\n", 1)[1].split("=== CHAIN_OF_THOUGHT")[0]
+        out[f"{path.parent.name}/{path.name}"] = text
+    return out

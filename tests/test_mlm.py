@@ -84,14 +84,26 @@ def test_preflight_names_the_language_model_when_offline(tmp_path, monkeypatch):
 
 
 def test_span_logprob_batched_equals_unbatched_and_cache_hits_skip_the_model(random_mlm, tmp_path):
+    import torch
+
     items = [(TEXT, TEXT.index("cup"), TEXT.index("cup") + 3), (TEXT, TEXT.index("couch"), TEXT.index("couch") + 5),
              (TEXT, 0, 5), (TEXT, TEXT.index("cup of tea"), TEXT.index("cup of tea") + 10), ("A TV.", 2, 4)]
     one = hm.span_logprob(random_mlm, items, tmp_path / "one", batch_size=1)
     many = hm.span_logprob(random_mlm, items, tmp_path / "many", batch_size=64)
     assert one.shape == (5,) and np.all(one < 0)
     np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-5)
-    # a span of several tokens sums them: it is less likely than one of its tokens alone
-    assert one[3] < one[0]
+    # a span of several tokens is the mean of its tokens, each masked in turn
+    span = (TEXT, TEXT.index("cup of tea"), TEXT.index("cup of tea") + 10)
+    ids, inside = hm._encode(random_mlm, *span)
+    per_token = []
+    for i in inside:
+        masked = list(ids)
+        masked[i] = random_mlm.tokenizer.mask_token_id
+        with torch.inference_mode():
+            logits = random_mlm.model(input_ids=torch.tensor([masked])).logits[0, i]
+        per_token.append(float(logits.log_softmax(-1)[ids[i]]))
+    assert len(per_token) > 1
+    assert one[3] == pytest.approx(np.mean(per_token), abs=1e-4)
     blind = dataclasses.replace(random_mlm, model=_NoForward())
     np.testing.assert_array_equal(hm.span_logprob(blind, items[::-1], tmp_path / "many"), many[::-1])
     with pytest.raises(AssertionError, match="the model was used"):
@@ -123,3 +135,29 @@ def test_long_texts_are_windowed_around_the_span(random_mlm, tmp_path):
     assert np.isfinite(score)
     with pytest.raises(ValueError, match="not inside"):
         hm.span_logprob(random_mlm, [(TEXT, 5, 500)], tmp_path / "bad")
+
+
+def test_fill_logprob_scores_every_token_of_a_candidate(random_mlm, tmp_path):
+    """A candidate of several tokens is the mean, over its tokens, of each token's log-probability
+    at its own mask, the masks filled at once; candidates of one length share one forward pass."""
+    import torch
+
+    start = TEXT.index(" cup") + 1
+    words = ["cup", "cell phone", "wine glass", "clock"]
+    tokens = [random_mlm.tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in words]
+    assert sorted({len(t) for t in tokens}) != [1]
+    (fill,) = hm.fill_logprob(random_mlm, [(TEXT, start, start + 3)], [words], tmp_path / "f")
+    assert fill.shape == (4,) and np.all(np.isfinite(fill))
+    for w, t, score in zip(words, tokens, fill):
+        masked = TEXT[:start] + random_mlm.tokenizer.mask_token * len(t) + TEXT[start + 3 :]
+        enc = random_mlm.tokenizer(masked, return_tensors="pt")
+        ids = enc["input_ids"][0].tolist()
+        first = ids.index(random_mlm.tokenizer.mask_token_id)
+        with torch.inference_mode():
+            logits = random_mlm.model(**enc).logits[0].log_softmax(-1)
+        expected = np.mean([float(logits[first + j, tok]) for j, tok in enumerate(t)])
+        assert score == pytest.approx(expected, abs=1e-4), w
+    # the first token alone is not the score of a longer candidate
+    two = next(n for n, t in enumerate(tokens) if len(t) > 1)
+    (first_only,) = hm.fill_logprob(random_mlm, [(TEXT, start, start + 3)], [[words[two].split()[0]]], tmp_path / "g")
+    assert first_only[0] != pytest.approx(fill[two], abs=1e-6)

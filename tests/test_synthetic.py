@@ -374,6 +374,29 @@ def test_parses_with_helpers_data(rows: list[dict]) -> None:
             assert len(segment.actions) == segment.tagged.count("<gda ")
 
 
+def _outside_determiners(segments) -> tuple[int, int]:
+    """How many ``obj`` mentions have their determiner before the tag, and how many there are."""
+    from helpers.pairs import phrase_start
+
+    mentions = [(s, m) for s in segments for m in s.mentions if m.kind == "obj"]
+    return sum(phrase_start(s.plain, m.start, m.text) < m.start for s, m in mentions), len(mentions)
+
+
+def test_determiners_stand_outside_the_tag_about_as_often_as_in_the_real_data(rows: list[dict]) -> None:
+    """The real stories often tag the noun only ("The <gdo obj4>refrigerator</gdo>"); the smoke
+    data must too, or the smoke run never exercises an edit of the words before a tag."""
+    from conftest import real_story_texts
+
+    from helpers import tags
+
+    real = [_outside_determiners(tags.parse_story(text)) for text in real_story_texts().values()]
+    real_out, real_n = map(sum, zip(*real))
+    synthetic_out, synthetic_n = _outside_determiners(s for row in rows for s in tags.parse_story(row["story"]))
+    assert real_n >= 20 and synthetic_n >= 100
+    assert 0.3 < real_out / real_n < 0.7
+    assert abs(synthetic_out / synthetic_n - real_out / real_n) < 0.12, (synthetic_out, synthetic_n, real_out, real_n)
+
+
 # ----------------------------------------------------------------------------- the real data's shape
 
 

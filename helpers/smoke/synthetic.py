@@ -162,6 +162,8 @@ class _Story:
     ids: dict[str, str] = field(default_factory=dict)  # category -> thing id
     counts: dict[str, int] = field(default_factory=lambda: {"obj": 0, "bg": 0})
     in_frame: set[str] = field(default_factory=set)
+    #: a stream of its own for where an object's determiner stands, so the rest of the story is unchanged
+    text_rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def take(self, category: str) -> str:
         if category not in self.ids:
@@ -223,7 +225,8 @@ def make_dataset(out_dir: Path, *, n_stories: int = 12, frames: Sequence[int] = 
         w = random.Random(f"{seed}:width:{i}").randint(int(widths[0]), int(widths[1])) if widths else width
         rng = random.Random(f"{seed}:story:{i}")
         count = rng.randint(lo, hi) if frames_mode is None else round(rng.triangular(lo, hi, frames_mode))
-        rows.append(_story(_Story(rng, *movies[i // stories_per_movie]), str(first_story_id + i), count, (w, height)))
+        story = _Story(rng, *movies[i // stories_per_movie], text_rng=random.Random(f"{seed}:determiners:{i}"))
+        rows.append(_story(story, str(first_story_id + i), count, (w, height)))
     all_frames = [(i, f) for i, row in enumerate(rows) for f in range(row["frame_count"])]
     if not 0 <= corrupt_frames <= len(all_frames):
         raise ValueError(f"corrupt_frames must be between 0 and the {len(all_frames)} frames, got {corrupt_frames}")
@@ -434,6 +437,9 @@ _PRONOUNS = {"she": ("she", "her", "her"), "he": ("he", "him", "his"), "it": ("i
 _TAG = re.compile(r"</?gd[a-z]\b[^>]*>")
 _TAILS = ("", "", ", as if waiting", ", half in shadow", ", quiet and still")
 _LIES = ("book", "cell phone", "remote", "cat", "dog")
+#: Share of object mentions whose determiner stands before the tag, as in the real stories
+#: (12 of the 23 ``obj`` mentions of tests/fixtures/storyreasoning; a test measures both).
+OUTSIDE_DETERMINER_SHARE = 0.5
 
 
 def _segment_text(story: _Story, shot: str, things: list[_Placed], relations: list[tuple[str, str, str]],
@@ -453,7 +459,11 @@ def _segment_text(story: _Story, shot: str, things: list[_Placed], relations: li
             named.add(thing_id)
         else:
             noun = story.names[thing_id][1]
-            text = f"{rng.choice(('the', _a(noun).split()[0])) if thing_id.startswith('obj') else 'the'} {noun}"
+            det = rng.choice(("the", _a(noun).split()[0])) if thing_id.startswith("obj") else "the"
+            if thing_id.startswith("obj") and story.text_rng.random() < OUTSIDE_DETERMINER_SHARE:
+                # as in the real data ("The <gdo obj4>refrigerator</gdo>"): the tag holds the noun only
+                return f"{det[0].upper() + det[1:] if capital else det} <gdo {thing_id}>{noun}</gdo>"
+            text = f"{det} {noun}"
         return f"<gdo {thing_id}>{text[0].upper() + text[1:] if capital else text}</gdo>"
 
     def act(char_ids: str, verb: str) -> str:  # now and then the real data's mismatched closing tag
