@@ -109,7 +109,7 @@ excluded.groupby("reason").agg(stories=("story_id", "nunique"), example=("detail
 # ids are sorted numerically (an id that is not a number is an error) and cut into consecutive
 # blocks of `block_size`; a block stands in for a stretch of one movie and is never split
 # between sides. A block is named by its first and last id; it is the unit of the split, and
-# so the unit every bootstrap interval of the study resamples.
+# so the unit every interval of the study resamples.
 
 # %%
 #@save
@@ -2042,7 +2042,7 @@ def concat_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
 # %% [markdown]
 # The study's pairs: the naive construction (for the comparison below), then the profile's
 # (`pairs.construction`), and the external test's when there is one. Each pair also gets its
-# story's id block, the unit every bootstrap interval of the study resamples.
+# story's id block, the unit every interval of the study resamples.
 
 # %%
 naive_pairs = make_pairs(stories, split_of=split_of, variant="naive", **common)
@@ -2058,7 +2058,7 @@ if external is not None:
     pair_table = concat_pairs(pair_table, ext_pairs)
     display(Markdown(f"External test (the Hub's `test` split): **{len(ext_stories)}** stories, "
                      f"{len(ext_pairs)} pairs, {ext_excluded['story_id'].nunique()} excluded."))
-# The id block of each pair's story: the unit of the split, and of every bootstrap interval later.
+# The id block of each pair's story: the unit of the split, and of every interval later.
 block_of = id_blocks([s.story_id for s in stories], block_size=ctx.cfg["data"]["block_size"])
 if external is not None:
     block_of |= id_blocks([s.story_id for s in ext_stories], block_size=ctx.cfg["data"]["block_size"])
@@ -2084,16 +2084,18 @@ plt.show()
 # ## Can a blind reader tell the negatives apart?
 #
 # **Goal**, checked on real data (the `quick` and `full` profiles): the blind text-only
-# classifier stays near chance on every negative type, a ROC-AUC within 0.40-0.60 whose
-# interval covers 0.5, with the fusion head's per-type results reported beside it from
-# chapter 07 on. The test split is not looked at here.
+# classifier stays near chance on every negative type (chapter 07 tests equivalence to chance
+# on the test split, with two one-sided tests against a margin; an interval that merely covers
+# 0.5 shows nothing), with the fusion head's per-type results reported beside it from chapter
+# 07 on. The test split is not looked at here.
 #
 # ROC-AUC of the blind text-only classifier, per negative type (all positives of the split
 # against the negatives of that type; the `all` row: every pair), for the first, naive
 # construction and for the one this study uses, side by side. Training pairs are scored by
 # cross-fitting, validation pairs by a classifier fitted on all training pairs; the 95%
-# percentile interval resamples id blocks (the pairs' `block` column), with the evaluation's
-# bootstrap (`blind_auc_table` is written in chapter 07, beside `bootstrap_metrics`). 0.5 is
+# interval is the evaluation's, over id blocks (the pairs' `block` column; `blind_auc_table`
+# is written in chapter 07, beside `bootstrap_metrics`, which says how the interval is made
+# and how well it covers with few blocks). 0.5 is
 # chance: the nearer, the more a verifier has to look at the frame. The filter used this
 # classifier's recipe, so this table alone could look good by construction: chapters 06 and 07
 # add blind controls the construction never used (a logistic regression on CLIP's text

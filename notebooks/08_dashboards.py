@@ -813,7 +813,7 @@ def summary_dashboard(metrics: Mapping[str, Any], *, metric: str = "roc_auc") ->
     n = metrics.get("n", {})
     boot = metrics.get("bootstrap", {})
     fig.suptitle(f"Headline results: {n.get('pairs', '?')} test pairs from {n.get('stories', '?')} stories, "
-                 f"95% intervals from {boot.get('n_resamples', '?')} bootstrap resamples of id blocks"
+                 f"95% intervals over id blocks ({boot.get('method', '?')})"
                  + (" (SMOKE RUN: numbers mean nothing)" if metrics.get("profile") == "smoke" else ""),
                  fontsize=12)
     fig.tight_layout()
