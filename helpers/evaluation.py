@@ -769,7 +769,9 @@ def equivalence_test(estimate: Mapping[str, Any] | None, *, margin: float = EQUI
     """``{"verdict", "p_value", "low", "high"[, "reason"]}``: two one-sided t tests of an estimate (``value``,
     ``se``, ``df`` of the jackknife t interval) against ``chance`` +- ``margin``; ``p_value`` is the larger of
     the two, ``low``/``high`` the (1 - 2 ``alpha``) interval, clipped to [0, 1]. Better or worse than chance: the estimate's own
-    ``low``/``high`` (95%) interval lies wholly above or below ``chance``."""
+    ``low``/``high`` (95%) interval lies wholly above or below ``chance``. With no variation between blocks (``se``
+    0), a two-sided sign test over the blocks at level ``alpha`` decides better or worse, and equivalence is not
+    shown."""
     from scipy import stats
 
     if not (0 < margin and 0 < alpha < 0.5):
@@ -779,11 +781,15 @@ def equivalence_test(estimate: Mapping[str, Any] | None, *, margin: float = EQUI
     if value is None or se is None or df is None or df < 1:
         reason = estimate.get("reason") or "no value or no standard error"
         return {"verdict": "not shown", "p_value": None, "low": None, "high": None, "reason": reason}
+    if se == 0:  # the same value with every block left out: no t test; a sign test over the blocks instead
+        p_sign = min(1.0, 2 * 0.5 ** (df + 1)) if value != chance else 1.0  # every block on one side of chance
+        verdict = "not shown" if p_sign >= alpha else (  # two-sided, at level alpha
+            "better than chance" if value > chance else "worse than chance")
+        return {"verdict": verdict, "p_value": None, "low": value, "high": value,
+                "reason": f"the same value with each of the {df + 1} id blocks left out: no standard error, so a "
+                          f"sign test over the blocks (p = {p_sign:.3g}) decides; equivalence cannot be shown"}
     lower, upper = chance - margin, chance + margin
-    if se > 0:
-        p_value = max(float(stats.t.sf((value - lower) / se, df)), float(stats.t.cdf((value - upper) / se, df)))
-    else:
-        p_value = 0.0 if lower < value < upper else 1.0
+    p_value = max(float(stats.t.sf((value - lower) / se, df)), float(stats.t.cdf((value - upper) / se, df)))
     half = float(stats.t.ppf(1 - alpha, df)) * se
     low, high = max(0.0, value - half), min(1.0, value + half)  # a paired score and a ROC-AUC lie in [0, 1]
     if lower < low and high < upper:

@@ -59,8 +59,17 @@ def test_the_margin_and_the_level_decide():
 
 
 def test_no_standard_error_shows_nothing():
-    flat = {"value": 0.5, "low": 0.5, "high": 0.5, "n_undefined": 0, "se": 0.0, "df": 3}
-    assert equivalence_test(flat)["verdict"] == "equivalent to chance"  # a score that never varies
+    # The same value with every block left out: no t test. Two blocks (p = 0.5 by a sign test) show nothing
+    # whatever the value; six blocks all above chance show a leak (p = 0.031); equivalence is never shown so.
+    for value in (0.5, 1.0, 0.0):
+        flat = {"value": value, "low": value, "high": value, "n_undefined": 0, "se": 0.0, "df": 1}
+        verdict = equivalence_test(flat)
+        assert verdict["verdict"] == "not shown" and "sign test over the blocks (p = " in verdict["reason"]
+    many = {"value": 1.0, "low": 1.0, "high": 1.0, "n_undefined": 0, "se": 0.0}
+    assert equivalence_test({**many, "df": 5})["verdict"] == "better than chance"
+    assert equivalence_test({**many, "df": 4})["verdict"] == "not shown"  # five blocks: p = 0.0625
+    assert equivalence_test({**many, "value": 0.0, "df": 5})["verdict"] == "worse than chance"
+    assert equivalence_test({**many, "value": 0.5, "df": 9})["verdict"] == "not shown"
     null = {"value": 0.7, "low": None, "high": None, "n_undefined": 1, "se": None, "df": 1, "reason": "why"}
     assert equivalence_test(null) == {"verdict": "not shown", "p_value": None, "low": None, "high": None,
                                       "reason": "why"}
