@@ -218,8 +218,49 @@ def test_paired_outcomes_compare_each_frame_with_its_own_negative():
     # A frame that lost one of its pairs (a missing feature) is left out of the pairing, and counted.
     partial = paired_outcomes(rows.iloc[1:])
     assert len(partial) == 2 and partial.attrs["unpaired_frames"] == 1
-    with pytest.raises(ValueError, match="one positive and one negative per frame"):
+    with pytest.raises(ValueError, match="one positive and at most one negative of each type per frame"):
         paired_outcomes(rows.assign(label=1))
+
+
+def test_paired_outcomes_compare_the_positive_with_each_of_its_negatives_and_on_common_frames():
+    kinds = ["other_story", "same_story", "object_swap", "relation_swap"]
+    rows = []
+    for story, block, n_kinds in (("a", "x", 4), ("b", "x", 2), ("c", "y", 4), ("d", "y", 1)):
+        rows.append({"pair_id": f"{story}-1-pos", "story_id": story, "frame": 1, "block": block, "label": 1,
+                     "negative_type": "", "score": 0.5})
+        for k, kind in enumerate(kinds[:n_kinds]):  # a, c: all four types; b: two; d: one
+            score = {"other_story": 0.1, "same_story": 0.9, "object_swap": 0.5}.get(kind, 0.2 if story == "a" else 0.8)
+            rows.append({"pair_id": f"{story}-1-neg-{kind}", "story_id": story, "frame": 1, "block": block,
+                         "label": 0, "negative_type": kind, "score": score})
+    table = pd.DataFrame(rows).sample(frac=1, random_state=3)  # the order of the rows does not matter
+    frames = paired_outcomes(table)
+    assert len(frames) == 4 + 2 + 4 + 1 and frames.attrs["unpaired_frames"] == 0
+    assert frames[["story_id", "negative_type"]].values.tolist()[:4] == [["a", k] for k in kinds]  # spec order
+    assert frames.groupby("story_id")["common"].all().to_dict() == {"a": True, "b": False, "c": True, "d": False}
+    assert frames.set_index(["story_id", "negative_type"])["outcome"].to_dict()[("a", "relation_swap")] == 1.0
+    paired = bootstrap_paired(frames, n_resamples=50, seed=0)
+    # "all" is the mean over the eleven (frame, type) outcomes; each type's group over the frames it applies to
+    assert paired["all"]["value"] == pytest.approx(frames["outcome"].mean()) and paired["all"]["outcomes"] == 11
+    assert paired["all"]["frames"] == 4 and paired["other_story"]["frames"] == 4 and paired["same_story"]["frames"] == 3
+    assert paired["object_swap"]["value"] == 0.5 and paired["other_story"]["value"] == 1.0
+    # common: the frames with every type (a and c), each type on the same two frames
+    assert set(paired) == {"all", *kinds, "common", *(f"common:{k}" for k in kinds)}
+    assert all(paired[f"common:{k}"]["frames"] == 2 for k in kinds) and paired["common"]["outcomes"] == 8
+    assert paired["same_story"]["value"] == 0.0 and paired["relation_swap"]["frames"] == 2
+    assert paired["common:relation_swap"]["value"] == pytest.approx(0.5)  # a above, c below
+    # a second model on the same rows: the paired difference works group by group, common groups included
+    other = paired_outcomes(table.assign(score=np.where(table["label"] == 1, 1.0, 0.0)))
+    diff = bootstrap_paired_difference(frames, other, n_resamples=50, seed=0)
+    assert diff["common:same_story"]["value"] == pytest.approx(-1.0) and set(diff) == set(paired)
+    with pytest.raises(ValueError, match="same frames"):
+        bootstrap_paired_difference(frames, other.iloc[::-1], n_resamples=50, seed=0)
+    # a positive that names its negative's type counts for that type only (a control scored per edit)
+    per_edit = pd.DataFrame([
+        {"story_id": "e", "frame": 1, "block": "x", "label": 1, "negative_type": "object_swap", "score": 0.3},
+        {"story_id": "e", "frame": 1, "block": "x", "label": 0, "negative_type": "object_swap", "score": 0.2},
+        {"story_id": "e", "frame": 1, "block": "x", "label": 1, "negative_type": "relation_swap", "score": 0.1},
+        {"story_id": "e", "frame": 1, "block": "x", "label": 0, "negative_type": "relation_swap", "score": 0.2}])
+    assert paired_outcomes(per_edit)["outcome"].tolist() == [1.0, 0.0]
 
 
 def test_paired_outcomes_name_the_frames_that_cannot_be_paired():
@@ -232,7 +273,7 @@ def test_paired_outcomes_name_the_frames_that_cannot_be_paired():
                        (frame("p", [1, 1]), "story p frame 1"),  # two positives
                        ([r for s in "abcd" for r in frame(s, [0, 0])],  # four frames of two negatives: the first three
                         "story a frame 1, story b frame 1, story c frame 1")):
-        with pytest.raises(ValueError, match="one positive and one negative per frame") as error:
+        with pytest.raises(ValueError, match="one positive and at most one negative of each type per frame") as error:
             paired_outcomes(pd.DataFrame(fine + bad))
         assert str(error.value).endswith(f"not so for {named}")
     assert paired_outcomes(pd.DataFrame(fine)).attrs["unpaired_frames"] == 1
@@ -296,7 +337,7 @@ def test_metrics_document_follows_the_schema():
     doc = evaluate(predictions, profile="smoke", n_resamples=50, seed=42, primary_model="fusion", threshold_rule="rule",
                    block_size=2)
     json.dumps(doc, allow_nan=False)  # strict JSON: undefined values are null, never NaN
-    assert doc["schema_version"] == 3 and doc["split"] == "test" and doc["primary_model"] == "fusion"
+    assert doc["schema_version"] == 4 and doc["split"] == "test" and doc["primary_model"] == "fusion"
     assert doc["bootstrap"]["unit"] == "id_block" and doc["bootstrap"]["block_size"] == 2
     assert doc["bootstrap"]["confidence"] == 0.95
     assert doc["n"] == {"pairs": 96, "frames": 48, "stories": 12, "blocks": 6, "positives": 48,
