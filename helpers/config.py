@@ -119,25 +119,10 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str
     if cfg.get("profile") != name:
         raise ValueError(f"{path} declares profile {cfg.get('profile')!r}, expected {name!r}")
     cfg = check_control_lm(_merge(cfg, overrides or {}), path)
-    check_negative_types(cfg, path)
     if isinstance(n := (cfg.get("audit") or {}).get("per_type"), bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"profile {name!r}: audit.per_type (negatives of each type on chapter 08's audit sheet) "
                          f"must be a positive integer, got {n!r}")
     return cfg
-
-
-def check_negative_types(cfg: dict[str, Any], where: Any = "the profile") -> None:
-    """``pairs.negative_types``: the kinds of negative chapter 01 builds, every one that applies to a frame
-    (no longer a mix to draw one from: ``negative_mix`` is refused); a non-empty list of distinct kinds."""
-    from .pairs import NEGATIVE_TYPES
-
-    pairs = cfg.get("pairs") or {}
-    types = pairs.get("negative_types")
-    if "negative_mix" in pairs or not isinstance(types, list) or not types or len(set(types)) != len(types) \
-            or set(types) - set(NEGATIVE_TYPES):
-        raise ValueError(f"{where}: pairs.negative_types must list distinct kinds among {NEGATIVE_TYPES} (each frame "
-                         f"gets one negative of every listed kind that applies; negative_mix is gone), got "
-                         f"{types!r}" + (" with negative_mix" if "negative_mix" in pairs else ""))
 
 
 def check_control_lm(cfg: dict[str, Any], where: Any = "the profile") -> dict[str, Any]:

@@ -415,6 +415,26 @@ PAIR_COLUMNS = [
 #: Pair constructions (:func:`make_pairs`' ``variant``): the first, rule-based edits; fluent
 #: edits drawn at random; fluent edits ranked by a language model and filtered adversarially.
 VARIANTS: tuple[str, ...] = ("naive", "fluent", "adversarial")
+
+
+def check_negative_types(types: Any) -> tuple[str, ...]:
+    """``types`` as a tuple, after checking it is a non-empty list of distinct :data:`NEGATIVE_TYPES`: the kinds
+    of negative :func:`make_pairs` builds, one of every listed kind that applies to a frame."""
+    if isinstance(types, str) or not isinstance(types, Sequence) or not types or len(set(types)) != len(types) \
+            or set(types) - set(NEGATIVE_TYPES):
+        raise ValueError(f"negative_types needs distinct types among {NEGATIVE_TYPES}, got {types!r}")
+    return tuple(types)
+
+
+def profile_negative_types(pairs_cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """A profile's ``pairs.negative_types`` (:func:`check_negative_types`); the former ``negative_mix``, which
+    drew one kind per frame, is refused."""
+    if "negative_mix" in pairs_cfg:
+        raise ValueError("the profile's pairs.negative_mix is gone: each frame gets one negative of every kind that "
+                         "applies, so list the kinds to build in pairs.negative_types")
+    if "negative_types" not in pairs_cfg:
+        raise ValueError(f"the profile's pairs section needs negative_types (a list among {NEGATIVE_TYPES})")
+    return check_negative_types(pairs_cfg["negative_types"])
 _LEXICON_CATEGORIES = frozenset(COCO_CATEGORIES)
 
 
@@ -1642,7 +1662,7 @@ def choose_relation_margin(candidates: pd.DataFrame, grid: Sequence[float], *, b
     return float(best), table
 
 # %%
-common = dict(negative_types=pc["negative_types"], seed=ctx.cfg["seed"], block_size=ctx.cfg["data"]["block_size"],
+common = dict(negative_types=profile_negative_types(pc), seed=ctx.cfg["seed"], block_size=ctx.cfg["data"]["block_size"],
               frames_per_story=pc["frames_per_story"])
 relations = relation_candidates(stories, split_of=split_of, mlm=mlm, cache_dir=mlm_cache,
                                 batch_size=ctx.cfg["mlm"]["batch_size"])
@@ -1755,9 +1775,7 @@ def make_pairs(
     (:func:`keep_frames_per_story`) when given.
     ``block_of``: the id blocks the blind filter's folds are cut from (:func:`id_blocks` over every
     story of the study, the map the split used); None: ``id_blocks`` over ``stories``."""
-    if isinstance(negative_types, str) or not negative_types or set(negative_types) - set(NEGATIVE_TYPES) \
-            or len(set(negative_types)) != len(negative_types):
-        raise ValueError(f"negative_types needs distinct types among {NEGATIVE_TYPES}, got {negative_types!r}")
+    negative_types = check_negative_types(negative_types)
     if variant not in VARIANTS:
         raise ValueError(f"unknown pair construction {variant!r}: expected one of {VARIANTS}")
     if variant == "adversarial" and (mlm is None or cache_dir is None):

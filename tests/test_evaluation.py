@@ -200,7 +200,8 @@ def make_predictions(external: bool = False) -> pd.DataFrame:
 
 def test_paired_outcomes_compare_each_frame_with_its_own_negative():
     rows = pd.DataFrame({
-        "pair_id": ["a-1-pos", "a-1-neg", "a-2-pos", "a-2-neg", "b-1-pos", "b-1-neg"],
+        "pair_id": ["a-1-pos", "a-1-neg-object_swap", "a-2-pos", "a-2-neg-object_swap", "b-1-pos",
+                    "b-1-neg-same_story"],
         "story_id": ["a", "a", "a", "a", "b", "b"], "frame": [1, 1, 2, 2, 1, 1], "block": ["x"] * 4 + ["y"] * 2,
         "label": [1, 0, 1, 0, 1, 0], "negative_type": ["", "object_swap", "", "object_swap", "", "same_story"],
         "score": [0.7, 0.6, 0.4, 0.4, 0.2, 0.9],
@@ -444,15 +445,15 @@ def test_the_language_model_control_scores_own_words_against_edited_words(monkey
     moved = own.replace("on the couch", "under the couch")
     rows = []
     at = own.index("on the couch")
-    for frame, (text, kind, start, end) in enumerate([(swapped, "object_swap", 9, 16),
-                                                      (moved, "relation_swap", at, at + len("under")),
-                                                      ("Another story.", "other_story", -1, -1),
-                                                      ("He holds a vase!", "object_swap", 9, 15)], start=1):
+    negatives = {1: [(swapped, "object_swap", 9, 16), (moved, "relation_swap", at, at + len("under"))],
+                 2: [("Another story.", "other_story", -1, -1)], 3: [("He holds a vase!", "object_swap", 9, 15)]}
+    for frame, texts in negatives.items():  # frame 1 has two swaps, each scored against its own words
         common = {"story_id": "s", "frame": frame, "block": "b", "split": "test"}
         rows.append({**common, "pair_id": f"s-{frame}-pos", "label": 1, "negative_type": "", "text": own,
                      "swap_start": -1, "swap_end": -1})
-        rows.append({**common, "pair_id": f"s-{frame}-neg", "label": 0, "negative_type": kind, "text": text,
-                     "swap_start": start, "swap_end": end})
+        for text, kind, start, end in texts:
+            rows.append({**common, "pair_id": f"s-{frame}-neg-{kind}", "label": 0, "negative_type": kind,
+                         "text": text, "swap_start": start, "swap_end": end})
     seen = []
 
     def fake_logprobs(mlm, edits, cache_dir, *, batch_size):
@@ -463,7 +464,9 @@ def test_the_language_model_control_scores_own_words_against_edited_words(monkey
     out = swap_plausibility_rows(pd.DataFrame(rows), mlm=None, cache_dir="unused")
     assert [(e[1][e[2]:e[3]]) for e in seen] == ["a clock", "under"]  # the changed words, located in place
     assert out.attrs["unlocated"] == 1  # "a vase!" is not an in-place edit of the frame's own text
-    assert out["pair_id"].tolist() == ["s-1-pos", "s-1-neg", "s-2-pos", "s-2-neg"]
+    assert out["pair_id"].tolist() == ["s-1-pos", "s-1-neg-object_swap", "s-1-pos", "s-1-neg-relation_swap"]
+    assert out["negative_type"].tolist() == ["object_swap"] * 2 + ["relation_swap"] * 2  # the positive's: its edit's
     assert out["score"].tolist() == [-2.0, -5.0, -2.0, -1.0]
     frames = paired_outcomes(out)
     assert frames["outcome"].tolist() == [1.0, 0.0]  # the swap read as less plausible; the relation as more
+    assert frames["negative_type"].tolist() == ["object_swap", "relation_swap"] and frames["common"].all()
