@@ -1091,10 +1091,10 @@ def mean_token_logprob(lm: Any, texts: Sequence[str], cache_dir: str | Path, *, 
 
 
 def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch_size: int = 16) -> pd.DataFrame:
-    """Prediction-like rows of the causal language-model control, two per test frame with both pairs: each
-    text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
-    sentences for the positive), of the whole text otherwise. Swaps not located in place are counted in
-    ``attrs["unlocated"]`` and left out."""
+    """Prediction-like rows of the causal language-model control, two per negative whose frame has its positive:
+    each text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
+    sentences for the positive), of the whole text otherwise; the positive row names the negative's type, as its
+    score is for that comparison. Swaps not located in place are counted in ``attrs["unlocated"]`` and left out."""
     from helpers.pairs import _sentence_bounds, is_in_place_edit
 
     own = {(r.story_id, r.frame): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
@@ -1119,7 +1119,8 @@ def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch
     rows = []
     for n, (pos, neg) in enumerate(kept):
         common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
-        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": "", "score": scores[2 * n]})
+        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": neg.negative_type,
+                     "score": scores[2 * n]})  # the own text as read against this negative
         rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
                      "score": scores[2 * n + 1]})
     out = pd.DataFrame(rows, columns=["pair_id", "story_id", "frame", "block", "split", "label", "negative_type",
@@ -1138,7 +1139,8 @@ del control_lm
 example = causal_rows.head(2).merge(test_pairs[["pair_id", "text"]], on="pair_id")
 display(example.assign(text=example["text"].str.slice(0, 90) + "...")[["pair_id", "label", "negative_type", "score"]
                                                                       + ["text"]].style.hide(axis="index"))
-display(Markdown(f"{len(causal_rows) // 2:,} test frames scored by the causal language model "
+display(Markdown(f"{len(causal_rows) // 2:,} negatives of {causal_rows[['story_id', 'frame']].drop_duplicates().shape[0]:,} "
+                 "test frames scored by the causal language model "
                  f"(`{ctx.cfg['control_lm']['weights']}`)"
                  + (f"; {causal_rows.attrs['unlocated']} swaps could not be located in place and are left out."
                     if causal_rows.attrs["unlocated"] else ".")))
