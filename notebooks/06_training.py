@@ -743,7 +743,7 @@ display(validation_table(table, blind).style.format(precision=3))
 # %% [markdown]
 # ### A pairwise blind control
 #
-# The headline score is paired: is a frame's own text scored above its negative? A blind
+# The headline score is paired: is a frame's own text scored above each of its negatives? A blind
 # model can answer that question too, from the two texts alone, and that is the control the
 # filter never used: it judged each candidate by itself. `pairwise_text` is given both texts
 # of a frame, in an order drawn at random (seeded, half of the training frames each way), and

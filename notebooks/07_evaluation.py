@@ -16,7 +16,7 @@
 # This is the first chapter that reads the test split. Every model of chapter 06 is scored on
 # it at the threshold it was given on the validation split. The headline per kind of negative
 # is the **paired score**: for each test frame, does the model score the frame's own text
-# above its negative? Pooled metrics (accuracy, precision, recall, macro-F1, ROC-AUC, PR-AUC)
+# above its negative of that kind (a frame has one of every kind that applies)? Pooled metrics (accuracy, precision, recall, macro-F1, ROC-AUC, PR-AUC)
 # stay beside it. Pairs of one id block share a movie, its people and its places, so they are
 # not independent draws: each interval treats whole id blocks, the unit the split was made of,
 # as the independent units (a jackknife t interval over the blocks, chosen because a simulation

@@ -62,7 +62,7 @@ plt.show()
 # ## Headline results
 #
 # Per kind of negative, the headline is the paired score: the share of test frames whose own
-# text a model scores above its negative (0.5 is chance). The blind controls (`text_only`,
+# text a model scores above its negative of that kind (0.5 is chance). The blind controls (`text_only`,
 # `clip_text_only`, `pairwise_text`, the primary head against a stranger's frame, and those of
 # chapter 07: `mlm_plausibility`, `causal_lm`, `story_consistency`) say how much of it the
 # text alone could decide, and whether each is shown equivalent to chance (two one-sided tests

@@ -810,3 +810,27 @@ def test_frames_the_filter_could_not_score_are_counted(tiny_mlm, tmp_path):
     assert table[table.split == "train"].roc_auc.isna().all() and table[table.split == "val"].n_negative.sum() > 0
     both = hp.concat_pairs(scored, pairs.assign(pair_id=pairs.pair_id + "-x"))
     assert both.attrs["frames_unfiltered"] == {"train": n_train, "val": 0, "test": 0}  # summed per split
+
+
+def test_the_blind_filter_sees_each_frames_own_text_once_and_its_candidates_as_much(tiny_mlm, tmp_path, monkeypatch):
+    """A frame has candidates of several types: its own text enters the filter's fit once (label 1, weight 1)
+    and all its candidates together weigh 1, whatever the number of types."""
+    fits = []
+
+    def record(texts, labels, weights, seed):
+        fits.append((list(texts), np.asarray(labels), np.asarray(weights, dtype=float)))
+        return _LengthModel()
+
+    monkeypatch.setattr(hp, "_fit_blind", record)
+    split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
+    pairs = make_pairs(SMALL, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2,
+                       variant="adversarial", mlm=tiny_mlm, cache_dir=tmp_path)
+    assert (pairs[pairs.label == 0].groupby(["story_id", "frame"]).size() > 1).all()  # several types per frame
+    train_frames = pairs[(pairs.split == "train") & (pairs.label == 1)]
+    texts, labels, weights = fits[-1]  # the fit on every training frame, which scores validation and test
+    own = [t for t, y in zip(texts, labels) if y == 1]
+    assert sorted(own) == sorted(train_frames.text) and (weights[labels == 1] == 1).all()
+    assert weights[labels == 0].sum() == pytest.approx(len(own))  # each frame's candidates weigh 1 in all
+    for texts, labels, weights in fits[:-1]:  # cross-fitting: a held-out story's texts are never lent
+        assert len(set(t for t, y in zip(texts, labels) if y == 1)) == int((labels == 1).sum())
+        assert weights[labels == 0].sum() <= (labels == 1).sum() + 1e-9
