@@ -654,9 +654,11 @@ def headline_finding(metrics: Mapping[str, Any], metric: str = "roc_auc") -> str
 
 
 def blind_leaks(paired: Mapping[str, Any]) -> list[str]:
-    """The kinds of negative (not ``"all"``) whose paired-score interval excludes chance, 0.5."""
+    """The kinds of negative (each over every frame it applies to) whose paired-score interval excludes chance, 0.5."""
+    from helpers.evaluation import NEGATIVE_TYPES
+
     return [t for t, e in paired.items()
-            if t != "all" and e.get("low") is not None and (e["low"] > 0.5 or e["high"] < 0.5)]
+            if t in NEGATIVE_TYPES and e.get("low") is not None and (e["low"] > 0.5 or e["high"] < 0.5)]
 
 
 #: The blind controls the construction aimed at chance (what chose the negatives), and why.
@@ -707,30 +709,26 @@ def evidence_findings(metrics: Mapping[str, Any], validation: Mapping[str, float
     return out
 
 
-#: Why kinds of negative compared by their paired scores are compared across different frames.
-UNLIKE_FRAMES = ("each frame gets one negative of a drawn kind, so the kinds are scored on different frames and "
-                 "the comparison is across unlike sets of frames")
-
-
 def negative_type_finding(metrics: Mapping[str, Any]) -> str | None:
     """The kinds of negative the primary head finds hardest and easiest by its paired score (own text above
-    its negative, the headline per kind), with the frames each is scored on (None with fewer than two kinds)."""
-    from helpers.evaluation import format_estimate
+    that negative, the headline per kind) on the test frames that have a negative of every kind (chapter 07's
+    ``common:<kind>`` groups), so both on the same frames; None with fewer than two kinds there."""
+    from helpers.evaluation import COMMON_FRAMES, NEGATIVE_TYPES, common_group, format_estimate
 
     paired = metrics["models"][metrics["primary_model"]].get("paired", {})
-    by_type = {t: _value(v) for t, v in paired.items() if t != "all"}
+    by_type = {t: _value(paired.get(common_group(t))) for t in NEGATIVE_TYPES if common_group(t) in paired}
     by_type = {t: v for t, v in by_type.items() if not math.isnan(v)}
     if len(by_type) < 2:
         return None
     hardest, easiest = min(by_type, key=by_type.get), max(by_type, key=by_type.get)
-    frames = {t: paired[t].get("frames", 0) for t in (hardest, easiest)}
+    frames = paired[COMMON_FRAMES].get("frames", 0)
+    where = (f"on the {frames:,} test frames that have a negative of every kind ({', '.join(f'`{t}`' for t in by_type)}), "
+             "each kind scored on those same frames")
     if f"{by_type[hardest]:.3f}" == f"{by_type[easiest]:.3f}":  # equal as printed
-        return (f"The fusion head reaches the same paired score ({by_type[hardest]:.3f}) on every kind of negative; "
-                f"{UNLIKE_FRAMES}.")
-    return (f"By the paired score (own text above its negative), the fusion head's hardest kind of negative is "
-            f"`{hardest}` ({format_estimate(paired[hardest])}, {frames[hardest]:,} frames) and the easiest "
-            f"`{easiest}` ({format_estimate(paired[easiest])}, {frames[easiest]:,} frames). The comparison is weak: "
-            f"{UNLIKE_FRAMES}.")
+        return f"The fusion head reaches the same paired score ({by_type[hardest]:.3f}) on every kind of negative {where}."
+    return (f"By the paired score (own text above its negative) {where}, the fusion head's hardest kind of negative "
+            f"is `{hardest}` ({format_estimate(paired[common_group(hardest)])}) and the easiest `{easiest}` "
+            f"({format_estimate(paired[common_group(easiest)])}).")
 
 
 # extra code: the architecture figure (matplotlib boxes and arrows)

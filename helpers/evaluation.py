@@ -405,28 +405,54 @@ def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds
     return pd.DataFrame(rows)
 
 
-#: The key of the paired score over every frame, beside one key per negative type.
+#: The key of the paired score over every (frame, kind) outcome, beside one key per negative type.
 ALL_FRAMES = "all"
+#: The key of the paired score on the frames that have a negative of every kind present; ``common:<kind>``
+#: is one kind's paired score on those same frames (:func:`common_group`).
+COMMON_FRAMES = "common"
+
+
+def common_group(kind: str) -> str:
+    """The paired-score group of one negative type on the common frames: ``"common:<kind>"``."""
+    return f"{COMMON_FRAMES}:{kind}"
 
 
 def paired_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per frame of one model's prediction rows: ``story_id``, ``frame``, ``block``, ``negative_type``,
-    the ``positive`` and ``negative`` scores and the ``outcome`` (1, 0.5 on a tie, 0). Frames with one pair
-    only are counted in ``attrs["unpaired_frames"]``; more than one positive or negative is an error."""
+    """One row per (frame, negative type) of one model's prediction rows: ``story_id``, ``frame``, ``block``,
+    ``negative_type``, the ``positive`` and ``negative`` scores, the ``outcome`` (1, 0.5 on a tie, 0) and
+    ``common`` (the frame has an outcome of every type present in the rows). A positive row is compared with
+    every negative of its frame, or, when it names a ``negative_type`` itself (a control whose positive score
+    depends on the edit), with that type's only. Frames without a positive or without a negative are counted in
+    ``attrs["unpaired_frames"]``; two positives or two negatives of one type for a frame are an error."""
     keys = ["story_id", "frame"]
-    counts = rows.groupby(keys)["label"].agg(["sum", "count"])
-    if (counts["count"] > 2).any() or ((counts["count"] == 2) & (counts["sum"] != 1)).any():
-        bad = counts[(counts["count"] > 2) | ((counts["count"] == 2) & (counts["sum"] != 1))].index[:3]
-        raise ValueError("paired scores need one positive and one negative per frame; not so for "
-                         + ", ".join(f"story {story} frame {int(frame)}" for story, frame in bad))
-    complete = counts.index[counts["count"] == 2]
-    pos = rows[rows["label"] == 1].set_index(keys).loc[complete]
-    neg = rows[rows["label"] == 0].set_index(keys).loc[complete]
-    frame = pd.DataFrame({"block": pos["block"], "negative_type": neg["negative_type"],
-                          "positive": pos["score"].astype(float), "negative": neg["score"].astype(float)})
+    pos, neg = rows[rows["label"] == 1], rows[rows["label"] == 0]
+    own = pos["negative_type"].fillna("").astype(str) if "negative_type" in pos else pd.Series("", index=pos.index)
+    generic, specific = pos[own == ""], pos[own != ""]
+    twice = [generic[generic.duplicated(keys, keep=False)], specific[specific.duplicated([*keys, "negative_type"],
+                                                                                          keep=False)],
+             neg[neg.duplicated([*keys, "negative_type"], keep=False)],
+             specific.merge(generic[keys], on=keys)]
+    if any(len(t) for t in twice):
+        bad = pd.concat([t[keys] for t in twice]).drop_duplicates().head(3)
+        raise ValueError("paired scores need one positive and at most one negative of each type per frame; not so "
+                         "for " + ", ".join(f"story {story} frame {int(frame)}" for story, frame in bad.itertuples(
+                             index=False)))
+    negatives = neg[[*keys, "negative_type", "score"]].rename(columns={"score": "negative"})
+    matched = pd.concat([
+        negatives.merge(generic[[*keys, "block", "score"]], on=keys),
+        negatives.merge(specific[[*keys, "negative_type", "block", "score"]], on=[*keys, "negative_type"]),
+    ], ignore_index=True).rename(columns={"score": "positive"})
+    order = {t: i for i, t in enumerate(NEGATIVE_TYPES)}
+    matched = matched.sort_values(keys + ["negative_type"], key=lambda c: c.map(order) if c.name == "negative_type"
+                                  else c, kind="stable")
+    frame = matched[[*keys, "block", "negative_type", "positive", "negative"]].astype(
+        {"positive": float, "negative": float}).reset_index(drop=True)
     frame["outcome"] = np.sign(frame["positive"] - frame["negative"]) / 2 + 0.5
-    frame = frame.reset_index()
-    frame.attrs["unpaired_frames"] = int((counts["count"] == 1).sum())
+    present = frame["negative_type"].nunique()
+    frame["common"] = frame.groupby(keys)["negative_type"].transform("nunique").eq(present) if len(frame) else []
+    frame["common"] = frame["common"].astype(bool)
+    all_frames = rows[keys].drop_duplicates().shape[0]
+    frame.attrs["unpaired_frames"] = int(all_frames - frame[keys].drop_duplicates().shape[0])
     return frame
 
 
@@ -438,10 +464,20 @@ def _paired_resampled(outcome: np.ndarray, mask: np.ndarray, counts: np.ndarray,
 
 
 def _paired_groups(frames: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The frames of each paired-score group: every frame, then each negative type present."""
-    groups = {ALL_FRAMES: np.ones(len(frames), dtype=bool)}
-    groups |= {t: (frames["negative_type"] == t).to_numpy() for t in NEGATIVE_TYPES if (frames["negative_type"] == t).any()}
+    """The outcomes of each paired-score group: every (frame, type), each negative type present, then the same on
+    the common frames (those with every type present): ``common`` and ``common:<type>``."""
+    kind = frames["negative_type"].to_numpy()
+    present = [t for t in NEGATIVE_TYPES if (kind == t).any()]
+    groups = {ALL_FRAMES: np.ones(len(frames), dtype=bool)} | {t: kind == t for t in present}
+    common = frames["common"].to_numpy(dtype=bool) if "common" in frames else np.zeros(len(frames), dtype=bool)
+    if common.any():
+        groups[COMMON_FRAMES] = common
+        groups |= {common_group(t): common & (kind == t) for t in present}
     return groups
+
+
+def _n_frames(frames: pd.DataFrame, mask: np.ndarray) -> int:
+    return int(frames.loc[mask, ["story_id", "frame"]].drop_duplicates().shape[0])
 
 
 def _group_replicates(resampled: np.ndarray, mask: np.ndarray, index: np.ndarray, method: str) -> np.ndarray:
@@ -452,15 +488,16 @@ def _group_replicates(resampled: np.ndarray, mask: np.ndarray, index: np.ndarray
 
 def bootstrap_paired(frames: pd.DataFrame, *, n_resamples: int, seed: int, confidence: float = 0.95,
                      method: str = INTERVAL_METHOD) -> dict[str, dict[str, Any]]:
-    """``{"all" | negative_type: estimate + {"frames"}}``: the paired score of ``paired_outcomes`` with an
-    interval over its id blocks."""
+    """``{"all" | negative_type | "common" | "common:<type>": estimate + {"frames", "outcomes"}}``: the paired
+    score of ``paired_outcomes`` with an interval over its id blocks (``frames``: distinct frames; ``outcomes``:
+    (frame, type) outcomes averaged)."""
     counts, index = _draws(frames["block"].to_numpy(), n_resamples, seed, method)
     outcome = frames["outcome"].to_numpy(dtype=np.float64)
     out = {}
     for group, mask in _paired_groups(frames).items():
         replicates = _group_replicates(_paired_resampled(outcome, mask, counts, index), mask, index, method)
         estimate = _estimate(float(outcome[mask].mean()), replicates, confidence, method)
-        out[group] = {**estimate, "frames": int(mask.sum())}
+        out[group] = {**estimate, "frames": _n_frames(frames, mask), "outcomes": int(mask.sum())}
     return out
 
 
@@ -468,7 +505,8 @@ def bootstrap_paired_difference(frames_a: pd.DataFrame, frames_b: pd.DataFrame, 
                                 confidence: float = 0.95, method: str = INTERVAL_METHOD) -> dict[str, dict[str, Any]]:
     """Model A's paired score minus model B's, per group, on the same frames and block resamples (or left-out
     blocks)."""
-    if not frames_a[["story_id", "frame"]].equals(frames_b[["story_id", "frame"]]):
+    keys = ["story_id", "frame", "negative_type"]
+    if not frames_a[keys].reset_index(drop=True).equals(frames_b[keys].reset_index(drop=True)):
         raise ValueError("paired differences need both models scored on the same frames, in the same order")
     counts, index = _draws(frames_a["block"].to_numpy(), n_resamples, seed, method)
     a, b = frames_a["outcome"].to_numpy(dtype=np.float64), frames_b["outcome"].to_numpy(dtype=np.float64)
@@ -605,8 +643,10 @@ SWAP_TYPES: tuple[str, ...] = ("object_swap", "relation_swap")
 
 def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path, *,
                            batch_size: int = 64) -> pd.DataFrame:
-    """Prediction-like rows of the language-model control for the frames whose negative is a swap (``pairs``
-    needs ``text``, ``swap_start``, ``swap_end``); edits not located in place are counted in ``attrs["unlocated"]``."""
+    """Prediction-like rows of the language-model control for the swap negatives (``pairs`` needs ``text``,
+    ``swap_start``, ``swap_end``): each with its frame's positive, scored on the words that edit replaced (so
+    the positive row names the swap's ``negative_type``); edits not located in place are counted in
+    ``attrs["unlocated"]``."""
     from helpers.pairs import edit_logprobs, is_in_place_edit
 
     negatives = pairs[(pairs["label"] == 0) & pairs["negative_type"].isin(SWAP_TYPES)]
@@ -629,7 +669,8 @@ def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path,
     rows = []
     for (own, neg), lp_old, lp_new in zip(kept, old, new):
         common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
-        rows.append({**common, "pair_id": own["pair_id"], "label": 1, "negative_type": "", "score": float(lp_old)})
+        rows.append({**common, "pair_id": own["pair_id"], "label": 1, "negative_type": neg.negative_type,
+                     "score": float(lp_old)})  # the own text's words that this edit replaced: for this type only
         rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
                      "score": float(lp_new)})
     out = pd.DataFrame(rows, columns=columns)
@@ -678,10 +719,10 @@ def mean_token_logprob(lm: Any, texts: Sequence[str], cache_dir: str | Path, *, 
 
 
 def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch_size: int = 16) -> pd.DataFrame:
-    """Prediction-like rows of the causal language-model control, two per test frame with both pairs: each
-    text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
-    sentences for the positive), of the whole text otherwise. Swaps not located in place are counted in
-    ``attrs["unlocated"]`` and left out."""
+    """Prediction-like rows of the causal language-model control, two per negative whose frame has its positive:
+    each text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
+    sentences for the positive), of the whole text otherwise; the positive row names the negative's type, as its
+    score is for that comparison. Swaps not located in place are counted in ``attrs["unlocated"]`` and left out."""
     from helpers.pairs import _sentence_bounds, is_in_place_edit
 
     own = {(r.story_id, r.frame): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
@@ -706,7 +747,8 @@ def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch
     rows = []
     for n, (pos, neg) in enumerate(kept):
         common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
-        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": "", "score": scores[2 * n]})
+        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": neg.negative_type,
+                     "score": scores[2 * n]})  # the own text as read against this negative
         rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
                      "score": scores[2 * n + 1]})
     out = pd.DataFrame(rows, columns=["pair_id", "story_id", "frame", "block", "split", "label", "negative_type",
@@ -738,7 +780,8 @@ def story_consistency_rows(pairs: pd.DataFrame, stories: Any) -> pd.DataFrame:
 def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, seed: int,
                     confidence: float = 0.95) -> dict[str, Any]:
     """A blind control's entry of ``metrics.json`` from prediction-like ``rows`` of one split (one positive and
-    one negative per frame): its paired score and pooled ROC-AUC, with intervals."""
+    a negative of each type that applies per frame): its paired score and pooled ROC-AUC, with intervals. A
+    positive row that names a ``negative_type`` counts for that type only."""
     rows = rows.sort_values("pair_id")
     y, s, blocks = rows["label"].to_numpy(), rows["score"].to_numpy(), rows["block"].to_numpy()
     negative_type = rows["negative_type"].to_numpy()
@@ -752,7 +795,7 @@ def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, s
         "description": description,
         "paired": bootstrap_paired(paired_outcomes(rows), **kwargs),
         "overall": roc(np.ones(len(y), dtype=bool)),
-        "by_negative_type": {t: roc((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES
+        "by_negative_type": {t: roc(((y == 1) & (negative_type == "")) | (negative_type == t)) for t in NEGATIVE_TYPES
                              if (negative_type[y == 0] == t).any()},
     }
 
@@ -813,13 +856,13 @@ def equivalence_section(entry: Mapping[str, Any], **kwargs: Any) -> dict[str, di
 
 
 # extra code: the layout of metrics.json, kept beside the code that writes it
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 METRICS_SCHEMA = """\
 metrics.json (written by chapter 07, read by every later chapter and the report index)
 
 {
-  "schema_version": 3,
+  "schema_version": 4,
   "profile": "quick",                      # the profile that produced it
   "split": "test",                         # the split of the top-level "n" and "models"
   "primary_model": "fusion",               # the head helpers.verify uses
@@ -838,7 +881,7 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
   "metrics": ["accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc"],
   "n": {"pairs": int, "frames": int, "stories": int, "blocks": int, "positives": int,
         "negatives": {"other_story": int, "same_story": int, "object_swap": int, "relation_swap": int},
-        "unpaired_frames": int},           # frames with one pair only (the other lacked a feature):
+        "unpaired_frames": int},           # frames without a positive or a negative (lacking a feature):
                                            # in the pooled metrics, left out of the paired scores
   "n_by_split": {"train": {...}, "val": {...}, "test": {...}},   # the same counts (but unpaired_frames)
                                                                   # for every split
@@ -848,9 +891,11 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
               | "text_only" | "blind_control",
       "features": [column, ...],           # its inputs (columns of features.parquet, or "text")
       "threshold": float,                  # tuned on the validation split
-      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
                                            # headline per type: share of frames whose own text
-                                           # scores above their negative (tie = 0.5)
+                                           # scores above their negative of that type (tie = 0.5);
+                                           # "all": mean over every (frame, type) outcome; "common":
+                                           # the frames with every type, to compare types on them
       "overall": {metric: estimate},       # pooled over every pair
       "by_negative_type": {negative_type: {metric: estimate}},
                                            # pooled: all positives + the negatives of that type
@@ -878,7 +923,7 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # causal LM's mean token log-probability of each text (the edited
                                            # sentences for swaps); story_consistency: the replaced against the
                                            # inserted noun's count in the story's other frames (object swaps)
-      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
       "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}},
       "equivalence": {"paired": {...: verdict}, "roc_auc": {...: verdict}}   # as for a model
     }
@@ -896,7 +941,7 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
     "evidences": {name: score column},     # the study's three and those the profile switches on
     "subsets": {"<subset name>": {         # one fusion head per non-empty subset of the evidences
       "features": [column, ...], "roc_auc": estimate, "roc_auc_by_negative_type": {negative_type: estimate},
-      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
       "paired_gain": {"all" | negative_type: estimate} | null}}
                                            # its paired score minus the reference's, same resamples
   },
@@ -1048,14 +1093,15 @@ def difference_table(document: Mapping[str, Any], split: str = "test") -> pd.Dat
 
 
 def _paired_columns(groups: Mapping[str, Any]) -> list[str]:
-    return [g for g in (ALL_FRAMES, *NEGATIVE_TYPES) if g in groups]
+    return [g for g in (ALL_FRAMES, *NEGATIVE_TYPES, COMMON_FRAMES, *map(common_group, NEGATIVE_TYPES)) if g in groups]
 
 
 def paired_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
     """Models x paired-score groups ("all", then each negative type), each cell "value [low, high]".
 
     The headline per-type table: the share of frames whose own text the model scores above
-    their negative (0.5 = chance; ties count half). The header row says how many frames.
+    their negative of that type (0.5 = chance; ties count half); ``all`` is the mean over every (frame, type)
+    outcome, ``common:<type>`` the type on the frames that have every type. The header row says how many frames.
     """
     models = _section(document, split)["models"]
     first = next(iter(models.values()))["paired"]

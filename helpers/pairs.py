@@ -200,6 +200,26 @@ PAIR_COLUMNS = [
 #: Pair constructions (:func:`make_pairs`' ``variant``): the first, rule-based edits; fluent
 #: edits drawn at random; fluent edits ranked by a language model and filtered adversarially.
 VARIANTS: tuple[str, ...] = ("naive", "fluent", "adversarial")
+
+
+def check_negative_types(types: Any) -> tuple[str, ...]:
+    """``types`` as a tuple, after checking it is a non-empty list of distinct :data:`NEGATIVE_TYPES`: the kinds
+    of negative :func:`make_pairs` builds, one of every listed kind that applies to a frame."""
+    if isinstance(types, str) or not isinstance(types, Sequence) or not types or len(set(types)) != len(types) \
+            or set(types) - set(NEGATIVE_TYPES):
+        raise ValueError(f"negative_types needs distinct types among {NEGATIVE_TYPES}, got {types!r}")
+    return tuple(types)
+
+
+def profile_negative_types(pairs_cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """A profile's ``pairs.negative_types`` (:func:`check_negative_types`); the former ``negative_mix``, which
+    drew one kind per frame, is refused."""
+    if "negative_mix" in pairs_cfg:
+        raise ValueError("the profile's pairs.negative_mix is gone: each frame gets one negative of every kind that "
+                         "applies, so list the kinds to build in pairs.negative_types")
+    if "negative_types" not in pairs_cfg:
+        raise ValueError(f"the profile's pairs section needs negative_types (a list among {NEGATIVE_TYPES})")
+    return check_negative_types(pairs_cfg["negative_types"])
 _LEXICON_CATEGORIES = frozenset(COCO_CATEGORIES)
 
 
@@ -901,7 +921,7 @@ def _other_stories(peers: Sequence[ParsedStory], position: int, block_size: int,
 
 def _row(story_id: str, frame: int, split: str, label: int, kind: str, text: PairText) -> dict[str, object]:
     return {
-        "pair_id": f"{story_id}-{frame}-{'pos' if label else 'neg'}",
+        "pair_id": f"{story_id}-{frame}-pos" if label else f"{story_id}-{frame}-neg-{kind}",
         "story_id": story_id,
         "frame": frame,
         "split": split,
@@ -1110,20 +1130,16 @@ def keep_frames_per_story(pairs: pd.DataFrame, k: int | None) -> pd.DataFrame:
     return out
 
 
-def _frame_rng(seed: int, story_id: str, frame: int) -> random.Random:
-    return random.Random(f"{seed}:{story_id}:{frame}")
-
-
-def _draw_kind(rng: random.Random, weights: Mapping[str, float], applicable: Mapping[str, bool]) -> str | None:
-    left = {t: w for t, w in weights.items() if applicable.get(t)}
-    return rng.choices(list(left), weights=list(left.values()))[0] if left else None
+def _frame_rng(seed: int, story_id: str, frame: int, kind: str) -> random.Random:
+    """The generator of one frame's negative of one type: a type's negative does not depend on the others'."""
+    return random.Random(f"{seed}:{story_id}:{frame}:{kind}")
 
 
 def make_pairs(
     stories: Iterable[ParsedStory],
     *,
     split_of: Mapping[str, str],
-    negative_mix: Mapping[str, float],
+    negative_types: Sequence[str] = NEGATIVE_TYPES,
     seed: int,
     block_size: int,
     variant: str = "fluent",
@@ -1137,13 +1153,12 @@ def make_pairs(
     frames_per_story: int | None = None,
     block_of: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One positive and one negative pair per frame segment, with :data:`PAIR_COLUMNS`; of at
-    most ``frames_per_story`` frames per story (:func:`keep_frames_per_story`) when given.
+    """One positive pair per frame segment and one negative of every type of ``negative_types`` that
+    applies to it, with :data:`PAIR_COLUMNS`; of at most ``frames_per_story`` frames per story
+    (:func:`keep_frames_per_story`) when given.
     ``block_of``: the id blocks the blind filter's folds are cut from (:func:`id_blocks` over every
     story of the study, the map the split used); None: ``id_blocks`` over ``stories``."""
-    unknown = set(negative_mix) - set(NEGATIVE_TYPES)
-    if unknown or any(w < 0 for w in negative_mix.values()) or not any(negative_mix.values()):
-        raise ValueError(f"negative_mix needs non-negative weights over {NEGATIVE_TYPES}, got {dict(negative_mix)}")
+    negative_types = check_negative_types(negative_types)
     if variant not in VARIANTS:
         raise ValueError(f"unknown pair construction {variant!r}: expected one of {VARIANTS}")
     if variant == "adversarial" and (mlm is None or cache_dir is None):
@@ -1165,10 +1180,10 @@ def make_pairs(
     for story in stories:
         peers.setdefault(split_of[story.story_id], []).append(story)
     position = {s.story_id: i for group in peers.values() for i, s in enumerate(group)}
-    weights = {t: negative_mix[t] for t in NEGATIVE_TYPES if negative_mix.get(t, 0) > 0}
+    kinds = [t for t in NEGATIVE_TYPES if t in negative_types]  # in the spec's order
     if variant == "adversarial":
         return keep_frames_per_story(
-            _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
+            _adversarial_pairs(stories, split_of, kinds, seed, block_size, peers, position, mlm, cache_dir,
                                n_candidates, relation_margin, n_folds, batch_size, filter_train, block_of),
             frames_per_story)
 
@@ -1178,10 +1193,9 @@ def make_pairs(
     for story in stories:
         split = split_of[story.story_id]
         for segment in story.segments:
-            rng = _frame_rng(seed, story.story_id, segment.frame)
-            left = dict(weights)
-            while left:
-                kind = rng.choices(list(left), weights=list(left.values()))[0]
+            negatives = []
+            for kind in kinds:  # every type that applies to the frame
+                rng = _frame_rng(seed, story.story_id, segment.frame, kind)
                 if kind == "other_story":
                     negative = _other_story(peers[split], position[story.story_id], block_size, rng)
                 elif kind == "same_story":
@@ -1191,14 +1205,12 @@ def make_pairs(
                 else:
                     negative = relation_swap(story, segment, rng, naive=naive)
                 if negative is not None:
-                    break
-                del left[kind]  # not applicable to this frame: draw again among the rest
-            else:
+                    negatives.append(_row(story.story_id, segment.frame, split, 0, kind, negative))
+            if not negatives:
                 skipped += 1
                 continue
             positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
-            rows.append(_row(story.story_id, segment.frame, split, 1, "", positive))
-            rows.append(_row(story.story_id, segment.frame, split, 0, kind, negative))
+            rows += [_row(story.story_id, segment.frame, split, 1, "", positive), *negatives]
     return keep_frames_per_story(_pairs_table(rows, skipped, n_candidates=None), frames_per_story)
 
 
@@ -1213,7 +1225,7 @@ def _pairs_table(rows: list[dict[str, object]], skipped: int, *, n_candidates: l
     return pairs
 
 
-def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, position, mlm, cache_dir,
+def _adversarial_pairs(stories, split_of, kinds, seed, block_size, peers, position, mlm, cache_dir,
                        n_candidates, relation_margin, n_folds, batch_size, filter_train, block_of) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
@@ -1224,13 +1236,12 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
         if row.plausibility >= -relation_margin:
             eligible.setdefault((row.story_id, row.frame), []).append((row.plausibility, option))
 
-    # 1. the negative's type and, except for object swaps, its candidates
+    # 1. every type that applies to the frame and, except for object swaps, its candidates: one entry
+    #    per (frame, type)
     frames: list[dict[str, Any]] = []
-    skipped = 0
     for story in tqdm(stories, desc="negative candidates", unit="story"):
         split = split_of[story.story_id]
         for segment in story.segments:
-            rng = _frame_rng(seed, story.story_id, segment.frame)
             targets = _object_targets(story, segment)
             applicable = {
                 "other_story": _has_other_block(peers[split], position[story.story_id], block_size),
@@ -1238,20 +1249,20 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
                 "object_swap": targets is not None and any(c not in targets[1] for c in COCO_CATEGORIES),
                 "relation_swap": bool(eligible.get((story.story_id, segment.frame))),
             }
-            kind = _draw_kind(rng, weights, applicable)
-            candidates: list[PairText] = []
-            if kind == "other_story":
-                candidates = _other_stories(peers[split], position[story.story_id], block_size, rng, n_candidates)
-            elif kind == "same_story":
-                candidates = _same_story(story, segment, rng, n_candidates)
-            elif kind == "relation_swap":
-                ranked = sorted(eligible[(story.story_id, segment.frame)], key=lambda t: -t[0])
-                candidates = [option for _, option in ranked[:n_candidates]]
-            if kind is None or (kind != "object_swap" and not candidates):
-                skipped += 1
-                continue
-            frames.append({"story": story, "segment": segment, "split": split, "kind": kind,
-                           "candidates": candidates})
+            for kind in (k for k in kinds if applicable[k]):
+                rng = _frame_rng(seed, story.story_id, segment.frame, kind)
+                candidates: list[PairText] = []
+                if kind == "other_story":
+                    candidates = _other_stories(peers[split], position[story.story_id], block_size, rng,
+                                                n_candidates)
+                elif kind == "same_story":
+                    candidates = _same_story(story, segment, rng, n_candidates)
+                elif kind == "relation_swap":
+                    ranked = sorted(eligible[(story.story_id, segment.frame)], key=lambda t: -t[0])
+                    candidates = [option for _, option in ranked[:n_candidates]]
+                if kind == "object_swap" or candidates:
+                    frames.append({"story": story, "segment": segment, "split": split, "kind": kind,
+                                   "candidates": candidates})
 
     # 2. object swaps: every (mention, absent category), shortlisted per mention by fill-mask,
     #    then the shortlist ranked by plausibility; one batched pass each
@@ -1268,26 +1279,35 @@ def _adversarial_pairs(stories, split_of, weights, seed, block_size, peers, posi
         built = (_object_edit(f["story"], f["segment"], d[3], d[4], d[5]) for d in best)
         f["candidates"] = [c for c in built if c is not None]
     kept = [f for f in frames if f["candidates"]]
-    skipped += len(frames) - len(kept)
+    paired = {(f["story"].story_id, f["segment"].frame) for f in kept}
+    skipped = sum(len(s.segments) for s in stories) - len(paired)  # frames with no type that applies
 
     # 3. the blind filter keeps, per frame, the candidate most like a positive; a frame none of whose
-    #    candidates it could score keeps its first (counted per split in attrs["frames_unfiltered"])
+    #    candidates it could score keeps its first (counted per split in attrs["frames_unfiltered"]: frames
+    #    with such a type)
     scores = _filter_scores(kept, block_of=block_of, n_folds=n_folds, seed=seed, filter_train=filter_train)
-    rows, counts, blind, unfiltered = [], [], [], Counter()
-    for f, frame_scores in zip(kept, scores):
+    rows, counts, blind, unfiltered, done = [], [], [], {}, set()
+    for f, frame_scores in zip(kept, scores):  # a frame's entries are consecutive, in the spec's order of types
+        story, segment = f["story"], f["segment"]
+        key = (story.story_id, segment.frame)
         if np.isfinite(frame_scores).any():
             best = int(np.nanargmax(frame_scores))
         else:
             best = 0
-            unfiltered[f["split"]] += 1
-        story, segment = f["story"], f["segment"]
-        positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
-        rows.append(_row(story.story_id, segment.frame, f["split"], 1, "", positive))
+            unfiltered[key] = f["split"]
+        if key not in done:
+            done.add(key)
+            positive = PairText(segment=segment, source_story_id=story.story_id, source_frame=segment.frame)
+            rows.append(_row(story.story_id, segment.frame, f["split"], 1, "", positive))
+            counts.append(0)
+            blind.append(math.nan)
         rows.append(_row(story.story_id, segment.frame, f["split"], 0, f["kind"], f["candidates"][best]))
-        counts += [0, len(f["candidates"])]
-        blind += [math.nan, float(frame_scores[best])]
+        counts.append(len(f["candidates"]))
+        blind.append(float(frame_scores[best]))
     pairs = _pairs_table(rows, skipped, n_candidates=counts, blind_scores=blind)
-    pairs.attrs["frames_unfiltered"] = {split: unfiltered[split] for split in _in_side_order(split_of.values())}
+    unfiltered_frames = Counter(unfiltered.values())
+    pairs.attrs["frames_unfiltered"] = {split: unfiltered_frames[split]
+                                        for split in _in_side_order(split_of.values())}
     return pairs
 
 
@@ -1325,20 +1345,24 @@ def _fill_shortlists(mlm: "Mlm", frames: list[dict[str, Any]], size: int, cache_
 
 def _filter_scores(frames: list[dict[str, Any]], *, block_of: Mapping[str, str], n_folds: int, seed: int,
                    filter_train: pd.DataFrame | None) -> list[np.ndarray]:
-    """The blind classifier's P(positive) of every candidate of every frame."""
+    """The blind classifier's P(positive) of every candidate of every (frame, type) entry of ``frames``."""
     out = [np.full(len(f["candidates"]), np.nan) for f in frames]
 
     def training(rows: list[int], held_out: set[str] = frozenset()) -> tuple[list[str], list[int], list[float]]:
         texts, labels, weights = [], [], []
+        key = {i: (frames[i]["story"].story_id, frames[i]["segment"].frame) for i in rows}
+        n_types, seen = Counter(key.values()), set()
         for i in rows:
             f = frames[i]
-            texts.append(f["segment"].plain)
-            labels.append(1)
-            weights.append(1.0)
+            if key[i] not in seen:  # the frame's own text once, however many types it has
+                seen.add(key[i])
+                texts.append(f["segment"].plain)
+                labels.append(1)
+                weights.append(1.0)
             lent = [c for c in f["candidates"] if c.source_story_id not in held_out]  # no held-out story's text
             texts += [c.segment.plain for c in lent]
             labels += [0] * len(lent)
-            weights += [1.0 / len(f["candidates"])] * len(lent)
+            weights += [1.0 / (len(f["candidates"]) * n_types[key[i]])] * len(lent)
         return texts, labels, weights
 
     def score(model, rows: list[int]) -> None:
@@ -1360,7 +1384,10 @@ def _filter_scores(frames: list[dict[str, Any]], *, block_of: Mapping[str, str],
     if others:
         if filter_train is not None:
             fit = filter_train[filter_train["split"] == "train"]
-            texts, labels, weights = list(fit["text"]), list(fit["label"]), None
+            n_negatives = fit.groupby(["story_id", "frame"])["label"].transform(lambda y: (y == 0).sum())
+            texts, labels = list(fit["text"]), list(fit["label"])
+            weights = list(np.where(fit["label"] == 1, 1.0, 1.0 / n_negatives.clip(lower=1)))  # a frame's
+            # negatives together weigh as much as its own text
         else:
             texts, labels, weights = training(train)
         if len(set(labels)) == 2:

@@ -91,6 +91,15 @@ def settings_from_profile(cfg: Mapping[str, Any], features: str | Sequence[str] 
     return TrainSettings(**{**values, **overrides})
 
 
+def frame_weights(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's weight in a loss: 1 for a positive, 1 / (the negatives of its frame among ``rows``) for a
+    negative, so that a frame's negatives together weigh as much as its positive (frames by ``story_id``,
+    ``frame``)."""
+    negative = rows["label"].to_numpy() == 0
+    per_frame = pd.Series(negative, index=rows.index).groupby([rows["story_id"], rows["frame"]]).transform("sum")
+    return np.where(negative, 1.0 / per_frame.clip(lower=1).to_numpy(), 1.0)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """The outcome of ``train_fusion``.
@@ -129,7 +138,8 @@ def _training_context(seed: int) -> Iterator[None]:
 
 
 def _split(table: pd.DataFrame, split: str, features: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The rows of one split, their feature matrix and their labels (as float32); both classes required."""
+    """The rows of one split, their feature matrix and their labels (as float32); both classes required
+    (:func:`frame_weights` of the rows weigh them in a loss)."""
     rows = table[table["split"] == split]
     labels = rows["label"].to_numpy() if "label" in rows else np.array([])
     if len(rows) == 0 or len(np.unique(labels)) < 2:
@@ -138,12 +148,12 @@ def _split(table: pd.DataFrame, split: str, features: tuple[str, ...]) -> tuple[
     return rows, feature_matrix(rows, features), labels.astype(np.float32)
 
 
-def _epoch_metrics(model: FusionMLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
-    """Loss, accuracy and macro-F1 (at probability 0.5) on a whole split, dropout off."""
+def _epoch_metrics(model: FusionMLP, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[float, float, float]:
+    """Loss (each pair weighed by ``w``), accuracy and macro-F1 (at probability 0.5) on a whole split, dropout off."""
     model.eval()
     with torch.no_grad():
         logits = model.logits(x)
-    loss = F.binary_cross_entropy_with_logits(logits, y).item()
+    loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum().item() / w.sum().item()
     pred, truth = (logits >= 0).numpy(), y.numpy().astype(bool)
     return loss, accuracy_score(truth, pred), f1_score(truth, pred, average="macro", zero_division=0)
 
@@ -177,20 +187,22 @@ def train_fusion(
     written. The threshold is tuned on the validation split (``settings.threshold_metric``).
     """
     features = settings.features
-    _, x_train_raw, y_train_np = _split(table, "train", features)
-    _, x_val_raw, y_val_np = _split(table, "val", features)
+    train_rows, x_train_raw, y_train_np = _split(table, "train", features)
+    val_rows, x_val_raw, y_val_np = _split(table, "val", features)
+    w_train, w_val = (torch.from_numpy(frame_weights(r).astype(np.float32)) for r in (train_rows, val_rows))
     scaler = StandardScaler().fit(x_train_raw)  # 1. the training split's statistics only
     x_train = torch.from_numpy(scaler.transform(x_train_raw).astype(np.float32))
     x_val = torch.from_numpy(scaler.transform(x_val_raw).astype(np.float32))
     y_train, y_val = torch.from_numpy(y_train_np), torch.from_numpy(y_val_np)
-    fingerprint = _data_fingerprint(settings, x_train_raw, y_train_np, x_val_raw, y_val_np)
+    fingerprint = _data_fingerprint(settings, x_train_raw, y_train_np, x_val_raw, y_val_np, w_train.numpy(),
+                                    w_val.numpy())
     run_dir = Path(run_dir) if run_dir is not None else None
 
     with _training_context(settings.seed):
         model = FusionMLP(len(features), settings.hidden_dim, settings.dropout)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
         shuffle_rng = torch.Generator().manual_seed(settings.seed)
-        loader = DataLoader(TensorDataset(x_train, y_train), batch_size=settings.batch_size, shuffle=True,
+        loader = DataLoader(TensorDataset(x_train, y_train, w_train), batch_size=settings.batch_size, shuffle=True,
                             generator=shuffle_rng)
         state = _Progress()
         best: dict[str, Any] | None = None
@@ -224,12 +236,13 @@ def train_fusion(
                       disable=not progress or not remaining, initial=state.epoch, total=settings.max_epochs)
         for epoch in epochs:  # 2. one pass over the shuffled mini-batches
             model.train()
-            for xb, yb in loader:
+            for xb, yb, wb in loader:
                 optimizer.zero_grad()
-                F.binary_cross_entropy_with_logits(model.logits(xb), yb).backward()
+                loss = F.binary_cross_entropy_with_logits(model.logits(xb), yb, reduction="none")
+                ((loss * wb).sum() / wb.sum()).backward()  # a weighted mean: each frame's classes weigh the same
                 optimizer.step()
-            train_loss, train_acc, train_f1 = _epoch_metrics(model, x_train, y_train)  # 3. both whole splits
-            val_loss, val_acc, val_f1 = _epoch_metrics(model, x_val, y_val)
+            train_loss, train_acc, train_f1 = _epoch_metrics(model, x_train, y_train, w_train)  # 3. both whole splits
+            val_loss, val_acc, val_f1 = _epoch_metrics(model, x_val, y_val, w_val)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_accuracy": train_acc,
                    "val_accuracy": val_acc, "train_f1": train_f1, "val_f1": val_f1}
             improved = settings.patience is None or val_loss < state.best_val_loss
@@ -390,17 +403,22 @@ def fit_baselines(
     - ``logistic_regression``: standardised features, L2-regularised logistic regression;
     - ``gradient_boosting``: ``HistGradientBoostingClassifier``, the tree ensemble the
       original study wished for.
+
+    The fitted ones weigh each training pair by :func:`frame_weights`.
     """
     columns = resolve_features(features)
-    _, x_train, y_train = _split(table, "train", columns)
+    train, x_train, y_train = _split(table, "train", columns)
     val, _, y_val = _split(table, "val", columns)
+    weights = frame_weights(train)
     estimators = {
         "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
         "gradient_boosting": HistGradientBoostingClassifier(random_state=seed),
     }
     candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c)) for c in columns]
+    fit_weights = {"logistic_regression": {"logisticregression__sample_weight": weights},
+                   "gradient_boosting": {"sample_weight": weights}}
     for name, estimator in estimators.items():
-        estimator.fit(x_train, y_train.astype(int))
+        estimator.fit(x_train, y_train.astype(int), **fit_weights[name])
         candidates.append((name, name, columns, partial(_estimator_scores, estimator=estimator, features=columns)))
     return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score)
             for name, kind, cols, score in candidates]
@@ -443,9 +461,12 @@ def fit_blind_controls(
     from helpers.pairs import text_only_classifier
 
     train, val = table[table["split"] == "train"], table[table["split"] == "val"]
-    text_model = text_only_classifier(seed).fit(train["text"].astype(str).tolist(), train["label"].astype(int))
+    weights = frame_weights(train)  # each frame's negatives together weigh as much as its positive
+    text_model = text_only_classifier(seed).fit(train["text"].astype(str).tolist(), train["label"].astype(int),
+                                                classifier__sample_weight=weights)
     vector_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    vector_model.fit(np.stack([text_vectors[t] for t in train["text"]]), train["label"].astype(int))
+    vector_model.fit(np.stack([text_vectors[t] for t in train["text"]]), train["label"].astype(int),
+                     logisticregression__sample_weight=weights)
     candidates = [
         ("text_only", "text_only", ("text",), partial(_text_scores, estimator=text_model)),
         ("clip_text_only", "blind_control", ("clip_text_embedding",),
@@ -472,20 +493,17 @@ def pairwise_text_vectorizer() -> "FeatureUnion":
 
 
 def frame_partners(table: pd.DataFrame) -> list[str | None]:
-    """For each row of ``table``, the text of the other pair of its frame (``story_id``, ``frame``); None when the
-    frame has one pair only. More than two pairs in a frame is an error."""
-    rows: dict[tuple[str, int], list[int]] = {}
-    for i, key in enumerate(zip(table["story_id"].astype(str), table["frame"].astype(int))):
-        rows.setdefault(key, []).append(i)
-    texts = table["text"].astype(str).tolist()
-    partner: list[str | None] = [None] * len(table)
-    for key, idx in rows.items():
-        if len(idx) > 2:
-            raise ValueError(f"story {key[0]} frame {key[1]} has {len(idx)} pairs: a frame has one positive and "
-                             "one negative")
-        if len(idx) == 2:
-            partner[idx[0]], partner[idx[1]] = texts[idx[1]], texts[idx[0]]
-    return partner
+    """For each negative row of ``table``, the text of its frame's positive (``story_id``, ``frame``); None for a
+    positive and for a negative whose frame has no positive. Two positives in a frame are an error."""
+    keys = list(zip(table["story_id"].astype(str), table["frame"].astype(int)))
+    texts, labels = table["text"].astype(str).tolist(), table["label"].to_numpy()
+    own: dict[tuple[str, int], str] = {}
+    for key, text, label in zip(keys, texts, labels):
+        if label == 1:
+            if key in own:
+                raise ValueError(f"story {key[0]} frame {key[1]} has two positives: a frame has one positive")
+            own[key] = text
+    return [own.get(key) if label == 0 else None for key, label in zip(keys, labels)]
 
 
 @dataclass(frozen=True)
@@ -503,7 +521,8 @@ class PairwiseText:
         return self.classifier.predict_proba(x)[:, 1]
 
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
-        """Each row's P(its text is the original of its frame, against the frame's other text); 0.5 without one."""
+        """A negative's P(it is the original of its frame, against the frame's positive); a positive's 0.5 (its
+        text against itself, the model having no intercept), as is a negative's without a positive."""
         partner = frame_partners(table)
         texts = table["text"].astype(str).tolist()
         have = [i for i, p in enumerate(partner) if p is not None]
@@ -514,10 +533,10 @@ class PairwiseText:
 
 
 def _original_and_negative(table: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """The own and the negative text of every frame of ``table`` with both pairs."""
+    """The own and the negative text of every negative of ``table`` whose frame has its positive."""
     partner = frame_partners(table)
-    own = [(str(t), p) for t, p, y in zip(table["text"], partner, table["label"]) if y == 1 and p is not None]
-    return [o for o, _ in own], [p for _, p in own]
+    both = [(p, str(t)) for t, p in zip(table["text"], partner) if p is not None]
+    return [o for o, _ in both], [n for _, n in both]
 
 
 def fit_pairwise_text(table: pd.DataFrame, *, seed: int = 42, grid: Sequence[float] = PAIRWISE_C_GRID) -> PairwiseText:

@@ -16,7 +16,7 @@
 # This is the first chapter that reads the test split. Every model of chapter 06 is scored on
 # it at the threshold it was given on the validation split. The headline per kind of negative
 # is the **paired score**: for each test frame, does the model score the frame's own text
-# above its negative? Pooled metrics (accuracy, precision, recall, macro-F1, ROC-AUC, PR-AUC)
+# above its negative of that kind (a frame has one of every kind that applies)? Pooled metrics (accuracy, precision, recall, macro-F1, ROC-AUC, PR-AUC)
 # stay beside it. Pairs of one id block share a movie, its people and its places, so they are
 # not independent draws: each interval treats whole id blocks, the unit the split was made of,
 # as the independent units (a jackknife t interval over the blocks, chosen because a simulation
@@ -654,44 +654,74 @@ def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds
 # %% [markdown]
 # ## The paired score: each frame's own text against its negative
 #
-# Every test frame has two pairs: its own text (aligned) and one negative (misaligned). The
-# paired score asks, per frame, whether the model scores the own text above the negative: 1
-# when it does, 0.5 on a tie, 0 when it does not, averaged over frames (the "text score" of
-# Winoground and SugarCrepe). It needs no threshold, and it compares each frame with its own
-# counterfactual, so it is not confounded by which frames could receive a kind of negative (an
-# object swap needs a frame whose text names an object); a pooled ROC-AUC by kind mixes that
-# in. It is the headline per kind of negative; 0.5 is chance.
+# Every test frame has its own text (aligned) and one negative (misaligned) of every kind that
+# applies to it, up to four. The paired score asks, per frame and kind, whether the model
+# scores the own text above that negative: 1 when it does, 0.5 on a tie, 0 when it does not
+# (the "text score" of Winoground and SugarCrepe). It needs no threshold, and it compares each
+# frame with its own counterfactual; a pooled ROC-AUC by kind mixes in which frames could
+# receive that kind (an object swap needs a frame whose text names an object). It is the
+# headline per kind of negative; 0.5 is chance. The `all` group is the mean over every (frame,
+# kind) outcome, so a frame with four kinds weighs four times. A kind's own group holds every
+# frame it applies to, and those sets differ between kinds; the `common` groups hold only the
+# frames that have a negative of every kind present, so `common:<kind>` compares the kinds on
+# the same frames (and `common` is their mean there).
 #
-# A frame left with only one of its pairs (the other set aside for a missing feature) cannot be
-# paired: it is left out of the paired score, counted as `unpaired_frames`, and stays in the
-# pooled metrics. The interval resamples the frames' id blocks with the same seed as every
+# A frame left without its positive or without any negative (set aside for a missing feature)
+# cannot be paired: it is left out of the paired score, counted as `unpaired_frames`, and stays
+# in the pooled metrics. The interval resamples the frames' id blocks with the same seed as every
 # other interval of the split; a kind of negative that a resample does not draw leaves it
 # undefined there, the rule above.
 
 # %%
 #@save
-#: The key of the paired score over every frame, beside one key per negative type.
+#: The key of the paired score over every (frame, kind) outcome, beside one key per negative type.
 ALL_FRAMES = "all"
+#: The key of the paired score on the frames that have a negative of every kind present; ``common:<kind>``
+#: is one kind's paired score on those same frames (:func:`common_group`).
+COMMON_FRAMES = "common"
+
+
+def common_group(kind: str) -> str:
+    """The paired-score group of one negative type on the common frames: ``"common:<kind>"``."""
+    return f"{COMMON_FRAMES}:{kind}"
 
 
 def paired_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per frame of one model's prediction rows: ``story_id``, ``frame``, ``block``, ``negative_type``,
-    the ``positive`` and ``negative`` scores and the ``outcome`` (1, 0.5 on a tie, 0). Frames with one pair
-    only are counted in ``attrs["unpaired_frames"]``; more than one positive or negative is an error."""
+    """One row per (frame, negative type) of one model's prediction rows: ``story_id``, ``frame``, ``block``,
+    ``negative_type``, the ``positive`` and ``negative`` scores, the ``outcome`` (1, 0.5 on a tie, 0) and
+    ``common`` (the frame has an outcome of every type present in the rows). A positive row is compared with
+    every negative of its frame, or, when it names a ``negative_type`` itself (a control whose positive score
+    depends on the edit), with that type's only. Frames without a positive or without a negative are counted in
+    ``attrs["unpaired_frames"]``; two positives or two negatives of one type for a frame are an error."""
     keys = ["story_id", "frame"]
-    counts = rows.groupby(keys)["label"].agg(["sum", "count"])
-    if (counts["count"] > 2).any() or ((counts["count"] == 2) & (counts["sum"] != 1)).any():
-        bad = counts[(counts["count"] > 2) | ((counts["count"] == 2) & (counts["sum"] != 1))].index[:3]
-        raise ValueError("paired scores need one positive and one negative per frame; not so for "
-                         + ", ".join(f"story {story} frame {int(frame)}" for story, frame in bad))
-    complete = counts.index[counts["count"] == 2]
-    pos = rows[rows["label"] == 1].set_index(keys).loc[complete]
-    neg = rows[rows["label"] == 0].set_index(keys).loc[complete]
-    frame = pd.DataFrame({"block": pos["block"], "negative_type": neg["negative_type"],
-                          "positive": pos["score"].astype(float), "negative": neg["score"].astype(float)})
+    pos, neg = rows[rows["label"] == 1], rows[rows["label"] == 0]
+    own = pos["negative_type"].fillna("").astype(str) if "negative_type" in pos else pd.Series("", index=pos.index)
+    generic, specific = pos[own == ""], pos[own != ""]
+    twice = [generic[generic.duplicated(keys, keep=False)], specific[specific.duplicated([*keys, "negative_type"],
+                                                                                          keep=False)],
+             neg[neg.duplicated([*keys, "negative_type"], keep=False)],
+             specific.merge(generic[keys], on=keys)]
+    if any(len(t) for t in twice):
+        bad = pd.concat([t[keys] for t in twice]).drop_duplicates().head(3)
+        raise ValueError("paired scores need one positive and at most one negative of each type per frame; not so "
+                         "for " + ", ".join(f"story {story} frame {int(frame)}" for story, frame in bad.itertuples(
+                             index=False)))
+    negatives = neg[[*keys, "negative_type", "score"]].rename(columns={"score": "negative"})
+    matched = pd.concat([
+        negatives.merge(generic[[*keys, "block", "score"]], on=keys),
+        negatives.merge(specific[[*keys, "negative_type", "block", "score"]], on=[*keys, "negative_type"]),
+    ], ignore_index=True).rename(columns={"score": "positive"})
+    order = {t: i for i, t in enumerate(NEGATIVE_TYPES)}
+    matched = matched.sort_values(keys + ["negative_type"], key=lambda c: c.map(order) if c.name == "negative_type"
+                                  else c, kind="stable")
+    frame = matched[[*keys, "block", "negative_type", "positive", "negative"]].astype(
+        {"positive": float, "negative": float}).reset_index(drop=True)
     frame["outcome"] = np.sign(frame["positive"] - frame["negative"]) / 2 + 0.5
-    frame = frame.reset_index()
-    frame.attrs["unpaired_frames"] = int((counts["count"] == 1).sum())
+    present = frame["negative_type"].nunique()
+    frame["common"] = frame.groupby(keys)["negative_type"].transform("nunique").eq(present) if len(frame) else []
+    frame["common"] = frame["common"].astype(bool)
+    all_frames = rows[keys].drop_duplicates().shape[0]
+    frame.attrs["unpaired_frames"] = int(all_frames - frame[keys].drop_duplicates().shape[0])
     return frame
 
 
@@ -703,10 +733,20 @@ def _paired_resampled(outcome: np.ndarray, mask: np.ndarray, counts: np.ndarray,
 
 
 def _paired_groups(frames: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The frames of each paired-score group: every frame, then each negative type present."""
-    groups = {ALL_FRAMES: np.ones(len(frames), dtype=bool)}
-    groups |= {t: (frames["negative_type"] == t).to_numpy() for t in NEGATIVE_TYPES if (frames["negative_type"] == t).any()}
+    """The outcomes of each paired-score group: every (frame, type), each negative type present, then the same on
+    the common frames (those with every type present): ``common`` and ``common:<type>``."""
+    kind = frames["negative_type"].to_numpy()
+    present = [t for t in NEGATIVE_TYPES if (kind == t).any()]
+    groups = {ALL_FRAMES: np.ones(len(frames), dtype=bool)} | {t: kind == t for t in present}
+    common = frames["common"].to_numpy(dtype=bool) if "common" in frames else np.zeros(len(frames), dtype=bool)
+    if common.any():
+        groups[COMMON_FRAMES] = common
+        groups |= {common_group(t): common & (kind == t) for t in present}
     return groups
+
+
+def _n_frames(frames: pd.DataFrame, mask: np.ndarray) -> int:
+    return int(frames.loc[mask, ["story_id", "frame"]].drop_duplicates().shape[0])
 
 
 def _group_replicates(resampled: np.ndarray, mask: np.ndarray, index: np.ndarray, method: str) -> np.ndarray:
@@ -717,15 +757,16 @@ def _group_replicates(resampled: np.ndarray, mask: np.ndarray, index: np.ndarray
 
 def bootstrap_paired(frames: pd.DataFrame, *, n_resamples: int, seed: int, confidence: float = 0.95,
                      method: str = INTERVAL_METHOD) -> dict[str, dict[str, Any]]:
-    """``{"all" | negative_type: estimate + {"frames"}}``: the paired score of ``paired_outcomes`` with an
-    interval over its id blocks."""
+    """``{"all" | negative_type | "common" | "common:<type>": estimate + {"frames", "outcomes"}}``: the paired
+    score of ``paired_outcomes`` with an interval over its id blocks (``frames``: distinct frames; ``outcomes``:
+    (frame, type) outcomes averaged)."""
     counts, index = _draws(frames["block"].to_numpy(), n_resamples, seed, method)
     outcome = frames["outcome"].to_numpy(dtype=np.float64)
     out = {}
     for group, mask in _paired_groups(frames).items():
         replicates = _group_replicates(_paired_resampled(outcome, mask, counts, index), mask, index, method)
         estimate = _estimate(float(outcome[mask].mean()), replicates, confidence, method)
-        out[group] = {**estimate, "frames": int(mask.sum())}
+        out[group] = {**estimate, "frames": _n_frames(frames, mask), "outcomes": int(mask.sum())}
     return out
 
 
@@ -733,7 +774,8 @@ def bootstrap_paired_difference(frames_a: pd.DataFrame, frames_b: pd.DataFrame, 
                                 confidence: float = 0.95, method: str = INTERVAL_METHOD) -> dict[str, dict[str, Any]]:
     """Model A's paired score minus model B's, per group, on the same frames and block resamples (or left-out
     blocks)."""
-    if not frames_a[["story_id", "frame"]].equals(frames_b[["story_id", "frame"]]):
+    keys = ["story_id", "frame", "negative_type"]
+    if not frames_a[keys].reset_index(drop=True).equals(frames_b[keys].reset_index(drop=True)):
         raise ValueError("paired differences need both models scored on the same frames, in the same order")
     counts, index = _draws(frames_a["block"].to_numpy(), n_resamples, seed, method)
     a, b = frames_a["outcome"].to_numpy(dtype=np.float64), frames_b["outcome"].to_numpy(dtype=np.float64)
@@ -946,8 +988,10 @@ SWAP_TYPES: tuple[str, ...] = ("object_swap", "relation_swap")
 
 def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path, *,
                            batch_size: int = 64) -> pd.DataFrame:
-    """Prediction-like rows of the language-model control for the frames whose negative is a swap (``pairs``
-    needs ``text``, ``swap_start``, ``swap_end``); edits not located in place are counted in ``attrs["unlocated"]``."""
+    """Prediction-like rows of the language-model control for the swap negatives (``pairs`` needs ``text``,
+    ``swap_start``, ``swap_end``): each with its frame's positive, scored on the words that edit replaced (so
+    the positive row names the swap's ``negative_type``); edits not located in place are counted in
+    ``attrs["unlocated"]``."""
     from helpers.pairs import edit_logprobs, is_in_place_edit
 
     negatives = pairs[(pairs["label"] == 0) & pairs["negative_type"].isin(SWAP_TYPES)]
@@ -970,7 +1014,8 @@ def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path,
     rows = []
     for (own, neg), lp_old, lp_new in zip(kept, old, new):
         common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
-        rows.append({**common, "pair_id": own["pair_id"], "label": 1, "negative_type": "", "score": float(lp_old)})
+        rows.append({**common, "pair_id": own["pair_id"], "label": 1, "negative_type": neg.negative_type,
+                     "score": float(lp_old)})  # the own text's words that this edit replaced: for this type only
         rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
                      "score": float(lp_new)})
     out = pd.DataFrame(rows, columns=columns)
@@ -984,7 +1029,9 @@ mlm = load_mlm(ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.
 plausibility_rows = swap_plausibility_rows(test_pairs, mlm, ctx.paths.cache / "mlm",
                                            batch_size=int(ctx.cfg["mlm"]["batch_size"]))
 del mlm
-display(Markdown(f"{len(plausibility_rows) // 2:,} test frames with a swap negative scored by the language model"
+display(Markdown(f"{len(plausibility_rows) // 2:,} swap negatives of "
+                 f"{plausibility_rows[['story_id', 'frame']].drop_duplicates().shape[0]:,} test frames scored by the "
+                 "language model"
                  + (f"; {plausibility_rows.attrs['unlocated']} edits could not be located in place and are left out."
                     if plausibility_rows.attrs["unlocated"] else ".")))
 
@@ -1044,10 +1091,10 @@ def mean_token_logprob(lm: Any, texts: Sequence[str], cache_dir: str | Path, *, 
 
 
 def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch_size: int = 16) -> pd.DataFrame:
-    """Prediction-like rows of the causal language-model control, two per test frame with both pairs: each
-    text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
-    sentences for the positive), of the whole text otherwise. Swaps not located in place are counted in
-    ``attrs["unlocated"]`` and left out."""
+    """Prediction-like rows of the causal language-model control, two per negative whose frame has its positive:
+    each text's :func:`mean_token_logprob`, of the sentence(s) holding the edit for a swap (its own text's same
+    sentences for the positive), of the whole text otherwise; the positive row names the negative's type, as its
+    score is for that comparison. Swaps not located in place are counted in ``attrs["unlocated"]`` and left out."""
     from helpers.pairs import _sentence_bounds, is_in_place_edit
 
     own = {(r.story_id, r.frame): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
@@ -1072,7 +1119,8 @@ def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch
     rows = []
     for n, (pos, neg) in enumerate(kept):
         common = {"story_id": neg.story_id, "frame": neg.frame, "block": neg.block, "split": neg.split}
-        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": "", "score": scores[2 * n]})
+        rows.append({**common, "pair_id": pos.pair_id, "label": 1, "negative_type": neg.negative_type,
+                     "score": scores[2 * n]})  # the own text as read against this negative
         rows.append({**common, "pair_id": neg.pair_id, "label": 0, "negative_type": neg.negative_type,
                      "score": scores[2 * n + 1]})
     out = pd.DataFrame(rows, columns=["pair_id", "story_id", "frame", "block", "split", "label", "negative_type",
@@ -1091,7 +1139,8 @@ del control_lm
 example = causal_rows.head(2).merge(test_pairs[["pair_id", "text"]], on="pair_id")
 display(example.assign(text=example["text"].str.slice(0, 90) + "...")[["pair_id", "label", "negative_type", "score"]
                                                                       + ["text"]].style.hide(axis="index"))
-display(Markdown(f"{len(causal_rows) // 2:,} test frames scored by the causal language model "
+display(Markdown(f"{len(causal_rows) // 2:,} negatives of {causal_rows[['story_id', 'frame']].drop_duplicates().shape[0]:,} "
+                 "test frames scored by the causal language model "
                  f"(`{ctx.cfg['control_lm']['weights']}`)"
                  + (f"; {causal_rows.attrs['unlocated']} swaps could not be located in place and are left out."
                     if causal_rows.attrs["unlocated"] else ".")))
@@ -1140,7 +1189,8 @@ display(Markdown(f"{len(consistency_rows) // 2:,} test frames with an object swa
 def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, seed: int,
                     confidence: float = 0.95) -> dict[str, Any]:
     """A blind control's entry of ``metrics.json`` from prediction-like ``rows`` of one split (one positive and
-    one negative per frame): its paired score and pooled ROC-AUC, with intervals."""
+    a negative of each type that applies per frame): its paired score and pooled ROC-AUC, with intervals. A
+    positive row that names a ``negative_type`` counts for that type only."""
     rows = rows.sort_values("pair_id")
     y, s, blocks = rows["label"].to_numpy(), rows["score"].to_numpy(), rows["block"].to_numpy()
     negative_type = rows["negative_type"].to_numpy()
@@ -1154,7 +1204,7 @@ def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, s
         "description": description,
         "paired": bootstrap_paired(paired_outcomes(rows), **kwargs),
         "overall": roc(np.ones(len(y), dtype=bool)),
-        "by_negative_type": {t: roc((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES
+        "by_negative_type": {t: roc(((y == 1) & (negative_type == "")) | (negative_type == t)) for t in NEGATIVE_TYPES
                              if (negative_type[y == 0] == t).any()},
     }
 
@@ -1267,13 +1317,13 @@ pd.DataFrame({name: {**{k: e[k] for k in ("value", "se", "low", "high")}, **{
 # %%
 #@save
 # extra code: the layout of metrics.json, kept beside the code that writes it
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 METRICS_SCHEMA = """\
 metrics.json (written by chapter 07, read by every later chapter and the report index)
 
 {
-  "schema_version": 3,
+  "schema_version": 4,
   "profile": "quick",                      # the profile that produced it
   "split": "test",                         # the split of the top-level "n" and "models"
   "primary_model": "fusion",               # the head helpers.verify uses
@@ -1292,7 +1342,7 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
   "metrics": ["accuracy", "precision", "recall", "macro_f1", "roc_auc", "pr_auc"],
   "n": {"pairs": int, "frames": int, "stories": int, "blocks": int, "positives": int,
         "negatives": {"other_story": int, "same_story": int, "object_swap": int, "relation_swap": int},
-        "unpaired_frames": int},           # frames with one pair only (the other lacked a feature):
+        "unpaired_frames": int},           # frames without a positive or a negative (lacking a feature):
                                            # in the pooled metrics, left out of the paired scores
   "n_by_split": {"train": {...}, "val": {...}, "test": {...}},   # the same counts (but unpaired_frames)
                                                                   # for every split
@@ -1302,9 +1352,11 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
               | "text_only" | "blind_control",
       "features": [column, ...],           # its inputs (columns of features.parquet, or "text")
       "threshold": float,                  # tuned on the validation split
-      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
                                            # headline per type: share of frames whose own text
-                                           # scores above their negative (tie = 0.5)
+                                           # scores above their negative of that type (tie = 0.5);
+                                           # "all": mean over every (frame, type) outcome; "common":
+                                           # the frames with every type, to compare types on them
       "overall": {metric: estimate},       # pooled over every pair
       "by_negative_type": {negative_type: {metric: estimate}},
                                            # pooled: all positives + the negatives of that type
@@ -1332,7 +1384,7 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # causal LM's mean token log-probability of each text (the edited
                                            # sentences for swaps); story_consistency: the replaced against the
                                            # inserted noun's count in the story's other frames (object swaps)
-      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
       "overall": {"roc_auc": estimate}, "by_negative_type": {negative_type: {"roc_auc": estimate}},
       "equivalence": {"paired": {...: verdict}, "roc_auc": {...: verdict}}   # as for a model
     }
@@ -1350,7 +1402,7 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
     "evidences": {name: score column},     # the study's three and those the profile switches on
     "subsets": {"<subset name>": {         # one fusion head per non-empty subset of the evidences
       "features": [column, ...], "roc_auc": estimate, "roc_auc_by_negative_type": {negative_type: estimate},
-      "paired": {"all" | negative_type: estimate + {"frames": int}},
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
       "paired_gain": {"all" | negative_type: estimate} | null}}
                                            # its paired score minus the reference's, same resamples
   },
@@ -1535,14 +1587,15 @@ def difference_table(document: Mapping[str, Any], split: str = "test") -> pd.Dat
 
 
 def _paired_columns(groups: Mapping[str, Any]) -> list[str]:
-    return [g for g in (ALL_FRAMES, *NEGATIVE_TYPES) if g in groups]
+    return [g for g in (ALL_FRAMES, *NEGATIVE_TYPES, COMMON_FRAMES, *map(common_group, NEGATIVE_TYPES)) if g in groups]
 
 
 def paired_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
     """Models x paired-score groups ("all", then each negative type), each cell "value [low, high]".
 
     The headline per-type table: the share of frames whose own text the model scores above
-    their negative (0.5 = chance; ties count half). The header row says how many frames.
+    their negative of that type (0.5 = chance; ties count half); ``all`` is the mean over every (frame, type)
+    outcome, ``common:<type>`` the type on the frames that have every type. The header row says how many frames.
     """
     models = _section(document, split)["models"]
     first = next(iter(models.values()))["paired"]
@@ -1614,7 +1667,8 @@ def plot_by_negative_type(document: Mapping[str, Any], metric: str, models: Sequ
     frame = metrics_frame(document)
     frame = frame[(frame["metric"] == metric) & frame["model"].isin(models)]
     first = ALL_FRAMES if metric == "paired" else "overall"
-    groups = [first, *[t for t in NEGATIVE_TYPES if t in set(frame["group"])]]
+    kinds = [common_group(t) for t in NEGATIVE_TYPES] if metric == "paired" else []  # the kinds on the same frames
+    groups = [first, *[t for t in (*NEGATIVE_TYPES, *kinds) if t in set(frame["group"])]]
     fig, ax = plt.subplots(figsize=(max(7.0, 1.7 * len(groups)), 4.5), layout="constrained")
     width = 0.8 / len(models)
     for i, name in enumerate(models):
@@ -1842,11 +1896,16 @@ for group in models[DEFAULT_RUN]["by_negative_type"]:
     display(summary_table(metrics, group).loc[compared])
 
 # %%
-by_type = {g: v["value"] for g, v in models[DEFAULT_RUN]["paired"].items() if g != "all" and v["value"] is not None}
+paired_default = models[DEFAULT_RUN]["paired"]
+by_type = {t: paired_default[common_group(t)]["value"] for t in NEGATIVE_TYPES
+           if common_group(t) in paired_default and paired_default[common_group(t)]["value"] is not None}
 if by_type:
     hardest, easiest = min(by_type, key=by_type.get), max(by_type, key=by_type.get)
-    display(Markdown(f"By the paired score, the fusion head's hardest negatives are `{hardest}` "
+    display(Markdown(f"By the paired score on the {paired_default[COMMON_FRAMES]['frames']:,} test frames that have "
+                     f"every kind of negative, the fusion head's hardest negatives are `{hardest}` "
                      f"({by_type[hardest]:.3f}) and the easiest `{easiest}` ({by_type[easiest]:.3f})."))
+else:
+    display(Markdown("No test frame has every kind of negative: the kinds cannot be compared on the same frames."))
 
 # %% [markdown]
 # ## Errors, curves and calibration

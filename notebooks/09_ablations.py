@@ -656,9 +656,9 @@ def write_ablations(paths: Paths, document: Mapping[str, Any]) -> Path:
 
 
 def paired_gain_table(document: Mapping[str, Any], family: str = "evidence subset") -> pd.DataFrame:
-    """One row per variant of ``family``: its paired score minus the reference's, over all frames
-    and per kind of negative ("value [95% interval]"); positive means it ranks more frames' own
-    text above their negative than the reference does."""
+    """One row per variant of ``family``: its paired score minus the reference's, over every (frame, kind)
+    outcome and per kind of negative ("value [95% interval]"; both heads on the same frames of each kind);
+    positive means it ranks more frames' own text above their negative than the reference does."""
     from helpers.evaluation import ALL_FRAMES, format_estimate
     from helpers.pairs import NEGATIVE_TYPES
 

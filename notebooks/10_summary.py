@@ -62,7 +62,7 @@ plt.show()
 # ## Headline results
 #
 # Per kind of negative, the headline is the paired score: the share of test frames whose own
-# text a model scores above its negative (0.5 is chance). The blind controls (`text_only`,
+# text a model scores above its negative of that kind (0.5 is chance). The blind controls (`text_only`,
 # `clip_text_only`, `pairwise_text`, the primary head against a stranger's frame, and those of
 # chapter 07: `mlm_plausibility`, `causal_lm`, `story_consistency`) say how much of it the
 # text alone could decide, and whether each is shown equivalent to chance (two one-sided tests
@@ -164,14 +164,22 @@ display(Markdown(" ".join(db.evidence_findings(metrics, db.validation_scores(loa
 # ### The hardest kind of negative
 #
 # The head's paired score against each kind of negative (each frame's own text scored above
-# its negative), the headline per kind. A low value says which construction of negatives the
-# evidences see least; but each frame gets one negative of a drawn kind, so the kinds are
-# scored on different frames, and the comparison is across unlike sets of frames.
+# its negative of that kind), the headline per kind. A low value says which construction of
+# negatives the evidences see least. Each frame gets a negative of every kind that applies to
+# it, so the kinds are compared on the test frames that have all of them (`common`); each
+# kind over every frame it applies to is shown beside, on sets of frames that differ.
 
 # %%
-by_type = {t: format_estimate(v) for t, v in metrics["models"][primary]["paired"].items() if t != "all"}
-frames_by_type = {t: v.get("frames") for t, v in metrics["models"][primary]["paired"].items() if t != "all"}
-display(pd.DataFrame({f"{primary}: paired score": by_type, "frames": frames_by_type}).rename_axis("negative type"))
+from helpers.evaluation import NEGATIVE_TYPES, common_group
+
+head_paired = metrics["models"][primary]["paired"]
+shown = [t for t in NEGATIVE_TYPES if t in head_paired]
+display(pd.DataFrame({
+    "paired score, common frames": {t: format_estimate(head_paired.get(common_group(t))) for t in shown},
+    "common frames": {t: head_paired.get(common_group(t), {}).get("frames", 0) for t in shown},
+    "paired score, every frame of the kind": {t: format_estimate(head_paired[t]) for t in shown},
+    "frames of the kind": {t: head_paired[t].get("frames") for t in shown},
+}).rename_axis("negative type"))
 hardest = db.negative_type_finding(metrics)
 if hardest:
     display(Markdown(hardest))

@@ -31,7 +31,7 @@ def pairs_table() -> pd.DataFrame:
                   "relation_swap": f"Anna puts the cup {i} under the table."}[kind]
         common = {"story_id": story, "frame": frame, "split": split}
         rows.append({"pair_id": f"{story}-{frame}-pos", **common, "label": 1, "negative_type": "", "text": own})
-        rows.append({"pair_id": f"{story}-{frame}-neg", **common, "label": 0, "negative_type": kind, "text": edited})
+        rows.append({"pair_id": f"{story}-{frame}-neg-{kind}", **common, "label": 0, "negative_type": kind, "text": edited})
     return pd.DataFrame(rows)
 
 
@@ -114,8 +114,8 @@ def filled_labels(tmp_path, judgements: dict[str, str]):
 
 
 def test_filled_labels_give_the_share_of_hidden_positives_per_type_with_a_wilson_interval(tmp_path):
-    swaps = [f"{100 + i // 4}-{i % 4 + 1}-neg" for i in (2, 6, 10)]  # the three object swaps
-    judgements = {swaps[0]: "true", swaps[1]: " FALSE ", swaps[2]: "True", "100-1-neg": "false"}
+    swaps = [f"{100 + i // 4}-{i % 4 + 1}-neg-object_swap" for i in (2, 6, 10)]  # the three object swaps
+    judgements = {swaps[0]: "true", swaps[1]: " FALSE ", swaps[2]: "True", "100-1-neg-other_story": "false"}
     path, _ = filled_labels(tmp_path, judgements)
     labels = read_audit_labels(path, pairs_table())
     assert len(labels) == 4 and labels.attrs["unjudged"] == 8
@@ -138,13 +138,13 @@ def test_filled_labels_give_the_share_of_hidden_positives_per_type_with_a_wilson
 
 def test_malformed_labels_are_refused_with_a_clear_error(tmp_path):
     pairs = pairs_table()
-    path, sheet = filled_labels(tmp_path, {"100-1-neg": "maybe"})
-    with pytest.raises(ValueError, match=r"neither 'true' nor 'false'.*100-1-neg: 'maybe'"):
+    path, sheet = filled_labels(tmp_path, {"100-1-neg-other_story": "maybe"})
+    with pytest.raises(ValueError, match=r"neither 'true' nor 'false'.*100-1-neg-other_story: 'maybe'"):
         read_audit_labels(path, pairs)
     sheet["judgement"] = "true"
-    for broken, message in ((sheet.assign(pair_id=sheet["pair_id"].replace("100-1-neg", "999-1-neg")),
-                             "no negative of this run, e.g. \\['999-1-neg'\\]"),
-                            (sheet.assign(pair_id=sheet["pair_id"].replace("100-1-neg", "100-1-pos")),
+    for broken, message in ((sheet.assign(pair_id=sheet["pair_id"].replace("100-1-neg-other_story", "999-1-neg-other_story")),
+                             "no negative of this run, e.g. \\['999-1-neg-other_story'\\]"),
+                            (sheet.assign(pair_id=sheet["pair_id"].replace("100-1-neg-other_story", "100-1-pos")),
                              "no negative of this run"),  # an aligned pair is no negative
                             (pd.concat([sheet, sheet.iloc[:1]]), "judged twice"),
                             (sheet.drop(columns="judgement"), "missing"),

@@ -161,6 +161,23 @@ def test_causal_rows_score_the_edited_sentence_for_swaps_and_whole_texts_otherwi
                                                                                              "other_story"}
 
 
+def test_causal_rows_score_the_own_text_against_each_of_several_negatives_of_a_frame(causal, tmp_path):
+    pairs = _frame_pairs()
+    own = pairs.loc[0, "text"]
+    start = own.index("The room")
+    extra = pairs.iloc[[1]].assign(pair_id="n1b", negative_type="relation_swap", text=own.replace("The room", "A room"),
+                                   swap_start=start, swap_end=start + len("A room"))
+    rows = causal_lm_rows(pd.concat([pairs, extra], ignore_index=True), causal, tmp_path / "c", batch_size=2)
+    frame = rows[(rows["story_id"] == "s1") & (rows["frame"] == 1)]
+    assert list(frame["pair_id"]) == ["p1", "n1", "p1", "n1b"]  # the own text once per negative, read against it
+    assert list(frame["negative_type"]) == ["object_swap"] * 2 + ["relation_swap"] * 2
+    expected = mean_token_logprob(causal, ["He holds the cup near a dog.", "The room is dark."], tmp_path / "c")
+    np.testing.assert_allclose(frame.loc[frame["label"] == 1, "score"], expected)  # each its edit's sentence
+    section = control_section(rows, "causal", n_resamples=20, seed=0)
+    assert section["paired"]["all"]["outcomes"] == 3 and section["paired"]["all"]["frames"] == 2
+    assert section["paired"]["relation_swap"]["frames"] == 1
+
+
 # ----------------------------------------------------------------------------- story consistency
 
 

@@ -122,7 +122,7 @@ def test_highlight_html_escapes_and_lets_the_swap_win_inside_a_mention():
 def test_card_html_shows_swapped_word_probability_boxes_and_scores():
     text = "James sits on a couch near the tv."
     card = Card(
-        pair_id="3920-1-neg", outcome="FP", label=0, negative_type="object_swap", text=text,
+        pair_id="3920-1-neg-object_swap", outcome="FP", label=0, negative_type="object_swap", text=text,
         probability=0.734, threshold=0.5, scores={"object": 0.5, "semantic": 0.61, "spatial": float("nan")},
         highlights=(Highlight(0, 5, "found"),
                     Highlight(text.index("couch"), text.index("couch") + 5, "swapped", "was 'chair'")),
@@ -212,13 +212,20 @@ def test_findings_compute_every_comparison():
     flipped = "\n".join(db.evidence_findings(doc, {**validation, "object_score_only": 0.8}))
     assert "`object_score_only` separates the pairs best" in flipped and "`clip_score_only` worst" in flipped
     assert db.evidence_findings(doc, {"fusion": 0.9}) == []  # no single evidence scored on validation
-    # the hardest kind is read from the paired score (the headline), with the frames it is scored on
-    doc["models"]["fusion"]["paired"]["object_swap"] = {"value": 0.6, "low": 0.5, "high": 0.7, "frames": 9}
-    doc["models"]["fusion"]["paired"]["other_story"] |= {"frames": 11}
+    # the hardest kind is read from the paired score (the headline) on the frames that have every kind
+    assert db.negative_type_finding(doc) is None  # no common frames: the kinds cannot be compared
+    doc["models"]["fusion"]["paired"] |= {
+        "common": {"value": 0.7, "low": 0.6, "high": 0.8, "frames": 5, "outcomes": 10},
+        "common:other_story": {"value": 0.85, "low": 0.8, "high": 0.9, "frames": 5},
+        "common:object_swap": {"value": 0.6, "low": 0.5, "high": 0.7, "frames": 5}}
     hardest = db.negative_type_finding(doc)
-    assert ("hardest kind of negative is `object_swap` (0.600 [0.500, 0.700], 9 frames) and the easiest "
-            "`other_story` (0.850 [0.800, 0.900], 11 frames)") in hardest
-    assert "scored on different frames" in hardest and "unlike sets of frames" in hardest
+    assert "on the 5 test frames that have a negative of every kind (`other_story`, `object_swap`)" in hardest
+    assert ("hardest kind of negative is `object_swap` (0.600 [0.500, 0.700]) and the easiest `other_story` "
+            "(0.850 [0.800, 0.900])") in hardest
+    # a kind's paired score over all the frames it applies to does not decide it: those are other frames
+    doc["models"]["fusion"]["paired"]["object_swap"] = {"value": 0.95, "low": 0.9, "high": 1.0, "frames": 9}
+    assert db.negative_type_finding(doc) == hardest
+    assert db.blind_leaks(doc["models"]["fusion"]["paired"]) == ["other_story", "object_swap"]  # kinds only
     doc["differences"]["clip_score_only"]["roc_auc"] = {"value": 0.1, "low": -0.02, "high": 0.2}
     assert "cannot tell the two apart" in "\n".join(db.evidence_findings(doc, validation))
 

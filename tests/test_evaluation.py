@@ -200,7 +200,8 @@ def make_predictions(external: bool = False) -> pd.DataFrame:
 
 def test_paired_outcomes_compare_each_frame_with_its_own_negative():
     rows = pd.DataFrame({
-        "pair_id": ["a-1-pos", "a-1-neg", "a-2-pos", "a-2-neg", "b-1-pos", "b-1-neg"],
+        "pair_id": ["a-1-pos", "a-1-neg-object_swap", "a-2-pos", "a-2-neg-object_swap", "b-1-pos",
+                    "b-1-neg-same_story"],
         "story_id": ["a", "a", "a", "a", "b", "b"], "frame": [1, 1, 2, 2, 1, 1], "block": ["x"] * 4 + ["y"] * 2,
         "label": [1, 0, 1, 0, 1, 0], "negative_type": ["", "object_swap", "", "object_swap", "", "same_story"],
         "score": [0.7, 0.6, 0.4, 0.4, 0.2, 0.9],
@@ -218,8 +219,49 @@ def test_paired_outcomes_compare_each_frame_with_its_own_negative():
     # A frame that lost one of its pairs (a missing feature) is left out of the pairing, and counted.
     partial = paired_outcomes(rows.iloc[1:])
     assert len(partial) == 2 and partial.attrs["unpaired_frames"] == 1
-    with pytest.raises(ValueError, match="one positive and one negative per frame"):
+    with pytest.raises(ValueError, match="one positive and at most one negative of each type per frame"):
         paired_outcomes(rows.assign(label=1))
+
+
+def test_paired_outcomes_compare_the_positive_with_each_of_its_negatives_and_on_common_frames():
+    kinds = ["other_story", "same_story", "object_swap", "relation_swap"]
+    rows = []
+    for story, block, n_kinds in (("a", "x", 4), ("b", "x", 2), ("c", "y", 4), ("d", "y", 1)):
+        rows.append({"pair_id": f"{story}-1-pos", "story_id": story, "frame": 1, "block": block, "label": 1,
+                     "negative_type": "", "score": 0.5})
+        for k, kind in enumerate(kinds[:n_kinds]):  # a, c: all four types; b: two; d: one
+            score = {"other_story": 0.1, "same_story": 0.9, "object_swap": 0.5}.get(kind, 0.2 if story == "a" else 0.8)
+            rows.append({"pair_id": f"{story}-1-neg-{kind}", "story_id": story, "frame": 1, "block": block,
+                         "label": 0, "negative_type": kind, "score": score})
+    table = pd.DataFrame(rows).sample(frac=1, random_state=3)  # the order of the rows does not matter
+    frames = paired_outcomes(table)
+    assert len(frames) == 4 + 2 + 4 + 1 and frames.attrs["unpaired_frames"] == 0
+    assert frames[["story_id", "negative_type"]].values.tolist()[:4] == [["a", k] for k in kinds]  # spec order
+    assert frames.groupby("story_id")["common"].all().to_dict() == {"a": True, "b": False, "c": True, "d": False}
+    assert frames.set_index(["story_id", "negative_type"])["outcome"].to_dict()[("a", "relation_swap")] == 1.0
+    paired = bootstrap_paired(frames, n_resamples=50, seed=0)
+    # "all" is the mean over the eleven (frame, type) outcomes; each type's group over the frames it applies to
+    assert paired["all"]["value"] == pytest.approx(frames["outcome"].mean()) and paired["all"]["outcomes"] == 11
+    assert paired["all"]["frames"] == 4 and paired["other_story"]["frames"] == 4 and paired["same_story"]["frames"] == 3
+    assert paired["object_swap"]["value"] == 0.5 and paired["other_story"]["value"] == 1.0
+    # common: the frames with every type (a and c), each type on the same two frames
+    assert set(paired) == {"all", *kinds, "common", *(f"common:{k}" for k in kinds)}
+    assert all(paired[f"common:{k}"]["frames"] == 2 for k in kinds) and paired["common"]["outcomes"] == 8
+    assert paired["same_story"]["value"] == 0.0 and paired["relation_swap"]["frames"] == 2
+    assert paired["common:relation_swap"]["value"] == pytest.approx(0.5)  # a above, c below
+    # a second model on the same rows: the paired difference works group by group, common groups included
+    other = paired_outcomes(table.assign(score=np.where(table["label"] == 1, 1.0, 0.0)))
+    diff = bootstrap_paired_difference(frames, other, n_resamples=50, seed=0)
+    assert diff["common:same_story"]["value"] == pytest.approx(-1.0) and set(diff) == set(paired)
+    with pytest.raises(ValueError, match="same frames"):
+        bootstrap_paired_difference(frames, other.iloc[::-1], n_resamples=50, seed=0)
+    # a positive that names its negative's type counts for that type only (a control scored per edit)
+    per_edit = pd.DataFrame([
+        {"story_id": "e", "frame": 1, "block": "x", "label": 1, "negative_type": "object_swap", "score": 0.3},
+        {"story_id": "e", "frame": 1, "block": "x", "label": 0, "negative_type": "object_swap", "score": 0.2},
+        {"story_id": "e", "frame": 1, "block": "x", "label": 1, "negative_type": "relation_swap", "score": 0.1},
+        {"story_id": "e", "frame": 1, "block": "x", "label": 0, "negative_type": "relation_swap", "score": 0.2}])
+    assert paired_outcomes(per_edit)["outcome"].tolist() == [1.0, 0.0]
 
 
 def test_paired_outcomes_name_the_frames_that_cannot_be_paired():
@@ -232,7 +274,7 @@ def test_paired_outcomes_name_the_frames_that_cannot_be_paired():
                        (frame("p", [1, 1]), "story p frame 1"),  # two positives
                        ([r for s in "abcd" for r in frame(s, [0, 0])],  # four frames of two negatives: the first three
                         "story a frame 1, story b frame 1, story c frame 1")):
-        with pytest.raises(ValueError, match="one positive and one negative per frame") as error:
+        with pytest.raises(ValueError, match="one positive and at most one negative of each type per frame") as error:
             paired_outcomes(pd.DataFrame(fine + bad))
         assert str(error.value).endswith(f"not so for {named}")
     assert paired_outcomes(pd.DataFrame(fine)).attrs["unpaired_frames"] == 1
@@ -296,7 +338,7 @@ def test_metrics_document_follows_the_schema():
     doc = evaluate(predictions, profile="smoke", n_resamples=50, seed=42, primary_model="fusion", threshold_rule="rule",
                    block_size=2)
     json.dumps(doc, allow_nan=False)  # strict JSON: undefined values are null, never NaN
-    assert doc["schema_version"] == 3 and doc["split"] == "test" and doc["primary_model"] == "fusion"
+    assert doc["schema_version"] == 4 and doc["split"] == "test" and doc["primary_model"] == "fusion"
     assert doc["bootstrap"]["unit"] == "id_block" and doc["bootstrap"]["block_size"] == 2
     assert doc["bootstrap"]["confidence"] == 0.95
     assert doc["n"] == {"pairs": 96, "frames": 48, "stories": 12, "blocks": 6, "positives": 48,
@@ -403,15 +445,15 @@ def test_the_language_model_control_scores_own_words_against_edited_words(monkey
     moved = own.replace("on the couch", "under the couch")
     rows = []
     at = own.index("on the couch")
-    for frame, (text, kind, start, end) in enumerate([(swapped, "object_swap", 9, 16),
-                                                      (moved, "relation_swap", at, at + len("under")),
-                                                      ("Another story.", "other_story", -1, -1),
-                                                      ("He holds a vase!", "object_swap", 9, 15)], start=1):
+    negatives = {1: [(swapped, "object_swap", 9, 16), (moved, "relation_swap", at, at + len("under"))],
+                 2: [("Another story.", "other_story", -1, -1)], 3: [("He holds a vase!", "object_swap", 9, 15)]}
+    for frame, texts in negatives.items():  # frame 1 has two swaps, each scored against its own words
         common = {"story_id": "s", "frame": frame, "block": "b", "split": "test"}
         rows.append({**common, "pair_id": f"s-{frame}-pos", "label": 1, "negative_type": "", "text": own,
                      "swap_start": -1, "swap_end": -1})
-        rows.append({**common, "pair_id": f"s-{frame}-neg", "label": 0, "negative_type": kind, "text": text,
-                     "swap_start": start, "swap_end": end})
+        for text, kind, start, end in texts:
+            rows.append({**common, "pair_id": f"s-{frame}-neg-{kind}", "label": 0, "negative_type": kind,
+                         "text": text, "swap_start": start, "swap_end": end})
     seen = []
 
     def fake_logprobs(mlm, edits, cache_dir, *, batch_size):
@@ -422,7 +464,9 @@ def test_the_language_model_control_scores_own_words_against_edited_words(monkey
     out = swap_plausibility_rows(pd.DataFrame(rows), mlm=None, cache_dir="unused")
     assert [(e[1][e[2]:e[3]]) for e in seen] == ["a clock", "under"]  # the changed words, located in place
     assert out.attrs["unlocated"] == 1  # "a vase!" is not an in-place edit of the frame's own text
-    assert out["pair_id"].tolist() == ["s-1-pos", "s-1-neg", "s-2-pos", "s-2-neg"]
+    assert out["pair_id"].tolist() == ["s-1-pos", "s-1-neg-object_swap", "s-1-pos", "s-1-neg-relation_swap"]
+    assert out["negative_type"].tolist() == ["object_swap"] * 2 + ["relation_swap"] * 2  # the positive's: its edit's
     assert out["score"].tolist() == [-2.0, -5.0, -2.0, -1.0]
     frames = paired_outcomes(out)
     assert frames["outcome"].tolist() == [1.0, 0.0]  # the swap read as less plausible; the relation as more
+    assert frames["negative_type"].tolist() == ["object_swap", "relation_swap"] and frames["common"].all()

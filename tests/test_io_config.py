@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from helpers import config, io
+from helpers.pairs import profile_negative_types
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
@@ -66,9 +67,20 @@ def test_profiles_load_and_declare_what_the_chapters_read(name):
     cfg = config.load_profile(name)
     assert cfg["profile"] == name
     for section, keys in {"data": ["source", "n_stories", "block_size", "check_images"], "detector": ["weights", "min_size", "proposals"],
-                          "clip": ["weights", "aggregate"], "pairs": ["negative_mix"]}.items():
+                          "clip": ["weights", "aggregate"], "pairs": ["negative_types"]}.items():
         assert set(keys) <= set(cfg[section]), (section, keys)
-    assert abs(sum(cfg["pairs"]["negative_mix"].values()) - 1) < 1e-9
+    assert profile_negative_types(cfg["pairs"]) == ("other_story", "same_story", "object_swap", "relation_swap")
+
+
+@pytest.mark.parametrize("pairs", [{"negative_types": []}, {"negative_types": ["swap_everything"]},
+                                   {"negative_types": ["same_story", "same_story"]}, {"negative_types": "same_story"},
+                                   {}, {"negative_types": ["same_story"], "negative_mix": {"same_story": 1.0}}])
+def test_profiles_refuse_bad_negative_types(pairs):
+    with pytest.raises(ValueError, match="negative_types"):
+        profile_negative_types(pairs)
+    # a profile that still draws from a mix is refused, even beside a valid negative_types
+    with pytest.raises(ValueError, match="negative_mix is gone"):
+        profile_negative_types(config.load_profile("smoke", {"pairs": {"negative_mix": {"same_story": 1.0}}})["pairs"])
 
 
 def test_smoke_is_offline_and_real_profiles_use_pretrained_weights():

@@ -2,7 +2,7 @@
 
 Pairs are built on two corpora: copies of the real story 3920 under other ids (real
 text, where only some frames allow an object or relation swap) and small made-up
-stories in which every negative type applies to every frame, so the mix can be checked.
+stories in which every negative type applies to every frame, so each frame gets all four.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from helpers.pairs import relation_swap_options
 from helpers.tags import ParsedStory, parse_chain_of_thought, parse_row, parse_segment, parse_story, strip_tags
 
 from conftest import COT_3920, FIXTURES, STORY_1831, STORY_3920
-MIX = {"other_story": 0.25, "same_story": 0.25, "object_swap": 0.3, "relation_swap": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +65,9 @@ def blocks_of(ids: list[str], block_size: int) -> dict[str, int]:
     return {sid: i // block_size for i, sid in enumerate(ordered)}
 
 
-def toy_pairs(seed: int = 42, stories=TOYS, mix=MIX, **kwargs) -> tuple[pd.DataFrame, dict[str, str]]:
+def toy_pairs(seed: int = 42, stories=TOYS, types=NEGATIVE_TYPES, **kwargs) -> tuple[pd.DataFrame, dict[str, str]]:
     split = split_stories([s.story_id for s in stories], block_size=2, seed=seed)
-    return make_pairs(stories, split_of=split, negative_mix=mix, seed=seed, block_size=2, **kwargs), split
+    return make_pairs(stories, split_of=split, negative_types=types, seed=seed, block_size=2, **kwargs), split
 
 
 # ------------------------------------------------------------------------------ split
@@ -130,13 +129,18 @@ def test_split_rejects_bad_input(ids, kwargs, message):
 # ------------------------------------------------------------------------------ pairs
 
 
-def test_pairs_are_balanced_and_complete():
+def test_every_frame_gets_a_negative_of_every_type_that_applies():
     pairs, split = toy_pairs()
     assert list(pairs.columns) == PAIR_COLUMNS
     assert pairs.pair_id.is_unique
-    assert len(pairs) == 2 * sum(s.frame_count for s in TOYS) and pairs.attrs["frames_without_negative"] == 0
+    assert len(pairs) == 5 * sum(s.frame_count for s in TOYS) and pairs.attrs["frames_without_negative"] == 0
     per_frame = pairs.groupby(["story_id", "frame"]).label.agg(["sum", "count"])
-    assert (per_frame["sum"] == 1).all() and (per_frame["count"] == 2).all()
+    assert (per_frame["sum"] == 1).all() and (per_frame["count"] == 5).all()  # one positive, four negatives
+    kinds = pairs[pairs.label == 0].groupby(["story_id", "frame"]).negative_type.agg(tuple)
+    assert (kinds == NEGATIVE_TYPES).all()  # every type, in the spec's order
+    expected = [f"{r.story_id}-{r.frame}-" + ("pos" if r.label else f"neg-{r.negative_type}")
+                for r in pairs.itertuples()]
+    assert pairs.pair_id.tolist() == expected
     assert (pairs.split == pairs.story_id.map(split)).all()
     positives = pairs[pairs.label == 1]
     assert (positives.negative_type == "").all() and (positives.change == "").all()
@@ -144,13 +148,13 @@ def test_pairs_are_balanced_and_complete():
     assert (pairs.text == pairs.tagged_text.map(strip_tags)).all()
 
 
-def test_negative_mix_is_followed_when_every_type_applies():
-    pairs, _ = toy_pairs()
-    counts = pairs[pairs.label == 0].negative_type.value_counts()
-    n = counts.sum()
-    assert set(counts.index) == set(NEGATIVE_TYPES)
-    for kind, weight in MIX.items():
-        assert abs(counts[kind] / n - weight) < 0.08, counts.to_dict()
+@pytest.mark.parametrize("variant", ["naive", "fluent"])
+def test_a_types_negative_does_not_depend_on_the_other_types(variant):
+    every, _ = toy_pairs(variant=variant)
+    for kind in NEGATIVE_TYPES:
+        alone, _ = toy_pairs(types=[kind], variant=variant)
+        expected = every[(every.label == 1) | (every.negative_type == kind)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(alone, expected)
 
 
 def test_object_swap_names_an_object_absent_from_the_frame():
@@ -367,33 +371,36 @@ def test_pairs_are_deterministic():
 def test_inapplicable_types_are_renormalised_away(story_3920):
     stories = [dataclasses.replace(story_3920, story_id=str(i)) for i in range(0, 80, 10)]
     split = dict.fromkeys((s.story_id for s in stories), "train")
-    pairs = make_pairs(stories, split_of=split, negative_mix=MIX, seed=42, block_size=2)
-    assert len(pairs) == 2 * 8 * 17 and pairs.label.sum() == 8 * 17
+    pairs = make_pairs(stories, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2)
+    assert pairs.label.sum() == 8 * 17 and pairs.pair_id.is_unique
     negatives = pairs[pairs.label == 0]
+    assert len(negatives) > 2 * 8 * 17  # other_story and same_story apply to every frame, object_swap to some
     # no relation of 3920 is between two things a frame can show, so no frame gets a relation swap
     assert set(negatives.negative_type) == set(NEGATIVE_TYPES) - {"relation_swap"}
-    naive = make_pairs(stories, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="naive")
+    naive = make_pairs(stories, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, variant="naive")
     assert set(naive[naive.label == 0].negative_type) == set(NEGATIVE_TYPES)
     # only frames 1, 9, 11, 12 and 14 name a COCO object other than a person
     assert set(negatives[negatives.negative_type == "object_swap"].frame) <= {1, 9, 11, 12, 14}
     assert (negatives.text.str.len() > 300).all() and not negatives.text.str.contains("<").any()
 
-    only_relations = make_pairs(stories, split_of=split, negative_mix={"relation_swap": 1.0}, seed=42, block_size=2,
+    only_relations = make_pairs(stories, split_of=split, negative_types=["relation_swap"], seed=42, block_size=2,
                                 variant="naive")
     assert set(only_relations.negative_type) == {"", "relation_swap"}
     n_frames = len(only_relations) // 2
     assert only_relations.attrs["frames_without_negative"] == 8 * 17 - n_frames
     assert 0 < n_frames < 8 * 17 and only_relations.label.sum() == n_frames
     # the fluent construction finds no relation between two visible things in 3920 (walls, the floor)
-    fluent = make_pairs(stories, split_of=split, negative_mix={"relation_swap": 1.0}, seed=42, block_size=2)
+    fluent = make_pairs(stories, split_of=split, negative_types=["relation_swap"], seed=42, block_size=2)
     assert len(fluent) == 0 and fluent.attrs["frames_without_negative"] == 8 * 17
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"negative_mix": {"swap_everything": 1.0}}, "negative_mix"),
-        ({"negative_mix": {"same_story": 0.0}}, "negative_mix"),
+        ({"negative_types": ["swap_everything"]}, "negative_types"),
+        ({"negative_types": []}, "negative_types"),
+        ({"negative_types": ["same_story", "same_story"]}, "negative_types"),
+        ({"negative_types": "same_story"}, "negative_types"),
         ({"split_of": {}}, "no side for 40 stories"),
         ({"block_size": 0}, "block_size"),
         ({"variant": "clever"}, "unknown pair construction"),
@@ -404,15 +411,15 @@ def test_inapplicable_types_are_renormalised_away(story_3920):
 def test_make_pairs_rejects_bad_input(kwargs, message):
     split = dict.fromkeys((s.story_id for s in TOYS), "train")
     with pytest.raises(ValueError, match=message):
-        make_pairs(TOYS, **{"split_of": split, "negative_mix": MIX, "seed": 0, "block_size": 2, **kwargs})
+        make_pairs(TOYS, **{"split_of": split, "negative_types": NEGATIVE_TYPES, "seed": 0, "block_size": 2, **kwargs})
 
 
 def test_concat_pairs_rejects_shared_pair_ids():
     from helpers.pairs import concat_pairs
 
-    a = pd.DataFrame({"pair_id": ["1-1-pos", "1-1-neg"], "split": ["train", "train"]})
+    a = pd.DataFrame({"pair_id": ["1-1-pos", "1-1-neg-same_story"], "split": ["train", "train"]})
     b = pd.DataFrame({"pair_id": ["9-1-pos"], "split": ["external"]})
-    assert concat_pairs(a, b)["pair_id"].tolist() == ["1-1-pos", "1-1-neg", "9-1-pos"]
+    assert concat_pairs(a, b)["pair_id"].tolist() == ["1-1-pos", "1-1-neg-same_story", "9-1-pos"]
     with pytest.raises(ValueError, match="more than one table"):
         concat_pairs(a, a)
 
@@ -571,12 +578,13 @@ def _story_of(text: str) -> str:
 def test_adversarial_construction_on_story_3920_is_fluent(story_3920, tiny_mlm, tmp_path):
     stories = [dataclasses.replace(story_3920, story_id=str(i)) for i in range(0, 120, 10)]
     split = split_stories([s.story_id for s in stories], block_size=2, seed=1)
-    pairs = make_pairs(stories, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
+    pairs = make_pairs(stories, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, variant="adversarial",
                        mlm=tiny_mlm, cache_dir=tmp_path, n_candidates=4)
     assert list(pairs.columns) == PAIR_COLUMNS and pairs.pair_id.is_unique
     per_frame = pairs.groupby(["story_id", "frame"]).label.agg(["sum", "count"])
-    assert (per_frame["sum"] == 1).all() and (per_frame["count"] == 2).all()
-    assert len(pairs) == 2 * 12 * 17  # every frame of 3920 has some negative
+    kinds = pairs.groupby(["story_id", "frame"]).negative_type.nunique()  # "" and the negatives' types
+    assert (per_frame["sum"] == 1).all() and (per_frame["count"] == kinds).all() and (kinds >= 3).all()
+    assert pairs.label.sum() == 12 * 17  # every frame of 3920 has some negative: other_story and same_story
     negatives = pairs[pairs.label == 0]
     assert negatives.blind_score.between(0, 1).all() and (negatives.n_candidates.between(1, 4)).all()
     assert (negatives.n_candidates == 4).mean() > 0.5
@@ -601,11 +609,14 @@ def test_adversarial_construction_on_story_3920_is_fluent(story_3920, tiny_mlm, 
 
 def test_adversarial_construction_is_deterministic(tiny_mlm, tmp_path):
     split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
-    args = dict(split_of=split, negative_mix=MIX, block_size=2, variant="adversarial", mlm=tiny_mlm)
+    args = dict(split_of=split, negative_types=NEGATIVE_TYPES, block_size=2, variant="adversarial", mlm=tiny_mlm)
     first = make_pairs(SMALL, seed=42, cache_dir=tmp_path / "a", **args)
     again = make_pairs(random.Random(3).sample(SMALL, len(SMALL)), seed=42, cache_dir=tmp_path / "b", **args)
     pd.testing.assert_frame_equal(first, again)
     assert set(first[first.label == 0].negative_type) == set(NEGATIVE_TYPES)
+    per_frame = first.groupby(["story_id", "frame"]).label.agg(["sum", "count"])
+    assert (per_frame["sum"] == 1).all() and (per_frame["count"] == 5).any()  # frames with all four types
+    assert first.pair_id.is_unique and first.pair_id.str.fullmatch(r"\d+-\d+-(pos|neg-[a-z_]+)").all()
     assert not first.equals(make_pairs(SMALL, seed=7, cache_dir=tmp_path / "a", **args))
     # a frame cap keeps exactly the pairs the whole construction makes for the frames it keeps
     capped = make_pairs(SMALL, seed=42, cache_dir=tmp_path / "a", frames_per_story=2, **args)
@@ -625,19 +636,19 @@ def test_frames_per_story_keeps_evenly_spaced_frames_of_the_same_construction():
     assert hp.evenly_spaced([4, 2], 5) == [2, 4] and hp.evenly_spaced([2, 4, 9], None) == [2, 4, 9]
     assert hp.evenly_spaced([2, 4, 9], 1) == [2]
     whole, split = toy_pairs()
-    capped = make_pairs(TOYS, split_of=split, negative_mix=MIX, seed=42, block_size=2, frames_per_story=2)
+    capped = make_pairs(TOYS, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, frames_per_story=2)
     assert _same_pairs_on_kept_frames(whole, capped, 2)
     empty = hp.keep_frames_per_story(whole.iloc[:0], 2)
     assert empty.empty and list(empty.columns) == list(whole.columns) and empty.attrs["frames_not_sampled"] == 0
     with pytest.raises(ValueError, match="frames_per_story must be >= 1"):
-        make_pairs(TOYS, split_of=split, negative_mix=MIX, seed=42, block_size=2, frames_per_story=0)
+        make_pairs(TOYS, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, frames_per_story=0)
 
 
 def test_filter_keeps_the_candidate_most_like_a_positive(tiny_mlm, tmp_path, monkeypatch):
     """With a fixed text-only scorer, more candidates (a superset for these types) never score lower."""
     monkeypatch.setattr(hp, "_fit_blind", lambda *a, **k: _DigestModel())
     split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
-    args = dict(split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial", mlm=tiny_mlm,
+    args = dict(split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, variant="adversarial", mlm=tiny_mlm,
                 cache_dir=tmp_path)
     one = make_pairs(SMALL, n_candidates=1, **args).set_index("pair_id")
     four = make_pairs(SMALL, n_candidates=4, **args).set_index("pair_id")
@@ -658,7 +669,7 @@ def test_the_blind_classifier_never_fits_on_validation_or_test_text(tiny_mlm, tm
 
     monkeypatch.setattr(hp, "_fit_blind", record)
     split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
-    pairs = make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
+    pairs = make_pairs(SMALL, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, variant="adversarial",
                        mlm=tiny_mlm, cache_dir=tmp_path)
     block_of = hp.id_blocks([s.story_id for s in SMALL], 2)
     blind_auc_table(pairs, block_of=block_of, n_resamples=10)
@@ -667,7 +678,7 @@ def test_the_blind_classifier_never_fits_on_validation_or_test_text(tiny_mlm, tm
         block_of=block_of)
     assert fitted and {split[_story_of(t)] for t in fitted} == {"train"}  # the margin too: training stories only
     fitted.clear()
-    make_pairs(SMALL, split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial",
+    make_pairs(SMALL, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, variant="adversarial",
                mlm=tiny_mlm, cache_dir=tmp_path)
     blind_auc_table(pairs, block_of=block_of, n_resamples=10)
     assert fitted and {split[_story_of(t)] for t in fitted} == {"train"}
@@ -698,7 +709,8 @@ def test_blind_predictions_are_cross_fitted_by_story_block():
     table = blind_auc_table(pairs, block_of=hp.id_blocks([s.story_id for s in SMALL], 2), n_resamples=20)
     assert set(table.split) == {"train", "val"} and set(table.negative_type) == {*NEGATIVE_TYPES, "all"}
     assert (table.low <= table.high).all() and table.roc_auc.between(0, 1).all()
-    assert (table[table.negative_type == "all"].n_positive == table[table.negative_type == "all"].n_negative).all()
+    every = table[table.negative_type == "all"]  # SMALL: every frame gets all four types
+    assert (every.n_negative == 4 * every.n_positive).all()
     assert (table.n_unscored == 0).all()
     train_only = {s: b for s, b in hp.id_blocks([s.story_id for s in SMALL], 2).items() if split[s] == "train"}
     with pytest.raises(ValueError, match="no id block for 8 stories"):  # validation and test stories
@@ -779,7 +791,7 @@ def test_a_margin_grid_without_a_measurable_auc_is_reported():
 
 def test_frames_the_filter_could_not_score_are_counted(tiny_mlm, tmp_path):
     split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
-    args = dict(split_of=split, negative_mix=MIX, seed=42, block_size=2, variant="adversarial", mlm=tiny_mlm,
+    args = dict(split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2, variant="adversarial", mlm=tiny_mlm,
                 cache_dir=tmp_path)
     scored = make_pairs(SMALL, **args)
     assert scored.attrs["frames_unfiltered"] == {"train": 0, "val": 0, "test": 0}
@@ -789,10 +801,36 @@ def test_frames_the_filter_could_not_score_are_counted(tiny_mlm, tmp_path):
     negatives = pairs[pairs.label == 0]
     train = negatives[negatives.split == "train"]
     assert train.blind_score.isna().all() and negatives[negatives.split != "train"].blind_score.notna().all()
-    assert pairs.attrs["frames_unfiltered"] == {"train": len(train), "val": 0, "test": 0} and len(train) > 5
+    n_train = train[["story_id", "frame"]].drop_duplicates().shape[0]  # frames, not negatives
+    assert pairs.attrs["frames_unfiltered"] == {"train": n_train, "val": 0, "test": 0} and n_train > 5
+    assert len(train) > n_train
     table = blind_auc_table(pairs, block_of=one_block, n_resamples=10)
     unscored = table.set_index(["split", "negative_type"]).n_unscored
     assert unscored[("train", "all")] == (pairs.split == "train").sum() and unscored[("val", "all")] == 0
     assert table[table.split == "train"].roc_auc.isna().all() and table[table.split == "val"].n_negative.sum() > 0
     both = hp.concat_pairs(scored, pairs.assign(pair_id=pairs.pair_id + "-x"))
-    assert both.attrs["frames_unfiltered"] == {"train": len(train), "val": 0, "test": 0}  # summed per split
+    assert both.attrs["frames_unfiltered"] == {"train": n_train, "val": 0, "test": 0}  # summed per split
+
+
+def test_the_blind_filter_sees_each_frames_own_text_once_and_its_candidates_as_much(tiny_mlm, tmp_path, monkeypatch):
+    """A frame has candidates of several types: its own text enters the filter's fit once (label 1, weight 1)
+    and all its candidates together weigh 1, whatever the number of types."""
+    fits = []
+
+    def record(texts, labels, weights, seed):
+        fits.append((list(texts), np.asarray(labels), np.asarray(weights, dtype=float)))
+        return _LengthModel()
+
+    monkeypatch.setattr(hp, "_fit_blind", record)
+    split = split_stories([s.story_id for s in SMALL], block_size=2, seed=42)
+    pairs = make_pairs(SMALL, split_of=split, negative_types=NEGATIVE_TYPES, seed=42, block_size=2,
+                       variant="adversarial", mlm=tiny_mlm, cache_dir=tmp_path)
+    assert (pairs[pairs.label == 0].groupby(["story_id", "frame"]).size() > 1).all()  # several types per frame
+    train_frames = pairs[(pairs.split == "train") & (pairs.label == 1)]
+    texts, labels, weights = fits[-1]  # the fit on every training frame, which scores validation and test
+    own = [t for t, y in zip(texts, labels) if y == 1]
+    assert sorted(own) == sorted(train_frames.text) and (weights[labels == 1] == 1).all()
+    assert weights[labels == 0].sum() == pytest.approx(len(own))  # each frame's candidates weigh 1 in all
+    for texts, labels, weights in fits[:-1]:  # cross-fitting: a held-out story's texts are never lent
+        assert len(set(t for t, y in zip(texts, labels) if y == 1)) == int((labels == 1).sum())
+        assert weights[labels == 0].sum() <= (labels == 1).sum() + 1e-9

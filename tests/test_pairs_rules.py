@@ -1,6 +1,6 @@
 """The rules that decide which pairs the study has, pinned by small cases worked out by hand:
 how ids are cut into blocks and blocks dealt to the sides, which stories may donate an
-``other_story`` text, and how the mix of negatives falls back when a type does not apply.
+``other_story`` text, and which negatives a frame gets when a type does not apply.
 
 Written against the public functions (``split_stories``, ``make_pairs``) only.
 """
@@ -119,7 +119,7 @@ def _donors(stories: list[ParsedStory], split_of: dict[str, str], block_size: in
     """story id -> the set of source stories of its other_story negatives over a few seeds."""
     found: dict[str, set[str]] = {}
     for seed in seeds:
-        pairs = make_pairs(stories, split_of=split_of, negative_mix={"other_story": 1.0}, seed=seed,
+        pairs = make_pairs(stories, split_of=split_of, negative_types=["other_story"], seed=seed,
                            block_size=block_size)
         negatives = pairs[pairs.label == 0]
         assert set(negatives.negative_type) == {"other_story"}
@@ -150,80 +150,69 @@ def test_other_story_donors_come_from_the_same_side_only():
 def test_a_side_of_one_block_has_no_other_story_negative():
     stories = [story(i) for i in ids(1, 2, 3)]
     split_of = dict.fromkeys(ids(1, 2, 3), "train")
-    alone = make_pairs(stories, split_of=split_of, negative_mix={"other_story": 1.0}, seed=0, block_size=3)
+    alone = make_pairs(stories, split_of=split_of, negative_types=["other_story"], seed=0, block_size=3)
     assert len(alone) == 0 and alone.attrs["frames_without_negative"] == 9
     # with a second block there is a donor for every frame
-    split = make_pairs(stories, split_of=split_of, negative_mix={"other_story": 1.0}, seed=0, block_size=2)
+    split = make_pairs(stories, split_of=split_of, negative_types=["other_story"], seed=0, block_size=2)
     assert len(split) == 18 and split.attrs["frames_without_negative"] == 0
 
 
-# ------------------------------------------------------------------------------ the mix
+# ------------------------------------------------------------------------------ the types
 
 
-def test_a_type_that_does_not_apply_falls_back_to_the_others():
+def test_a_type_that_does_not_apply_leaves_the_others():
     stories = [story(i) for i in ids(1, 2, 3)]  # one block: no other_story; no COCO thing: no swaps
     split_of = dict.fromkeys(ids(1, 2, 3), "train")
-    mix = {"other_story": 0.9, "same_story": 0.05, "object_swap": 0.05}
-    pairs = make_pairs(stories, split_of=split_of, negative_mix=mix, seed=0, block_size=3)
+    pairs = make_pairs(stories, split_of=split_of, negative_types=["other_story", "same_story", "object_swap"],
+                       seed=0, block_size=3)
     negatives = pairs[pairs.label == 0]
     assert len(negatives) == 9 and set(negatives.negative_type) == {"same_story"}
     assert pairs.attrs["frames_without_negative"] == 0
 
 
-def test_the_weights_of_the_mix_are_followed():
-    # 20 stories of 4 frames in blocks of 2: both types apply to every frame
-    stories = [story(i, frames=4) for i in ids(*range(20))]
-    split_of = dict.fromkeys(ids(*range(20)), "train")
-    for weights, expected in (((0.9, 0.1), 0.9), ((0.1, 0.9), 0.1)):
-        mix = dict(zip(("other_story", "same_story"), weights))
-        pairs = make_pairs(stories, split_of=split_of, negative_mix=mix, seed=5, block_size=2)
-        share = (pairs[pairs.label == 0].negative_type == "other_story").mean()
-        assert abs(share - expected) < 0.12, (mix, share)  # 80 draws: a standard error of 0.034
-
-
-def test_a_zero_weight_type_is_never_used_even_as_a_fallback():
+def test_a_type_left_out_of_negative_types_is_never_built():
     stories = [story(i) for i in ids(1, 2, 3)]
     split_of = dict.fromkeys(ids(1, 2, 3), "train")
-    pairs = make_pairs(stories, split_of=split_of, negative_mix={"other_story": 1.0, "same_story": 0.0}, seed=0,
-                       block_size=3)
+    pairs = make_pairs(stories, split_of=split_of, negative_types=["other_story"], seed=0, block_size=3)
     assert len(pairs) == 0 and pairs.attrs["frames_without_negative"] == 9
 
 
 def test_a_one_frame_story_has_no_same_story_negative():
     stories = [story("1", frames=1), story("2", frames=2)]
-    pairs = make_pairs(stories, split_of={"1": "train", "2": "train"}, negative_mix={"same_story": 1.0}, seed=0,
+    pairs = make_pairs(stories, split_of={"1": "train", "2": "train"}, negative_types=["same_story"], seed=0,
                        block_size=1)
     assert list(pairs.story_id) == ["2"] * 4 and pairs.attrs["frames_without_negative"] == 1
     negatives = pairs[pairs.label == 0]
     assert list(zip(negatives.frame, negatives.source_frame)) == [(1, 2), (2, 1)]
 
 
-def test_each_frame_gets_its_own_positive_and_one_negative():
+def test_each_frame_gets_its_own_positive_and_a_negative_of_each_type():
     stories = [story(i) for i in ids(1, 2, 3, 4)]
     pairs = make_pairs(stories, split_of=dict.fromkeys(ids(1, 2, 3, 4), "val"),
-                       negative_mix={"other_story": 0.5, "same_story": 0.5}, seed=3, block_size=2)
-    assert list(pairs.pair_id[:4]) == ["1-1-pos", "1-1-neg", "1-2-pos", "1-2-neg"]
-    assert list(pairs.label[:4]) == [1, 0, 1, 0]
-    assert (pairs.split == "val").all()
+                       negative_types=["same_story", "other_story"], seed=3, block_size=2)
+    assert list(pairs.pair_id[:6]) == ["1-1-pos", "1-1-neg-other_story", "1-1-neg-same_story",
+                                       "1-2-pos", "1-2-neg-other_story", "1-2-neg-same_story"]
+    assert list(pairs.label[:6]) == [1, 0, 0, 1, 0, 0] and pairs.pair_id.is_unique
+    assert (pairs.split == "val").all() and len(pairs) == 3 * 4 * 3
     positives = pairs[pairs.label == 1]
     assert (positives.source_story_id == positives.story_id).all() and (positives.source_frame == positives.frame).all()
     kinds = Counter(pairs[pairs.label == 0].negative_type)
-    assert set(kinds) == {"other_story", "same_story"}
+    assert kinds == {"other_story": 12, "same_story": 12}
 
 
-@pytest.mark.parametrize("mix", [{"same_story": -0.5, "other_story": 1.5}, {"same_story": 0.0}, {}])
-def test_the_mix_needs_a_positive_weight_and_no_negative_one(mix):
-    with pytest.raises(ValueError, match="negative_mix"):
-        make_pairs([story("1")], split_of={"1": "train"}, negative_mix=mix, seed=0, block_size=1)
+@pytest.mark.parametrize("types", [["same_story", "swap_everything"], [], ["same_story", "same_story"], "same_story"])
+def test_negative_types_must_be_distinct_known_types(types):
+    with pytest.raises(ValueError, match="negative_types"):
+        make_pairs([story("1")], split_of={"1": "train"}, negative_types=types, seed=0, block_size=1)
 
 
 def test_stories_without_a_side_are_counted_and_listed_up_to_five():
     stories = [story(i) for i in ids(*range(1, 8))]
     with pytest.raises(ValueError, match=r"^split_of has no side for 6 stories, e.g. \['2', '3', '4', '5', '6'\]$"):
-        make_pairs(stories, split_of={"1": "train"}, negative_mix={"same_story": 1.0}, seed=0, block_size=1)
+        make_pairs(stories, split_of={"1": "train"}, negative_types=["same_story"], seed=0, block_size=1)
 
 
 def test_duplicate_stories_are_refused():
     with pytest.raises(ValueError, match=r"^stories contains duplicate story ids$"):
-        make_pairs([story("1"), story("1")], split_of={"1": "train"}, negative_mix={"same_story": 1.0}, seed=0,
+        make_pairs([story("1"), story("1")], split_of={"1": "train"}, negative_types=["same_story"], seed=0,
                    block_size=1)

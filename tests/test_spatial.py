@@ -536,7 +536,7 @@ def test_spatial_features_read_characters_from_the_text_not_the_chain_of_thought
 
 def test_spatial_features_one_row_per_pair_sharing_each_frame():
     pairs = pd.DataFrame({
-        "pair_id": ["a-1-pos", "a-1-neg", "a-2-pos"], "story_id": ["a", "a", "a"], "frame": [1, 1, 2],
+        "pair_id": ["a-1-pos", "a-1-neg-relation_swap", "a-2-pos"], "story_id": ["a", "a", "a"], "frame": [1, 1, 2],
         "text": ["", "", "Nothing here."], "source_story_id": ["a", "a", "a"], "source_frame": [1, 1, 2],
         "tagged_text": ["<gdo obj1>A cup</gdo> rests on <gdo obj2>the table</gdo>.",
                         "<gdo obj1>A cup</gdo> rests under <gdo obj2>the table</gdo>.", ""],
@@ -557,9 +557,9 @@ def test_spatial_features_one_row_per_pair_sharing_each_frame():
     assert list(table["study_spatial_score"]) == [0.5, 0.5, 0.5]  # the chair is below the threshold
     stated = spatial.relations_long(table.merge(pairs.assign(label=[1, 0, 1], negative_type=["", "relation_swap", ""])))
     assert list(zip(stated["pair_id"], stated["relation"], stated["status"])) == [("a-1-pos", "on", "held"),
-                                                                                 ("a-1-neg", "under", "failed")]
+                                                                                 ("a-1-neg-relation_swap", "under", "failed")]
     [swapped] = spatial.edited_statements(stated).itertuples()
-    assert (swapped.pair_id, swapped.relation, swapped.status) == ("a-1-neg", "under", "failed")
+    assert (swapped.pair_id, swapped.relation, swapped.status) == ("a-1-neg-relation_swap", "under", "failed")
     with pytest.raises(SpatialInputError, match="width"):
         spatial_features(pairs, frames.drop(columns="width"), threshold=0.5)
     with pytest.raises(SpatialInputError, match="lacks 1 frame"):

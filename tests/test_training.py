@@ -261,7 +261,7 @@ def test_pairwise_text_finds_a_planted_tell_on_held_out_frames_and_nothing_witho
         assert (scorer.name, scorer.kind) == ("pairwise_text", "blind_control")
         rows = predict(table, [scorer]).query("split == 'test'").assign(block="b")
         frames = paired_outcomes(rows)
-        assert len(frames) == 24 and rows.groupby(["story_id", "frame"])["score"].sum().round(9).eq(1).all()
+        assert len(frames) == 24 and (rows.loc[rows["label"] == 1, "score"] == 0.5).all()  # own text vs itself
         paired = frames["outcome"].mean()
         assert (paired > 0.95) if tell else (0.25 < paired < 0.75), (tell, paired)
         assert set(model.validation_log_loss) == {0.01, 0.1, 1.0, 10.0, 100.0, 1000.0}
@@ -280,10 +280,59 @@ def test_pairwise_text_is_antisymmetric_trained_on_train_only_and_scores_a_lone_
     vocabulary = set(model.vectorizer.transformer_list[0][1].vocabulary_)
     train_words = set(" ".join(table.loc[table["split"] == "train", "text"]).lower().replace(".", "").split())
     assert {w for w in vocabulary if " " not in w} == train_words and test_words  # vocabulary of training texts
-    lone = table.drop(index=table.index[(table["split"] == "test") & (table["label"] == 0)][:1])
-    assert frame_partners(lone).count(None) == 1
-    assert 0.5 in model.predict_proba(lone)
-    with pytest.raises(ValueError, match="one positive and one negative"):
+    lone = table.drop(index=table.index[(table["split"] == "test") & (table["label"] == 1)][:1]).reset_index(drop=True)
+    partners = frame_partners(lone)
+    assert sum(p is None for p, y in zip(partners, lone["label"]) if y == 0) == 1  # the negative without its positive
+    assert model.predict_proba(lone)[[p is None for p in partners]].tolist() == [0.5] * partners.count(None)
+    with pytest.raises(ValueError, match="two positives"):
         frame_partners(pd.concat([table, table.iloc[:1]]))
+    # a frame with several negatives: each is compared with the frame's own text
+    own = table.iloc[0]
+    several = pd.DataFrame([own, own.copy(), own.copy()]).assign(
+        label=[1, 0, 0], text=[own["text"], "The a cup stands near the dog.", "The cup stands near the dog."])
+    assert frame_partners(several) == [None, own["text"], own["text"]]
+    scores = model.predict_proba(several)
+    assert scores[0] == 0.5 and scores[1] == pytest.approx(model.prob_first([several["text"].iloc[1]], [own["text"]])[0])
     # the order each training frame is shown in is drawn with the seed: another seed, another fit
     assert fit_pairwise_text(table, seed=5).classifier.coef_.tolist() != model.classifier.coef_.tolist()
+
+
+def test_frame_weights_weigh_a_frames_negatives_together_as_its_positive():
+    from helpers.training import frame_weights
+
+    rows = pd.DataFrame({"story_id": ["a"] * 5 + ["b"] * 2 + ["c"], "frame": [1] * 5 + [2] * 2 + [1],
+                         "label": [1, 0, 0, 0, 0, 0, 1, 1]})
+    assert frame_weights(rows).tolist() == [1, 0.25, 0.25, 0.25, 0.25, 1, 1, 1]
+    both = rows.iloc[:7]
+    w = frame_weights(both)
+    assert w[both["label"].to_numpy() == 1].sum() == w[both["label"].to_numpy() == 0].sum() == 2
+
+
+def test_losses_are_weighed_so_copies_of_a_negative_count_once():
+    """Three copies of every negative, each weighed a third, fit and score as the one negative does."""
+    from helpers.fusion import FusionMLP
+    from helpers.training import _epoch_metrics, fit_baselines, frame_weights
+
+    table = make_feature_table(n_stories=20, frames=3, seed=4)
+    negatives = table[table["label"] == 0]
+    copies = pd.concat([table, negatives.assign(pair_id=negatives["pair_id"] + "2"),
+                        negatives.assign(pair_id=negatives["pair_id"] + "3")]).sort_values("pair_id")
+    assert frame_weights(copies)[copies["label"].to_numpy() == 0] == pytest.approx(1 / 3)
+    one = {s.name: s for s in fit_baselines(table, "study", seed=0)}
+    three = {s.name: s for s in fit_baselines(copies, "study", seed=0)}
+    test = table[table["split"] == "test"]
+    assert np.allclose(one["logistic_regression"].predict_proba(test),
+                       three["logistic_regression"].predict_proba(test), atol=0.02)  # the scaler sees the copies
+    torch.manual_seed(0)
+    model = FusionMLP(3, 8, 0.0)
+    columns = ["object_score", "clip_score", "spatial_score"]
+
+    def loss(rows):
+        x = torch.tensor(rows[columns].to_numpy(np.float32))
+        y = torch.tensor(rows["label"].to_numpy(np.float32))
+        return _epoch_metrics(model, x, y, torch.tensor(frame_weights(rows).astype(np.float32)))[0]
+
+    assert loss(copies) == pytest.approx(loss(table), rel=1e-5)
+    unweighted = _epoch_metrics(model, torch.tensor(copies[columns].to_numpy(np.float32)),
+                                torch.tensor(copies["label"].to_numpy(np.float32)), torch.ones(len(copies)))[0]
+    assert unweighted != pytest.approx(loss(table), rel=1e-3)  # without the weights the copies count thrice

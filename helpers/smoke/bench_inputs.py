@@ -41,8 +41,7 @@ def synthetic_inputs(folder: str | os.PathLike, *, n_stories: int, frames_per_st
     rows = pd.read_parquet(path).to_dict("records")
     frames = {(str(r["story_id"]), i + 1): image["bytes"] for r in rows for i, image in enumerate(r["images"])}
     stories = [parse_row(r) for r in rows]
-    pairs = make_pairs(stories, split_of={s.story_id: "test" for s in stories}, seed=seed, block_size=1,
-                       negative_mix={"other_story": 0.25, "same_story": 0.25, "object_swap": 0.3, "relation_swap": 0.2})
+    pairs = make_pairs(stories, split_of={s.story_id: "test" for s in stories}, seed=seed, block_size=1)
     sentences = list(dict.fromkeys(s for seg in (seg for story in stories for seg in story.segments)
                                    for s in split_sentences(seg.tagged)))
     return BenchInputs(frames=frames, images=[frame_image([b], 1) for b in frames.values()], sentences=sentences,
