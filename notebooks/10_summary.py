@@ -250,10 +250,12 @@ else:
 # - **The labels are built, not judged.** A misaligned pair is another story's text,
 #   another frame's text, or the frame's own text with one object or one spatial word
 #   swapped. The metrics measure how well these kinds of negative are told apart, not
-#   agreement with people judging alignment.
-# - **The annotations are taken as they are.** The ground-truth boxes, and the text itself,
-#   are the dataset's own annotations; they are not checked against the frames here, so the
-#   oracle detector is only as good as they are.
+#   agreement with people judging alignment; chapter 08's audit sheet is where a person can
+#   judge a sample of them, and chapter 07 reports those judgements once they exist.
+# - **The annotations are taken as they are.** The chain-of-thought boxes were drawn by COCO
+#   detectors (DETR-R101 and Mask2Former), and the text was written from them; they are not
+#   checked against the frames here, so recall against them is agreement between detectors
+#   and the oracle detector is only as good as they are.
 # - **Only COCO things are checked by the study's evidence.** Object and spatial evidence only
 #   see the categories a COCO detector reports. A text that names nothing among them gives no
 #   object evidence, and relations between such things cannot be checked: for those pairs the
