@@ -152,7 +152,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     + ("object_informative", "spatial_informative", "clip_score_mean", "relations_checked", "relations_held"),
 }
 
-#: The evidences beyond the study (issue 12), by profile section: each score with its flag
+#: The evidences beyond the study, by profile section: each score with its flag
 #: (False when the text gave nothing to look for or to ask, and the score is a placeholder).
 NEW_EVIDENCE: dict[str, tuple[str, ...]] = {
     "openvocab": ("openvocab_score", "openvocab_informative"),

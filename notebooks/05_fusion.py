@@ -70,8 +70,8 @@ if TYPE_CHECKING:
 #
 # Each pair gets its three evidences from the functions chapters 02 to 04 wrote: chapter
 # 02's object score, chapter 03's CLIP aggregate, chapter 04's spatial score, with the
-# profile's detector and CLIP settings. Beyond the study, a profile may switch on two more
-# (issue 12): chapter 02's open-vocabulary score (OWL-ViT queried with the text's own entity
+# profile's detector and CLIP settings. Beyond the study, a profile may switch on two more:
+# chapter 02's open-vocabulary score (OWL-ViT queried with the text's own entity
 # phrases) and chapter 03's question score (BLIP-VQA answering yes/no questions built from
 # the text). `score_pairs` is the one function that computes them all
 # for any batch of pairs from the frames' bytes: chapter 07's control, chapter 09's
@@ -235,7 +235,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     + ("object_informative", "spatial_informative", "clip_score_mean", "relations_checked", "relations_held"),
 }
 
-#: The evidences beyond the study (issue 12), by profile section: each score with its flag
+#: The evidences beyond the study, by profile section: each score with its flag
 #: (False when the text gave nothing to look for or to ask, and the score is a placeholder).
 NEW_EVIDENCE: dict[str, tuple[str, ...]] = {
     "openvocab": ("openvocab_score", "openvocab_informative"),
