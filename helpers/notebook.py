@@ -22,7 +22,7 @@ __all__ = ["Context", "start", "ensure_packages", "smoke_banner_html", "provenan
 #: import name -> pip requirement, for what the chapters need beyond a Colab image.
 REQUIRED_MODULES = {
     "torch": "torch", "torchvision": "torchvision", "transformers": "transformers",
-    "datasets": "datasets", "pandas": "pandas", "pyarrow": "pyarrow", "sklearn": "scikit-learn",
+    "datasets": "datasets", "pandas": "pandas", "pyarrow": "pyarrow", "sklearn": "scikit-learn", "inflect": "inflect",
     "seaborn": "seaborn", "tqdm": "tqdm", "yaml": "pyyaml", "PIL": "pillow", "matplotlib": "matplotlib",
 }
 
