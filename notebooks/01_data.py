@@ -575,6 +575,8 @@ _ADJECTIVE_ENDINGS = ("ed", "ful", "ous", "ive", "ic", "al", "less", "able", "ib
 _ARTICLE_RE = re.compile(r"^(a|an)$", re.IGNORECASE)
 #: Determiners before which a pair noun may be plural in a singular's place ("the scissors").
 _PAIR_PLURAL_DETERMINERS = frozenset("the his her its their my your our".split())
+#: Plural determiners that count: a pair noun after them is counted in pairs.
+_COUNTING_DETERMINERS = _PLURAL_DETERMINERS - {"these", "those"}
 _COORDINATION = re.compile(r"\s+(?:and|or|&)\s+|\s*,\s*|\s*/\s*", re.IGNORECASE)
 
 
@@ -684,9 +686,12 @@ def swap_object_phrase(phrase: str, category: str, *, sentence_start: bool | Non
     # (word, is new): what stays is written as it was, what is new is written in lower case
     out: list[tuple[str, bool]] = [(w, False) for w in words[:first]]
     out += [(w, False) for w in words[first:h0] if _is_adjective(w)]
-    out.append((category_words(category, plural_form=many) + punctuation.replace("'s", "").rstrip("'"), True))
+    noun = category_words(category, plural_form=many)
+    if many and category in PAIR_CATEGORIES and any(w in _COUNTING_DETERMINERS for w in determiners):
+        noun = "pairs of " + noun  # "two pairs of scissors", "several pairs of skis"
+    out.append((noun + punctuation.replace("'s", "").rstrip("'"), True))
     if first and _ARTICLE_RE.match(low[first - 1]):  # re-choose a/an for the word after it ("some": a mass noun)
-        chosen = "some" if category in MASS_CATEGORIES and first == h0 else article(out[first][0])
+        chosen = "some" if category in MASS_CATEGORIES else article(out[first][0])
         if chosen != low[first - 1]:
             out[first - 1] = (chosen, True)
     elif not first and not many and category not in MASS_CATEGORIES:  # a bare singular count noun takes an article
@@ -843,7 +848,10 @@ def _present_verb(word: str) -> str | None:
 def object_phrase_edit(plain: str, mention: Mention, category: str) -> tuple[int, int, str] | None:
     """The plain-text edit that puts ``category`` in place of ``mention``'s head noun:
     ``(start, end, new words)``, the span extended over a determiner before the tag and over
-    a verb that must agree; None when the category cannot stand there (a mass noun for a plural)."""
+    a verb that must agree; None when the category cannot stand there (a mass noun for a plural,
+    a possessor)."""
+    if re.match(r"['\u2019]", plain[mention.end : mention.end + 1]) or mention.text.endswith(("'s", "\u2019s")):
+        return None  # a possessor ("the car's engine"): whatever is put in, its engine gives it away
     start = phrase_start(plain, mention.start, mention.text)
     old = plain[start : mention.end]
     opens = _opens_sentence(plain, start)

@@ -91,6 +91,10 @@ def test_every_object_mention_of_every_real_story_is_edited_without_a_double_det
         ("The <gdo obj2>cars</gdo> behind him seem out of place.", "truck", "The trucks behind him seem out of place."),
         ("Jack holds <gdo obj9>a cell phone</gdo>.", "umbrella", "Jack holds an umbrella."),
         ("Boxes and <gdo obj1>chairs</gdo>.", "cup", "Boxes and cups."),
+        ("Two <gdo obj1>glasses</gdo> sit on the table.", "scissors", "Two pairs of scissors sit on the table."),
+        ("Several <gdo obj2>books</gdo> lie open.", "scissors", "Several pairs of scissors lie open."),
+        ("Her <gdo obj5>bags</gdo> are packed.", "scissors", "Her scissors are packed."),
+        ("An <gdo obj2>old lamp</gdo> flickers.", "broccoli", "Some old broccoli flickers."),
     ],
 )
 def test_the_words_before_the_tag_are_the_phrases_own(tagged, category, expected):
@@ -150,3 +154,15 @@ def test_double_determiner_rate_and_the_word_frequency_prior():
     assert list(prior.index) == ["train", "val"]
     assert _swapped_heads("The tie hangs", "The scissors hang") == ("tie", "scissors")
     assert _swapped_heads("A tie", "A pair of scissors") == ("tie", "scissors")
+
+
+def test_a_possessor_is_not_swapped():
+    # "The car's engine" -> "The TV's engine": whatever is put in, the possessed thing gives the edit away
+    for tagged in ("The <gdo obj4>car</gdo>'s engine roars.", "The <gdo obj4>car</gdo>\u2019s engine roars.",
+                   "The <gdo obj4>car's</gdo> engine roars."):
+        segment = parse_segment(tagged, 1)
+        mention = next(m for m in segment.mentions if m.kind == "obj")
+        assert object_phrase_edit(segment.plain, mention, "tv") is None
+    segment = parse_segment("The <gdo obj4>car</gdo> roars.", 1)
+    assert object_phrase_edit(segment.plain, segment.mentions[0], "tv") == (0, 7, "The TV")
+
