@@ -1426,11 +1426,27 @@ def noun_forms(word: str) -> frozenset[str]:
     return frozenset({low, singular, plural(singular).lower()})
 
 
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def _swapped_heads(old: str, new: str) -> tuple[str, str] | None:
+    """The replaced and the inserted head word of an object swap's changed words (articles,
+    "pair of" and an agreeing verb set aside): "The refrigerator" -> "The TV" gives ("refrigerator", "tv")."""
+    a, b = _WORD.findall(old.lower()), _WORD.findall(new.lower())
+    a_only, b_only = [w for w in a if w not in b], [w for w in b if w not in a]
+    if len(a_only) > 1 and len(b_only) > 1 and _present_verb(a_only[-1]) == b_only[-1]:
+        a_only, b_only = a_only[:-1], b_only[:-1]
+    skip = {"a", "an", "some", "pair", "of"}
+    a_only, b_only = [w for w in a_only if w not in skip], [w for w in b_only if w not in skip]
+    return (a_only[-1], b_only[-1]) if a_only and b_only else None
+
+
 def story_consistency(pairs: pd.DataFrame, stories: Iterable[ParsedStory]) -> pd.DataFrame:
     """For each object-swap negative of ``pairs`` with its frame's positive: how many times the replaced head noun
-    (``replaced``) and the inserted one (``inserted``), the last changed word of each text, occur as whole words
-    in any number in the plain text of the story's other frames. Edits not in place are counted in
-    ``attrs["unlocated"]``, negatives without their frame's positive in ``attrs["unpaired"]``."""
+    (``replaced``) and the inserted one (``inserted``) (:func:`_swapped_heads`) occur as whole words
+    in any number in the plain text of the story's other frames. Edits not in place, or whose head nouns cannot
+    be read, are counted in ``attrs["unlocated"]``, negatives without their frame's positive in
+    ``attrs["unpaired"]``."""
     by_id = {str(s.story_id): s for s in stories}
     own = {(str(r.story_id), int(r.frame)): r for r in pairs[pairs["label"] == 1].itertuples(index=False)}
     negatives = pairs[(pairs["label"] == 0) & (pairs["negative_type"] == "object_swap")]
@@ -1444,8 +1460,11 @@ def story_consistency(pairs: pd.DataFrame, stories: Iterable[ParsedStory]) -> pd
         if not is_in_place_edit(original, edited, start, end) or end <= start:
             unlocated += 1
             continue
-        old_word = original[start : end + len(original) - len(edited)].split()[-1]
-        new_word = edited[start:end].split()[-1]
+        heads = _swapped_heads(original[start : end + len(original) - len(edited)], edited[start:end])
+        if heads is None:
+            unlocated += 1
+            continue
+        old_word, new_word = heads
         words = Counter(_bare(w) for seg in by_id[key[0]].segments if seg.frame != key[1] for w in seg.plain.split())
         rows.append({"story_id": neg.story_id, "frame": neg.frame, "split": neg.split, "pair_id": neg.pair_id,
                      "own_pair_id": own[key].pair_id, "replaced_word": _bare(old_word), "inserted_word": _bare(new_word),
@@ -1458,7 +1477,6 @@ def story_consistency(pairs: pd.DataFrame, stories: Iterable[ParsedStory]) -> pd
 
 
 _DOUBLE_DETERMINER = re.compile(r"\b(?:a|an|the|his|its|their|my|your|our)\s+(?:a|an|the)\b", re.IGNORECASE)
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 def double_determiners(text: str) -> list[str]:
@@ -1474,18 +1492,6 @@ def double_determiner_rate(pairs: pd.DataFrame, *, splits: Sequence[str] = ("tra
     return (pd.DataFrame({"split": rows["split"], "negative_type": kind, "double": has})
             .groupby(["split", "negative_type"], sort=False)["double"].agg(texts="size", double="sum", rate="mean")
             .reset_index())
-
-
-def _swapped_heads(old: str, new: str) -> tuple[str, str] | None:
-    """The replaced and the inserted head word of an object swap's changed words (articles,
-    "pair of" and an agreeing verb set aside): "The refrigerator" -> "The TV" gives ("refrigerator", "tv")."""
-    a, b = _WORD.findall(old.lower()), _WORD.findall(new.lower())
-    a_only, b_only = [w for w in a if w not in b], [w for w in b if w not in a]
-    if len(a_only) > 1 and len(b_only) > 1 and _present_verb(a_only[-1]) == b_only[-1]:
-        a_only, b_only = a_only[:-1], b_only[:-1]
-    skip = {"a", "an", "some", "pair", "of"}
-    a_only, b_only = [w for w in a_only if w not in skip], [w for w in b_only if w not in skip]
-    return (a_only[-1], b_only[-1]) if a_only and b_only else None
 
 
 def word_frequency_prior(pairs: pd.DataFrame, *, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:

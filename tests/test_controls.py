@@ -208,6 +208,18 @@ def test_story_consistency_counts_the_replaced_and_the_inserted_noun_in_the_othe
     assert lone.empty and lone.attrs["unpaired"] == 1
 
 
+def test_story_consistency_reads_the_head_nouns_not_an_agreeing_verb():
+    # "The tie hangs." -> "The scissors hang.": the edit's last word is the verb; the nouns are what is counted
+    own, edited = "The tie hangs.", "The scissors hang."
+    common = {"story_id": "s1", "frame": 1, "split": "test", "block": "b1", "swap_start": 4, "swap_end": 17}
+    pairs = pd.DataFrame([{**common, "pair_id": "p1", "label": 1, "negative_type": "", "text": own},
+                          {**common, "pair_id": "n1", "label": 0, "negative_type": "object_swap", "text": edited}])
+    stories = [_story("s1", own, "His tie is red. A tie again.", "Scissors cut.")]
+    counts = story_consistency(pairs, stories)
+    assert counts[["replaced_word", "inserted_word", "replaced", "inserted"]].values.tolist() == [
+        ["tie", "scissors", 2, 1]]
+
+
 def test_blind_findings_name_pairwise_text_and_label_the_controls_at_chance_by_construction():
     from helpers import dashboards as db
 
