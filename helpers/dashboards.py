@@ -336,7 +336,7 @@ def gallery_html(cards: Sequence[Card], *, columns: int = 2) -> str:
 
 
 # extra code: one card per sampled pair, from the feature table, the frames and both kinds of boxes
-#: Evidence columns shown on a card, with the flag saying whether each carries information.
+#: Evidence columns shown on a card, with the flag saying whether each was checked (else the score is a placeholder).
 CARD_SCORES: dict[str, tuple[str, str | None]] = {
     "object": ("object_score", "object_informative"),
     "semantic": ("clip_score", None),

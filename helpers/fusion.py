@@ -15,6 +15,8 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from helpers.objects import CHECKED, EVIDENCE_STATES, NOT_COMPUTED, NOTHING_TO_CHECK
+
 if TYPE_CHECKING:
     from helpers.clip import Clip
     from helpers.detection import Detector
@@ -141,22 +143,32 @@ def count_parameters(model: nn.Module) -> int:
 #: The three scores the original study fused, in its order.
 STUDY_FEATURES: tuple[str, ...] = ("object_score", "clip_score", "spatial_score")
 
-#: Named input sets for the head. "extended" adds whether the object and spatial scores
-#: rest on any evidence at all (when the text names nothing to look for, or states no
-#: relation the boxes can check, the score is a placeholder, not a measurement), CLIP's
-#: mean over the sentences next to its maximum, and how many relations the text stated
-#: that the boxes could check, and how many of those held.
+#: The state column of each score that has one (chapters 02-04): unless the state is
+#: "checked", the stored score is a placeholder, and it enters a head as a missing value.
+STATE_OF: dict[str, str] = {"object_score": "object_state", "openvocab_score": "openvocab_state",
+                            "spatial_score": "spatial_state", "question_score": "question_state"}
+
+#: Indicator inputs read off the state columns, "checked" being the reference:
+#: ``object_nothing_to_check`` is 1.0 where ``object_state`` is "nothing to check", and so on.
+STATE_INDICATORS: dict[str, tuple[str, str]] = {
+    f"{column.removesuffix('_state')}_{state.replace(' ', '_')}": (column, state)
+    for column in STATE_OF.values() for state in (NOTHING_TO_CHECK, NOT_COMPUTED)
+}
+
+#: Named input sets for the head. "extended" adds the object and spatial evidence's state
+#: indicators, CLIP's mean over the sentences next to its maximum, and how many relations
+#: the text stated that the boxes could check, and how many of those held.
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "study": STUDY_FEATURES,
     "extended": STUDY_FEATURES
-    + ("object_informative", "spatial_informative", "clip_score_mean", "relations_checked", "relations_held"),
+    + ("object_nothing_to_check", "object_not_computed", "spatial_nothing_to_check", "spatial_not_computed",
+       "clip_score_mean", "relations_checked", "relations_held"),
 }
 
-#: The evidences beyond the study, by profile section: each score with its flag
-#: (False when the text gave nothing to look for or to ask, and the score is a placeholder).
+#: The evidences beyond the study, by profile section: each score with its state indicators.
 NEW_EVIDENCE: dict[str, tuple[str, ...]] = {
-    "openvocab": ("openvocab_score", "openvocab_informative"),
-    "questions": ("question_score", "question_informative"),
+    "openvocab": ("openvocab_score", "openvocab_nothing_to_check", "openvocab_not_computed"),
+    "questions": ("question_score", "question_nothing_to_check", "question_not_computed"),
 }
 
 
@@ -184,31 +196,50 @@ def resolve_features(features: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _present(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[str, ...]:
-    """The columns of ``features``, after checking that ``table`` has them all."""
+    """The columns of ``features``, after checking that ``table`` has them all (a state indicator: its state column)."""
     columns = resolve_features(features)
-    absent = [c for c in columns if c not in table.columns]
+    absent = [c for c in columns if (STATE_INDICATORS[c][0] if c in STATE_INDICATORS else c) not in table.columns]
     if absent:
         raise FeatureTableError(
             f"the feature table lacks column(s) {absent} (it has {sorted(table.columns)}): "
             "rerun the chapter that computes them, or choose another feature set"
         )
+    for state_column in {STATE_OF.get(c) or STATE_INDICATORS.get(c, (None,))[0] for c in columns} - {None}:
+        if state_column in table.columns and (unknown := set(table[state_column]) - set(EVIDENCE_STATES)):
+            raise FeatureTableError(f"{state_column} holds unknown state(s) {sorted(map(str, unknown))}")
     return columns
 
 
-def feature_matrix(table: pd.DataFrame, features: str | Sequence[str]) -> np.ndarray:
-    """The ``(n, len(features))`` float32 input array of ``features`` (booleans become 0.0/1.0).
+def _inputs(table: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The inputs as float64 (NaN for a placeholder score) and where a value is really missing."""
+    values, holes = {}, {}
+    for c in columns:
+        if c in STATE_INDICATORS:
+            state_column, state = STATE_INDICATORS[c]
+            values[c], holes[c] = table[state_column].eq(state).astype("float64"), table[state_column].isna()
+            continue
+        try:
+            value = table[c].astype("float64")
+        except (TypeError, ValueError) as err:
+            raise FeatureTableError(f"feature column {c!r} must be numeric or boolean: {err}") from None
+        checked = (table[STATE_OF[c]].eq(CHECKED) if STATE_OF.get(c) in table.columns
+                   else pd.Series(True, index=table.index))
+        values[c], holes[c] = value.where(checked), value.isna() & checked
+    return pd.DataFrame(values, index=table.index), pd.DataFrame(holes, index=table.index)
 
-    Raises ``FeatureTableError`` naming the absent, non-numeric or incomplete columns: the
-    head has no way to fill a hole, and guessing one would bias it.
+
+def feature_matrix(table: pd.DataFrame, features: str | Sequence[str]) -> np.ndarray:
+    """The ``(n, len(features))`` float32 input array of ``features`` (booleans become 0.0/1.0),
+    NaN where a score's state (``STATE_OF``) is not "checked"; state indicators
+    (``STATE_INDICATORS``) are 0.0/1.0.
+
+    Raises ``FeatureTableError`` naming the absent, non-numeric or incomplete columns (or an
+    unknown state): the head has no way to fill a real hole, and guessing one would bias it.
     """
-    columns = _present(table, features)
-    try:
-        values = table.loc[:, list(columns)].astype("float64")
-    except (TypeError, ValueError) as err:
-        raise FeatureTableError(f"feature columns {list(columns)} must be numeric or boolean: {err}") from None
-    holes = values.isna().sum()
-    if holes.any():
-        raise FeatureTableError(f"missing values in feature column(s) {holes[holes > 0].to_dict()}")
+    values, holes = _inputs(table, _present(table, features))
+    if holes.any().any():
+        counts = holes.sum()
+        raise FeatureTableError(f"missing values in feature column(s) {counts[counts > 0].to_dict()}")
     return values.to_numpy(dtype=np.float32)
 
 
@@ -216,11 +247,36 @@ def complete_rows(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[p
     """The rows of ``table`` with a value in every feature column, and the holes counted per column.
 
     A pair whose frame did not decode has no CLIP score, for instance: no model can score
-    it, so it is set aside (and counted) before training, for every model alike.
+    it, so it is set aside (and counted) before training, for every model alike. A placeholder
+    score (its state not "checked") is not a hole: the head reads it as a missing value.
     """
-    columns = list(_present(table, features))
-    holes = table[columns].isna()
-    return table[~holes.any(axis=1)], {c: int(n) for c, n in holes.sum().items() if n}
+    _, holes = _inputs(table, _present(table, features))
+    return table[~holes.any(axis=1).to_numpy()], {c: int(n) for c, n in holes.sum().items() if n}
+
+
+#: The smallest scale an input is divided by when standardised (scores live in [0, 1]).
+MIN_SCALE = 0.01
+
+
+class FlooredScaler(StandardScaler):
+    """``StandardScaler`` whose scales are at least ``min_scale``; NaN (a missing value) is
+    left out of the statistics and passed through by ``transform``."""
+
+    def __init__(self, *, min_scale: float = MIN_SCALE, copy: bool = True, with_mean: bool = True,
+                 with_std: bool = True) -> None:
+        super().__init__(copy=copy, with_mean=with_mean, with_std=with_std)
+        self.min_scale = min_scale
+
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "FlooredScaler":
+        super().partial_fit(X, y, sample_weight)
+        if self.scale_ is not None:
+            self.scale_ = np.maximum(self.scale_, self.min_scale)
+        return self
+
+
+def standardise(scaler: StandardScaler, x: np.ndarray) -> np.ndarray:
+    """``x`` standardised by ``scaler``, a missing value (NaN) set to 0: the training mean."""
+    return np.nan_to_num(scaler.transform(x), nan=0.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -235,7 +291,7 @@ class TrainedHead:
 
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
         """P(aligned) for each row of ``table`` (which must hold ``self.features``)."""
-        x = self.scaler.transform(feature_matrix(table, self.features)).astype(np.float32)
+        x = standardise(self.scaler, feature_matrix(table, self.features))
         self.model.eval()
         with torch.no_grad():
             return self.model(torch.from_numpy(x)).numpy().astype(np.float64)

@@ -612,16 +612,22 @@ def needed_category_table(stories: Iterable["ParsedStory"]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["story_id", "frame", "category"])
 
 
-#: ``object_score`` of a pair whose text needs no COCO category (``object_informative`` False).
+#: The three states of an evidence (its ``*_state`` column): a measurement, a text that gives
+#: nothing to look for, and an evidence that could not be computed (e.g. an undecodable frame).
+CHECKED, NOTHING_TO_CHECK, NOT_COMPUTED = "checked", "nothing to check", "not computed"
+EVIDENCE_STATES = (CHECKED, NOTHING_TO_CHECK, NOT_COMPUTED)
+#: The stored score of an evidence whose state is not ``CHECKED``: a placeholder, not a measurement.
 UNINFORMATIVE_SCORE = 0.0
 #: The columns of the ``objects`` feature part, after ``pair_id``.
-OBJECT_COLUMNS = ("object_score", "object_informative", "objects_needed", "objects_found", "objects_missing")
+OBJECT_COLUMNS = ("object_score", "object_state", "object_informative", "objects_needed", "objects_found",
+                  "objects_missing")
 
 
 def object_evidence(needed: Sequence[str], detections: Sequence[Detection], threshold: float) -> dict[str, Any]:
     """The object score of a frame's detections against the categories a text needs, with
-    ``object_informative``, ``objects_needed``, ``objects_found`` (the best detection of each
-    found category) and ``objects_missing``."""
+    ``object_state`` (:data:`CHECKED`, or :data:`NOTHING_TO_CHECK` when nothing is needed),
+    ``object_informative`` (checked), ``objects_needed``, ``objects_found`` (the best detection
+    of each found category) and ``objects_missing``."""
     needed = sorted(set(needed))
     best: dict[str, Detection] = {}
     for d in detections:
@@ -630,7 +636,8 @@ def object_evidence(needed: Sequence[str], detections: Sequence[Detection], thre
     found = [{"category": c, "score": round(best[c].score, 5), "box": [round(v, 2) for v in best[c].box]}
              for c in needed if c in best]
     score = sum(best[c].score for c in best) / len(needed) if needed else UNINFORMATIVE_SCORE
-    return {"object_score": float(score), "object_informative": bool(needed), "objects_needed": needed,
+    return {"object_score": float(score), "object_state": CHECKED if needed else NOTHING_TO_CHECK,
+            "object_informative": bool(needed), "objects_needed": needed,
             "objects_found": found, "objects_missing": [c for c in needed if c not in best]}
 
 
@@ -667,10 +674,10 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, *, threshold:
         else:
             needed = needed_categories(str(text))
         frame_key = (str(story_id), int(frame))
-        if frame_key in found_by_frame:
-            evidence = object_evidence(needed, found_by_frame[frame_key], threshold)
-        else:
-            evidence = {"object_score": UNINFORMATIVE_SCORE, "object_informative": False,
+        if frame_key in found_by_frame or not needed:
+            evidence = object_evidence(needed, found_by_frame.get(frame_key, []), threshold)
+        else:  # the frame did not decode: nothing was looked at
+            evidence = {"object_score": UNINFORMATIVE_SCORE, "object_state": NOT_COMPUTED, "object_informative": False,
                         "objects_needed": list(needed), "objects_found": [], "objects_missing": []}
         row = {"pair_id": pair_id, **{k: evidence[k] for k in OBJECT_COLUMNS}}
         for k in ("objects_needed", "objects_found", "objects_missing"):
@@ -681,6 +688,15 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, *, threshold:
         rows.append(row)
     extra = ["object_score_oracle"] if oracle is not None else []
     return pd.DataFrame(rows, columns=["pair_id", *OBJECT_COLUMNS, *extra])
+
+
+def state_table(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """How many train and validation pairs of ``table`` are in each state (:data:`EVIDENCE_STATES`)
+    of the state ``column``, one row per split and kind of pair (positive or the negative's type)."""
+    require_development(table, "state_table")
+    kind = table["negative_type"].where(table["label"] == 0, "positive").rename("kind")
+    counts = pd.crosstab([table["split"], kind], table[column].rename("state"))
+    return counts.reindex(columns=list(EVIDENCE_STATES), fill_value=0)
 
 
 # extra code: score distributions by kind of pair
@@ -828,14 +844,15 @@ def entity_phrases(text: "Segment | str", char_descriptions: Mapping[str, str] |
 
 
 #: The columns of the ``openvocab`` feature part, after ``pair_id``.
-OPENVOCAB_COLUMNS = ("openvocab_score", "openvocab_informative", "openvocab_phrases", "openvocab_found",
-                     "openvocab_missing")
+OPENVOCAB_COLUMNS = ("openvocab_score", "openvocab_state", "openvocab_informative", "openvocab_phrases",
+                     "openvocab_found", "openvocab_missing")
 
 
 def openvocab_evidence(phrases: Sequence[str], found: Mapping[str, tuple[float, Sequence[float] | None]],
                        threshold: float) -> dict[str, Any]:
     """The open-vocabulary score of a frame for the ``phrases`` a text names, from ``found``
-    (phrase -> the detector's best score and box in the frame), with ``openvocab_informative``,
+    (phrase -> the detector's best score and box in the frame), with ``openvocab_state`` (as
+    :func:`object_evidence`), ``openvocab_informative`` (checked),
     ``openvocab_phrases``, ``openvocab_found`` ({phrase, score, box}) and ``openvocab_missing`` ({phrase, score})."""
     phrases = list(dict.fromkeys(phrases))
     answered = {p: found[p] for p in phrases if p in found and math.isfinite(float(found[p][0]))}
@@ -845,7 +862,8 @@ def openvocab_evidence(phrases: Sequence[str], found: Mapping[str, tuple[float, 
     misses = [{"phrase": p, "score": round(float(answered[p][0]), 5) if p in answered else None}
               for p in phrases if p not in best]
     score = sum(float(best[p][0]) for p in best) / len(phrases) if phrases else UNINFORMATIVE_SCORE
-    return {"openvocab_score": float(score), "openvocab_informative": bool(phrases), "openvocab_phrases": phrases,
+    return {"openvocab_score": float(score), "openvocab_state": CHECKED if phrases else NOTHING_TO_CHECK,
+            "openvocab_informative": bool(phrases), "openvocab_phrases": phrases,
             "openvocab_found": hits, "openvocab_missing": misses}
 
 
@@ -892,8 +910,8 @@ def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple
         if key in found or not phrases:
             evidence = openvocab_evidence(phrases, found.get(key, {}), threshold)
         else:  # the frame did not decode
-            evidence = {"openvocab_score": UNINFORMATIVE_SCORE, "openvocab_informative": False,
-                        "openvocab_phrases": list(dict.fromkeys(phrases)), "openvocab_found": [],
+            evidence = {"openvocab_score": UNINFORMATIVE_SCORE, "openvocab_state": NOT_COMPUTED,
+                        "openvocab_informative": False, "openvocab_phrases": list(dict.fromkeys(phrases)), "openvocab_found": [],
                         "openvocab_missing": []}
         row = {"pair_id": pair_id, **{k: evidence[k] for k in OPENVOCAB_COLUMNS}}
         for k in ("openvocab_phrases", "openvocab_found", "openvocab_missing"):

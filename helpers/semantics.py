@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.objects import NOT_COCO, PERSON_PRONOUNS, named_things, other_nouns, pair_text, to_coco
+from helpers.objects import CHECKED, NOT_COCO, NOT_COMPUTED, NOTHING_TO_CHECK, PERSON_PRONOUNS, named_things, other_nouns
+from helpers.objects import pair_text, to_coco
 from helpers.spatial import RELATIONS, extract_relations
 from helpers.tags import Segment, strip_tags
 from helpers.vqa import Vqa, answer_yes
@@ -102,7 +103,8 @@ class ClipResult:
     """What ``clip_features`` computed.
 
     ``features``: one row per pair, ``pair_id`` plus ``SCORE_COLUMNS`` (scores NaN when the
-    frame did not decode or the text has no sentence). ``sentences``: one row per pair and
+    frame did not decode or the text has no sentence) and ``clip_state`` (``"checked"``,
+    ``"nothing to check"``: no sentence, ``"not computed"``: the frame did not decode). ``sentences``: one row per pair and
     sentence (``pair_id``, ``sentence``, ``n_tokens``, ``truncated``, ``score``).
     ``segments``: one row per pair with the whole text's token count (``segment_tokens``)
     and whether 77 tokens cut it. ``frames``: one row per frame the pairs use (``story_id``,
@@ -174,10 +176,12 @@ def clip_features(clip: Clip, pairs: pd.DataFrame, frames: Mapping[tuple[str, in
         per_sentence = scores(frame, sentences[text])
         trunc77, first = scores(frame, [text, cut])
         by_aggregate = {how: aggregate_scores(per_sentence, how, top_k) for how in AGGREGATES}
+        state = (NOTHING_TO_CHECK if not sentences[text]
+                 else CHECKED if images["decoded"].iat[row_of_frame[frame]] else NOT_COMPUTED)
         feature_rows.append({"pair_id": pair_id, "clip_score": by_aggregate[aggregate],
                              **{f"clip_score_{how}": value for how, value in by_aggregate.items()},
                              "clip_score_trunc77": trunc77, "clip_score_first150": first,
-                             "n_sentences": len(sentences[text])})
+                             "n_sentences": len(sentences[text]), "clip_state": state})
         sentence_rows.extend({"pair_id": pair_id, "sentence": i, "text": s, "score": value}
                              for i, (s, value) in enumerate(zip(sentences[text], per_sentence)))
 
@@ -203,7 +207,7 @@ def clip_features(clip: Clip, pairs: pd.DataFrame, frames: Mapping[tuple[str, in
     }
     frame_table = pd.DataFrame({"story_id": [s for s, _ in frame_ids], "frame": [f for _, f in frame_ids]})
     frame_table = frame_table.assign(**{c: images[c].to_numpy() for c in ("decoded", "width", "height")})
-    return ClipResult(features=pd.DataFrame(feature_rows, columns=["pair_id", *SCORE_COLUMNS]),
+    return ClipResult(features=pd.DataFrame(feature_rows, columns=["pair_id", *SCORE_COLUMNS, "clip_state"]),
                       sentences=sentence_frame, segments=segments.reset_index(drop=True), frames=frame_table,
                       counts=counts)
 
@@ -631,8 +635,8 @@ def build_questions(text: Segment | str) -> list[Question]:
 
 
 #: The columns of the ``questions`` feature part, after ``pair_id`` (``questions`` as JSON).
-QUESTION_COLUMNS = ("question_score", "question_informative", "n_questions", "questions")
-#: ``question_score`` of a pair with no question, or whose frame does not decode (not informative).
+QUESTION_COLUMNS = ("question_score", "question_state", "question_informative", "n_questions", "questions")
+#: ``question_score`` of a pair with no question, or whose frame does not decode (a placeholder).
 UNINFORMATIVE_QUESTION_SCORE = 0.0
 
 
@@ -641,8 +645,8 @@ def question_evidence(questions: Sequence[Question], p_yes: Mapping[str, float])
 
     A question counts when every parent counts and holds (P(yes) >= :data:`PARENT_HOLDS`);
     it then contributes its P(yes), else 0. Returns ``question_score`` (the mean
-    contribution; :data:`UNINFORMATIVE_QUESTION_SCORE` with no question),
-    ``question_informative``, ``n_questions`` and ``questions``: one dict per question with
+    contribution; :data:`UNINFORMATIVE_QUESTION_SCORE` with no question), ``question_state``
+    (checked, or nothing to check), ``question_informative`` (checked), ``n_questions`` and ``questions``: one dict per question with
     ``question``, ``kind``, ``parents`` (their questions), ``p_yes`` and ``counted``.
     """
     text_of = {q.id: q.question for q in questions}
@@ -660,7 +664,8 @@ def question_evidence(questions: Sequence[Question], p_yes: Mapping[str, float])
         rows.append({"question": q.question, "kind": q.kind, "parents": [text_of[x] for x in q.parents],
                      "p_yes": round(p, 5), "counted": counted})
     score = float(np.mean(values)) if values else UNINFORMATIVE_QUESTION_SCORE
-    return {"question_score": score, "question_informative": bool(values), "n_questions": len(rows),
+    return {"question_score": score, "question_state": CHECKED if values else NOTHING_TO_CHECK,
+            "question_informative": bool(values), "n_questions": len(rows),
             "questions": rows}
 
 
@@ -672,8 +677,8 @@ def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, 
     ``source_frame``; ``frames`` maps ``(story_id, frame)`` to the frame's bytes. Questions
     come from ``tagged_text`` when it holds a tag, else from ``text``: the text alone, no
     chain of thought (it annotates the frame an aligned pair is judged on).
-    A pair whose frame does not decode scores :data:`UNINFORMATIVE_QUESTION_SCORE`, not
-    informative. ``table.attrs["counts"]`` says what it cost: pairs, frames, frames encoded
+    A pair with questions whose frame does not decode scores :data:`UNINFORMATIVE_QUESTION_SCORE`,
+    state "not computed". ``table.attrs["counts"]`` says what it cost: pairs, frames, frames encoded
     now and skipped as undecodable, question slots (pairs x their questions), distinct
     (frame, question) answers needed, and seconds.
     """
@@ -701,12 +706,12 @@ def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, 
             corrupt.add((story_id, frame))
     rows = []
     for pair_id, key, questions in zip(pairs["pair_id"], keys, asked):
-        if key in corrupt:  # the questions without answers, for the explanation
+        if key in corrupt and questions:  # the questions without answers, for the explanation
             text_of = {q.id: q.question for q in questions}
             listed = [{"question": q.question, "kind": q.kind, "parents": [text_of[p] for p in q.parents],
                        "p_yes": None, "counted": False} for q in questions]
-            evidence = {"question_score": UNINFORMATIVE_QUESTION_SCORE, "question_informative": False,
-                        "n_questions": len(questions), "questions": listed}
+            evidence = {"question_score": UNINFORMATIVE_QUESTION_SCORE, "question_state": NOT_COMPUTED,
+                        "question_informative": False, "n_questions": len(questions), "questions": listed}
         else:
             evidence = question_evidence(questions, p_yes.get(key, {}))
         rows.append({"pair_id": pair_id, **evidence, "questions": json.dumps(evidence["questions"])})

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
@@ -30,7 +31,8 @@ from tqdm.auto import tqdm
 
 from helpers.config import Paths
 from helpers.evaluation import THRESHOLD_METRICS, point_metrics, tune_threshold
-from helpers.fusion import STUDY_FEATURES, FusionMLP, TrainedHead, feature_matrix, resolve_features
+from helpers.fusion import STUDY_FEATURES, FlooredScaler, FusionMLP, TrainedHead, feature_matrix, resolve_features
+from helpers.fusion import standardise
 from helpers.io import atomic_write_bytes, atomic_write_parquet, stable_hash
 
 
@@ -190,9 +192,9 @@ def train_fusion(
     train_rows, x_train_raw, y_train_np = _split(table, "train", features)
     val_rows, x_val_raw, y_val_np = _split(table, "val", features)
     w_train, w_val = (torch.from_numpy(frame_weights(r).astype(np.float32)) for r in (train_rows, val_rows))
-    scaler = StandardScaler().fit(x_train_raw)  # 1. the training split's statistics only
-    x_train = torch.from_numpy(scaler.transform(x_train_raw).astype(np.float32))
-    x_val = torch.from_numpy(scaler.transform(x_val_raw).astype(np.float32))
+    scaler = FlooredScaler().fit(x_train_raw)  # 1. the training split's statistics only
+    x_train = torch.from_numpy(standardise(scaler, x_train_raw))
+    x_val = torch.from_numpy(standardise(scaler, x_val_raw))
     y_train, y_val = torch.from_numpy(y_train_np), torch.from_numpy(y_val_np)
     fingerprint = _data_fingerprint(settings, x_train_raw, y_train_np, x_val_raw, y_val_np, w_train.numpy(),
                                     w_val.numpy())
@@ -288,13 +290,14 @@ def train_fusion(
 # extra code
 def _scaler_state(scaler: StandardScaler) -> dict[str, Any]:
     return {"mean": torch.from_numpy(scaler.mean_), "scale": torch.from_numpy(scaler.scale_),
-            "var": torch.from_numpy(scaler.var_), "n_samples_seen": int(scaler.n_samples_seen_)}
+            "var": torch.from_numpy(scaler.var_),  # per column when a column had missing values
+            "n_samples_seen": np.broadcast_to(scaler.n_samples_seen_, scaler.mean_.shape).astype(int).tolist()}
 
 
 def _scaler_from_state(state: Mapping[str, Any]) -> StandardScaler:
     scaler = StandardScaler()
     scaler.mean_, scaler.scale_, scaler.var_ = (state[k].numpy().astype(np.float64) for k in ("mean", "scale", "var"))
-    scaler.n_samples_seen_ = state["n_samples_seen"]
+    scaler.n_samples_seen_ = np.asarray(state["n_samples_seen"], dtype=np.int64)
     scaler.n_features_in_ = len(scaler.mean_)
     return scaler
 
@@ -382,8 +385,9 @@ def head_scorer(name: str, head: TrainedHead) -> Scorer:
                   predict_proba=head.predict_proba)
 
 
-def _column_scores(table: pd.DataFrame, column: str) -> np.ndarray:
-    return feature_matrix(table, [column])[:, 0].astype(np.float64)
+def _column_scores(table: pd.DataFrame, column: str, fill: float) -> np.ndarray:
+    """``column`` as a score, a missing value (a placeholder score) ranked at ``fill``, the training mean."""
+    return np.nan_to_num(feature_matrix(table, [column])[:, 0].astype(np.float64), nan=fill)
 
 
 def _estimator_scores(table: pd.DataFrame, estimator: Any, features: tuple[str, ...]) -> np.ndarray:
@@ -411,10 +415,13 @@ def fit_baselines(
     val, _, y_val = _split(table, "val", columns)
     weights = frame_weights(train)
     estimators = {
-        "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "logistic_regression": make_pipeline(FlooredScaler(), SimpleImputer(strategy="constant", fill_value=0.0),
+                                             LogisticRegression(max_iter=1000)),
         "gradient_boosting": HistGradientBoostingClassifier(random_state=seed),
     }
-    candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c)) for c in columns]
+    means = np.nan_to_num(np.nanmean(x_train, axis=0), nan=0.0)  # a column never checked on train ranks all alike
+    candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c, fill=float(m)))
+                  for c, m in zip(columns, means)]
     fit_weights = {"logistic_regression": {"logisticregression__sample_weight": weights},
                    "gradient_boosting": {"sample_weight": weights}}
     for name, estimator in estimators.items():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -178,7 +179,7 @@ def verify(
 
     import pandas as pd
 
-    from .fusion import score_pairs
+    from .fusion import STATE_INDICATORS, STATE_OF, feature_matrix, score_pairs
     from .semantics import clip_features, split_sentences
 
     clip_cfg = v.cfg["clip"]
@@ -203,20 +204,22 @@ def verify(
         "relations_checked": int(row["relations_checked"]), "relations_held": int(row["relations_held"]),
         **{c: float(row[c]) for c in ("openvocab_score", "question_score") if c in row.index},
         **{c: bool(row[c]) for c in ("openvocab_informative", "question_informative") if c in row.index},
+        **{c: str(row[c]) for c in STATE_OF.values() if c in row.index},  # a score is a placeholder unless "checked"
     }
-    absent = [c for c in v.head.features if c not in inputs]
+    absent = [c for c in v.head.features if (STATE_INDICATORS[c][0] if c in STATE_INDICATORS else c) not in inputs]
     if absent:
         raise VerifyError(f"the head {v.checkpoint} reads {absent}, which profile {v.profile!r} does not compute: "
                           "switch that evidence on in the profile, or choose another run")
     probability = float(v.head.predict_proba(pd.DataFrame([inputs]))[0])
+    head_inputs = feature_matrix(pd.DataFrame([inputs]), v.head.features)[0]  # NaN: a placeholder, read as missing
     relations = json.loads(row["relations_json"])
     explanation: dict[str, Any] = {
         "objects": {
-            "informative": inputs["object_informative"],
+            "state": inputs["object_state"], "informative": inputs["object_informative"],
             **{key: json.loads(row[f"objects_{key}"]) for key in ("needed", "found", "missing")},
         },
         "relations": {
-            "informative": inputs["spatial_informative"],
+            "state": inputs["spatial_state"], "informative": inputs["spatial_informative"],
             "source": str(row["spatial_source"]),
             **{status: [r for r in relations if r["status"] == status]
                for status in ("held", "failed", "unverifiable", "proximity")},
@@ -228,10 +231,11 @@ def verify(
         },
     }
     if "openvocab_score" in row.index:
-        explanation["openvocab"] = {"informative": inputs["openvocab_informative"],
+        explanation["openvocab"] = {"state": inputs["openvocab_state"], "informative": inputs["openvocab_informative"],
                                     **{key: json.loads(row[f"openvocab_{key}"]) for key in ("phrases", "found", "missing")}}
     if "question_score" in row.index:
-        explanation["questions"] = {"informative": inputs["question_informative"], "score": inputs["question_score"],
+        explanation["questions"] = {"state": inputs["question_state"], "informative": inputs["question_informative"],
+                                    "score": inputs["question_score"],
                                     "questions": json.loads(row["questions"])}
     return {
         "profile": v.profile,
@@ -241,7 +245,7 @@ def verify(
         "aligned": probability >= v.head.threshold,
         "scores": {name: inputs[name] for name in ("object_score", "clip_score", "spatial_score", "openvocab_score",
                                                    "question_score") if name in inputs},
-        "inputs": {name: inputs[name] for name in v.head.features},
+        "inputs": {name: None if math.isnan(x) else float(x) for name, x in zip(v.head.features, head_inputs)},
         "image_size": list(picture.size),
         "explanation": explanation,
     }

@@ -910,26 +910,42 @@ def needed_category_table(stories: Iterable["ParsedStory"]) -> pd.DataFrame:
 # %% [markdown]
 # The **object score** of a pair is the mean, over the categories the text needs, of the best
 # detection score of that category in the frame at or above the threshold (zero when it is
-# not detected): a confidence-weighted share of what the text needs that the frame shows. A
-# text that names no COCO thing gives no evidence either way: it is flagged as uninformative
-# and its score set to a fixed placeholder, `UNINFORMATIVE_SCORE`, which the fusion head can
-# only use together with the flag (not a pretend "half found" 0.5). A pair whose frame did not
-# decode is uninformative too. The same score against the oracle's boxes
-# (`object_score_oracle`) shows what the score would be if the real detector agreed with every
-# annotated box (the oracle, with the reservations above).
+# not detected): a confidence-weighted share of what the text needs that the frame shows.
+#
+# Every evidence is in one of three states, in its `*_state` column (here `object_state`):
+#
+# - **checked**: the text names something and the frame's detections were read: the score
+#   is a measurement (zero means "named and not found");
+# - **nothing to check**: the text names no COCO thing, so it gives no evidence either way;
+# - **not computed**: the text names something but the evidence could not be computed (the
+#   frame did not decode, so the detector never ran on it).
+#
+# The stored score is a placeholder, `UNINFORMATIVE_SCORE`, unless the state is "checked":
+# never a pretend "half found" 0.5, and never read as a measurement. Chapter 05 gives the
+# heads an unchecked score as a missing value, so "nothing to check" does not look like
+# "checked and absent". `object_informative` is kept as the shorthand for "checked". The
+# same score against the oracle's boxes (`object_score_oracle`) shows what the score would
+# be if the real detector agreed with every annotated box (the oracle, with the reservations
+# above).
 
 # %%
 #@save
-#: ``object_score`` of a pair whose text needs no COCO category (``object_informative`` False).
+#: The three states of an evidence (its ``*_state`` column): a measurement, a text that gives
+#: nothing to look for, and an evidence that could not be computed (e.g. an undecodable frame).
+CHECKED, NOTHING_TO_CHECK, NOT_COMPUTED = "checked", "nothing to check", "not computed"
+EVIDENCE_STATES = (CHECKED, NOTHING_TO_CHECK, NOT_COMPUTED)
+#: The stored score of an evidence whose state is not ``CHECKED``: a placeholder, not a measurement.
 UNINFORMATIVE_SCORE = 0.0
 #: The columns of the ``objects`` feature part, after ``pair_id``.
-OBJECT_COLUMNS = ("object_score", "object_informative", "objects_needed", "objects_found", "objects_missing")
+OBJECT_COLUMNS = ("object_score", "object_state", "object_informative", "objects_needed", "objects_found",
+                  "objects_missing")
 
 
 def object_evidence(needed: Sequence[str], detections: Sequence[Detection], threshold: float) -> dict[str, Any]:
     """The object score of a frame's detections against the categories a text needs, with
-    ``object_informative``, ``objects_needed``, ``objects_found`` (the best detection of each
-    found category) and ``objects_missing``."""
+    ``object_state`` (:data:`CHECKED`, or :data:`NOTHING_TO_CHECK` when nothing is needed),
+    ``object_informative`` (checked), ``objects_needed``, ``objects_found`` (the best detection
+    of each found category) and ``objects_missing``."""
     needed = sorted(set(needed))
     best: dict[str, Detection] = {}
     for d in detections:
@@ -938,7 +954,8 @@ def object_evidence(needed: Sequence[str], detections: Sequence[Detection], thre
     found = [{"category": c, "score": round(best[c].score, 5), "box": [round(v, 2) for v in best[c].box]}
              for c in needed if c in best]
     score = sum(best[c].score for c in best) / len(needed) if needed else UNINFORMATIVE_SCORE
-    return {"object_score": float(score), "object_informative": bool(needed), "objects_needed": needed,
+    return {"object_score": float(score), "object_state": CHECKED if needed else NOTHING_TO_CHECK,
+            "object_informative": bool(needed), "objects_needed": needed,
             "objects_found": found, "objects_missing": [c for c in needed if c not in best]}
 
 
@@ -975,10 +992,10 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, *, threshold:
         else:
             needed = needed_categories(str(text))
         frame_key = (str(story_id), int(frame))
-        if frame_key in found_by_frame:
-            evidence = object_evidence(needed, found_by_frame[frame_key], threshold)
-        else:
-            evidence = {"object_score": UNINFORMATIVE_SCORE, "object_informative": False,
+        if frame_key in found_by_frame or not needed:
+            evidence = object_evidence(needed, found_by_frame.get(frame_key, []), threshold)
+        else:  # the frame did not decode: nothing was looked at
+            evidence = {"object_score": UNINFORMATIVE_SCORE, "object_state": NOT_COMPUTED, "object_informative": False,
                         "objects_needed": list(needed), "objects_found": [], "objects_missing": []}
         row = {"pair_id": pair_id, **{k: evidence[k] for k in OBJECT_COLUMNS}}
         for k in ("objects_needed", "objects_found", "objects_missing"):
@@ -991,13 +1008,25 @@ def object_features(pairs: pd.DataFrame, detections: pd.DataFrame, *, threshold:
     return pd.DataFrame(rows, columns=["pair_id", *OBJECT_COLUMNS, *extra])
 
 
+def state_table(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """How many train and validation pairs of ``table`` are in each state (:data:`EVIDENCE_STATES`)
+    of the state ``column``, one row per split and kind of pair (positive or the negative's type)."""
+    require_development(table, "state_table")
+    kind = table["negative_type"].where(table["label"] == 0, "positive").rename("kind")
+    counts = pd.crosstab([table["split"], kind], table[column].rename("state"))
+    return counts.reindex(columns=list(EVIDENCE_STATES), fill_value=0)
+
+
 # %%
 objects = object_features(pairs, run.frames, threshold=threshold, oracle=truth)
 scored = development(pairs[["pair_id", "label", "negative_type", "split"]]).merge(objects, on="pair_id")
 display(Markdown(
-    f"{scored['object_informative'].mean():.1%} of the train and validation pairs name at least one COCO category; "
-    f"the others get object_score = {UNINFORMATIVE_SCORE} with object_informative = False. By kind of pair:"
+    f"{scored['object_informative'].mean():.1%} of the train and validation pairs were checked; the others hold the "
+    f"placeholder object_score = {UNINFORMATIVE_SCORE}. Pairs per state, by split and kind of pair (a frame that did "
+    f"not decode is \"not computed\", never a silent zero):"
 ))
+display(state_table(scored, "object_state"))
+display(Markdown("Mean of each column by kind of pair:"))
 display(scored.assign(kind=scored["negative_type"].where(scored["label"] == 0, "positive"))
         .groupby("kind")[["object_informative", "object_score", "object_score_oracle"]].mean()
         .style.format("{:.2f}"))
@@ -1303,21 +1332,22 @@ display(Markdown(
 # score (a sigmoid probability). A phrase is found when that score reaches the profile's
 # `openvocab.score_threshold`; the **open-vocabulary score** of a pair mirrors the object
 # score: the sum of the best scores of the phrases found, divided by the number of phrases
-# the text names (a missing phrase counts zero). A text that names nothing is uninformative,
-# with the same placeholder score as the object evidence; so is a pair whose frame did not
-# decode. Found phrases keep their box, missing ones their best score, for the explanations.
+# the text names (a missing phrase counts zero). Its state, `openvocab_state`, is one of the
+# object evidence's three: a text that names nothing is "nothing to check", a pair whose
+# frame did not decode "not computed", both with the same placeholder score. Found phrases keep their box, missing ones their best score, for the explanations.
 
 # %%
 #@save
 #: The columns of the ``openvocab`` feature part, after ``pair_id``.
-OPENVOCAB_COLUMNS = ("openvocab_score", "openvocab_informative", "openvocab_phrases", "openvocab_found",
-                     "openvocab_missing")
+OPENVOCAB_COLUMNS = ("openvocab_score", "openvocab_state", "openvocab_informative", "openvocab_phrases",
+                     "openvocab_found", "openvocab_missing")
 
 
 def openvocab_evidence(phrases: Sequence[str], found: Mapping[str, tuple[float, Sequence[float] | None]],
                        threshold: float) -> dict[str, Any]:
     """The open-vocabulary score of a frame for the ``phrases`` a text names, from ``found``
-    (phrase -> the detector's best score and box in the frame), with ``openvocab_informative``,
+    (phrase -> the detector's best score and box in the frame), with ``openvocab_state`` (as
+    :func:`object_evidence`), ``openvocab_informative`` (checked),
     ``openvocab_phrases``, ``openvocab_found`` ({phrase, score, box}) and ``openvocab_missing`` ({phrase, score})."""
     phrases = list(dict.fromkeys(phrases))
     answered = {p: found[p] for p in phrases if p in found and math.isfinite(float(found[p][0]))}
@@ -1327,7 +1357,8 @@ def openvocab_evidence(phrases: Sequence[str], found: Mapping[str, tuple[float, 
     misses = [{"phrase": p, "score": round(float(answered[p][0]), 5) if p in answered else None}
               for p in phrases if p not in best]
     score = sum(float(best[p][0]) for p in best) / len(phrases) if phrases else UNINFORMATIVE_SCORE
-    return {"openvocab_score": float(score), "openvocab_informative": bool(phrases), "openvocab_phrases": phrases,
+    return {"openvocab_score": float(score), "openvocab_state": CHECKED if phrases else NOTHING_TO_CHECK,
+            "openvocab_informative": bool(phrases), "openvocab_phrases": phrases,
             "openvocab_found": hits, "openvocab_missing": misses}
 
 
@@ -1374,8 +1405,8 @@ def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple
         if key in found or not phrases:
             evidence = openvocab_evidence(phrases, found.get(key, {}), threshold)
         else:  # the frame did not decode
-            evidence = {"openvocab_score": UNINFORMATIVE_SCORE, "openvocab_informative": False,
-                        "openvocab_phrases": list(dict.fromkeys(phrases)), "openvocab_found": [],
+            evidence = {"openvocab_score": UNINFORMATIVE_SCORE, "openvocab_state": NOT_COMPUTED,
+                        "openvocab_informative": False, "openvocab_phrases": list(dict.fromkeys(phrases)), "openvocab_found": [],
                         "openvocab_missing": []}
         row = {"pair_id": pair_id, **{k: evidence[k] for k in OPENVOCAB_COLUMNS}}
         for k in ("openvocab_phrases", "openvocab_found", "openvocab_missing"):
@@ -1546,8 +1577,11 @@ if openvocab_on:
         f"from the cache), in {elapsed:.1f} s: "
         + (f"{elapsed / encoded:.2f} s per frame on {owl.device.type}" if encoded else "nothing was computed")
         + f". Wrote {len(openvocab):,} rows to `{path.relative_to(ctx.paths.root.parent)}`; "
-        f"{openvocab['openvocab_informative'].mean():.1%} of all pairs name at least one phrase."
+        f"{openvocab['openvocab_informative'].mean():.1%} of all pairs were checked. Train and validation pairs per "
+        f"state, by split and kind of pair:"
     ))
+    display(state_table(development(pairs[["pair_id", "label", "negative_type", "split"]]).merge(openvocab, on="pair_id"),
+                        "openvocab_state"))
 else:
     dropped = drop_part(ctx.paths, "openvocab")
     display(Markdown(

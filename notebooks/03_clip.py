@@ -73,7 +73,8 @@ import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.objects import NOT_COCO, PERSON_PRONOUNS, named_things, other_nouns, pair_text, to_coco
+from helpers.objects import CHECKED, NOT_COCO, NOT_COMPUTED, NOTHING_TO_CHECK, PERSON_PRONOUNS, named_things, other_nouns
+from helpers.objects import pair_text, to_coco
 from helpers.spatial import RELATIONS, extract_relations
 from helpers.tags import Segment, strip_tags
 from helpers.vqa import Vqa, answer_yes
@@ -219,7 +220,9 @@ display(Markdown(f"Sentence scores {scores}: max {aggregate_scores(scores, 'max'
 # ## Every pair, scored from cached embeddings
 #
 # `clip_features` embeds each distinct frame and each distinct sentence once (a frame that
-# does not decode is skipped and counted, and its pairs get no CLIP score), then scores a
+# does not decode is skipped and counted, and its pairs get no CLIP score: `clip_state` says
+# "not computed", next to "nothing to check" for a text without a sentence and "checked"
+# for the rest, chapter 02's three states), then scores a
 # pair by dot products of cached vectors, never a new forward pass. Next to the sentence
 # aggregates it computes two baselines: the whole plain text truncated to 77 tokens
 # (`clip_score_trunc77`), and the study's cut, the first 150 characters of the tagged text
@@ -240,7 +243,8 @@ class ClipResult:
     """What ``clip_features`` computed.
 
     ``features``: one row per pair, ``pair_id`` plus ``SCORE_COLUMNS`` (scores NaN when the
-    frame did not decode or the text has no sentence). ``sentences``: one row per pair and
+    frame did not decode or the text has no sentence) and ``clip_state`` (``"checked"``,
+    ``"nothing to check"``: no sentence, ``"not computed"``: the frame did not decode). ``sentences``: one row per pair and
     sentence (``pair_id``, ``sentence``, ``n_tokens``, ``truncated``, ``score``).
     ``segments``: one row per pair with the whole text's token count (``segment_tokens``)
     and whether 77 tokens cut it. ``frames``: one row per frame the pairs use (``story_id``,
@@ -312,10 +316,12 @@ def clip_features(clip: Clip, pairs: pd.DataFrame, frames: Mapping[tuple[str, in
         per_sentence = scores(frame, sentences[text])
         trunc77, first = scores(frame, [text, cut])
         by_aggregate = {how: aggregate_scores(per_sentence, how, top_k) for how in AGGREGATES}
+        state = (NOTHING_TO_CHECK if not sentences[text]
+                 else CHECKED if images["decoded"].iat[row_of_frame[frame]] else NOT_COMPUTED)
         feature_rows.append({"pair_id": pair_id, "clip_score": by_aggregate[aggregate],
                              **{f"clip_score_{how}": value for how, value in by_aggregate.items()},
                              "clip_score_trunc77": trunc77, "clip_score_first150": first,
-                             "n_sentences": len(sentences[text])})
+                             "n_sentences": len(sentences[text]), "clip_state": state})
         sentence_rows.extend({"pair_id": pair_id, "sentence": i, "text": s, "score": value}
                              for i, (s, value) in enumerate(zip(sentences[text], per_sentence)))
 
@@ -341,7 +347,7 @@ def clip_features(clip: Clip, pairs: pd.DataFrame, frames: Mapping[tuple[str, in
     }
     frame_table = pd.DataFrame({"story_id": [s for s, _ in frame_ids], "frame": [f for _, f in frame_ids]})
     frame_table = frame_table.assign(**{c: images[c].to_numpy() for c in ("decoded", "width", "height")})
-    return ClipResult(features=pd.DataFrame(feature_rows, columns=["pair_id", *SCORE_COLUMNS]),
+    return ClipResult(features=pd.DataFrame(feature_rows, columns=["pair_id", *SCORE_COLUMNS, "clip_state"]),
                       sentences=sentence_frame, segments=segments.reset_index(drop=True), frames=frame_table,
                       counts=counts)
 
@@ -352,6 +358,7 @@ def clip_features(clip: Clip, pairs: pd.DataFrame, frames: Mapping[tuple[str, in
 # %%
 from helpers.data import load_study_data, pair_frames
 from helpers.features import development as dev_table
+from helpers.objects import state_table
 
 study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 pairs = study.pairs
@@ -365,6 +372,9 @@ display(Markdown(f"{counts['pairs']:,} pairs over {counts['frames']:,} frames an
                  f"sentences; frames skipped as undecodable: {counts['frames_skipped']:,} "
                  f"({int(table['clip_score'].isna().sum()):,} pairs without a score)."))
 display(development[["pair_id", "split", "label", "negative_type", "n_sentences", *SCORE_COLUMNS[:-1]]].head())
+display(Markdown("Train and validation pairs per `clip_state`, by split and kind of pair (a pair without a CLIP "
+                 "score is set aside before training, and counted, in chapter 05):"))
+display(state_table(development, "clip_state"))
 
 # %% [markdown]
 # Chapter 06's blind control reads a text the same way, without a frame: the mean of its
@@ -1028,14 +1038,15 @@ display(pd.concat([
 # first in the two sequences' probabilities. `question_evidence` then scores a text the DSG
 # way: a question whose parent does not hold (its P(yes) below `PARENT_HOLDS`, or itself
 # not counted) counts as 0, its own answer kept for the explanation only; the score is the
-# mean over all questions of what each counts. A text with no question scores 0 and is marked
-# not informative, as chapter 02 does for a text that needs no COCO object.
+# mean over all questions of what each counts. Its state, `question_state`, is one of chapter
+# 02's three: a text with no question is "nothing to check", a pair whose frame does not
+# decode "not computed"; both hold the placeholder score 0, which is not a measurement.
 
 # %%
 #@save
 #: The columns of the ``questions`` feature part, after ``pair_id`` (``questions`` as JSON).
-QUESTION_COLUMNS = ("question_score", "question_informative", "n_questions", "questions")
-#: ``question_score`` of a pair with no question, or whose frame does not decode (not informative).
+QUESTION_COLUMNS = ("question_score", "question_state", "question_informative", "n_questions", "questions")
+#: ``question_score`` of a pair with no question, or whose frame does not decode (a placeholder).
 UNINFORMATIVE_QUESTION_SCORE = 0.0
 
 
@@ -1044,8 +1055,8 @@ def question_evidence(questions: Sequence[Question], p_yes: Mapping[str, float])
 
     A question counts when every parent counts and holds (P(yes) >= :data:`PARENT_HOLDS`);
     it then contributes its P(yes), else 0. Returns ``question_score`` (the mean
-    contribution; :data:`UNINFORMATIVE_QUESTION_SCORE` with no question),
-    ``question_informative``, ``n_questions`` and ``questions``: one dict per question with
+    contribution; :data:`UNINFORMATIVE_QUESTION_SCORE` with no question), ``question_state``
+    (checked, or nothing to check), ``question_informative`` (checked), ``n_questions`` and ``questions``: one dict per question with
     ``question``, ``kind``, ``parents`` (their questions), ``p_yes`` and ``counted``.
     """
     text_of = {q.id: q.question for q in questions}
@@ -1063,7 +1074,8 @@ def question_evidence(questions: Sequence[Question], p_yes: Mapping[str, float])
         rows.append({"question": q.question, "kind": q.kind, "parents": [text_of[x] for x in q.parents],
                      "p_yes": round(p, 5), "counted": counted})
     score = float(np.mean(values)) if values else UNINFORMATIVE_QUESTION_SCORE
-    return {"question_score": score, "question_informative": bool(values), "n_questions": len(rows),
+    return {"question_score": score, "question_state": CHECKED if values else NOTHING_TO_CHECK,
+            "question_informative": bool(values), "n_questions": len(rows),
             "questions": rows}
 
 # %%
@@ -1091,8 +1103,8 @@ def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, 
     ``source_frame``; ``frames`` maps ``(story_id, frame)`` to the frame's bytes. Questions
     come from ``tagged_text`` when it holds a tag, else from ``text``: the text alone, no
     chain of thought (it annotates the frame an aligned pair is judged on).
-    A pair whose frame does not decode scores :data:`UNINFORMATIVE_QUESTION_SCORE`, not
-    informative. ``table.attrs["counts"]`` says what it cost: pairs, frames, frames encoded
+    A pair with questions whose frame does not decode scores :data:`UNINFORMATIVE_QUESTION_SCORE`,
+    state "not computed". ``table.attrs["counts"]`` says what it cost: pairs, frames, frames encoded
     now and skipped as undecodable, question slots (pairs x their questions), distinct
     (frame, question) answers needed, and seconds.
     """
@@ -1120,12 +1132,12 @@ def question_features(vqa: Vqa, pairs: pd.DataFrame, frames: Mapping[tuple[str, 
             corrupt.add((story_id, frame))
     rows = []
     for pair_id, key, questions in zip(pairs["pair_id"], keys, asked):
-        if key in corrupt:  # the questions without answers, for the explanation
+        if key in corrupt and questions:  # the questions without answers, for the explanation
             text_of = {q.id: q.question for q in questions}
             listed = [{"question": q.question, "kind": q.kind, "parents": [text_of[p] for p in q.parents],
                        "p_yes": None, "counted": False} for q in questions]
-            evidence = {"question_score": UNINFORMATIVE_QUESTION_SCORE, "question_informative": False,
-                        "n_questions": len(questions), "questions": listed}
+            evidence = {"question_score": UNINFORMATIVE_QUESTION_SCORE, "question_state": NOT_COMPUTED,
+                        "question_informative": False, "n_questions": len(questions), "questions": listed}
         else:
             evidence = question_evidence(questions, p_yes.get(key, {}))
         rows.append({"pair_id": pair_id, **evidence, "questions": json.dumps(evidence["questions"])})
@@ -1226,8 +1238,9 @@ if questions_on:
         f"frames, which takes **{qcounts['answers']:,}** distinct (frame, question) answers: each answer serves "
         f"{qcounts['question_slots'] / max(qcounts['answers'], 1):.2f} pair questions on average. Frames skipped as "
         f"undecodable: {qcounts['frames_skipped']:,}; pairs without a question: "
-        f"{int((question_table['n_questions'] == 0).sum()):,}; informative pairs: "
-        f"{int(question_table['question_informative'].sum()):,}."))
+        f"{int((question_table['n_questions'] == 0).sum()):,}; checked pairs: "
+        f"{int(question_table['question_informative'].sum()):,}. Train and validation pairs per state:"))
+    display(state_table(dev_asked, "question_state"))
     display(dev_asked[["pair_id", "split", "label", "negative_type", "n_questions", "question_score",
                        "clip_score"]].head())
 

@@ -55,7 +55,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 
 from helpers.detection import parse_detections
-from helpers.objects import Thing, mention_categories, named_things
+from helpers.objects import CHECKED, NOT_COMPUTED, NOTHING_TO_CHECK, Thing, mention_categories, named_things
 
 if TYPE_CHECKING:
     import matplotlib.axes
@@ -583,14 +583,18 @@ display(pd.DataFrame([{"text": t, "relations": "; ".join(f"{r.subject} ({r.subje
 # 2. `"proximity"`: no relation can be checked, but the text names a person and a COCO thing
 #    and the frame has boxes of both: how close the people are to the things the text has
 #    them with, the mean over those things of the best `1 - gap / diagonal`.
-# 3. `"none"`: nothing to check. `spatial_informative` is False and `spatial_score` is
-#    `UNINFORMATIVE_SCORE` (0.0): a zero-filled value next to a missing-value flag, never a 0.5
-#    that would read as "half the relations held". A model given both columns learns what an
-#    uninformative row is worth from the flag's own weight.
+# 3. `"none"`: nothing to check. `spatial_score` is `UNINFORMATIVE_SCORE` (0.0), a
+#    placeholder, never a 0.5 that would read as "half the relations held".
+#
+# Its state, `spatial_state`, is one of chapter 02's three: "checked" for the first two,
+# "nothing to check" for the third on a frame that decoded (here this depends on the boxes
+# too: a relation whose things have no box cannot be checked), "not computed" when the frame
+# did not decode, so the detector never saw it. The score is a placeholder unless the state
+# is "checked"; `spatial_informative` is kept as the shorthand for "checked".
 
 # %%
 #@save
-#: ``spatial_score`` of a pair with nothing to check (``spatial_informative`` False).
+#: ``spatial_score`` of a pair with nothing checked (``spatial_state`` not ``"checked"``): a placeholder.
 UNINFORMATIVE_SCORE = 0.0
 
 
@@ -620,11 +624,14 @@ class SpatialEvidence:
     """The spatial evidence of one (frame, text) pair: a row of the ``spatial`` feature part.
 
     ``spatial_source`` says what the score is: ``"relations"`` (the share of checked
-    relations that held), ``"proximity"`` (the fallback) or ``"none"`` (uninformative).
+    relations that held), ``"proximity"`` (the fallback) or ``"none"`` (a placeholder score);
+    ``spatial_state`` is ``"checked"`` for the first two, else ``"nothing to check"`` (see
+    :func:`spatial_features` for ``"not computed"``).
     ``relations_json`` lists every stated relation and, for the fallback, the proximities.
     """
 
     spatial_score: float
+    spatial_state: str
     spatial_informative: bool
     relations_checked: int
     relations_held: int
@@ -709,7 +716,8 @@ def _evidence(text: "Segment | str", descriptions: _Descriptions, boxes: Mapping
         explained += proximities
     else:
         score, source = UNINFORMATIVE_SCORE, "none"
-    return SpatialEvidence(spatial_score=float(score), spatial_informative=source != "none",
+    return SpatialEvidence(spatial_score=float(score), spatial_state=CHECKED if source != "none" else NOTHING_TO_CHECK,
+                           spatial_informative=source != "none",
                            relations_checked=len(checked), relations_held=held,
                            relations_json=json.dumps(explained), spatial_source=source)
 
@@ -783,7 +791,7 @@ def study_spatial_score(detections: Iterable["Detection"]) -> float:
 #@save
 #: The columns of the ``spatial`` feature part, after ``pair_id``.
 SPATIAL_COLUMNS: tuple[str, ...] = (
-    "spatial_score", "spatial_informative", "relations_checked", "relations_held", "relations_json",
+    "spatial_score", "spatial_state", "spatial_informative", "relations_checked", "relations_held", "relations_json",
     "spatial_source", "study_spatial_score",
 )  # fmt: skip
 
@@ -793,7 +801,8 @@ def spatial_features(pairs: pd.DataFrame, frames: pd.DataFrame, *, threshold: fl
     """The ``spatial`` feature part: ``pair_id`` and :data:`SPATIAL_COLUMNS`, one row per pair.
 
     ``frames`` is a per-frame detection table with ``width`` and ``height`` covering every
-    pair's frame (``SpatialInputError`` otherwise). Relations come from the plain ``text``, or
+    pair's frame (``SpatialInputError`` otherwise); a frame whose ``status`` is not ``"ok"`` has
+    no boxes and its pairs' ``spatial_state`` is ``"not computed"``. Relations come from the plain ``text``, or
     with ``read_tags`` (chapter 09) from the ``tagged_text``, a character by its mention's own
     words: never from the chain of thought, which annotates the frame judged.
     """
@@ -806,10 +815,13 @@ def spatial_features(pairs: pd.DataFrame, frames: pd.DataFrame, *, threshold: fl
         raise SpatialInputError(f"the frames table lacks {absent}: pass detect_frames(...).frames, or merge its "
                                 "width and height columns into ground_truth_frames(...)")
     per_frame: dict[tuple[str, int], tuple[dict[str, list[Box]], tuple[float, float], float]] = {}
+    decoded = set()
     for story_id, frame, status, cell, width, height in frames[needed].itertuples(index=False):
         detections = parse_detections(cell, threshold) if status == "ok" else []
         per_frame[(str(story_id), int(frame))] = (boxes_by_category(detections), (width, height),
                                                   study_spatial_score(detections))
+        if status == "ok":
+            decoded.add((str(story_id), int(frame)))
     keys = list(zip(pairs["story_id"].astype(str), pairs["frame"].astype(int)))
     if missing := sorted(set(keys) - set(per_frame)):
         raise SpatialInputError(f"the frames table lacks {len(missing)} frame(s) of the pairs, e.g. {missing[:3]}")
@@ -828,6 +840,8 @@ def spatial_features(pairs: pd.DataFrame, frames: pd.DataFrame, *, threshold: fl
             text = str(plain)
         boxes, size, study = per_frame[key]
         evidence = _evidence(text, (), boxes, size)
+        if key not in decoded:  # the frame did not decode: the detector never saw it
+            evidence = replace(evidence, spatial_state=NOT_COMPUTED)
         rows.append({"pair_id": pair_id, **asdict(evidence), "study_spatial_score": study})
     return pd.DataFrame(rows, columns=["pair_id", *SPATIAL_COLUMNS])
 
@@ -962,7 +976,9 @@ sources = pd.concat({
     for boxes, table in (("detector", dev_detected), ("oracle", dev_oracle))
 }, names=["boxes"])
 display(sources.style.format("{:.1%}"))
-display(Markdown(f"Uninformative pairs get spatial_score = {UNINFORMATIVE_SCORE} with spatial_informative = False."))
+display(Markdown(f"Pairs not checked hold the placeholder spatial_score = {UNINFORMATIVE_SCORE}. Train and validation "
+                 f"pairs per state, by split and kind of pair (detector's boxes):"))
+display(obj.state_table(dev_detected, "spatial_state"))
 
 # %% [markdown]
 # ## The study's rule next to ours
@@ -976,7 +992,7 @@ display(Markdown(
     f"{STUDY_MAX_DISTANCE_PX / ((decoded['width'] ** 2 + decoded['height'] ** 2) ** 0.5).median():.0%} of "
     f"the median frame diagonal here. COCO has no 'toy' label, so the last pair can never be found. "
     f"**{no_pair:.1%}** of the pairs get the study's no-pair score of {STUDY_NO_PAIR_SCORE}; our evidence is "
-    f"uninformative for {1 - dev_detected['spatial_informative'].mean():.1%} of them, and says so in its flag "
+    f"not checked for {1 - dev_detected['spatial_informative'].mean():.1%} of them, and says so in its state "
     f"(train and validation pairs)."
 ))
 

@@ -59,6 +59,8 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from helpers.objects import CHECKED, EVIDENCE_STATES, NOT_COMPUTED, NOTHING_TO_CHECK
+
 if TYPE_CHECKING:
     from helpers.clip import Clip
     from helpers.detection import Detector
@@ -210,36 +212,47 @@ def count_parameters(model: nn.Module) -> int:
 
 # %% [markdown]
 # The input sets are named. The **study** set is the three scores the original study fused,
-# in its order. The **extended** set adds whether the object and spatial scores rest on any
-# evidence at all (when the text names nothing to look for, or states no relation the boxes
-# can check, the score is a placeholder, not a measurement), CLIP's mean over the sentences
-# next to its maximum, and how many relations the text stated that the boxes could check,
-# and how many of those held.
-# The extended head also takes the open-vocabulary and question scores, each with its flag,
-# when the profile switches them on (`extended_features`): the study's three-score head stays
-# the replication.
+# in its order. The **extended** set adds the state of the object and spatial evidence as
+# two indicators each (`object_nothing_to_check`, `object_not_computed`, ...: one-hot
+# inputs with "checked" as the reference), so it can tell a text that names nothing to look
+# for from an evidence that could not be computed; CLIP's mean over the sentences next to
+# its maximum; and how many relations the text stated that the boxes could check, and how
+# many of those held.
+# The extended head also takes the open-vocabulary and question scores, each with its state
+# indicators, when the profile switches them on (`extended_features`): the study's
+# three-score head stays the replication.
 
 # %%
 #@save
 #: The three scores the original study fused, in its order.
 STUDY_FEATURES: tuple[str, ...] = ("object_score", "clip_score", "spatial_score")
 
-#: Named input sets for the head. "extended" adds whether the object and spatial scores
-#: rest on any evidence at all (when the text names nothing to look for, or states no
-#: relation the boxes can check, the score is a placeholder, not a measurement), CLIP's
-#: mean over the sentences next to its maximum, and how many relations the text stated
-#: that the boxes could check, and how many of those held.
+#: The state column of each score that has one (chapters 02-04): unless the state is
+#: "checked", the stored score is a placeholder, and it enters a head as a missing value.
+STATE_OF: dict[str, str] = {"object_score": "object_state", "openvocab_score": "openvocab_state",
+                            "spatial_score": "spatial_state", "question_score": "question_state"}
+
+#: Indicator inputs read off the state columns, "checked" being the reference:
+#: ``object_nothing_to_check`` is 1.0 where ``object_state`` is "nothing to check", and so on.
+STATE_INDICATORS: dict[str, tuple[str, str]] = {
+    f"{column.removesuffix('_state')}_{state.replace(' ', '_')}": (column, state)
+    for column in STATE_OF.values() for state in (NOTHING_TO_CHECK, NOT_COMPUTED)
+}
+
+#: Named input sets for the head. "extended" adds the object and spatial evidence's state
+#: indicators, CLIP's mean over the sentences next to its maximum, and how many relations
+#: the text stated that the boxes could check, and how many of those held.
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "study": STUDY_FEATURES,
     "extended": STUDY_FEATURES
-    + ("object_informative", "spatial_informative", "clip_score_mean", "relations_checked", "relations_held"),
+    + ("object_nothing_to_check", "object_not_computed", "spatial_nothing_to_check", "spatial_not_computed",
+       "clip_score_mean", "relations_checked", "relations_held"),
 }
 
-#: The evidences beyond the study, by profile section: each score with its flag
-#: (False when the text gave nothing to look for or to ask, and the score is a placeholder).
+#: The evidences beyond the study, by profile section: each score with its state indicators.
 NEW_EVIDENCE: dict[str, tuple[str, ...]] = {
-    "openvocab": ("openvocab_score", "openvocab_informative"),
-    "questions": ("question_score", "question_informative"),
+    "openvocab": ("openvocab_score", "openvocab_nothing_to_check", "openvocab_not_computed"),
+    "questions": ("question_score", "question_nothing_to_check", "question_not_computed"),
 }
 
 
@@ -269,10 +282,16 @@ display(Markdown(f"With the study's {len(STUDY_FEATURES)} inputs the head has **
 # ## What it reads
 #
 # `feature_matrix` turns a table into the head's input array, for a named set or any list of
-# columns (booleans become 0 and 1). It refuses a table with an absent, non-numeric or
-# incomplete column, naming it: the head has no way to fill a hole, and guessing one would
-# bias it. Pairs missing a value (a frame that did not decode has no CLIP score) are set
-# aside by `complete_rows` and counted here, before training, for every model alike.
+# columns (booleans become 0 and 1; a state indicator is read off its state column). A score
+# whose state is not "checked" is a placeholder, not a measurement: it becomes a missing
+# value (NaN), which the head's input standardisation below turns into the training mean of
+# the checked scores, so "nothing to check" no longer reads as "checked and absent" (0). It
+# refuses a table with an absent, non-numeric or otherwise incomplete column, or an unknown
+# state, naming it: the head has no way to fill a real hole, and guessing one would bias it.
+# Pairs missing a value (a frame that did not decode has no CLIP score, `clip_state` "not
+# computed" in chapter 03) are set aside by `complete_rows` and counted here, before
+# training, for every model alike. A table without a score's state column (a probe made of
+# numbers, such as `response_grid`'s below) is read as checked throughout.
 
 # %%
 #@save
@@ -293,31 +312,50 @@ def resolve_features(features: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _present(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[str, ...]:
-    """The columns of ``features``, after checking that ``table`` has them all."""
+    """The columns of ``features``, after checking that ``table`` has them all (a state indicator: its state column)."""
     columns = resolve_features(features)
-    absent = [c for c in columns if c not in table.columns]
+    absent = [c for c in columns if (STATE_INDICATORS[c][0] if c in STATE_INDICATORS else c) not in table.columns]
     if absent:
         raise FeatureTableError(
             f"the feature table lacks column(s) {absent} (it has {sorted(table.columns)}): "
             "rerun the chapter that computes them, or choose another feature set"
         )
+    for state_column in {STATE_OF.get(c) or STATE_INDICATORS.get(c, (None,))[0] for c in columns} - {None}:
+        if state_column in table.columns and (unknown := set(table[state_column]) - set(EVIDENCE_STATES)):
+            raise FeatureTableError(f"{state_column} holds unknown state(s) {sorted(map(str, unknown))}")
     return columns
 
 
-def feature_matrix(table: pd.DataFrame, features: str | Sequence[str]) -> np.ndarray:
-    """The ``(n, len(features))`` float32 input array of ``features`` (booleans become 0.0/1.0).
+def _inputs(table: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The inputs as float64 (NaN for a placeholder score) and where a value is really missing."""
+    values, holes = {}, {}
+    for c in columns:
+        if c in STATE_INDICATORS:
+            state_column, state = STATE_INDICATORS[c]
+            values[c], holes[c] = table[state_column].eq(state).astype("float64"), table[state_column].isna()
+            continue
+        try:
+            value = table[c].astype("float64")
+        except (TypeError, ValueError) as err:
+            raise FeatureTableError(f"feature column {c!r} must be numeric or boolean: {err}") from None
+        checked = (table[STATE_OF[c]].eq(CHECKED) if STATE_OF.get(c) in table.columns
+                   else pd.Series(True, index=table.index))
+        values[c], holes[c] = value.where(checked), value.isna() & checked
+    return pd.DataFrame(values, index=table.index), pd.DataFrame(holes, index=table.index)
 
-    Raises ``FeatureTableError`` naming the absent, non-numeric or incomplete columns: the
-    head has no way to fill a hole, and guessing one would bias it.
+
+def feature_matrix(table: pd.DataFrame, features: str | Sequence[str]) -> np.ndarray:
+    """The ``(n, len(features))`` float32 input array of ``features`` (booleans become 0.0/1.0),
+    NaN where a score's state (``STATE_OF``) is not "checked"; state indicators
+    (``STATE_INDICATORS``) are 0.0/1.0.
+
+    Raises ``FeatureTableError`` naming the absent, non-numeric or incomplete columns (or an
+    unknown state): the head has no way to fill a real hole, and guessing one would bias it.
     """
-    columns = _present(table, features)
-    try:
-        values = table.loc[:, list(columns)].astype("float64")
-    except (TypeError, ValueError) as err:
-        raise FeatureTableError(f"feature columns {list(columns)} must be numeric or boolean: {err}") from None
-    holes = values.isna().sum()
-    if holes.any():
-        raise FeatureTableError(f"missing values in feature column(s) {holes[holes > 0].to_dict()}")
+    values, holes = _inputs(table, _present(table, features))
+    if holes.any().any():
+        counts = holes.sum()
+        raise FeatureTableError(f"missing values in feature column(s) {counts[counts > 0].to_dict()}")
     return values.to_numpy(dtype=np.float32)
 
 
@@ -325,11 +363,11 @@ def complete_rows(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[p
     """The rows of ``table`` with a value in every feature column, and the holes counted per column.
 
     A pair whose frame did not decode has no CLIP score, for instance: no model can score
-    it, so it is set aside (and counted) before training, for every model alike.
+    it, so it is set aside (and counted) before training, for every model alike. A placeholder
+    score (its state not "checked") is not a hole: the head reads it as a missing value.
     """
-    columns = list(_present(table, features))
-    holes = table[columns].isna()
-    return table[~holes.any(axis=1)], {c: int(n) for c, n in holes.sum().items() if n}
+    _, holes = _inputs(table, _present(table, features))
+    return table[~holes.any(axis=1).to_numpy()], {c: int(n) for c, n in holes.sum().items() if n}
 
 # %%
 features = load_features(ctx.paths, required=STUDY_FEATURES)
@@ -383,13 +421,14 @@ if gap.max().max() > 1e-6:  # the verifier would see other evidence than the hea
 
 # %% [markdown]
 # How the features move together, and with the label (Pearson correlation over the train and
-# validation pairs; booleans as numbers). Two features that correlate strongly tell the head the same thing
+# validation pairs; booleans as numbers; a placeholder score left out of the pairs it would
+# join, as the head reads it). Two features that correlate strongly tell the head the same thing
 # twice; a feature with no correlation to the label can still help in combination, but
 # rarely alone.
 
 # %%
 columns = [*extended_features(ctx.cfg), "label"]
-corr = dev[columns].astype(float).corr()
+corr = pd.DataFrame(feature_matrix(dev, columns), columns=columns).corr()  # a placeholder score counts as missing
 fig, ax = plt.subplots(figsize=(8.5, 7))
 sns.heatmap(corr, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", square=True, ax=ax)
 ax.set_title("Correlations between the features and the label")
@@ -398,6 +437,59 @@ with_label = corr["label"].drop("label")
 display(Markdown(f"The feature most correlated with the label is `{with_label.abs().idxmax()}` "
                  f"(r = {with_label[with_label.abs().idxmax()]:.2f}); the least, `{with_label.abs().idxmin()}` "
                  f"(r = {with_label[with_label.abs().idxmin()]:.2f})."))
+
+# %% [markdown]
+# ## Standardised inputs, no near-zero scale
+#
+# The head reads its inputs standardised with the training split's statistics: each column
+# minus its training mean, divided by its training standard deviation. Two rules make that
+# safe here. A missing value (a placeholder score) is left out of the statistics, and set
+# to 0 after standardising, the training mean of the checked values. And no column is
+# divided by a near-zero scale: a column whose training standard deviation is tiny (a score
+# that barely varies on the training pairs) would turn differences far below anything the
+# evidence resolves into whole units of input, which the head reads as large moves. All
+# scores live in [0, 1], so the scale has a floor, `MIN_SCALE` = 0.01, one hundredth of the
+# range: a difference of 0.01 between two scores is at most one unit of input. A column
+# that varies more keeps its own scale; a constant column keeps scikit-learn's scale of 1.
+# The logistic-regression baseline of chapter 06 standardises with the same rule.
+
+# %%
+#@save
+#: The smallest scale an input is divided by when standardised (scores live in [0, 1]).
+MIN_SCALE = 0.01
+
+
+class FlooredScaler(StandardScaler):
+    """``StandardScaler`` whose scales are at least ``min_scale``; NaN (a missing value) is
+    left out of the statistics and passed through by ``transform``."""
+
+    def __init__(self, *, min_scale: float = MIN_SCALE, copy: bool = True, with_mean: bool = True,
+                 with_std: bool = True) -> None:
+        super().__init__(copy=copy, with_mean=with_mean, with_std=with_std)
+        self.min_scale = min_scale
+
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "FlooredScaler":
+        super().partial_fit(X, y, sample_weight)
+        if self.scale_ is not None:
+            self.scale_ = np.maximum(self.scale_, self.min_scale)
+        return self
+
+
+def standardise(scaler: StandardScaler, x: np.ndarray) -> np.ndarray:
+    """``x`` standardised by ``scaler``, a missing value (NaN) set to 0: the training mean."""
+    return np.nan_to_num(scaler.transform(x), nan=0.0).astype(np.float32)
+
+# %%
+_train_x = feature_matrix(table[table["split"] == "train"], extended_features(ctx.cfg))
+scales = pd.DataFrame({"training std": np.nanstd(_train_x, axis=0),
+                       "plain scale": StandardScaler().fit(_train_x).scale_,
+                       "floored scale": FlooredScaler().fit(_train_x).scale_}, index=list(extended_features(ctx.cfg)))
+display(scales.style.format("{:.3g}"))
+floored = scales[scales["floored scale"] > scales["plain scale"]]
+display(Markdown(
+    f"On the training pairs, {len(floored)} of {len(scales)} inputs of the extended set vary less than `MIN_SCALE`"
+    + "".join(f"; `{c}`: a difference of 0.0002 is {0.0002 / row['floored scale']:.2f} units of input instead of "
+              f"{0.0002 / row['plain scale']:.2f}" for c, row in floored.iterrows()) + "."))
 
 # %% [markdown]
 # ## What the trained head does with them
@@ -420,7 +512,7 @@ class TrainedHead:
 
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
         """P(aligned) for each row of ``table`` (which must hold ``self.features``)."""
-        x = self.scaler.transform(feature_matrix(table, self.features)).astype(np.float32)
+        x = standardise(self.scaler, feature_matrix(table, self.features))
         self.model.eval()
         with torch.no_grad():
             return self.model(torch.from_numpy(x)).numpy().astype(np.float64)
@@ -439,6 +531,32 @@ head = result.head
 display(Markdown(f"Trained for {len(result.history)} epochs; kept epoch {result.best_epoch} (lowest validation "
                  f"loss, {result.history.set_index('epoch').loc[result.best_epoch, 'val_loss']:.4f}); "
                  f"decision threshold {head.threshold:.3f}."))
+
+# %% [markdown]
+# What the study's head reads for each state of the object evidence: one training pair of
+# each state, its stored `object_score`, the input it becomes (standardised; a placeholder
+# becomes the training mean of the checked scores, 0) and the head's P(aligned) for it, the
+# other two scores held at their training medians so that only this input differs. Before,
+# "nothing to check" and "not computed" entered as 0.0, the same input as "checked and absent".
+
+# %%
+_train = table[table["split"] == "train"]
+_probe = [("checked, found", _train[_train["object_state"].eq(CHECKED) & _train["object_score"].gt(0)]),
+          ("checked, absent", _train[_train["object_state"].eq(CHECKED) & _train["object_score"].eq(0)]),
+          *((state, _train[_train["object_state"].eq(state)]) for state in (NOTHING_TO_CHECK, NOT_COMPUTED))]
+_medians = pd.DataFrame(feature_matrix(_train, head.features), columns=head.features).median()
+rows = []
+for name, group in _probe:
+    if group.empty:
+        rows.append({"object evidence": name, "training pairs": 0})
+        continue
+    one = group.head(1).assign(**{c: _medians[c] for c in head.features if c != "object_score"})
+    x = standardise(head.scaler, feature_matrix(one, head.features))
+    rows.append({"object evidence": name, "training pairs": len(group),
+                 "stored object_score": float(one["object_score"].iloc[0]),
+                 "head input": float(x[0, head.features.index("object_score")]),
+                 "P(aligned)": float(head.predict_proba(one)[0])})
+display(pd.DataFrame(rows).set_index("object evidence").style.format(precision=3, na_rep="-"))
 
 # %% [markdown]
 # To see what it learnt, vary two inputs over [0, 1] and hold every other at its median

@@ -46,7 +46,8 @@ def test_forward_is_the_sigmoid_of_the_logits():
 def test_feature_sets():
     assert FEATURE_SETS["study"] == STUDY_FEATURES == ("object_score", "clip_score", "spatial_score")
     assert FEATURE_SETS["extended"][:3] == STUDY_FEATURES
-    assert {"object_informative", "spatial_informative"} <= set(FEATURE_SETS["extended"])
+    assert {"object_nothing_to_check", "object_not_computed", "spatial_nothing_to_check",
+            "spatial_not_computed"} <= set(FEATURE_SETS["extended"])
     assert resolve_features(["clip_score"]) == ("clip_score",)
     with pytest.raises(ValueError, match="unknown feature set"):
         resolve_features("everything")
@@ -75,6 +76,75 @@ def test_feature_matrix_rejects_unusable_tables(table, message):
         feature_matrix(table, "study")
 
 
+# --------------------------------------------------------------- three states, placeholders as missing values
+
+
+def _head_of(train: pd.DataFrame) -> TrainedHead:
+    from helpers.fusion import FlooredScaler
+
+    torch.manual_seed(0)
+    return TrainedHead(FusionMLP().eval(), FlooredScaler().fit(feature_matrix(train, "study")), STUDY_FEATURES, 0.5)
+
+
+def test_a_text_naming_nothing_and_an_object_not_found_give_the_head_different_inputs():
+    """Both store object_score 0.0; only the one that was checked is a measured zero."""
+    from helpers.fusion import standardise
+
+    train = pd.DataFrame({"object_score": [0.0, 0.4, 0.8, 0.0], "clip_score": [0.2, 0.3, 0.4, 0.5],
+                          "spatial_score": [0.0, 0.5, 1.0, 0.5],
+                          "object_state": ["checked", "checked", "checked", "nothing to check"]})
+    head = _head_of(train)
+    assert head.scaler.mean_[0] == pytest.approx(0.4)  # the placeholder is left out of the statistics
+    probe = pd.DataFrame({"object_score": [0.0, 0.0, 0.0], "clip_score": [0.3] * 3, "spatial_score": [0.5] * 3,
+                          "object_state": ["checked", "nothing to check", "not computed"]})
+    x = standardise(head.scaler, feature_matrix(probe, "study"))
+    assert x[0, 0] < 0 and x[1, 0] == 0.0 == x[2, 0]  # absent: below the mean; unchecked: the training mean
+    p = head.predict_proba(probe)
+    assert p[0] != p[1] and p[1] == p[2]
+
+
+def test_state_indicators_tell_nothing_to_check_from_not_computed():
+    table = pd.DataFrame({"object_score": [0.5, 0.0, 0.0],
+                          "object_state": ["checked", "nothing to check", "not computed"]})
+    x = feature_matrix(table, ["object_score", "object_nothing_to_check", "object_not_computed"])
+    np.testing.assert_array_equal(x[:, 1:], [[0, 0], [1, 0], [0, 1]])
+    assert x[0, 0] == 0.5 and np.isnan(x[1:, 0]).all()
+    with pytest.raises(FeatureTableError, match="unknown state"):
+        feature_matrix(table.assign(object_state=["checked", "uninformative", "checked"]), ["object_score"])
+    with pytest.raises(FeatureTableError, match="missing values"):  # a checked score with a hole is a real hole
+        feature_matrix(table.assign(object_score=[None, 0.0, 0.0]), ["object_score"])
+
+
+def test_complete_rows_sets_aside_real_holes_only():
+    from helpers.fusion import complete_rows
+
+    table = pd.DataFrame({"object_score": [0.0, 0.0, 0.3], "clip_score": [0.2, None, 0.4],
+                          "spatial_score": [0.5, 0.5, 0.5],
+                          "object_state": ["nothing to check", "checked", "checked"]})
+    kept, holes = complete_rows(table, "study")
+    assert list(kept.index) == [0, 2] and holes == {"clip_score": 1}
+
+
+def test_the_scale_floor_keeps_a_near_constant_column_from_moving_the_head():
+    """A column with training std 1e-4: under a plain StandardScaler a 2e-4 difference is two units of
+    input; under the floor, 0.02, so P(aligned) moves much less."""
+    from helpers.fusion import MIN_SCALE, FlooredScaler
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"object_score": rng.uniform(0, 1, 200), "clip_score": 0.5 + rng.normal(0, 1e-4, 200),
+                          "spatial_score": rng.uniform(0, 1, 200)})
+    x = feature_matrix(train, "study")
+    plain, floored = StandardScaler().fit(x), FlooredScaler().fit(x)
+    assert plain.scale_[1] < 2e-4 and floored.scale_[1] == MIN_SCALE
+    np.testing.assert_allclose(floored.scale_[[0, 2]], plain.scale_[[0, 2]])  # columns that vary keep their scale
+    torch.manual_seed(1)
+    model = FusionMLP().eval()
+    probe = pd.DataFrame({"object_score": [0.5, 0.5], "clip_score": [0.5, 0.5002], "spatial_score": [0.5, 0.5]})
+    moves = {name: float(np.ptp(TrainedHead(model, scaler, STUDY_FEATURES, 0.5).predict_proba(probe)))
+             for name, scaler in (("plain", plain), ("floored", floored))}
+    assert moves["floored"] < moves["plain"] / 10
+
+
 def test_response_grid_spans_two_inputs_and_holds_the_third_at_its_median():
     torch.manual_seed(0)
     reference = pd.DataFrame({"object_score": [0.1, 0.5, 0.9], "clip_score": [0.2, 0.3, 0.4], "spatial_score": [0.0, 0.25, 1.0]})
@@ -97,9 +167,10 @@ def test_the_extended_head_reads_the_new_evidence_the_profile_switches_on():
     off = {"openvocab": {"enabled": False}, "questions": {"enabled": False}}
     assert extended_features(off) == FEATURE_SETS["extended"] == extended_features({})
     one = {"openvocab": {"enabled": True}, "questions": {"enabled": False}}
-    assert extended_features(one) == FEATURE_SETS["extended"] + ("openvocab_score", "openvocab_informative")
+    assert extended_features(one) == FEATURE_SETS["extended"] + (
+        "openvocab_score", "openvocab_nothing_to_check", "openvocab_not_computed")
     both = {"openvocab": {"enabled": True}, "questions": {"enabled": True, "weights": "random"}}
-    assert extended_features(both)[-4:] == NEW_EVIDENCE["openvocab"] + NEW_EVIDENCE["questions"]
+    assert extended_features(both)[-6:] == NEW_EVIDENCE["openvocab"] + NEW_EVIDENCE["questions"]
     study = without_new_evidence(both)
     assert not evidence_enabled(study, "openvocab") and not evidence_enabled(study, "questions")
     assert study["questions"]["weights"] == "random" and both["questions"]["enabled"]  # a copy, the rest kept
