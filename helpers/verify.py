@@ -246,6 +246,7 @@ def verify(
         "scores": {name: inputs[name] for name in ("object_score", "clip_score", "spatial_score", "openvocab_score",
                                                    "question_score") if name in inputs},
         "inputs": {name: None if math.isnan(x) else float(x) for name, x in zip(v.head.features, head_inputs)},
+        "states": {c: inputs[c] for c in STATE_OF.values() if c in inputs},  # None above: a placeholder
         "image_size": list(picture.size),
         "explanation": explanation,
     }

@@ -276,7 +276,7 @@ def test_pair_scores_are_dot_products_of_cached_embeddings(tiny, pairs, tmp_path
     table, frames = pairs
     result = hs.clip_features(tiny, table, frames, tmp_path, aggregate="topk", top_k=2, batch_size=4)
     feats = result.features.set_index("pair_id")
-    assert list(result.features.columns) == ["pair_id", *hs.SCORE_COLUMNS]
+    assert list(result.features.columns) == ["pair_id", *hs.SCORE_COLUMNS, "clip_state"]
 
     # Read the vectors back from the cache files themselves, by their documented keys.
     images = read_cache(tmp_path / "images").set_index("key")
@@ -310,6 +310,7 @@ def test_pair_scores_are_dot_products_of_cached_embeddings(tiny, pairs, tmp_path
     # The undecodable frame is skipped and counted; its pair has no score rather than a made-up one.
     assert result.counts["frames_skipped"] == 1 and (~images["decoded"]).sum() == 1
     assert feats.loc["bad", ["clip_score", "clip_score_trunc77"]].isna().all()
+    assert feats.at["bad", "clip_state"] == "not computed" and set(feats.drop(index="bad")["clip_state"]) == {"checked"}
     assert feats.drop(index="bad")[list(hs.SCORE_COLUMNS)].notna().all().all()
     assert feats.drop(index="bad")["clip_score"].between(0, 1).all()
 

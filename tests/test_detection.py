@@ -388,7 +388,7 @@ def test_object_evidence_scores_found_and_missing_categories():
              det.Detection("car", 0.99, (0, 0, 1, 1))]
     evidence = obj.object_evidence(["person", "dog", "cup"], found, threshold=0.5)
     assert evidence["object_score"] == pytest.approx((0.9 + 0.0 + 0.7) / 3)
-    assert evidence["object_informative"] is True
+    assert evidence["object_informative"] is True and evidence["object_state"] == obj.CHECKED == "checked"
     assert evidence["objects_needed"] == ["cup", "dog", "person"]
     assert evidence["objects_missing"] == ["dog"]
     assert evidence["objects_found"] == [{"category": "cup", "score": 0.7, "box": [3, 3, 6, 6]},
@@ -397,6 +397,7 @@ def test_object_evidence_scores_found_and_missing_categories():
 
     nothing_needed = obj.object_evidence([], found, threshold=0.5)
     assert nothing_needed["object_informative"] is False
+    assert nothing_needed["object_state"] == obj.NOTHING_TO_CHECK == "nothing to check"
     assert nothing_needed["object_score"] == obj.UNINFORMATIVE_SCORE == 0.0
     assert nothing_needed["objects_found"] == nothing_needed["objects_missing"] == []
 
@@ -421,7 +422,14 @@ def test_object_features_reuse_frame_detections_across_pairs():
     assert rows.loc["n1", "object_score"] == pytest.approx(0.8 / 2)
     assert json.loads(rows.loc["n1", "objects_missing"]) == ["dog"]
     assert not rows.loc["n2", "object_informative"] and rows.loc["n2", "object_score"] == 0.0
+    assert rows.loc["n2", "object_state"] == "nothing to check"  # the text names no COCO thing
     assert not rows.loc["c", "object_informative"]  # its frame did not decode: nothing was checked
+    assert rows.loc["c", "object_state"] == obj.NOT_COMPUTED == "not computed"
+    assert rows.loc["p", "object_state"] == rows.loc["n1", "object_state"] == "checked"
+    counted = obj.state_table(pairs.assign(split="train").merge(table, on="pair_id"), "object_state")
+    assert list(counted.columns) == list(obj.EVIDENCE_STATES)
+    assert counted.loc[("train", "positive")].to_dict() == {"checked": 1, "nothing to check": 0, "not computed": 1}
+    assert counted["not computed"].sum() == 1 and counted.to_numpy().sum() == len(pairs)
     assert json.loads(rows.loc["c", "objects_needed"]) == ["person"]
     assert rows.loc["p", "object_score_oracle"] == pytest.approx(0.5)  # the oracle has the person, no cup
 

@@ -266,13 +266,14 @@ def test_openvocab_evidence_numbers():
     found = {"blue blanket": (0.8, [1.234, 2, 3, 4]), "wall": (0.05, [0, 0, 1, 1]), "door": (0.1, [5, 5, 6, 6])}
     evidence = ho.openvocab_evidence(["blue blanket", "wall", "door", "lamp", "wall"], found, 0.1)
     assert evidence["openvocab_score"] == pytest.approx((0.8 + 0.1) / 4)
-    assert evidence["openvocab_informative"] is True
+    assert evidence["openvocab_informative"] is True and evidence["openvocab_state"] == "checked"
     assert evidence["openvocab_phrases"] == ["blue blanket", "wall", "door", "lamp"]
     assert evidence["openvocab_found"] == [{"phrase": "blue blanket", "score": 0.8, "box": [1.23, 2.0, 3.0, 4.0]},
                                            {"phrase": "door", "score": 0.1, "box": [5.0, 5.0, 6.0, 6.0]}]
     assert evidence["openvocab_missing"] == [{"phrase": "wall", "score": 0.05}, {"phrase": "lamp", "score": None}]
     empty = ho.openvocab_evidence([], found, 0.1)
-    assert (empty["openvocab_score"], empty["openvocab_informative"]) == (0.0, False)
+    assert (empty["openvocab_score"], empty["openvocab_informative"], empty["openvocab_state"]) == (
+        0.0, False, "nothing to check")
     assert ho.openvocab_evidence(["wall"], found, 0.01)["openvocab_score"] == pytest.approx(0.05)
 
 
@@ -321,6 +322,8 @@ def test_openvocab_features_columns_json_and_the_reading_of_each_pair(owl, tmp_p
     assert phrases == {"tags": ["person", "blue blanket"], "plain": ["blanket", "cup"],
                        "nan": ["blanket", "cup"], "bad": ["person", "blue blanket"], "none": []}
     assert not rows.loc["bad", "openvocab_informative"] and rows.loc["bad", "openvocab_score"] == 0.0
+    assert rows.loc["bad", "openvocab_state"] == "not computed"  # its frame does not decode
+    assert rows.loc["none", "openvocab_state"] == "nothing to check" and rows.loc["tags", "openvocab_state"] == "checked"
     assert json.loads(rows.loc["bad", "openvocab_found"]) == []
     assert not rows.loc["none", "openvocab_informative"]
     found = json.loads(rows.loc["tags", "openvocab_found"])

@@ -467,7 +467,7 @@ CUP_UNDER = Detection("cup", 0.6, (200, 190, 240, 230))
 
 def test_uninformative_text_gives_the_neutral_value_and_says_so():
     ev = spatial_evidence("The tension in the room is palpable.", [PERSON, TABLE, CUP_ON], IMAGE)
-    assert ev.spatial_informative is False and ev.spatial_source == "none"
+    assert ev.spatial_informative is False and ev.spatial_source == "none" and ev.spatial_state == "nothing to check"
     assert ev.spatial_score == UNINFORMATIVE_SCORE and (ev.relations_checked, ev.relations_held) == (0, 0)
     assert json.loads(ev.relations_json) == []
 
@@ -500,7 +500,7 @@ def test_two_things_of_one_category_need_two_boxes():
 def test_proximity_fallback_when_no_relation_is_stated():
     ev = spatial_evidence("The man looks at the tv.", [PERSON, Detection("tv", 0.9, (450, 20, 550, 100))], IMAGE)
     gap, diagonal = 450 - 350, (600**2 + 240**2) ** 0.5
-    assert ev.spatial_source == "proximity" and ev.spatial_informative
+    assert ev.spatial_source == "proximity" and ev.spatial_informative and ev.spatial_state == "checked"
     assert ev.spatial_score == pytest.approx(1 - gap / diagonal, abs=1e-4)
     assert ev.relations_checked == 0
     # no person in the frame: nothing to measure
@@ -554,6 +554,9 @@ def test_spatial_features_one_row_per_pair_sharing_each_frame():
     assert list(table["pair_id"]) == list(pairs["pair_id"])
     assert list(table["spatial_score"]) == [1.0, 0.0, UNINFORMATIVE_SCORE]
     assert list(table["spatial_informative"]) == [True, True, False]
+    assert list(table["spatial_state"]) == ["checked", "checked", "not computed"]  # frame 2 did not decode
+    decoded = spatial_features(pairs, frames.assign(status="ok"), threshold=0.5, read_tags=True)
+    assert decoded["spatial_state"].iloc[2] == "nothing to check"  # the same text on a decoded frame
     assert list(table["study_spatial_score"]) == [0.5, 0.5, 0.5]  # the chair is below the threshold
     stated = spatial.relations_long(table.merge(pairs.assign(label=[1, 0, 1], negative_type=["", "relation_swap", ""])))
     assert list(zip(stated["pair_id"], stated["relation"], stated["status"])) == [("a-1-pos", "on", "held"),

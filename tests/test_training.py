@@ -336,3 +336,45 @@ def test_losses_are_weighed_so_copies_of_a_negative_count_once():
     unweighted = _epoch_metrics(model, torch.tensor(copies[columns].to_numpy(np.float32)),
                                 torch.tensor(copies["label"].to_numpy(np.float32)), torch.ones(len(copies)))[0]
     assert unweighted != pytest.approx(loss(table), rel=1e-3)  # without the weights the copies count thrice
+
+
+def test_placeholder_scores_are_missing_values_for_the_head_the_baselines_and_the_checkpoints(tmp_path):
+    """A score whose state is not "checked" is a placeholder: whatever number it holds changes no model's
+    output; a single score ranks it at the training mean of the checked scores; checkpoints keep the
+    statistics of a column with missing values."""
+    table = make_feature_table(n_stories=20, frames=4, seed=1)
+    rng = np.random.default_rng(2)
+    state = np.where(table["object_informative"], "checked", "nothing to check")
+    state[rng.random(len(table)) < 0.05] = "not computed"
+    table = table.assign(object_state=state, object_score=table["object_score"].where(state == "checked", 0.0))
+    other_placeholder = table.assign(object_score=table["object_score"].where(state == "checked", 0.77))
+
+    baselines = {b.name: b for b in fit_baselines(table, seed=42)}
+    for b in baselines.values():
+        scores = b.predict_proba(table)
+        assert np.isfinite(scores).all(), b.name
+        np.testing.assert_allclose(b.predict_proba(other_placeholder), scores, err_msg=b.name)
+    checked_train = table[(table["split"] == "train") & (state == "checked")]
+    unchecked = table[state != "checked"]
+    np.testing.assert_allclose(baselines["object_score_only"].predict_proba(unchecked),
+                               checked_train["object_score"].mean())
+
+    result = train_fusion(table, dataclasses.replace(FAST, max_epochs=3), tmp_path / "run", progress=False)
+    np.testing.assert_allclose(result.head.scaler.mean_[0], checked_train["object_score"].mean())
+    np.testing.assert_array_equal(result.head.predict_proba(other_placeholder), result.head.predict_proba(table))
+    loaded = load_head(tmp_path / "run" / "best.pt")
+    np.testing.assert_array_equal(loaded.predict_proba(table), result.head.predict_proba(table))
+
+
+def test_the_logistic_regression_baseline_standardises_with_the_scale_floor():
+    from helpers.fusion import MIN_SCALE
+
+    table = make_feature_table(n_stories=20, frames=4, seed=4)
+    table = table.assign(clip_score_mean=0.5 + np.random.default_rng(0).normal(0, 1e-4, len(table)))
+    columns = ["object_score", "clip_score", "clip_score_mean"]
+    lr = {b.name: b for b in fit_baselines(table, columns, seed=42)}["logistic_regression"]
+    scaler = lr.predict_proba.keywords["estimator"][0]
+    assert scaler.scale_[2] == MIN_SCALE and scaler.scale_[1] > MIN_SCALE
+    probe = table.head(1)
+    moved = lr.predict_proba(probe.assign(clip_score_mean=probe["clip_score_mean"] + 2e-4)) - lr.predict_proba(probe)
+    assert abs(moved[0]) < 0.01

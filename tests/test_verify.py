@@ -145,7 +145,14 @@ def test_verify_runs_the_pipeline_on_a_synthetic_frame(verifier, frame_file):
     assert all(0 <= v <= 1 for v in result["scores"].values())
     import pandas as pd
 
-    assert result["probability"] == pytest.approx(head.predict_proba(pd.DataFrame([result["inputs"]]))[0])
+    assert result["probability"] == pytest.approx(
+        head.predict_proba(pd.DataFrame([{**result["inputs"], **result["states"]}]))[0])
+    # every evidence says its state; a score is a head input only when it was checked
+    assert set(result["states"]) == {"object_state", "spatial_state", "openvocab_state", "question_state"}
+    assert result["explanation"]["objects"]["state"] == result["states"]["object_state"] == "checked"
+    for name in ("relations", "openvocab", "questions"):
+        assert result["explanation"][name]["state"] in ("checked", "nothing to check", "not computed")
+    assert (result["inputs"]["spatial_score"] is None) == (result["states"]["spatial_state"] != "checked")
     objects = result["explanation"]["objects"]
     assert {"person", "chair", "cup"} <= set(objects["needed"])
     assert sorted(objects["missing"] + [f["category"] for f in objects["found"]]) == objects["needed"]

@@ -349,6 +349,7 @@ def test_question_evidence_zeroes_questions_whose_parents_fail():
     # e3 .5, a3 .5 (e3 holds at exactly 0.5): (0.8 + 0.3 + 0.6 + 0.4 + 0.5 + 0.5) / 8 = 0.3875
     assert evidence["question_score"] == pytest.approx(3.1 / 8)
     assert evidence["question_informative"] is True and evidence["n_questions"] == 8
+    assert evidence["question_state"] == "checked"
     rows = {r["question"]: r for r in evidence["questions"]}
     assert [rows[f"{q}?"]["counted"] for q in ("e1", "e2", "a1", "r1", "a2", "r2", "e3", "a3")] == [
         True, True, True, False, True, False, True, True]
@@ -359,8 +360,8 @@ def test_question_evidence_zeroes_questions_whose_parents_fail():
 
 
 def test_question_evidence_without_questions_is_not_informative():
-    assert hs.question_evidence([], {}) == {"question_score": 0.0, "question_informative": False,
-                                            "n_questions": 0, "questions": []}
+    assert hs.question_evidence([], {}) == {"question_score": 0.0, "question_state": "nothing to check",
+                                            "question_informative": False, "n_questions": 0, "questions": []}
 
 
 # ----------------------------------------------------------------------------- features
@@ -395,6 +396,7 @@ def test_question_features_reuse_answers_and_explain_them(vqa, story_3920, tmp_p
     assert "Is a man grabbing an umbrella?" in by_pair.at["neg", "questions"]
     assert '"action"' not in by_pair.at["plain", "questions"], "plain text asks no action"
     assert not by_pair.at["bad", "question_informative"] and by_pair.at["bad", "question_score"] == 0.0
+    assert by_pair.at["bad", "question_state"] == "not computed" and by_pair.at["pos", "question_state"] == "checked"
     assert {q["p_yes"] for q in json.loads(by_pair.at["bad", "questions"])} == {None}
     counts = table.attrs["counts"]
     shared = {q.question for q in built["pos"]} & {q.question for q in built["neg"]}
