@@ -235,8 +235,11 @@ def study_features(table: pd.DataFrame, detector_frames: pd.DataFrame, story_tex
       0.5, the score of a zero cosine (the study had no rule for it);
     - ``spatial_score``: ``helpers.spatial.study_spatial_score``, the 400 px rule, on the
       pair's frame.
+
+    ``object_state`` and ``spatial_state`` become "checked": the study's scores are numbers for every pair.
     """
     from helpers.detection import parse_detections
+    from helpers.objects import CHECKED
     from helpers.spatial import study_spatial_score
 
     columns = ["story_id", "frame", "status", "detections"]
@@ -254,6 +257,9 @@ def study_features(table: pd.DataFrame, detector_frames: pd.DataFrame, story_tex
         "clip_score": clip_scores.loc[table["pair_id"]].fillna(0.5).to_numpy(),
         "spatial_score": [study_spatial_score(detections[k]) for k in keys],
     })
+    # The study's rules give every pair a number (0.5 for "no pair found"), never a placeholder: the
+    # heads read them as measurements, as the study did, not through this study's evidence states.
+    study = study.assign(object_state=CHECKED, spatial_state=CHECKED)
     return _replace_columns(table, study)
 
 

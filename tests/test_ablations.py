@@ -118,6 +118,13 @@ def test_study_features_use_whole_story_labels_first_frame_clip_and_the_400px_ru
     assert out.loc["b", "object_score"] == 0.0  # nothing detected at the threshold
     assert out.loc["a", "spatial_score"] == 1.0 and out.loc["b", "spatial_score"] == 0.5  # pair near / no pair
     assert out.loc["a", "clip_score"] == 0.61 and out.loc["b", "clip_score"] == 0.5  # undecodable frame 1 -> 0.5
+    # the study's scores are numbers for every pair: a head reads them all, none as a placeholder
+    assert set(out["object_state"]) == set(out["spatial_state"]) == {"checked"}
+    from helpers.fusion import feature_matrix
+
+    placeholders = table.assign(object_state="nothing to check", spatial_state="not computed")
+    x = feature_matrix(ab.study_features(placeholders, frames, texts, clip, threshold=0.5), "study")
+    assert not np.isnan(x).any()
 
 
 # -------------------------------------------------------------------- perturbations
