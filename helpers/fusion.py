@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,7 @@ def resolve_features(features: str | Sequence[str]) -> tuple[str, ...]:
 def _present(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[str, ...]:
     """The columns of ``features``, after checking that ``table`` has them all (a state indicator: its state column)."""
     columns = resolve_features(features)
-    absent = [c for c in columns if (STATE_INDICATORS[c][0] if c in STATE_INDICATORS else c) not in table.columns]
+    absent = [c for c in columns if c not in table.columns and STATE_INDICATORS.get(c, (c,))[0] not in table.columns]
     if absent:
         raise FeatureTableError(
             f"the feature table lacks column(s) {absent} (it has {sorted(table.columns)}): "
@@ -214,7 +215,7 @@ def _inputs(table: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, 
     """The inputs as float64 (NaN for a placeholder score) and where a value is really missing."""
     values, holes = {}, {}
     for c in columns:
-        if c in STATE_INDICATORS:
+        if c in STATE_INDICATORS and c not in table.columns:  # a probe may give an indicator as a number
             state_column, state = STATE_INDICATORS[c]
             values[c], holes[c] = table[state_column].eq(state).astype("float64"), table[state_column].isna()
             continue
@@ -268,8 +269,12 @@ class FlooredScaler(StandardScaler):
         self.min_scale = min_scale
 
     def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "FlooredScaler":
-        super().partial_fit(X, y, sample_weight)
-        if self.scale_ is not None:
+        with warnings.catch_warnings():  # a column without any value: handled below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            super().partial_fit(X, y, sample_weight)
+        if self.with_mean and self.with_std:
+            empty = np.isnan(self.mean_)  # never checked on the training pairs: a constant column
+            self.mean_[empty], self.var_[empty], self.scale_[empty] = 0.0, 0.0, 1.0
             self.scale_ = np.maximum(self.scale_, self.min_scale)
         return self
 
@@ -298,8 +303,14 @@ class TrainedHead:
 
 
 def _medians(head: TrainedHead, reference: pd.DataFrame) -> pd.Series:
-    """The median of each input of ``head`` over ``reference``."""
+    """The median of each input of ``head`` over ``reference`` (of the checked values: NaN when none was)."""
     return pd.DataFrame(feature_matrix(reference, head.features), columns=head.features).median()
+
+
+def _probe(head: TrainedHead, values: pd.DataFrame) -> pd.DataFrame:
+    """``values`` of ``head``'s inputs with the score states they imply: a NaN score is a placeholder."""
+    return values.assign(**{STATE_OF[c]: np.where(values[c].notna(), CHECKED, NOTHING_TO_CHECK)
+                            for c in head.features if c in STATE_OF})
 
 
 def response_grid(
@@ -317,7 +328,7 @@ def response_grid(
     xs, ys = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
     grid = pd.DataFrame({c: np.full(xs.size, medians[c]) for c in head.features})
     grid[x], grid[y] = xs.ravel(), ys.ravel()
-    return grid[[x, y]].assign(probability=head.predict_proba(grid))
+    return grid[[x, y]].assign(probability=head.predict_proba(_probe(head, grid)))
 
 
 def input_effects(head: TrainedHead, reference: pd.DataFrame) -> pd.DataFrame:
@@ -330,6 +341,6 @@ def input_effects(head: TrainedHead, reference: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for column in head.features:
         probe = pd.DataFrame([medians, medians]).assign(**{column: [0.0, 1.0]})
-        low, high = head.predict_proba(probe)
+        low, high = head.predict_proba(_probe(head, probe))
         rows.append({"feature": column, "p_at_0": low, "p_at_1": high, "effect": high - low})
     return pd.DataFrame(rows).sort_values("effect", key=np.abs, ascending=False, ignore_index=True)

@@ -48,6 +48,7 @@ ctx = start(profile, chapter="05_fusion")
 
 # %%
 #@save
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,7 +315,7 @@ def resolve_features(features: str | Sequence[str]) -> tuple[str, ...]:
 def _present(table: pd.DataFrame, features: str | Sequence[str]) -> tuple[str, ...]:
     """The columns of ``features``, after checking that ``table`` has them all (a state indicator: its state column)."""
     columns = resolve_features(features)
-    absent = [c for c in columns if (STATE_INDICATORS[c][0] if c in STATE_INDICATORS else c) not in table.columns]
+    absent = [c for c in columns if c not in table.columns and STATE_INDICATORS.get(c, (c,))[0] not in table.columns]
     if absent:
         raise FeatureTableError(
             f"the feature table lacks column(s) {absent} (it has {sorted(table.columns)}): "
@@ -330,7 +331,7 @@ def _inputs(table: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, 
     """The inputs as float64 (NaN for a placeholder score) and where a value is really missing."""
     values, holes = {}, {}
     for c in columns:
-        if c in STATE_INDICATORS:
+        if c in STATE_INDICATORS and c not in table.columns:  # a probe may give an indicator as a number
             state_column, state = STATE_INDICATORS[c]
             values[c], holes[c] = table[state_column].eq(state).astype("float64"), table[state_column].isna()
             continue
@@ -450,7 +451,8 @@ display(Markdown(f"The feature most correlated with the label is `{with_label.ab
 # evidence resolves into whole units of input, which the head reads as large moves. All
 # scores live in [0, 1], so the scale has a floor, `MIN_SCALE` = 0.01, one hundredth of the
 # range: a difference of 0.01 between two scores is at most one unit of input. A column
-# that varies more keeps its own scale; a constant column keeps scikit-learn's scale of 1.
+# that varies more keeps its own scale; a constant column keeps scikit-learn's scale of 1,
+# and so does a score never checked on the training pairs (mean 0: every pair of them reads 0).
 # The logistic-regression baseline of chapter 06 standardises with the same rule.
 
 # %%
@@ -469,8 +471,12 @@ class FlooredScaler(StandardScaler):
         self.min_scale = min_scale
 
     def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "FlooredScaler":
-        super().partial_fit(X, y, sample_weight)
-        if self.scale_ is not None:
+        with warnings.catch_warnings():  # a column without any value: handled below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            super().partial_fit(X, y, sample_weight)
+        if self.with_mean and self.with_std:
+            empty = np.isnan(self.mean_)  # never checked on the training pairs: a constant column
+            self.mean_[empty], self.var_[empty], self.scale_[empty] = 0.0, 0.0, 1.0
             self.scale_ = np.maximum(self.scale_, self.min_scale)
         return self
 
@@ -480,16 +486,18 @@ def standardise(scaler: StandardScaler, x: np.ndarray) -> np.ndarray:
     return np.nan_to_num(scaler.transform(x), nan=0.0).astype(np.float32)
 
 # %%
-_train_x = feature_matrix(table[table["split"] == "train"], extended_features(ctx.cfg))
-scales = pd.DataFrame({"training std": np.nanstd(_train_x, axis=0),
-                       "plain scale": StandardScaler().fit(_train_x).scale_,
-                       "floored scale": FlooredScaler().fit(_train_x).scale_}, index=list(extended_features(ctx.cfg)))
-display(scales.style.format("{:.3g}"))
-floored = scales[scales["floored scale"] > scales["plain scale"]]
+_train_x = pd.DataFrame(feature_matrix(table[table["split"] == "train"], extended_features(ctx.cfg)),
+                        columns=list(extended_features(ctx.cfg)))
+scales = pd.DataFrame({"checked training values": _train_x.notna().sum(), "training std": _train_x.std(ddof=0),
+                       "floored scale": FlooredScaler().fit(_train_x.to_numpy()).scale_})
+display(scales.style.format({"checked training values": "{:,}", "training std": "{:.3g}", "floored scale": "{:.3g}"},
+                            na_rep="-"))
+floored = scales[scales["training std"].between(0, MIN_SCALE, inclusive="neither")]
 display(Markdown(
-    f"On the training pairs, {len(floored)} of {len(scales)} inputs of the extended set vary less than `MIN_SCALE`"
-    + "".join(f"; `{c}`: a difference of 0.0002 is {0.0002 / row['floored scale']:.2f} units of input instead of "
-              f"{0.0002 / row['plain scale']:.2f}" for c, row in floored.iterrows()) + "."))
+    f"On the training pairs, {len(floored)} of {len(scales)} inputs of the extended set vary, but less than "
+    f"`MIN_SCALE`" + "".join(f"; `{c}`: a difference of 0.0002 is {0.0002 / row['floored scale']:.2f} units of input "
+                             f"instead of {0.0002 / row['training std']:.2f}" for c, row in floored.iterrows())
+    + f". Never checked on the training pairs: {', '.join(f'`{c}`' for c in scales.index[scales['checked training values'] == 0]) or 'none'}."))
 
 # %% [markdown]
 # ## What the trained head does with them
@@ -566,8 +574,14 @@ display(pd.DataFrame(rows).set_index("object evidence").style.format(precision=3
 # %%
 #@save
 def _medians(head: TrainedHead, reference: pd.DataFrame) -> pd.Series:
-    """The median of each input of ``head`` over ``reference``."""
+    """The median of each input of ``head`` over ``reference`` (of the checked values: NaN when none was)."""
     return pd.DataFrame(feature_matrix(reference, head.features), columns=head.features).median()
+
+
+def _probe(head: TrainedHead, values: pd.DataFrame) -> pd.DataFrame:
+    """``values`` of ``head``'s inputs with the score states they imply: a NaN score is a placeholder."""
+    return values.assign(**{STATE_OF[c]: np.where(values[c].notna(), CHECKED, NOTHING_TO_CHECK)
+                            for c in head.features if c in STATE_OF})
 
 
 def response_grid(
@@ -585,7 +599,7 @@ def response_grid(
     xs, ys = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
     grid = pd.DataFrame({c: np.full(xs.size, medians[c]) for c in head.features})
     grid[x], grid[y] = xs.ravel(), ys.ravel()
-    return grid[[x, y]].assign(probability=head.predict_proba(grid))
+    return grid[[x, y]].assign(probability=head.predict_proba(_probe(head, grid)))
 
 
 def input_effects(head: TrainedHead, reference: pd.DataFrame) -> pd.DataFrame:
@@ -598,7 +612,7 @@ def input_effects(head: TrainedHead, reference: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for column in head.features:
         probe = pd.DataFrame([medians, medians]).assign(**{column: [0.0, 1.0]})
-        low, high = head.predict_proba(probe)
+        low, high = head.predict_proba(_probe(head, probe))
         rows.append({"feature": column, "p_at_0": low, "p_at_1": high, "effect": high - low})
     return pd.DataFrame(rows).sort_values("effect", key=np.abs, ascending=False, ignore_index=True)
 

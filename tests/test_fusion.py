@@ -245,3 +245,22 @@ def test_score_pairs_given_loaders_holds_one_model_at_a_time(monkeypatch):
     models = {n: Model(n) for n in names}  # loaded already: used as they are, and kept
     fusion.score_pairs(one, {}, cfg=cfg, cache_dir="unused", **models)
     assert log == [("use", n) for n in names]
+
+
+def test_a_score_never_checked_on_train_reads_as_a_constant_and_the_probes_still_work():
+    import warnings
+
+    from helpers.fusion import FlooredScaler, input_effects
+
+    reference = pd.DataFrame({"object_score": [0.1, 0.5, 0.9], "clip_score": [0.2, 0.3, 0.4],
+                              "spatial_score": [0.0, 0.0, 0.0], "spatial_state": ["nothing to check"] * 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaler = FlooredScaler().fit(feature_matrix(reference, "study"))
+    assert (scaler.mean_[2], scaler.scale_[2]) == (0.0, 1.0)
+    torch.manual_seed(0)
+    head = TrainedHead(FusionMLP().eval(), scaler, STUDY_FEATURES, 0.5)
+    assert np.isfinite(head.predict_proba(reference)).all()
+    grid = response_grid(head, reference, "object_score", "clip_score", n=3)  # spatial held at "no value"
+    assert np.isfinite(grid["probability"]).all()
+    assert len(input_effects(head, reference)) == 3

@@ -106,6 +106,8 @@ def test_smoke_run_renders_every_chapter(tmp_path):
     assert len(features) == len(pairs)
     for column in ("object_score", "clip_score", "spatial_score", "object_informative", "spatial_informative"):
         assert column in features.columns, column
+    for column in ("object_state", "clip_state", "spatial_state", "openvocab_state", "question_state"):
+        assert set(features[column]) <= {"checked", "nothing to check", "not computed"}, column
     metrics = json.loads((smoke / "metrics.json").read_text())
     assert metrics["profile"] == "smoke" and "fusion" in metrics["models"]
     # chapters 02-05 show the train and validation splits only: no table has a test row
