@@ -911,7 +911,8 @@ def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple
             evidence = openvocab_evidence(phrases, found.get(key, {}), threshold)
         else:  # the frame did not decode
             evidence = {"openvocab_score": UNINFORMATIVE_SCORE, "openvocab_state": NOT_COMPUTED,
-                        "openvocab_informative": False, "openvocab_phrases": list(dict.fromkeys(phrases)), "openvocab_found": [],
+                        "openvocab_informative": False, "openvocab_phrases": list(dict.fromkeys(phrases)),
+                        "openvocab_found": [],
                         "openvocab_missing": []}
         row = {"pair_id": pair_id, **{k: evidence[k] for k in OPENVOCAB_COLUMNS}}
         for k in ("openvocab_phrases", "openvocab_found", "openvocab_missing"):

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from helpers.clip import MAX_TOKENS, Clip, embed_images, embed_texts
-from helpers.objects import CHECKED, NOT_COCO, NOT_COMPUTED, NOTHING_TO_CHECK, PERSON_PRONOUNS, named_things, other_nouns
-from helpers.objects import pair_text, to_coco
+from helpers.objects import CHECKED, NOT_COMPUTED, NOTHING_TO_CHECK
+from helpers.objects import NOT_COCO, PERSON_PRONOUNS, named_things, other_nouns, pair_text, to_coco
 from helpers.spatial import RELATIONS, extract_relations
 from helpers.tags import Segment, strip_tags
 from helpers.vqa import Vqa, answer_yes
@@ -104,8 +104,9 @@ class ClipResult:
 
     ``features``: one row per pair, ``pair_id`` plus ``SCORE_COLUMNS`` (scores NaN when the
     frame did not decode or the text has no sentence) and ``clip_state`` (``"checked"``,
-    ``"nothing to check"``: no sentence, ``"not computed"``: the frame did not decode). ``sentences``: one row per pair and
-    sentence (``pair_id``, ``sentence``, ``n_tokens``, ``truncated``, ``score``).
+    ``"nothing to check"``: no sentence, ``"not computed"``: the frame did not decode).
+    ``sentences``: one row per pair and sentence (``pair_id``, ``sentence``, ``n_tokens``,
+    ``truncated``, ``score``).
     ``segments``: one row per pair with the whole text's token count (``segment_tokens``)
     and whether 77 tokens cut it. ``frames``: one row per frame the pairs use (``story_id``,
     ``frame``, ``decoded``, ``width``, ``height``). ``counts``: how many frames and texts
@@ -646,8 +647,9 @@ def question_evidence(questions: Sequence[Question], p_yes: Mapping[str, float])
     A question counts when every parent counts and holds (P(yes) >= :data:`PARENT_HOLDS`);
     it then contributes its P(yes), else 0. Returns ``question_score`` (the mean
     contribution; :data:`UNINFORMATIVE_QUESTION_SCORE` with no question), ``question_state``
-    (checked, or nothing to check), ``question_informative`` (checked), ``n_questions`` and ``questions``: one dict per question with
-    ``question``, ``kind``, ``parents`` (their questions), ``p_yes`` and ``counted``.
+    (checked, or nothing to check), ``question_informative`` (checked), ``n_questions`` and
+    ``questions``: one dict per question with ``question``, ``kind``, ``parents`` (their
+    questions), ``p_yes`` and ``counted``.
     """
     text_of = {q.id: q.question for q in questions}
     holds: dict[str, bool] = {}

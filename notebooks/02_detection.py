@@ -1334,7 +1334,8 @@ display(Markdown(
 # score: the sum of the best scores of the phrases found, divided by the number of phrases
 # the text names (a missing phrase counts zero). Its state, `openvocab_state`, is one of the
 # object evidence's three: a text that names nothing is "nothing to check", a pair whose
-# frame did not decode "not computed", both with the same placeholder score. Found phrases keep their box, missing ones their best score, for the explanations.
+# frame did not decode "not computed", both with the same placeholder score. Found phrases
+# keep their box, missing ones their best score, for the explanations.
 
 # %%
 #@save
@@ -1406,7 +1407,8 @@ def openvocab_features(owl: "OwlVit", pairs: pd.DataFrame, frames: Mapping[tuple
             evidence = openvocab_evidence(phrases, found.get(key, {}), threshold)
         else:  # the frame did not decode
             evidence = {"openvocab_score": UNINFORMATIVE_SCORE, "openvocab_state": NOT_COMPUTED,
-                        "openvocab_informative": False, "openvocab_phrases": list(dict.fromkeys(phrases)), "openvocab_found": [],
+                        "openvocab_informative": False, "openvocab_phrases": list(dict.fromkeys(phrases)),
+                        "openvocab_found": [],
                         "openvocab_missing": []}
         row = {"pair_id": pair_id, **{k: evidence[k] for k in OPENVOCAB_COLUMNS}}
         for k in ("openvocab_phrases", "openvocab_found", "openvocab_missing"):
@@ -1580,8 +1582,8 @@ if openvocab_on:
         f"{openvocab['openvocab_informative'].mean():.1%} of all pairs were checked. Train and validation pairs per "
         f"state, by split and kind of pair:"
     ))
-    display(state_table(development(pairs[["pair_id", "label", "negative_type", "split"]]).merge(openvocab, on="pair_id"),
-                        "openvocab_state"))
+    dev_openvocab = development(pairs[["pair_id", "label", "negative_type", "split"]]).merge(openvocab, on="pair_id")
+    display(state_table(dev_openvocab, "openvocab_state"))
 else:
     dropped = drop_part(ctx.paths, "openvocab")
     display(Markdown(

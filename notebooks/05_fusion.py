@@ -497,7 +497,8 @@ display(Markdown(
     f"On the training pairs, {len(floored)} of {len(scales)} inputs of the extended set vary, but less than "
     f"`MIN_SCALE`" + "".join(f"; `{c}`: a difference of 0.0002 is {0.0002 / row['floored scale']:.2f} units of input "
                              f"instead of {0.0002 / row['training std']:.2f}" for c, row in floored.iterrows())
-    + f". Never checked on the training pairs: {', '.join(f'`{c}`' for c in scales.index[scales['checked training values'] == 0]) or 'none'}."))
+    + ". Never checked on the training pairs: "
+    + (", ".join(f"`{c}`" for c in scales.index[scales["checked training values"] == 0]) or "none") + "."))
 
 # %% [markdown]
 # ## What the trained head does with them

@@ -641,7 +641,7 @@ def fit_baselines(
                                              LogisticRegression(max_iter=1000)),
         "gradient_boosting": HistGradientBoostingClassifier(random_state=seed),
     }
-    means = np.nan_to_num(np.nanmean(x_train, axis=0), nan=0.0)  # a column never checked on train ranks all alike
+    means = pd.DataFrame(x_train).mean().fillna(0.0)  # of the checked values; a column never checked ranks all alike
     candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c, fill=float(m)))
                   for c, m in zip(columns, means)]
     fit_weights = {"logistic_regression": {"logisticregression__sample_weight": weights},
