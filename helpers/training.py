@@ -424,8 +424,11 @@ def fit_baselines(
                   for c, m in zip(columns, means)]
     fit_weights = {"logistic_regression": {"logisticregression__sample_weight": weights},
                    "gradient_boosting": {"sample_weight": weights}}
+    # A column never checked on the train split is constant for every model (scikit-learn's boosting
+    # cannot bin a column without any value): no split and no weight can use it.
+    x_fit = np.where(np.isnan(x_train).all(axis=0), 0.0, x_train)
     for name, estimator in estimators.items():
-        estimator.fit(x_train, y_train.astype(int), **fit_weights[name])
+        estimator.fit(x_fit, y_train.astype(int), **fit_weights[name])
         candidates.append((name, name, columns, partial(_estimator_scores, estimator=estimator, features=columns)))
     return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score)
             for name, kind, cols, score in candidates]

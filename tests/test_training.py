@@ -378,3 +378,15 @@ def test_the_logistic_regression_baseline_standardises_with_the_scale_floor():
     probe = table.head(1)
     moved = lr.predict_proba(probe.assign(clip_score_mean=probe["clip_score_mean"] + 2e-4)) - lr.predict_proba(probe)
     assert abs(moved[0]) < 0.01
+
+
+def test_baselines_fit_when_a_score_is_never_checked_on_the_train_split():
+    """The smoke run's spatial evidence checks nothing: every model must still fit, and ignore that column."""
+    table = make_feature_table(n_stories=20, frames=4, seed=5).assign(spatial_state="nothing to check")
+    baselines = fit_baselines(table, seed=42)
+    moved = table.assign(spatial_score=0.9, spatial_state=np.where(table["split"] == "train", "nothing to check",
+                                                                   "checked"))
+    for b in baselines:
+        assert np.isfinite(b.predict_proba(table)).all(), b.name
+        if b.name != "spatial_score_only":
+            np.testing.assert_allclose(b.predict_proba(moved), b.predict_proba(table), err_msg=b.name)
