@@ -566,6 +566,13 @@ for name, group in _probe:
                  "head input": float(x[0, head.features.index("object_score")]),
                  "P(aligned)": float(head.predict_proba(one)[0])})
 display(pd.DataFrame(rows).set_index("object evidence").style.format(precision=3, na_rep="-"))
+_checked = pd.Series(feature_matrix(_train, ["object_score"])[:, 0]).dropna()
+display(Markdown(
+    f"A placeholder enters as the training mean of the {len(_checked):,} checked scores"
+    + ("" if _checked.empty else f", {_checked.mean():.3f}")
+    + (": above zero, so it is not the input of a checked pair whose objects were all absent." if _checked.gt(0).any()
+       else ": here no checked training pair scored above 0 (no object found), so the two inputs coincide on this "
+            "run; the state indicators of the extended head still tell them apart.")))
 
 # %% [markdown]
 # To see what it learnt, vary two inputs over [0, 1] and hold every other at its median
