@@ -225,6 +225,7 @@ def verify(
                for status in ("held", "failed", "unverifiable", "proximity")},
         },
         "clip": {
+            **({"state": str(row["clip_state"])} if "clip_state" in row.index else {}),
             "aggregate": clip_cfg["aggregate"],
             "sentences": [{"text": s, "score": float(score)} for s, score in
                           zip(split_sentences(plain), sentences.sort_values("sentence")["score"])],

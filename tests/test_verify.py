@@ -150,7 +150,7 @@ def test_verify_runs_the_pipeline_on_a_synthetic_frame(verifier, frame_file):
     # every evidence says its state; a score is a head input only when it was checked
     assert set(result["states"]) == {"object_state", "spatial_state", "openvocab_state", "question_state"}
     assert result["explanation"]["objects"]["state"] == result["states"]["object_state"] == "checked"
-    for name in ("relations", "openvocab", "questions"):
+    for name in ("relations", "clip", "openvocab", "questions"):
         assert result["explanation"][name]["state"] in ("checked", "nothing to check", "not computed")
     assert (result["inputs"]["spatial_score"] is None) == (result["states"]["spatial_state"] != "checked")
     objects = result["explanation"]["objects"]
