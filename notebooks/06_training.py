@@ -1063,7 +1063,8 @@ flag_inputs = flags_only_inputs(ctx.cfg)
 display(pd.DataFrame(
     [{"input": c, "text-only": False, "why": FRAME_DEPENDENT_INPUTS.get(c, "")} for c in extended_inputs
      if c not in TEXT_ONLY_INPUTS]
-    + [{"input": c, "text-only": True, "why": TEXT_ONLY_INPUTS[c][1]} for c in flag_inputs]).set_index("input"))
+    + [{"input": c, "text-only": True, "why": TEXT_ONLY_INPUTS[c][1]} for c in flag_inputs]).set_index("input")
+        .style)  # a Styler shows each reason whole
 display(text_only_inputs(table[table["split"] == "train"].head(), flag_inputs))
 flags = fit_flags_only(table, flag_inputs, seed=ctx.cfg["seed"])
 scorers.append(flags_only_scorer(flags, table))
