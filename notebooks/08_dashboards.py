@@ -967,7 +967,8 @@ def beyond_text_finding(metrics: Mapping[str, Any]) -> str:
                       for head, d in beyond["heads"].items())
     return (f"The flags-only control `{control}` (a model on every input the text alone decides, which the "
             f"extended head reads too) has a paired score of {format_estimate(entry['paired'].get('all'))} on the "
-            f"test split, **{verdict}**. Paired score over every (frame, kind): {gains}.")
+            f"test split; the equivalence test against chance says **{verdict}**. Paired score over every (frame, "
+            f"kind): {gains}.")
 
 
 def evidence_findings(metrics: Mapping[str, Any], validation: Mapping[str, float]) -> list[str]:
