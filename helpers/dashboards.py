@@ -667,10 +667,11 @@ BY_CONSTRUCTION: dict[str, str] = {"text_only": "the blind filter's own recipe",
 
 
 def blind_findings(metrics: Mapping[str, Any]) -> list[str]:
-    """One sentence per blind control (``text_only``, ``clip_text_only``, ``pairwise_text``, the ``controls``):
+    """One sentence per blind control (``text_only``, ``clip_text_only``, ``pairwise_text``, ``flags_only``, the
+    ``controls``):
     the kinds of negative it tells apart without seeing the frame; those of ``BY_CONSTRUCTION`` say so."""
     models = metrics["models"]
-    blind = {name: models[name]["paired"] for name in ("text_only", "clip_text_only", "pairwise_text")
+    blind = {name: models[name]["paired"] for name in ("text_only", "clip_text_only", "pairwise_text", "flags_only")
              if name in models}
     blind |= {name: c["paired"] for name, c in metrics.get("controls", {}).items()}
     out = []
@@ -681,6 +682,26 @@ def blind_findings(metrics: Mapping[str, Any]) -> list[str]:
             f"its interval excludes chance for {', '.join(f'`{t}`' for t in leaks)}: those negatives can be told "
             "from their text alone." if leaks else "no interval excludes chance."))
     return out
+
+
+def beyond_text_finding(metrics: Mapping[str, Any]) -> str:
+    """The flags-only control's equivalence verdict on the paired score, and what each head adds beyond it
+    (``beyond_text`` of chapter 07, each difference with its paired interval); empty when chapter 07 did not
+    record it."""
+    from helpers.evaluation import format_estimate
+
+    beyond = metrics.get("beyond_text")
+    if not beyond:
+        return ""
+    control = beyond["control"]
+    entry = metrics["models"][control]
+    verdict = entry["equivalence"]["paired"]["all"]["verdict"]
+    gains = "; ".join(f"`{head}` minus it {difference_phrase(d['paired'].get('all'))}"
+                      for head, d in beyond["heads"].items())
+    return (f"The flags-only control `{control}` (a model on every input the text alone decides, which the "
+            f"extended head reads too) has a paired score of {format_estimate(entry['paired'].get('all'))} on the "
+            f"test split; the equivalence test against chance says **{verdict}**. Paired score over every (frame, "
+            f"kind): {gains}.")
 
 
 def evidence_findings(metrics: Mapping[str, Any], validation: Mapping[str, float]) -> list[str]:

@@ -914,6 +914,10 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
   },
   "paired_differences": {"<other model name>": {"all" | negative_type: estimate}},
                                            # primary minus other, paired score, same resamples
+  "beyond_text": {"control": "flags_only", "split": "test",   # each head minus chapter 06's flags-only
+    "heads": {"fusion_extended" | "fusion": {                  # control (inputs the text alone decides),
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate},   # on the same resamples
+      "roc_auc": estimate}}},
   "controls": {                            # blind controls on the test split: "equivalent to chance"
     "<control name>": {                    # = the text alone does not decide the verdict
       "description": str,                  # shuffled_frames: the primary model, every text against a frame
@@ -1027,6 +1031,36 @@ def evaluate(
 def write_metrics(path: str | Path, document: Mapping[str, Any]) -> Path:
     """Write ``metrics.json`` atomically."""
     return atomic_write_json(path, dict(document))
+
+
+#: The key of ``metrics.json`` that holds what each head adds beyond the flags-only control (``beyond_control``).
+BEYOND_TEXT = "beyond_text"
+
+
+def beyond_control(predictions: pd.DataFrame, heads: Sequence[str], control: str, *, n_resamples: int, seed: int,
+                   confidence: float = 0.95, split: str = "test") -> dict[str, Any]:
+    """``{"control", "split", "heads": {head: {"paired": {group: estimate}, "roc_auc": estimate}}}``: each head's
+    paired score (per group of ``paired_outcomes``) and pooled ROC-AUC minus the ``control``'s on ``split``, each
+    difference on the same id-block resamples (or left-out blocks). Every head and the control must be among the
+    predictions, scored on the same pairs."""
+    rows = predictions[predictions["split"] == split]
+    groups = {str(name): g.sort_values("pair_id") for name, g in rows.groupby("model", sort=False)}
+    if absent := [m for m in (control, *heads) if m not in groups]:
+        raise ValueError(f"no {split} predictions of {absent}: rerun chapter 06")
+    reference = groups[control]
+    y, blocks = reference["label"].to_numpy(), reference["block"].to_numpy()
+    kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
+    out = {}
+    for head in heads:
+        group = groups[head]
+        if not np.array_equal(group["pair_id"].to_numpy(), reference["pair_id"].to_numpy()):
+            raise ValueError(f"{head!r} and {control!r} were not scored on the same {split} pairs")
+        pooled = bootstrap_difference(y, group["score"].to_numpy(), float(group["threshold"].iloc[0]),
+                                      reference["score"].to_numpy(), float(reference["threshold"].iloc[0]), blocks,
+                                      **kwargs)
+        out[head] = {"paired": bootstrap_paired_difference(paired_outcomes(group), paired_outcomes(reference), **kwargs),
+                     "roc_auc": pooled["roc_auc"]}
+    return {"control": control, "split": split, "heads": out}
 
 
 # extra code: metrics.json as tables (chapters 07, 08, 10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import json
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,8 +32,8 @@ from tqdm.auto import tqdm
 
 from helpers.config import Paths
 from helpers.evaluation import THRESHOLD_METRICS, point_metrics, tune_threshold
-from helpers.fusion import STUDY_FEATURES, FlooredScaler, FusionMLP, TrainedHead, feature_matrix, resolve_features
-from helpers.fusion import standardise
+from helpers.fusion import (STUDY_FEATURES, FeatureTableError, FlooredScaler, FusionMLP, TrainedHead, feature_matrix,
+                            resolve_features, standardise)
 from helpers.io import atomic_write_bytes, atomic_write_parquet, stable_hash
 
 
@@ -581,6 +582,159 @@ def pairwise_scorer(model: PairwiseText, table: pd.DataFrame, threshold_metric: 
     val = table[table["split"] == "val"]
     threshold = tune_threshold(val["label"].to_numpy(), model.predict_proba(val), threshold_metric)
     return Scorer("pairwise_text", "blind_control", ("text", "partner_text"), threshold, model.predict_proba)
+
+
+#: The extended head's run (chapter 06's third training run): the head the flags-only control is compared with.
+EXTENDED_RUN = "fusion_extended"
+
+#: Every input the text of a pair decides alone, each with why: column written by :func:`text_only_inputs` ->
+#: (the profile section that switches its evidence on, or None for the study's evidences; why it is text-only).
+TEXT_ONLY_INPUTS: dict[str, tuple[str | None, str]] = {
+    "n_objects_needed": (None, "how many COCO categories the text names: chapter 02's `needed_categories` reads the "
+                               "plain text only, and `objects_needed` lists them whether or not the frame decoded"),
+    "object_informative": (None, "whether the text names any COCO category (`objects_needed` not empty): the stored "
+                                 "flag is exactly this except on a frame that did not decode, so it is re-derived"),
+    "n_relations_stated": (None, "how many spatial relations the text states: chapter 04 extracts them from the plain "
+                                 "text and lists every one in `relations_json` (held, failed or unverifiable) "
+                                 "whatever the boxes"),
+    "n_relations_coco": (None, "how many stated relations name a COCO category on both sides, so that boxes could "
+                               "check them: the categories come from the words, not from the boxes"),
+    "n_sentences": (None, "how many sentences chapter 03 splits the text into (CLIP scores each one)"),
+    "n_openvocab_phrases": ("openvocab", "how many entity phrases the text gives OWL-ViT to look for "
+                                         "(`openvocab_phrases`, listed whether or not the frame decoded)"),
+    "openvocab_informative": ("openvocab", "whether the text gives any phrase to look for (re-derived from "
+                                           "`openvocab_phrases`, like `object_informative`)"),
+    "n_questions": ("questions", "how many yes/no questions chapter 03 builds from the text (counted whether or not "
+                                 "the frame decoded)"),
+    "question_informative": ("questions", "whether the text gives any question (re-derived from `n_questions`)"),
+}
+
+#: The extended head's inputs that are not text-only, and what of the frame each depends on.
+FRAME_DEPENDENT_INPUTS: dict[str, str] = {
+    "object_score": "the detector's confidence in the named categories, on the frame",
+    "clip_score": "CLIP's similarity of the frame and the sentences",
+    "spatial_score": "the share of checked relations that held on the boxes (or the proximity of boxes)",
+    "clip_score_mean": "CLIP's similarity of the frame and the sentences, their mean",
+    "spatial_informative": "True when a relation could be checked on boxes or a person's box and a thing's were "
+                           "found: it needs the detector's boxes, not only a stated relation",
+    "relations_checked": "stated relations whose two categories the detector found boxes of",
+    "relations_held": "checked relations whose boxes stand as the text says",
+    "openvocab_score": "OWL-ViT's confidence in the text's phrases, on the frame",
+    "question_score": "BLIP-VQA's answers about the frame",
+}
+
+#: The inverse regularisation strengths of ``flags_only``; the weighted validation log-loss chooses one.
+FLAGS_C_GRID: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+def flags_only_inputs(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The columns of :data:`TEXT_ONLY_INPUTS` under the profile ``cfg``: the study's evidences' and those of every
+    evidence beyond the study that the profile switches on."""
+    from helpers.fusion import evidence_enabled
+
+    return tuple(name for name, (section, _) in TEXT_ONLY_INPUTS.items()
+                 if section is None or evidence_enabled(cfg, section))
+
+
+def _list_lengths(table: pd.DataFrame, column: str) -> pd.Series:
+    """The length of each JSON list (or list) in ``column``; a missing or non-list cell is an error."""
+    def length(cell: Any) -> int:
+        value = json.loads(cell) if isinstance(cell, str) else cell
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            raise FeatureTableError(f"column {column!r} holds {cell!r}, not a list")
+        return len(value)
+
+    return table[column].map(length).astype("float64")
+
+
+def _relation_counts(cell: Any) -> tuple[int, int]:
+    """(relations the text states, those with a COCO category on both sides) of one ``relations_json`` cell; the
+    proximity rows of the fallback are measurements on boxes, not stated relations, and are left out."""
+    rows = json.loads(cell) if isinstance(cell, str) else cell
+    if not isinstance(rows, (list, tuple, np.ndarray)):
+        raise FeatureTableError(f"relations_json holds {cell!r}, not a list")
+    stated = [r for r in rows if r.get("status") != "proximity"]
+    return len(stated), sum(r.get("subject_category") is not None and r.get("object_category") is not None
+                            for r in stated)
+
+
+def text_only_inputs(table: pd.DataFrame, inputs: Sequence[str]) -> pd.DataFrame:
+    """The ``inputs`` (names of :data:`TEXT_ONLY_INPUTS`) of every row of ``table``, as float64 columns: counts
+    from the evidences' own lists, flags as 0/1 derived from them. Reads no score and no box: an absent source
+    column or a missing value is an error (``FeatureTableError``), never a zero."""
+    unknown = [c for c in inputs if c not in TEXT_ONLY_INPUTS]
+    if unknown:
+        raise ValueError(f"not text-only inputs: {unknown} (known: {list(TEXT_ONLY_INPUTS)})")
+    sources = {"n_objects_needed": "objects_needed", "object_informative": "objects_needed",
+               "n_relations_stated": "relations_json", "n_relations_coco": "relations_json",
+               "n_sentences": "n_sentences", "n_openvocab_phrases": "openvocab_phrases",
+               "openvocab_informative": "openvocab_phrases", "n_questions": "n_questions",
+               "question_informative": "n_questions"}
+    needed = sorted({sources[c] for c in inputs})
+    if absent := [c for c in needed if c not in table.columns]:
+        raise FeatureTableError(f"the flags-only control needs column(s) {absent}: rerun chapters 02-04")
+    if holes := {c: int(n) for c, n in table[needed].isna().sum().items() if n}:
+        raise FeatureTableError(f"missing values in the flags-only control's source column(s) {holes}")
+    out = pd.DataFrame(index=table.index)
+    for name in inputs:
+        source = sources[name]
+        if source == "relations_json":
+            counts = np.array([_relation_counts(c) for c in table[source]], dtype=np.float64).reshape(-1, 2)
+            out[name] = counts[:, 0] if name == "n_relations_stated" else counts[:, 1]
+        elif source in ("objects_needed", "openvocab_phrases"):
+            lengths = _list_lengths(table, source)
+            out[name] = (lengths > 0).astype("float64") if name.endswith("_informative") else lengths
+        else:
+            values = table[source].astype("float64")
+            out[name] = (values > 0).astype("float64") if name.endswith("_informative") else values
+    return out
+
+
+@dataclass(frozen=True)
+class FlagsOnly:
+    """The fitted flags-only control: a standardised logistic regression on :func:`text_only_inputs`."""
+
+    inputs: tuple[str, ...]
+    pipeline: Any
+    C: float
+    validation_log_loss: Mapping[float, float]
+
+    def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
+        """P(aligned) of each row of ``table`` from its text-only inputs."""
+        return self.pipeline.predict_proba(text_only_inputs(table, self.inputs).to_numpy())[:, 1]
+
+
+def fit_flags_only(table: pd.DataFrame, inputs: Sequence[str], *, seed: int = 42,
+                   grid: Sequence[float] = FLAGS_C_GRID) -> FlagsOnly:
+    """``flags_only`` fitted on the train split (each pair weighed by :func:`frame_weights`), ``C`` the one of
+    ``grid`` with the lowest validation log-loss (weighed the same way; ties: the stronger regularisation)."""
+    from sklearn.metrics import log_loss
+
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    for name, rows in (("train", train), ("val", val)):
+        if rows["label"].nunique() < 2:
+            raise ValueError(f"flags_only needs both classes in the {name} split")
+    inputs = tuple(inputs)
+    x_train, x_val = (text_only_inputs(rows, inputs).to_numpy() for rows in (train, val))
+    y_train, y_val = train["label"].astype(int).to_numpy(), val["label"].astype(int).to_numpy()
+    w_train, w_val = frame_weights(train), frame_weights(val)
+
+    def fitted(c: float) -> Any:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
+        return model.fit(x_train, y_train, logisticregression__sample_weight=w_train)
+
+    models = {float(c): fitted(c) for c in grid}
+    losses = {c: float(log_loss(y_val, m.predict_proba(x_val)[:, 1], sample_weight=w_val, labels=[0, 1]))
+              for c, m in models.items()}
+    best = min(losses, key=lambda c: (losses[c], c))
+    return FlagsOnly(inputs, models[best], best, losses)
+
+
+def flags_only_scorer(model: FlagsOnly, table: pd.DataFrame, threshold_metric: str = THRESHOLD_METRIC) -> Scorer:
+    """``flags_only`` as a ``Scorer`` (kind ``blind_control``), its threshold tuned on validation."""
+    val = table[table["split"] == "val"]
+    threshold = tune_threshold(val["label"].to_numpy(), model.predict_proba(val), threshold_metric)
+    return Scorer("flags_only", "blind_control", model.inputs, threshold, model.predict_proba)
 
 
 def predict(table: pd.DataFrame, scorers: Sequence[Scorer]) -> pd.DataFrame:

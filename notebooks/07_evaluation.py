@@ -55,7 +55,7 @@ ctx = start(profile, chapter="07_evaluation")
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from helpers.training import DEFAULT_RUN, THRESHOLD_METRIC, load_predictions
+from helpers.training import DEFAULT_RUN, EXTENDED_RUN, THRESHOLD_METRIC, load_predictions
 
 predictions = load_predictions(ctx.paths)
 primary = predictions[(predictions["model"] == DEFAULT_RUN) & (predictions["split"] == "test")].sort_values("pair_id")
@@ -1375,6 +1375,10 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
   },
   "paired_differences": {"<other model name>": {"all" | negative_type: estimate}},
                                            # primary minus other, paired score, same resamples
+  "beyond_text": {"control": "flags_only", "split": "test",   # each head minus chapter 06's flags-only
+    "heads": {"fusion_extended" | "fusion": {                  # control (inputs the text alone decides),
+      "paired": {"all" | negative_type | "common" | "common:<type>": estimate},   # on the same resamples
+      "roc_auc": estimate}}},
   "controls": {                            # blind controls on the test split: "equivalent to chance"
     "<control name>": {                    # = the text alone does not decide the verdict
       "description": str,                  # shuffled_frames: the primary model, every text against a frame
@@ -1491,6 +1495,45 @@ def write_metrics(path: str | Path, document: Mapping[str, Any]) -> Path:
     """Write ``metrics.json`` atomically."""
     return atomic_write_json(path, dict(document))
 
+# %% [markdown]
+# One addition to the document: what each head adds beyond the flags-only control of chapter 06
+# (`flags_only`, a model on every input the text alone decides). `beyond_control` gives each head's
+# paired score minus the control's per group, and its pooled ROC-AUC minus the control's, both
+# models on the same left-out blocks, as `evaluate_split` compares the primary head with every
+# other model. A difference whose interval lies above zero is what the head takes from the frame
+# beyond the text's own cues.
+
+# %%
+#@save
+#: The key of ``metrics.json`` that holds what each head adds beyond the flags-only control (``beyond_control``).
+BEYOND_TEXT = "beyond_text"
+
+
+def beyond_control(predictions: pd.DataFrame, heads: Sequence[str], control: str, *, n_resamples: int, seed: int,
+                   confidence: float = 0.95, split: str = "test") -> dict[str, Any]:
+    """``{"control", "split", "heads": {head: {"paired": {group: estimate}, "roc_auc": estimate}}}``: each head's
+    paired score (per group of ``paired_outcomes``) and pooled ROC-AUC minus the ``control``'s on ``split``, each
+    difference on the same id-block resamples (or left-out blocks). Every head and the control must be among the
+    predictions, scored on the same pairs."""
+    rows = predictions[predictions["split"] == split]
+    groups = {str(name): g.sort_values("pair_id") for name, g in rows.groupby("model", sort=False)}
+    if absent := [m for m in (control, *heads) if m not in groups]:
+        raise ValueError(f"no {split} predictions of {absent}: rerun chapter 06")
+    reference = groups[control]
+    y, blocks = reference["label"].to_numpy(), reference["block"].to_numpy()
+    kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
+    out = {}
+    for head in heads:
+        group = groups[head]
+        if not np.array_equal(group["pair_id"].to_numpy(), reference["pair_id"].to_numpy()):
+            raise ValueError(f"{head!r} and {control!r} were not scored on the same {split} pairs")
+        pooled = bootstrap_difference(y, group["score"].to_numpy(), float(group["threshold"].iloc[0]),
+                                      reference["score"].to_numpy(), float(reference["threshold"].iloc[0]), blocks,
+                                      **kwargs)
+        out[head] = {"paired": bootstrap_paired_difference(paired_outcomes(group), paired_outcomes(reference), **kwargs),
+                     "roc_auc": pooled["roc_auc"]}
+    return {"control": control, "split": split, "heads": out}
+
 # %%
 controls = {"shuffled_frames": (f"`{DEFAULT_RUN}` scoring each test text against a frame of another id block",
                                 shuffled_rows)}
@@ -1509,6 +1552,8 @@ if len(consistency_rows):
 metrics = evaluate(predictions, profile=ctx.profile, n_resamples=n_resamples, seed=seed, primary_model=DEFAULT_RUN,
                    threshold_rule=threshold_rule(THRESHOLD_METRIC), block_size=int(ctx.cfg["data"]["block_size"]),
                    controls=controls)
+metrics[BEYOND_TEXT] = beyond_control(predictions, [EXTENDED_RUN, DEFAULT_RUN], "flags_only",
+                                      n_resamples=n_resamples, seed=seed)
 write_metrics(ctx.paths.metrics_json, metrics)
 n = metrics["n"]
 display(Markdown(f"Test split: {n['pairs']:,} pairs from {n['frames']:,} frames, {n['stories']:,} stories in "
@@ -1708,8 +1753,8 @@ plt.show()
 # %% [markdown]
 # ## Blind controls
 #
-# Ways to ask whether the text alone gives the answer away: the three blind models of
-# chapter 06 (`text_only`, `clip_text_only`, `pairwise_text`), evaluated like every other
+# Ways to ask whether the text alone gives the answer away: the four blind models of
+# chapter 06 (`text_only`, `clip_text_only`, `pairwise_text`, `flags_only`), evaluated like every other
 # model, the primary head against a stranger's frame, the masked language model's plausibility
 # of the swapped words, a causal language model's fluency of each text, and the story's own
 # mentions of the swapped objects. Two of them are at chance by construction and are shown
@@ -1717,7 +1762,8 @@ plt.show()
 # selection criterion. The evidence comes from the others, which the construction never
 # used: `clip_text_only` (one text at a time, on a mean of sentence embeddings, where a
 # one-word edit is diluted), `pairwise_text` (both texts of a frame, so it answers the paired
-# question itself), `causal_lm` (another model family) and `story_consistency` (object swaps
+# question itself), `flags_only` (the counts and flags the text decides alone, which the
+# extended head reads), `causal_lm` (another model family) and `story_consistency` (object swaps
 # only). The goal for the negatives: on real data, every blind control **equivalent to
 # chance** for every kind, paired score and ROC-AUC (the two one-sided tests above, margin
 # `EQUIVALENCE_MARGIN`), with the fusion head's results next to it. An interval that merely
@@ -1725,7 +1771,7 @@ plt.show()
 # synthetic data with random weights, so its numbers mean nothing.
 
 # %%
-blind_models = [m for m in ("text_only", "clip_text_only", "pairwise_text") if m in metrics["models"]]
+blind_models = [m for m in ("text_only", "clip_text_only", "pairwise_text", "flags_only") if m in metrics["models"]]
 display(paired_table(metrics).loc[blind_models])
 display(summary_table(metrics).loc[blind_models, ["roc_auc"]])
 display(control_table(metrics))
@@ -1744,6 +1790,32 @@ display(Markdown(
     f"{obj.LABEL_NOISE_SCORE} in {int(hidden['hidden'].sum())} of {len(hidden)} object-swap negatives "
     f"({hidden['hidden'].mean():.1%}): those may be positives in disguise (chapter 02 gives train and validation)."
     if len(hidden) else "The test split has no object-swap negatives."))
+
+# %% [markdown]
+# ### What the heads add beyond the text's own cues
+#
+# The extended head reads inputs the text alone decides (chapter 06's `TEXT_ONLY_INPUTS`), and
+# `flags_only` reads nothing else. Each head's paired score and ROC-AUC minus the control's, on
+# the same left-out blocks: a difference whose interval lies above zero is what the head takes
+# from the frame beyond those cues; one that covers zero leaves its advantage unshown.
+
+# %%
+beyond = metrics[BEYOND_TEXT]
+flags_verdict = metrics["models"][beyond["control"]]["equivalence"]["paired"]["all"]["verdict"]
+display(pd.DataFrame({f"{head} - {beyond['control']}": {
+    **{f"paired {g}": format_estimate(e) for g, e in d["paired"].items()}, "ROC-AUC": format_estimate(d["roc_auc"])}
+    for head, d in beyond["heads"].items()}).T)
+display(Markdown(f"`{beyond['control']}` on the test split: paired score "
+                 f"{format_estimate(metrics['models'][beyond['control']]['paired']['all'])}, verdict **{flags_verdict}**."))
+for head, d in beyond["heads"].items():
+    gain = d["paired"]["all"]
+    display(Markdown(
+        f"`{head}` minus `{beyond['control']}`, paired score over every (frame, kind): {format_estimate(gain)}; "
+        + ("its interval lies above zero: the head adds something the text-only inputs do not give."
+           if excludes_zero(gain) and gain["value"] > 0 else
+           "its interval lies below zero: the text-only inputs alone rank the texts better than the head."
+           if excludes_zero(gain) else
+           "its interval covers zero: the test split does not show that the head adds anything beyond them.")))
 
 # %% [markdown]
 # ## Hidden positives: what a person judged

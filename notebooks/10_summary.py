@@ -63,7 +63,7 @@ plt.show()
 #
 # Per kind of negative, the headline is the paired score: the share of test frames whose own
 # text a model scores above its negative of that kind (0.5 is chance). The blind controls (`text_only`,
-# `clip_text_only`, `pairwise_text`, the primary head against a stranger's frame, and those of
+# `clip_text_only`, `pairwise_text`, `flags_only`, the primary head against a stranger's frame, and those of
 # chapter 07: `mlm_plausibility`, `causal_lm`, `story_consistency`) say how much of it the
 # text alone could decide, and whether each is shown equivalent to chance (two one-sided tests
 # against a margin; an interval that merely covers 0.5 shows nothing); `text_only` (the
@@ -114,7 +114,8 @@ display(Markdown(db.headline_finding(metrics)))
 # ### What the text alone gives away
 #
 # A blind control never sees the frame that goes with the text: `text_only` and
-# `clip_text_only` read one text alone, `pairwise_text` the two texts of a frame, and the
+# `clip_text_only` read one text alone, `pairwise_text` the two texts of a frame, `flags_only`
+# the counts and flags the text decides alone, and the
 # controls of chapter 07 score the primary head against a stranger's frame, the texts by a
 # masked and by a causal language model, and an object swap by the rest of its story. Two were
 # aimed at chance by the construction itself and say so below: `text_only` is the filter's own recipe and
@@ -126,6 +127,17 @@ display(Markdown(db.headline_finding(metrics)))
 
 # %%
 display(Markdown("\n".join(f"- {sentence}" for sentence in db.blind_findings(metrics))))
+
+# %% [markdown]
+# The extended head reads inputs the text alone decides (whether and how much the text names
+# objects and relations, how many sentences, phrases and questions it gives). The flags-only
+# control of chapter 06 reads those and nothing else: if it is better than chance, part of the
+# extended head's result can be text cues, and only what the head adds beyond the control shows
+# that it used the frame.
+
+# %%
+if finding := db.beyond_text_finding(metrics):
+    display(Markdown(finding))
 
 # %% [markdown]
 # Being at chance has to be shown, not read off an interval that covers 0.5 (a small test split

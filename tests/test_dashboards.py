@@ -256,3 +256,19 @@ def test_architecture_figure_names_every_stage():
     for stage in ("Faster R-CNN", "CLIP ViT-B/32", "Object evidence", "Semantic evidence", "Spatial evidence",
                   "FusionMLP", "P(aligned)", "Explanation", "4,481 parameters"):
         assert stage in texts, stage
+
+
+def test_beyond_text_finding_reads_the_flags_only_verdict_and_each_heads_gain():
+    doc = metrics_document()
+    assert db.beyond_text_finding(doc) == ""  # chapter 07 recorded nothing: no sentence
+    flags = doc["models"]["text_only"] | {"kind": "blind_control", "equivalence": {
+        "paired": {"all": {"verdict": "better than chance", "low": 0.52, "high": 0.6}}}}
+    doc["models"]["flags_only"] = flags
+    doc["beyond_text"] = {"control": "flags_only", "split": "test", "heads": {
+        "fusion_extended": {"paired": {"all": {"value": 0.2, "low": 0.1, "high": 0.3}}, "roc_auc": None},
+        "fusion": {"paired": {"all": {"value": 0.02, "low": -0.05, "high": 0.09}}, "roc_auc": None}}}
+    finding = db.beyond_text_finding(doc)
+    assert "`flags_only`" in finding and "0.550 [0.500, 0.600]" in finding and "**better than chance**" in finding
+    assert "`fusion_extended` minus it 0.200 [0.100, 0.300]: the interval excludes zero" in finding
+    assert "`fusion` minus it" in finding and "includes zero, so the test split cannot tell the two apart" in finding
+    assert "Blind control `flags_only`" in "\n".join(db.blind_findings(doc))

@@ -159,3 +159,35 @@ def test_the_jackknife_of_a_pooled_metric_leaves_out_each_block_in_chunks():
     perfect = np.where(y == 1, 0.9, 0.1)
     worst = bootstrap_difference(y[:8], 1 - perfect[:8], 0.5, perfect[:8], 0.5, blocks[:8], n_resamples=5, seed=0)
     assert worst["accuracy"]["value"] == -1.0 and worst["accuracy"]["low"] == -1.0
+
+
+def test_flags_only_gets_its_verdict_and_each_head_its_gain_beyond_it():
+    from helpers.evaluation import BEYOND_TEXT, beyond_control, bootstrap_paired_difference, paired_outcomes
+    from tests.test_evaluation import make_predictions
+
+    predictions = make_predictions()
+    fusion = predictions[predictions["model"] == "fusion"]
+    rng = np.random.default_rng(1)
+    flags = fusion.assign(model="flags_only", kind="blind_control", features="n_sentences",
+                          score=rng.random(len(fusion)))                         # the text-only inputs know nothing
+    extended = fusion.assign(model="fusion_extended", score=fusion["label"] * 0.5 + 0.4 * rng.random(len(fusion)))
+    predictions = pd.concat([predictions, flags, extended], ignore_index=True)
+    doc = evaluate(predictions, profile="smoke", n_resamples=20, seed=0, primary_model="fusion", threshold_rule="",
+                   block_size=2)
+    entry = doc["models"]["flags_only"]
+    assert entry["kind"] == "blind_control" and entry["equivalence"]["paired"]["all"]["verdict"] in VERDICTS
+    assert entry["equivalence"]["paired"]["all"]["verdict"] != "better than chance"
+
+    beyond = beyond_control(predictions, ["fusion_extended", "fusion"], "flags_only", n_resamples=20, seed=0)
+    assert BEYOND_TEXT == "beyond_text" and beyond["control"] == "flags_only" and beyond["split"] == "test"
+    assert list(beyond["heads"]) == ["fusion_extended", "fusion"]
+    gain = beyond["heads"]["fusion_extended"]
+    assert gain["paired"]["all"]["value"] > 0.3 and gain["paired"]["all"]["low"] > 0  # the head sees the label
+    assert gain["roc_auc"]["low"] > 0
+    # the same numbers as a paired difference computed directly, on the same resamples
+    test = predictions[predictions["split"] == "test"]
+    frames = {m: paired_outcomes(test[test["model"] == m].sort_values("pair_id")) for m in ("fusion", "flags_only")}
+    assert beyond["heads"]["fusion"]["paired"] == bootstrap_paired_difference(
+        frames["fusion"], frames["flags_only"], n_resamples=20, seed=0)
+    with pytest.raises(ValueError, match="no test predictions"):
+        beyond_control(predictions, ["fusion_extended"], "absent_control", n_resamples=20, seed=0)

@@ -110,6 +110,15 @@ def test_smoke_run_renders_every_chapter(tmp_path):
         assert set(features[column]) <= {"checked", "nothing to check", "not computed"}, column
     metrics = json.loads((smoke / "metrics.json").read_text())
     assert metrics["profile"] == "smoke" and "fusion" in metrics["models"]
+    # the flags-only control is reported like every blind control, and each head's gain beyond it is recorded
+    from helpers.evaluation import VERDICTS
+
+    flags = metrics["models"]["flags_only"]
+    assert flags["kind"] == "blind_control" and flags["equivalence"]["paired"]["all"]["verdict"] in VERDICTS
+    assert flags["equivalence"]["roc_auc"]["overall"]["verdict"] in VERDICTS
+    beyond = metrics["beyond_text"]
+    assert beyond["control"] == "flags_only" and set(beyond["heads"]) == {"fusion_extended", "fusion"}
+    assert all(d["paired"]["all"]["value"] is not None for d in beyond["heads"].values())
     # chapters 02-05 show the train and validation splits only: no table has a test row
     import re
 

@@ -390,3 +390,85 @@ def test_baselines_fit_when_a_score_is_never_checked_on_the_train_split():
         assert np.isfinite(b.predict_proba(table)).all(), b.name
         if b.name != "spatial_score_only":
             np.testing.assert_allclose(b.predict_proba(moved), b.predict_proba(table), err_msg=b.name)
+
+
+def _flags_table(flag_decides: bool, seed: int) -> pd.DataFrame:
+    """``make_feature_table`` with the text-only source columns; with ``flag_decides``, an aligned text names a COCO
+    object and a misaligned one names none, otherwise the lists, relations and sentences are drawn at random."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    table = make_feature_table(n_stories=30, frames=4, seed=seed)
+    n = len(table)
+    named = table["label"].to_numpy() == 1 if flag_decides else rng.random(n) < 0.5
+    relation = {"subject": "man", "subject_category": "person", "relation": "on", "object": "couch",
+                "object_category": "couch", "status": "unverifiable"}
+    return table.assign(
+        objects_needed=[json.dumps(["cup", "person"] if k else []) for k in named],
+        relations_json=[json.dumps([relation] * int(k) + [{"relation": "proximity", "status": "proximity"}] * int(p))
+                        for k, p in zip(rng.integers(0, 3, n), rng.integers(0, 2, n))],
+        n_sentences=rng.integers(1, 6, n), openvocab_phrases=[json.dumps(["a man"] * int(k)) for k in rng.integers(0, 3, n)],
+        openvocab_score=rng.random(n), openvocab_informative=rng.random(n) < 0.5,
+        n_questions=rng.integers(0, 4, n), question_score=rng.random(n), question_informative=rng.random(n) < 0.5)
+
+
+FLAG_CFG = {"openvocab": {"enabled": True}, "questions": {"enabled": True}}
+
+
+def test_flags_only_reads_the_text_only_inputs_counted_from_their_lists():
+    from helpers.training import TEXT_ONLY_INPUTS, flags_only_inputs, text_only_inputs
+
+    assert flags_only_inputs({}) == ("n_objects_needed", "object_informative", "n_relations_stated",
+                                     "n_relations_coco", "n_sentences")
+    assert flags_only_inputs(FLAG_CFG) == tuple(TEXT_ONLY_INPUTS)
+    rows = pd.DataFrame({"objects_needed": ['["cup", "tv"]', "[]"], "n_sentences": [3, 1],
+                         "relations_json": ['[{"status": "held", "subject_category": "person", "object_category": '
+                                            '"tv"}, {"status": "unverifiable", "subject_category": null, '
+                                            '"object_category": "tv"}, {"status": "proximity"}]', "[]"],
+                         "openvocab_phrases": ['["a man"]', "[]"], "n_questions": [0, 2]})
+    got = text_only_inputs(rows, flags_only_inputs(FLAG_CFG))
+    assert got.to_dict("list") == {
+        "n_objects_needed": [2, 0], "object_informative": [1, 0], "n_relations_stated": [2, 0],
+        "n_relations_coco": [1, 0], "n_sentences": [3, 1], "n_openvocab_phrases": [1, 0],
+        "openvocab_informative": [1, 0], "n_questions": [0, 2], "question_informative": [0, 1]}
+    from helpers.fusion import FeatureTableError
+
+    with pytest.raises(FeatureTableError, match="relations_json"):
+        text_only_inputs(rows.drop(columns="relations_json"), ["n_relations_stated"])
+    with pytest.raises(FeatureTableError, match="missing values"):
+        text_only_inputs(rows.assign(n_sentences=[3, None]), ["n_sentences"])
+    with pytest.raises(ValueError, match="not text-only"):
+        text_only_inputs(rows, ["object_score"])
+
+
+def test_flags_only_reads_no_score_and_finds_a_label_the_flag_decides():
+    from helpers.evaluation import tune_threshold
+    from helpers.training import fit_flags_only, flags_only_inputs, flags_only_scorer
+
+    table = _flags_table(flag_decides=True, seed=4)
+    inputs = flags_only_inputs(FLAG_CFG)
+    model = fit_flags_only(table, inputs, seed=0)
+    scorer = flags_only_scorer(model, table)
+    assert (scorer.name, scorer.kind, scorer.features) == ("flags_only", "blind_control", inputs)
+    test = table[table["split"] == "test"]
+    assert roc_auc_score(test["label"], scorer.predict_proba(test)) > 0.99  # the flag decides the label
+    assert set(model.validation_log_loss) == {0.001, 0.01, 0.1, 1.0, 10.0, 100.0}
+    assert model.C == min(model.validation_log_loss, key=lambda c: (model.validation_log_loss[c], c))
+    val = table[table["split"] == "val"]
+    assert scorer.threshold == pytest.approx(tune_threshold(val["label"].to_numpy(), scorer.predict_proba(val)))
+
+    # Every score and every frame-dependent input changed: the same predictions. One list changed: others.
+    rng = np.random.default_rng(1)
+    frame_dependent = ["object_score", "clip_score", "clip_score_mean", "spatial_score", "spatial_informative",
+                       "relations_checked", "relations_held", "openvocab_score", "openvocab_informative",
+                       "question_score", "question_informative", "object_informative"]
+    scrambled = table.assign(**{c: rng.permutation(table[c].to_numpy()) for c in frame_dependent})
+    np.testing.assert_array_equal(scorer.predict_proba(scrambled), scorer.predict_proba(table))
+    flipped = table.assign(objects_needed=table["objects_needed"].map(lambda c: '["cup"]' if c == "[]" else "[]"))
+    assert np.abs(scorer.predict_proba(flipped) - scorer.predict_proba(table)).min() > 0.1
+
+    # No label in the text-only inputs: near chance on held-out pairs.
+    fair = _flags_table(flag_decides=False, seed=5)
+    fair_scorer = flags_only_scorer(fit_flags_only(fair, inputs, seed=0), fair)
+    held_out = fair[fair["split"] == "test"]
+    assert 0.25 < roc_auc_score(held_out["label"], fair_scorer.predict_proba(held_out)) < 0.75
