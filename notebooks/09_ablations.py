@@ -731,8 +731,8 @@ display(training_table(results))
 # ## The table
 #
 # ROC-AUC on the test split, overall and against each kind of negative (the negatives of that
-# kind against the aligned pairs of their own frames, as in chapter 07), then the variant minus the reference. Every value
-# comes with its 95% interval from resampling the test split's id blocks; the differences are paired
+# kind against the aligned pairs of their own frames, as in chapter 07), then the variant
+# minus the reference. Every value comes with its 95% interval from resampling the test split's id blocks; the differences are paired
 # (both models on the same resamples), so an interval that excludes zero means the test
 # split tells the two apart. A result marked "replays the labels" measures how those
 # negatives were built, not the frames; the last column is the difference with them left
