@@ -427,7 +427,8 @@ def study_features(table: pd.DataFrame, detector_frames: pd.DataFrame, story_tex
 # The study changed two things at once: the scores (its three rules) and the training (three
 # epochs, the last kept). Against the reference, which has neither, one variant would not say
 # which part costs what. So there are three, each one part away from its neighbour: the
-# study's scores with our training, our scores with the study's training, and both.
+# study's scores with our training, our scores with the study's training (the settings of
+# chapter 06's `fusion_3_epochs`, trained again here beside the others), and both.
 
 # %%
 #@save
