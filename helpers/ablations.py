@@ -489,11 +489,10 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
                    f"({format_estimate(worst.get(metric))}).")
     replays, fair = ablations.get("replays", {}), ablations.get("differences_without_replayed", {})
     for name, what in (("oracle detector", "Replacing Faster R-CNN by the chain-of-thought boxes"),
-                       ("study features", "The original study's scoring rules alone (with our training)"),
-                       ("study training", "The original study's training alone (three epochs, the last kept, "
+                       ("study features", "Scoring with the original study's rules alone (with our training)"),
+                       ("study training", "Training as the original study did alone (three epochs, the last kept, "
                                           "on our scores)"),
-                       ("study rules", "Both parts of the original study's rules together (its scores and its "
-                                       "training)")):
+                       ("study rules", "Scoring and training as the original study did, both together")):
         if name in differences and differences[name].get(metric) is not None:
             sentence = (f"{what} changes {label} by {difference_phrase(differences[name][metric])} "
                         f"(against `{reference}`)")

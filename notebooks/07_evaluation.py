@@ -839,11 +839,11 @@ def class_ratios(rows: pd.DataFrame) -> pd.DataFrame:
 ratios = class_ratios(primary)
 display(ratios)
 every, own = ratios["positives : negatives, all"], ratios["positives : negatives, own frames"]
+balanced = f"{own.min():.2f} for every kind" if own.min() == own.max() else f"from {own.min():.2f} to {own.max():.2f}"
 display(Markdown(
     f"With all the aligned pairs, the ratio of positives to negatives ranges from {every.min():.2f} to "
-    f"{every.max():.2f} over the kinds; with each kind's own frames, from {own.min():.2f} to {own.max():.2f}. "
-    "The paired score needs no such set: each of its outcomes is one frame's own text against that frame's "
-    "negative, balanced by construction."))
+    f"{every.max():.2f} over the kinds; with each kind's own frames, {balanced}. The paired score needs no such "
+    "set: each of its outcomes is one frame's own text against that frame's negative, balanced by construction."))
 
 # %% [markdown]
 # ## Every model of a split

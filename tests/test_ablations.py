@@ -357,9 +357,9 @@ def test_each_part_of_the_study_rules_gets_its_own_difference_and_sentence():
     document = ab.ablation_metrics(predictions, variants, n_resamples=50, seed=0)
     auc = {m: document["models"][m]["overall"]["roc_auc"]["value"] for m in document["models"]}
     sentences = ab.ablation_findings(document)
-    for name, opening in (("study features", "The original study's scoring rules alone"),
-                          ("study training", "The original study's training alone"),
-                          ("study rules", "Both parts of the original study's rules")):
+    for name, opening in (("study features", "Scoring with the original study's rules alone"),
+                          ("study training", "Training as the original study did alone"),
+                          ("study rules", "Scoring and training as the original study did, both")):
         diff = document["differences"][name]["roc_auc"]["value"]
         assert diff == pytest.approx(auc[name] - auc[ab.REFERENCE])  # against the reference, same resamples
         sentence = next(s for s in sentences if s.startswith(opening))
