@@ -787,7 +787,8 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
                        ("study features", "Scoring with the original study's rules alone (with our training)"),
                        ("study training", "Training as the original study did alone (three epochs, the last kept, "
                                           "on our scores)"),
-                       ("study rules", "Scoring and training as the original study did, both together")):
+                       ("study rules", "Doing both as the original study did (its scoring rules and its three "
+                                       "epochs)")):
         if name in differences and differences[name].get(metric) is not None:
             sentence = (f"{what} changes {label} by {difference_phrase(differences[name][metric])} "
                         f"(against `{reference}`)")

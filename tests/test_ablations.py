@@ -359,7 +359,7 @@ def test_each_part_of_the_study_rules_gets_its_own_difference_and_sentence():
     sentences = ab.ablation_findings(document)
     for name, opening in (("study features", "Scoring with the original study's rules alone"),
                           ("study training", "Training as the original study did alone"),
-                          ("study rules", "Scoring and training as the original study did, both")):
+                          ("study rules", "Doing both as the original study did")):
         diff = document["differences"][name]["roc_auc"]["value"]
         assert diff == pytest.approx(auc[name] - auc[ab.REFERENCE])  # against the reference, same resamples
         sentence = next(s for s in sentences if s.startswith(opening))
