@@ -263,15 +263,25 @@ def study_features(table: pd.DataFrame, detector_frames: pd.DataFrame, story_tex
     return _replace_columns(table, study)
 
 
-def study_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
-    """The study's rules (``study_features``) and its training: 3 epochs, the last one kept."""
+#: The study's rules split in two and together: name -> (its scores?, its training?).
+STUDY_PARTS: dict[str, tuple[bool, bool]] = {"study features": (True, False), "study training": (False, True),
+                                              "study rules": (True, True)}
+
+
+def study_variants(table: pd.DataFrame, study_table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant]:
+    """The :data:`STUDY_PARTS` variants: the study's scores (``study_table``, from ``study_features``) or ours
+    (``table``), trained as the profile says (the reference's training) or as the study did (3 epochs, the
+    last kept, no early stopping). Each changes one part of the reference, or both."""
     from helpers.training import STUDY_EPOCHS, settings_from_profile
 
-    return Variant(name="study rules", family="study rules",
-                   description="whole-story keyword objects, first-frame CLIP on 150 characters, 400 px pairs, "
-                               "3 epochs",
-                   settings=settings_from_profile(cfg, STUDY_FEATURES, max_epochs=STUDY_EPOCHS, patience=None),
-                   table=table)
+    ours, theirs = settings_from_profile(cfg, STUDY_FEATURES), settings_from_profile(
+        cfg, STUDY_FEATURES, max_epochs=STUDY_EPOCHS, patience=None)
+    scores = "whole-story keyword objects, first-frame CLIP on 150 characters, 400 px pairs"
+    return [Variant(name=name, family="study rules",
+                    description=f"{scores if study else 'our three scores'}; "
+                                f"{'3 epochs, the last kept' if trained else 'our training'}",
+                    settings=theirs if trained else ours, table=study_table if study else table)
+            for name, (study, trained) in STUDY_PARTS.items()]
 
 
 def tagged_features(table: pd.DataFrame, frames: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
@@ -485,7 +495,11 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
                    f"({format_estimate(worst.get(metric))}).")
     replays, fair = ablations.get("replays", {}), ablations.get("differences_without_replayed", {})
     for name, what in (("oracle detector", "Replacing Faster R-CNN by the chain-of-thought boxes"),
-                       ("study rules", "Scoring with the original study's rules and training for three epochs")):
+                       ("study features", "Scoring with the original study's rules alone (with our training)"),
+                       ("study training", "Training as the original study did alone (three epochs, the last kept, "
+                                          "on our scores)"),
+                       ("study rules", "Doing both as the original study did (its scoring rules and its three "
+                                       "epochs)")):
         if name in differences and differences[name].get(metric) is not None:
             sentence = (f"{what} changes {label} by {difference_phrase(differences[name][metric])} "
                         f"(against `{reference}`)")

@@ -377,7 +377,8 @@ def bootstrap_difference(
 
 def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds: int = 5, n_resamples: int = 200,
                     seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
-    """ROC-AUC of the blind classifier per split and negative type, with an interval over the id blocks of
+    """ROC-AUC of the blind classifier per split and negative type (the type's balanced set,
+    ``own_frames_mask``; ``"all"``: every pair), with an interval over the id blocks of
     ``block_of`` (every story of the study, the map the split used; also the folds of the cross-fitting).
     Pairs the classifier could not score are left out of the ROC-AUC and counted in ``n_unscored``."""
     from helpers.pairs import blind_predictions
@@ -391,7 +392,7 @@ def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds
     for split in splits:
         part = pairs["split"] == split
         for kind in (*NEGATIVE_TYPES, "all"):
-            chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
+            chosen = part & (True if kind == "all" else own_frames_mask(pairs, kind))
             unscored = int((chosen & scores.isna()).sum())
             chosen &= scores.notna()
             labels = pairs.loc[chosen, "label"].to_numpy()
@@ -518,6 +519,18 @@ def bootstrap_paired_difference(frames_a: pd.DataFrame, frames_b: pd.DataFrame, 
     return out
 
 
+def own_frames_mask(rows: pd.DataFrame, kind: str) -> np.ndarray:
+    """The balanced set of one kind of negative among ``rows`` (``story_id``, ``frame``, ``label``,
+    ``negative_type``): the negatives of ``kind`` and the positives of the frames that have one. A positive
+    whose ``negative_type`` names a kind (a control's) belongs to that kind's set only."""
+    label = rows["label"].to_numpy()
+    named = rows["negative_type"].fillna("").astype(str).to_numpy()
+    negatives = (label == 0) & (named == kind)
+    frames = pd.MultiIndex.from_arrays([rows["story_id"].astype(str), rows["frame"].astype(int)])
+    own_frame = frames.isin(frames[negatives])
+    return negatives | ((label == 1) & own_frame & np.isin(named, ["", kind]))
+
+
 #: Model kinds whose score is a probability: only they get a calibration curve.
 PROBABILITY_KINDS = frozenset({"fusion_mlp", "logistic_regression", "gradient_boosting", "text_only"})
 PREDICTION_COLUMNS = ("pair_id", "story_id", "frame", "block", "split", "label", "negative_type", "model", "kind",
@@ -560,7 +573,7 @@ def _model_section(group: pd.DataFrame, frames: pd.DataFrame, *, n_resamples: in
         return bootstrap_metrics(y[mask], s[mask], threshold, blocks[mask],
                                  n_resamples=n_resamples, seed=seed, confidence=confidence)
 
-    by_type = {t: intervals((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES if (negative_type[y == 0] == t).any()}
+    by_type = {t: intervals(own_frames_mask(group, t)) for t in NEGATIVE_TYPES if (negative_type[y == 0] == t).any()}
     tn, fp, fn, tp = skm.confusion_matrix(y, s >= threshold, labels=[0, 1]).ravel()
     return {
         "kind": kind,
@@ -795,7 +808,7 @@ def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, s
         "description": description,
         "paired": bootstrap_paired(paired_outcomes(rows), **kwargs),
         "overall": roc(np.ones(len(y), dtype=bool)),
-        "by_negative_type": {t: roc(((y == 1) & (negative_type == "")) | (negative_type == t)) for t in NEGATIVE_TYPES
+        "by_negative_type": {t: roc(own_frames_mask(rows, t)) for t in NEGATIVE_TYPES
                              if (negative_type[y == 0] == t).any()},
     }
 
@@ -898,7 +911,8 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # the frames with every type, to compare types on them
       "overall": {metric: estimate},       # pooled over every pair
       "by_negative_type": {negative_type: {metric: estimate}},
-                                           # pooled: all positives + the negatives of that type
+                                           # pooled: the negatives of that type + the positives of
+                                           # their own frames (own_frames_mask), 1:1 for every type
       "confusion": {"tn": int, "fp": int, "fn": int, "tp": int},   # at "threshold"
       "calibration": {"bin_edges": [11 floats], "mean_predicted": [...], "fraction_positive": [...],
                       "count": [...]} | null,

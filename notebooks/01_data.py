@@ -2127,8 +2127,9 @@ plt.show()
 # 0.5 shows nothing), with the fusion head's per-type results reported beside it from chapter
 # 07 on. The test split is not looked at here.
 #
-# ROC-AUC of the blind text-only classifier, per negative type (all positives of the split
-# against the negatives of that type; the `all` row: every pair), for the first, naive
+# ROC-AUC of the blind text-only classifier, per negative type (the negatives of that type
+# against the positives of their own frames, as every per-type metric of chapter 07; the `all`
+# row: every pair), for the first, naive
 # construction and for the one this study uses, side by side. Training pairs are scored by
 # cross-fitting, validation pairs by a classifier fitted on all training pairs; the 95%
 # interval is the evaluation's, over id blocks (the pairs' `block` column; `blind_auc_table`

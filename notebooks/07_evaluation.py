@@ -624,7 +624,8 @@ pd.DataFrame({"width, blocks resampled": by_block["high"] - by_block["low"],
 #@save
 def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds: int = 5, n_resamples: int = 200,
                     seed: int = 0, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
-    """ROC-AUC of the blind classifier per split and negative type, with an interval over the id blocks of
+    """ROC-AUC of the blind classifier per split and negative type (the type's balanced set,
+    ``own_frames_mask``; ``"all"``: every pair), with an interval over the id blocks of
     ``block_of`` (every story of the study, the map the split used; also the folds of the cross-fitting).
     Pairs the classifier could not score are left out of the ROC-AUC and counted in ``n_unscored``."""
     from helpers.pairs import blind_predictions
@@ -638,7 +639,7 @@ def blind_auc_table(pairs: pd.DataFrame, *, block_of: Mapping[str, str], n_folds
     for split in splits:
         part = pairs["split"] == split
         for kind in (*NEGATIVE_TYPES, "all"):
-            chosen = part & ((pairs["label"] == 1) | (pairs["negative_type"] == kind) | (kind == "all"))
+            chosen = part & (True if kind == "all" else own_frames_mask(pairs, kind))
             unscored = int((chosen & scores.isna()).sum())
             chosen &= scores.notna()
             labels = pairs.loc[chosen, "label"].to_numpy()
@@ -792,11 +793,64 @@ display(frames.head())
 pd.DataFrame(bootstrap_paired(frames, n_resamples=n_resamples, seed=seed)).T
 
 # %% [markdown]
+# ## Pooled by kind of negative: each kind against its own frames' positives
+#
+# Pooled metrics per kind of negative (accuracy, F1, ROC-AUC of one kind) need positives to
+# set its negatives against. All the aligned pairs of the split would do it, but every frame
+# has an aligned pair while only some frames can receive a kind (an object swap needs a
+# frame whose text names an object, a relation swap one that states a relation). The class
+# ratio would then differ by kind, which moves accuracy and F1 with it, and the positives
+# would include frames of another make than the negatives, which moves ROC-AUC too. So a kind
+# is pooled over its **balanced set**: its negatives and the aligned pairs of the frames that
+# have a negative of that kind, one positive against one negative per frame for every kind.
+# (A control's positive row that names a kind itself counts for that kind only.)
+
+# %%
+#@save
+def own_frames_mask(rows: pd.DataFrame, kind: str) -> np.ndarray:
+    """The balanced set of one kind of negative among ``rows`` (``story_id``, ``frame``, ``label``,
+    ``negative_type``): the negatives of ``kind`` and the positives of the frames that have one. A positive
+    whose ``negative_type`` names a kind (a control's) belongs to that kind's set only."""
+    label = rows["label"].to_numpy()
+    named = rows["negative_type"].fillna("").astype(str).to_numpy()
+    negatives = (label == 0) & (named == kind)
+    frames = pd.MultiIndex.from_arrays([rows["story_id"].astype(str), rows["frame"].astype(int)])
+    own_frame = frames.isin(frames[negatives])
+    return negatives | ((label == 1) & own_frame & np.isin(named, ["", kind]))
+
+# %% [markdown]
+# The class ratio of each kind on the test split (the primary head's pairs), with all the aligned
+# pairs and with the kind's own frames' aligned pairs:
+
+# %%
+# extra code: the class ratios of every kind, with all and with their own frames' positives
+def class_ratios(rows: pd.DataFrame) -> pd.DataFrame:
+    y = rows["label"].to_numpy()
+    out = {}
+    for kind in [t for t in NEGATIVE_TYPES if ((y == 0) & (rows["negative_type"] == t)).any()]:
+        n_negative, own = int(((y == 0) & (rows["negative_type"] == kind)).sum()), own_frames_mask(rows, kind)
+        out[kind] = {"negatives": n_negative, "positives, all": int((y == 1).sum()),
+                     "positives : negatives, all": (y == 1).sum() / n_negative,
+                     "positives, own frames": int((own & (y == 1)).sum()),
+                     "positives : negatives, own frames": (own & (y == 1)).sum() / n_negative}
+    return pd.DataFrame(out).T.round(3)
+
+
+ratios = class_ratios(primary)
+display(ratios)
+every, own = ratios["positives : negatives, all"], ratios["positives : negatives, own frames"]
+balanced = f"{own.min():.2f} for every kind" if own.min() == own.max() else f"from {own.min():.2f} to {own.max():.2f}"
+display(Markdown(
+    f"With all the aligned pairs, the ratio of positives to negatives ranges from {every.min():.2f} to "
+    f"{every.max():.2f} over the kinds; with each kind's own frames, {balanced}. The paired score needs no such "
+    "set: each of its outcomes is one frame's own text against that frame's negative, balanced by construction."))
+
+# %% [markdown]
 # ## Every model of a split
 #
 # `evaluate_split` gives each model of one split its entry: the threshold, the paired score per
-# kind of negative, the pooled metrics overall and per kind (all the aligned pairs and the
-# negatives of that kind), the confusion matrix at the threshold, and, for the models whose
+# kind of negative, the pooled metrics overall and per kind (the kind's balanced set: its
+# negatives and its own frames' aligned pairs), the confusion matrix at the threshold, and, for the models whose
 # score is a probability, a calibration curve (10 uniform bins, how often the pairs given a
 # probability near *p* are really aligned). Every model must have been scored on the same pairs;
 # with a primary model, it also gives the primary minus each other model, pooled and paired,
@@ -846,7 +900,7 @@ def _model_section(group: pd.DataFrame, frames: pd.DataFrame, *, n_resamples: in
         return bootstrap_metrics(y[mask], s[mask], threshold, blocks[mask],
                                  n_resamples=n_resamples, seed=seed, confidence=confidence)
 
-    by_type = {t: intervals((y == 1) | (negative_type == t)) for t in NEGATIVE_TYPES if (negative_type[y == 0] == t).any()}
+    by_type = {t: intervals(own_frames_mask(group, t)) for t in NEGATIVE_TYPES if (negative_type[y == 0] == t).any()}
     tn, fp, fn, tp = skm.confusion_matrix(y, s >= threshold, labels=[0, 1]).ravel()
     return {
         "kind": kind,
@@ -1181,7 +1235,8 @@ display(Markdown(f"{len(consistency_rows) // 2:,} test frames with an object swa
 
 # %% [markdown]
 # A control's entry of `metrics.json` is its paired score and its pooled ROC-AUC, overall and per
-# kind of negative, with the same block intervals as the models'. Equivalent to chance (the test
+# kind of negative (the kind's balanced set, `own_frames_mask`), with the same block intervals as
+# the models'. Equivalent to chance (the test
 # below): the text alone does not decide the verdict.
 
 # %%
@@ -1204,7 +1259,7 @@ def control_section(rows: pd.DataFrame, description: str, *, n_resamples: int, s
         "description": description,
         "paired": bootstrap_paired(paired_outcomes(rows), **kwargs),
         "overall": roc(np.ones(len(y), dtype=bool)),
-        "by_negative_type": {t: roc(((y == 1) & (negative_type == "")) | (negative_type == t)) for t in NEGATIVE_TYPES
+        "by_negative_type": {t: roc(own_frames_mask(rows, t)) for t in NEGATIVE_TYPES
                              if (negative_type[y == 0] == t).any()},
     }
 
@@ -1359,7 +1414,8 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # the frames with every type, to compare types on them
       "overall": {metric: estimate},       # pooled over every pair
       "by_negative_type": {negative_type: {metric: estimate}},
-                                           # pooled: all positives + the negatives of that type
+                                           # pooled: the negatives of that type + the positives of
+                                           # their own frames (own_frames_mask), 1:1 for every type
       "confusion": {"tn": int, "fp": int, "fn": int, "tp": int},   # at "threshold"
       "calibration": {"bin_edges": [11 floats], "mean_predicted": [...], "fraction_positive": [...],
                       "count": [...]} | null,
@@ -1955,10 +2011,11 @@ display(Markdown("\n".join(lines)))
 # %% [markdown]
 # ## Pooled, by kind of negative
 #
-# Each group holds every aligned pair of the test split and the misaligned pairs of one
-# kind: another story's text, another frame of the same story, an object swapped for
-# another, a spatial relation swapped. Pooled ROC-AUC says how well a model ranks all
-# aligned pairs above that kind of negative; it mixes in which frames received that kind.
+# Each group is one kind's balanced set: the misaligned pairs of that kind (another story's
+# text, another frame of the same story, an object swapped for another, a spatial relation
+# swapped) and the aligned pairs of the same frames. Pooled ROC-AUC says how well a model
+# ranks those aligned pairs above that kind of negative; unlike the paired score it also
+# compares one frame's text with another frame's.
 
 # %%
 plot_by_negative_type(metrics, "roc_auc", compared)

@@ -16,7 +16,8 @@
 # Three questions, all answered on the same test pairs as chapter 07. What does each
 # evidence add? (A fusion head for every non-empty subset of the three.) How much does the
 # detector cost us? (The chain of thought's boxes in place of Faster R-CNN.) What did the
-# original study's rules give? (Its scoring rules and its three epochs, on our pairs.)
+# original study's rules give? (Its scoring rules and its three epochs, on our pairs, each part
+# alone and both together.)
 # Then: how far do the scores and verdicts move when the frame or the text is disturbed in
 # ways that should not change whether they match?
 #
@@ -428,15 +429,40 @@ def study_features(table: pd.DataFrame, detector_frames: pd.DataFrame, story_tex
     return _replace_columns(table, study)
 
 
-def study_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
-    """The study's rules (``study_features``) and its training: 3 epochs, the last one kept."""
+# %% [markdown]
+# The study changed two things at once: the scores (its three rules) and the training (three
+# epochs, the last kept). Against the reference, which has neither, one variant would not say
+# which part costs what. So there are three, each one part away from its neighbour: the
+# study's scores with our training, our scores with the study's training (the settings of
+# chapter 06's `fusion_3_epochs`, trained again here beside the others), and both.
+
+# %%
+#@save
+#: The study's rules split in two and together: name -> (its scores?, its training?).
+STUDY_PARTS: dict[str, tuple[bool, bool]] = {"study features": (True, False), "study training": (False, True),
+                                              "study rules": (True, True)}
+
+
+def study_variants(table: pd.DataFrame, study_table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant]:
+    """The :data:`STUDY_PARTS` variants: the study's scores (``study_table``, from ``study_features``) or ours
+    (``table``), trained as the profile says (the reference's training) or as the study did (3 epochs, the
+    last kept, no early stopping). Each changes one part of the reference, or both."""
     from helpers.training import STUDY_EPOCHS, settings_from_profile
 
-    return Variant(name="study rules", family="study rules",
-                   description="whole-story keyword objects, first-frame CLIP on 150 characters, 400 px pairs, "
-                               "3 epochs",
-                   settings=settings_from_profile(cfg, STUDY_FEATURES, max_epochs=STUDY_EPOCHS, patience=None),
-                   table=table)
+    ours, theirs = settings_from_profile(cfg, STUDY_FEATURES), settings_from_profile(
+        cfg, STUDY_FEATURES, max_epochs=STUDY_EPOCHS, patience=None)
+    scores = "whole-story keyword objects, first-frame CLIP on 150 characters, 400 px pairs"
+    return [Variant(name=name, family="study rules",
+                    description=f"{scores if study else 'our three scores'}; "
+                                f"{'3 epochs, the last kept' if trained else 'our training'}",
+                    settings=theirs if trained else ours, table=study_table if study else table)
+            for name, (study, trained) in STUDY_PARTS.items()]
+
+# %%
+stand_in = table.assign(object_score=np.nan)  # stands in for the study's table, to show which table each reads
+pd.DataFrame([{"variant": v.name, "scores": "the study's" if v.table is stand_in else "ours",
+               "epochs": v.settings.max_epochs, "early stopping": v.settings.patience is not None}
+              for v in study_variants(table, stand_in, ctx.cfg)]).set_index("variant")
 
 # %% [markdown]
 # ## What the tags add
@@ -474,8 +500,8 @@ def tags_variant(table: pd.DataFrame, cfg: Mapping[str, Any]) -> Variant:
 # %% [markdown]
 # ## The variants, built
 #
-# The subsets, the oracle detector, the study's rules and the tagged text, each with
-# its table and its training settings:
+# The subsets, the oracle detector, the study's rules (its scores, its training, both) and the
+# tagged text, each with its table and its training settings:
 
 # %%
 story_texts = study_story_texts(table, data.stories)
@@ -485,7 +511,8 @@ oracle = oracle_frames(obj.ground_truth_frames(data.stories), detections.frames)
 variants = [
     *subset_variants(table, ctx.cfg),
     detector_variant(oracle_features(table, oracle, threshold=threshold), ctx.cfg),
-    study_variant(study_features(table, detections.frames, story_texts, study_clip, threshold=threshold), ctx.cfg),
+    *study_variants(table, study_features(table, detections.frames, story_texts, study_clip, threshold=threshold),
+                    ctx.cfg),
     tags_variant(tagged_features(table, detections.frames, threshold=threshold), ctx.cfg),
 ]
 
@@ -710,9 +737,9 @@ display(training_table(results))
 # %% [markdown]
 # ## The table
 #
-# ROC-AUC on the test split, overall and against each kind of negative (all aligned pairs
-# against the negatives of that kind), then the variant minus the reference. Every value
-# comes with its 95% interval from resampling the test split's id blocks; the differences are paired
+# ROC-AUC on the test split, overall and against each kind of negative (the negatives of that
+# kind against the aligned pairs of their own frames, as in chapter 07), then the variant
+# minus the reference. Every value comes with its 95% interval from resampling the test split's id blocks; the differences are paired
 # (both models on the same resamples), so an interval that excludes zero means the test
 # split tells the two apart. A result marked "replays the labels" measures how those
 # negatives were built, not the frames; the last column is the difference with them left
@@ -737,8 +764,9 @@ display(ablation_table(document, "macro_f1"))
 display(paired_gain_table(document))
 
 # %% [markdown]
-# Read in words: the best and the worst subsets of evidence, and what the oracle detector
-# and the study's rules change against the reference, with their paired intervals. A
+# Read in words: the best and the worst subsets of evidence, and what the oracle detector,
+# the study's scores, the study's training and both together change against the reference,
+# with their paired intervals. A
 # variant that replays the labels on some negatives is said to, and its headroom is quoted
 # with those negatives left out, never with them in. The phrasing of an interval
 # (`difference_phrase`) and the ranking of models are chapter 08's.
@@ -762,7 +790,11 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
                    f"({format_estimate(worst.get(metric))}).")
     replays, fair = ablations.get("replays", {}), ablations.get("differences_without_replayed", {})
     for name, what in (("oracle detector", "Replacing Faster R-CNN by the chain-of-thought boxes"),
-                       ("study rules", "Scoring with the original study's rules and training for three epochs")):
+                       ("study features", "Scoring with the original study's rules alone (with our training)"),
+                       ("study training", "Training as the original study did alone (three epochs, the last kept, "
+                                          "on our scores)"),
+                       ("study rules", "Doing both as the original study did (its scoring rules and its three "
+                                       "epochs)")):
         if name in differences and differences[name].get(metric) is not None:
             sentence = (f"{what} changes {label} by {difference_phrase(differences[name][metric])} "
                         f"(against `{reference}`)")

@@ -200,7 +200,8 @@ if hardest:
 # ### What each part is worth (chapter 09)
 #
 # The ablations, on the same test pairs: each subset of the evidences with its own head, the
-# chain-of-thought boxes in place of the detector, the original study's rules, and the
+# chain-of-thought boxes in place of the detector, the original study's rules (its scores
+# alone, its training alone, and both), and the
 # evidence read from the tags. The oracle detector replays the labelling rule on some kinds
 # of negative, so its headroom is the difference with those negatives left out (last column).
 

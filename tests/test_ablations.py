@@ -62,12 +62,28 @@ def test_subset_variants_train_on_the_named_columns():
     assert {v.settings.seed for v in variants} == {7}
 
 
-def test_study_variant_trains_three_epochs_without_early_stopping():
+def test_study_rules_split_into_variants_that_differ_from_their_neighbours_in_one_part():
     cfg = {"seed": 42, "training": {"lr": 0.001, "batch_size": 8, "max_epochs": 200, "patience": 15}}
-    settings = ab.study_variant(pd.DataFrame(), cfg).settings
-    assert settings.max_epochs == 3 and settings.patience is None
-    table = ab.variant_table([ab.study_variant(pd.DataFrame(), cfg), ab.detector_variant(pd.DataFrame(), cfg)])
-    assert table.loc["study rules", "epochs"] == "3 (last kept)"
+    ours = pd.DataFrame({"pair_id": ["a", "b"], "object_score": [0.2, 0.9]})
+    theirs = ours.assign(object_score=[1.0, 1.0])
+    variants = {v.name: v for v in ab.study_variants(ours, theirs, cfg)}
+    assert list(variants) == ["study features", "study training", "study rules"]
+    assert {v.family for v in variants.values()} == {"study rules"}
+    reference = next(v for v in ab.subset_variants(ours, cfg) if v.name == ab.REFERENCE)
+    features, training, both = variants["study features"], variants["study training"], variants["study rules"]
+    # the study's scores, our training: the reference's settings on the study's table
+    assert features.settings == reference.settings and features.table.equals(theirs)
+    assert not features.table.equals(reference.table)
+    # our scores, the study's training: the reference's table, 3 epochs with the last kept
+    assert training.table.equals(reference.table) and training.settings != reference.settings
+    assert (training.settings.max_epochs, training.settings.patience) == (3, None)
+    assert {k for k, v in vars(training.settings).items() if v != vars(reference.settings)[k]} == {
+        "max_epochs", "patience"}
+    # both: the study's table and the study's training
+    assert both.table.equals(features.table) and both.settings == training.settings
+    table = ab.variant_table([*variants.values(), ab.detector_variant(pd.DataFrame(), cfg)])
+    assert table.loc["study rules", "epochs"] == table.loc["study training", "epochs"] == "3 (last kept)"
+    assert table.loc["study features", "epochs"].startswith("up to 200, patience 15")
     assert table.loc["oracle detector", "epochs"].startswith("up to 200, patience 15")
 
 
@@ -252,7 +268,8 @@ def test_robustness_sample_is_balanced_and_seeded():
 # ---------------------------------------------------------------------- the table
 
 
-def fake_predictions(n_stories: int = 12) -> tuple[pd.DataFrame, list]:
+def fake_predictions(n_stories: int = 12, heads: tuple[tuple[str, float], ...] = (
+        (ab.REFERENCE, 2.0), ("object", 0.5), ("oracle detector", 3.0))) -> tuple[pd.DataFrame, list]:
     rng = np.random.default_rng(0)
     rows = []
     for s in range(n_stories):
@@ -261,11 +278,11 @@ def fake_predictions(n_stories: int = 12) -> tuple[pd.DataFrame, list]:
                          "split": "test", "label": label, "negative_type": negative})
     base = pd.DataFrame(rows)
     preds, variants = [], []
-    for name, signal in ((ab.REFERENCE, 2.0), ("object", 0.5), ("oracle detector", 3.0)):
+    for name, signal in heads:
         score = 1 / (1 + np.exp(-(signal * (base["label"] - 0.5) + rng.normal(0, 1, len(base)))))
         preds.append(base.assign(model=name, kind="fusion_mlp", features="x", score=score, threshold=0.5))
-        variants.append(SimpleNamespace(name=name, family="detector" if "oracle" in name else "evidence subset",
-                                        description=name))
+        family = "detector" if "oracle" in name else "study rules" if name in ab.STUDY_PARTS else "evidence subset"
+        variants.append(SimpleNamespace(name=name, family=family, description=name))
     return pd.concat(preds, ignore_index=True), variants
 
 
@@ -339,6 +356,22 @@ def test_the_oracle_is_not_credited_with_the_negatives_it_replays():
     sentence = next(s for s in ab.ablation_findings(document) if "chain-of-thought boxes" in s)
     assert "not headroom" in sentence and "`object_swap`" in sentence and "left out" in sentence
     assert f"buy is {fair:.3f} [" in sentence  # the headroom quoted is the one without the replayed negatives
+
+
+def test_each_part_of_the_study_rules_gets_its_own_difference_and_sentence():
+    heads = ((ab.REFERENCE, 2.0), ("study features", 0.5), ("study training", 1.5), ("study rules", 0.3))
+    predictions, variants = fake_predictions(heads=heads)
+    document = ab.ablation_metrics(predictions, variants, n_resamples=50, seed=0)
+    auc = {m: document["models"][m]["overall"]["roc_auc"]["value"] for m in document["models"]}
+    sentences = ab.ablation_findings(document)
+    for name, opening in (("study features", "Scoring with the original study's rules alone"),
+                          ("study training", "Training as the original study did alone"),
+                          ("study rules", "Doing both as the original study did")):
+        diff = document["differences"][name]["roc_auc"]["value"]
+        assert diff == pytest.approx(auc[name] - auc[ab.REFERENCE])  # against the reference, same resamples
+        sentence = next(s for s in sentences if s.startswith(opening))
+        assert f"by {diff:.3f} [" in sentence
+    assert len({document["differences"][name]["roc_auc"]["value"] for name in ab.STUDY_PARTS}) == 3
 
 
 def test_the_oracle_variant_declares_what_it_replays():

@@ -29,6 +29,7 @@ from helpers.evaluation import (
     evaluate_split,
     format_estimate,
     metrics_frame,
+    own_frames_mask,
     paired_outcomes,
     paired_table,
     point_metrics,
@@ -223,6 +224,38 @@ def test_paired_outcomes_compare_each_frame_with_its_own_negative():
         paired_outcomes(rows.assign(label=1))
 
 
+def test_per_type_metrics_set_a_type_against_its_own_frames_positives():
+    # Frames 1-3 have a relation swap and a well-scored positive; frames 4-9 have only another story's text
+    # and a badly scored positive. Against every positive the relation swap would look hard (ROC-AUC 1/3,
+    # ratio 9:3); against its own frames' positives it is found every time, at a 1:1 ratio.
+    rows = []
+    for frame in range(1, 10):
+        kind = "relation_swap" if frame <= 3 else "other_story"
+        rows += [{"pair_id": f"s-{frame}-pos", "story_id": "s", "frame": frame, "block": f"b{frame % 3}",
+                  "split": "test", "label": 1, "negative_type": "", "score": 0.9 if frame <= 3 else 0.1},
+                 {"pair_id": f"s-{frame}-neg", "story_id": "s", "frame": frame, "block": f"b{frame % 3}",
+                  "split": "test", "label": 0, "negative_type": kind, "score": 0.5 if frame <= 3 else 0.05}]
+    rows = pd.DataFrame(rows)
+    mask = own_frames_mask(rows, "relation_swap")
+    chosen = rows[mask]
+    assert sorted(chosen["frame"].unique()) == [1, 2, 3]
+    assert (chosen["label"] == 1).sum() == (chosen["label"] == 0).sum() == 3
+    every = rows[(rows["label"] == 1) | (rows["negative_type"] == "relation_swap")]
+    assert skm.roc_auc_score(every["label"], every["score"]) == pytest.approx(1 / 3)  # what all positives give
+    assert skm.roc_auc_score(chosen["label"], chosen["score"]) == 1.0
+    document = evaluate_split(rows.assign(model="fusion", kind="fusion_mlp", features="clip_score", threshold=0.6),
+                              "test", n_resamples=20, seed=0)
+    by_type = document["models"]["fusion"]["by_negative_type"]
+    assert by_type["relation_swap"]["roc_auc"]["value"] == 1.0 and by_type["relation_swap"]["accuracy"]["value"] == 1.0
+    assert by_type["other_story"]["accuracy"]["value"] == pytest.approx(6 / 12)  # its own frames: 6 + 6 pairs
+    # a control's positive that names a type counts for that type only
+    named = rows.assign(negative_type=np.where(rows["label"] == 1, "other_story", rows["negative_type"]))
+    assert not (own_frames_mask(named, "relation_swap") & (named["label"] == 1)).any()
+    assert (own_frames_mask(named, "other_story") & (named["label"] == 1)).sum() == 6
+    section = control_section(rows, "control", n_resamples=20, seed=0)
+    assert section["by_negative_type"]["relation_swap"]["roc_auc"]["value"] == 1.0
+
+
 def test_paired_outcomes_compare_the_positive_with_each_of_its_negatives_and_on_common_frames():
     kinds = ["other_story", "same_story", "object_swap", "relation_swap"]
     rows = []
@@ -352,9 +385,14 @@ def test_metrics_document_follows_the_schema():
     assert sum(fusion["confusion"].values()) == 96
     test = predictions[(predictions["model"] == "fusion") & (predictions["split"] == "test")]
     assert fusion["overall"]["roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(test["label"], test["score"]))
-    swap = test[(test["label"] == 1) | (test["negative_type"] == "object_swap")]
+    # per type: the type's negatives against the positives of their own frames, not every positive
+    swapped_frames = test.loc[test["negative_type"] == "object_swap", ["story_id", "frame"]]
+    own = test.merge(swapped_frames, on=["story_id", "frame"])
+    assert len(own) == 2 * len(swapped_frames) == 24
     assert fusion["by_negative_type"]["object_swap"]["accuracy"]["value"] == pytest.approx(
-        skm.accuracy_score(swap["label"], swap["score"] >= 0.5))
+        skm.accuracy_score(own["label"], own["score"] >= 0.5))
+    assert fusion["by_negative_type"]["object_swap"]["roc_auc"]["value"] == pytest.approx(
+        skm.roc_auc_score(own["label"], own["score"]))
     pos = test[test["label"] == 1].set_index(["story_id", "frame"])["score"]
     neg = test[test["label"] == 0].set_index(["story_id", "frame"])
     own_above = (pos.loc[neg.index] > neg["score"]).astype(float) + 0.5 * (pos.loc[neg.index] == neg["score"])

@@ -711,6 +711,8 @@ def test_blind_predictions_are_cross_fitted_by_story_block():
     assert (table.low <= table.high).all() and table.roc_auc.between(0, 1).all()
     every = table[table.negative_type == "all"]  # SMALL: every frame gets all four types
     assert (every.n_negative == 4 * every.n_positive).all()
+    per_type = table[table.negative_type != "all"]  # each type against its own frames' positives: 1:1
+    assert (per_type.n_negative == per_type.n_positive).all()
     assert (table.n_unscored == 0).all()
     train_only = {s: b for s, b in hp.id_blocks([s.story_id for s in SMALL], 2).items() if split[s] == "train"}
     with pytest.raises(ValueError, match="no id block for 8 stories"):  # validation and test stories
