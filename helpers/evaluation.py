@@ -945,11 +945,15 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
   "ablations": {                           # added by chapter 09 (its whole document: ablations.json)
     "file": "ablations.json", "reference": "object + semantic + spatial",   # the study's three
     "evidences": {name: score column},     # the study's three and those the profile switches on
-    "subsets": {"<subset name>": {         # one fusion head per non-empty subset of the evidences
+    "subsets": {"<subset name>": {         # one fusion head per non-empty subset of the evidences,
+                                           # reading their scores only (no flags), as the reference
       "features": [column, ...], "roc_auc": estimate, "roc_auc_by_negative_type": {negative_type: estimate},
       "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
-      "paired_gain": {"all" | negative_type: estimate} | null}}
+      "paired_gain": {"all" | negative_type: estimate} | null,
                                            # its paired score minus the reference's, same resamples
+      "seeds": {...}}},                    # as a model's "seeds": every seed's head on the test split
+    "best_subset": str, "chosen_by": str,  # the subset of the highest seed-mean validation ROC-AUC:
+    "validation_roc_auc": {"<subset name>": float}   # chosen without the test split
   },
   "external": {"split": "external", "n": {...}, "models": {...}, "differences": {...},
                "paired_differences": {...}}
