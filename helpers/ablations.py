@@ -338,6 +338,18 @@ def training_table(results: Mapping[str, "TrainResult"]) -> pd.DataFrame:
                           "threshold": r.head.threshold} for name, r in results.items()]).set_index("variant")
 
 
+def subset_seeds(cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """The seeds the evidence subsets are trained with: the first ``training.subset_seeds`` of chapter 06's
+    ``training_seeds`` (the profile's ``seed`` first), a profile key because 31 subsets cost 31 runs a seed."""
+    from helpers.training import training_seeds
+
+    n = int(cfg["training"]["subset_seeds"])
+    seeds = training_seeds(cfg)
+    if not 1 <= n <= len(seeds):
+        raise ValueError(f"training.subset_seeds must be from 1 to training.seeds ({len(seeds)}), got {n}")
+    return seeds[:n]
+
+
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -381,7 +393,7 @@ def ablation_seeds(seed_predictions: pd.DataFrame, subsets: Sequence[str], prima
     from helpers.evaluation import seed_scores, seed_spread
 
     validation = seed_predictions[seed_predictions["split"] == "val"]
-    best, means = choose_best_subset(seed_scores(validation, "val"), subsets)
+    best, means = choose_best_subset(seed_scores(validation, "val", paired=False), subsets)
     seeds = sorted(int(s) for s in seed_predictions["seed"].unique())
     return {"seeds": seeds, "primary_seed": int(primary_seed), "n_subsets": len(subsets), "best_subset": best,
             "chosen_by": f"highest validation ROC-AUC averaged over {len(seeds)} seeds, among {len(subsets)} subsets",

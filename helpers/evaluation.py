@@ -1171,15 +1171,15 @@ def excludes_zero(estimate: Mapping[str, float | None]) -> bool:
 SEED_METRICS: tuple[str, ...] = ("roc_auc", "paired")
 
 
-def seed_scores(seed_predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+def seed_scores(seed_predictions: pd.DataFrame, split: str = "test", *, paired: bool = True) -> pd.DataFrame:
     """One row per (model, seed) of chapter 06's ``seed_predictions`` on ``split``: ``roc_auc`` over its pairs
-    and ``paired``, the mean outcome of every (frame, negative type) (:func:`paired_outcomes`); NaN where
-    undefined."""
+    and ``paired``, the mean outcome of every (frame, negative type) (:func:`paired_outcomes`; NaN where undefined,
+    and without measuring it when ``paired`` is false)."""
     rows = []
     for (model, seed), group in seed_predictions[seed_predictions["split"] == split].groupby(["model", "seed"],
                                                                                              sort=False):
         y, score = group["label"].to_numpy(), group["score"].to_numpy(dtype=np.float64)
-        outcomes = paired_outcomes(group)["outcome"]
+        outcomes = paired_outcomes(group)["outcome"] if paired else pd.Series(dtype=float)
         rows.append({"model": model, "seed": int(seed),
                      "roc_auc": float(skm.roc_auc_score(y, score)) if len(np.unique(y)) == 2 else math.nan,
                      "paired": float(outcomes.mean()) if len(outcomes) else math.nan})

@@ -364,6 +364,9 @@ def test_every_subset_reads_scores_only_like_the_reference_which_is_chapter_06s_
     reference = next(v for v in variants if v.name == ab.REFERENCE)
     assert reference.settings == settings_from_profile(cfg, "study")  # chapter 06's fusion, same settings
     assert "scores only" in every.description
+    assert ab.subset_seeds({**cfg, "training": {**cfg["training"], "subset_seeds": 3}}) == (7, 8, 9)
+    with pytest.raises(ValueError, match="subset_seeds"):
+        ab.subset_seeds({**cfg, "training": {**cfg["training"], "subset_seeds": 6}})
 
 
 def fake_seed_predictions(shuffle_test: bool = False) -> pd.DataFrame:

@@ -353,6 +353,10 @@ def test_every_profile_trains_every_head_over_at_least_five_seeds_starting_with_
         load_profile("smoke", {"training": {"seeds": 0}})
     with pytest.raises(ValueError, match="training.seeds"):
         load_profile("smoke", {"training": {"seeds": "5"}})
+    for name in ("quick", "full"):  # the real profiles train each evidence subset over at least five seeds too
+        assert load_profile(name)["training"]["subset_seeds"] >= 5
+    with pytest.raises(ValueError, match="subset_seeds"):
+        load_profile("smoke", {"training": {"seeds": 5, "subset_seeds": 6}})
 
 
 def test_seeds_give_different_runs_and_leave_the_primary_checkpoint_as_it_was(table, tmp_path):
