@@ -80,7 +80,8 @@ if TYPE_CHECKING:
 # ## The pairs, the frames and the models
 #
 # Every variant below trains on the pairs chapter 06 trained on (those with every feature),
-# with the same seed, the same splits and a threshold tuned on the validation split. The
+# with the same seed, the same splits and a threshold tuned on the validation split (the
+# evidence subsets also with further seeds, to show the spread over seeds). The
 # detections come from chapter 02's cache and the CLIP embeddings from chapter 03's, so
 # only what is new is computed.
 
