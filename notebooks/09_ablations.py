@@ -125,7 +125,7 @@ display(Markdown(f"{len(table):,} pairs ({(table['split'] == 'test').sum():,} on
 # `fusion_extended`, and no subset is compared with it: scores are compared with scores.
 #
 # Each subset is trained with several seeds (the first `training.subset_seeds` of chapter 06's
-# seeds: 5 in the real profiles; fewer in `smoke`, where 31 subsets would cost minutes),
+# seeds, a key of its own because 31 subsets cost 31 runs a seed; at least 5 in the real profiles),
 # because with one seed a gain of a few hundredths between two subsets is as likely the seed as the
 # evidence. The best subset is chosen on the validation split, by its ROC-AUC averaged over the
 # seeds, never on the test split.
