@@ -64,8 +64,11 @@ def subset_name(subset: Sequence[str]) -> str:
     return " + ".join(subset)
 
 
-#: The variant every other one is compared with: the study's three evidences, Faster R-CNN, early stopping.
+#: The variant every other one is compared with: the study's three evidences, scores only, Faster R-CNN, early
+#: stopping: the same head as chapter 06's ``fusion`` (``helpers.training.DEFAULT_RUN``).
 REFERENCE = subset_name(tuple(EVIDENCES))
+#: The family of the subset variants; each reads its evidences' score columns only (no flags, no counts).
+SUBSET_FAMILY = "evidence subset"
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,15 @@ def subset_variants(table: pd.DataFrame, cfg: Mapping[str, Any]) -> list[Variant
     """One variant per non-empty subset of the profile's evidences (``profile_evidences``),
     trained as the profile says.
 
-    The subset of the study's three is :data:`REFERENCE`, the same head chapter 06 trains as ``fusion``.
+    Each reads its evidences' score columns only (no flags): the subset of the study's three is
+    :data:`REFERENCE`, the same head chapter 06 trains as ``fusion``; the subset of all is not ``fusion_extended``.
     """
     from helpers.training import settings_from_profile
 
     evidences = profile_evidences(cfg)
     return [
-        Variant(name=subset_name(subset), family="evidence subset",
-                description="fusion head on " + ", ".join(f"{evidences[e]}" for e in subset),
+        Variant(name=subset_name(subset), family=SUBSET_FAMILY,
+                description="fusion head on scores only: " + ", ".join(f"{evidences[e]}" for e in subset),
                 settings=settings_from_profile(cfg, [evidences[e] for e in subset]), table=table)
         for subset in evidence_subsets(tuple(evidences))
     ]
@@ -350,6 +354,69 @@ def training_table(results: Mapping[str, "TrainResult"]) -> pd.DataFrame:
                           "threshold": r.head.threshold} for name, r in results.items()]).set_index("variant")
 
 
+def subset_seeds(cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """The seeds the evidence subsets are trained with: the first ``training.subset_seeds`` of chapter 06's
+    ``training_seeds`` (the profile's ``seed`` first), a profile key because 31 subsets cost 31 runs a seed."""
+    from helpers.training import training_seeds
+
+    n = int(cfg["training"]["subset_seeds"])
+    seeds = training_seeds(cfg)
+    if not 1 <= n <= len(seeds):
+        raise ValueError(f"training.subset_seeds must be from 1 to training.seeds ({len(seeds)}), got {n}")
+    return seeds[:n]
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def train_subset_seeds(variants: Sequence[Variant], seeds: Sequence[int],
+                       checkpoints_dir: str | Path) -> dict[str, dict[int, "TrainResult"]]:
+    """Every evidence-subset variant's head trained with each of ``seeds`` (``helpers.training.train_seeds``); the
+    primary seed's run (``settings.seed``) shares :func:`train_variants`' folder, so it is not trained twice."""
+    from tqdm.auto import tqdm
+
+    from helpers.training import train_seeds
+
+    subsets = [v for v in variants if v.family == SUBSET_FAMILY]
+    return {v.name: train_seeds(v.table, v.settings, seeds, Path(checkpoints_dir) / _slug(v.name))
+            for v in tqdm(subsets, desc=f"subset heads x {len(seeds)} seeds", unit="subset")}
+
+
+def subset_seed_predictions(variants: Sequence[Variant], runs: Mapping[str, Mapping[int, "TrainResult"]]) -> pd.DataFrame:
+    """The validation and test pairs scored by every seed's head of every subset, on its own table
+    (``helpers.training.seed_predictions``)."""
+    from helpers.training import seed_predictions
+
+    return pd.concat([seed_predictions(v.table, {v.name: runs[v.name]}) for v in variants if v.name in runs],
+                     ignore_index=True)
+
+
+def choose_best_subset(val_scores: pd.DataFrame, subsets: Sequence[str]) -> tuple[str, pd.Series]:
+    """The subset of ``subsets`` with the highest validation ROC-AUC averaged over seeds
+    (``val_scores``: ``helpers.evaluation.seed_scores`` of the validation split), and every subset's mean. A tie
+    goes to the subset listed first (``evidence_subsets`` lists the smaller first)."""
+    means = val_scores.groupby("model")["roc_auc"].mean().reindex(list(subsets))
+    if means.isna().any():
+        raise ValueError(f"no validation ROC-AUC for {sorted(means[means.isna()].index)}")
+    return str(means.idxmax()), means
+
+
+def ablation_seeds(seed_predictions: pd.DataFrame, subsets: Sequence[str], primary_seed: int) -> dict[str, Any]:
+    """The seed section of ``ablations.json``: the seeds, every subset's seed-mean validation ROC-AUC, the
+    ``best_subset`` chosen on it (:func:`choose_best_subset`, from validation rows only) and, per subset, the test
+    split's seed spread (``helpers.evaluation.seed_spread``)."""
+    from helpers.evaluation import seed_scores, seed_spread
+
+    validation = seed_predictions[seed_predictions["split"] == "val"]
+    best, means = choose_best_subset(seed_scores(validation, "val", paired=False), subsets)
+    seeds = sorted(int(s) for s in seed_predictions["seed"].unique())
+    return {"seeds": seeds, "primary_seed": int(primary_seed), "n_subsets": len(subsets), "best_subset": best,
+            "chosen_by": f"highest validation ROC-AUC averaged over {len(seeds)} seeds, among {len(subsets)} subsets",
+            "validation_roc_auc": {name: float(v) for name, v in means.items()},
+            "test": seed_spread(seed_scores(seed_predictions, "test"), primary_seed)}
+
+
 def ablation_metrics(predictions: pd.DataFrame, variants: Sequence[Variant], *, n_resamples: int, seed: int,
                      reference: str = REFERENCE) -> dict[str, Any]:
     """The ablation results on the test split: ``evaluate_split``'s document plus ``reference``,
@@ -470,6 +537,11 @@ def record_in_metrics(paths: Paths, document: Mapping[str, Any], evidences: Mapp
         for name, info in document["models"].items() if document["families"].get(name) == "evidence subset"}
     metrics["ablations"] = {"file": ABLATIONS_FILE, "evidences": dict(evidences), "reference": document["reference"],
                             "subsets": subsets}
+    if document.get("seeds"):  # every subset over the seeds, the best chosen on validation
+        seeds = document["seeds"]
+        for name, entry in subsets.items():
+            entry["seeds"] = seeds["test"].get(name)
+        metrics["ablations"] |= {key: seeds[key] for key in ("best_subset", "chosen_by", "validation_roc_auc")}
     return atomic_write_json(paths.metrics_json, metrics)
 
 
@@ -478,20 +550,54 @@ def read_ablations(paths: Paths) -> dict[str, Any] | None:
     return read_json(ablations_path(paths))
 
 
+# extra code: the subsets over the seeds as a table
+def subset_seed_table(document: Mapping[str, Any], metric: str = "roc_auc") -> pd.DataFrame:
+    """One row per evidence subset of ``document["seeds"]``: the seed-mean validation ROC-AUC (``chosen`` marks
+    the best subset), then on the test split the primary seed's ``metric`` "value [interval]" and the seed mean,
+    standard deviation and range."""
+    from helpers.evaluation import format_estimate
+
+    seeds = document["seeds"]
+    rows = {}
+    for name, val in seeds["validation_roc_auc"].items():
+        spread = seeds["test"][name][metric]
+        primary = (document["models"][name]["overall"].get(metric) if metric != "paired"
+                   else document["models"][name]["paired"].get("all"))
+        rows[name] = {"validation ROC-AUC, seed mean": val,
+                      "chosen": "best (validation)" if name == seeds["best_subset"] else "",
+                      f"test, seed {seeds['primary_seed']} [blocks]": format_estimate(primary),
+                      "test, seed mean": spread["mean"], "test, seed std": spread["std"],
+                      "test, seed range": f"{_num(spread['min'])} to {_num(spread['max'])}"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"subset ({metric}, {len(seeds['seeds'])} seeds)")
+
+
 def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> list[str]:
     """The ablation results (``ablations.json``) as Markdown sentences, every number computed."""
     from helpers.dashboards import METRIC_LABELS, difference_phrase, ranked
-    from helpers.evaluation import format_estimate
+    from helpers.evaluation import SEED_METRICS, format_estimate
 
     models, families = ablations["models"], ablations.get("families", {})
     reference, differences = ablations["reference"], ablations.get("differences", {})
     label = METRIC_LABELS.get(metric, metric)
     out = []
     subsets = ranked(models, [m for m in models if families.get(m) == "evidence subset"], metric)
-    if subsets:
+    seeds = ablations.get("seeds") or {}
+    if subsets and seeds and metric in SEED_METRICS:
+        best, spread = seeds["best_subset"], seeds["test"]
+        ref = spread.get(reference, {}).get(metric, {})
+        chosen = spread.get(best, {}).get(metric, {})
+        out.append(
+            f"The best subset was chosen on the validation split ({seeds['chosen_by']}), not on the test split: "
+            f"`{best}`. On the test split its {label} averages {_num(chosen.get('mean'))} over the "
+            f"{len(seeds['seeds'])} seeds (standard deviation {_num(chosen.get('std'))}, {_num(chosen.get('min'))} "
+            f"to {_num(chosen.get('max'))}; seed {seeds['primary_seed']}: {format_estimate(models[best]['overall'].get(metric))}"
+            f" over id blocks), the reference `{reference}`'s {_num(ref.get('mean'))} (standard deviation "
+            f"{_num(ref.get('std'))}).")
+    elif subsets:
         best, worst = models[subsets[0]]["overall"], models[subsets[-1]]["overall"]
         out.append(f"Among the {len(subsets)} subsets of evidence, each with its own head, `{subsets[0]}` has the "
-                   f"highest {label} ({format_estimate(best.get(metric))}) and `{subsets[-1]}` the lowest "
+                   f"highest test {label} ({format_estimate(best.get(metric))}: the best of {len(subsets)} on the "
+                   f"test split, which flatters it) and `{subsets[-1]}` the lowest "
                    f"({format_estimate(worst.get(metric))}).")
     replays, fair = ablations.get("replays", {}), ablations.get("differences_without_replayed", {})
     for name, what in (("oracle detector", "Replacing Faster R-CNN by the chain-of-thought boxes"),

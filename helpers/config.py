@@ -122,6 +122,14 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str
     if isinstance(n := (cfg.get("audit") or {}).get("per_type"), bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"profile {name!r}: audit.per_type (negatives of each type on chapter 08's audit sheet) "
                          f"must be a positive integer, got {n!r}")
+    seeds = (cfg.get("training") or {}).get("seeds")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"profile {name!r}: training.seeds (how many seeds every head is trained with: seed, "
+                         f"seed + 1, ...) must be a positive integer, got {seeds!r}")
+    subset = cfg["training"].get("subset_seeds")
+    if isinstance(subset, bool) or not isinstance(subset, int) or not 1 <= subset <= seeds:
+        raise ValueError(f"profile {name!r}: training.subset_seeds (how many of the seeds train chapter 09's evidence "
+                         f"subsets) must be an integer from 1 to training.seeds ({seeds}), got {subset!r}")
     return cfg
 
 

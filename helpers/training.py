@@ -369,6 +369,58 @@ def _resumable(run_dir: Path | None, fingerprint: str) -> tuple[dict[str, Any], 
     return last, best
 
 
+def training_seeds(cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """The seeds every head is trained with: the profile's ``seed`` first (the primary run), then ``seed + 1``,
+    ... (``training.seeds`` of them)."""
+    first, n = int(cfg.get("seed", 42)), int(cfg["training"]["seeds"])
+    if n < 1:
+        raise ValueError(f"training.seeds must be a positive integer, got {n}")
+    return tuple(range(first, first + n))
+
+
+def seed_run_dir(run_dir: str | Path, seed: int, primary_seed: int) -> Path:
+    """The checkpoint folder of one seed's run: ``run_dir`` itself for the primary seed, else
+    ``<parent>/seeds/<run>/seed_<seed>``."""
+    run_dir = Path(run_dir)
+    return run_dir if seed == primary_seed else run_dir.parent / "seeds" / run_dir.name / f"seed_{seed}"
+
+
+def train_seeds(table: pd.DataFrame, settings: TrainSettings, seeds: Sequence[int], run_dir: str | Path | None = None,
+                *, progress: bool = False) -> dict[int, TrainResult]:
+    """``train_fusion`` once per seed: ``settings`` with its ``seed`` replaced; ``settings.seed`` is the primary
+    run, which must be among ``seeds`` and keeps ``run_dir`` (the others: :func:`seed_run_dir`)."""
+    if settings.seed not in seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and hold the primary seed {settings.seed}, got {list(seeds)}")
+    return {s: train_fusion(table, replace(settings, seed=s),
+                            None if run_dir is None else seed_run_dir(run_dir, s, settings.seed), progress=progress)
+            for s in seeds}
+
+
+def seed_predictions(table: pd.DataFrame, runs: Mapping[str, Mapping[int, TrainResult]],
+                     splits: Sequence[str] = ("val", "test")) -> pd.DataFrame:
+    """The pairs of ``splits`` scored by every seed's head of every run: one row per (pair, run, seed) with
+    ``PAIR_COLUMNS``, ``model`` (the run), ``seed``, ``score`` and ``threshold`` (tuned by that seed's run on the
+    validation split)."""
+    rows = table[table["split"].isin(splits)]
+    base = rows.loc[:, list(PAIR_COLUMNS)].reset_index(drop=True)
+    return pd.concat([base.assign(model=name, seed=int(seed), score=np.asarray(r.head.predict_proba(rows), np.float64),
+                                  threshold=float(r.head.threshold))
+                      for name, by_seed in runs.items() for seed, r in by_seed.items()], ignore_index=True)
+
+
+def seed_predictions_path(paths: Paths) -> Path:
+    """``outputs/<profile>/seed_predictions.parquet``: every seed's scores of the validation and test pairs."""
+    return paths.root / "seed_predictions.parquet"
+
+
+def load_seed_predictions(paths: Paths) -> pd.DataFrame:
+    """Read ``seed_predictions.parquet`` (written by chapter 06)."""
+    path = seed_predictions_path(paths)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run chapter 06 (training) first")
+    return pd.read_parquet(path)
+
+
 @dataclass(frozen=True)
 class Scorer:
     """A fitted model as chapter 07 sees it: scores in [0, 1] and a validation-tuned threshold."""

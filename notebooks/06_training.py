@@ -516,14 +516,56 @@ def _resumable(run_dir: Path | None, fingerprint: str) -> tuple[dict[str, Any], 
 #   (`STUDY_EPOCHS`), the last one kept.
 # - **fusion_extended**: the extended inputs (chapter 05), with the open-vocabulary and
 #   question scores when the profile switches them on, early stopping.
+#
+# ### Over several seeds
+#
+# A seed decides the head's initial weights, the dropout masks and the order of the
+# mini-batches; on a small training split two seeds can keep different epochs and land
+# several hundredths of ROC-AUC apart. So each run is trained with every seed of the
+# profile (`training.seeds` of them: the profile's `seed`, then `seed + 1`, ...). The run of
+# the profile's own seed is *the* run: its `best.pt` is the checkpoint every later chapter
+# and the verifier load (`default_checkpoint`), and adding seeds leaves it as it was. The
+# other seeds' runs live beside it (`checkpoints/seeds/<run>/seed_<n>/`), checkpointed and
+# resumed exactly like it; each tunes its own threshold on the validation split.
 
 # %%
+#@save
+def training_seeds(cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """The seeds every head is trained with: the profile's ``seed`` first (the primary run), then ``seed + 1``,
+    ... (``training.seeds`` of them)."""
+    first, n = int(cfg.get("seed", 42)), int(cfg["training"]["seeds"])
+    if n < 1:
+        raise ValueError(f"training.seeds must be a positive integer, got {n}")
+    return tuple(range(first, first + n))
+
+
+def seed_run_dir(run_dir: str | Path, seed: int, primary_seed: int) -> Path:
+    """The checkpoint folder of one seed's run: ``run_dir`` itself for the primary seed, else
+    ``<parent>/seeds/<run>/seed_<seed>``."""
+    run_dir = Path(run_dir)
+    return run_dir if seed == primary_seed else run_dir.parent / "seeds" / run_dir.name / f"seed_{seed}"
+
+
+def train_seeds(table: pd.DataFrame, settings: TrainSettings, seeds: Sequence[int], run_dir: str | Path | None = None,
+                *, progress: bool = False) -> dict[int, TrainResult]:
+    """``train_fusion`` once per seed: ``settings`` with its ``seed`` replaced; ``settings.seed`` is the primary
+    run, which must be among ``seeds`` and keeps ``run_dir`` (the others: :func:`seed_run_dir`)."""
+    if settings.seed not in seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and hold the primary seed {settings.seed}, got {list(seeds)}")
+    return {s: train_fusion(table, replace(settings, seed=s),
+                            None if run_dir is None else seed_run_dir(run_dir, s, settings.seed), progress=progress)
+            for s in seeds}
+
+# %%
+seeds = training_seeds(ctx.cfg)
 runs = {
     DEFAULT_RUN: settings_from_profile(ctx.cfg, "study"),
     STUDY_RUN: settings_from_profile(ctx.cfg, "study", max_epochs=STUDY_EPOCHS, patience=None),
     "fusion_extended": settings_from_profile(ctx.cfg, extended_features(ctx.cfg)),
 }
-results = {name: train_fusion(table, settings, ctx.paths.checkpoints / name) for name, settings in runs.items()}
+seed_results = {name: train_seeds(table, settings, seeds, ctx.paths.checkpoints / name)
+                for name, settings in runs.items()}
+results = {name: seed_results[name][settings.seed] for name, settings in runs.items()}  # the primary runs
 
 # extra code: one row per run (validation accuracy and macro-F1 at probability 0.5, then the tuned threshold)
 summary = pd.DataFrame([
@@ -573,6 +615,64 @@ display(Markdown(
     f"training on bought: `{DEFAULT_RUN}` ran {early['epochs_trained']} epochs and kept epoch {early['kept_epoch']}, "
     f"with a validation loss of {early['val_loss']:.4f} against {fixed['val_loss']:.4f} after epoch {STUDY_EPOCHS} "
     f"(validation macro-F1 at even odds: {early['val_f1']:.3f} against {fixed['val_f1']:.3f})."))
+
+# %% [markdown]
+# ### What the seed changes
+#
+# Each run's validation ROC-AUC (over every validation pair) and kept epoch, per seed. The
+# spread is what training noise alone moves a head by: a difference between two heads smaller
+# than it says nothing. Chapter 07 measures the same seeds on the test split.
+
+# %%
+#@save
+def seed_predictions(table: pd.DataFrame, runs: Mapping[str, Mapping[int, TrainResult]],
+                     splits: Sequence[str] = ("val", "test")) -> pd.DataFrame:
+    """The pairs of ``splits`` scored by every seed's head of every run: one row per (pair, run, seed) with
+    ``PAIR_COLUMNS``, ``model`` (the run), ``seed``, ``score`` and ``threshold`` (tuned by that seed's run on the
+    validation split)."""
+    rows = table[table["split"].isin(splits)]
+    base = rows.loc[:, list(PAIR_COLUMNS)].reset_index(drop=True)
+    return pd.concat([base.assign(model=name, seed=int(seed), score=np.asarray(r.head.predict_proba(rows), np.float64),
+                                  threshold=float(r.head.threshold))
+                      for name, by_seed in runs.items() for seed, r in by_seed.items()], ignore_index=True)
+
+
+def seed_predictions_path(paths: Paths) -> Path:
+    """``outputs/<profile>/seed_predictions.parquet``: every seed's scores of the validation and test pairs."""
+    return paths.root / "seed_predictions.parquet"
+
+
+def load_seed_predictions(paths: Paths) -> pd.DataFrame:
+    """Read ``seed_predictions.parquet`` (written by chapter 06)."""
+    path = seed_predictions_path(paths)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run chapter 06 (training) first")
+    return pd.read_parquet(path)
+
+# %%
+from sklearn.metrics import roc_auc_score
+
+by_seed = seed_predictions(table, seed_results)
+atomic_write_parquet(by_seed, seed_predictions_path(ctx.paths))
+val_seeds = by_seed[by_seed["split"] == "val"]
+per_seed = pd.DataFrame([
+    {"run": name, "seed": seed, "val ROC-AUC": roc_auc_score(rows["label"], rows["score"]),
+     "kept epoch": seed_results[name][seed].best_epoch}
+    for (name, seed), rows in val_seeds.groupby(["model", "seed"], sort=False)])
+display(per_seed.pivot(index="run", columns="seed", values=["val ROC-AUC", "kept epoch"]).style.format(precision=3))
+spread = per_seed.groupby("run", sort=False)["val ROC-AUC"].agg(["mean", "std", "min", "max"])
+display(spread.rename(columns={"std": "std (over seeds)"}).style.format(precision=3))
+fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(spread)), layout="constrained")
+sns.stripplot(per_seed, x="val ROC-AUC", y="run", hue="seed", palette="viridis", size=7, ax=ax)
+ax.set(title=f"validation ROC-AUC over {len(seeds)} seeds", ylabel="")
+plt.show()
+widest = spread["max"].sub(spread["min"]).idxmax()
+display(Markdown(f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}; the first is the primary run), "
+                 f"`{widest}`'s validation ROC-AUC spans {spread.at[widest, 'min']:.3f} to "
+                 f"{spread.at[widest, 'max']:.3f} (standard deviation {spread.at[widest, 'std']:.3f}); the kept "
+                 f"epoch ranges from {per_seed['kept epoch'].min()} to {per_seed['kept epoch'].max()} across runs and "
+                 f"seeds. Wrote {len(by_seed):,} rows (validation and test pairs × runs × seeds) to "
+                 f"`{seed_predictions_path(ctx.paths).relative_to(ctx.paths.root.parent)}` for chapters 07 and 09."))
 
 # %% [markdown]
 # ## Baselines on the same features and splits

@@ -1422,8 +1422,14 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # non-empty bins only (sklearn calibration_curve, 10 uniform
                                            # bins); null for a model whose score is not a probability
       "equivalence": {"paired": {"all" | negative_type: verdict},
-                      "roc_auc": {"overall" | negative_type: verdict}}
+                      "roc_auc": {"overall" | negative_type: verdict}},
                                            # two one-sided tests against chance +- margin
+      "seeds": {"seeds": [int, ...], "primary_seed": int,   # fusion heads only: each trained with every
+                "roc_auc" | "paired": {"by_seed": {seed: float}, "mean": float, "std": float,
+                                       "min": float, "max": float}}
+                                           # seed of training.seeds (chapter 06); test ROC-AUC and paired
+                                           # score ("all") of each seed's head, points; std over seeds
+                                           # (ddof 1); the intervals above are the primary seed's
     }
   },
   "differences": {                         # primary model minus each other model, on the same pairs
@@ -1460,11 +1466,15 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
   "ablations": {                           # added by chapter 09 (its whole document: ablations.json)
     "file": "ablations.json", "reference": "object + semantic + spatial",   # the study's three
     "evidences": {name: score column},     # the study's three and those the profile switches on
-    "subsets": {"<subset name>": {         # one fusion head per non-empty subset of the evidences
+    "subsets": {"<subset name>": {         # one fusion head per non-empty subset of the evidences,
+                                           # reading their scores only (no flags), as the reference
       "features": [column, ...], "roc_auc": estimate, "roc_auc_by_negative_type": {negative_type: estimate},
       "paired": {"all" | negative_type | "common" | "common:<type>": estimate + {"frames": int, "outcomes": int}},
-      "paired_gain": {"all" | negative_type: estimate} | null}}
+      "paired_gain": {"all" | negative_type: estimate} | null,
                                            # its paired score minus the reference's, same resamples
+      "seeds": {...}}},                    # as a model's "seeds": every seed's head on the test split
+    "best_subset": str, "chosen_by": str,  # the subset of the highest seed-mean validation ROC-AUC:
+    "validation_roc_auc": {"<subset name>": float}   # chosen without the test split
   },
   "external": {"split": "external", "n": {...}, "models": {...}, "differences": {...},
                "paired_differences": {...}}
@@ -1872,6 +1882,108 @@ for head, d in beyond["heads"].items():
            "its interval lies below zero: the text-only inputs alone rank the texts better than the head."
            if excludes_zero(gain) else
            "its interval covers zero: the test split does not show that the head adds anything beyond them.")))
+
+# %% [markdown]
+# ## Over the training seeds
+#
+# Every interval above resamples the test split's id blocks for one trained head: the run of
+# the profile's seed. A second seed would have given another head, so chapter 06 trained each
+# head with every seed of the profile (`training.seeds`) and scored the validation and test
+# pairs with each (`seed_predictions.parquet`). Here every seed's head is measured on the test
+# split like the primary one: its ROC-AUC over the test pairs and its paired score over every
+# (frame, kind). The seed mean, the standard deviation over seeds and the range stand beside the
+# primary seed's block interval: a difference between two heads within the seed spread is
+# training noise, whatever the block intervals say. They go into `metrics.json` as each head's
+# `"seeds"` entry.
+
+# %%
+#@save
+#: What :func:`seed_scores` measures for each seed's head: pooled ROC-AUC and the paired score over every outcome.
+SEED_METRICS: tuple[str, ...] = ("roc_auc", "paired")
+
+
+def seed_scores(seed_predictions: pd.DataFrame, split: str = "test", *, paired: bool = True) -> pd.DataFrame:
+    """One row per (model, seed) of chapter 06's ``seed_predictions`` on ``split``: ``roc_auc`` over its pairs
+    and ``paired``, the mean outcome of every (frame, negative type) (:func:`paired_outcomes`; NaN where undefined,
+    and without measuring it when ``paired`` is false)."""
+    rows = []
+    for (model, seed), group in seed_predictions[seed_predictions["split"] == split].groupby(["model", "seed"],
+                                                                                             sort=False):
+        y, score = group["label"].to_numpy(), group["score"].to_numpy(dtype=np.float64)
+        outcomes = paired_outcomes(group)["outcome"] if paired else pd.Series(dtype=float)
+        rows.append({"model": model, "seed": int(seed),
+                     "roc_auc": float(skm.roc_auc_score(y, score)) if len(np.unique(y)) == 2 else math.nan,
+                     "paired": float(outcomes.mean()) if len(outcomes) else math.nan})
+    return pd.DataFrame(rows, columns=["model", "seed", *SEED_METRICS])
+
+
+def seed_spread(scores: pd.DataFrame, primary_seed: int) -> dict[str, dict[str, Any]]:
+    """Per model of ``scores`` (:func:`seed_scores`): ``{"seeds": [...], "primary_seed", metric: {"by_seed":
+    {seed: value}, "mean", "std", "min", "max"}}`` for each of :data:`SEED_METRICS`; ``std`` over seeds with
+    one degree of freedom removed (null with one seed)."""
+    out = {}
+    for model, group in scores.groupby("model", sort=False):
+        if primary_seed not in set(group["seed"]):
+            raise ValueError(f"{model!r} has no run of the primary seed {primary_seed}")
+        entry: dict[str, Any] = {"seeds": [int(s) for s in group["seed"]], "primary_seed": int(primary_seed)}
+        for metric in SEED_METRICS:
+            values = group[metric].astype(float)
+            entry[metric] = {"by_seed": {str(int(s)): _clean(v) for s, v in zip(group["seed"], values)},
+                             "mean": _clean(values.mean()), "std": _clean(values.std(ddof=1)),
+                             "min": _clean(values.min()), "max": _clean(values.max())}
+        out[str(model)] = entry
+    return out
+
+
+def add_seed_spread(document: dict[str, Any], spread: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``document`` (metrics.json) with each model of ``spread`` given its ``"seeds"`` entry; a model the document
+    lacks is an error."""
+    missing = sorted(set(spread) - set(document["models"]))
+    if missing:
+        raise ValueError(f"seed runs of models metrics.json does not hold: {missing}")
+    for model, entry in spread.items():
+        document["models"][model]["seeds"] = dict(entry)
+    return document
+
+# %%
+#@save
+# extra code: the seed spread beside the primary seed's block interval, as a table (chapters 07 and 10)
+def seed_table(document: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    """One row per model with a ``"seeds"`` entry: per metric of :data:`SEED_METRICS` the primary seed's
+    "value [95% interval]" over id blocks, then the seed mean, standard deviation and range."""
+    section = _section(document, split)
+    rows = {}
+    for model, info in section["models"].items():
+        seeds = info.get("seeds")
+        if not seeds:
+            continue
+        row: dict[str, Any] = {"seeds": len(seeds["seeds"])}
+        for metric in SEED_METRICS:
+            primary = info["overall"].get(metric) if metric != "paired" else info["paired"].get(ALL_FRAMES)
+            s = seeds[metric]
+            row[f"{metric}: seed {seeds['primary_seed']} [blocks]"] = format_estimate(primary)
+            row[f"{metric}: seed mean"] = s["mean"]
+            row[f"{metric}: seed std"] = s["std"]
+            row[f"{metric}: seed range"] = f"{s['min']:.3f} to {s['max']:.3f}" if s["min"] is not None else "n/a"
+        rows[model] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+
+# %%
+from helpers.training import load_seed_predictions, training_seeds
+
+primary_seed = training_seeds(ctx.cfg)[0]
+test_seed_scores = seed_scores(load_seed_predictions(ctx.paths), "test")
+display(test_seed_scores.pivot(index="model", columns="seed", values=list(SEED_METRICS)).style.format(precision=3))
+add_seed_spread(metrics, seed_spread(test_seed_scores, primary_seed))
+write_metrics(ctx.paths.metrics_json, metrics)
+display(seed_table(metrics).style.format(precision=3))
+_s = metrics["models"][DEFAULT_RUN]["seeds"]["roc_auc"]
+display(Markdown(
+    f"`{DEFAULT_RUN}` over {len(metrics['models'][DEFAULT_RUN]['seeds']['seeds'])} seeds: test ROC-AUC "
+    f"{_s['mean']:.3f} on average, standard deviation {_s['std']:.3f}, from {_s['min']:.3f} to {_s['max']:.3f}; "
+    f"the primary seed's is {format_estimate(metrics['models'][DEFAULT_RUN]['overall']['roc_auc'])} over id blocks. "
+    "The block interval holds the test split's sampling noise for one head, the seed spread the training noise "
+    "of the head itself; a comparison of two heads needs both."))
 
 # %% [markdown]
 # ## Hidden positives: what a person judged

@@ -111,6 +111,26 @@ primary = metrics["primary_model"]
 display(Markdown(db.headline_finding(metrics)))
 
 # %% [markdown]
+# That head is one training run, the profile's seed. Chapters 06 and 07 trained and measured
+# every head with each seed of the profile; the spread over seeds is the training noise that
+# sits beside the id-block interval of the primary run:
+
+# %%
+from helpers.evaluation import seed_table
+
+if "seeds" not in metrics["models"][primary]:
+    raise KeyError(f"metrics.json holds no seed spread for {primary!r}: rerun chapters 06 and 07")
+display(seed_table(metrics).style.format(precision=3))
+_seeds = metrics["models"][primary]["seeds"]
+display(Markdown(
+    f"Over {len(_seeds['seeds'])} training seeds, `{primary}`'s test ROC-AUC averages "
+    f"{_seeds['roc_auc']['mean']:.3f} with a standard deviation of {_seeds['roc_auc']['std']:.3f} (from "
+    f"{_seeds['roc_auc']['min']:.3f} to {_seeds['roc_auc']['max']:.3f}), and its paired score "
+    f"{_seeds['paired']['mean']:.3f} (standard deviation {_seeds['paired']['std']:.3f}); the primary seed's "
+    f"ROC-AUC is {format_estimate(metrics['models'][primary]['overall']['roc_auc'])} over id blocks. A "
+    "difference between heads smaller than the seed spread is not shown by this training."))
+
+# %% [markdown]
 # ### What the text alone gives away
 #
 # A blind control never sees the frame that goes with the text: `text_only` and

@@ -385,3 +385,106 @@ def test_the_oracle_variant_declares_what_it_replays():
     variant = ab.detector_variant(table, {"training": {"max_epochs": 2, "patience": 1, "batch_size": 4, "lr": 0.01},
                                           "seed": 0})
     assert variant.replays == ("other_story", "same_story", "object_swap")
+
+
+# ---------------------------------------------------------------------- seeds and the best subset
+
+
+def test_every_subset_reads_scores_only_like_the_reference_which_is_chapter_06s_study_head():
+    from helpers.fusion import FEATURE_SETS
+    from helpers.training import settings_from_profile
+
+    cfg = {"seed": 7, "training": {"lr": 0.01, "batch_size": 8, "max_epochs": 5, "patience": 2, "seeds": 5},
+           "openvocab": {"enabled": True}, "questions": {"enabled": True}}
+    variants = ab.subset_variants(pd.DataFrame(), cfg)
+    scores = set(ab.profile_evidences(cfg).values())
+    assert all(set(v.settings.features) <= scores and v.family == ab.SUBSET_FAMILY for v in variants)
+    every = variants[-1]
+    assert set(every.settings.features) == scores != set(FEATURE_SETS["extended"])  # not fusion_extended
+    reference = next(v for v in variants if v.name == ab.REFERENCE)
+    assert reference.settings == settings_from_profile(cfg, "study")  # chapter 06's fusion, same settings
+    assert "scores only" in every.description
+    assert ab.subset_seeds({**cfg, "training": {**cfg["training"], "subset_seeds": 3}}) == (7, 8, 9)
+    with pytest.raises(ValueError, match="subset_seeds"):
+        ab.subset_seeds({**cfg, "training": {**cfg["training"], "subset_seeds": 6}})
+
+
+def fake_seed_predictions(shuffle_test: bool = False) -> pd.DataFrame:
+    """Validation and test pairs scored by three subsets over three seeds: "b" is best on validation, "c" best on
+    test."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for split in ("val", "test"):
+        for s in range(10):
+            for label, negative in ((1, ""), (0, ("other_story", "object_swap")[s % 2])):
+                rows.append({"pair_id": f"{split}{s}-{label}", "story_id": f"{split}{s}", "frame": 1,
+                             "block": f"{split}b{s // 2}", "split": split, "label": label, "negative_type": negative})
+    base = pd.DataFrame(rows)
+    signal = {("a", "val"): 0.5, ("b", "val"): 2.0, ("c", "val"): 1.0,
+              ("a", "test"): 0.5, ("b", "test"): 0.5, ("c", "test"): 3.0}
+    parts = []
+    for name in ("a", "b", "c"):
+        for seed in (42, 43, 44):
+            strength = base["split"].map(lambda split: signal[(name, split)]).to_numpy()
+            score = 1 / (1 + np.exp(-(strength * (base["label"] - 0.5) * 2 + rng.normal(0, 0.7, len(base)))))
+            parts.append(base.assign(model=name, seed=seed, score=score, threshold=0.5))
+    out = pd.concat(parts, ignore_index=True)
+    if shuffle_test:  # every test label and score redrawn: the choice must not move
+        test = out["split"] == "test"
+        out.loc[test, "score"] = rng.random(int(test.sum()))
+    return out
+
+
+def test_the_best_subset_is_chosen_on_validation_over_seeds_and_the_test_split_cannot_move_it():
+    section = ab.ablation_seeds(fake_seed_predictions(), ["a", "b", "c"], 42)
+    assert section["best_subset"] == "b" and section["seeds"] == [42, 43, 44] and section["n_subsets"] == 3
+    assert "validation" in section["chosen_by"] and "3 seeds" in section["chosen_by"]
+    test = section["test"]
+    assert max(test, key=lambda m: test[m]["roc_auc"]["mean"]) == "c"  # on test another subset wins
+    assert test["b"]["roc_auc"]["std"] is not None and test["b"]["seeds"] == [42, 43, 44]
+    shuffled = ab.ablation_seeds(fake_seed_predictions(shuffle_test=True), ["a", "b", "c"], 42)
+    assert shuffled["best_subset"] == "b" and shuffled["validation_roc_auc"] == section["validation_roc_auc"]
+    assert shuffled["test"]["c"] != test["c"]
+    best, means = ab.choose_best_subset(pd.DataFrame({"model": ["a", "b"], "seed": [1, 1], "roc_auc": [0.6, 0.6]}),
+                                        ["a", "b"])
+    assert best == "a" and list(means.index) == ["a", "b"]  # a tie goes to the subset listed first
+    with pytest.raises(ValueError, match="no validation"):
+        ab.choose_best_subset(pd.DataFrame({"model": ["a"], "seed": [1], "roc_auc": [0.6]}), ["a", "b"])
+
+
+def test_the_seed_section_reaches_metrics_json_the_findings_and_the_table(tmp_path):
+    from helpers.config import Paths
+
+    predictions, variants = fake_predictions()
+    document = ab.ablation_metrics(predictions, variants, n_resamples=50, seed=0)
+    by_seed = fake_seed_predictions().replace({"model": {"a": "object", "b": ab.REFERENCE}})
+    by_seed = by_seed[by_seed["model"] != "c"]
+    document["seeds"] = ab.ablation_seeds(by_seed, ["object", ab.REFERENCE], 42)
+    paths = Paths(tmp_path / "smoke")
+    paths.root.mkdir(parents=True)
+    paths.metrics_json.write_text(json.dumps({"models": {"fusion": {}}}))
+    ab.record_in_metrics(paths, document, ab.EVIDENCES)
+    section = json.loads(paths.metrics_json.read_text())["ablations"]
+    assert section["best_subset"] == ab.REFERENCE and "validation" in section["chosen_by"]
+    assert section["subsets"]["object"]["seeds"]["roc_auc"]["by_seed"].keys() == {"42", "43", "44"}
+    findings = " ".join(ab.ablation_findings(document))
+    assert "chosen on the validation split" in findings and f"`{ab.REFERENCE}`" in findings
+    table = ab.subset_seed_table(document)
+    assert table.loc[ab.REFERENCE, "chosen"] == "best (validation)" and table.loc["object", "chosen"] == ""
+    assert table.loc["object", "test, seed mean"] == pytest.approx(
+        document["seeds"]["test"]["object"]["roc_auc"]["mean"])
+
+
+def test_subset_heads_over_seeds_reuse_the_primary_run(tmp_path):
+    from test_training import make_feature_table
+
+    cfg = {"seed": 7, "training": {"lr": 0.01, "batch_size": 32, "max_epochs": 4, "patience": None, "seeds": 2}}
+    table = make_feature_table(n_stories=20, frames=3)
+    variants = [v for v in ab.subset_variants(table, cfg) if v.name in ("object", ab.REFERENCE)]
+    primary = ab.train_variants(variants, tmp_path)
+    runs = ab.train_subset_seeds([*variants, ab.detector_variant(table, cfg)], (7, 8), tmp_path)
+    assert set(runs) == {"object", ab.REFERENCE}  # evidence subsets only
+    assert runs["object"][7].resumed_from_epoch == 4  # the primary run was not trained twice
+    np.testing.assert_array_equal(runs["object"][7].head.predict_proba(table), primary["object"].head.predict_proba(table))
+    long = ab.subset_seed_predictions(variants, runs)
+    assert set(long["seed"]) == {7, 8} and set(long["split"]) == {"val", "test"}

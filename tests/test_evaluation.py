@@ -508,3 +508,35 @@ def test_the_language_model_control_scores_own_words_against_edited_words(monkey
     frames = paired_outcomes(out)
     assert frames["outcome"].tolist() == [1.0, 0.0]  # the swap read as less plausible; the relation as more
     assert frames["negative_type"].tolist() == ["object_swap", "relation_swap"] and frames["common"].all()
+
+
+def test_every_seed_is_measured_and_metrics_json_holds_the_seed_spread_beside_the_primary_interval():
+    from helpers.evaluation import add_seed_spread, seed_scores, seed_spread, seed_table
+
+    predictions = make_predictions()
+    doc = evaluate(predictions, profile="smoke", n_resamples=50, seed=42, primary_model="fusion", threshold_rule="rule",
+                   block_size=2)
+    base = predictions[predictions["model"] == "fusion"].drop(columns=["kind", "features", "decision"])
+    rng = np.random.default_rng(0)
+    by_seed = pd.concat([base.assign(seed=s, score=base["score"] if s == 42 else rng.random(len(base)))
+                         for s in (42, 43, 44)], ignore_index=True)
+    scores = seed_scores(by_seed, "test")
+    assert list(scores["seed"]) == [42, 43, 44] and scores["roc_auc"].nunique() == 3
+    assert scores.loc[0, "roc_auc"] == pytest.approx(doc["models"]["fusion"]["overall"]["roc_auc"]["value"])
+    assert scores.loc[0, "paired"] == pytest.approx(doc["models"]["fusion"]["paired"]["all"]["value"])
+    spread = seed_spread(scores, 42)
+    entry = spread["fusion"]
+    assert entry["seeds"] == [42, 43, 44] and entry["primary_seed"] == 42
+    assert entry["roc_auc"]["mean"] == pytest.approx(scores["roc_auc"].mean())
+    assert entry["roc_auc"]["std"] == pytest.approx(np.std(scores["roc_auc"], ddof=1))
+    assert entry["roc_auc"]["min"] <= entry["roc_auc"]["by_seed"]["43"] <= entry["roc_auc"]["max"]
+    add_seed_spread(doc, spread)
+    json.dumps(doc, allow_nan=False)
+    assert doc["models"]["fusion"]["seeds"] == entry and "seeds" not in doc["models"]["clip_score_only"]
+    table = seed_table(doc)
+    assert list(table.index) == ["fusion"] and table.loc["fusion", "seeds"] == 3
+    assert table.loc["fusion", "roc_auc: seed 42 [blocks]"].startswith(f"{scores.loc[0, 'roc_auc']:.3f} [")
+    with pytest.raises(ValueError, match="primary seed"):
+        seed_spread(scores, 7)
+    with pytest.raises(ValueError, match="does not hold"):
+        add_seed_spread(doc, {"nonesuch": entry})

@@ -472,3 +472,54 @@ def test_flags_only_reads_no_score_and_finds_a_label_the_flag_decides():
     fair_scorer = flags_only_scorer(fit_flags_only(fair, inputs, seed=0), fair)
     held_out = fair[fair["split"] == "test"]
     assert 0.25 < roc_auc_score(held_out["label"], fair_scorer.predict_proba(held_out)) < 0.75
+
+
+# ---------------------------------------------------------------------- seeds
+
+
+def test_every_profile_trains_every_head_over_at_least_five_seeds_starting_with_its_own():
+    from helpers.config import load_profile
+    from helpers.training import training_seeds
+
+    for name in ("smoke", "quick", "full"):
+        cfg = load_profile(name)
+        seeds = training_seeds(cfg)
+        assert len(seeds) >= 5 and seeds[0] == cfg["seed"] and len(set(seeds)) == len(seeds)
+    with pytest.raises(ValueError, match="training.seeds"):
+        load_profile("smoke", {"training": {"seeds": 0}})
+    with pytest.raises(ValueError, match="training.seeds"):
+        load_profile("smoke", {"training": {"seeds": "5"}})
+    for name in ("quick", "full"):  # the real profiles train each evidence subset over at least five seeds too
+        assert load_profile(name)["training"]["subset_seeds"] >= 5
+    with pytest.raises(ValueError, match="subset_seeds"):
+        load_profile("smoke", {"training": {"seeds": 5, "subset_seeds": 6}})
+
+
+def test_seeds_give_different_runs_and_leave_the_primary_checkpoint_as_it_was(table, tmp_path):
+    from helpers.training import seed_predictions, seed_run_dir, train_seeds
+
+    alone = train_seeds(table, FAST, (42,), tmp_path / "alone" / "fusion")
+    many = train_seeds(table, FAST, (42, 43, 44), tmp_path / "many" / "fusion")
+    assert set(many) == {42, 43, 44} and many[43].settings.seed == 43
+    primary_alone = load_checkpoint(tmp_path / "alone" / "fusion" / "best.pt")
+    primary_many = load_checkpoint(tmp_path / "many" / "fusion" / "best.pt")
+    assert primary_alone["fingerprint"] == primary_many["fingerprint"]
+    for key, value in primary_alone["model_state"].items():
+        assert torch.equal(value, primary_many["model_state"][key]), key
+    assert primary_alone["threshold"] == primary_many["threshold"]
+    other = seed_run_dir(tmp_path / "many" / "fusion", 43, 42)
+    assert other == tmp_path / "many" / "seeds" / "fusion" / "seed_43" and (other / "best.pt").is_file()
+    val = table[table["split"] == "val"]
+    scores = {s: r.head.predict_proba(val) for s, r in many.items()}
+    assert not np.allclose(scores[42], scores[43]) and not np.allclose(scores[43], scores[44])
+    again = train_seeds(table, FAST, (42, 43, 44), tmp_path / "many" / "fusion")  # resumed: returns at once
+    assert all(r.resumed_from_epoch == FAST.max_epochs for r in again.values())
+    np.testing.assert_array_equal(again[43].head.predict_proba(val), scores[43])
+    with pytest.raises(ValueError, match="primary seed"):
+        train_seeds(table, FAST, (43, 44))
+
+    long = seed_predictions(table, {"fusion": many})
+    assert set(long["split"]) == {"val", "test"} and len(long) == 3 * int(table["split"].isin(["val", "test"]).sum())
+    one = long[(long["seed"] == 43) & (long["split"] == "val")]
+    np.testing.assert_allclose(one["score"], scores[43])
+    assert (one["threshold"] == many[43].head.threshold).all()
