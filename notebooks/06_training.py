@@ -823,8 +823,11 @@ def fit_baselines(
 
 # %%
 baselines = fit_baselines(table, "study", extended=extended_features(ctx.cfg), seed=ctx.cfg["seed"])
-chosen = pd.DataFrame([{"model": s.name, "inputs": len(s.features), **s.setting} for s in baselines if s.setting])
-display(chosen.set_index("model").style.format(precision=4, na_rep="").set_caption(f"Chosen by {BASELINE_CRITERION}"))
+chosen = pd.DataFrame([{"model": s.name, "inputs": f"{'extended' if s.name.endswith('_extended') else 'study'} "
+                                            f"({len(s.features)})", **s.setting} for s in baselines if s.setting])
+display(chosen.set_index("model").style.format({"C": "{:g}", "learning_rate": "{:g}", "min_samples_leaf": "{:.0f}",
+                                                "max_iter": "{:.0f}", "validation_loss": "{:.4f}"}, na_rep="")
+        .set_caption(f"Chosen by {BASELINE_CRITERION}"))
 
 # %% [markdown]
 # The chosen settings are written to `baselines.json` beside the predictions (with the grids
