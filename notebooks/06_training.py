@@ -17,8 +17,9 @@
 # the result. Here the same head is trained with early stopping on the validation loss,
 # next to the study's fixed-epoch setting and to simpler models on the same features and splits: each score
 # alone (CLIP alone among them), a logistic regression and a gradient-boosted tree
-# ensemble. Every model's decision threshold is tuned on the validation split; the test
-# split is left for chapter 07.
+# ensemble, the last two on the study's and on the extended inputs, each with its setting
+# chosen on the validation split as the head's epoch is. Every model's decision threshold is
+# tuned on the validation split; the test split is left for chapter 07.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
