@@ -675,8 +675,8 @@ def tune_logistic_regression(train: Fold, val: Fold, *, grid: Sequence[float] = 
     (x, y, w), (x_val, y_val, w_val) = train, val
     fits = [logistic_pipeline(c, seed).fit(x, y.astype(int), logisticregression__sample_weight=w)
             for c in sorted(grid)]
-    table = pd.DataFrame({"C": sorted(float(c) for c in grid),
-                          "validation_loss": [validation_loss(y_val, m.predict_proba(x_val)[:, 1], w_val) for m in fits]})
+    losses = [validation_loss(y_val, m.predict_proba(x_val)[:, 1], w_val) for m in fits]
+    table = pd.DataFrame({"C": sorted(float(c) for c in grid), "validation_loss": losses})
     best = _lowest(table)
     return Tuned(fits[best], {"C": float(table.at[best, "C"])}, float(table.at[best, "validation_loss"]), table)
 
@@ -814,11 +814,12 @@ def fit_baselines(
     candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c), {}) for c in columns]
     inputs = {"": columns} | ({"_extended": resolve_features(extended)} if extended is not None else {})
     for suffix, cols in inputs.items():
-        folds = [(x, y.astype(int), frame_weights(rows)) for rows, x, y in (_split(table, s, cols) for s in ("train", "val"))]
+        splits = (_split(table, s, cols) for s in ("train", "val"))
+        folds = [(x, y.astype(int), frame_weights(rows)) for rows, x, y in splits]
         for kind, tune in TUNED_BASELINES.items():
             tuned = tune(*folds, seed=seed)
-            candidates.append((kind + suffix, kind, cols, partial(_estimator_scores, estimator=tuned.estimator, features=cols),
-                               {**tuned.setting, "validation_loss": tuned.validation_loss}))
+            proba = partial(_estimator_scores, estimator=tuned.estimator, features=cols)
+            candidates.append((kind + suffix, kind, cols, proba, {**tuned.setting, "validation_loss": tuned.validation_loss}))
     return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score, setting)
             for name, kind, cols, score, setting in candidates]
 

@@ -1912,16 +1912,17 @@ display(Markdown("\n".join(lines)))
 
 # %%
 # extra code: fusion_extended minus each baseline on the extended inputs, same pairs and left-out blocks
-test_rows = {name: group.sort_values("pair_id") for name, group in predictions[predictions["split"] == "test"].groupby("model")}
+test_rows = {name: group.sort_values("pair_id")
+             for name, group in predictions[predictions["split"] == "test"].groupby("model")}
 if "fusion_extended" in test_rows:
     head_rows = test_rows["fusion_extended"]
     versus = {f"fusion_extended - {other}": bootstrap_difference(
         head_rows["label"].to_numpy(), head_rows["score"].to_numpy(), float(head_rows["threshold"].iloc[0]),
-        test_rows[other]["score"].to_numpy(), float(test_rows[other]["threshold"].iloc[0]), head_rows["block"].to_numpy(),
-        n_resamples=n_resamples, seed=seed)
+        test_rows[other]["score"].to_numpy(), float(test_rows[other]["threshold"].iloc[0]),
+        head_rows["block"].to_numpy(), n_resamples=n_resamples, seed=seed)
         for other in ("logistic_regression_extended", "gradient_boosting_extended") if other in test_rows}
-    display(pd.DataFrame({pair: {m: format_estimate(d[m]) for m in ("macro_f1", "roc_auc")} for pair, d in versus.items()}).T
-            .rename_axis("difference"))
+    display(pd.DataFrame({pair: {m: format_estimate(d[m]) for m in ("macro_f1", "roc_auc")}
+                          for pair, d in versus.items()}).T.rename_axis("difference"))
 
 # %% [markdown]
 # ## Pooled, by kind of negative

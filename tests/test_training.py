@@ -282,7 +282,8 @@ def test_validation_loss_is_the_heads_early_stopping_loss(table):
     result = train_fusion(table, dataclasses.replace(FAST, max_epochs=3), progress=False)
     val = table[table["split"] == "val"]
     kept = result.history.set_index("epoch").at[result.best_epoch, "val_loss"]
-    assert validation_loss(val["label"], result.head.predict_proba(val), frame_weights(val)) == pytest.approx(kept, abs=1e-5)
+    loss = validation_loss(val["label"], result.head.predict_proba(val), frame_weights(val))
+    assert loss == pytest.approx(kept, abs=1e-5)
 
 
 def test_extended_baselines_read_the_extended_inputs(table):
