@@ -595,9 +595,10 @@ def evaluate_split(
     seed: int,
     primary_model: str | None = None,
     confidence: float = 0.95,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """``{"split", "n", "models", "differences", "paired_differences"}`` of ``METRICS_SCHEMA`` for one split
-    (the differences are empty without a ``primary_model``)."""
+    (the differences are empty without a ``primary_model``; ``settings``: each tuned baseline's setting)."""
     rows = predictions[predictions["split"] == split]
     if rows.empty:
         raise ValueError(f"no predictions on the {split!r} split")
@@ -612,6 +613,8 @@ def evaluate_split(
     kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
     frames = {name: paired_outcomes(group) for name, group in groups.items()}
     models = {name: _model_section(group, frames[name], **kwargs) for name, group in groups.items()}
+    for name, entry in models.items():
+        entry["setting"] = dict(settings[name]) if settings and name in settings else None
     y, blocks = reference["label"].to_numpy(), reference["block"].to_numpy()
     others = [name for name in groups if primary_model is not None and name != primary_model]
     differences = {
@@ -927,6 +930,10 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # seed of training.seeds (chapter 06); test ROC-AUC and paired
                                            # score ("all") of each seed's head, points; std over seeds
                                            # (ddof 1); the intervals above are the primary seed's
+      "setting": {"C": float} | {"learning_rate": float, "min_samples_leaf": int, "max_iter": int}
+                 + {"validation_loss": float} | null
+                                           # a tuned baseline's setting, chosen on validation (chapter
+                                           # 06's baselines.json); null for the other models
     }
   },
   "differences": {                         # primary model minus each other model, on the same pairs
@@ -1015,13 +1022,16 @@ def evaluate(
     block_size: int,
     controls: Mapping[str, tuple[str, pd.DataFrame]] | None = None,
     confidence: float = 0.95,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The whole ``metrics.json`` document (``METRICS_SCHEMA``) from ``predictions.parquet``; ``controls`` maps a
-    blind control's name to its description and test rows."""
+    blind control's name to its description and test rows; ``settings`` a tuned baseline's name to its
+    validation-chosen setting (chapter 06's ``baselines.json``)."""
     absent = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if absent:
         raise ValueError(f"predictions lack column(s) {absent}: rerun chapters 01 and 06")
-    kwargs = dict(primary_model=primary_model, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    kwargs = dict(primary_model=primary_model, n_resamples=n_resamples, seed=seed, confidence=confidence,
+                  settings=settings)
     test = evaluate_split(predictions, "test", **kwargs)
     one_model = predictions[predictions["model"] == primary_model]
     document: dict[str, Any] = {
@@ -1128,6 +1138,16 @@ def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3
     elif estimate.get("reason"):
         text += " [no interval]"
     return text
+
+
+#: Short names of the tuned baselines' parameters in tables.
+SETTING_LABELS = {"learning_rate": "rate", "min_samples_leaf": "leaf", "max_iter": "trees"}
+
+
+def format_setting(setting: Mapping[str, Any] | None) -> str:
+    """A tuned baseline's validation-chosen setting as text ("C=0.1"; "rate=0.1, leaf=20, trees=37": learning
+    rate, min_samples_leaf, max_iter); "" for a model without one."""
+    return ", ".join(f"{SETTING_LABELS.get(k, k)}={v:g}" for k, v in (setting or {}).items() if k != "validation_loss")
 
 
 def summary_table(document: Mapping[str, Any], group: str = "overall", split: str = "test") -> pd.DataFrame:

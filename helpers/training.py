@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import itertools
 import json
 import math
 import warnings
@@ -23,9 +24,10 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
@@ -34,7 +36,7 @@ from helpers.config import Paths
 from helpers.evaluation import THRESHOLD_METRICS, point_metrics, tune_threshold
 from helpers.fusion import (STUDY_FEATURES, FeatureTableError, FlooredScaler, FusionMLP, TrainedHead, feature_matrix,
                             resolve_features, standardise)
-from helpers.io import atomic_write_bytes, atomic_write_parquet, stable_hash
+from helpers.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, stable_hash
 
 
 #: The run whose best.pt is "the" trained head (early stopping, the study's three scores):
@@ -421,6 +423,101 @@ def load_seed_predictions(paths: Paths) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+#: Inverse regularisation strengths of ``logistic_regression``, a factor of 10 apart: at 1e-3 the penalty holds
+#: every standardised coefficient near zero (almost a constant), at 1e3 it hardly acts on a dozen inputs fitted
+#: on hundreds of pairs or more, so the validation loss can turn on either side of the range.
+LOGISTIC_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+#: Learning rates and leaf sizes (``min_samples_leaf``) of ``gradient_boosting``: scikit-learn's defaults (0.1, 20)
+#: in the middle and a factor of 3 to 4 either way, from slow, smooth ensembles to fast, jagged ones.
+BOOSTING_GRID: dict[str, tuple[float, ...]] = {"learning_rate": (0.03, 0.1, 0.3), "min_samples_leaf": (5, 20, 80)}
+#: The most trees a boosting fit grows, and the trees in a row without a lower validation loss that end it.
+BOOSTING_MAX_ITER = 500
+BOOSTING_PATIENCE = 10
+#: Fewer rows than this, the trees are grown and scored on one thread.
+SMALL_TABLE = 20_000
+BASELINE_CRITERION = "validation log-loss, each pair weighed by frame_weights (the head's early-stopping loss)"
+
+
+def validation_loss(y_true: Sequence[int], scores: Sequence[float], weights: Sequence[float]) -> float:
+    """The binary cross-entropy of ``scores`` (P(aligned)) against ``y_true``, each pair weighed by ``weights``
+    (``sum(w * loss) / sum(w)``): with :func:`frame_weights`, the loss the head's early stopping minimises."""
+    return float(log_loss(np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64),
+                          sample_weight=np.asarray(weights, dtype=np.float64), labels=[0, 1]))
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A baseline fitted at the setting of its grid with the lowest validation loss."""
+
+    estimator: Any
+    setting: Mapping[str, float]  # the chosen value of every parameter of the grid
+    validation_loss: float
+    grid: pd.DataFrame  # one row per setting tried: its values and its "validation_loss"
+
+
+#: The training or validation split of a baseline: inputs, labels (0/1) and ``frame_weights``.
+Fold = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def logistic_pipeline(c: float, seed: int = 42) -> Any:
+    """Standardise (the training split's statistics, each scale at least ``MIN_SCALE``), set a missing input to 0 (the training mean), then an
+    L2-regularised logistic regression of inverse strength ``c``."""
+    return make_pipeline(FlooredScaler(), SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True),
+                         LogisticRegression(C=c, max_iter=5000, random_state=seed))
+
+
+def _lowest(grid: pd.DataFrame) -> int:
+    """The position of the first row with the lowest validation loss."""
+    return int(np.argmin(grid["validation_loss"].to_numpy()))
+
+
+def tune_logistic_regression(train: Fold, val: Fold, *, grid: Sequence[float] = LOGISTIC_C_GRID,
+                             seed: int = 42) -> Tuned:
+    """:func:`logistic_pipeline` fitted on ``train`` at every ``C`` of ``grid`` (ascending), the one with the lowest
+    :func:`validation_loss` on ``val`` kept (a tie goes to the smaller ``C``: the stronger regularisation)."""
+    (x, y, w), (x_val, y_val, w_val) = train, val
+    fits = [logistic_pipeline(c, seed).fit(x, y.astype(int), logisticregression__sample_weight=w)
+            for c in sorted(grid)]
+    losses = [validation_loss(y_val, m.predict_proba(x_val)[:, 1], w_val) for m in fits]
+    table = pd.DataFrame({"C": sorted(float(c) for c in grid), "validation_loss": losses})
+    best = _lowest(table)
+    return Tuned(fits[best], {"C": float(table.at[best, "C"])}, float(table.at[best, "validation_loss"]), table)
+
+
+def _openmp_threads(n_rows: int) -> int | None:
+    """One thread for the trees below ``SMALL_TABLE`` rows, where more threads only wait on each other (25 times
+    slower on two busy cores, measured); no limit above."""
+    return 1 if n_rows < SMALL_TABLE else None
+
+
+def tune_gradient_boosting(train: Fold, val: Fold, *, grid: Mapping[str, Sequence[float]] = BOOSTING_GRID,
+                           max_iter: int = BOOSTING_MAX_ITER, patience: int = BOOSTING_PATIENCE,
+                           seed: int = 42) -> Tuned:
+    """``HistGradientBoostingClassifier`` at every learning rate x leaf size of ``grid``, each grown on ``train``
+    until ``patience`` trees in a row lower the weighed validation loss no more (at most ``max_iter``); the
+    setting and number of trees (at least one) of the lowest validation loss are kept, and refitted (a tie goes
+    to the first in grid order)."""
+    (x, y, w), (x_val, y_val, w_val) = train, val
+    rows = []
+    with threadpool_limits(_openmp_threads(len(x)), user_api="openmp"):
+        for rate, leaf in itertools.product(grid["learning_rate"], grid["min_samples_leaf"]):
+            probe = HistGradientBoostingClassifier(learning_rate=float(rate), min_samples_leaf=int(leaf),
+                                                   max_iter=max_iter, early_stopping=True, scoring="loss",
+                                                   n_iter_no_change=patience, random_state=seed)
+            probe.fit(x, y.astype(int), sample_weight=w, X_val=x_val, y_val=y_val.astype(int), sample_weight_val=w_val)
+            trees = max(int(np.argmax(probe.validation_score_)), 1)  # validation_score_[0]: before the first tree
+            rows.append({"learning_rate": float(rate), "min_samples_leaf": int(leaf), "max_iter": trees,
+                         "grown": int(probe.n_iter_), "validation_loss": -float(probe.validation_score_[trees])})
+        table = pd.DataFrame(rows)
+        best = table.iloc[_lowest(table)]
+        setting = {"learning_rate": float(best["learning_rate"]), "min_samples_leaf": int(best["min_samples_leaf"]),
+                   "max_iter": int(best["max_iter"])}
+        model = HistGradientBoostingClassifier(**setting, early_stopping=False, random_state=seed)
+        model.fit(x, y.astype(int), sample_weight=w)
+        loss = validation_loss(y_val, model.predict_proba(x_val)[:, 1], w_val)
+    return Tuned(model, setting, loss, table)
+
+
 @dataclass(frozen=True)
 class Scorer:
     """A fitted model as chapter 07 sees it: scores in [0, 1] and a validation-tuned threshold."""
@@ -430,6 +527,7 @@ class Scorer:
     features: tuple[str, ...]
     threshold: float
     predict_proba: Callable[[pd.DataFrame], np.ndarray]
+    setting: Mapping[str, Any] = field(default_factory=dict)  # a tuned baseline's chosen setting and validation loss
 
 
 def head_scorer(name: str, head: TrainedHead) -> Scorer:
@@ -444,47 +542,79 @@ def _column_scores(table: pd.DataFrame, column: str, fill: float) -> np.ndarray:
 
 
 def _estimator_scores(table: pd.DataFrame, estimator: Any, features: tuple[str, ...]) -> np.ndarray:
-    return estimator.predict_proba(feature_matrix(table, features))[:, 1]
+    with threadpool_limits(_openmp_threads(len(table)), user_api="openmp"):
+        return estimator.predict_proba(feature_matrix(table, features))[:, 1]
+
+
+#: The tuned baselines: kind -> the function that chooses its setting on validation.
+TUNED_BASELINES: dict[str, Callable[..., Tuned]] = {"logistic_regression": tune_logistic_regression,
+                                                    "gradient_boosting": tune_gradient_boosting}
 
 
 def fit_baselines(
     table: pd.DataFrame,
     features: str | Sequence[str] = "study",
     *,
+    extended: str | Sequence[str] | None = None,
     seed: int = 42,
     threshold_metric: str = THRESHOLD_METRIC,
 ) -> list[Scorer]:
-    """The baselines on ``features``, fitted on the train split, thresholds tuned on the validation split.
+    """The baselines, fitted on the train split, settings and thresholds chosen on the validation split.
 
-    - ``<feature>_only``: each feature alone as the score (``clip_score_only`` is CLIP alone);
-    - ``logistic_regression``: standardised features, L2-regularised logistic regression;
-    - ``gradient_boosting``: ``HistGradientBoostingClassifier``, the tree ensemble the
-      original study wished for.
+    - ``<feature>_only``: each of ``features`` alone as the score (``clip_score_only`` is CLIP alone);
+    - ``logistic_regression``, ``gradient_boosting`` on ``features``: :func:`tune_logistic_regression`,
+      :func:`tune_gradient_boosting`;
+    - with ``extended`` (a feature set or columns), ``logistic_regression_extended`` and
+      ``gradient_boosting_extended``: the same two on those inputs.
 
-    The fitted ones weigh each training pair by :func:`frame_weights`.
+    The fitted ones weigh each pair by :func:`frame_weights`; each carries its ``setting``.
     """
     columns = resolve_features(features)
-    train, x_train, y_train = _split(table, "train", columns)
-    val, _, y_val = _split(table, "val", columns)
-    weights = frame_weights(train)
-    estimators = {
-        "logistic_regression": make_pipeline(FlooredScaler(), SimpleImputer(strategy="constant", fill_value=0.0),
-                                             LogisticRegression(max_iter=1000)),
-        "gradient_boosting": HistGradientBoostingClassifier(random_state=seed),
-    }
-    means = pd.DataFrame(x_train).mean().fillna(0.0)  # of the checked values; a column never checked ranks all alike
-    candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c, fill=float(m)))
+    val = _split(table, "val", columns)[0]
+    y_val = val["label"].to_numpy()
+    means = pd.DataFrame(_split(table, "train", columns)[1]).mean().fillna(0.0)  # of the checked values
+    candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c, fill=float(m)), {})
                   for c, m in zip(columns, means)]
-    fit_weights = {"logistic_regression": {"logisticregression__sample_weight": weights},
-                   "gradient_boosting": {"sample_weight": weights}}
-    # A column never checked on the train split is constant for every model (scikit-learn's boosting
-    # cannot bin a column without any value): no split and no weight can use it.
-    x_fit = np.where(np.isnan(x_train).all(axis=0), 0.0, x_train)
-    for name, estimator in estimators.items():
-        estimator.fit(x_fit, y_train.astype(int), **fit_weights[name])
-        candidates.append((name, name, columns, partial(_estimator_scores, estimator=estimator, features=columns)))
-    return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score)
-            for name, kind, cols, score in candidates]
+    inputs = {"": columns} | ({"_extended": resolve_features(extended)} if extended is not None else {})
+    for suffix, cols in inputs.items():
+        (train, x, y), (val_rows, x_val, y_v) = (_split(table, s, cols) for s in ("train", "val"))
+        # A column never checked on the train split is constant for every model (scikit-learn's boosting
+        # cannot bin a column without any value): no split and no weight can use it.
+        never = np.isnan(x).all(axis=0)
+        x, x_val = np.where(never, 0.0, x), np.where(never, 0.0, x_val)
+        folds = [(x, y.astype(int), frame_weights(train)), (x_val, y_v.astype(int), frame_weights(val_rows))]
+        for kind, tune in TUNED_BASELINES.items():
+            tuned = tune(*folds, seed=seed)
+            proba = partial(_estimator_scores, estimator=tuned.estimator, features=cols)
+            candidates.append((kind + suffix, kind, cols, proba, {**tuned.setting, "validation_loss": tuned.validation_loss}))
+    return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score, setting)
+            for name, kind, cols, score, setting in candidates]
+
+
+# extra code
+def baselines_path(paths: Paths) -> Path:
+    """``outputs/<profile>/baselines.json``."""
+    return paths.root / "baselines.json"
+
+
+def save_baselines(paths: Paths, scorers: Sequence[Scorer]) -> Path:
+    """Write the criterion, the grids and every tuned scorer's setting to ``baselines.json`` atomically."""
+    return atomic_write_json(baselines_path(paths), {
+        "criterion": BASELINE_CRITERION,
+        "grids": {"logistic_regression": {"C": list(LOGISTIC_C_GRID)},
+                  "gradient_boosting": {**{k: list(v) for k, v in BOOSTING_GRID.items()},
+                                        "max_iter": BOOSTING_MAX_ITER, "patience": BOOSTING_PATIENCE}},
+        "models": {s.name: {"kind": s.kind, "features": list(s.features), "setting": dict(s.setting)}
+                   for s in scorers if s.setting},
+    })
+
+
+def load_baselines(paths: Paths) -> dict[str, Any]:
+    """Read ``baselines.json`` (written by chapter 06)."""
+    path = baselines_path(paths)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run chapter 06 (training) first")
+    return read_json(path)
 
 
 # extra code

@@ -17,8 +17,9 @@
 # the result. Here the same head is trained with early stopping on the validation loss,
 # next to the study's fixed-epoch setting and to simpler models on the same features and splits: each score
 # alone (CLIP alone among them), a logistic regression and a gradient-boosted tree
-# ensemble. Every model's decision threshold is tuned on the validation split; the test
-# split is left for chapter 07.
+# ensemble, the last two on the study's and on the extended inputs, each with its setting
+# chosen on the validation split as the head's epoch is. Every model's decision threshold is
+# tuned on the validation split; the test split is left for chapter 07.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
@@ -50,6 +51,7 @@ ctx = start(profile, chapter="06_training")
 import copy
 import hashlib
 import io
+import itertools
 import json
 import math
 import warnings
@@ -66,9 +68,10 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
@@ -77,7 +80,7 @@ from helpers.config import Paths
 from helpers.evaluation import THRESHOLD_METRICS, point_metrics, tune_threshold
 from helpers.fusion import (STUDY_FEATURES, FeatureTableError, FlooredScaler, FusionMLP, TrainedHead, feature_matrix,
                             resolve_features, standardise)
-from helpers.io import atomic_write_bytes, atomic_write_parquet, stable_hash
+from helpers.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, stable_hash
 
 # %% [markdown]
 # ## The training pairs
@@ -683,11 +686,189 @@ display(Markdown(f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}; the fi
 # - `logistic_regression`: a linear model of the three scores, standardised like the head's
 #   inputs (chapter 05's `FlooredScaler`, then a missing value set to 0, the training mean);
 # - `gradient_boosting`: scikit-learn's `HistGradientBoostingClassifier`, the tree ensemble
-#   the original study listed as future work; it takes a missing value as it is.
+#   the original study listed as future work; it takes a missing value as it is;
+# - `logistic_regression_extended`, `gradient_boosting_extended`: the same two models on the
+#   extended head's inputs (chapter 05's `extended_features`), so that the extended head meets
+#   baselines that read exactly what it reads.
 #
-# Every threshold, the heads' included, maximises macro-F1 on the validation split.
+# The fitted baselines are tuned like the head. The head keeps the epoch with the lowest
+# validation loss, each pair weighed by `frame_weights`; each baseline keeps, from a small
+# grid stated below, the setting with the lowest validation loss weighed the same way. Then
+# every threshold, the heads' included, maximises macro-F1 on the validation split.
 # Macro-F1 weighs both classes equally, so it does not reward calling everything aligned
 # when positives dominate a split; accuracy is the alternative the training code accepts.
+#
+# ### One criterion for every choice
+#
+# `validation_loss` is the head's early-stopping loss: the binary cross-entropy of P(aligned)
+# on the validation split, each pair weighed by `frame_weights`. The grids are named
+# constants: the regularisation strength of the logistic regression, and the learning rate and
+# leaf size (the fewest training pairs a leaf may hold) of the boosted trees, whose number of
+# trees is chosen on the validation split too, as the head's epoch is.
+
+# %%
+#@save
+#: Inverse regularisation strengths of ``logistic_regression``, a factor of 10 apart: at 1e-3 the penalty holds
+#: every standardised coefficient near zero (almost a constant), at 1e3 it hardly acts on a dozen inputs fitted
+#: on hundreds of pairs or more, so the validation loss can turn on either side of the range.
+LOGISTIC_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+#: Learning rates and leaf sizes (``min_samples_leaf``) of ``gradient_boosting``: scikit-learn's defaults (0.1, 20)
+#: in the middle and a factor of 3 to 4 either way, from slow, smooth ensembles to fast, jagged ones.
+BOOSTING_GRID: dict[str, tuple[float, ...]] = {"learning_rate": (0.03, 0.1, 0.3), "min_samples_leaf": (5, 20, 80)}
+#: The most trees a boosting fit grows, and the trees in a row without a lower validation loss that end it.
+BOOSTING_MAX_ITER = 500
+BOOSTING_PATIENCE = 10
+#: Fewer rows than this, the trees are grown and scored on one thread.
+SMALL_TABLE = 20_000
+BASELINE_CRITERION = "validation log-loss, each pair weighed by frame_weights (the head's early-stopping loss)"
+
+
+def validation_loss(y_true: Sequence[int], scores: Sequence[float], weights: Sequence[float]) -> float:
+    """The binary cross-entropy of ``scores`` (P(aligned)) against ``y_true``, each pair weighed by ``weights``
+    (``sum(w * loss) / sum(w)``): with :func:`frame_weights`, the loss the head's early stopping minimises."""
+    return float(log_loss(np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64),
+                          sample_weight=np.asarray(weights, dtype=np.float64), labels=[0, 1]))
+
+# %% [markdown]
+# The same number as the head's: its kept epoch's validation loss, measured again from its
+# predictions (the head computes in 32-bit floats, hence the last digits).
+
+# %%
+_val = table[table["split"] == "val"]
+_kept = results[DEFAULT_RUN]
+pd.DataFrame({"training loop (kept epoch)": [_kept.history.set_index("epoch").at[_kept.best_epoch, "val_loss"]],
+              "validation_loss": [validation_loss(_val["label"], _kept.head.predict_proba(_val), frame_weights(_val))]},
+             index=[DEFAULT_RUN]).style.format(precision=6)
+
+# %% [markdown]
+# ### Logistic regression: the regularisation strength
+#
+# The inputs are standardised with the training split's statistics; an input that is missing
+# (NaN: a score whose evidence could not check anything, when chapter 05's table says so) is
+# then set to 0, the training mean, so it pushes the prediction neither way. One fit per `C`
+# of the grid; the one with the lowest validation loss is kept (on a tie, the smaller `C`).
+
+# %%
+#@save
+@dataclass(frozen=True)
+class Tuned:
+    """A baseline fitted at the setting of its grid with the lowest validation loss."""
+
+    estimator: Any
+    setting: Mapping[str, float]  # the chosen value of every parameter of the grid
+    validation_loss: float
+    grid: pd.DataFrame  # one row per setting tried: its values and its "validation_loss"
+
+
+#: The training or validation split of a baseline: inputs, labels (0/1) and ``frame_weights``.
+Fold = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def logistic_pipeline(c: float, seed: int = 42) -> Any:
+    """Standardise (the training split's statistics, each scale at least ``MIN_SCALE``), set a missing input to 0 (the training mean), then an
+    L2-regularised logistic regression of inverse strength ``c``."""
+    return make_pipeline(FlooredScaler(), SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True),
+                         LogisticRegression(C=c, max_iter=5000, random_state=seed))
+
+
+def _lowest(grid: pd.DataFrame) -> int:
+    """The position of the first row with the lowest validation loss."""
+    return int(np.argmin(grid["validation_loss"].to_numpy()))
+
+
+def tune_logistic_regression(train: Fold, val: Fold, *, grid: Sequence[float] = LOGISTIC_C_GRID,
+                             seed: int = 42) -> Tuned:
+    """:func:`logistic_pipeline` fitted on ``train`` at every ``C`` of ``grid`` (ascending), the one with the lowest
+    :func:`validation_loss` on ``val`` kept (a tie goes to the smaller ``C``: the stronger regularisation)."""
+    (x, y, w), (x_val, y_val, w_val) = train, val
+    fits = [logistic_pipeline(c, seed).fit(x, y.astype(int), logisticregression__sample_weight=w)
+            for c in sorted(grid)]
+    losses = [validation_loss(y_val, m.predict_proba(x_val)[:, 1], w_val) for m in fits]
+    table = pd.DataFrame({"C": sorted(float(c) for c in grid), "validation_loss": losses})
+    best = _lowest(table)
+    return Tuned(fits[best], {"C": float(table.at[best, "C"])}, float(table.at[best, "validation_loss"]), table)
+
+# %%
+def _fold(rows: pd.DataFrame, columns: Sequence[str]) -> Fold:
+    return feature_matrix(rows, columns), rows["label"].to_numpy().astype(int), frame_weights(rows)
+
+
+_train_fold, _val_fold = (_fold(table[table["split"] == s], STUDY_FEATURES) for s in ("train", "val"))
+_tuned = tune_logistic_regression(_train_fold, _val_fold, seed=ctx.cfg["seed"])
+ax = _tuned.grid.plot(x="C", y="validation_loss", logx=True, marker="o", legend=False, figsize=(5, 3))
+ax.axvline(_tuned.setting["C"], color="grey", linestyle=":")
+ax.set(ylabel="validation loss", title="logistic_regression on the study's scores")
+plt.show()
+display(Markdown(f"On the study's three scores the validation loss is lowest at C = {_tuned.setting['C']:g} "
+                 f"({_tuned.validation_loss:.4f}; C = 1, scikit-learn's default, gives "
+                 f"{_tuned.grid.set_index('C').at[1.0, 'validation_loss']:.4f})."))
+
+# %% [markdown]
+# ### Gradient boosting: learning rate, leaf size and number of trees
+#
+# For each learning rate and leaf size of the grid, trees are added until `BOOSTING_PATIENCE`
+# trees in a row bring no lower validation loss (scikit-learn's early stopping, given the
+# validation split and its weights; its own early stopping is off below 10,000 pairs and
+# would carve its validation set out of the training split). As the head keeps its best
+# epoch, the setting and the number of trees with the lowest validation loss are kept and
+# refitted (the same trees: without early stopping nothing is held out of the training
+# split). Missing inputs need no filling: each split of a tree sends them to the side that
+# lowers the training loss.
+
+# %%
+#@save
+def _openmp_threads(n_rows: int) -> int | None:
+    """One thread for the trees below ``SMALL_TABLE`` rows, where more threads only wait on each other (25 times
+    slower on two busy cores, measured); no limit above."""
+    return 1 if n_rows < SMALL_TABLE else None
+
+
+def tune_gradient_boosting(train: Fold, val: Fold, *, grid: Mapping[str, Sequence[float]] = BOOSTING_GRID,
+                           max_iter: int = BOOSTING_MAX_ITER, patience: int = BOOSTING_PATIENCE,
+                           seed: int = 42) -> Tuned:
+    """``HistGradientBoostingClassifier`` at every learning rate x leaf size of ``grid``, each grown on ``train``
+    until ``patience`` trees in a row lower the weighed validation loss no more (at most ``max_iter``); the
+    setting and number of trees (at least one) of the lowest validation loss are kept, and refitted (a tie goes
+    to the first in grid order)."""
+    (x, y, w), (x_val, y_val, w_val) = train, val
+    rows = []
+    with threadpool_limits(_openmp_threads(len(x)), user_api="openmp"):
+        for rate, leaf in itertools.product(grid["learning_rate"], grid["min_samples_leaf"]):
+            probe = HistGradientBoostingClassifier(learning_rate=float(rate), min_samples_leaf=int(leaf),
+                                                   max_iter=max_iter, early_stopping=True, scoring="loss",
+                                                   n_iter_no_change=patience, random_state=seed)
+            probe.fit(x, y.astype(int), sample_weight=w, X_val=x_val, y_val=y_val.astype(int), sample_weight_val=w_val)
+            trees = max(int(np.argmax(probe.validation_score_)), 1)  # validation_score_[0]: before the first tree
+            rows.append({"learning_rate": float(rate), "min_samples_leaf": int(leaf), "max_iter": trees,
+                         "grown": int(probe.n_iter_), "validation_loss": -float(probe.validation_score_[trees])})
+        table = pd.DataFrame(rows)
+        best = table.iloc[_lowest(table)]
+        setting = {"learning_rate": float(best["learning_rate"]), "min_samples_leaf": int(best["min_samples_leaf"]),
+                   "max_iter": int(best["max_iter"])}
+        model = HistGradientBoostingClassifier(**setting, early_stopping=False, random_state=seed)
+        model.fit(x, y.astype(int), sample_weight=w)
+        loss = validation_loss(y_val, model.predict_proba(x_val)[:, 1], w_val)
+    return Tuned(model, setting, loss, table)
+
+# %%
+_tuned = tune_gradient_boosting(_train_fold, _val_fold, seed=ctx.cfg["seed"])
+_loss = _tuned.grid.pivot(index="min_samples_leaf", columns="learning_rate", values="validation_loss")
+_trees = _tuned.grid.pivot(index="min_samples_leaf", columns="learning_rate", values="max_iter")
+fig, ax = plt.subplots(figsize=(5, 3.2))
+sns.heatmap(_loss, annot=_loss.round(4).astype(str) + "\n(" + _trees.astype(str) + " trees)", fmt="", cmap="viridis_r",
+            cbar_kws={"label": "validation loss"}, ax=ax)
+ax.set(title="gradient_boosting on the study's scores")
+plt.show()
+display(Markdown(f"Chosen on the study's scores: learning rate {_tuned.setting['learning_rate']:g}, leaf size "
+                 f"{_tuned.setting['min_samples_leaf']}, {_tuned.setting['max_iter']} trees (validation loss "
+                 f"{_tuned.validation_loss:.4f})."))
+
+# %% [markdown]
+# ### Every baseline, on both sets of inputs
+#
+# `fit_baselines` puts it together: the single scores, then both tuned models on the study's
+# scores and, given the extended inputs, on those too. Each `Scorer` carries its chosen
+# setting and validation loss.
 
 # %%
 #@save
@@ -700,6 +881,7 @@ class Scorer:
     features: tuple[str, ...]
     threshold: float
     predict_proba: Callable[[pd.DataFrame], np.ndarray]
+    setting: Mapping[str, Any] = field(default_factory=dict)  # a tuned baseline's chosen setting and validation loss
 
 
 def head_scorer(name: str, head: TrainedHead) -> Scorer:
@@ -714,47 +896,95 @@ def _column_scores(table: pd.DataFrame, column: str, fill: float) -> np.ndarray:
 
 
 def _estimator_scores(table: pd.DataFrame, estimator: Any, features: tuple[str, ...]) -> np.ndarray:
-    return estimator.predict_proba(feature_matrix(table, features))[:, 1]
+    with threadpool_limits(_openmp_threads(len(table)), user_api="openmp"):
+        return estimator.predict_proba(feature_matrix(table, features))[:, 1]
+
+
+#: The tuned baselines: kind -> the function that chooses its setting on validation.
+TUNED_BASELINES: dict[str, Callable[..., Tuned]] = {"logistic_regression": tune_logistic_regression,
+                                                    "gradient_boosting": tune_gradient_boosting}
 
 
 def fit_baselines(
     table: pd.DataFrame,
     features: str | Sequence[str] = "study",
     *,
+    extended: str | Sequence[str] | None = None,
     seed: int = 42,
     threshold_metric: str = THRESHOLD_METRIC,
 ) -> list[Scorer]:
-    """The baselines on ``features``, fitted on the train split, thresholds tuned on the validation split.
+    """The baselines, fitted on the train split, settings and thresholds chosen on the validation split.
 
-    - ``<feature>_only``: each feature alone as the score (``clip_score_only`` is CLIP alone);
-    - ``logistic_regression``: standardised features, L2-regularised logistic regression;
-    - ``gradient_boosting``: ``HistGradientBoostingClassifier``, the tree ensemble the
-      original study wished for.
+    - ``<feature>_only``: each of ``features`` alone as the score (``clip_score_only`` is CLIP alone);
+    - ``logistic_regression``, ``gradient_boosting`` on ``features``: :func:`tune_logistic_regression`,
+      :func:`tune_gradient_boosting`;
+    - with ``extended`` (a feature set or columns), ``logistic_regression_extended`` and
+      ``gradient_boosting_extended``: the same two on those inputs.
 
-    The fitted ones weigh each training pair by :func:`frame_weights`.
+    The fitted ones weigh each pair by :func:`frame_weights`; each carries its ``setting``.
     """
     columns = resolve_features(features)
-    train, x_train, y_train = _split(table, "train", columns)
-    val, _, y_val = _split(table, "val", columns)
-    weights = frame_weights(train)
-    estimators = {
-        "logistic_regression": make_pipeline(FlooredScaler(), SimpleImputer(strategy="constant", fill_value=0.0),
-                                             LogisticRegression(max_iter=1000)),
-        "gradient_boosting": HistGradientBoostingClassifier(random_state=seed),
-    }
-    means = pd.DataFrame(x_train).mean().fillna(0.0)  # of the checked values; a column never checked ranks all alike
-    candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c, fill=float(m)))
+    val = _split(table, "val", columns)[0]
+    y_val = val["label"].to_numpy()
+    means = pd.DataFrame(_split(table, "train", columns)[1]).mean().fillna(0.0)  # of the checked values
+    candidates = [(f"{c}_only", "single_score", (c,), partial(_column_scores, column=c, fill=float(m)), {})
                   for c, m in zip(columns, means)]
-    fit_weights = {"logistic_regression": {"logisticregression__sample_weight": weights},
-                   "gradient_boosting": {"sample_weight": weights}}
-    # A column never checked on the train split is constant for every model (scikit-learn's boosting
-    # cannot bin a column without any value): no split and no weight can use it.
-    x_fit = np.where(np.isnan(x_train).all(axis=0), 0.0, x_train)
-    for name, estimator in estimators.items():
-        estimator.fit(x_fit, y_train.astype(int), **fit_weights[name])
-        candidates.append((name, name, columns, partial(_estimator_scores, estimator=estimator, features=columns)))
-    return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score)
-            for name, kind, cols, score in candidates]
+    inputs = {"": columns} | ({"_extended": resolve_features(extended)} if extended is not None else {})
+    for suffix, cols in inputs.items():
+        (train, x, y), (val_rows, x_val, y_v) = (_split(table, s, cols) for s in ("train", "val"))
+        # A column never checked on the train split is constant for every model (scikit-learn's boosting
+        # cannot bin a column without any value): no split and no weight can use it.
+        never = np.isnan(x).all(axis=0)
+        x, x_val = np.where(never, 0.0, x), np.where(never, 0.0, x_val)
+        folds = [(x, y.astype(int), frame_weights(train)), (x_val, y_v.astype(int), frame_weights(val_rows))]
+        for kind, tune in TUNED_BASELINES.items():
+            tuned = tune(*folds, seed=seed)
+            proba = partial(_estimator_scores, estimator=tuned.estimator, features=cols)
+            candidates.append((kind + suffix, kind, cols, proba, {**tuned.setting, "validation_loss": tuned.validation_loss}))
+    return [Scorer(name, kind, cols, tune_threshold(y_val, score(val), threshold_metric), score, setting)
+            for name, kind, cols, score, setting in candidates]
+
+# %%
+baselines = fit_baselines(table, "study", extended=extended_features(ctx.cfg), seed=ctx.cfg["seed"])
+chosen = pd.DataFrame([{"model": s.name, "inputs": f"{'extended' if s.name.endswith('_extended') else 'study'} "
+                                            f"({len(s.features)})", **s.setting} for s in baselines if s.setting])
+display(chosen.set_index("model").style.format({"C": "{:g}", "learning_rate": "{:g}", "min_samples_leaf": "{:.0f}",
+                                                "max_iter": "{:.0f}", "validation_loss": "{:.4f}"}, na_rep="")
+        .set_caption(f"Chosen by {BASELINE_CRITERION}"))
+
+# %% [markdown]
+# The chosen settings are written to `baselines.json` beside the predictions (with the grids
+# and the criterion), and chapter 07 copies each into its model's entry of `metrics.json`.
+
+# %%
+#@save
+# extra code
+def baselines_path(paths: Paths) -> Path:
+    """``outputs/<profile>/baselines.json``."""
+    return paths.root / "baselines.json"
+
+
+def save_baselines(paths: Paths, scorers: Sequence[Scorer]) -> Path:
+    """Write the criterion, the grids and every tuned scorer's setting to ``baselines.json`` atomically."""
+    return atomic_write_json(baselines_path(paths), {
+        "criterion": BASELINE_CRITERION,
+        "grids": {"logistic_regression": {"C": list(LOGISTIC_C_GRID)},
+                  "gradient_boosting": {**{k: list(v) for k, v in BOOSTING_GRID.items()},
+                                        "max_iter": BOOSTING_MAX_ITER, "patience": BOOSTING_PATIENCE}},
+        "models": {s.name: {"kind": s.kind, "features": list(s.features), "setting": dict(s.setting)}
+                   for s in scorers if s.setting},
+    })
+
+
+def load_baselines(paths: Paths) -> dict[str, Any]:
+    """Read ``baselines.json`` (written by chapter 06)."""
+    path = baselines_path(paths)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run chapter 06 (training) first")
+    return read_json(path)
+
+# %%
+display(Markdown(f"Wrote `{save_baselines(ctx.paths, baselines).relative_to(ctx.paths.root.parent)}`."))
 
 # %% [markdown]
 # Each model is compared on the validation split at its own threshold (the thresholds were
@@ -771,7 +1001,6 @@ def validation_table(table: pd.DataFrame, scorers: Sequence[Scorer]) -> pd.DataF
     return pd.DataFrame(rows).set_index("model")
 
 # %%
-baselines = fit_baselines(table, "study", seed=ctx.cfg["seed"])
 scorers = [*(head_scorer(name, r.head) for name, r in results.items()), *baselines]
 on_val = validation_table(table, scorers)
 display(on_val.style.format(precision=3))

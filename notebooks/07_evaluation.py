@@ -56,6 +56,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from helpers.training import DEFAULT_RUN, EXTENDED_RUN, THRESHOLD_METRIC, load_predictions
+from helpers.training import load_baselines
 
 predictions = load_predictions(ctx.paths)
 primary = predictions[(predictions["model"] == DEFAULT_RUN) & (predictions["split"] == "test")].sort_values("pair_id")
@@ -922,9 +923,10 @@ def evaluate_split(
     seed: int,
     primary_model: str | None = None,
     confidence: float = 0.95,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """``{"split", "n", "models", "differences", "paired_differences"}`` of ``METRICS_SCHEMA`` for one split
-    (the differences are empty without a ``primary_model``)."""
+    (the differences are empty without a ``primary_model``; ``settings``: each tuned baseline's setting)."""
     rows = predictions[predictions["split"] == split]
     if rows.empty:
         raise ValueError(f"no predictions on the {split!r} split")
@@ -939,6 +941,8 @@ def evaluate_split(
     kwargs = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
     frames = {name: paired_outcomes(group) for name, group in groups.items()}
     models = {name: _model_section(group, frames[name], **kwargs) for name, group in groups.items()}
+    for name, entry in models.items():
+        entry["setting"] = dict(settings[name]) if settings and name in settings else None
     y, blocks = reference["label"].to_numpy(), reference["block"].to_numpy()
     others = [name for name in groups if primary_model is not None and name != primary_model]
     differences = {
@@ -1430,6 +1434,10 @@ metrics.json (written by chapter 07, read by every later chapter and the report 
                                            # seed of training.seeds (chapter 06); test ROC-AUC and paired
                                            # score ("all") of each seed's head, points; std over seeds
                                            # (ddof 1); the intervals above are the primary seed's
+      "setting": {"C": float} | {"learning_rate": float, "min_samples_leaf": int, "max_iter": int}
+                 + {"validation_loss": float} | null
+                                           # a tuned baseline's setting, chosen on validation (chapter
+                                           # 06's baselines.json); null for the other models
     }
   },
   "differences": {                         # primary model minus each other model, on the same pairs
@@ -1519,13 +1527,16 @@ def evaluate(
     block_size: int,
     controls: Mapping[str, tuple[str, pd.DataFrame]] | None = None,
     confidence: float = 0.95,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The whole ``metrics.json`` document (``METRICS_SCHEMA``) from ``predictions.parquet``; ``controls`` maps a
-    blind control's name to its description and test rows."""
+    blind control's name to its description and test rows; ``settings`` a tuned baseline's name to its
+    validation-chosen setting (chapter 06's ``baselines.json``)."""
     absent = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if absent:
         raise ValueError(f"predictions lack column(s) {absent}: rerun chapters 01 and 06")
-    kwargs = dict(primary_model=primary_model, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    kwargs = dict(primary_model=primary_model, n_resamples=n_resamples, seed=seed, confidence=confidence,
+                  settings=settings)
     test = evaluate_split(predictions, "test", **kwargs)
     one_model = predictions[predictions["model"] == primary_model]
     document: dict[str, Any] = {
@@ -1617,7 +1628,8 @@ if len(consistency_rows):
                                      "against the inserted one (negative); object swaps only", consistency_rows)
 metrics = evaluate(predictions, profile=ctx.profile, n_resamples=n_resamples, seed=seed, primary_model=DEFAULT_RUN,
                    threshold_rule=threshold_rule(THRESHOLD_METRIC), block_size=int(ctx.cfg["data"]["block_size"]),
-                   controls=controls)
+                   controls=controls,
+                   settings={name: m["setting"] for name, m in load_baselines(ctx.paths)["models"].items()})
 metrics[BEYOND_TEXT] = beyond_control(predictions, [EXTENDED_RUN, DEFAULT_RUN], "flags_only",
                                       n_resamples=n_resamples, seed=seed)
 write_metrics(ctx.paths.metrics_json, metrics)
@@ -1675,6 +1687,16 @@ def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3
     elif estimate.get("reason"):
         text += " [no interval]"
     return text
+
+
+#: Short names of the tuned baselines' parameters in tables.
+SETTING_LABELS = {"learning_rate": "rate", "min_samples_leaf": "leaf", "max_iter": "trees"}
+
+
+def format_setting(setting: Mapping[str, Any] | None) -> str:
+    """A tuned baseline's validation-chosen setting as text ("C=0.1"; "rate=0.1, leaf=20, trees=37": learning
+    rate, min_samples_leaf, max_iter); "" for a model without one."""
+    return ", ".join(f"{SETTING_LABELS.get(k, k)}={v:g}" for k, v in (setting or {}).items() if k != "validation_loss")
 
 
 def summary_table(document: Mapping[str, Any], group: str = "overall", split: str = "test") -> pd.DataFrame:
@@ -2091,10 +2113,13 @@ else:
 # ## Every model on the test split, pooled
 #
 # Each cell: the value on the whole test split, then [low, high], the interval over the
-# test split's id blocks.
+# test split's id blocks. `setting`: what each tuned baseline chose on the validation split
+# (chapter 06: `C` of the logistic regression; learning rate, leaf size and number of trees
+# of the boosted trees); `_extended` baselines read the extended head's inputs.
 
 # %%
-display(summary_table(metrics))
+display(summary_table(metrics).assign(setting=[format_setting(metrics["models"][m].get("setting"))
+                                               for m in summary_table(metrics).index]))
 
 # %% [markdown]
 # Is the fusion head better than CLIP alone, than the tree ensemble, than the study's fixed
@@ -2119,6 +2144,25 @@ for other in ("clip_score_only", "gradient_boosting", STUDY_RUN):
                                               else "the interval does not exclude zero: the split does not tell them "
                                                    "apart."))
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# The extended head reads more than the study's three scores. Against the baselines that read
+# exactly its inputs, tuned the same way, a difference is what the head adds to the inputs;
+# a gain over the study's head that these baselines share comes from the inputs.
+
+# %%
+# extra code: fusion_extended minus each baseline on the extended inputs, same pairs and left-out blocks
+test_rows = {name: group.sort_values("pair_id")
+             for name, group in predictions[predictions["split"] == "test"].groupby("model")}
+if "fusion_extended" in test_rows:
+    head_rows = test_rows["fusion_extended"]
+    versus = {f"fusion_extended - {other}": bootstrap_difference(
+        head_rows["label"].to_numpy(), head_rows["score"].to_numpy(), float(head_rows["threshold"].iloc[0]),
+        test_rows[other]["score"].to_numpy(), float(test_rows[other]["threshold"].iloc[0]),
+        head_rows["block"].to_numpy(), n_resamples=n_resamples, seed=seed)
+        for other in ("logistic_regression_extended", "gradient_boosting_extended") if other in test_rows}
+    display(pd.DataFrame({pair: {m: format_estimate(d[m]) for m in ("macro_f1", "roc_auc")}
+                          for pair, d in versus.items()}).T.rename_axis("difference"))
 
 # %% [markdown]
 # ## Pooled, by kind of negative
@@ -2202,7 +2246,7 @@ def plot_curves(predictions: pd.DataFrame, models: Sequence[str], split: str = "
 plot_confusion(metrics, [DEFAULT_RUN, "fusion_3_epochs", "clip_score_only"])
 plt.show()
 plot_curves(predictions, [DEFAULT_RUN, "fusion_3_epochs", "fusion_extended", "clip_score_only", "logistic_regression",
-                          "gradient_boosting"])
+                          "gradient_boosting", "logistic_regression_extended", "gradient_boosting_extended"])
 plt.show()
 
 # %% [markdown]

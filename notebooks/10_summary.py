@@ -240,7 +240,8 @@ else:
 # further when the profile switches them on: OWL-ViT queried with the text's own entity
 # phrases (chapter 02) and BLIP-VQA answering yes/no questions built from the text
 # (chapter 03). The study's three-score head stays the replication; `fusion_extended` also
-# reads these scores, and chapter 09 trains a head on every subset of the evidences. The
+# reads these scores, beside the two baselines that read the same inputs (`_extended`, tuned
+# on validation like the head), and chapter 09 trains a head on every subset of the evidences. The
 # paired gain says, per kind of negative, where a subset ranks more frames' own text above
 # their negative than the study's three do.
 
@@ -252,7 +253,8 @@ display(Markdown("In this profile: " + "; ".join(
     f"`{section}` evidence **{'on' if on else 'off'}**" for section, on in switched.items()) + "."
     + ("" if all(switched.values()) else " An evidence that is off has no column, no subset and no gain below; the "
        "profile's YAML says why (the `quick` profile leaves the questions off for its 30-minute CPU budget).")))
-extended = [m for m in ("fusion_extended", primary) if m in metrics["models"]]
+extended = [m for m in ("fusion_extended", "logistic_regression_extended", "gradient_boosting_extended", primary)
+            if m in metrics["models"]]
 display(summary_table(metrics).loc[extended, ["roc_auc", "macro_f1"]])
 display(pd.Series({m: ", ".join(metrics["models"][m]["features"]) for m in extended}, name="inputs").to_frame())
 if ablations is not None and ablations.get("paired_gains"):

@@ -434,6 +434,19 @@ def test_metrics_document_follows_the_schema():
     assert list(table.columns) == ["all (48 frames)", *(f"{t} (12 frames)" for t in NEGATIVE_TYPES)]
 
 
+def test_metrics_document_carries_each_tuned_baselines_setting():
+    from helpers.evaluation import format_setting
+
+    settings = {"clip_score_only": {"learning_rate": 0.1, "min_samples_leaf": 20, "max_iter": 37,
+                                    "validation_loss": 0.61}, "not_a_model": {"C": 1.0}}
+    doc = evaluate(make_predictions(), profile="smoke", n_resamples=20, seed=0, primary_model="fusion",
+                   threshold_rule="rule", block_size=2, settings=settings)
+    assert doc["models"]["clip_score_only"]["setting"] == settings["clip_score_only"]
+    assert doc["models"]["fusion"]["setting"] is None and "not_a_model" not in doc["models"]
+    assert format_setting(doc["models"]["clip_score_only"]["setting"]) == "rate=0.1, leaf=20, trees=37"
+    assert format_setting({"C": 0.001, "validation_loss": 0.69}) == "C=0.001" and format_setting(None) == ""
+
+
 def test_blind_controls_are_evaluated_on_shuffled_frames():
     predictions = make_predictions()
     test = predictions[(predictions["model"] == "fusion") & (predictions["split"] == "test")]

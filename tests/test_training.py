@@ -207,6 +207,109 @@ def test_baselines_and_predictions(table):
     assert list(summary.index) == [s.name for s in scorers] and summary["macro_f1"].between(0, 1).all()
 
 
+def _folds(x: np.ndarray, y: np.ndarray, n_train: int):
+    """Train and validation folds of arrays, every pair weighing 1."""
+    w = np.ones(len(y))
+    return (x[:n_train], y[:n_train], w[:n_train]), (x[n_train:], y[n_train:], w[n_train:])
+
+
+def test_logistic_regression_chooses_its_strength_from_the_data():
+    """A table the inputs separate wants the weakest regularisation of the grid; pure noise the strongest."""
+    from helpers.training import LOGISTIC_C_GRID, tune_logistic_regression
+
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 150)
+    separable = np.column_stack([np.where(y == 1, 1.0, -1.0) + rng.normal(0, 0.3, len(y)), rng.normal(size=len(y))])
+    noise = rng.normal(size=(len(y), 4))
+    strong = tune_logistic_regression(*_folds(separable, y, 200))
+    weak = tune_logistic_regression(*_folds(noise, y, 200))
+    assert strong.setting["C"] == max(LOGISTIC_C_GRID) and weak.setting["C"] <= 1e-2, (strong.grid, weak.grid)
+    for tuned in (strong, weak):  # the chosen setting is the validation-best of the grid, and its model is the one kept
+        assert list(tuned.grid["C"]) == sorted(LOGISTIC_C_GRID)
+        assert tuned.validation_loss == tuned.grid["validation_loss"].min()
+        assert tuned.estimator[-1].C == tuned.setting["C"]
+
+
+def test_gradient_boosting_keeps_the_validation_best_number_of_trees_and_setting():
+    from helpers.training import BOOSTING_GRID, tune_gradient_boosting, validation_loss
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(340, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] ** 2 + rng.normal(0, 0.8, 340) > 0.5).astype(int)
+    train, val = _folds(x, y, 240)
+    tuned = tune_gradient_boosting(train, val, max_iter=120, patience=5, seed=0)
+    grid = tuned.grid
+    assert len(grid) == len(BOOSTING_GRID["learning_rate"]) * len(BOOSTING_GRID["min_samples_leaf"])
+    assert grid["validation_loss"].nunique() > 1
+    best = grid.loc[grid["validation_loss"].idxmin()]
+    assert tuned.setting == {k: best[k] for k in ("learning_rate", "min_samples_leaf", "max_iter")}
+    assert tuned.validation_loss == pytest.approx(best["validation_loss"])  # the refit grows the same trees
+    assert tuned.estimator.n_iter_ == tuned.setting["max_iter"]
+    # Independently: grown tree by tree without early stopping, the validation loss is lowest at the kept count.
+    with threadpool_limits(1, user_api="openmp"):
+        full = HistGradientBoostingClassifier(learning_rate=best["learning_rate"], max_iter=int(best["grown"]),
+                                              min_samples_leaf=int(best["min_samples_leaf"]), early_stopping=False,
+                                              random_state=0).fit(*train[:2])
+        losses = [validation_loss(val[1], p[:, 1], val[2]) for p in full.staged_predict_proba(val[0])]
+    assert int(np.argmin(losses)) + 1 == tuned.setting["max_iter"]
+    assert losses[tuned.setting["max_iter"] - 1] == pytest.approx(tuned.validation_loss)
+
+
+def test_unchecked_inputs_nan_sit_at_the_training_mean_or_go_their_own_way():
+    """NaN (a score whose evidence checked nothing): logistic regression scores it as the training mean; the
+    boosted trees take it natively. Both fit and predict finite probabilities."""
+    from helpers.training import tune_gradient_boosting, tune_logistic_regression
+
+    rng = np.random.default_rng(2)
+    y = np.tile([0, 1], 100)
+    x = np.column_stack([y + rng.normal(0, 0.7, len(y)), rng.normal(size=len(y))])
+    x[rng.random(len(y)) < 0.3, 0] = np.nan
+    train, val = _folds(x, y, 150)
+    logistic = tune_logistic_regression(train, val)
+    mean = np.nanmean(train[0][:, 0])
+    probe = np.array([[np.nan, 0.4], [mean, 0.4]])
+    p = logistic.estimator.predict_proba(probe)[:, 1]
+    assert np.isfinite(logistic.validation_loss) and p[0] == pytest.approx(p[1])
+    boosting = tune_gradient_boosting(train, val, max_iter=30, patience=3)
+    assert np.isfinite(boosting.estimator.predict_proba(x)).all() and np.isfinite(boosting.validation_loss)
+
+
+def test_validation_loss_is_the_heads_early_stopping_loss(table):
+    from helpers.training import frame_weights, validation_loss
+
+    result = train_fusion(table, dataclasses.replace(FAST, max_epochs=3), progress=False)
+    val = table[table["split"] == "val"]
+    kept = result.history.set_index("epoch").at[result.best_epoch, "val_loss"]
+    loss = validation_loss(val["label"], result.head.predict_proba(val), frame_weights(val))
+    assert loss == pytest.approx(kept, abs=1e-5)
+
+
+def test_extended_baselines_read_the_extended_inputs(table):
+    baselines = {s.name: s for s in fit_baselines(table, "study", extended="extended", seed=0)}
+    assert [n for n in baselines if n.endswith("_extended")] == ["logistic_regression_extended",
+                                                                 "gradient_boosting_extended"]
+    assert "relations_held_only" not in baselines  # single scores: the study's only
+    for kind in ("logistic_regression", "gradient_boosting"):
+        study, extended = baselines[kind], baselines[f"{kind}_extended"]
+        assert study.features == FEATURE_SETS["study"] and extended.features == FEATURE_SETS["extended"]
+        assert extended.kind == study.kind == kind and set(extended.setting) == set(study.setting)
+    # Only the extended models move when an extended-only column changes.
+    moved = table.assign(relations_checked=table["relations_checked"][::-1].to_numpy(),
+                         object_informative=~table["object_informative"])
+    for name, scorer in baselines.items():
+        changed = not np.allclose(scorer.predict_proba(table), scorer.predict_proba(moved))
+        assert changed == name.endswith("_extended"), name
+    # Thresholds and settings come from validation: the test labels do not move them.
+    scrambled = table.assign(label=np.where(table["split"] == "test", 1 - table["label"], table["label"]))
+    again = fit_baselines(scrambled, "study", extended="extended", seed=0)
+    assert [(s.threshold, s.setting) for s in again] == [(s.threshold, s.setting) for s in baselines.values()]
+    val = table[table["split"] == "val"]
+    for scorer in baselines.values():
+        assert scorer.threshold == pytest.approx(tune_threshold(val["label"].to_numpy(), scorer.predict_proba(val)))
+
+
 def test_blind_controls_learn_a_cue_the_text_gives_away_and_nothing_else():
     from helpers.training import fit_blind_controls, predict
 
