@@ -791,19 +791,28 @@ TEXT_ONLY_INPUTS: dict[str, tuple[str | None, str]] = {
     "question_informative": ("questions", "whether the text gives any question (re-derived from `n_questions`)"),
 }
 
+#: The extended head's state indicators (chapter 05) that the text decides alone, each with the control's input
+#: it mirrors: "nothing to check" for objects, phrases and questions is an empty list of the text's own.
+TEXT_ONLY_INDICATORS: dict[str, str] = {"object_nothing_to_check": "object_informative",
+                                        "openvocab_nothing_to_check": "openvocab_informative",
+                                        "question_nothing_to_check": "question_informative"}
+
 #: The extended head's inputs that are not text-only, and what of the frame each depends on.
 FRAME_DEPENDENT_INPUTS: dict[str, str] = {
     "object_score": "the detector's confidence in the named categories, on the frame",
     "clip_score": "CLIP's similarity of the frame and the sentences",
     "spatial_score": "the share of checked relations that held on the boxes (or the proximity of boxes)",
     "clip_score_mean": "CLIP's similarity of the frame and the sentences, their mean",
-    "spatial_informative": "True when a relation could be checked on boxes or a person's box and a thing's were "
-                           "found: it needs the detector's boxes, not only a stated relation",
+    "spatial_nothing_to_check": "1 when no stated relation could be checked: it needs the detector's boxes, "
+                                "not only a stated relation",
     "relations_checked": "stated relations whose two categories the detector found boxes of",
     "relations_held": "checked relations whose boxes stand as the text says",
     "openvocab_score": "OWL-ViT's confidence in the text's phrases, on the frame",
     "question_score": "BLIP-VQA's answers about the frame",
+    **{f"{evidence}_not_computed": "1 when the frame could not be decoded or scored"
+       for evidence in ("object", "spatial", "openvocab", "question")},
 }
+
 
 #: The inverse regularisation strengths of ``flags_only``; the weighted validation log-loss chooses one.
 FLAGS_C_GRID: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)

@@ -1233,8 +1233,10 @@ display(Markdown(f"`pairwise_text`: C = {pairwise.C:g} (lowest validation log-lo
 # evidence that it looked at the frame. At chance, the text-only inputs carry no label by
 # themselves, and the extended head's gain (if any) cannot come from them alone.
 #
-# The extended head's other inputs are not text-only (`FRAME_DEPENDENT_INPUTS`): they depend on
-# what the detector found in the frame. The stored `*_informative` flags are False for a frame
+# Of the extended head's own inputs, the "nothing to check" indicators of objects, phrases and
+# questions are text-only (`TEXT_ONLY_INDICATORS`: the control reads their negations); the others
+# depend on the frame (`FRAME_DEPENDENT_INPUTS`): on what the detector found, or on whether the
+# frame could be scored at all. The stored `*_informative` flags are False for a frame
 # that did not decode too, so the control re-derives each flag from the text's own list (the
 # categories, phrases or questions the text gives), which every evidence records whatever the
 # frame.
@@ -1266,19 +1268,28 @@ TEXT_ONLY_INPUTS: dict[str, tuple[str | None, str]] = {
     "question_informative": ("questions", "whether the text gives any question (re-derived from `n_questions`)"),
 }
 
+#: The extended head's state indicators (chapter 05) that the text decides alone, each with the control's input
+#: it mirrors: "nothing to check" for objects, phrases and questions is an empty list of the text's own.
+TEXT_ONLY_INDICATORS: dict[str, str] = {"object_nothing_to_check": "object_informative",
+                                        "openvocab_nothing_to_check": "openvocab_informative",
+                                        "question_nothing_to_check": "question_informative"}
+
 #: The extended head's inputs that are not text-only, and what of the frame each depends on.
 FRAME_DEPENDENT_INPUTS: dict[str, str] = {
     "object_score": "the detector's confidence in the named categories, on the frame",
     "clip_score": "CLIP's similarity of the frame and the sentences",
     "spatial_score": "the share of checked relations that held on the boxes (or the proximity of boxes)",
     "clip_score_mean": "CLIP's similarity of the frame and the sentences, their mean",
-    "spatial_informative": "True when a relation could be checked on boxes or a person's box and a thing's were "
-                           "found: it needs the detector's boxes, not only a stated relation",
+    "spatial_nothing_to_check": "1 when no stated relation could be checked: it needs the detector's boxes, "
+                                "not only a stated relation",
     "relations_checked": "stated relations whose two categories the detector found boxes of",
     "relations_held": "checked relations whose boxes stand as the text says",
     "openvocab_score": "OWL-ViT's confidence in the text's phrases, on the frame",
     "question_score": "BLIP-VQA's answers about the frame",
+    **{f"{evidence}_not_computed": "1 when the frame could not be decoded or scored"
+       for evidence in ("object", "spatial", "openvocab", "question")},
 }
+
 
 #: The inverse regularisation strengths of ``flags_only``; the weighted validation log-loss chooses one.
 FLAGS_C_GRID: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
@@ -1401,9 +1412,13 @@ def flags_only_scorer(model: FlagsOnly, table: pd.DataFrame, threshold_metric: s
 # %%
 extended_inputs = extended_features(ctx.cfg)
 flag_inputs = flags_only_inputs(ctx.cfg)
+if unsorted := [c for c in extended_inputs if c not in {**FRAME_DEPENDENT_INPUTS, **TEXT_ONLY_INDICATORS}]:
+    raise ValueError(f"extended input(s) {unsorted} are in neither FRAME_DEPENDENT_INPUTS nor TEXT_ONLY_INDICATORS")
 display(pd.DataFrame(
-    [{"input": c, "text-only": False, "why": FRAME_DEPENDENT_INPUTS.get(c, "")} for c in extended_inputs
-     if c not in TEXT_ONLY_INPUTS]
+    [{"input": c, "text-only": False, "why": FRAME_DEPENDENT_INPUTS[c]} for c in extended_inputs
+     if c in FRAME_DEPENDENT_INPUTS]
+    + [{"input": c, "text-only": True, "why": f"the negation of the control's `{TEXT_ONLY_INDICATORS[c]}`"}
+       for c in extended_inputs if c in TEXT_ONLY_INDICATORS]
     + [{"input": c, "text-only": True, "why": TEXT_ONLY_INPUTS[c][1]} for c in flag_inputs]).set_index("input")
         .style)  # a Styler shows each reason whole
 display(text_only_inputs(table[table["split"] == "train"].head(), flag_inputs))

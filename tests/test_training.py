@@ -537,6 +537,22 @@ def _flags_table(flag_decides: bool, seed: int) -> pd.DataFrame:
 FLAG_CFG = {"openvocab": {"enabled": True}, "questions": {"enabled": True}}
 
 
+@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+def test_every_extended_input_is_sorted_into_text_only_or_frame_dependent(name):
+    """A new input of the extended head must say whether the text alone decides it (chapter 06 raises otherwise)."""
+    from helpers.config import load_profile
+    from helpers.fusion import extended_features
+    from helpers.training import FRAME_DEPENDENT_INPUTS, TEXT_ONLY_INDICATORS, TEXT_ONLY_INPUTS, flags_only_inputs
+
+    cfg = load_profile(name)
+    inputs = extended_features(cfg)
+    assert set(inputs) <= set(FRAME_DEPENDENT_INPUTS) | set(TEXT_ONLY_INDICATORS)
+    assert not set(FRAME_DEPENDENT_INPUTS) & set(TEXT_ONLY_INDICATORS)
+    # Each text-only indicator of the head mirrors an input the control reads under the same profile.
+    assert {TEXT_ONLY_INDICATORS[c] for c in inputs if c in TEXT_ONLY_INDICATORS} <= set(flags_only_inputs(cfg))
+    assert set(TEXT_ONLY_INDICATORS.values()) <= set(TEXT_ONLY_INPUTS)
+
+
 def test_flags_only_reads_the_text_only_inputs_counted_from_their_lists():
     from helpers.training import TEXT_ONLY_INPUTS, flags_only_inputs, text_only_inputs
 
