@@ -122,6 +122,21 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str
     if isinstance(n := (cfg.get("audit") or {}).get("per_type"), bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"profile {name!r}: audit.per_type (negatives of each type on chapter 08's audit sheet) "
                          f"must be a positive integer, got {n!r}")
+    return check_robustness(cfg, path)
+
+
+def check_robustness(cfg: dict[str, Any], where: Any = "the profile") -> dict[str, Any]:
+    """``cfg``, after checking its ``robustness`` section (chapter 09): ``n_pairs`` an integer of
+    at least 2 (test pairs to perturb), ``image_levels`` ``"all"`` or a positive integer (the
+    strengths of each image perturbation to run)."""
+    section = cfg.get("robustness")
+    n = section.get("n_pairs") if isinstance(section, dict) else None
+    levels = section.get("image_levels") if isinstance(section, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"{where}: robustness.n_pairs (test pairs chapter 09 perturbs) must be an integer of at "
+                         f"least 2, got {n!r}")
+    if levels != "all" and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
+        raise ValueError(f"{where}: robustness.image_levels must be 'all' or a positive integer, got {levels!r}")
     return cfg
 
 
