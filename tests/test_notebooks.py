@@ -108,6 +108,11 @@ def test_smoke_run_renders_every_chapter(tmp_path):
         assert column in features.columns, column
     metrics = json.loads((smoke / "metrics.json").read_text())
     assert metrics["profile"] == "smoke" and "fusion" in metrics["models"]
+    # every robustness perturbation applied to some pair and moved something there
+    from helpers.ablations import robustness_summary
+
+    robustness = robustness_summary(pd.read_parquet(smoke / "robustness.parquet")).set_index("perturbation")
+    assert (robustness["pairs"] > 0).all() and (robustness["largest |change|"] > 0).all(), robustness
     # chapters 02-05 show the train and validation splits only: no table has a test row
     import re
 
