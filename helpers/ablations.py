@@ -1073,14 +1073,14 @@ def robustness_findings(summary: pd.DataFrame) -> list[str]:
             continue
         on = "the aligned pairs" if row["expected_pairs"] == "aligned" else "all pairs"
         out.append(f"*{row['perturbation']}* (applied to {int(row['pairs']):,} of {n:,} pairs; "
-                   f"{int(row['not_applicable']):,} had nothing to apply it to): expected that {row['expected']}. "
-                   f"Measured: {what} on {on} changed by {row['measured']:+.4f} on average; "
+                   f"{int(row['not_applicable']):,} had nothing to apply it to). Expected: {row['expected']}. "
+                   f"Measured: {what} on {on} changed by {row['measured']:+.3g} on average: "
                    f"{row['verdict']}. It flipped {row['decisions_flipped']:.0%} of the decisions "
                    f"(largest change of any score {row['largest |change|']:.3f}).")
     images = summary[summary["kind"] == "image"]
     for family, rows in images.groupby("family", sort=False):
         what = _WHAT.get(rows["expected_score"].iloc[0], f"`{rows['expected_score'].iloc[0]}`")
-        steps = ", ".join(f"{m:+.4f} at {s:g}" for s, m in zip(rows["strength"], rows["measured"]))
+        steps = ", ".join(f"{m:+.3g} at {s:g}" for s, m in zip(rows["strength"], rows["measured"]))
         met = int((rows["verdict"] == "as expected").sum())
         out.append(f"*{family}*: {what} of the aligned pairs changed by {steps} (expected: down, more when "
                    f"stronger); as expected at {met} of {len(rows)} strengths; decisions flipped at the strongest: "

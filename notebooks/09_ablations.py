@@ -781,8 +781,8 @@ display(Markdown("\n".join(f"- {sentence}" for sentence in ablation_findings(doc
 # its input, with the same detector, CLIP model, rules and head (nothing is retrained).
 # A perturbation is worth measuring only if it changes what the pipeline reads, and each
 # comes with the direction its change is expected to take, written down here, before it is
-# measured. Two text perturbations an earlier version measured are gone, because they
-# cannot change anything by construction:
+# measured. Two text perturbations that look natural are left out, because they cannot
+# change anything by construction:
 #
 # - **Tags stripped**: the study's three evidences read the pair's plain text, which *is*
 #   the tagged text with its tags stripped, so stripping them leaves every input as it was.
@@ -847,8 +847,8 @@ class Perturbation:
 #
 # Gaussian blur (radius in pixels), a central crop resized back (the share of each side
 # kept: the edges are lost, everything else is magnified), a round trip through JPEG
-# (quality, lower is worse) and darkening (the brightness factor). Each at three strengths,
-# from mild to strong. All four degrade what the frame shows without changing what it
+# (quality, lower is worse) and darkening (the brightness factor), each at graded
+# strengths from mild to strong. All four degrade what the frame shows without changing what it
 # shows, so the expectation is the same for each: an aligned frame matches its text less
 # well, so CLIP's score of the aligned pairs goes down, further at stronger settings.
 
@@ -1259,8 +1259,9 @@ display(expectation_table([*TEXT_PERTURBATIONS, *image_perturbations("all")]).st
 # ### The sample
 #
 # The profile's `robustness.n_pairs` test pairs, drawn with its seed, half aligned and half
-# not as far as the test split has them. The real profiles ask for at least 200; the smoke
-# profile for as many as its small test split can balance. Each image perturbation at each
+# not as far as the test split has them. The real profiles ask for hundreds; the smoke
+# profile for a few, bounded by what they cost (the sentence below says how many the sample
+# holds, and why). Each image perturbation at each
 # strength reruns the detector and CLIP on every sampled frame, so `robustness.image_levels`
 # may keep fewer strengths (the smoke profile's budget); the text perturbations cost only
 # CLIP's text encoder.
@@ -1543,7 +1544,7 @@ summary = robustness_summary(long)
 shown = ["kind", "perturbation", "pairs", "not_applicable", *[f"mean |change| {c}" for c in ROBUSTNESS_SCORES],
          "largest |change|", "decisions_flipped", "measured", "verdict"]
 formats = {c: "{:.3f}" for c in shown if c.startswith(("mean", "largest"))} | {
-    "decisions_flipped": "{:.0%}", "measured": "{:+.4f}"}
+    "decisions_flipped": "{:.0%}", "measured": "{:+.3g}"}
 display(summary[shown].style.format(formats, na_rep="-").hide(axis="index"))
 
 # %%
@@ -1586,14 +1587,14 @@ def robustness_findings(summary: pd.DataFrame) -> list[str]:
             continue
         on = "the aligned pairs" if row["expected_pairs"] == "aligned" else "all pairs"
         out.append(f"*{row['perturbation']}* (applied to {int(row['pairs']):,} of {n:,} pairs; "
-                   f"{int(row['not_applicable']):,} had nothing to apply it to): expected that {row['expected']}. "
-                   f"Measured: {what} on {on} changed by {row['measured']:+.4f} on average; "
+                   f"{int(row['not_applicable']):,} had nothing to apply it to). Expected: {row['expected']}. "
+                   f"Measured: {what} on {on} changed by {row['measured']:+.3g} on average: "
                    f"{row['verdict']}. It flipped {row['decisions_flipped']:.0%} of the decisions "
                    f"(largest change of any score {row['largest |change|']:.3f}).")
     images = summary[summary["kind"] == "image"]
     for family, rows in images.groupby("family", sort=False):
         what = _WHAT.get(rows["expected_score"].iloc[0], f"`{rows['expected_score'].iloc[0]}`")
-        steps = ", ".join(f"{m:+.4f} at {s:g}" for s, m in zip(rows["strength"], rows["measured"]))
+        steps = ", ".join(f"{m:+.3g} at {s:g}" for s, m in zip(rows["strength"], rows["measured"]))
         met = int((rows["verdict"] == "as expected").sum())
         out.append(f"*{family}*: {what} of the aligned pairs changed by {steps} (expected: down, more when "
                    f"stronger); as expected at {met} of {len(rows)} strengths; decisions flipped at the strongest: "

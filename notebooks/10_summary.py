@@ -243,7 +243,7 @@ else:
     shown = ["kind", "perturbation", "pairs", "not_applicable", "mean |change| probability", "decisions_flipped",
              "expected_score", "expected_pairs", "direction", "measured", "verdict"]
     display(summary[shown].style.format({"mean |change| probability": "{:.3f}", "decisions_flipped": "{:.0%}",
-                                         "measured": "{:+.4f}"}, na_rep="-").hide(axis="index"))
+                                         "measured": "{:+.3g}"}, na_rep="-").hide(axis="index"))
     display(Markdown("\n".join(f"- {sentence}" for sentence in ab.robustness_findings(summary))))
 
 # %% [markdown]
