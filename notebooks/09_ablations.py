@@ -1263,8 +1263,8 @@ display(expectation_table([*TEXT_PERTURBATIONS, *image_perturbations("all")]).st
 # profile for a few, bounded by what they cost (the sentence below says how many the sample
 # holds, and why). Each image perturbation at each
 # strength reruns the detector and CLIP on every sampled frame, so `robustness.image_levels`
-# may keep fewer strengths (the smoke profile's budget); the text perturbations cost only
-# CLIP's text encoder.
+# may keep fewer strengths and `robustness.image_pairs` fewer pairs (the smoke profile's
+# budget); the text perturbations cost only CLIP's text encoder, so they run on the whole sample.
 
 # %%
 #@save
@@ -1279,14 +1279,24 @@ def robustness_sample(table: pd.DataFrame, n_pairs: int, *, seed: int, split: st
     return pd.concat(sample).sort_values("pair_id", ignore_index=True)
 
 
-def sample_note(table: pd.DataFrame, sample: pd.DataFrame, n_pairs: int, split: str = "test") -> str:
-    """How many pairs the robustness sample holds, and why: what the profile asked and what the split has."""
+def sample_note(table: pd.DataFrame, sample: pd.DataFrame, n_pairs: int, split: str = "test",
+                image_sample: pd.DataFrame | None = None) -> str:
+    """How many pairs the robustness sample (and its image part) holds, and why: what the
+    profile asked and what the split has."""
     rows = table[table["split"] == split]
     aligned, other = int((rows["label"] == 1).sum()), int((rows["label"] == 0).sum())
-    taken = int((sample["label"] == 1).sum())
-    return (f"The profile asks for {n_pairs:,} pairs, half aligned; the {split} split has {aligned:,} aligned and "
-            f"{other:,} misaligned pairs, so the sample holds {len(sample):,}: {taken:,} aligned and "
-            f"{len(sample) - taken:,} not, over {sample[['story_id', 'frame']].drop_duplicates().shape[0]:,} frames.")
+
+    def held(pairs: pd.DataFrame) -> str:
+        taken = int((pairs["label"] == 1).sum())
+        return (f"{len(pairs):,}: {taken:,} aligned and {len(pairs) - taken:,} not, over "
+                f"{pairs[['story_id', 'frame']].drop_duplicates().shape[0]:,} frames")
+
+    note = (f"The profile asks for {n_pairs:,} pairs, half aligned; the {split} split has {aligned:,} aligned and "
+            f"{other:,} misaligned pairs, so the sample holds {held(sample)}.")
+    if image_sample is not None and len(image_sample) < len(sample):
+        note += (f" Each image perturbation reruns the detector and CLIP on every frame it perturbs, so the profile "
+                 f"bounds the image part by its cost to {held(image_sample)}.")
+    return note
 
 # %% [markdown]
 # ### Scoring a perturbed pair from scratch
@@ -1361,11 +1371,14 @@ from helpers.fusion import score_pairs
 #@save
 def robustness(sample: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
                score: Callable[[pd.DataFrame, Mapping[tuple[str, int], bytes]], pd.DataFrame],
-               head: "TrainedHead", *, seed: int, perturbations: Sequence[Perturbation]) -> pd.DataFrame:
+               head: "TrainedHead", *, seed: int, perturbations: Sequence[Perturbation],
+               image_sample: pd.DataFrame | None = None) -> pd.DataFrame:
     """How each score, P(aligned) and the decision move when the sample's inputs are perturbed.
 
     ``score(pairs, frames)`` computes the evidence from scratch (``score_pairs`` with its
-    keyword arguments bound). One row per (perturbation, pair): ``perturbation``, ``family``,
+    keyword arguments bound). The image perturbations run on ``image_sample`` (pairs of
+    ``sample``; all of it by default), the text perturbations on ``sample``. One row per
+    (perturbation, pair): ``perturbation``, ``family``,
     ``kind``, ``strength``, the expectation (``expected``, ``expected_score``,
     ``expected_pairs``, ``direction``), ``pair_id``, ``label``, ``negative_type``, ``applied``,
     ``text_perturbed`` (text perturbations), ``<score>_clean`` and ``<score>_perturbed`` for each
@@ -1378,21 +1391,27 @@ def robustness(sample: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
         table = score(pairs, pair_frames)
         return table.assign(probability=head.predict_proba(table)).set_index("pair_id")
 
-    clean = scored(sample, frames).loc[sample["pair_id"]]
+    image_sample = sample if image_sample is None else image_sample
+    if extra := set(image_sample["pair_id"]) - set(sample["pair_id"]):
+        raise ValueError(f"the image sample holds {len(extra)} pairs that are not in the sample")
+    image_frames = {k: frames[k] for k in zip(image_sample["story_id"].astype(str), image_sample["frame"].astype(int))}
+    clean_all = scored(sample, frames)
     parts = []
     for p in perturbations:
+        base = image_sample if p.kind == "image" else sample
         if p.kind == "image":
-            pairs, pair_frames = sample.assign(applied=True), perturb_frames(frames, p.apply)
+            pairs, pair_frames = image_sample.assign(applied=True), perturb_frames(image_frames, p.apply)
         else:
             pairs, pair_frames = perturb_texts(sample, p.apply, seed=seed), frames
+        clean = clean_all.loc[base["pair_id"]]
         applied = pairs["applied"].to_numpy(dtype=bool)
         perturbed = (scored(pairs[applied].drop(columns="applied"), pair_frames) if applied.any()
-                     else pd.DataFrame(columns=list(ROBUSTNESS_SCORES))).reindex(sample["pair_id"])
+                     else pd.DataFrame(columns=list(ROBUSTNESS_SCORES))).reindex(base["pair_id"])
         part = pd.DataFrame({"perturbation": p.name, "family": p.family, "kind": p.kind,
                              "strength": np.nan if p.strength is None else float(p.strength),
                              "expected": p.expected, "expected_score": p.score, "expected_pairs": p.pairs,
-                             "direction": p.direction, "pair_id": sample["pair_id"].to_numpy(),
-                             "label": sample["label"].to_numpy(), "negative_type": sample["negative_type"].to_numpy(),
+                             "direction": p.direction, "pair_id": base["pair_id"].to_numpy(),
+                             "label": base["label"].to_numpy(), "negative_type": base["negative_type"].to_numpy(),
                              "applied": applied,
                              "text_perturbed": pairs["tagged_text"].where(applied, None).to_numpy()
                              if p.kind == "text" else None})
@@ -1533,12 +1552,13 @@ from helpers.training import DEFAULT_RUN, default_checkpoint, load_head
 
 settings = ctx.cfg["robustness"]
 sample = robustness_sample(table, int(settings["n_pairs"]), seed=int(ctx.cfg["seed"]))
-display(Markdown(sample_note(table, sample, int(settings["n_pairs"]))))
+image_sample = robustness_sample(sample, int(settings.get("image_pairs") or len(sample)), seed=int(ctx.cfg["seed"]))
+display(Markdown(sample_note(table, sample, int(settings["n_pairs"]), image_sample=image_sample)))
 perturbations = [*image_perturbations(settings["image_levels"]), *TEXT_PERTURBATIONS]
 score = partial(score_pairs, detector=detector, clip=clip,
                 cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the reference head's inputs only
 long = robustness(sample, frames, score, load_head(default_checkpoint(ctx.paths, DEFAULT_RUN)),
-                  seed=int(ctx.cfg["seed"]), perturbations=perturbations)
+                  seed=int(ctx.cfg["seed"]), perturbations=perturbations, image_sample=image_sample)
 write_robustness(ctx.paths, long)
 summary = robustness_summary(long)
 shown = ["kind", "perturbation", "pairs", "not_applicable", *[f"mean |change| {c}" for c in ROBUSTNESS_SCORES],

@@ -330,6 +330,12 @@ def test_robustness_counts_what_does_not_apply_and_measures_the_rest(frame):
     assert any("not as stated" in f for f in findings)
     again = ab.robustness(sample_pairs(), frames, fake_score, head, seed=0, perturbations=perturbations)
     pd.testing.assert_frame_equal(long, again)  # deterministic given the seed
+    images = ab.robustness(sample_pairs(), frames, fake_score, head, seed=0, perturbations=perturbations,
+                           image_sample=sample_pairs().iloc[:2])
+    assert (images.groupby("kind")["pair_id"].nunique() == pd.Series({"image": 2, "text": 3})).all()
+    with pytest.raises(ValueError, match="not in the sample"):
+        ab.robustness(sample_pairs().iloc[:1], frames, fake_score, head, seed=0, perturbations=perturbations,
+                      image_sample=sample_pairs())
 
 
 def test_expectation_verdicts():
@@ -356,7 +362,9 @@ def test_the_profiles_size_the_robustness_sample():
 
     assert all(config.load_profile(p)["robustness"]["n_pairs"] >= 200 for p in ("quick", "full"))
     assert config.load_profile("quick")["robustness"]["image_levels"] == "all"
-    for bad in ({"n_pairs": 1}, {"n_pairs": "many"}, {"image_levels": 0}, {"image_levels": "some"}):
+    assert config.load_profile("full")["robustness"]["image_pairs"] is None
+    for bad in ({"n_pairs": 1}, {"n_pairs": "many"}, {"image_levels": 0}, {"image_levels": "some"},
+                {"image_pairs": 1}, {"image_pairs": True}):
         with pytest.raises(ValueError, match="robustness"):
             config.load_profile("smoke", {"robustness": bad})
 
