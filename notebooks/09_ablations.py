@@ -1259,7 +1259,7 @@ display(expectation_table([*TEXT_PERTURBATIONS, *image_perturbations("all")]).st
 # ### The sample
 #
 # The profile's `robustness.n_pairs` test pairs, drawn with its seed, half aligned and half
-# not as far as the test split has them. The real profiles ask for hundreds; the smoke
+# not; where the aligned pairs run short, misaligned ones fill the rest. The real profiles ask for hundreds; the smoke
 # profile for a few, bounded by what they cost (the sentence below says how many the sample
 # holds, and why). Each image perturbation at each
 # strength reruns the detector and CLIP on every sampled frame, so `robustness.image_levels`
@@ -1269,13 +1269,15 @@ display(expectation_table([*TEXT_PERTURBATIONS, *image_perturbations("all")]).st
 # %%
 #@save
 def robustness_sample(table: pd.DataFrame, n_pairs: int, *, seed: int, split: str = "test") -> pd.DataFrame:
-    """``n_pairs`` pairs of ``split`` drawn with ``seed``, half aligned and half not (as far as they go)."""
+    """``n_pairs`` pairs of ``split`` drawn with ``seed``, half aligned and half not; when the
+    aligned pairs run short, misaligned ones fill the rest (as far as the split has them)."""
     if n_pairs < 2:
         raise ValueError(f"the robustness sample needs at least 2 pairs, got {n_pairs}")
     rows = table[table["split"] == split]
-    parts = [rows[rows["label"] == label] for label in (1, 0)]
-    half = [n_pairs // 2, n_pairs - n_pairs // 2]
-    sample = [p.sample(n=min(h, len(p)), random_state=seed) for p, h in zip(parts, half)]
+    aligned, other = (rows[rows["label"] == label] for label in (1, 0))
+    n_aligned = min(n_pairs // 2, len(aligned))
+    sample = [aligned.sample(n=n_aligned, random_state=seed),
+              other.sample(n=min(n_pairs - n_aligned, len(other)), random_state=seed)]
     return pd.concat(sample).sort_values("pair_id", ignore_index=True)
 
 

@@ -355,6 +355,9 @@ def test_robustness_sample_is_balanced_and_seeded():
     assert len(a) == 6 and a["label"].sum() == 3 and set(a["split"]) == {"test"}
     assert a.equals(ab.robustness_sample(table, 6, seed=1))
     assert "asks for 6 pairs" in ab.sample_note(table, a, 6) and "8 aligned" in ab.sample_note(table, a, 6)
+    short = table[(table["label"] == 0) | (table.index < 4)]  # 2 aligned pairs on the test split, 8 misaligned
+    filled = ab.robustness_sample(short, 10, seed=1)
+    assert len(filled) == 10 and filled["label"].sum() == 2  # misaligned pairs fill what the aligned lack
 
 
 def test_the_profiles_size_the_robustness_sample():
