@@ -621,7 +621,43 @@ def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> 
 
 
 class PerturbationError(ValueError):
-    """A perturbation cannot be applied to this input (e.g. fewer letters than typos asked for)."""
+    """A perturbation does not apply to this input (no object to remove, fewer letters than typos asked for)."""
+
+
+#: Directions a perturbation's expected change can take: "none" means no change at all, "not
+#: down" no drop (the mean change is not below zero).
+DIRECTIONS = ("down", "up", "none", "not down")
+#: A change smaller than this (in score units) counts as no change: float rounding, not movement.
+NO_CHANGE = 1e-6
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation of the robustness study and the change it is expected to cause.
+
+    ``apply`` maps an image to an image (``kind`` "image") or a tagged text and a generator to
+    a tagged text (``kind`` "text"); ``strength`` is its setting (blur radius, JPEG quality,
+    ...; ``None`` for a text perturbation). The expectation: ``score`` (a column of
+    ``ROBUSTNESS_SCORES``) on ``pairs`` ("all" | "aligned") moves ``direction`` (``DIRECTIONS``);
+    ``expected`` says it in words."""
+
+    family: str
+    kind: str
+    strength: float | None
+    apply: Callable[..., Any]
+    expected: str
+    score: str
+    pairs: str
+    direction: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("image", "text") or self.pairs not in ("all", "aligned") or self.direction not in DIRECTIONS:
+            raise ValueError(f"perturbation {self.family!r}: kind, pairs or direction not understood")
+
+    @property
+    def name(self) -> str:
+        """The family, with its strength for a graded image perturbation ("blur (2)")."""
+        return self.family if self.strength is None else f"{self.family} ({self.strength:g})"
 
 
 def blur(image: "Image.Image", radius: float = 2.0) -> "Image.Image":
@@ -652,13 +688,13 @@ def jpeg(image: "Image.Image", quality: int = 10) -> "Image.Image":
     if not 1 <= quality <= 95:
         raise PerturbationError(f"JPEG quality must be in 1..95, got {quality}")
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    image.convert("RGB").save(buffer, format="JPEG", quality=int(quality))
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return decoded.convert("RGB")
 
 
-def brightness(image: "Image.Image", factor: float = 1.6) -> "Image.Image":
+def brightness(image: "Image.Image", factor: float = 0.5) -> "Image.Image":
     """Brightness scaled by ``factor`` (PIL ``ImageEnhance``; 1 leaves the image as it is)."""
     from PIL import ImageEnhance
 
@@ -667,9 +703,37 @@ def brightness(image: "Image.Image", factor: float = 1.6) -> "Image.Image":
     return ImageEnhance.Brightness(image).enhance(factor)
 
 
+_DEGRADED = "an aligned frame degraded matches its text less well: CLIP's score of the aligned pairs down, more when stronger"
+
+#: The image perturbations: (family, function, its strength keyword, strengths from mild to strong).
+IMAGE_FAMILIES: tuple[tuple[str, Callable[..., "Image.Image"], str, tuple[float, ...]], ...] = (
+    ("blur radius (px)", blur, "radius", (1.0, 2.0, 4.0)),
+    ("JPEG quality", jpeg, "quality", (50, 20, 5)),
+    ("crop keeps (share of each side)", crop, "keep", (0.9, 0.7, 0.5)),
+    ("brightness factor (darker)", brightness, "factor", (0.7, 0.5, 0.3)),
+)
+
+
+def image_levels(strengths: Sequence[float], levels: int | str) -> tuple[float, ...]:
+    """The strengths to run: all of them (``levels`` "all"), or ``levels`` of them evenly spread
+    from the strongest down (1: the strongest; 2: the mildest and the strongest)."""
+    if levels == "all" or (isinstance(levels, int) and levels >= len(strengths)):
+        return tuple(strengths)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"image levels must be 'all' or a positive integer, got {levels!r}")
+    keep = np.linspace(len(strengths) - 1, 0, levels).round().astype(int)
+    return tuple(strengths[i] for i in sorted(set(keep)))
+
+
+def image_perturbations(levels: int | str = "all") -> list[Perturbation]:
+    """Every image perturbation at the strengths ``levels`` keeps (see :func:`image_levels`)."""
+    return [Perturbation(family, "image", strength, partial(f, **{keyword: strength}), _DEGRADED,
+                         "clip_score", "aligned", "down")
+            for family, f, keyword, strengths in IMAGE_FAMILIES for strength in image_levels(strengths, levels)]
+
+
 #: Tag markup (``<gdo char1>``, ``</gda>``, ``<gdi image3>``): text perturbations leave it intact.
 _MARKUP = re.compile(r"<[^<>]*>")
-_WRAPPER = re.compile(r"^(\s*<gdi\b[^>]*>\s*)(.*?)(\s*</gdi\s*>\s*)?$", re.IGNORECASE | re.DOTALL)
 
 
 def _markup_mask(text: str) -> np.ndarray:
@@ -699,65 +763,229 @@ def typos(text: str, rng: np.random.Generator, k: int = 3) -> str:
     return "".join(chars)
 
 
-def strip_tags(text: str, rng: np.random.Generator | None = None) -> str:
-    """The text without any grounding tags (``helpers.tags.strip_tags``); ``rng`` is unused."""
-    from helpers.tags import strip_tags as _strip
+def _things(plain: str) -> list["Thing"]:
+    """The COCO things ``plain`` names other than people, in text order (chapter 02's reader)."""
+    from helpers.objects import named_things
 
-    return _strip(text)
-
-
-def split_tagged_sentences(text: str) -> list[str]:
-    """The sentences of a tagged segment, tags kept (chapter 03's ``split_sentences``, ``keep_tags=True``)."""
-    from helpers.semantics import split_sentences
-
-    return split_sentences(text, keep_tags=True)
+    return [t for t in named_things(plain) if t.category not in (None, "person")]
 
 
-def shuffle_sentences(text: str, rng: np.random.Generator) -> str:
-    """The same sentences in another order (always another when two or more differ); a ``<gdi>``
-    wrapper stays around them."""
-    sentences = split_tagged_sentences(text)
-    order = rng.permutation(len(sentences))
-    shuffled = [sentences[i] for i in order]
-    if len(set(sentences)) > 1 and shuffled == sentences:
-        shuffled = shuffled[1:] + shuffled[:1]
-    body = " ".join(shuffled)
-    match = _WRAPPER.match(text)
-    if match and text.lstrip().lower().startswith("<gdi"):
-        return f"{match.group(1)}{body}{match.group(3) or ''}"
-    return body
+def _cased(template: str, word: str) -> str:
+    """``word`` capitalised when ``template`` is."""
+    return word[:1].upper() + word[1:] if template[:1].isupper() else word
 
 
-#: Image perturbations of the robustness study, by display name.
-IMAGE_PERTURBATIONS: dict[str, Callable[["Image.Image"], "Image.Image"]] = {
-    "blur (Gaussian, radius 2 px)": partial(blur, radius=2.0),
-    "crop (central 80%, resized back)": partial(crop, keep=0.8),
-    "JPEG (quality 10)": partial(jpeg, quality=10),
-    "brightness (x1.6)": partial(brightness, factor=1.6),
-}
+def _noun_edits(plain: str, thing: "Thing", new: str) -> list[tuple[int, int, str]]:
+    """Replace ``thing`` by ``new`` (plural when it is), and a preceding "a"/"an" by the article ``new`` takes."""
+    from helpers.pairs import article, is_plural, plural
+
+    new = plural(new) if is_plural(thing.text.split()[-1]) else new
+    edits = [(thing.start, thing.end, _cased(thing.text, new))]
+    before = re.search(r"(?:^|\s)(an?)\s+$", plain[: thing.start], re.IGNORECASE)
+    if before:
+        edits.append((before.start(1), before.end(1), _cased(before.group(1), article(new))))
+    return edits
 
 
-#: Text perturbations of the robustness study, by display name; each takes (text, rng).
-TEXT_PERTURBATIONS: dict[str, Callable[[str, np.random.Generator], str]] = {
-    "typos (3 letters)": partial(typos, k=3),
-    "tags stripped": strip_tags,
-    "sentence order shuffled": shuffle_sentences,
-}
+def _apply_edits(tagged: str, edits: Iterable[tuple[int, int, str]]) -> str:
+    """``tagged`` with each plain-text span ``(start, end)`` replaced, tags kept (chapter 01's
+    ``edit_segment``); an edit that would cross a tag raises ``PerturbationError``."""
+    from helpers.tags import edit_segment, parse_segment
+
+    segment = parse_segment(tagged, 1)
+    for start, end, new in sorted(edits, reverse=True):
+        try:
+            segment = edit_segment(segment, start, end, new)
+        except ValueError as error:
+            raise PerturbationError(str(error)) from error
+    return segment.tagged
+
+
+def _plain(tagged: str) -> str:
+    from helpers.tags import strip_tags
+
+    return strip_tags(tagged)
+
+
+GENERIC_NOUN = "thing"
+
+
+def remove_object(text: str, rng: np.random.Generator) -> str:
+    """Every mention of one COCO category (not a person) the text names, drawn with ``rng``,
+    replaced by "thing"; raises ``PerturbationError`` when it names none, or when the edited
+    text still needs that category."""
+    from helpers.objects import needed_categories
+
+    plain = _plain(text)
+    categories = sorted({t.category for t in _things(plain)})
+    if not categories:
+        raise PerturbationError("the text names no COCO object other than a person")
+    category = categories[rng.integers(len(categories))]
+    edits = [e for t in _things(plain) if t.category == category for e in _noun_edits(plain, t, GENERIC_NOUN)]
+    out = _apply_edits(text, edits)
+    if category in needed_categories(_plain(out)):
+        raise PerturbationError(f"{category!r} is still read from the edited text")
+    return out
+
+
+def category_names() -> dict[str, tuple[str, ...]]:
+    """Each COCO category's words in chapter 02's lexicon: its name and every synonym, sorted."""
+    from helpers.objects import COCO_CATEGORIES, SYNONYMS
+
+    names: dict[str, set[str]] = {c: {c} for c in COCO_CATEGORIES}
+    for word, category in SYNONYMS.items():
+        names[category].add(word)
+    return {c: tuple(sorted(words)) for c, words in names.items()}
+
+
+def replace_synonym(text: str, rng: np.random.Generator) -> str:
+    """One thing the text names (not a person) replaced by another word of its COCO category,
+    drawn with ``rng``, such that the text needs the same categories; raises ``PerturbationError``
+    when no such replacement exists."""
+    from helpers.objects import needed_categories, to_coco
+
+    plain, names = _plain(text), category_names()
+    needed = needed_categories(plain)
+    things = _things(plain)
+    for i in rng.permutation(len(things)):
+        thing = things[i]
+        own = {thing.text.lower(), to_coco(thing.text.lower())}
+        options = [w for w in names[thing.category] if w not in own]
+        for j in rng.permutation(len(options)):
+            try:
+                out = _apply_edits(text, _noun_edits(plain, thing, options[j]))
+            except PerturbationError:
+                continue
+            if needed_categories(_plain(out)) == needed:
+                return out
+    raise PerturbationError("the text names no object (other than a person) that has a synonym the reader maps alike")
+
+
+#: Phrase -> another phrase chapter 04's reader maps to the same relation (a test checks each).
+PARAPHRASES: dict[str, str] = {
+    "next to": "beside", "beside": "next to", "alongside": "beside", "near": "close to", "close to": "near",
+    "under": "beneath", "underneath": "beneath", "beneath": "under", "on": "on top of", "on top of": "atop",
+    "atop": "on top of", "rests on": "rests atop", "resting on": "resting atop", "placed on": "placed atop",
+    "in": "inside", "inside": "within", "within": "inside",
+    "to the left of": "on the left of", "on the left of": "to the left of",
+    "to the right of": "on the right of", "on the right of": "to the right of",
+}  # fmt: skip
+
+
+def _relation_keys(plain: str) -> list[tuple[Any, str, Any]]:
+    from helpers.spatial import extract_relations
+
+    return sorted((r.subject_category or "", r.relation, r.object_category or "") for r in extract_relations(plain))
+
+
+def paraphrase_relation(text: str, rng: np.random.Generator) -> str:
+    """One relation the text states, drawn with ``rng``, restated with its ``PARAPHRASES`` phrase,
+    such that the reader finds the same relations; raises ``PerturbationError`` when none can be."""
+    from helpers.spatial import extract_relations
+
+    plain = _plain(text)
+    relations = [r for r in extract_relations(plain) if " ".join(r.phrase.lower().split()) in PARAPHRASES]
+    before = _relation_keys(plain)
+    for i in rng.permutation(len(relations)):
+        relation = relations[i]
+        start, end = relation.span
+        where = re.search(r"(?<![\w'])" + r"\s+".join(map(re.escape, relation.phrase.split())) + r"(?![\w'])",
+                          plain[start:end])
+        if where is None:
+            continue
+        new = _cased(relation.phrase, PARAPHRASES[" ".join(relation.phrase.lower().split())])
+        try:
+            out = _apply_edits(text, [(start + where.start(), start + where.end(), new)])
+        except PerturbationError:
+            continue
+        if _relation_keys(_plain(out)) == before:
+            return out
+    raise PerturbationError("the text states no relation the reader reads the same in another phrasing")
+
+
+_NEGATABLE = re.compile(r"(?:^|\s)(a|an|the|this|that|these|those|some|his|her|their|its|my|your|our)"
+                        r"((?:\s+\S+){0,2}?)\s+$", re.IGNORECASE)
+
+
+def negate(text: str, rng: np.random.Generator) -> str:
+    """One thing the text names (not a person), drawn with ``rng``, negated: the determiner within
+    the two words before it becomes "no", or "no" goes before it. Raises ``PerturbationError`` when
+    the text names no such thing."""
+    plain = _plain(text)
+    things = _things(plain)
+    if not things:
+        raise PerturbationError("the text names no COCO object other than a person to negate")
+    thing = things[rng.integers(len(things))]
+    sentence_start = max(plain.rfind(c, 0, thing.start) for c in ".!?;") + 1
+    determiner = _NEGATABLE.search(plain, sentence_start, thing.start)
+    if determiner and determiner.end() == thing.start:
+        edit = (determiner.start(1), determiner.end(1), _cased(determiner.group(1), "no"))
+    else:
+        edit = (thing.start, thing.end, f"{_cased(thing.text, 'no')} {thing.text[:1].lower()}{thing.text[1:]}")
+    return _apply_edits(text, [edit])
+
+
+#: The text perturbations of the robustness study; each ``apply`` takes (tagged text, rng).
+TEXT_PERTURBATIONS: tuple[Perturbation, ...] = (
+    Perturbation("typos (3 letters)", "text", None, partial(typos, k=3),
+                 "CLIP reads misspelt words as other tokens: its score of the aligned pairs down a little",
+                 "clip_score", "aligned", "down"),
+    Perturbation("object removed", "text", None, remove_object,
+                 "one thing fewer to find in the frame: object score of the aligned pairs down",
+                 "object_score", "aligned", "down"),
+    Perturbation("object synonym", "text", None, replace_synonym,
+                 "the lexicon maps both words to the same category: no change in the object score",
+                 "object_score", "all", "none"),
+    Perturbation("relation paraphrased", "text", None, paraphrase_relation,
+                 "the relation reader maps both phrasings to the same relation: no change in the spatial score",
+                 "spatial_score", "all", "none"),
+    Perturbation("negation", "text", None, negate,
+                 "the verifier does not read negation: P(aligned) of the aligned pairs does not drop "
+                 "(a reader of negation would lower it)", "probability", "aligned", "not down"),
+)
+
+
+def expectation_table(perturbations: Sequence[Perturbation]) -> pd.DataFrame:
+    """One row per perturbation: its kind, family, strength and the expected change."""
+    return pd.DataFrame([{"kind": p.kind, "perturbation": p.name, "expected": p.expected,
+                          "checked on": f"{p.score}, {p.pairs} pairs: {p.direction}"} for p in perturbations])
+
+
+def robustness_sample(table: pd.DataFrame, n_pairs: int, *, seed: int, split: str = "test") -> pd.DataFrame:
+    """``n_pairs`` pairs of ``split`` drawn with ``seed``, half aligned and half not; when the
+    aligned pairs run short, misaligned ones fill the rest (as far as the split has them)."""
+    if n_pairs < 2:
+        raise ValueError(f"the robustness sample needs at least 2 pairs, got {n_pairs}")
+    rows = table[table["split"] == split]
+    aligned, other = (rows[rows["label"] == label] for label in (1, 0))
+    n_aligned = min(n_pairs // 2, len(aligned))
+    sample = [aligned.sample(n=n_aligned, random_state=seed),
+              other.sample(n=min(n_pairs - n_aligned, len(other)), random_state=seed)]
+    return pd.concat(sample).sort_values("pair_id", ignore_index=True)
+
+
+def sample_note(table: pd.DataFrame, sample: pd.DataFrame, n_pairs: int, split: str = "test",
+                image_sample: pd.DataFrame | None = None) -> str:
+    """How many pairs the robustness sample (and its image part) holds, and why: what the
+    profile asked and what the split has."""
+    rows = table[table["split"] == split]
+    aligned, other = int((rows["label"] == 1).sum()), int((rows["label"] == 0).sum())
+
+    def held(pairs: pd.DataFrame) -> str:
+        taken = int((pairs["label"] == 1).sum())
+        return (f"{len(pairs):,}: {taken:,} aligned and {len(pairs) - taken:,} not, over "
+                f"{pairs[['story_id', 'frame']].drop_duplicates().shape[0]:,} frames")
+
+    note = (f"The profile asks for {n_pairs:,} pairs, half aligned; the {split} split has {aligned:,} aligned and "
+            f"{other:,} misaligned pairs, so the sample holds {held(sample)}.")
+    if image_sample is not None and len(image_sample) < len(sample):
+        note += (f" Each image perturbation reruns the detector and CLIP on every frame it perturbs, so the profile "
+                 f"bounds the image part by its cost to {held(image_sample)}.")
+    return note
 
 
 #: The scores whose movement the robustness study reports, and the head's output.
 ROBUSTNESS_SCORES: tuple[str, ...] = (*STUDY_FEATURES, "probability")
-
-
-def robustness_sample(table: pd.DataFrame, n_pairs: int, *, seed: int, split: str = "test") -> pd.DataFrame:
-    """``n_pairs`` pairs of ``split`` drawn with ``seed``, half aligned and half not (as far as they go)."""
-    if n_pairs < 2:
-        raise ValueError(f"the robustness sample needs at least 2 pairs, got {n_pairs}")
-    rows = table[table["split"] == split]
-    parts = [rows[rows["label"] == label] for label in (1, 0)]
-    half = [n_pairs // 2, n_pairs - n_pairs // 2]
-    sample = [p.sample(n=min(h, len(p)), random_state=seed) for p, h in zip(parts, half)]
-    return pd.concat(sample).sort_values("pair_id", ignore_index=True)
 
 
 def _pair_rng(seed: int, pair_id: str) -> np.random.Generator:
@@ -788,11 +1016,20 @@ def perturb_frames(frames: Mapping[tuple[str, int], bytes], perturb: Callable[["
 
 def perturb_texts(pairs: pd.DataFrame, perturb: Callable[[str, np.random.Generator], str], *,
                   seed: int) -> pd.DataFrame:
-    """``pairs`` with each ``tagged_text`` perturbed (a generator per pair) and ``text`` re-derived from it."""
-    from helpers.tags import strip_tags as _strip
+    """``pairs`` with each ``tagged_text`` perturbed (a generator per pair) and ``text`` re-derived
+    from it; ``applied`` is False where the perturbation does not apply (``PerturbationError``),
+    and such a pair keeps its text."""
+    from helpers.tags import strip_tags
 
-    tagged = [perturb(t, _pair_rng(seed, p)) for p, t in zip(pairs["pair_id"], pairs["tagged_text"])]
-    return pairs.assign(tagged_text=tagged, text=[_strip(t) for t in tagged])
+    tagged, applied = [], []
+    for pair_id, text in zip(pairs["pair_id"], pairs["tagged_text"]):
+        try:
+            tagged.append(perturb(text, _pair_rng(seed, pair_id)))
+            applied.append(True)
+        except PerturbationError:
+            tagged.append(text)
+            applied.append(False)
+    return pairs.assign(tagged_text=tagged, text=[strip_tags(t) for t in tagged], applied=applied)
 
 
 from helpers.fusion import score_pairs
@@ -800,68 +1037,147 @@ from helpers.fusion import score_pairs
 
 def robustness(sample: pd.DataFrame, frames: Mapping[tuple[str, int], bytes],
                score: Callable[[pd.DataFrame, Mapping[tuple[str, int], bytes]], pd.DataFrame],
-               head: "TrainedHead", *, seed: int,
-               image_perturbations: Mapping[str, Callable[["Image.Image"], "Image.Image"]] = IMAGE_PERTURBATIONS,
-               text_perturbations: Mapping[str, Callable[[str, np.random.Generator], str]] = TEXT_PERTURBATIONS,
-               ) -> pd.DataFrame:
+               head: "TrainedHead", *, seed: int, perturbations: Sequence[Perturbation],
+               image_sample: pd.DataFrame | None = None) -> pd.DataFrame:
     """How each score, P(aligned) and the decision move when the sample's inputs are perturbed.
 
     ``score(pairs, frames)`` computes the evidence from scratch (``score_pairs`` with its
-    keyword arguments bound). One row per (perturbation, pair): ``perturbation``, ``kind``
-    ("image" | "text"), ``pair_id``, ``label``, ``negative_type``, ``<score>_clean`` and
-    ``<score>_perturbed`` for each of ``ROBUSTNESS_SCORES``, ``decision_clean``,
+    keyword arguments bound). The image perturbations run on ``image_sample`` (pairs of
+    ``sample``; all of it by default), the text perturbations on ``sample``. One row per
+    (perturbation, pair): ``perturbation``, ``family``,
+    ``kind``, ``strength``, the expectation (``expected``, ``expected_score``,
+    ``expected_pairs``, ``direction``), ``pair_id``, ``label``, ``negative_type``, ``applied``,
+    ``text_perturbed`` (text perturbations), ``<score>_clean`` and ``<score>_perturbed`` for each
+    of ``ROBUSTNESS_SCORES`` (missing where not applied), ``decision_clean``,
     ``decision_perturbed`` and ``flipped``."""
     keys = dict.fromkeys(zip(sample["story_id"].astype(str), sample["frame"].astype(int)))
     frames = {key: frames[key] for key in keys}
 
     def scored(pairs: pd.DataFrame, pair_frames: Mapping[tuple[str, int], bytes]) -> pd.DataFrame:
         table = score(pairs, pair_frames)
-        return table.assign(probability=head.predict_proba(table)).set_index("pair_id").loc[sample["pair_id"]]
+        return table.assign(probability=head.predict_proba(table)).set_index("pair_id")
 
-    clean = scored(sample, frames)
-    runs = [(name, "image", sample, perturb_frames(frames, f)) for name, f in image_perturbations.items()]
-    runs += [(name, "text", perturb_texts(sample, f, seed=seed), frames) for name, f in text_perturbations.items()]
+    image_sample = sample if image_sample is None else image_sample
+    if extra := set(image_sample["pair_id"]) - set(sample["pair_id"]):
+        raise ValueError(f"the image sample holds {len(extra)} pairs that are not in the sample")
+    image_frames = {k: frames[k] for k in zip(image_sample["story_id"].astype(str), image_sample["frame"].astype(int))}
+    clean_all = scored(sample, frames)
     parts = []
-    for name, kind, pairs, pair_frames in runs:
-        perturbed = scored(pairs, pair_frames)
-        part = pd.DataFrame({"perturbation": name, "kind": kind, "pair_id": sample["pair_id"].to_numpy(),
-                             "label": sample["label"].to_numpy(), "negative_type": sample["negative_type"].to_numpy()})
+    for p in perturbations:
+        base = image_sample if p.kind == "image" else sample
+        if p.kind == "image":
+            pairs, pair_frames = image_sample.assign(applied=True), perturb_frames(image_frames, p.apply)
+        else:
+            pairs, pair_frames = perturb_texts(sample, p.apply, seed=seed), frames
+        clean = clean_all.loc[base["pair_id"]]
+        applied = pairs["applied"].to_numpy(dtype=bool)
+        perturbed = (scored(pairs[applied].drop(columns="applied"), pair_frames) if applied.any()
+                     else pd.DataFrame(columns=list(ROBUSTNESS_SCORES))).reindex(base["pair_id"])
+        part = pd.DataFrame({"perturbation": p.name, "family": p.family, "kind": p.kind,
+                             "strength": np.nan if p.strength is None else float(p.strength),
+                             "expected": p.expected, "expected_score": p.score, "expected_pairs": p.pairs,
+                             "direction": p.direction, "pair_id": base["pair_id"].to_numpy(),
+                             "label": base["label"].to_numpy(), "negative_type": base["negative_type"].to_numpy(),
+                             "applied": applied,
+                             "text_perturbed": pairs["tagged_text"].where(applied, None).to_numpy()
+                             if p.kind == "text" else None})
         for column in ROBUSTNESS_SCORES:
             part[f"{column}_clean"] = clean[column].to_numpy(dtype=float)
             part[f"{column}_perturbed"] = perturbed[column].to_numpy(dtype=float)
         part["decision_clean"] = part["probability_clean"] >= head.threshold
         part["decision_perturbed"] = part["probability_perturbed"] >= head.threshold
+        part["flipped"] = applied & (part["decision_clean"] != part["decision_perturbed"])
         parts.append(part)
-    out = pd.concat(parts, ignore_index=True)
-    return out.assign(flipped=out["decision_clean"] != out["decision_perturbed"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def expectation_verdict(direction: str, mean_change: float, largest: float) -> str:
+    """Whether a measured change (its mean and its largest absolute value) meets ``direction``."""
+    if np.isnan(mean_change):
+        return "not measured (no pair)"
+    if direction == "none":
+        return "as expected" if largest <= NO_CHANGE else "moved"
+    if direction == "not down":
+        return "as expected" if mean_change >= -NO_CHANGE else "dropped"
+    sign = -1 if direction == "down" else 1
+    if abs(mean_change) <= NO_CHANGE:
+        return "did not move"
+    return "as expected" if sign * mean_change > 0 else "went the other way"
 
 
 def robustness_summary(long: pd.DataFrame) -> pd.DataFrame:
-    """Per perturbation: pairs, the mean absolute change of each score and of P(aligned), and
-    the share of decisions that flipped (aligned <-> misaligned)."""
-    changes = {f"mean |change| {c}": (long[f"{c}_perturbed"] - long[f"{c}_clean"]).abs() for c in ROBUSTNESS_SCORES}
-    frame = long[["perturbation", "kind", "flipped"]].assign(**changes)
-    summary = frame.groupby(["kind", "perturbation"], sort=False).agg(
-        pairs=("flipped", "size"), **{k: (k, "mean") for k in changes}, decisions_flipped=("flipped", "mean"))
-    return summary.reset_index()
+    """One row per perturbation (in the order run): ``pairs`` it applied to, ``not_applicable``,
+    ``mean |change| <score>`` for each of ``ROBUSTNESS_SCORES``, ``largest |change|`` (of any of
+    them), ``decisions_flipped`` (share of the pairs it applied to), the expectation and its
+    ``measured`` mean change (of ``expected_score`` on ``expected_pairs``) and ``verdict``."""
+    rows = []
+    for name, group in long.groupby("perturbation", sort=False):
+        first, done = group.iloc[0], group[group["applied"]]
+        change = {c: done[f"{c}_perturbed"] - done[f"{c}_clean"] for c in ROBUSTNESS_SCORES}
+        on = done if first["expected_pairs"] == "all" else done[done["label"] == 1]
+        expected = (on[f"{first['expected_score']}_perturbed"] - on[f"{first['expected_score']}_clean"])
+        largest = float(pd.concat(change.values()).abs().max()) if len(done) else np.nan
+        measured = float(expected.mean()) if len(expected) else np.nan
+        rows.append({"kind": first["kind"], "family": first["family"], "strength": first["strength"],
+                     "perturbation": name, "pairs": len(done), "not_applicable": int((~group["applied"]).sum()),
+                     **{f"mean |change| {c}": float(v.abs().mean()) if len(v) else np.nan for c, v in change.items()},
+                     "largest |change|": largest,
+                     "decisions_flipped": float(done["flipped"].mean()) if len(done) else np.nan,
+                     "expected": first["expected"], "expected_score": first["expected_score"],
+                     "expected_pairs": first["expected_pairs"], "direction": first["direction"],
+                     "measured": measured,
+                     "verdict": expectation_verdict(first["direction"], measured,
+                                                    float(expected.abs().max()) if len(expected) else np.nan)})
+    return pd.DataFrame(rows)
 
 
-# extra code: the figure, and where the per-pair table is written
-def plot_robustness(summary: pd.DataFrame) -> "matplotlib.figure.Figure":
-    """Left: the mean absolute change of each score and of P(aligned) per perturbation;
-    right: the share of decisions that flipped."""
+# extra code: the figures, and where the per-pair table is written
+def plot_image_robustness(summary: pd.DataFrame) -> "matplotlib.figure.Figure":
+    """Change against strength, one column per image perturbation: the mean absolute change of
+    each score and of P(aligned) (top), the mean change of the expected score on the expected
+    pairs (middle: below zero is the expected drop) and the share of decisions flipped (bottom)."""
+    import matplotlib.pyplot as plt
+
+    images = summary[summary["kind"] == "image"]
+    families = list(dict.fromkeys(images["family"]))
+    fig, axes = plt.subplots(3, len(families), figsize=(3.6 * len(families), 8), squeeze=False, sharey="row")
+    for column, family in zip(axes.T, families):
+        rows = images[images["family"] == family]
+        x = np.arange(len(rows))
+        for score in ROBUSTNESS_SCORES:
+            column[0].plot(x, rows[f"mean |change| {score}"], marker="o", label=score)
+        column[1].plot(x, rows["measured"], marker="o", color="#6a1b9a")
+        column[1].axhline(0, color="grey", lw=0.8)
+        column[2].bar(x, rows["decisions_flipped"], color="#c62828")
+        column[0].set_title(family)
+        for ax in column:
+            ax.set_xticks(x, [f"{s:g}" for s in rows["strength"]])
+        column[2].set(xlabel="strength (mild -> strong)", ylim=(0, 1))
+    axes[0, 0].set_ylabel("mean |change|")
+    axes[1, 0].set_ylabel(f"mean change of\n{images['expected_score'].iloc[0]}, {images['expected_pairs'].iloc[0]}")
+    axes[2, 0].set_ylabel("decisions flipped")
+    axes[0, -1].legend(fontsize=8)
+    fig.suptitle(f"Image perturbations: change against strength ({int(images['pairs'].max())} test pairs)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_text_robustness(summary: pd.DataFrame) -> "matplotlib.figure.Figure":
+    """Per text perturbation: the mean absolute change of each score and of P(aligned), with
+    the pairs it applied to in its label; the share of decisions flipped beside it."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    columns = [c for c in summary.columns if c.startswith("mean |change| ")]
-    changes = summary.melt(id_vars=["kind", "perturbation"], value_vars=columns, var_name="score",
-                           value_name="mean absolute change")
+    texts = summary[summary["kind"] == "text"].assign(
+        label=lambda d: [f"{p} ({n} of {n + m} pairs)" for p, n, m in zip(d["perturbation"], d["pairs"],
+                                                                         d["not_applicable"])])
+    columns = [f"mean |change| {c}" for c in ROBUSTNESS_SCORES]
+    changes = texts.melt(id_vars=["label"], value_vars=columns, var_name="score", value_name="mean absolute change")
     changes["score"] = changes["score"].str.removeprefix("mean |change| ")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.6 * len(summary) + 1.8),
-                                      gridspec_kw={"width_ratios": [2, 1]})
-    sns.barplot(changes, y="perturbation", x="mean absolute change", hue="score", ax=left)
-    left.set_title(f"How far each score moves ({int(summary['pairs'].max())} test pairs)")
-    sns.barplot(summary, y="perturbation", x="decisions_flipped", color="#c62828", ax=right)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.7 * len(texts) + 1.8), gridspec_kw={"width_ratios": [2, 1]})
+    sns.barplot(changes, y="label", x="mean absolute change", hue="score", ax=left)
+    left.set(ylabel="", title="Text perturbations: how far each score moves")
+    sns.barplot(texts, y="label", x="decisions_flipped", color="#c62828", ax=right)
     right.set(xlim=(0, 1), xlabel="share of decisions flipped", ylabel="", title="How often the verdict flips")
     right.set_yticklabels([])
     fig.tight_layout()
@@ -887,23 +1203,37 @@ def read_robustness(paths: Paths) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
+_WHAT = {"probability": "P(aligned)"}
+
+
 def robustness_findings(summary: pd.DataFrame) -> list[str]:
-    """The robustness summary (``robustness_summary``) as Markdown sentences, numbers computed."""
+    """The robustness summary (``robustness_summary``) as Markdown sentences, numbers computed:
+    per text perturbation and per image family, what was expected and what was measured."""
     if summary.empty:
         return []
-    n = int(summary["pairs"].max())
-    scores = [f"mean |change| {c}" for c in STUDY_FEATURES]
-    ranked = summary.sort_values(["decisions_flipped", "mean |change| probability"], ascending=False)
-    top = ranked.iloc[0]
-    moved = top[scores].astype(float).idxmax().removeprefix("mean |change| ")
-    if top["decisions_flipped"] == 0:
-        out = [f"No perturbation flipped a decision on the {n:,} sampled test pairs; *{top['perturbation']}* moved "
-               f"P(aligned) the most (mean change {top['mean |change| probability']:.3f}), mostly through `{moved}`."]
-    else:
-        bottom = ranked.iloc[-1]
-        out = [f"On the {n:,} sampled test pairs, *{top['perturbation']}* flipped the most decisions "
-               f"({top['decisions_flipped']:.0%}; mean change of P(aligned) {top['mean |change| probability']:.3f}, "
-               f"the largest score change in `{moved}`) and *{bottom['perturbation']}* the fewest "
-               f"({bottom['decisions_flipped']:.0%})."]
-    out.append(f"With {n:,} pairs, one pair is {1 / n:.0%} of the sample: read these shares as rough.")
+    n = int((summary["pairs"] + summary["not_applicable"]).max())
+    out = []
+    for _, row in summary[summary["kind"] == "text"].iterrows():
+        what = _WHAT.get(row["expected_score"], f"`{row['expected_score']}`")
+        if row["pairs"] == 0:
+            out.append(f"*{row['perturbation']}* applied to none of the {n:,} pairs: not measured.")
+            continue
+        on = "the aligned pairs" if row["expected_pairs"] == "aligned" else "all pairs"
+        out.append(f"*{row['perturbation']}* (applied to {int(row['pairs']):,} of {n:,} pairs; "
+                   f"{int(row['not_applicable']):,} had nothing to apply it to). Expected: {row['expected']}. "
+                   f"Measured: {what} on {on} changed by {row['measured']:+.3g} on average: "
+                   f"{row['verdict']}. It flipped {row['decisions_flipped']:.0%} of the decisions "
+                   f"(largest change of any score {row['largest |change|']:.3f}).")
+    images = summary[summary["kind"] == "image"]
+    for family, rows in images.groupby("family", sort=False):
+        what = _WHAT.get(rows["expected_score"].iloc[0], f"`{rows['expected_score'].iloc[0]}`")
+        steps = ", ".join(f"{m:+.3g} at {s:g}" for s, m in zip(rows["strength"], rows["measured"]))
+        met = int((rows["verdict"] == "as expected").sum())
+        out.append(f"*{family}*: {what} of the aligned pairs changed by {steps} (expected: down, more when "
+                   f"stronger); as expected at {met} of {len(rows)} strengths; decisions flipped at the strongest: "
+                   f"{rows['decisions_flipped'].iloc[-1]:.0%}.")
+    met = summary.loc[summary["verdict"] == "as expected", "perturbation"].tolist()
+    missed = summary.loc[summary["verdict"] != "as expected", "perturbation"].tolist()
+    out.append(f"Moved as stated beforehand: {', '.join(met) or 'none'}; not as stated: {', '.join(missed) or 'none'}.")
+    out.append(f"With {n:,} pairs, one pair is {1 / n:.1%} of the sample: read the shares with that in mind.")
     return out

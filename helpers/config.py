@@ -130,6 +130,26 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str
     if isinstance(subset, bool) or not isinstance(subset, int) or not 1 <= subset <= seeds:
         raise ValueError(f"profile {name!r}: training.subset_seeds (how many of the seeds train chapter 09's evidence "
                          f"subsets) must be an integer from 1 to training.seeds ({seeds}), got {subset!r}")
+    return check_robustness(cfg, path)
+
+
+def check_robustness(cfg: dict[str, Any], where: Any = "the profile") -> dict[str, Any]:
+    """``cfg``, after checking its ``robustness`` section (chapter 09): ``n_pairs`` an integer of
+    at least 2 (test pairs to perturb), ``image_levels`` ``"all"`` or a positive integer (the
+    strengths of each image perturbation to run), ``image_pairs`` null or an integer of at least 2
+    (the pairs of the sample the image perturbations run on)."""
+    section = cfg.get("robustness")
+    n = section.get("n_pairs") if isinstance(section, dict) else None
+    levels = section.get("image_levels") if isinstance(section, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"{where}: robustness.n_pairs (test pairs chapter 09 perturbs) must be an integer of at "
+                         f"least 2, got {n!r}")
+    if levels != "all" and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
+        raise ValueError(f"{where}: robustness.image_levels must be 'all' or a positive integer, got {levels!r}")
+    image_pairs = section.get("image_pairs")
+    if image_pairs is not None and (isinstance(image_pairs, bool) or not isinstance(image_pairs, int) or image_pairs < 2):
+        raise ValueError(f"{where}: robustness.image_pairs (pairs the image perturbations run on) must be null (all "
+                         f"of the sample) or an integer of at least 2, got {image_pairs!r}")
     return cfg
 
 

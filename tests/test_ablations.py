@@ -18,6 +18,7 @@ from PIL import Image, ImageChops
 from helpers import ablations as ab
 from helpers.tags import parse_story, strip_tags
 
+from conftest import STORY_1831
 from conftest import STORY_3920 as FIXTURE  # a real story, verbatim from the Hub
 TAGGED = (
     "<gdo char1>Dr. Mary Jones</gdo> <gda char1>sits</gda> on <gdo obj1>the couch</gdo>. "
@@ -158,34 +159,106 @@ def test_typos_change_exactly_k_letters_and_no_tag():
         ab.typos("<gdo char1>ab</gdo>", rng, k=3)
 
 
-def test_strip_tags_leaves_no_tag():
-    out = ab.strip_tags(TAGGED)
-    assert "<gd" not in out and "</gd" not in out and "Dr. Mary Jones sits on the couch." in out
+def test_the_no_op_perturbations_are_gone():
+    names = {p.family for p in ab.TEXT_PERTURBATIONS}
+    assert not {"tags stripped", "sentence order shuffled"} & names
+    assert {"object removed", "object synonym", "relation paraphrased", "negation", "typos (3 letters)"} <= names
+    for p in [*ab.TEXT_PERTURBATIONS, *ab.image_perturbations()]:
+        assert p.expected and p.score in ab.ROBUSTNESS_SCORES and p.direction in ab.DIRECTIONS
 
 
-def test_sentences_never_split_inside_a_tag_or_after_a_title():
-    sentences = ab.split_tagged_sentences(TAGGED)
-    assert len(sentences) == 4
-    assert sentences[0].startswith("<gdo char1>Dr. Mary Jones</gdo>")
-    for s in sentences:
-        assert s.count("<gd") == s.count("</gd")
+EDITABLE = ("<gdo char1>Mr. Smith</gdo> puts <gdo obj1>an apple</gdo> on the table next to "
+            "<gdo obj2>a television</gdo>. <gdo char2>Anna</gdo> sits on the sofa. The apples roll.")
+NOTHING = "<gdo char1>Anna</gdo> <gda char1>smiles</gda> at <gdo char2>him</gdo>. The light is dim."
 
 
-def test_shuffle_keeps_the_multiset_of_sentences_and_changes_the_order():
-    for seed in range(5):
-        out = ab.shuffle_sentences(TAGGED, np.random.default_rng(seed))
-        assert Counter(ab.split_tagged_sentences(out)) == Counter(ab.split_tagged_sentences(TAGGED))
-        assert out != TAGGED
-    wrapped = ab.shuffle_sentences(f"<gdi image2>\n{TAGGED}\n</gdi>", np.random.default_rng(0))
-    assert wrapped.startswith("<gdi image2>") and wrapped.rstrip().endswith("</gdi>")
-    assert ab.shuffle_sentences("Only one.", np.random.default_rng(0)) == "Only one."
+def _deterministic(perturb, text):
+    outs = [perturb(text, np.random.default_rng(s)) for s in range(8)]
+    assert outs == [perturb(text, np.random.default_rng(s)) for s in range(8)]  # same rng, same edit
+    return outs
 
 
-def test_shuffle_on_real_segments_keeps_every_sentence():
-    for segment in parse_story(FIXTURE.read_text()):
-        out = ab.shuffle_sentences(segment.tagged, np.random.default_rng(1))
-        assert sorted(ab.split_tagged_sentences(out)) == sorted(ab.split_tagged_sentences(segment.tagged))
-        assert sorted(strip_tags(out).split()) == sorted(segment.plain.split())
+def test_remove_object_drops_one_category_from_what_the_text_needs():
+    from helpers.objects import needed_categories
+
+    before = set(needed_categories(strip_tags(EDITABLE)))
+    removed = set()
+    for out in _deterministic(ab.remove_object, EDITABLE):
+        after = set(needed_categories(strip_tags(out)))
+        assert after < before and len(before - after) == 1
+        removed |= before - after
+        assert ab._MARKUP.findall(out) == ab._MARKUP.findall(EDITABLE)  # every tag kept
+        assert "an thing" not in out.lower() and "thing" in out
+    assert len(removed) >= 2  # the rng chooses among the categories
+    apples = ab.remove_object(EDITABLE.replace("a television", "an oven"), np.random.default_rng(0))
+    assert "an thing" not in apples.lower()
+    with pytest.raises(ab.PerturbationError, match="names no COCO object"):
+        ab.remove_object(NOTHING, np.random.default_rng(0))
+
+
+def test_every_mention_of_the_removed_category_goes_with_the_right_number_and_article():
+    text = "<gdo obj1>An apple</gdo> lies there. Two apples roll away."
+    out = ab.remove_object(text, np.random.default_rng(0))
+    assert strip_tags(out) == "A thing lies there. Two things roll away."
+
+
+def test_a_synonym_keeps_what_the_text_needs_and_changes_the_words():
+    from helpers.objects import needed_categories
+
+    for out in _deterministic(ab.replace_synonym, EDITABLE):
+        assert out != EDITABLE
+        assert needed_categories(strip_tags(out)) == needed_categories(strip_tags(EDITABLE))
+        assert ab._MARKUP.findall(out) == ab._MARKUP.findall(EDITABLE)
+    assert "an stove" not in strip_tags(ab.replace_synonym("He opens an oven.", np.random.default_rng(0))).lower()
+    assert ab.category_names()["couch"] == ("couch", "loveseat", "settee", "sofa")
+    with pytest.raises(ab.PerturbationError, match="no object"):
+        ab.replace_synonym(NOTHING, np.random.default_rng(0))
+
+
+def test_every_paraphrase_is_read_as_the_same_relation():
+    from helpers.spatial import extract_relations
+
+    for phrase, other in ab.PARAPHRASES.items():
+        assert phrase != other
+        read = [extract_relations(f"The cup {p} the table.") for p in (phrase, other)]
+        assert read[0] and [r.relation for r in read[0]] == [r.relation for r in read[1]], phrase
+
+
+def test_a_paraphrased_relation_is_read_the_same_and_is_counted_when_absent():
+    seen = set()
+    for out in _deterministic(ab.paraphrase_relation, EDITABLE):
+        assert out != EDITABLE and ab._relation_keys(strip_tags(out)) == ab._relation_keys(strip_tags(EDITABLE))
+        seen.add(strip_tags(out))
+    assert len(seen) == 2  # "on" and "next to" are both paraphrased by some draw
+    with pytest.raises(ab.PerturbationError, match="no relation"):
+        ab.paraphrase_relation("<gdo obj1>A cup</gdo> stands there.", np.random.default_rng(0))
+
+
+def test_negation_denies_one_named_thing_which_the_readers_still_find():
+    from helpers.objects import needed_categories
+
+    assert strip_tags(ab.negate("There is a cup.", np.random.default_rng(0))) == "There is no cup."
+    assert strip_tags(ab.negate("<gdo obj1>The cup</gdo> is red.", np.random.default_rng(0))) == "No cup is red."
+    assert strip_tags(ab.negate("He sees cups.", np.random.default_rng(0))) == "He sees no cups."
+    for out in _deterministic(ab.negate, EDITABLE):
+        assert " no " in f" {strip_tags(out).lower()} " and len(out.split()) == len(EDITABLE.split())
+        assert needed_categories(strip_tags(out)) == needed_categories(strip_tags(EDITABLE))
+    with pytest.raises(ab.PerturbationError):
+        ab.negate(NOTHING, np.random.default_rng(0))
+
+
+def test_text_perturbations_apply_to_real_segments():
+    applied = Counter()
+    segments = [s for f in (FIXTURE, STORY_1831) for s in parse_story(f.read_text())]
+    for p in ab.TEXT_PERTURBATIONS:
+        for segment in segments:
+            try:
+                out = p.apply(segment.tagged, np.random.default_rng(0))
+            except ab.PerturbationError:
+                continue
+            applied[p.family] += 1
+            assert out != segment.tagged and ab._MARKUP.findall(out) == ab._MARKUP.findall(segment.tagged)
+    assert set(applied) == {p.family for p in ab.TEXT_PERTURBATIONS}, applied
 
 
 @pytest.fixture(scope="module")
@@ -196,17 +269,30 @@ def frame() -> Image.Image:
     return Image.fromarray(pixels)
 
 
-@pytest.mark.parametrize("name", list(ab.IMAGE_PERTURBATIONS))
-def test_image_perturbations_change_pixels_and_keep_the_size(frame, name):
-    out = ab.IMAGE_PERTURBATIONS[name](frame)
+@pytest.mark.parametrize("p", ab.image_perturbations(), ids=lambda p: p.name)
+def test_image_perturbations_change_pixels_and_keep_the_size(frame, p):
+    out = p.apply(frame)
     assert out.size == frame.size and out.mode == "RGB"
     assert ImageChops.difference(out, frame).getbbox() is not None
+
+
+def test_image_perturbations_are_graded_from_mild_to_strong(frame):
+    original = np.asarray(frame, dtype=float)
+    for family, *_ in ab.IMAGE_FAMILIES:
+        levels = [p for p in ab.image_perturbations() if p.family == family]
+        assert len(levels) == 3
+        distance = [np.abs(np.asarray(p.apply(frame), dtype=float) - original).mean() for p in levels]
+        assert distance == sorted(distance), family  # a stronger setting moves the pixels further
+    assert ab.image_levels((1, 2, 4), 1) == (4,) and ab.image_levels((1, 2, 4), 2) == (1, 4)
+    assert ab.image_levels((1, 2, 4), "all") == (1, 2, 4) == ab.image_levels((1, 2, 4), 5)
+    with pytest.raises(ValueError):
+        ab.image_levels((1, 2, 4), 0)
 
 
 def test_image_perturbations_do_what_they_claim(frame):
     gray = np.asarray(frame.convert("L"), dtype=float)
     assert np.asarray(ab.blur(frame).convert("L"), dtype=float).std() < gray.std()  # blur smooths
-    assert np.asarray(ab.brightness(frame, 1.6), dtype=float).mean() > np.asarray(frame, dtype=float).mean()
+    assert np.asarray(ab.brightness(frame, 0.5), dtype=float).mean() < np.asarray(frame, dtype=float).mean()
     cropped = np.asarray(ab.crop(frame, keep=0.5))
     assert (cropped[120, 288] == (200, 40, 40)).all()  # the centre is magnified: the red block fills it
     with pytest.raises(ab.PerturbationError):
@@ -219,50 +305,94 @@ def test_image_perturbations_do_what_they_claim(frame):
 
 
 def sample_pairs() -> pd.DataFrame:
-    return pd.DataFrame({"pair_id": ["p1", "p2"], "story_id": ["1", "1"], "frame": [1, 2], "label": [1, 0],
-                         "negative_type": ["", "object_swap"], "split": ["test", "test"],
-                         "tagged_text": [TAGGED, "<gdo obj1>A cup</gdo> stands on a table. It is red."],
-                         "text": [strip_tags(TAGGED), "A cup stands on a table. It is red."]})
+    texts = [EDITABLE, "<gdo obj1>A cup</gdo> is under a table. It is red.", NOTHING]
+    return pd.DataFrame({"pair_id": ["p1", "p2", "p3"], "story_id": ["1", "1", "1"], "frame": [1, 2, 2],
+                         "label": [1, 0, 1], "negative_type": ["", "object_swap", ""], "split": ["test"] * 3,
+                         "tagged_text": texts, "text": [strip_tags(t) for t in texts]})
 
 
 def fake_score(pairs: pd.DataFrame, frames) -> pd.DataFrame:
-    """Evidence that reacts to tags (object), to the image's brightness (clip) and to any edit of the text (spatial)."""
+    """Object evidence from the lexicon, spatial from the relation reader, 'clip' from the image's
+    brightness and the text's length: each reacts to what it should."""
+    from helpers.objects import needed_categories
+    from helpers.spatial import extract_relations
+
     brightness = {k: np.asarray(Image.open(io.BytesIO(v)), dtype=float).mean() / 255 for k, v in frames.items()}
     keys = list(zip(pairs["story_id"], pairs["frame"]))
     return pairs.assign(
-        object_score=[float("<gdo" in t) for t in pairs["tagged_text"]],
-        clip_score=[brightness[k] for k in keys],
-        spatial_score=[float(t in set(sample_pairs()["tagged_text"])) for t in pairs["tagged_text"]],
+        object_score=[len(needed_categories(t)) / 5 for t in pairs["text"]],
+        clip_score=[brightness[k] + len(t) / 1e4 for k, t in zip(keys, pairs["text"])],
+        spatial_score=[sorted(r.relation for r in extract_relations(t)).__len__() / 3 for t in pairs["text"]],
     )
 
 
-def test_robustness_measures_changes_and_flips_against_the_clean_pairs(frame):
+def test_robustness_counts_what_does_not_apply_and_measures_the_rest(frame):
     buffer = io.BytesIO()
     frame.save(buffer, format="PNG")
     frames = {("1", 1): buffer.getvalue(), ("1", 2): buffer.getvalue(), ("9", 9): b"unused"}
     head = SimpleNamespace(threshold=0.5, predict_proba=lambda t: t["object_score"].to_numpy() * 0.8 + 0.1)
-    long = ab.robustness(sample_pairs(), frames, fake_score, head, seed=0)
-    assert len(long) == 2 * (len(ab.IMAGE_PERTURBATIONS) + len(ab.TEXT_PERTURBATIONS))
-    stripped = long[long["perturbation"] == "tags stripped"]
-    assert (stripped["object_score_clean"] == 1).all() and (stripped["object_score_perturbed"] == 0).all()
-    assert stripped["flipped"].all()  # P goes from 0.9 to 0.1 across the 0.5 threshold
-    assert not long.loc[long["kind"] == "image", "flipped"].any()
-    bright = long[long["perturbation"].str.startswith("brightness")]
-    assert (bright["clip_score_perturbed"] > bright["clip_score_clean"]).all()
-    shuffled = long[long["perturbation"].str.startswith("sentence order")]
-    assert (shuffled["spatial_score_perturbed"] == 0).all()  # the order changed in both texts
+    perturbations = [*ab.image_perturbations(1), *ab.TEXT_PERTURBATIONS]
+    long = ab.robustness(sample_pairs(), frames, fake_score, head, seed=0, perturbations=perturbations)
+    assert len(long) == 3 * len(perturbations)
     summary = ab.robustness_summary(long).set_index("perturbation")
-    assert summary.loc["tags stripped", "decisions_flipped"] == 1.0
-    assert summary.loc["tags stripped", "mean |change| object_score"] == 1.0
-    assert summary.loc["tags stripped", "pairs"] == 2
+    # the text naming nothing is counted as not applicable, never as a zero change
+    for family in ("object removed", "object synonym", "negation"):
+        row = long[(long["perturbation"] == family) & (long["pair_id"] == "p3")].iloc[0]
+        assert not row["applied"] and np.isnan(row["object_score_perturbed"]) and not row["flipped"]
+        assert summary.loc[family, "not_applicable"] >= 1
+    assert summary.loc["relation paraphrased", "pairs"] == 2  # p1 and p2 state a relation
+    assert (summary["largest |change|"] > 0).all()  # every perturbation moves something
+    assert summary.loc["object removed", "measured"] < 0 and summary.loc["object removed", "verdict"] == "as expected"
+    assert summary.loc["object synonym", "verdict"] == "as expected"
+    assert summary.loc["relation paraphrased", "verdict"] == "as expected"
+    assert summary.loc["negation", "verdict"] == "as expected"  # the fake reads no negation either
+    dark = summary[summary["family"].str.startswith("brightness")].iloc[0]
+    assert dark["measured"] < 0 and dark["verdict"] == "as expected" and dark["strength"] == 0.3
+    findings = ab.robustness_findings(summary.reset_index())
+    assert any("*negation*" in f and "as expected" in f for f in findings)
+    assert any("not as stated" in f for f in findings)
+    again = ab.robustness(sample_pairs(), frames, fake_score, head, seed=0, perturbations=perturbations)
+    pd.testing.assert_frame_equal(long, again)  # deterministic given the seed
+    images = ab.robustness(sample_pairs(), frames, fake_score, head, seed=0, perturbations=perturbations,
+                           image_sample=sample_pairs().iloc[:2])
+    assert (images.groupby("kind")["pair_id"].nunique() == pd.Series({"image": 2, "text": 3})).all()
+    with pytest.raises(ValueError, match="not in the sample"):
+        ab.robustness(sample_pairs().iloc[:1], frames, fake_score, head, seed=0, perturbations=perturbations,
+                      image_sample=sample_pairs())
+
+
+def test_expectation_verdicts():
+    assert ab.expectation_verdict("down", -0.1, 0.1) == "as expected"
+    assert ab.expectation_verdict("down", 0.0, 0.0) == "did not move"
+    assert ab.expectation_verdict("down", 0.1, 0.1) == "went the other way"
+    assert ab.expectation_verdict("none", 0.0, 0.0) == "as expected"
+    assert ab.expectation_verdict("none", 0.0, 0.2) == "moved"
+    assert ab.expectation_verdict("not down", 0.01, 0.1) == "as expected"
+    assert ab.expectation_verdict("not down", -0.01, 0.1) == "dropped"
 
 
 def test_robustness_sample_is_balanced_and_seeded():
     table = pd.DataFrame({"pair_id": [f"p{i}" for i in range(20)], "split": ["test"] * 16 + ["train"] * 4,
-                          "label": [i % 2 for i in range(20)]})
+                          "label": [i % 2 for i in range(20)], "story_id": "1", "frame": range(20)})
     a = ab.robustness_sample(table, 6, seed=1)
     assert len(a) == 6 and a["label"].sum() == 3 and set(a["split"]) == {"test"}
     assert a.equals(ab.robustness_sample(table, 6, seed=1))
+    assert "asks for 6 pairs" in ab.sample_note(table, a, 6) and "8 aligned" in ab.sample_note(table, a, 6)
+    short = table[(table["label"] == 0) | (table.index < 4)]  # 2 aligned pairs on the test split, 8 misaligned
+    filled = ab.robustness_sample(short, 10, seed=1)
+    assert len(filled) == 10 and filled["label"].sum() == 2  # misaligned pairs fill what the aligned lack
+
+
+def test_the_profiles_size_the_robustness_sample():
+    from helpers import config
+
+    assert all(config.load_profile(p)["robustness"]["n_pairs"] >= 200 for p in ("quick", "full"))
+    assert config.load_profile("quick")["robustness"]["image_levels"] == "all"
+    assert config.load_profile("full")["robustness"]["image_pairs"] is None
+    for bad in ({"n_pairs": 1}, {"n_pairs": "many"}, {"image_levels": 0}, {"image_levels": "some"},
+                {"image_pairs": 1}, {"image_pairs": True}):
+        with pytest.raises(ValueError, match="robustness"):
+            config.load_profile("smoke", {"robustness": bad})
 
 
 # ---------------------------------------------------------------------- the table

@@ -119,6 +119,11 @@ def test_smoke_run_renders_every_chapter(tmp_path):
     beyond = metrics["beyond_text"]
     assert beyond["control"] == "flags_only" and set(beyond["heads"]) == {"fusion_extended", "fusion"}
     assert all(d["paired"]["all"]["value"] is not None for d in beyond["heads"].values())
+    # every robustness perturbation applied to some pair and moved something there
+    from helpers.ablations import robustness_summary
+
+    robustness = robustness_summary(pd.read_parquet(smoke / "robustness.parquet")).set_index("perturbation")
+    assert (robustness["pairs"] > 0).all() and (robustness["largest |change|"] > 0).all(), robustness
     # chapters 02-05 show the train and validation splits only: no table has a test row
     import re
 
