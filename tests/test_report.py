@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import nbformat
+import pytest
 
 from helpers import report
 from helpers.config import Paths
@@ -21,11 +24,59 @@ def test_progress_bars_are_dropped_and_warnings_kept():
     assert outputs[0].text == "UserWarning: 3 frames could not be decoded\n"
 
 
+@pytest.mark.parametrize("bar", [
+    "Generating train split: 100%|██████████| 14/14 [00:00<00:00, 1432.17 examples/s]",  # datasets, a unit with a space
+    "Generating train split: 0 examples [00:00, ? examples/s]",                          # no total: no percentage
+    "detecting (min_size 240, 1000 proposals):   8%|▊         | 1/12 [00:04<00:47,  4.29s/batch]",
+    "scoring: 3batch [01:02:03, 20.68s/batch]",                                           # past an hour
+    "parsing stories: 14story [00:00, 636.48story/s]",
+])
+def test_a_progress_bar_of_any_unit_is_dropped(bar):
+    cell = nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=bar + "\rUserWarning: kept [see the docs]\n")])
+    nb = report.without_progress_bars(nbformat.v4.new_notebook(cells=[cell]))
+    assert nb.cells[0].outputs[0].text == "UserWarning: kept [see the docs]\n"
+
+
 def test_headline_rows_format_intervals_and_undefined_values():
     metrics = {"models": {"fusion": {"overall": {"accuracy": {"value": 0.75, "low": 0.5, "high": 0.9},
-                                                 "roc_auc": {"value": None, "low": None, "high": None}}}}}
+                                                 "roc_auc": {"value": None, "low": None, "high": None},
+                                                 "pr_auc": {"value": 0.6, "low": None, "high": None}}}}}
     assert report.headline_rows(metrics) == [{"model": "fusion", "accuracy": "0.750 [0.500, 0.900]",
-                                              "roc_auc": "n/a [n/a, n/a]"}]
+                                              "roc_auc": "n/a", "pr_auc": "0.600 [n/a]"}]
+
+
+def test_the_report_and_chapter_07_spell_an_undefined_estimate_alike():
+    from helpers.evaluation import format_estimate
+
+    for est in ({"value": None, "low": None, "high": None},
+                {"value": 0.6, "low": None, "high": None, "reason": "one id block holds these pairs: no interval"},
+                {"value": 0.6, "low": 0.5, "high": 0.7}):
+        assert report._estimate(est) == format_estimate(est)
+
+
+def test_a_rendered_report_loads_nothing_from_the_network(tmp_path):
+    badge = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             "(https://colab.research.google.com/github/o/r/blob/main/notebooks/01_data.ipynb)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# 01 · Data\n\n{badge}\n\nProse."),
+                                         nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output(
+                                             "execute_result", data={"text/plain": "1"}, execution_count=1)])])
+    source = tmp_path / "01_data.ipynb"
+    nbformat.write(nb, source)
+    page = report.render_html(source, tmp_path / "01_data.html").read_text()
+    assert "Prose." in page and "<style" in page  # the page and its styles are there
+    assert not re.search(r"<script[^>]*src=[\"']?https?:", page)  # require.js, MathJax: none from a CDN
+    assert "import(\"http" not in page and "cdnjs" not in page  # nor mermaid's module
+    assert not re.search(r"<img[^>]*src=[\"']?https?:", page)  # the badge is gone ...
+    assert re.search(r'<a href="https://colab\.research\.google\.com/[^"]+">Open In Colab</a>', page)  # ... its link stays
+
+
+def test_no_chapter_writes_tex_math_the_offline_reports_would_show_raw():
+    from pathlib import Path
+
+    for chapter in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.py")):
+        prose = "\n".join(line for line in chapter.read_text(encoding="utf-8").splitlines() if line.startswith("# "))
+        assert not re.search(r"\$[^$\s][^$]*\$", prose), chapter.name
 
 
 def test_ablation_rows_show_each_subsets_paired_gain():
