@@ -1,7 +1,8 @@
 """The one setup call at the top of every chapter (in the spirit of fastbook's ``setup``).
 
 ``start(profile, chapter)`` installs what is missing (in Colab), loads the profile, seeds
-every generator, prints package versions and the device, and shows the provenance of
+every generator, sets how tables show (three decimals, "n/a" for a missing value), prints
+package versions and the device, and shows the provenance of
 the run, with a banner on smoke runs saying their numbers mean nothing. This module
 imports only the standard library at import time so it works before anything is installed.
 """
@@ -12,12 +13,14 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from .config import REPO_ROOT, Paths, load_profile, output_paths, package_versions, read_run_record
 
-__all__ = ["Context", "start", "ensure_packages", "smoke_banner_html", "provenance_html"]
+__all__ = ["Context", "start", "ensure_packages", "smoke_banner_html", "provenance_html", "frame_html",
+           "show_tables_readably"]
 
 #: import name -> pip requirement, for what the chapters need beyond a Colab image.
 REQUIRED_MODULES = {
@@ -25,6 +28,16 @@ REQUIRED_MODULES = {
     "datasets": "datasets", "pandas": "pandas", "pyarrow": "pyarrow", "sklearn": "scikit-learn", "inflect": "inflect",
     "seaborn": "seaborn", "tqdm": "tqdm", "yaml": "pyyaml", "PIL": "pillow", "matplotlib": "matplotlib",
 }
+
+#: tqdm.auto, imported in a Jupyter kernel without ipywidgets, warns once that it cannot draw a widget
+#: ("IProgress not found") and falls back to the text bars, which are what the chapters want: they
+#: stream to the runner's terminal and stay out of the reports. The notice says nothing to a reader.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+#: How every table of a chapter shows: three decimals, and "n/a" for a missing value (NaN or None),
+#: the spelling the reports use for whatever is undefined.
+DISPLAY_PRECISION = 3
+MISSING = "n/a"
 
 SMOKE_WARNING = (
     "SMOKE RUN: synthetic data and randomly initialised models. This run only checks that the "
@@ -85,6 +98,33 @@ def provenance_html(profile: str, cfg: dict[str, Any]) -> str:
     return f"<table>{cells}</table>"
 
 
+def frame_html(frame: "pandas.DataFrame") -> str:  # noqa: F821
+    """A DataFrame as the notebook shows it (rows and columns cut as pandas' display options say),
+    with every missing value, None included, written as ``MISSING``."""
+    import pandas as pd
+
+    shown = frame.copy()
+    for column in shown.columns[shown.dtypes == object]:  # None would print as "None", not as na_rep
+        shown[column] = shown[column].where(shown[column].notna(), float("nan"))
+    return shown.to_html(na_rep=MISSING, max_rows=pd.get_option("display.max_rows"),
+                         max_cols=pd.get_option("display.max_columns"),
+                         show_dimensions=pd.get_option("display.show_dimensions"), notebook=True)
+
+
+def show_tables_readably() -> None:
+    """Set, once per kernel, how tables show: ``DISPLAY_PRECISION`` decimals and ``MISSING`` for a
+    missing value, for DataFrames and for Stylers that do not format a column themselves."""
+    import pandas as pd
+    from IPython import get_ipython
+
+    pd.set_option("display.precision", DISPLAY_PRECISION)
+    pd.set_option("styler.format.precision", DISPLAY_PRECISION)
+    pd.set_option("styler.format.na_rep", MISSING)
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, frame_html)
+
+
 def start(profile: str, chapter: str, overrides: dict[str, Any] | None = None) -> Context:
     """Prepare a chapter: packages, profile, seeds, plotting style, versions, provenance.
 
@@ -106,6 +146,7 @@ def start(profile: str, chapter: str, overrides: dict[str, Any] | None = None) -
     np.random.seed(seed)
     torch.manual_seed(seed)
     sns.set_theme(context="notebook", style="whitegrid")
+    show_tables_readably()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     dev = pick_device()
 

@@ -117,3 +117,17 @@ def test_provenance_names_every_models_weights_or_says_it_is_off():
     assert "BLIP-VQA weights</th><td style='text-align:left'>off (questions.enabled: false)" in quick
     smoke = provenance_html("smoke", load_profile("smoke"))
     assert "BLIP-VQA weights</th><td style='text-align:left'>random" in smoke
+
+
+def test_chapter_tables_round_to_three_decimals_and_spell_a_missing_value_n_a():
+    import numpy as np
+    import pandas as pd
+
+    from helpers.notebook import frame_html, show_tables_readably
+
+    with pd.option_context("display.precision", 6, "styler.format.precision", 6, "styler.format.na_rep", None):
+        show_tables_readably()  # what every chapter's setup call does
+        frame = pd.DataFrame({"score": [1 / 3, np.nan], "kind": ["object_swap", None]})
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(frame))
+        styled = re.findall(r"<td[^>]*>([^<]*)</td>", frame.style.to_html())
+    assert cells == styled == ["0.333", "object_swap", "n/a", "n/a"]
