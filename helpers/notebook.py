@@ -112,12 +112,14 @@ def frame_html(frame: "pandas.DataFrame") -> str:  # noqa: F821
 
 
 def show_tables_readably() -> None:
-    """Set, once per kernel, how tables show: ``DISPLAY_PRECISION`` decimals and ``MISSING`` for a
-    missing value, for DataFrames and for Stylers that do not format a column themselves."""
+    """Set, once per kernel, how tables show: ``DISPLAY_PRECISION`` decimals, ``MISSING`` for a
+    missing value (for DataFrames, and for Stylers that do not format a column themselves), and
+    every cell's text whole."""
     import pandas as pd
     from IPython import get_ipython
 
     pd.set_option("display.precision", DISPLAY_PRECISION)
+    pd.set_option("display.max_colwidth", None)  # a finding or a verdict's reason is shown whole, never cut with "..."
     pd.set_option("styler.format.precision", DISPLAY_PRECISION)
     pd.set_option("styler.format.na_rep", MISSING)
     shell = get_ipython()

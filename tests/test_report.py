@@ -125,9 +125,14 @@ def test_chapter_tables_round_to_three_decimals_and_spell_a_missing_value_n_a():
 
     from helpers.notebook import frame_html, show_tables_readably
 
-    with pd.option_context("display.precision", 6, "styler.format.precision", 6, "styler.format.na_rep", None):
+    with pd.option_context("display.precision", 6, "styler.format.precision", 6, "styler.format.na_rep", None,
+                           "display.max_colwidth", 50):
         show_tables_readably()  # what every chapter's setup call does
         frame = pd.DataFrame({"score": [1 / 3, np.nan], "kind": ["object_swap", None]})
         cells = re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(frame))
         styled = re.findall(r"<td[^>]*>([^<]*)</td>", frame.style.to_html())
     assert cells == styled == ["0.333", "object_swap", "n/a", "n/a"]
+    reason = "undefined with 1 of 2 id blocks left out (one class only, or no pair of this kind remains)"
+    with pd.option_context("display.max_colwidth", 50):
+        show_tables_readably()
+        assert reason in frame_html(pd.DataFrame({"reason": [reason]}))  # whole, not cut at 50 characters
