@@ -2,13 +2,14 @@
 
 ``start(profile, chapter)`` installs what is missing (in Colab), loads the profile, seeds
 every generator, sets how tables show (three decimals, "n/a" for a missing value), prints
-package versions and the device, and shows the provenance of
+package versions and the device as a sentence, and shows the provenance of
 the run, with a banner on smoke runs saying their numbers mean nothing. This module
 imports only the standard library at import time so it works before anything is installed.
 """
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import os
 import subprocess
@@ -156,7 +157,8 @@ def start(profile: str, chapter: str, overrides: dict[str, Any] | None = None) -
         display(HTML(smoke_banner_html()))
     display(HTML(provenance_html(profile, cfg)))
     versions = package_versions()
-    print(f"chapter {chapter} | profile {profile} | device {dev}"
-          + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
-    print(" | ".join(f"{k} {v}" for k, v in versions.items()))
+    device_name = f"{dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+    display(HTML(f"<p>Chapter {html.escape(chapter)}, profile <code>{html.escape(profile)}</code>, on "
+                 f"{html.escape(device_name)}.<br><small>"
+                 + ", ".join(f"{html.escape(k)} {html.escape(str(v))}" for k, v in versions.items()) + "</small></p>"))
     return Context(profile=profile, chapter=chapter, cfg=cfg, paths=output_paths(profile), device=dev)
