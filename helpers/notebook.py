@@ -1,7 +1,7 @@
 """The one setup call at the top of every chapter (in the spirit of fastbook's ``setup``).
 
 ``start(profile, chapter)`` installs what is missing (in Colab), loads the profile, seeds
-every generator, sets how tables show (three decimals, "n/a" for a missing value), prints
+every generator, sets how tables show (three decimals, "n/a" for a missing value), shows
 package versions and the device as a sentence, and shows the provenance of
 the run, with a banner on smoke runs saying their numbers mean nothing. This module
 imports only the standard library at import time so it works before anything is installed.
