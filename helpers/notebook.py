@@ -101,12 +101,15 @@ def provenance_html(profile: str, cfg: dict[str, Any]) -> str:
 
 def frame_html(frame: "pandas.DataFrame") -> str:  # noqa: F821
     """A DataFrame as the notebook shows it (rows and columns cut as pandas' display options say),
-    with every missing value, None included, written as ``MISSING``."""
+    with every missing value written as ``MISSING``: NaN, None, and an empty text (a blank cell)."""
     import pandas as pd
 
     shown = frame.copy()
-    for column in shown.columns[shown.dtypes == object]:  # None would print as "None", not as na_rep
-        shown[column] = shown[column].where(shown[column].notna(), float("nan"))
+    for i in range(shown.shape[1]):  # None would print as "None", not as na_rep; "" as a blank cell
+        column = shown.iloc[:, i]
+        if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+            blank = column.map(lambda value: isinstance(value, str) and not value.strip()).astype(bool)
+            shown.isetitem(i, column.astype(object).where(column.notna() & ~blank, float("nan")))
     return shown.to_html(na_rep=MISSING, max_rows=pd.get_option("display.max_rows"),
                          max_cols=pd.get_option("display.max_columns"),
                          show_dimensions=pd.get_option("display.show_dimensions"), notebook=True)

@@ -131,7 +131,10 @@ def test_chapter_tables_round_to_three_decimals_and_spell_a_missing_value_n_a():
         frame = pd.DataFrame({"score": [1 / 3, np.nan], "kind": ["object_swap", None]})
         cells = re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(frame))
         styled = re.findall(r"<td[^>]*>([^<]*)</td>", frame.style.to_html())
+        blank = pd.DataFrame({"kind": pd.Series(["", "same_story"], dtype="str"), "n": [1, 2]})  # a positive's type
+        blank_cells = re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(blank))
     assert cells == styled == ["0.333", "object_swap", "n/a", "n/a"]
+    assert blank_cells == ["n/a", "1", "same_story", "2"]
     reason = "undefined with 1 of 2 id blocks left out (one class only, or no pair of this kind remains)"
     with pd.option_context("display.max_colwidth", 50):
         show_tables_readably()
