@@ -133,8 +133,8 @@ def _table(rows: list[dict[str, str]]) -> str:
         return "<p>No metrics yet: chapter 07 writes them.</p>"
     cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, 'n/a')))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'  # n/a: not applicable
 
 
 def write_index(profile: str, paths: Paths) -> Path:
@@ -157,8 +157,9 @@ def write_index(profile: str, paths: Paths) -> Path:
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Story-image alignment: {html.escape(profile)} run</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+td{{white-space:nowrap}}.wide{{overflow-x:auto}}</style>
 </head><body>
 {smoke_banner_html() if profile == "smoke" else ""}
 <h1>Story-image alignment verification: {html.escape(profile)} run</h1>

@@ -139,3 +139,9 @@ def test_chapter_tables_round_to_three_decimals_and_spell_a_missing_value_n_a():
     with pd.option_context("display.max_colwidth", 50):
         show_tables_readably()
         assert reason in frame_html(pd.DataFrame({"reason": [reason]}))  # whole, not cut at 50 characters
+
+
+def test_an_index_table_writes_n_a_where_a_row_lacks_a_column():
+    page = report._table([{"control": "causal_lm", "paired other_story": "0.600 [0.000, 1.000]"},
+                          {"control": "mlm_plausibility"}])  # a swap-only control has no other_story
+    assert re.findall(r"<td>([^<]*)</td>", page) == ["causal_lm", "0.600 [0.000, 1.000]", "mlm_plausibility", "n/a"]
