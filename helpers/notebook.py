@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -39,6 +40,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 #: the spelling the reports use for whatever is undefined.
 DISPLAY_PRECISION = 3
 MISSING = "n/a"
+NOWRAP_CHARS = 32
 
 SMOKE_WARNING = (
     "SMOKE RUN: synthetic data and randomly initialised models. This run only checks that the "
@@ -110,9 +112,12 @@ def frame_html(frame: "pandas.DataFrame") -> str:  # noqa: F821
         if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
             blank = column.map(lambda value: isinstance(value, str) and not value.strip()).astype(bool)
             shown.isetitem(i, column.astype(object).where(column.notna() & ~blank, float("nan")))
-    return shown.to_html(na_rep=MISSING, max_rows=pd.get_option("display.max_rows"),
+    page = shown.to_html(na_rep=MISSING, max_rows=pd.get_option("display.max_rows"),
                          max_cols=pd.get_option("display.max_columns"),
                          show_dimensions=pd.get_option("display.show_dimensions"), notebook=True)
+    # A short cell (a number, an estimate "0.520 [0.000, 1.000]") stays on one line; a wide table
+    # scrolls instead of squeezing it over three. Longer texts still wrap.
+    return re.sub(rf"<td>([^<]{{1,{NOWRAP_CHARS}}})</td>", r'<td style="white-space: nowrap">\1</td>', page)
 
 
 def show_tables_readably() -> None:
