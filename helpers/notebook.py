@@ -103,13 +103,18 @@ def provenance_html(profile: str, cfg: dict[str, Any]) -> str:
 
 def frame_html(frame: "pandas.DataFrame") -> str:  # noqa: F821
     """A DataFrame as the notebook shows it (rows and columns cut as pandas' display options say),
-    with every missing value written as ``MISSING``: NaN, None, and an empty text (a blank cell)."""
+    with every missing value written as ``MISSING`` (NaN, None, and an empty text: a blank cell)
+    and a float column that holds only whole numbers (counts after a merge) written as integers."""
     import pandas as pd
 
     shown = frame.copy()
     for i in range(shown.shape[1]):  # None would print as "None", not as na_rep; "" as a blank cell
         column = shown.iloc[:, i]
-        if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+        if pd.api.types.is_float_dtype(column.dtype) and column.notna().any() \
+                and column.dropna().map(lambda v: float(v).is_integer() and abs(v) < 2**53).all():
+            whole = pd.Series([v if v != v else int(v) for v in column], index=column.index, dtype=object)
+            shown.isetitem(i, whole)  # counts that went through a float show as counts: 15, not 15.0
+        elif column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
             blank = column.map(lambda value: isinstance(value, str) and not value.strip()).astype(bool)
             shown.isetitem(i, column.astype(object).where(column.notna() & ~blank, float("nan")))
     page = shown.to_html(na_rep=MISSING, max_rows=pd.get_option("display.max_rows"),

@@ -135,6 +135,8 @@ def test_chapter_tables_round_to_three_decimals_and_spell_a_missing_value_n_a():
         blank_cells = re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(blank))
     assert cells == styled == ["0.333", "object_swap", "n/a", "n/a"]
     assert blank_cells == ["n/a", "1", "same_story", "2"]
+    counts = pd.DataFrame({"frames": [15.0, np.nan], "score": [1.0, 0.5]})
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(counts)) == ["15", "1.0", "n/a", "0.5"]
     reason = "undefined with 1 of 2 id blocks left out (one class only, or no pair of this kind remains)"
     with pd.option_context("display.max_colwidth", 50):
         show_tables_readably()
