@@ -636,7 +636,7 @@ for phrase in ["the old man's coffee table", "a cup of tea on the shelf", "his b
     rows.append({"phrase": phrase, "determiners": " ".join(words[:first]), "before the head": " ".join(words[first:h0]),
                  "head": " ".join(words[h0:h1]), "after": " ".join(words[h1:]),
                  "adjectives kept": " ".join(w for w in words[first:h0] if _is_adjective(w))})
-display(pd.DataFrame(rows).style.hide(axis="index"))
+display(pd.DataFrame(rows).replace("", "n/a").style.hide(axis="index"))
 alternatives = "boxes and a cup"
 lo, hi = _span_of_alternative(alternatives)
 display(Markdown(f"Of *{alternatives}* the edit takes *{alternatives[lo:hi]}* (characters {lo}-{hi})."))
