@@ -358,7 +358,7 @@ AGENT_PHRASES: dict[str, tuple[str, ...]] = {
 
 # %%
 phrases = pd.DataFrame(
-    [{"relation": r, "phrases": ", ".join(RELATION_PHRASES.get(r, ())),
+    [{"relation": r, "phrases": ", ".join(RELATION_PHRASES.get(r, ())) or "n/a",
       "phrases with an acting person": ", ".join(AGENT_PHRASES.get(r, ())) or "n/a"} for r in RELATIONS]
 ).set_index("relation")
 display(phrases.style)  # a Styler shows the whole lists, where a DataFrame would cut them short
