@@ -527,7 +527,7 @@ def _interval_bars(ax: "Axes", names: Sequence[str], estimates: Sequence[tuple[f
     ax.barh(y, np.nan_to_num(values), xerr=err, color=colours, capsize=3)
     for yi, v in zip(y, values):
         inside = not math.isnan(v) and v > 0.15  # white on the bar, black beside a short one
-        ax.text(0.01, yi, "undefined" if math.isnan(v) else f"{v:.3f}", va="center", ha="left", fontsize=8,
+        ax.text(0.01, yi, "n/a" if math.isnan(v) else f"{v:.3f}", va="center", ha="left", fontsize=8,
                 color="white" if inside else "black")
     ax.set_yticks(y, names)
     ax.invert_yaxis()
@@ -625,7 +625,7 @@ def difference_phrase(estimate: Mapping[str, Any] | None) -> str:
 
     value, low, high = _estimate(estimate)
     if math.isnan(value):
-        return "undefined"
+        return "n/a"
     text = format_estimate(estimate)
     if math.isnan(low) or math.isnan(high):
         return f"{text} (no interval)"

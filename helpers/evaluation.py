@@ -1127,16 +1127,16 @@ def metrics_frame(document: Mapping[str, Any], split: str = "test") -> pd.DataFr
 
 
 def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3) -> str:
-    """One ``{"value", "low", "high"}`` entry as text: "0.812 [0.771, 0.850]", "undefined", or, when too
-    few resamples define the interval (the estimate has a ``reason``), "0.812 [no interval]"."""
+    """One ``{"value", "low", "high"}`` entry as text: "0.812 [0.771, 0.850]", "n/a" (undefined), or, when
+    too few blocks define the interval (the estimate has a ``reason``), "0.812 [n/a]"."""
     if not estimate or estimate.get("value") is None or not math.isfinite(estimate["value"]):
-        return "undefined"
+        return "n/a"
     text = f"{estimate['value']:.{digits}f}"
     low, high = estimate.get("low"), estimate.get("high")
     if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
         text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     elif estimate.get("reason"):
-        text += " [no interval]"
+        text += " [n/a]"
     return text
 
 

@@ -3,6 +3,8 @@
 Every file the study produces goes through one of the ``atomic_*`` functions: the bytes
 are written to a temporary file in the destination folder and moved into place with
 ``os.replace``, so a crash leaves either the old file or the new one, never half of one.
+Each file gets the mode a plain ``open`` would give it (0644 under the usual umask 022), not
+the temporary file's private 0600, so the reports and tables can be read by others.
 """
 
 from __future__ import annotations
@@ -29,12 +31,23 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    """This process's umask (read by setting it and putting it back: there is no other way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically, creating parent folders; return the path."""
+    """Write ``data`` to ``path`` atomically, creating parent folders; return the path.
+
+    The file's mode is 0666 less the umask, as for ``open(path, "w")``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -92,6 +105,7 @@ def save_random_model(folder: str | os.PathLike, marker: dict[str, Any], *parts:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700 whatever the umask
         for part in parts:
             part.save_pretrained(staging)
         atomic_write_json(staging / RANDOM_MARKER, marker)

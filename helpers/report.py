@@ -1,7 +1,10 @@
 """HTML reports: one per executed chapter (code hidden, images embedded) and an index.
 
 Each report is self-contained, so ``outputs/<profile>/reports/`` can be hosted or mailed
-as it is.
+as it is, and read offline: the styles and images are inside the page, and nothing is fetched
+from elsewhere (nbconvert's page loads require.js, MathJax and mermaid from a CDN; the template
+below leaves them out, as the chapters write no TeX, draw no mermaid diagram and use no widgets).
+A remote image in the prose (the "Open in Colab" badge) becomes its alt text, still a link.
 """
 
 from __future__ import annotations
@@ -14,13 +17,25 @@ from typing import Any
 from .config import Paths, read_run_record
 from .io import atomic_write_text, read_json
 
-__all__ = ["render_html", "without_progress_bars", "write_index", "headline_rows", "paired_rows", "control_rows",
+__all__ = ["render_html", "without_progress_bars", "without_remote_images", "write_index", "headline_rows", "paired_rows", "control_rows",
            "ablation_rows"]
 
 
-#: stderr lines that are progress reports, not messages: tqdm bars (with their carriage
-#: returns) and tqdm's notice that it cannot draw widgets.
-_PROGRESS = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]|TqdmWarning: IProgress|from \.autonotebook import tqdm")
+#: stderr lines that are progress reports, not messages: tqdm bars (with their carriage returns),
+#: whatever their unit ("it/s", "story/s", " examples/s", "s/batch"), with or without a total: a
+#: percentage before a bar, or the bracket of elapsed time ("[00:04<00:47, 4.29s/batch]", "[00:00, ?it/s]").
+_PROGRESS = re.compile(r"\d+%\||\[(?:\d+:)?\d\d:\d\d(?:<[^\]]*)?(?:,[^\]]*)?\]")
+
+#: The page around a report: nbconvert's lab template without the scripts it loads from a CDN.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+#: A remote image in markdown, ``![alt](https://...)``: offline it is a broken image, so it becomes its alt text.
+_REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\(https?://[^)\s]+\)")
 
 
 def without_progress_bars(nb: "nbformat.NotebookNode") -> "nbformat.NotebookNode":
@@ -43,13 +58,25 @@ def without_progress_bars(nb: "nbformat.NotebookNode") -> "nbformat.NotebookNode
     return nb
 
 
+def without_remote_images(nb: "nbformat.NotebookNode") -> "nbformat.NotebookNode":
+    """Replace each remote image of the markdown cells by its alt text (a linked badge stays a link)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _REMOTE_IMAGE.sub(r"\1", cell.source)
+    return nb
+
+
 def render_html(notebook: Path, out: Path) -> Path:
     """Render an executed notebook to a self-contained HTML report with the code hidden."""
     import nbformat
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_notebook_node(without_progress_bars(nbformat.read(notebook, as_version=4)))
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True,
+                            extra_loaders=[DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="offline.html.j2")
+    nb = without_remote_images(without_progress_bars(nbformat.read(notebook, as_version=4)))
+    body, _ = exporter.from_notebook_node(nb)
     return atomic_write_text(out, body)
 
 
@@ -91,12 +118,14 @@ def ablation_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
             for name, info in subsets.items()]
 
 
-def _estimate(est: dict[str, float | None]) -> str:
-    """'value [low, high]', with 'n/a' for what is undefined (null in metrics.json)."""
-    def fmt(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.3f}"
-
-    return f"{fmt(est['value'])} [{fmt(est.get('low'))}, {fmt(est.get('high'))}]"
+def _estimate(est: dict[str, float | None] | None) -> str:
+    """'value [low, high]'; 'n/a' for an undefined value, 'value [n/a]' for an undefined interval
+    (null in metrics.json), as chapter 07's ``format_estimate`` writes them."""
+    if not est or est.get("value") is None:
+        return "n/a"
+    low, high = est.get("low"), est.get("high")
+    interval = "n/a" if low is None or high is None else f"{low:.3f}, {high:.3f}"
+    return f"{est['value']:.3f} [{interval}]"
 
 
 def _table(rows: list[dict[str, str]]) -> str:
@@ -104,8 +133,8 @@ def _table(rows: list[dict[str, str]]) -> str:
         return "<p>No metrics yet: chapter 07 writes them.</p>"
     cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, 'n/a')))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'  # n/a: not applicable
 
 
 def write_index(profile: str, paths: Paths) -> Path:
@@ -128,8 +157,9 @@ def write_index(profile: str, paths: Paths) -> Path:
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Story-image alignment: {html.escape(profile)} run</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+td{{white-space:nowrap}}.wide{{overflow-x:auto}}</style>
 </head><body>
 {smoke_banner_html() if profile == "smoke" else ""}
 <h1>Story-image alignment verification: {html.escape(profile)} run</h1>

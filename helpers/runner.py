@@ -2,8 +2,9 @@
 
 ``make run-all PROFILE=...`` and ``make run-one NB=NN`` call this. Each chapter is executed
 into ``outputs/<profile>/notebooks/``, rendered to ``outputs/<profile>/reports/``, and timed
-(wall and CPU seconds) in ``outputs/<profile>/run.json``. The chapters' progress bars and
-warnings (the kernel's stderr) stream to this terminal as they run. A failing chapter stops
+(wall and CPU seconds) in ``outputs/<profile>/run.json``, and the run's total time is printed at
+the end. The chapters' progress bars and warnings (the kernel's stderr) stream to this terminal
+as they run. A failing chapter stops
 the run with exit code 1 and a message naming the chapter and the failing cell.
 """
 
@@ -18,10 +19,15 @@ from typing import TextIO
 
 from .config import REPO_ROOT, MissingAssetError, git_commit, load_profile, output_paths, package_versions, update_run_record
 
-__all__ = ["chapters", "preflight", "execute", "run_chapter", "cpu_seconds", "main"]
+__all__ = ["chapters", "preflight", "execute", "run_chapter", "total_time", "cpu_seconds", "main"]
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "story-align"
+
+#: jupyter_client's settings for the chapters' kernels: the runner talks to each kernel over local
+#: TCP sockets, encrypted with CurveZMQ keys the manager provisions when the kernel declares it can
+#: ("auto"; ipykernel's kernels do). Unencrypted, ipykernel warns about it at every start.
+KERNEL_CONFIG = {"KernelManager": {"transport_encryption": "auto"}}
 
 
 def chapters(only: list[str] | None = None) -> list[Path]:
@@ -85,9 +91,11 @@ def execute(nb: Path, executed: Path, parameters: dict, *, stream: TextIO | None
     filter the progress bars out (``helpers.report``).
     """
     import papermill as pm
+    from traitlets.config import Config
 
     pm.execute_notebook(str(nb), str(executed), parameters=parameters, kernel_name=kernel_name, cwd=str(cwd),
-                        progress_bar=False, stderr_file=sys.stderr if stream is None else stream)
+                        progress_bar=False, stderr_file=sys.stderr if stream is None else stream,
+                        config=Config(KERNEL_CONFIG))
 
 
 def run_chapter(nb: Path, profile: str, *, stream: TextIO | None = None) -> float:
@@ -104,6 +112,16 @@ def run_chapter(nb: Path, profile: str, *, stream: TextIO | None = None) -> floa
 
             render_html(executed, paths.reports / f"{nb.stem}.html")
     return time.perf_counter() - t0
+
+
+def total_time(seconds: float) -> str:
+    """Seconds as a reader counts them: "48 s", "4 min 31 s", "1 h 02 min"."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def cpu_seconds() -> float:
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                       git_commit=git_commit(), versions=package_versions(), device=str(device()),
                       started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     print(f"Running {len(nbs)} chapter(s) with profile {args.profile!r} -> {paths.root}")
-    status = 0
+    status, done, started = 0, 0, time.perf_counter()
     for i, nb in enumerate(nbs, start=1):
         print(f"[{i}/{len(nbs)}] {nb.stem}", flush=True)
         t0, cpu0 = time.perf_counter(), cpu_seconds()
@@ -158,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
             break
         update_run_record(args.profile, chapters={nb.stem: {"status": "ok", "seconds": round(seconds, 1),
                                                             "cpu_seconds": round(cpu_seconds() - cpu0, 1)}})
+        done += 1
         print(f"    done in {seconds:.0f} s -> {paths.reports / (nb.stem + '.html')}", flush=True)
     update_run_record(args.profile, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     index = write_index(args.profile, paths)
     print(f"Reports: {index}")
+    print(f"Total: {total_time(time.perf_counter() - started)} for {done} of {len(nbs)} chapter(s)"
+          + ("" if status == 0 else " (stopped at the failing chapter)"), flush=True)
     return status
 
 

@@ -137,7 +137,7 @@ def id_blocks(story_ids: Sequence[str], block_size: int) -> dict[str, str]:
     return {sid: f"{block[0]}-{block[-1]}" for block in _blocks(story_ids, block_size) for sid in block}
 
 # %%
-id_blocks(["12", "3", "7", "40", "41", "100"], block_size=2)
+pd.Series(id_blocks(["12", "3", "7", "40", "41", "100"], block_size=2), name="block").rename_axis("story id").to_frame()
 
 # %% [markdown]
 # The blocks are shuffled with the seed. The first `min_blocks` rounds give one block to each
@@ -629,12 +629,17 @@ def _head_index(words: list[str]) -> tuple[int, int, int]:
 
 
 # %%
+rows = []
 for phrase in ["the old man's coffee table", "a cup of tea on the shelf", "his broken phone", "two wine glasses"]:
     words = phrase.split()
     first, h0, h1 = _head_index(words)
-    print(f"{phrase!r}: determiners {words[:first]}, before the head {words[first:h0]}, head {words[h0:h1]}, "
-          f"after {words[h1:]}; adjectives kept: {[w for w in words[first:h0] if _is_adjective(w)]}")
-print("boxes and a cup ->", _span_of_alternative("boxes and a cup"))
+    rows.append({"phrase": phrase, "determiners": " ".join(words[:first]), "before the head": " ".join(words[first:h0]),
+                 "head": " ".join(words[h0:h1]), "after": " ".join(words[h1:]),
+                 "adjectives kept": " ".join(w for w in words[first:h0] if _is_adjective(w))})
+display(pd.DataFrame(rows).replace("", "n/a").style.hide(axis="index"))
+alternatives = "boxes and a cup"
+lo, hi = _span_of_alternative(alternatives)
+display(Markdown(f"Of *{alternatives}* the edit takes *{alternatives[lo:hi]}* (characters {lo}-{hi})."))
 
 # %% [markdown]
 # With the head found, the edit keeps what stays, writes the new noun in the old one's number,
@@ -786,9 +791,12 @@ def _opens_sentence(plain: str, start: int) -> bool:
 
 
 # %%
-print(_diff_words("a stack of books", "a stack of cups"))  # (offset, old length, new length): "books" -> "cups"
-print(_diff_words("his phone", "his old clock"))  # "phone" -> "old clock"
-print(_opens_sentence("He sits. A cup falls.", 9), _opens_sentence("He sits. a cup falls.", 3))
+display(pd.DataFrame([(old, new, *_diff_words(old, new)) for old, new in [("a stack of books", "a stack of cups"),
+                                                                             ("his phone", "his old clock")]],
+                     columns=["old", "new", "offset", "old length", "new length"]).style.hide(axis="index"))
+pd.DataFrame([(text, text[at:], _opens_sentence(text, at)) for text, at in [("He sits. A cup falls.", 9),
+                                                                            ("He sits. a cup falls.", 3)]],
+             columns=["text", "from", "opens a sentence"]).style.hide(axis="index")
 
 # %% [markdown]
 # In StoryReasoning a tag often holds only the noun, its determiner outside: `The <gdo
@@ -875,11 +883,13 @@ examples = [("The <gdo obj4>refrigerator</gdo> behind <gdo char1>him</gdo> hums.
             ("A <gdo obj2>tie</gdo> hangs on the door.", "umbrella"),
             ("The <gdo obj2>tie</gdo> hangs on the door.", "scissors"),
             ("The <gdo obj2>tie</gdo> on the door hangs.", "scissors")]
+rows = []
 for tagged, category in examples:
     example = parse_segment(tagged, 1)
     m = next(x for x in example.mentions if x.kind == "obj")
     a, b, words = object_phrase_edit(example.plain, m, category)
-    print(f"{example.plain[a:b]!r} -> {words!r}")
+    rows.append({"sentence": example.plain, "category put in": category, "old words": example.plain[a:b], "new words": words})
+display(pd.DataFrame(rows).style.hide(axis="index"))
 object_mentions = [(seg, m) for s in stories for seg in s.segments for m in seg.mentions if m.kind == "obj"]
 n_outside = sum(phrase_start(seg.plain, m.start, m.text) < m.start for seg, m in object_mentions)
 display(Markdown(f"In this profile's stories, {n_outside} of the {len(object_mentions)} object mentions "
@@ -933,12 +943,14 @@ def _edit_parts(story: ParsedStory, segment: Segment, start: int, end: int, new:
                     swapped_from=old, swapped_to=new, swap_start=start + offset, swap_end=start + offset + new_len)
 
 # %%
+rows = []
 for tagged, category in examples:
     example = parse_segment(tagged, 1)
     m = next(x for x in example.mentions if x.kind == "obj")
     a, b, words = object_phrase_edit(example.plain, m, category)
     done = _edit_parts(ParsedStory("0", 1, (example,), None), example, a, b, words, m, "")
-    print(f"{example.tagged}\n    -> {done.segment.tagged}")
+    rows.append({"tagged": example.tagged, "edited": done.segment.tagged})
+pd.DataFrame(rows).style.hide(axis="index").format(escape="html")  # the tags shown as text
 
 # %% [markdown]
 # A replacement must be false of the frame, and a near-synonym may not be: a cell phone in the
@@ -1751,7 +1763,9 @@ def keep_frames_per_story(pairs: pd.DataFrame, k: int | None) -> pd.DataFrame:
     return out
 
 # %%
-evenly_spaced(range(1, 14), 6)  # a story of 13 frames (StoryReasoning's median) at 6 frames per story
+n_frames, per_story = 13, 6  # a story of StoryReasoning's median length, at 6 frames per story
+kept = evenly_spaced(range(1, n_frames + 1), per_story)
+display(Markdown(f"Of a story's {n_frames} frames, {per_story} per story keeps frames {', '.join(map(str, kept))}."))
 
 # %%
 #@save
@@ -2332,10 +2346,30 @@ def word_frequency_prior(pairs: pd.DataFrame, *, splits: Sequence[str] = ("train
     return pd.DataFrame(rows, columns=["split", "object_swaps", "scored", "paired_auc", "inserted_unseen"])
 
 # %%
-print(double_determiners("The a TV behind him hums; his a cup; the TV"))
-print(_swapped_heads("The tie hangs", "The scissors hang"))
+found, heads = double_determiners("The a TV behind him hums; his a cup; the TV"), _swapped_heads("The tie hangs", "The scissors hang")
+display(Markdown(f"In *The a TV behind him hums; his a cup; the TV* the double determiners are "
+                 f"{' and '.join(f'*{d}*' for d in found)}; *The tie hangs* -> *The scissors hang* swaps the head "
+                 f"*{heads[0]}* for *{heads[1]}*."))
 traces = pd.concat([double_determiner_rate(t).assign(construction=name)
                     for name, t in (("naive", naive_pairs), (pc["construction"], study_pairs))])
 display(traces.pivot_table(index=["split", "negative_type"], columns="construction", values="rate", sort=False))
 pd.concat([word_frequency_prior(t).assign(construction=name)
            for name, t in (("naive", naive_pairs), (pc["construction"], study_pairs))], ignore_index=True)
+
+# %% [markdown]
+# A frame to try the verifier on (`python -m helpers.verify`, see the README): the first
+# validation frame with its own text, written as an image file and a text file beside it.
+
+# %%
+# extra code: a sample frame and its text, as files, for the verifier's example
+import io as bytes_io
+
+from helpers.io import atomic_write_bytes, atomic_write_text
+
+example = pair_table[(pair_table["split"] == "val") & (pair_table["label"] == 1)].iloc[0]
+sample_dir, png = ctx.paths.root / "sample", bytes_io.BytesIO()
+data.frame_image(ds[index[example.story_id]], int(example.frame)).save(png, format="PNG")
+atomic_write_bytes(sample_dir / "frame.png", png.getvalue())
+atomic_write_text(sample_dir / "text.txt", example.text + "\n")
+display(Markdown(f"Wrote `{(sample_dir / 'frame.png').relative_to(ctx.paths.root.parent)}` (story {example.story_id}, "
+                 f"frame {example.frame}) and its text, `{(sample_dir / 'text.txt').relative_to(ctx.paths.root.parent)}`."))

@@ -629,7 +629,7 @@ display(Markdown(f"A box counts as found at an IoU of at least {IOU_MATCH}. Over
                  f"finds {recall['recall'].iloc[-1]:.1%} of the {recall['ground_truth'].iloc[-1]:,} boxes. The boxes "
                  f"were drawn by COCO detectors ({ANNOTATION_DETECTORS}), not by people: this \"recall\" is "
                  "agreement between detectors, not recall against ground truth."))
-display(recall.style.format({"recall": "{:.1%}"}, na_rep="-").hide(axis="index"))
+display(recall.style.format({"recall": "{:.1%}"}, na_rep="n/a").hide(axis="index"))
 
 # %% [markdown]
 # ## Input size and proposals: recall against time
@@ -1120,7 +1120,7 @@ auc = pd.concat({
 auc["oracle replays the label"] = auc.index.isin(list(ORACLE_REPLAYS))
 replayed_cell = pd.DataFrame("", index=auc.index, columns=auc.columns)
 replayed_cell.loc[auc["oracle replays the label"], "oracle, informative"] = "background-color: #e0e0e0; font-style: italic"
-display(auc.style.format("{:.3f}", na_rep="-", subset=[c for c in auc.columns if c != "oracle replays the label"])
+display(auc.style.format("{:.3f}", na_rep="n/a", subset=[c for c in auc.columns if c != "oracle replays the label"])
         .apply(lambda _: replayed_cell, axis=None))
 replayed = [t for t in auc.index if t in ORACLE_REPLAYS]
 oracle_positives = informative.loc[informative["label"] == 1, "object_score_oracle"]
@@ -1604,7 +1604,7 @@ if openvocab_on:
     display(Markdown(f"OWL-ViT counts a description found at a score of at least {ov_threshold}, Faster R-CNN a "
                      f"detection at {threshold}; both at an IoU of at least {IOU_MATCH}."))
     display(kind_recall.style.format({c: "{:.1%}" for c in kind_recall.columns if "recall" in c or "coverage" in c},
-                                     na_rep="-").hide(axis="index"))
+                                     na_rep="n/a").hide(axis="index"))
     plot_entity_recall(kind_recall)
     plt.show()
 
@@ -1670,7 +1670,7 @@ if openvocab_on:
             ("openvocab_score, all pairs", both_scores, "openvocab_score"),
             ("openvocab_score, informative", both_scores[both_scores["openvocab_informative"]], "openvocab_score")]
     }, axis=1)
-    display(ov_auc.style.format("{:.3f}", na_rep="-"))
+    display(ov_auc.style.format("{:.3f}", na_rep="n/a"))
     display(Markdown(
         f"Against object swaps the open-vocabulary score reaches an AUC of "
         f"{ov_auc.loc['object_swap', 'openvocab_score, all pairs']:.3f} over all train and validation pairs, the "

@@ -488,7 +488,7 @@ def length_table(result: ClipResult, pairs: pd.DataFrame) -> pd.DataFrame:
 
 # %%
 lengths = length_table(result, development)
-display(lengths.style.format(precision=2, na_rep=""))
+display(lengths.style.format(precision=2, na_rep="n/a"))
 over = f"share_over_{MAX_TOKENS}"
 display(Markdown(
     f"A {MAX_TOKENS}-token encoder would cut **{lengths.at['tokens per segment', over]:.0%}** of whole segments "

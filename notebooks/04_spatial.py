@@ -358,8 +358,8 @@ AGENT_PHRASES: dict[str, tuple[str, ...]] = {
 
 # %%
 phrases = pd.DataFrame(
-    [{"relation": r, "phrases": ", ".join(RELATION_PHRASES.get(r, ())),
-      "phrases with an acting person": ", ".join(AGENT_PHRASES.get(r, ()))} for r in RELATIONS]
+    [{"relation": r, "phrases": ", ".join(RELATION_PHRASES.get(r, ())) or "n/a",
+      "phrases with an acting person": ", ".join(AGENT_PHRASES.get(r, ())) or "n/a"} for r in RELATIONS]
 ).set_index("relation")
 display(phrases.style)  # a Styler shows the whole lists, where a DataFrame would cut them short
 
@@ -953,7 +953,7 @@ by_relation = pd.concat({
     "swapped statements: checked": swapped.groupby("relation").size(),
 }, axis=1)
 display(by_relation.style.format({c: "{:.1%}" for c in by_relation if c.endswith("held")} | {
-    c: "{:,.0f}" for c in by_relation if c.endswith("checked")}, na_rep="-"))
+    c: "{:,.0f}" for c in by_relation if c.endswith("checked")}, na_rep="n/a"))
 pos_checked = checked[checked["label"] == 1]
 display(Markdown(
     f"On the oracle's boxes, {pos_checked['held'].mean():.1%} of the {len(pos_checked):,} checkable statements of the "
@@ -1014,7 +1014,7 @@ aucs = pd.concat({
     "ours, informative pairs": auc(informative, "spatial_score"),
     "ours on oracle boxes, informative pairs": auc(oracle_informative, "spatial_score"),
 }, axis=1)
-display(aucs.style.format("{:.3f}", na_rep="-"))
+display(aucs.style.format("{:.3f}", na_rep="n/a"))
 if "relation_swap" in aucs.index:
     swap = aucs.loc["relation_swap"].map(lambda x: "not measurable (no such pairs)" if pd.isna(x) else f"{x:.3f}")
     display(Markdown(

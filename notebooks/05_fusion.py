@@ -538,7 +538,7 @@ from helpers.training import DEFAULT_RUN, settings_from_profile, train_fusion
 result = train_fusion(table, settings_from_profile(ctx.cfg, "study"), ctx.paths.checkpoints / DEFAULT_RUN)
 head = result.head
 display(Markdown(f"Trained for {len(result.history)} epochs; kept epoch {result.best_epoch} (lowest validation "
-                 f"loss, {result.history.set_index('epoch').loc[result.best_epoch, 'val_loss']:.4f}); "
+                 f"loss, {result.history.set_index('epoch').loc[result.best_epoch, 'val_loss']:.3f}); "
                  f"decision threshold {head.threshold:.3f}."))
 
 # %% [markdown]

@@ -577,7 +577,7 @@ summary = pd.DataFrame([
      **{c: r.history.set_index("epoch").at[r.best_epoch, c] for c in ("val_loss", "val_accuracy", "val_f1")},
      "threshold": r.head.threshold}
     for name, r in results.items()]).set_index("run")
-display(summary.style.format(precision=4))
+display(summary.style.format(precision=3))
 resumed = [name for name, r in results.items() if r.resumed_from_epoch]
 if resumed:
     display(Markdown("Resumed from a checkpoint: " + ", ".join(
@@ -616,7 +616,7 @@ early, fixed = summary.loc[DEFAULT_RUN], summary.loc[STUDY_RUN]
 display(Markdown(
     f"The two runs share their first {STUDY_EPOCHS} epochs (same seed, same batches), so the difference is what "
     f"training on bought: `{DEFAULT_RUN}` ran {early['epochs_trained']} epochs and kept epoch {early['kept_epoch']}, "
-    f"with a validation loss of {early['val_loss']:.4f} against {fixed['val_loss']:.4f} after epoch {STUDY_EPOCHS} "
+    f"with a validation loss of {early['val_loss']:.3f} against {fixed['val_loss']:.3f} after epoch {STUDY_EPOCHS} "
     f"(validation macro-F1 at even odds: {early['val_f1']:.3f} against {fixed['val_f1']:.3f})."))
 
 # %% [markdown]

@@ -475,8 +475,8 @@ display(Markdown(
 # `n_undefined`. When fewer than `MIN_DEFINED_SHARE` (90%) of the resamples define the metric,
 # the percentiles of the others would describe a different population (the resamples that
 # happened to draw that kind), so the interval is left null with a `reason`; the tables print it
-# as `[no interval]`. When the split itself does not define the metric, the value is null too
-# (`undefined`). Small splits (the smoke profile, a rare kind of negative) hit both.
+# as `[n/a]`. When the split itself does not define the metric, the value is null too
+# (`n/a`). Small splits (the smoke profile, a rare kind of negative) hit both.
 #
 # A difference between two models gets its own interval the same way: both are measured on the
 # same left-out blocks (or the same resamples), so the interval accounts for the two models erring
@@ -1676,16 +1676,16 @@ def metrics_frame(document: Mapping[str, Any], split: str = "test") -> pd.DataFr
 
 
 def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3) -> str:
-    """One ``{"value", "low", "high"}`` entry as text: "0.812 [0.771, 0.850]", "undefined", or, when too
-    few resamples define the interval (the estimate has a ``reason``), "0.812 [no interval]"."""
+    """One ``{"value", "low", "high"}`` entry as text: "0.812 [0.771, 0.850]", "n/a" (undefined), or, when
+    too few blocks define the interval (the estimate has a ``reason``), "0.812 [n/a]"."""
     if not estimate or estimate.get("value") is None or not math.isfinite(estimate["value"]):
-        return "undefined"
+        return "n/a"
     text = f"{estimate['value']:.{digits}f}"
     low, high = estimate.get("low"), estimate.get("high")
     if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
         text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     elif estimate.get("reason"):
-        text += " [no interval]"
+        text += " [n/a]"
     return text
 
 
@@ -1825,8 +1825,8 @@ boot = metrics["bootstrap"]
 cover = boot["simulated_coverage"]
 display(Markdown(
     f"Intervals: {boot['confidence']:.0%} `{boot['method']}` intervals over the test split's {cover['n_blocks']} id "
-    f"blocks (blocks of {boot['block_size']} neighbouring story ids). `[no interval]`: leaving out a block leaves the "
-    "metric undefined (a class or that kind of negative held by one block only); `undefined`: the split itself does "
+    f"blocks (blocks of {boot['block_size']} neighbouring story ids). `[n/a]`: leaving out a block leaves the "
+    "metric undefined (a class or that kind of negative held by one block only); `n/a` alone: the split itself does "
     f"not define it. **Simulated coverage** at this split's own blocks ({cover['frames_per_block']} frames; "
     f"{cover['n_sims']:,} simulated splits, truth {cover['truth']}, between-block correlation {cover['icc']}): "
     f"{cover['coverage']:.0%} for these {boot['confidence']:.0%} intervals ("

@@ -113,11 +113,11 @@ display(Markdown(f"{len(table):,} pairs ({(table['split'] == 'test').sum():,} on
 # The evidences are columns of chapter 05's feature table. An ablation by subset
 # trains one fusion head per non-empty subset of them, so the head that sees only the
 # object score competes with the one that sees all of them on equal terms: same pairs, same
-# seed, same training, its own threshold. The study's three evidences give $2^3 - 1 = 7$
+# seed, same training, its own threshold. The study's three evidences give 2³ − 1 = 7
 # subsets; the subset of all three, the study's head, is the reference every other variant
 # is compared with. A profile that switches on the evidences beyond the study (chapter 02's
-# open-vocabulary score, chapter 03's question score) adds them to the subsets: $2^n - 1$ for
-# $n$ evidences, so the tables below show what each adds to the study's three and to the others.
+# open-vocabulary score, chapter 03's question score) adds them to the subsets: 2ⁿ − 1 for
+# *n* evidences, so the tables below show what each adds to the study's three and to the others.
 #
 # Every subset head reads its evidences' **scores only**, as the reference does: the
 # reference is the study's head, the same run as chapter 06's `fusion`. None reads the

@@ -243,7 +243,7 @@ def test_validation_scores_read_the_validation_split_only():
 
 
 def test_difference_phrase_and_ranking_handle_undefined_values():
-    assert db.difference_phrase({"value": None, "low": None, "high": None}) == "undefined"
+    assert db.difference_phrase({"value": None, "low": None, "high": None}) == "n/a"
     assert db.difference_phrase({"value": 0.1, "low": None, "high": None}).endswith("(no interval)")
     models = {"a": {"overall": {"roc_auc": {"value": 0.6}}}, "b": {"overall": {"roc_auc": {"value": None}}},
               "c": {"overall": {"roc_auc": {"value": 0.9}}}}

@@ -150,9 +150,9 @@ def test_an_interval_that_too_few_resamples_define_is_null_with_its_reason():
     jack = bootstrap_metrics(y, s, 0.5, ["a", "a", "a", "b"], n_resamples=200, seed=0)["roc_auc"]
     assert (jack["value"], jack["low"], jack["high"], jack["se"], jack["n_undefined"]) == (1.0, None, None, None, 1)
     assert jack["df"] == 1 and "undefined with 1 of 2 id blocks left out" in jack["reason"]
-    assert format_estimate(jack) == "1.000 [no interval]"
-    assert format_estimate(est) == "1.000 [no interval]"
-    assert format_estimate({"value": None, "low": None, "high": None}) == "undefined"
+    assert format_estimate(jack) == "1.000 [n/a]"
+    assert format_estimate(est) == "1.000 [n/a]"
+    assert format_estimate({"value": None, "low": None, "high": None}) == "n/a"
     assert format_estimate({"value": 0.5, "low": 0.25, "high": 0.75}) == "0.500 [0.250, 0.750]"
     # With every block holding both classes, every resample defines it: an interval, no reason.
     est = bootstrap_metrics(np.tile([1, 0], 4), np.tile([0.9, 0.1], 4), 0.5, list("aabbccdd"), n_resamples=50,

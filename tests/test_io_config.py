@@ -17,6 +17,26 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["a.json"]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_gives_the_mode_a_plain_open_would_under_the_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        written = [io.atomic_write_text(tmp_path / "r.html", "<p>report</p>"),
+                   io.atomic_write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet")]
+        folder = io.save_random_model(tmp_path / "model", {"seed": 0})
+        with open(tmp_path / "plain.txt", "w") as f:  # what the umask gives a file written the usual way
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == mode
+    for path in [*written, folder / io.RANDOM_MARKER]:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask  # as mkdir would make it
+
+
 def test_atomic_write_keeps_old_file_when_serialisation_fails(tmp_path):
     target = tmp_path / "t.parquet"
     io.atomic_write_parquet(pd.DataFrame({"a": [1]}), target)

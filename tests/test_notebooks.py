@@ -146,3 +146,23 @@ def test_smoke_run_renders_every_chapter(tmp_path):
     result = json.loads(verdict.stdout)
     assert 0 <= result["probability"] <= 1 and isinstance(result["aligned"], bool)
     assert "person" in result["explanation"]["objects"]["needed"]
+
+    # the README's offline example: the sample frame and its own text that chapter 01 wrote, the text on stdin
+    sample = smoke / "sample"
+    verdict = subprocess.run([sys.executable, "-m", "helpers.verify", "--profile", "smoke", str(sample / "frame.png"), "-"],
+                             cwd=ROOT, env=env, input=(sample / "text.txt").read_text(), capture_output=True,
+                             text=True, timeout=600)
+    assert verdict.returncode == 0, verdict.stderr
+    assert 0 <= json.loads(verdict.stdout)["probability"] <= 1
+
+    # every report reads offline and by others: no script fetched, no progress bar, no "nan", the mode the umask gives
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for page in sorted((smoke / "reports").glob("*.html")):
+        html = page.read_text()
+        assert not re.search(r"<script[^>]*src=[\"']?https?:", html) and "cdnjs" not in html, page.name
+        assert not re.search(r"\[(\d+:)?\d\d:\d\d[<,][^\]]*\]", html), page.name  # a tqdm bar, whatever its unit
+        assert not re.search(r"<td[^>]*>\s*(NaN|nan|None|\[nan, nan\])?\s*</td>", html), page.name  # n/a, not blank
+        assert stat.S_IMODE(page.stat().st_mode) == 0o666 & ~umask, page.name  # 0644 under umask 022

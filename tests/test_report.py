@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import nbformat
+import pytest
 
 from helpers import report
 from helpers.config import Paths
@@ -21,11 +24,59 @@ def test_progress_bars_are_dropped_and_warnings_kept():
     assert outputs[0].text == "UserWarning: 3 frames could not be decoded\n"
 
 
+@pytest.mark.parametrize("bar", [
+    "Generating train split: 100%|██████████| 14/14 [00:00<00:00, 1432.17 examples/s]",  # datasets, a unit with a space
+    "Generating train split: 0 examples [00:00, ? examples/s]",                          # no total: no percentage
+    "detecting (min_size 240, 1000 proposals):   8%|▊         | 1/12 [00:04<00:47,  4.29s/batch]",
+    "scoring: 3batch [01:02:03, 20.68s/batch]",                                           # past an hour
+    "parsing stories: 14story [00:00, 636.48story/s]",
+])
+def test_a_progress_bar_of_any_unit_is_dropped(bar):
+    cell = nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=bar + "\rUserWarning: kept [see the docs]\n")])
+    nb = report.without_progress_bars(nbformat.v4.new_notebook(cells=[cell]))
+    assert nb.cells[0].outputs[0].text == "UserWarning: kept [see the docs]\n"
+
+
 def test_headline_rows_format_intervals_and_undefined_values():
     metrics = {"models": {"fusion": {"overall": {"accuracy": {"value": 0.75, "low": 0.5, "high": 0.9},
-                                                 "roc_auc": {"value": None, "low": None, "high": None}}}}}
+                                                 "roc_auc": {"value": None, "low": None, "high": None},
+                                                 "pr_auc": {"value": 0.6, "low": None, "high": None}}}}}
     assert report.headline_rows(metrics) == [{"model": "fusion", "accuracy": "0.750 [0.500, 0.900]",
-                                              "roc_auc": "n/a [n/a, n/a]"}]
+                                              "roc_auc": "n/a", "pr_auc": "0.600 [n/a]"}]
+
+
+def test_the_report_and_chapter_07_spell_an_undefined_estimate_alike():
+    from helpers.evaluation import format_estimate
+
+    for est in ({"value": None, "low": None, "high": None},
+                {"value": 0.6, "low": None, "high": None, "reason": "one id block holds these pairs: no interval"},
+                {"value": 0.6, "low": 0.5, "high": 0.7}):
+        assert report._estimate(est) == format_estimate(est)
+
+
+def test_a_rendered_report_loads_nothing_from_the_network(tmp_path):
+    badge = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             "(https://colab.research.google.com/github/o/r/blob/main/notebooks/01_data.ipynb)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# 01 · Data\n\n{badge}\n\nProse."),
+                                         nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output(
+                                             "execute_result", data={"text/plain": "1"}, execution_count=1)])])
+    source = tmp_path / "01_data.ipynb"
+    nbformat.write(nb, source)
+    page = report.render_html(source, tmp_path / "01_data.html").read_text()
+    assert "Prose." in page and "<style" in page  # the page and its styles are there
+    assert not re.search(r"<script[^>]*src=[\"']?https?:", page)  # require.js, MathJax: none from a CDN
+    assert "import(\"http" not in page and "cdnjs" not in page  # nor mermaid's module
+    assert not re.search(r"<img[^>]*src=[\"']?https?:", page)  # the badge is gone ...
+    assert re.search(r'<a href="https://colab\.research\.google\.com/[^"]+">Open In Colab</a>', page)  # ... its link stays
+
+
+def test_no_chapter_writes_tex_math_the_offline_reports_would_show_raw():
+    from pathlib import Path
+
+    for chapter in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.py")):
+        prose = "\n".join(line for line in chapter.read_text(encoding="utf-8").splitlines() if line.startswith("# "))
+        assert not re.search(r"\$[^$\s][^$]*\$", prose), chapter.name
 
 
 def test_ablation_rows_show_each_subsets_paired_gain():
@@ -66,3 +117,33 @@ def test_provenance_names_every_models_weights_or_says_it_is_off():
     assert "BLIP-VQA weights</th><td style='text-align:left'>off (questions.enabled: false)" in quick
     smoke = provenance_html("smoke", load_profile("smoke"))
     assert "BLIP-VQA weights</th><td style='text-align:left'>random" in smoke
+
+
+def test_chapter_tables_round_to_three_decimals_and_spell_a_missing_value_n_a():
+    import numpy as np
+    import pandas as pd
+
+    from helpers.notebook import frame_html, show_tables_readably
+
+    with pd.option_context("display.precision", 6, "styler.format.precision", 6, "styler.format.na_rep", None,
+                           "display.max_colwidth", 50):
+        show_tables_readably()  # what every chapter's setup call does
+        frame = pd.DataFrame({"score": [1 / 3, np.nan], "kind": ["object_swap", None]})
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(frame))
+        styled = re.findall(r"<td[^>]*>([^<]*)</td>", frame.style.to_html())
+        blank = pd.DataFrame({"kind": pd.Series(["", "same_story"], dtype="str"), "n": [1, 2]})  # a positive's type
+        blank_cells = re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(blank))
+    assert cells == styled == ["0.333", "object_swap", "n/a", "n/a"]
+    assert blank_cells == ["n/a", "1", "same_story", "2"]
+    counts = pd.DataFrame({"frames": [15.0, np.nan], "score": [1.0, 0.5]})
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", frame_html(counts)) == ["15", "1.0", "n/a", "0.5"]
+    reason = "undefined with 1 of 2 id blocks left out (one class only, or no pair of this kind remains)"
+    with pd.option_context("display.max_colwidth", 50):
+        show_tables_readably()
+        assert reason in frame_html(pd.DataFrame({"reason": [reason]}))  # whole, not cut at 50 characters
+
+
+def test_an_index_table_writes_n_a_where_a_row_lacks_a_column():
+    page = report._table([{"control": "causal_lm", "paired other_story": "0.600 [0.000, 1.000]"},
+                          {"control": "mlm_plausibility"}])  # a swap-only control has no other_story
+    assert re.findall(r"<td>([^<]*)</td>", page) == ["causal_lm", "0.600 [0.000, 1.000]", "mlm_plausibility", "n/a"]
