@@ -764,6 +764,15 @@ class Tuned:
 Fold = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def baseline_folds(table: pd.DataFrame, columns: Sequence[str]) -> tuple[Fold, Fold]:
+    """The train and validation ``Fold`` of ``columns``. A column never checked on the train split (all missing)
+    is set to 0 on both: a constant no split and no weight can use (scikit-learn's boosting cannot bin it)."""
+    (train, x, y), (val, x_val, y_val) = (_split(table, s, tuple(columns)) for s in ("train", "val"))
+    never = np.isnan(x).all(axis=0)
+    return ((np.where(never, 0.0, x), y.astype(int), frame_weights(train)),
+            (np.where(never, 0.0, x_val), y_val.astype(int), frame_weights(val)))
+
+
 def logistic_pipeline(c: float, seed: int = 42) -> Any:
     """Standardise (the training split's statistics, each scale at least ``MIN_SCALE``), set a missing input to 0 (the training mean), then an
     L2-regularised logistic regression of inverse strength ``c``."""
@@ -789,11 +798,7 @@ def tune_logistic_regression(train: Fold, val: Fold, *, grid: Sequence[float] = 
     return Tuned(fits[best], {"C": float(table.at[best, "C"])}, float(table.at[best, "validation_loss"]), table)
 
 # %%
-def _fold(rows: pd.DataFrame, columns: Sequence[str]) -> Fold:
-    return feature_matrix(rows, columns), rows["label"].to_numpy().astype(int), frame_weights(rows)
-
-
-_train_fold, _val_fold = (_fold(table[table["split"] == s], STUDY_FEATURES) for s in ("train", "val"))
+_train_fold, _val_fold = baseline_folds(table, STUDY_FEATURES)
 _tuned = tune_logistic_regression(_train_fold, _val_fold, seed=ctx.cfg["seed"])
 ax = _tuned.grid.plot(x="C", y="validation_loss", logx=True, marker="o", legend=False, figsize=(5, 3))
 ax.axvline(_tuned.setting["C"], color="grey", linestyle=":")
@@ -931,12 +936,7 @@ def fit_baselines(
                   for c, m in zip(columns, means)]
     inputs = {"": columns} | ({"_extended": resolve_features(extended)} if extended is not None else {})
     for suffix, cols in inputs.items():
-        (train, x, y), (val_rows, x_val, y_v) = (_split(table, s, cols) for s in ("train", "val"))
-        # A column never checked on the train split is constant for every model (scikit-learn's boosting
-        # cannot bin a column without any value): no split and no weight can use it.
-        never = np.isnan(x).all(axis=0)
-        x, x_val = np.where(never, 0.0, x), np.where(never, 0.0, x_val)
-        folds = [(x, y.astype(int), frame_weights(train)), (x_val, y_v.astype(int), frame_weights(val_rows))]
+        folds = baseline_folds(table, cols)
         for kind, tune in TUNED_BASELINES.items():
             tuned = tune(*folds, seed=seed)
             proba = partial(_estimator_scores, estimator=tuned.estimator, features=cols)
