@@ -949,7 +949,7 @@ baselines = fit_baselines(table, "study", extended=extended_features(ctx.cfg), s
 chosen = pd.DataFrame([{"model": s.name, "inputs": f"{'extended' if s.name.endswith('_extended') else 'study'} "
                                             f"({len(s.features)})", **s.setting} for s in baselines if s.setting])
 display(chosen.set_index("model").style.format({"C": "{:g}", "learning_rate": "{:g}", "min_samples_leaf": "{:.0f}",
-                                                "max_iter": "{:.0f}", "validation_loss": "{:.4f}"}, na_rep="")
+                                                "max_iter": "{:.0f}", "validation_loss": "{:.4f}"}, na_rep="n/a")
         .set_caption(f"Chosen by {BASELINE_CRITERION}"))
 
 # %% [markdown]

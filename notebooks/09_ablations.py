@@ -877,7 +877,7 @@ def subset_seed_table(document: Mapping[str, Any], metric: str = "roc_auc") -> p
         primary = (document["models"][name]["overall"].get(metric) if metric != "paired"
                    else document["models"][name]["paired"].get("all"))
         rows[name] = {"validation ROC-AUC, seed mean": val,
-                      "chosen": "best (validation)" if name == seeds["best_subset"] else "",
+                      "chosen": "yes: best on validation" if name == seeds["best_subset"] else "no",
                       f"test, seed {seeds['primary_seed']} [blocks]": format_estimate(primary),
                       "test, seed mean": spread["mean"], "test, seed std": spread["std"],
                       "test, seed range": f"{_num(spread['min'])} to {_num(spread['max'])}"}

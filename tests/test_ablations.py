@@ -600,7 +600,7 @@ def test_the_seed_section_reaches_metrics_json_the_findings_and_the_table(tmp_pa
     findings = " ".join(ab.ablation_findings(document))
     assert "chosen on the validation split" in findings and f"`{ab.REFERENCE}`" in findings
     table = ab.subset_seed_table(document)
-    assert table.loc[ab.REFERENCE, "chosen"] == "best (validation)" and table.loc["object", "chosen"] == ""
+    assert table.loc[ab.REFERENCE, "chosen"] == "yes: best on validation" and table.loc["object", "chosen"] == "no"
     assert table.loc["object", "test, seed mean"] == pytest.approx(
         document["seeds"]["test"]["object"]["roc_auc"]["mean"])
 
