@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..io import read_random_marker, save_random_model, stable_hash
+from .bpe import learn_bpe
 
 if TYPE_CHECKING:
     from transformers import CLIPConfig, CLIPTokenizer
@@ -59,8 +60,7 @@ def offline_tokenizer(words: Sequence[str] = _OFFLINE_WORDS) -> "CLIPTokenizer":
     The vocabulary is laid out as CLIP's own: the 256 byte symbols, the same with the
     end-of-word marker ``</w>``, one token per merge, then ``<|startoftext|>`` and
     ``<|endoftext|>`` (also padding and unknown). The merges are learnt from ``words`` by
-    BPE with a fixed rule: take the words in order and, while the current one is still
-    several symbols, merge its first two symbols everywhere. Every listed word thus becomes
+    :func:`helpers.smoke.bpe.learn_bpe`'s fixed rule. Every listed word thus becomes
     one token, any other text falls back to smaller pieces down to single bytes (nothing
     is out of vocabulary), and the result depends on ``words`` alone (the ``tokenizers``
     trainer breaks ties differently from run to run). Token ids mean nothing to a
@@ -75,27 +75,10 @@ def offline_tokenizer(words: Sequence[str] = _OFFLINE_WORDS) -> "CLIPTokenizer":
     # Letters only: CLIP's normaliser lower-cases, and its pre-tokenizer splits words at
     # apostrophes, digits and punctuation, so other entries could never be seen whole.
     spelled = [[*w[:-1], w[-1] + "</w>"] for w in dict.fromkeys(w.lower() for w in words) if re.fullmatch(r"[a-z]+", w)]
-    merges: list[tuple[str, str]] = []
-    for i, word in enumerate(spelled):
-        while len(word) > 1:
-            pair = (word[0], word[1])
-            merges.append(pair)
-            vocab[pair[0] + pair[1]] = len(vocab)
-            for other in spelled[i:]:  # earlier words are single symbols already
-                if pair[0] in other:
-                    _merge_pair(other, pair)
+    vocab, merges = learn_bpe(spelled, vocab)
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_CONTEXT)
-
-
-def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> None:
-    """Merge every occurrence of ``pair`` in ``symbols`` in place, left to right (as BPE encodes)."""
-    i = 0
-    while i < len(symbols) - 1:
-        if symbols[i] == pair[0] and symbols[i + 1] == pair[1]:
-            symbols[i : i + 2] = [pair[0] + pair[1]]
-        i += 1
 
 
 def vit_b32_config(tokenizer: "CLIPTokenizer", **text_overrides: Any) -> "CLIPConfig":

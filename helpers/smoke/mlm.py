@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import RANDOM_FULL_SIZE
 from ..io import read_random_marker, save_random_model, stable_hash
+from .bpe import learn_bpe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -62,26 +63,15 @@ def offline_tokenizer(words: Sequence[str] | None = None) -> "PreTrainedTokenize
 @lru_cache(maxsize=4)
 def _bpe_tables(words: tuple[str, ...]) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
     """The vocabulary and merges of :func:`offline_tokenizer` (computed once per word list):
-    take the words in order; while the current one is several symbols, merge its first two everywhere."""
+    :func:`helpers.smoke.bpe.learn_bpe` on each word's two spellings."""
     from tokenizers import pre_tokenizers
-
-    from .clip import _merge_pair
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab: dict[str, int] = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
     vocab.update({symbol: len(vocab) + i for i, symbol in enumerate(alphabet)})
     forms = dict.fromkeys(f for w in words if re.fullmatch(r"[A-Za-z]+", w)
                           for f in ("\u0120" + w.lower(), w.capitalize()))
-    spelled = [list(f) for f in forms]
-    merges: list[tuple[str, str]] = []
-    for i, word in enumerate(spelled):
-        while len(word) > 1:
-            pair = (word[0], word[1])
-            merges.append(pair)
-            vocab.setdefault(pair[0] + pair[1], len(vocab))
-            for other in spelled[i:]:
-                if pair[0] in other:
-                    _merge_pair(other, pair)
+    vocab, merges = learn_bpe([list(f) for f in forms], vocab)
     vocab["<mask>"] = len(vocab)
     return tuple(vocab.items()), tuple(merges)
 
