@@ -621,7 +621,7 @@ def _value(estimate: Mapping[str, Any] | None) -> float:
 
 def difference_phrase(estimate: Mapping[str, Any] | None) -> str:
     """"+0.041 [0.012, 0.070]: the interval excludes zero, so ..." and the like."""
-    from helpers.evaluation import format_estimate
+    from helpers.report import format_estimate
 
     value, low, high = _estimate(estimate)
     if math.isnan(value):
@@ -642,7 +642,7 @@ def ranked(models: Mapping[str, Any], names: Iterable[str], metric: str) -> list
 
 def headline_finding(metrics: Mapping[str, Any], metric: str = "roc_auc") -> str:
     """The primary head's ``metric`` and macro-F1 on the test split, and what the split holds."""
-    from helpers.evaluation import format_estimate
+    from helpers.report import format_estimate
 
     primary = metrics["primary_model"]
     overall = metrics["models"][primary]["overall"]
@@ -688,7 +688,7 @@ def beyond_text_finding(metrics: Mapping[str, Any]) -> str:
     """The flags-only control's equivalence verdict on the paired score, and what each head adds beyond it
     (``beyond_text`` of chapter 07, each difference with its paired interval); empty when chapter 07 did not
     record it."""
-    from helpers.evaluation import format_estimate
+    from helpers.report import format_estimate
 
     beyond = metrics.get("beyond_text")
     if not beyond:
@@ -708,7 +708,7 @@ def evidence_findings(metrics: Mapping[str, Any], validation: Mapping[str, float
     """The best and worst evidence used alone, chosen by ROC-AUC on the validation split (``validation``, from
     :func:`validation_scores`) and shown on the test split, and the fusion head minus the best, with its paired
     interval."""
-    from helpers.evaluation import format_estimate
+    from helpers.report import format_estimate
 
     metric, label = "roc_auc", METRIC_LABELS["roc_auc"]
     models = metrics["models"]
@@ -734,7 +734,8 @@ def negative_type_finding(metrics: Mapping[str, Any]) -> str | None:
     """The kinds of negative the primary head finds hardest and easiest by its paired score (own text above
     that negative, the headline per kind) on the test frames that have a negative of every kind (chapter 07's
     ``common:<kind>`` groups), so both on the same frames; None with fewer than two kinds there."""
-    from helpers.evaluation import COMMON_FRAMES, NEGATIVE_TYPES, common_group, format_estimate
+    from helpers.evaluation import COMMON_FRAMES, NEGATIVE_TYPES, common_group
+    from helpers.report import format_estimate
 
     paired = metrics["models"][metrics["primary_model"]].get("paired", {})
     by_type = {t: _value(paired.get(common_group(t))) for t in NEGATIVE_TYPES if common_group(t) in paired}

@@ -10,7 +10,9 @@ A remote image in the prose (the "Open in Colab" badge) becomes its alt text, st
 from __future__ import annotations
 
 import html
+import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from .config import Paths, read_run_record
 from .io import atomic_write_text, read_json
 
 __all__ = ["render_html", "without_progress_bars", "without_remote_images", "write_index", "headline_rows", "paired_rows", "control_rows",
-           "ablation_rows"]
+           "ablation_rows", "format_estimate"]
 
 
 #: stderr lines that are progress reports, not messages: tqdm bars (with their carriage returns),
@@ -87,7 +89,7 @@ def headline_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
         row = {"model": name}
         for metric, est in model.get("overall", {}).items():
             if isinstance(est, dict) and "value" in est:
-                row[metric] = _estimate(est)
+                row[metric] = format_estimate(est)
         rows.append(row)
     return rows
 
@@ -95,7 +97,7 @@ def headline_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
 def paired_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
     """One row per model of ``metrics.json``: its paired score ("all" frames, then each kind of
     negative) as 'value [low, high]', the headline per kind."""
-    return [{"model": name, **{group: _estimate(est) for group, est in model.get("paired", {}).items()}}
+    return [{"model": name, **{group: format_estimate(est) for group, est in model.get("paired", {}).items()}}
             for name, model in metrics.get("models", {}).items()]
 
 
@@ -103,8 +105,8 @@ def control_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
     """One row per blind control of ``metrics.json``: paired score per group, then pooled ROC-AUC."""
     rows = []
     for name, control in metrics.get("controls", {}).items():
-        row = {"control": name, **{f"paired {g}": _estimate(e) for g, e in control.get("paired", {}).items()}}
-        row["ROC-AUC overall"] = _estimate(control["overall"]["roc_auc"])
+        row = {"control": name, **{f"paired {g}": format_estimate(e) for g, e in control.get("paired", {}).items()}}
+        row["ROC-AUC overall"] = format_estimate(control["overall"]["roc_auc"])
         rows.append(row)
     return rows
 
@@ -113,19 +115,21 @@ def ablation_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
     """One row per evidence subset of ``metrics.json``'s ``"ablations"`` (chapter 09): its ROC-AUC,
     then its paired score minus the reference's, over all frames and per kind of negative."""
     subsets = metrics.get("ablations", {}).get("subsets", {})
-    return [{"subset": name, "ROC-AUC": _estimate(info["roc_auc"]),
-             **{f"paired gain {g}": _estimate(e) for g, e in (info.get("paired_gain") or {}).items()}}
+    return [{"subset": name, "ROC-AUC": format_estimate(info["roc_auc"]),
+             **{f"paired gain {g}": format_estimate(e) for g, e in (info.get("paired_gain") or {}).items()}}
             for name, info in subsets.items()]
 
 
-def _estimate(est: dict[str, float | None] | None) -> str:
-    """'value [low, high]'; 'n/a' for an undefined value, 'value [n/a]' for an undefined interval
-    (null in metrics.json), as chapter 07's ``format_estimate`` writes them."""
-    if not est or est.get("value") is None:
+def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3) -> str:
+    """One ``{"value", "low", "high"}`` estimate as text, the one spelling of every report and chapter:
+    "0.812 [0.771, 0.850]"; "0.812 [n/a]" when its interval is undefined (too few id blocks, or null
+    in metrics.json); "n/a" when its value is."""
+    if not estimate or estimate.get("value") is None or not math.isfinite(estimate["value"]):
         return "n/a"
-    low, high = est.get("low"), est.get("high")
-    interval = "n/a" if low is None or high is None else f"{low:.3f}, {high:.3f}"
-    return f"{est['value']:.3f} [{interval}]"
+    low, high = estimate.get("low"), estimate.get("high")
+    defined = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
+    interval = f"{low:.{digits}f}, {high:.{digits}f}" if defined else "n/a"
+    return f"{estimate['value']:.{digits}f} [{interval}]"
 
 
 def _table(rows: list[dict[str, str]]) -> str:

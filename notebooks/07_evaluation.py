@@ -79,6 +79,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from helpers.io import atomic_write_json
+from helpers.report import format_estimate
 from helpers.pairs import NEGATIVE_TYPES
 
 # %% [markdown]
@@ -1673,20 +1674,6 @@ def metrics_frame(document: Mapping[str, Any], split: str = "test") -> pd.DataFr
                          **{k: est[k] for k in keep}})
     frame = pd.DataFrame(rows)
     return frame.astype({"value": float, "low": float, "high": float})
-
-
-def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3) -> str:
-    """One ``{"value", "low", "high"}`` entry as text: "0.812 [0.771, 0.850]", "n/a" (undefined), or, when
-    too few blocks define the interval (the estimate has a ``reason``), "0.812 [n/a]"."""
-    if not estimate or estimate.get("value") is None or not math.isfinite(estimate["value"]):
-        return "n/a"
-    text = f"{estimate['value']:.{digits}f}"
-    low, high = estimate.get("low"), estimate.get("high")
-    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
-        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
-    elif estimate.get("reason"):
-        text += " [n/a]"
-    return text
 
 
 #: Short names of the tuned baselines' parameters in tables.

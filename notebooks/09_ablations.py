@@ -747,7 +747,7 @@ def ablation_table(document: Mapping[str, Any], metric: str = "roc_auc") -> pd.D
     negative type its evidence replays is marked :data:`REPLAYS_MARK`; the last column is the
     difference with those negatives left out (``differences_without_replayed``)."""
     from helpers.pairs import NEGATIVE_TYPES
-    from helpers.evaluation import format_estimate
+    from helpers.report import format_estimate
 
     reference = document["reference"]
     replays = document.get("replays", {})
@@ -785,7 +785,8 @@ def paired_gain_table(document: Mapping[str, Any], family: str = "evidence subse
     """One row per variant of ``family``: its paired score minus the reference's, over every (frame, kind)
     outcome and per kind of negative ("value [95% interval]"; both heads on the same frames of each kind);
     positive means it ranks more frames' own text above their negative than the reference does."""
-    from helpers.evaluation import ALL_FRAMES, format_estimate
+    from helpers.evaluation import ALL_FRAMES
+    from helpers.report import format_estimate
     from helpers.pairs import NEGATIVE_TYPES
 
     gains = {name: g for name, g in document.get("paired_gains", {}).items()
@@ -868,7 +869,7 @@ def subset_seed_table(document: Mapping[str, Any], metric: str = "roc_auc") -> p
     """One row per evidence subset of ``document["seeds"]``: the seed-mean validation ROC-AUC (``chosen`` marks
     the best subset), then on the test split the primary seed's ``metric`` "value [interval]" and the seed mean,
     standard deviation and range."""
-    from helpers.evaluation import format_estimate
+    from helpers.report import format_estimate
 
     seeds = document["seeds"]
     rows = {}
@@ -918,7 +919,8 @@ display(paired_gain_table(document))
 def ablation_findings(ablations: Mapping[str, Any], metric: str = "roc_auc") -> list[str]:
     """The ablation results (``ablations.json``) as Markdown sentences, every number computed."""
     from helpers.dashboards import METRIC_LABELS, difference_phrase, ranked
-    from helpers.evaluation import SEED_METRICS, format_estimate
+    from helpers.evaluation import SEED_METRICS
+    from helpers.report import format_estimate
 
     models, families = ablations["models"], ablations.get("families", {})
     reference, differences = ablations["reference"], ablations.get("differences", {})

@@ -74,7 +74,8 @@ plt.show()
 # own blocks.
 
 # %%
-from helpers.evaluation import VERDICTS, control_table, equivalence_table, format_estimate, paired_table, summary_table
+from helpers.evaluation import VERDICTS, control_table, equivalence_table, paired_table, summary_table
+from helpers.report import format_estimate
 from helpers.io import read_json
 
 metrics = read_json(ctx.paths.metrics_json)

@@ -27,7 +27,6 @@ from helpers.evaluation import (
     equivalence_test,
     evaluate,
     evaluate_split,
-    format_estimate,
     metrics_frame,
     own_frames_mask,
     paired_outcomes,
@@ -38,6 +37,7 @@ from helpers.evaluation import (
     tune_threshold,
     weighted_metrics,
 )
+from helpers.report import format_estimate
 
 Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 1])
 S = np.array([0.9, 0.8, 0.4, 0.6, 0.3, 0.6, 0.2, 0.1, 0.7, 0.6])  # ties across the classes at 0.6

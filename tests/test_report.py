@@ -46,13 +46,19 @@ def test_headline_rows_format_intervals_and_undefined_values():
                                               "roc_auc": "n/a", "pr_auc": "0.600 [n/a]"}]
 
 
-def test_the_report_and_chapter_07_spell_an_undefined_estimate_alike():
-    from helpers.evaluation import format_estimate
+def test_one_estimate_formatter_serves_the_reports_and_the_chapters():
+    from helpers import evaluation
 
-    for est in ({"value": None, "low": None, "high": None},
-                {"value": 0.6, "low": None, "high": None, "reason": "one id block holds these pairs: no interval"},
-                {"value": 0.6, "low": 0.5, "high": 0.7}):
-        assert report._estimate(est) == format_estimate(est)
+    assert evaluation.format_estimate is report.format_estimate  # chapter 07 imports it, defines none
+    cases = {"n/a": ({"value": None, "low": None, "high": None}, {"value": float("nan"), "low": 0.1, "high": 0.2}, None, {}),
+             "0.600 [n/a]": ({"value": 0.6, "low": None, "high": None, "reason": "one id block holds these pairs"},
+                             {"value": 0.6, "low": None, "high": None}, {"value": 0.6},
+                             {"value": 0.6, "low": float("nan"), "high": 0.7}),
+             "0.600 [0.500, 0.700]": ({"value": 0.6, "low": 0.5, "high": 0.7},)}
+    for text, estimates in cases.items():
+        for est in estimates:
+            assert report.format_estimate(est) == text, est
+    assert report.format_estimate({"value": 0.61234, "low": 0.5, "high": 0.7}, digits=2) == "0.61 [0.50, 0.70]"
 
 
 def test_a_rendered_report_loads_nothing_from_the_network(tmp_path):
