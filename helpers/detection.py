@@ -76,6 +76,9 @@ __all__ = [
     "load_detector",
     "detect_images",
     "detect_frames",
+    "DetectorSettings",
+    "settings_from_profile",
+    "detect_with_profile",
     "profile_detections",
     "dumps_detections",
     "parse_detections",
@@ -409,19 +412,47 @@ def detect_frames(detector: Detector, frames: Mapping[tuple[str, int], bytes], c
     return DetectionRun(frames=table, forward_passes=forward_passes)
 
 
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How a profile runs the detector (its ``detector`` section): the input size (``min_size``),
+    region ``proposals`` per frame, frames per forward pass (``batch_size``) and the score a
+    detection needs to count (``score_threshold``; the cache keeps every score above
+    :data:`CACHE_SCORE_FLOOR`, so this one is applied when the detections are read)."""
+
+    min_size: int
+    proposals: int
+    batch_size: int
+    score_threshold: float
+
+
+def settings_from_profile(cfg: Mapping[str, Any]) -> DetectorSettings:
+    """The detector's run settings of the profile ``cfg`` (the whole profile): the one place they are read."""
+    spec = cfg["detector"]
+    return DetectorSettings(min_size=int(spec["min_size"]), proposals=int(spec["proposals"]),
+                            batch_size=int(spec["batch_size"]), score_threshold=float(spec["score_threshold"]))
+
+
+def detect_with_profile(detector: Detector, frames: Mapping[tuple[str, int], bytes], cfg: Mapping[str, Any],
+                        cache_dir: str | os.PathLike) -> DetectionRun:
+    """:func:`detect_frames` of ``frames`` at the profile's run settings, cached in ``cache_dir / CACHE_FILE``
+    (the cache every chapter shares, so a chapter after 02 reads what 02 computed)."""
+    settings = settings_from_profile(cfg)
+    return detect_frames(detector, frames, Path(cache_dir) / CACHE_FILE, min_size=settings.min_size,
+                         proposals=settings.proposals, batch_size=settings.batch_size)
+
+
 def profile_detections(cfg: Mapping[str, Any], paths: Paths, frames: Mapping[tuple[str, int], bytes], *,
                        device: "torch.device | str | None" = None) -> tuple[Detector, DetectionRun]:
-    """The profile's detector and its detections of ``frames`` at the profile's ``min_size`` and ``proposals``.
+    """The profile's detector and its detections of ``frames`` at the profile's run settings
+    (:func:`detect_with_profile`).
 
     ``cfg`` is the whole profile, ``paths`` its output folders. Detections come from the
     profile's cache (``paths.cache / CACHE_FILE``), so any chapter after 02 reads what 02
     computed without a forward pass.
     """
-    spec = cfg["detector"]
-    detector = load_detector(spec["weights"], models_dir=paths.models, seed=int(cfg.get("seed", 42)), device=device)
-    run = detect_frames(detector, frames, paths.cache / CACHE_FILE, min_size=int(spec["min_size"]),
-                        proposals=int(spec["proposals"]), batch_size=int(spec["batch_size"]))
-    return detector, run
+    detector = load_detector(cfg["detector"]["weights"], models_dir=paths.models, seed=int(cfg.get("seed", 42)),
+                             device=device)
+    return detector, detect_with_profile(detector, frames, cfg, paths.cache)
 
 
 def dumps_detections(detections: Iterable[Detection]) -> str:

@@ -94,7 +94,7 @@ from helpers.data import load_study_data, pair_frames
 from helpers.features import development, development_stories, write_part
 
 cfg = ctx.cfg["detector"]
-threshold = float(cfg["score_threshold"])
+threshold = det.settings_from_profile(ctx.cfg).score_threshold
 study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 stories, pairs = study.stories, study.pairs
 frames = pair_frames(pairs, study.datasets)

@@ -852,7 +852,7 @@ from helpers.ablations import oracle_frames
 from helpers.data import load_study_data, pair_frames
 from helpers.features import development, write_part
 
-threshold = float(ctx.cfg["detector"]["score_threshold"])
+threshold = det.settings_from_profile(ctx.cfg).score_threshold
 study = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 stories, pairs = study.stories, study.pairs
 frames = pair_frames(pairs, study.datasets)

@@ -137,7 +137,7 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     story's chain of thought, which annotates the frame an aligned pair is judged on, and which
     the verifier never has.
     """
-    from helpers.detection import CACHE_FILE, detect_frames
+    from helpers.detection import detect_with_profile, settings_from_profile
     from helpers.objects import object_features, openvocab_features
     from helpers.semantics import clip_features, question_features
     from helpers.spatial import spatial_features
@@ -145,11 +145,10 @@ def score_pairs(pairs: pd.DataFrame, frames: Mapping[tuple[str, int], bytes], *,
     for section, model, name in (("openvocab", openvocab, "OWL-ViT"), ("questions", vqa, "BLIP-VQA")):
         if evidence_enabled(cfg, section) and model is None:
             raise ValueError(f"the profile switches on {section} evidence: pass the {name} model or its loader")
-    det, cl = cfg["detector"], cfg["clip"]
-    cache_dir, threshold = Path(cache_dir), float(det["score_threshold"])
+    cl = cfg["clip"]
+    cache_dir, threshold = Path(cache_dir), settings_from_profile(cfg).score_threshold
     # Each model is an argument of its one call, so a model loaded for it is freed when the call returns.
-    detections = detect_frames(_loaded(detector), frames, cache_dir / CACHE_FILE, min_size=int(det["min_size"]),
-                               proposals=int(det["proposals"]), batch_size=int(det["batch_size"])).frames
+    detections = detect_with_profile(_loaded(detector), frames, cfg, cache_dir).frames
     parts = [object_features(pairs, detections, threshold=threshold),
              clip_features(_loaded(clip), pairs, frames, cache_dir / "clip", aggregate=cl["aggregate"],
                            top_k=int(cl["top_k"]), batch_size=int(cl["batch_size"])).features,

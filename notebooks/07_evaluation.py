@@ -1018,9 +1018,7 @@ detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=c
 clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip,
                      cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the default head's inputs only
-own_run = det.detect_frames(detector, pair_frames(test_pairs, data.datasets), ctx.paths.cache / det.CACHE_FILE,
-                            min_size=int(det_cfg["min_size"]), proposals=int(det_cfg["proposals"]),
-                            batch_size=int(det_cfg["batch_size"]))  # cached
+own_run = det.detect_with_profile(detector, pair_frames(test_pairs, data.datasets), ctx.cfg, ctx.paths.cache)  # cached
 hidden = obj.hidden_positives(test_pairs, own_run.frames)  # label noise on the test split (chapter 02: train, val)
 del detector, clip
 shuffled_rows = scored.assign(story_id=scored["own_story_id"], frame=scored["own_frame"],

@@ -539,7 +539,7 @@ sample = sample_gallery(table, per_group=per_group, seed=ctx.cfg["seed"])
 frames = pair_frames(sample, data.datasets)
 _, run = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)  # chapter 02's cache: no forward pass
 cards = gallery_cards(sample, load_features(ctx.paths), frames, run.frames, obj.ground_truth_frames(data.stories),
-                      data.stories, threshold=float(ctx.cfg["detector"]["score_threshold"]))
+                      data.stories, threshold=det.settings_from_profile(ctx.cfg).score_threshold)
 display(HTML(gallery_html(cards)))
 
 # %% [markdown]
@@ -566,7 +566,7 @@ random_frames = pair_frames(random_negatives, data.datasets)
 _, random_run = det.profile_detections(ctx.cfg, ctx.paths, random_frames, device=ctx.device)
 random_cards = gallery_cards(random_negatives, load_features(ctx.paths), random_frames, random_run.frames,
                              obj.ground_truth_frames(data.stories), data.stories,
-                             threshold=float(ctx.cfg["detector"]["score_threshold"]))
+                             threshold=det.settings_from_profile(ctx.cfg).score_threshold)
 display(HTML(gallery_html(random_cards)))
 
 # %% [markdown]

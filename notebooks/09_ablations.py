@@ -97,7 +97,7 @@ from helpers.data import load_study_data, pair_frames
 from helpers.features import load_features
 from helpers.fusion import complete_rows, extended_features
 
-threshold = float(ctx.cfg["detector"]["score_threshold"])
+threshold = det.settings_from_profile(ctx.cfg).score_threshold
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 table, _ = complete_rows(load_features(ctx.paths), extended_features(ctx.cfg))  # chapter 06's pairs
 frames = pair_frames(table, data.datasets)

@@ -463,13 +463,33 @@ def test_profile_detections_read_what_an_earlier_chapter_cached(models_dir, tmp_
     from helpers.config import Paths
 
     paths = Paths(tmp_path / "smoke")
-    cfg = {"seed": SEED, "detector": {"weights": "random", "min_size": MIN_SIZE, "proposals": 1000, "batch_size": 2}}
+    cfg = {"seed": SEED, "detector": {"weights": "random", "min_size": MIN_SIZE, "proposals": 1000, "batch_size": 2,
+                                      "score_threshold": 0.5}}
     frames = {("10", 1): _jpeg(_image(96, 64, 6)), ("10", 2): _jpeg(_image(96, 64, 9))}
     _, first = det.profile_detections(cfg, paths, frames, device="cpu")
     _, again = det.profile_detections(cfg, paths, frames, device="cpu")
     assert (first.forward_passes, again.forward_passes) == (2, 0)
     assert (paths.cache / det.CACHE_FILE).is_dir() and (paths.models).is_dir()
     pd.testing.assert_frame_equal(again.frames, first.frames)
+
+
+def test_one_function_reads_the_detector_run_settings_of_a_profile(models_dir, tmp_path):
+    cfg = {"seed": SEED, "detector": {"weights": "random", "min_size": str(MIN_SIZE), "proposals": 300,
+                                      "batch_size": 2, "score_threshold": "0.25", "min_size_sweep": [32]}}
+    settings = det.settings_from_profile(cfg)
+    assert settings == det.DetectorSettings(min_size=MIN_SIZE, proposals=300, batch_size=2, score_threshold=0.25)
+    with pytest.raises(KeyError):
+        det.settings_from_profile({"detector": {k: v for k, v in cfg["detector"].items() if k != "proposals"}})
+    detector = det.load_detector("random", models_dir=models_dir, seed=SEED, device="cpu")
+    frames = {("10", 1): _jpeg(_image(96, 64, 6))}
+    run = det.detect_with_profile(detector, frames, cfg, tmp_path)
+    # the same cache entry as detect_frames at those settings: no second forward pass, same key
+    by_hand = det.detect_frames(detector, frames, tmp_path / det.CACHE_FILE, min_size=MIN_SIZE, proposals=300,
+                                batch_size=2)
+    assert (run.forward_passes, by_hand.forward_passes) == (1, 0)
+    assert run.frames["key"].tolist() == by_hand.frames["key"].tolist()
+    other = det.detect_with_profile(detector, frames, {"detector": {**cfg["detector"], "proposals": 1000}}, tmp_path)
+    assert other.forward_passes == 1 and other.frames["key"].tolist() != run.frames["key"].tolist()
 
 
 def test_hidden_positives_find_the_swapped_in_category_in_the_frame():
