@@ -14,8 +14,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from helpers.io import atomic_write_json
-from helpers.report import format_estimate
 from helpers.pairs import NEGATIVE_TYPES
+from helpers.report import format_estimate
 
 
 #: Reported metrics, in table order. Precision and recall are those of the "aligned" class.
