@@ -50,7 +50,8 @@ from helpers.clip import MAX_TOKENS, load_tokenizer
 from helpers.config import update_run_record
 from helpers.objects import needed_category_table
 from helpers.io import atomic_write_parquet
-from helpers.mlm import load_mlm
+from helpers.mlm import MLM
+from helpers.weights import load_model
 
 # %% [markdown]
 # What the method below needs. The parsed records (`Segment`, `ParsedStory`, ...) come from
@@ -1504,7 +1505,7 @@ def edit_logprobs(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_
 
 # %%
 pc = ctx.cfg["pairs"]
-mlm = load_mlm(ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
+mlm = load_model(MLM, ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
 mlm_cache = ctx.paths.cache / "mlm"
 if demo is not None and drafts:  # which object does the sentence make plausible? a few drafts of the example's first mention
     first_mention = [d for d in drafts if d[3] == drafts[0][3]][:: max(1, len(drafts) // 16)][:8]

@@ -1559,13 +1559,14 @@ ov_cache = ctx.paths.cache / "owlvit"
 if openvocab_on:
     import torch
 
-    from helpers.owlvit import detect_phrases, load_owlvit
+    from helpers.owlvit import OWLVIT, detect_phrases
+    from helpers.weights import load_model
 
     detector = None  # frees the Faster R-CNN network: its detections are cached
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    owl = load_owlvit(ov_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+    owl = load_model(OWLVIT, ov_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
     dev_entities = cot_entities([s for s in stories if s.story_id in dev_stories], frames=set(frames))
     description_queries = dev_entities.groupby(["story_id", "frame"])["phrase"].agg(list).to_dict()
     started = time.perf_counter()

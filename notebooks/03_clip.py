@@ -91,10 +91,11 @@ from helpers.vqa import Vqa, answer_yes
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from helpers.clip import load_clip
+from helpers.clip import CLIP
+from helpers.weights import load_model
 
 cfg = ctx.cfg["clip"]
-model = load_clip(cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+model = load_model(CLIP, cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 n_params = sum(p.numel() for p in model.model.parameters())
 display(Markdown(f"Weights `{model.source}` (identity `{model.identity}`): {n_params:,} parameters on "
                  f"`{model.device}`. Text encoder limit: {MAX_TOKENS} tokens, start and end tokens included."))
@@ -1210,13 +1211,14 @@ if questions_on:
 
     import torch
 
-    from helpers.vqa import load_vqa
+    from helpers.vqa import VQA
 
     del model  # CLIP's embeddings are all cached and its feature part written
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    vqa = load_vqa(questions_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+    vqa = load_model(VQA, questions_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                     device=ctx.device)
     n_params = sum(p.numel() for p in vqa.model.parameters())
     display(Markdown(f"Weights `{vqa.source}` (identity `{vqa.identity}`): {n_params:,} parameters on `{vqa.device}`, "
                      f"images of {vqa.model.config.vision_config.image_size} px."))

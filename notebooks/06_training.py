@@ -1071,10 +1071,12 @@ def fit_blind_controls(
             for name, kind, cols, score in candidates]
 
 # %%
-from helpers.clip import load_clip
+from helpers.clip import CLIP
 from helpers.semantics import text_embeddings
+from helpers.weights import load_model
 
-clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+clip = load_model(CLIP, ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                  device=ctx.device)
 texts = list(dict.fromkeys(table["text"]))
 vectors = dict(zip(texts, text_embeddings(clip, texts, ctx.paths.cache / "clip",
                                           batch_size=int(ctx.cfg["clip"]["batch_size"]))))

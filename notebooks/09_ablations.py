@@ -92,17 +92,19 @@ from IPython.display import Markdown, display
 
 from helpers import detection as det
 from helpers import objects as obj
-from helpers.clip import load_clip
+from helpers.clip import CLIP
 from helpers.data import load_study_data, pair_frames
 from helpers.features import load_features
 from helpers.fusion import complete_rows, extended_features
+from helpers.weights import load_model
 
 threshold = float(ctx.cfg["detector"]["score_threshold"])
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 table, _ = complete_rows(load_features(ctx.paths), extended_features(ctx.cfg))  # chapter 06's pairs
 frames = pair_frames(table, data.datasets)
 detector, detections = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
-clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+clip = load_model(CLIP, ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                  device=ctx.device)
 display(Markdown(f"{len(table):,} pairs ({(table['split'] == 'test').sum():,} on the test split) over "
                  f"{len(frames):,} frames; {detections.forward_passes:,} frames needed a new forward pass of the "
                  "detector."))
