@@ -230,7 +230,7 @@ def _build_random(spec: str, models_dir: Path, seed: int) -> Path:
     return save_random_detector(models_dir, seed=seed, full_cost=spec == RANDOM_FULL_SIZE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _TorchvisionDetector(ModelWeights):
     """The detector's row of the table of models: its local copy is a state-dict file, its one
     named weights setting (``"coco"``) comes from torch.hub's cache or download server."""

@@ -69,7 +69,7 @@ def precision(device: "torch.device") -> str:
     return "fp16-autocast" if device.type == "cuda" else "fp32"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelWeights:
     """How one model gets its weights: a row of the table :func:`load_model` reads.
 
@@ -115,16 +115,16 @@ class ModelWeights:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HubModel(ModelWeights):
     """A transformers model: its model class and processor (or tokenizer) class, by their names in
     ``transformers``, and ``wrap(model, processor, device, identity, source)``, the record it is
     returned in. Its identity hashes the parameters, the tokenizer and, for a model that reads
     images, the image preprocessing and the precision."""
 
-    model_class: str = ""
-    processor_class: str = ""
-    wrap: Callable[..., Any] = tuple
+    model_class: str
+    processor_class: str
+    wrap: Callable[..., Any]
 
     def load(self, where: str | Path, options: dict[str, Any], *, spec: str, seed: int,
              device: "torch.device") -> Any:
