@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ def precision(device: "torch.device") -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelWeights:
+class ModelWeights(ABC):
     """How one model gets its weights: a row of the table :func:`load_model` reads.
 
     ``what`` names the model in errors ("CLIP weights"); ``build_random(spec, models_dir, seed)``
@@ -109,10 +110,10 @@ class ModelWeights:
     def download_options(self, online: bool) -> dict[str, Any]:
         return {"cache_dir": hub_cache_dir(), "local_files_only": not online}
 
+    @abstractmethod
     def load(self, where: str | Path, options: dict[str, Any], *, spec: str, seed: int,
              device: "torch.device") -> Any:
         """The model from where :func:`resolve` found it, on ``device``."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, kw_only=True)
