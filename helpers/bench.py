@@ -253,10 +253,11 @@ def _series_composition(root: Path) -> list[Measurement]:
 
 def run_bench(*, quick: bool, skip_series: bool, workdir: str | os.PathLike) -> list[Measurement]:
     """Every measurement of the module docstring, at the sizes ``quick`` asks for."""
-    from .clip import load_clip
+    from .clip import CLIP
     from .config import device, load_profile, output_paths
-    from .detection import load_detector
+    from .detection import DETECTOR
     from .smoke.bench_inputs import synthetic_inputs
+    from .weights import load_model
 
     cfg = load_profile("smoke")
     models = output_paths("smoke").models  # the smoke run's random weights, built once and shared
@@ -272,12 +273,12 @@ def run_bench(*, quick: bool, skip_series: bool, workdir: str | os.PathLike) -> 
     print(f"Inputs: {len(inputs.images)} synthetic 576x240 frames, {len(inputs.sentences)} sentences, "
           f"{len(inputs.pairs)} pairs; device {dev}", flush=True)
 
-    detector = load_detector(RANDOM_FULL_SIZE, models_dir=models, seed=int(cfg["seed"]), device=dev)
+    detector = load_model(DETECTOR, RANDOM_FULL_SIZE, models_dir=models, seed=int(cfg["seed"]), device=dev)
     measurements += bench_detection(detector, inputs.images, sizes=cfg["detector"]["min_size_sweep"],
                                    batch_size=len(inputs.images), repeats=repeats,
                                    proposals=cfg["detector"]["proposals_sweep"])
     del detector
-    clip = load_clip("random", models_dir=models, seed=int(cfg["seed"]), device=dev)
+    clip = load_model(CLIP, "random", models_dir=models, seed=int(cfg["seed"]), device=dev)
     batch = int(cfg["clip"]["batch_size"])
     measurements += bench_clip(clip, inputs.frames, inputs.sentences, batch_size=batch, repeats=repeats)
     measurements += bench_pair_scoring(clip, inputs.pairs, inputs.frames, batch_size=batch)

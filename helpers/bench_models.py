@@ -151,8 +151,9 @@ def bench_beyond_coco(frames: Mapping[tuple[str, int], bytes], *, models_dir: Pa
     per phrase), both at their real size with random weights, each call into an empty cache.
     The two BLIP runs also give the seconds of one image encoding and of one more question."""
     from .config import RANDOM_FULL_SIZE
-    from .owlvit import detect_phrases, load_owlvit
-    from .vqa import answer_yes, load_vqa
+    from .owlvit import OWLVIT, detect_phrases
+    from .vqa import VQA, answer_yes
+    from .weights import load_model
 
     def fresh(fn: Callable[[Path], Any]) -> Callable[[], Any]:
         def call() -> Any:
@@ -162,11 +163,11 @@ def bench_beyond_coco(frames: Mapping[tuple[str, int], bytes], *, models_dir: Pa
 
     n, options = len(frames), {"models_dir": models_dir, "seed": seed, "device": device}
     def owl_seconds() -> float:  # one large model at a time: OWL-ViT is freed on return
-        owl, queries = load_owlvit(RANDOM_FULL_SIZE, **options), {key: list(phrases) for key in frames}
+        owl, queries = load_model(OWLVIT, RANDOM_FULL_SIZE, **options), {key: list(phrases) for key in frames}
         return time_per_call(fresh(lambda p: detect_phrases(owl, frames, queries, p, batch_size=1)), repeats=repeats)
 
     owl_s = owl_seconds()
-    vqa = load_vqa(RANDOM_FULL_SIZE, **options)
+    vqa = load_model(VQA, RANDOM_FULL_SIZE, **options)
     questions = [f"Is there a {phrase}?" for phrase in phrases]
     timed = {k: time_per_call(fresh(lambda p, k=k: answer_yes(vqa, frames, {key: questions[:k] for key in frames}, p,
                                                               batch_size=len(questions))), repeats=repeats)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .io import compute_cached, stable_hash
-from .weights import resolve, state_identity, weights_available
+from .weights import HubModel, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +42,7 @@ __all__ = [
     "TEXT_COLUMNS",
     "RANDOM_FOLDER",
     "Clip",
-    "clip_weights_available",
-    "load_clip",
+    "CLIP",
     "load_tokenizer",
     "token_lengths",
     "embed_images",
@@ -86,20 +85,7 @@ class Clip:
         return self.processor.tokenizer
 
 
-# --------------------------------------------------------------------------- weights
-
-
-def clip_weights_available(spec: str) -> bool:
-    """Whether ``load_clip(spec)`` can get its weights: ``"random"`` always, a folder if it holds
-    a saved model, a Hub id if it is cached or the Hub answers."""
-    return weights_available(spec, _HUB_FILES)
-
-
 # --------------------------------------------------------------------------- loading
-
-
-def _precision(device: "torch.device") -> str:
-    return "fp16-autocast" if device.type == "cuda" else "fp32"
 
 
 def _autocast(device: "torch.device") -> contextlib.AbstractContextManager:
@@ -108,50 +94,24 @@ def _autocast(device: "torch.device") -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _identity(model: "CLIPModel", processor: "CLIPProcessor", device: "torch.device") -> str:
-    """SHA-1 of every parameter and buffer, the tokenizer, the image preprocessing and the precision."""
-    return state_identity(model, processor.tokenizer.backend_tokenizer.to_str(),
-                          processor.image_processor.to_json_string(), _precision(device))
+def _build_random(spec: str, models_dir: Path, seed: int) -> Path:
+    """Random weights at ViT-B/32's full size, whatever the random spec (:mod:`helpers.smoke.clip`)."""
+    from .smoke.clip import build_random_clip
+
+    return build_random_clip(models_dir / RANDOM_FOLDER, seed=seed)
 
 
-def _resolve(spec: str, models_dir: str | os.PathLike, seed: int) -> tuple[str | Path, dict[str, Any]]:
-    """Where ``from_pretrained`` finds the weights ``spec`` names (``helpers.weights.resolve``);
-    random weights (ViT-B/32's full size whatever the spec) are built or reused under ``models_dir`` first."""
-    def build_random(_: str) -> Path:
-        from .smoke.clip import build_random_clip
-
-        return build_random_clip(Path(models_dir) / RANDOM_FOLDER, seed=seed)
-
-    return resolve(spec, what="CLIP weights", files=_HUB_FILES, build_random=build_random)
-
-
-def load_clip(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,
-              device: "torch.device | str | None" = None) -> Clip:
-    """Load CLIP from a Hub id, a local folder, or ``"random"`` (see the module docstring).
-
-    ``models_dir`` is the profile's models folder (``ctx.paths.models``), where ``"random"``
-    saves its weights. Raises ``MissingAssetError`` (naming ``HF_HOME`` and ``PROFILE=smoke``)
-    for a Hub id that is neither cached nor downloadable, and ``FileNotFoundError`` for a
-    folder that holds no saved model.
-    """
-    from transformers import CLIPModel, CLIPProcessor
-
-    from .config import device as pick_device
-
-    source, options = _resolve(spec, models_dir, seed)
-    dev = pick_device(str(device)) if device is not None else pick_device()
-    model = CLIPModel.from_pretrained(source, **options).to(dev).eval()
-    processor = CLIPProcessor.from_pretrained(source, **options)
-    return Clip(model=model, processor=processor, device=dev, identity=_identity(model, processor, dev),
-                source=str(spec))
+#: CLIP in the table of models: ``helpers.weights.load_model(CLIP, spec, models_dir=...)`` loads it.
+CLIP = HubModel(what="CLIP weights", build_random=_build_random, hub_files=_HUB_FILES,
+                model_class="CLIPModel", processor_class="CLIPProcessor", wrap=Clip)
 
 
 def load_tokenizer(spec: str, *, models_dir: str | os.PathLike, seed: int = 42) -> "CLIPTokenizer":
-    """Only the tokenizer of the weights ``spec`` names (as ``load_clip`` would load it), to
-    count tokens without loading the model. Same errors as ``load_clip``."""
+    """Only the tokenizer of the weights ``spec`` names (as ``load_model(CLIP, spec)`` would load it),
+    to count tokens without loading the model. Same errors as ``load_model``."""
     from transformers import AutoTokenizer
 
-    source, options = _resolve(spec, models_dir, seed)
+    source, options = resolve(CLIP, spec, models_dir=models_dir, seed=seed)
     return AutoTokenizer.from_pretrained(source, **options)
 
 

@@ -56,7 +56,7 @@ import pandas as pd
 
 from .config import RANDOM_FULL_SIZE, MissingAssetError, Paths, hub_reachable
 from .io import compute_cached, file_sha1, stable_hash
-from .weights import RANDOM_SPECS
+from .weights import RANDOM_SPECS, ModelWeights, load_model
 
 if TYPE_CHECKING:
     import torch
@@ -72,8 +72,7 @@ __all__ = [
     "Detection",
     "DetectionRun",
     "coco_checkpoint_path",
-    "detector_weights_available",
-    "load_detector",
+    "DETECTOR",
     "detect_images",
     "detect_frames",
     "DetectorSettings",
@@ -188,19 +187,6 @@ def _download_host() -> str:
     return urlparse(_coco_weights().url).hostname or "download.pytorch.org"
 
 
-def detector_weights_available(spec: str) -> bool:
-    """Whether :func:`load_detector` can get the weights ``spec`` names, without loading them.
-
-    ``"random"`` and ``"random-full-size"``: always (they are generated). ``"coco"``: the
-    checkpoint is in torch.hub's cache or its download server answers. A path: the file exists.
-    """
-    if spec in RANDOM_SPECS:
-        return True
-    if spec == "coco":
-        return coco_checkpoint_path().is_file() or hub_reachable(_download_host())
-    return Path(spec).expanduser().is_file()
-
-
 def _architecture() -> "torch.nn.Module":
     """Faster R-CNN ResNet-50 FPN for COCO's 91 classes, randomly initialised, nothing downloaded."""
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
@@ -241,46 +227,70 @@ def _load_state_dict_file(path: Path) -> "torch.nn.Module":
     return model
 
 
-def load_detector(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,
-                  device: "torch.device | str | None" = None) -> Detector:
-    """Load the detector the profile's ``detector.weights`` names (see the module docstring).
+def _build_random(spec: str, models_dir: Path, seed: int) -> Path:
+    from .smoke.detector import save_random_detector
 
-    ``models_dir`` is the profile's models folder (``ctx.paths.models``), where ``"random"``
-    saves its weights. Raises :class:`MissingAssetError` for COCO weights neither cached nor
-    downloadable, ``FileNotFoundError`` for a weights file that does not exist, and
-    :class:`DetectorWeightsError` for a file that is not a suitable state dict.
-    """
-    from .config import device as pick_device
+    return save_random_detector(models_dir, seed=seed, full_cost=spec == RANDOM_FULL_SIZE)
 
-    weights = _coco_weights()
-    categories = tuple(weights.meta["categories"])
-    if spec == "coco":
+
+@dataclass(frozen=True, kw_only=True)
+class _TorchvisionDetector(ModelWeights):
+    """The detector's row of the table of models: its local copy is a state-dict file, its one
+    named weights setting (``"coco"``) comes from torch.hub's cache or download server."""
+
+    def local(self, spec: str) -> Path | None:
+        return None if spec == "coco" else Path(spec).expanduser()
+
+    def holds_weights(self, path: Path) -> bool:
+        return path.is_file()
+
+    def not_a_copy(self, path: Path) -> Exception:
+        return FileNotFoundError(f"detector weights file {path} does not exist (detector.weights must be 'coco', "
+                                 "'random', 'random-full-size' or a .pth state dict)")
+
+    def cached(self, spec: str) -> bool:
+        return coco_checkpoint_path().is_file()
+
+    def reachable(self) -> bool:
+        return hub_reachable(_download_host())
+
+    def missing(self, spec: str) -> MissingAssetError:
         checkpoint = coco_checkpoint_path()
-        if not checkpoint.is_file() and not hub_reachable(_download_host()):
-            raise MissingAssetError(f"the Faster R-CNN COCO weights ({weights}, file {checkpoint.name})",
-                                    cache_var="TORCH_HOME", detail=f"torch.hub looks for {checkpoint}.")
-        from torchvision.models.detection import fasterrcnn_resnet50_fpn
+        return MissingAssetError(f"the Faster R-CNN COCO weights ({_coco_weights()}, file {checkpoint.name})",
+                                 cache_var="TORCH_HOME", detail=f"torch.hub looks for {checkpoint}.")
 
-        model = fasterrcnn_resnet50_fpn(weights=weights)  # downloads into the cache once, hash-checked
-        identity, source = f"torchvision:{checkpoint.name}", f"torchvision {weights} ({checkpoint})"
-    else:
-        if spec in RANDOM_SPECS:
-            from .smoke.detector import save_random_detector
+    def download_options(self, online: bool) -> dict[str, Any]:
+        return {}
 
-            full_cost = spec == RANDOM_FULL_SIZE
-            path = save_random_detector(models_dir, seed=seed, full_cost=full_cost)
-            source = f"random initialisation, seed {seed}{', RPN box regression zeroed' if full_cost else ''} ({path})"
+    def load(self, where: str | Path, options: dict[str, Any], *, spec: str, seed: int,
+             device: "torch.device") -> Detector:
+        """The COCO weights through torchvision (downloaded into its cache once, hash-checked), or a
+        state-dict file (the random weights included) through :func:`_load_state_dict_file`."""
+        weights = _coco_weights()
+        if spec == "coco":
+            from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+            checkpoint = coco_checkpoint_path()
+            model = fasterrcnn_resnet50_fpn(weights=weights)
+            identity, source = f"torchvision:{checkpoint.name}", f"torchvision {weights} ({checkpoint})"
         else:
-            path = Path(spec).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"detector weights file {path} does not exist "
-                                        "(detector.weights must be 'coco', 'random', 'random-full-size' "
-                                        "or a .pth state dict)")
-            source = f"state dict {path}"
-        model = _load_state_dict_file(path)
-        identity = f"file:{file_sha1(path)[:16]}"
-    dev = pick_device(str(device)) if device is not None else pick_device()
-    return Detector(model=model.to(dev).eval(), categories=categories, identity=identity, source=source, device=dev)
+            path = Path(where)
+            if spec in RANDOM_SPECS:
+                zeroed = ", RPN box regression zeroed" if spec == RANDOM_FULL_SIZE else ""
+                source = f"random initialisation, seed {seed}{zeroed} ({path})"
+            else:
+                source = f"state dict {path}"
+            model = _load_state_dict_file(path)
+            identity = f"file:{file_sha1(path)[:16]}"
+        return Detector(model=model.to(device).eval(), categories=tuple(weights.meta["categories"]),
+                        identity=identity, source=source, device=device)
+
+
+#: The detector in the table of models: ``helpers.weights.load_model(DETECTOR, spec, models_dir=...)``
+#: loads it. Raises :class:`MissingAssetError` for COCO weights neither cached nor downloadable,
+#: ``FileNotFoundError`` for a weights file that does not exist, and :class:`DetectorWeightsError`
+#: for a file that is not a suitable state dict.
+DETECTOR = _TorchvisionDetector(what="detector weights", build_random=_build_random)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -450,8 +460,8 @@ def profile_detections(cfg: Mapping[str, Any], paths: Paths, frames: Mapping[tup
     profile's cache (``paths.cache / CACHE_FILE``), so any chapter after 02 reads what 02
     computed without a forward pass.
     """
-    detector = load_detector(cfg["detector"]["weights"], models_dir=paths.models, seed=int(cfg.get("seed", 42)),
-                             device=device)
+    detector = load_model(DETECTOR, cfg["detector"]["weights"], models_dir=paths.models, seed=int(cfg.get("seed", 42)),
+                          device=device)
     return detector, detect_with_profile(detector, frames, cfg, paths.cache)
 
 

@@ -697,7 +697,7 @@ def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path,
 
 def mean_token_logprob(lm: Any, texts: Sequence[str], cache_dir: str | Path, *, batch_size: int = 16) -> np.ndarray:
     """The mean natural-log probability of each text's tokens under a causal language model (``helpers.mlm``'s
-    ``load_causal_lm``): the begin-of-text token is put first and every token of the text is predicted from
+    ``CAUSAL_LM``): the begin-of-text token is put first and every token of the text is predicted from
     those before it. One forward pass per text, texts of like length batched (right padding, masked), each
     score cached under ``cache_dir`` per (model identity, text)."""
     import torch

@@ -16,7 +16,7 @@ Weights (profile key ``mlm.weights``): a Hub id (cached under ``HF_HOME``; offli
 cached raises ``MissingAssetError``), a local folder written by ``save_pretrained`` (model
 and tokenizer), or ``"random"`` / ``"random-full-size"``: seeded random weights and an
 offline tokenizer (:mod:`helpers.smoke.mlm`), saved under the profile's ``models`` folder
-and loaded back through the local-folder path. :func:`load_causal_lm` loads chapter 07's
+and loaded back through the local-folder path (:data:`MLM`). :data:`CAUSAL_LM` is chapter 07's
 control language model (profile key ``control_lm.weights``, ``gpt2``; ``"random"``: a small
 GPT-2) the same three ways.
 """
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .io import compute_cached, stable_hash
-from .weights import resolve, state_identity, weights_available
+from .weights import HubModel
 
 if TYPE_CHECKING:
     import torch
@@ -65,52 +65,32 @@ class Mlm:
         return int(min(positions - offset, self.tokenizer.model_max_length or positions))
 
 
-def mlm_weights_available(spec: str) -> bool:
-    """Whether ``load_mlm(spec)`` can get its weights: ``"random"`` always, a folder if it
-    holds a saved model, a Hub id if it is cached or the Hub answers."""
-    return weights_available(spec, _HUB_FILES)
+def _masked(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", device: "torch.device", identity: str,
+            source: str) -> Mlm:
+    """The loaded model as an :class:`Mlm`, refused when its tokenizer has no mask token."""
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"the tokenizer of {source!r} has no mask token: not a masked language model")
+    return Mlm(model, tokenizer, device, identity, source)
 
 
-def _resolve(spec: str, models_dir: str | os.PathLike, seed: int,
-             causal: bool = False) -> tuple[str | Path, dict[str, Any]]:
-    from .smoke.mlm import random_causal_lm_folder, random_mlm_folder
+def _random_mlm(spec: str, models_dir: Path, seed: int) -> Path:
+    from .smoke.mlm import random_mlm_folder
 
-    build = random_causal_lm_folder if causal else random_mlm_folder
-    return resolve(spec, what=f"{'causal' if causal else 'masked'} language model weights", files=_HUB_FILES,
-                   build_random=lambda s: build(s, models_dir, seed))
+    return random_mlm_folder(spec, models_dir, seed)
 
 
-def _identity(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> str:
-    """SHA-1 of every parameter and buffer and of the tokenizer."""
-    return state_identity(model, tokenizer.backend_tokenizer.to_str())
+def _random_causal_lm(spec: str, models_dir: Path, seed: int) -> Path:
+    from .smoke.mlm import random_causal_lm_folder
+
+    return random_causal_lm_folder(spec, models_dir, seed)
 
 
-def load_mlm(spec: str = MODEL_ID, *, models_dir: str | os.PathLike, seed: int = 42,
-             device: "torch.device | str | None" = None, causal: bool = False) -> Mlm:
-    """Load a masked language model (``causal``: a causal one, ``AutoModelForCausalLM``) from a Hub
-    id, a local folder, or ``"random"``.
-
-    ``models_dir`` is the profile's models folder, where ``"random"`` saves its weights.
-    Raises ``MissingAssetError`` for a Hub id that is neither cached nor downloadable, and
-    ``FileNotFoundError`` for a folder that holds no saved model.
-    """
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
-    from .config import device as pick_device
-
-    source, options = _resolve(spec, models_dir, seed, causal)
-    dev = pick_device(str(device)) if device is not None else pick_device()
-    model = (AutoModelForCausalLM if causal else AutoModelForMaskedLM).from_pretrained(source, **options).to(dev).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source, **options)
-    if not causal and tokenizer.mask_token_id is None:
-        raise ValueError(f"the tokenizer of {spec!r} has no mask token: not a masked language model")
-    return Mlm(model=model, tokenizer=tokenizer, device=dev, identity=_identity(model, tokenizer), source=str(spec))
-
-
-def load_causal_lm(spec: str = CAUSAL_MODEL_ID, *, models_dir: str | os.PathLike, seed: int = 42,
-                   device: "torch.device | str | None" = None) -> Mlm:
-    """:func:`load_mlm` of a causal language model (``gpt2``; ``"random"``: a small GPT-2)."""
-    return load_mlm(spec, models_dir=models_dir, seed=seed, device=device, causal=True)
+#: The masked language model in the table of models (``helpers.weights.load_model(MLM, spec, ...)``).
+MLM = HubModel(what="masked language model weights", build_random=_random_mlm, hub_files=_HUB_FILES,
+               model_class="AutoModelForMaskedLM", processor_class="AutoTokenizer", wrap=_masked)
+#: Chapter 07's control language model (``gpt2``; ``"random"``: a small GPT-2), loaded the same way.
+CAUSAL_LM = HubModel(what="causal language model weights", build_random=_random_causal_lm, hub_files=_HUB_FILES,
+                     model_class="AutoModelForCausalLM", processor_class="AutoTokenizer", wrap=Mlm)
 
 
 def _item_key(mlm: Mlm, text: str, start: int, end: int) -> str:

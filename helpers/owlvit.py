@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .clip import _autocast, _precision
+from .clip import _autocast
 from .io import compute_cached, read_cache, stable_hash
-from .weights import resolve, state_identity, weights_available
+from .weights import HubModel
 
 if TYPE_CHECKING:
     import torch
     from transformers import OwlViTForObjectDetection, OwlViTProcessor
 
-__all__ = ["MODEL_ID", "DETECTION_COLUMNS", "OwlVit", "owlvit_weights_available", "load_owlvit", "detect_phrases"]
+__all__ = ["MODEL_ID", "DETECTION_COLUMNS", "OwlVit", "OWLVIT", "detect_phrases"]
 
 MODEL_ID = "google/owlvit-base-patch32"
 #: Columns of the table :func:`detect_phrases` returns.
@@ -60,36 +60,15 @@ class OwlVit:
     source: str
 
 
-def owlvit_weights_available(spec: str) -> bool:
-    """Whether ``load_owlvit(spec)`` can get its weights: random weights always, a folder if it
-    holds a saved model, a Hub id if it is cached or the Hub answers."""
-    return weights_available(spec, _HUB_FILES)
+def _build_random(spec: str, models_dir: Path, seed: int) -> Path:
+    from .smoke.owlvit import random_owlvit_folder
+
+    return random_owlvit_folder(spec, models_dir, seed)
 
 
-def load_owlvit(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,
-                device: "torch.device | str | None" = None) -> OwlVit:
-    """Load OWL-ViT from a Hub id, a local folder, ``"random"`` or ``"random-full-size"``.
-
-    ``models_dir`` is the profile's models folder, where random weights are saved. Raises
-    ``MissingAssetError`` for a Hub id neither cached nor downloadable, ``FileNotFoundError``
-    for a folder that holds no saved model.
-    """
-    from transformers import OwlViTForObjectDetection, OwlViTProcessor
-
-    from .config import device as pick_device
-
-    def build_random(random_spec: str) -> Path:
-        from .smoke.owlvit import random_owlvit_folder
-
-        return random_owlvit_folder(random_spec, models_dir, seed)
-
-    source, options = resolve(spec, what="OWL-ViT weights", files=_HUB_FILES, build_random=build_random)
-    dev = pick_device(str(device)) if device is not None else pick_device()
-    model = OwlViTForObjectDetection.from_pretrained(source, **options).to(dev).eval()
-    processor = OwlViTProcessor.from_pretrained(source, **options)
-    identity = state_identity(model, processor.tokenizer.backend_tokenizer.to_str(),
-                              processor.image_processor.to_json_string(), _precision(dev))
-    return OwlVit(model=model, processor=processor, device=dev, identity=identity, source=str(spec))
+#: OWL-ViT in the table of models: ``helpers.weights.load_model(OWLVIT, spec, models_dir=...)`` loads it.
+OWLVIT = HubModel(what="OWL-ViT weights", build_random=_build_random, hub_files=_HUB_FILES,
+                  model_class="OwlViTForObjectDetection", processor_class="OwlViTProcessor", wrap=OwlVit)
 
 
 def detect_phrases(owl: OwlVit, frames: Mapping[tuple[str, int], bytes],

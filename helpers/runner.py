@@ -47,12 +47,13 @@ def preflight(cfg: dict) -> None:
 
     Raises MissingAssetError naming everything that is missing (smoke needs nothing).
     """
-    from .clip import clip_weights_available
+    from .clip import CLIP
     from .data import dataset_available
-    from .detection import detector_weights_available
-    from .mlm import mlm_weights_available
-    from .owlvit import owlvit_weights_available
-    from .vqa import vqa_weights_available
+    from .detection import DETECTOR
+    from .mlm import CAUSAL_LM, MLM
+    from .owlvit import OWLVIT
+    from .vqa import VQA
+    from .weights import weights_available
 
     from .config import _default_cache
     from .data import HUB_DATASET
@@ -61,18 +62,17 @@ def preflight(cfg: dict) -> None:
     problems = []
     if not dataset_available(cfg["data"]):
         problems.append(f"the dataset {HUB_DATASET if data_source == 'hub' else data_source}")
-    if not detector_weights_available(cfg["detector"]["weights"]):
-        problems.append(f"the Faster R-CNN weights {cfg['detector']['weights']!r} (torchvision's cache, TORCH_HOME)")
-    if not clip_weights_available(cfg["clip"]["weights"]):
-        problems.append(f"the CLIP weights {cfg['clip']['weights']!r}")
-    if not mlm_weights_available(cfg["mlm"]["weights"]):
-        problems.append(f"the masked language model weights {cfg['mlm']['weights']!r} (chapter 01's pair construction)")
-    if not mlm_weights_available(cfg["control_lm"]["weights"]):
-        problems.append(f"the control language model weights {cfg['control_lm']['weights']!r} (chapter 07's control)")
-    if cfg.get("openvocab", {}).get("enabled") and not owlvit_weights_available(cfg["openvocab"]["weights"]):
-        problems.append(f"the OWL-ViT weights {cfg['openvocab']['weights']!r} (chapter 02's open-vocabulary evidence)")
-    if cfg.get("questions", {}).get("enabled") and not vqa_weights_available(cfg["questions"]["weights"]):
-        problems.append(f"the BLIP-VQA weights {cfg['questions']['weights']!r} (chapter 03's question evidence)")
+    # each model the profile uses: its section, its row of the table of models, how it is named when missing
+    needed = [("detector", DETECTOR, "the Faster R-CNN weights {!r} (torchvision's cache, TORCH_HOME)"),
+              ("clip", CLIP, "the CLIP weights {!r}"),
+              ("mlm", MLM, "the masked language model weights {!r} (chapter 01's pair construction)"),
+              ("control_lm", CAUSAL_LM, "the control language model weights {!r} (chapter 07's control)")]
+    if cfg.get("openvocab", {}).get("enabled"):
+        needed.append(("openvocab", OWLVIT, "the OWL-ViT weights {!r} (chapter 02's open-vocabulary evidence)"))
+    if cfg.get("questions", {}).get("enabled"):
+        needed.append(("questions", VQA, "the BLIP-VQA weights {!r} (chapter 03's question evidence)"))
+    problems += [named.format(cfg[section]["weights"]) for section, model, named in needed
+                 if not weights_available(model, cfg[section]["weights"])]
     if problems:
         torch_home = os.environ.get("TORCH_HOME") or _default_cache("TORCH_HOME")
         raise MissingAssetError("; ".join(problems), cache_var="HF_HOME",

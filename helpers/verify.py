@@ -78,12 +78,13 @@ def load_verifier(profile: str = "quick", overrides: dict[str, Any] | None = Non
     ``VerifyError`` when the profile has no trained checkpoint, ``MissingAssetError`` when
     its pretrained weights are unavailable offline.
     """
-    from .clip import load_clip
-    from .detection import load_detector
+    from .clip import CLIP
+    from .detection import DETECTOR
     from .fusion import evidence_enabled
-    from .owlvit import load_owlvit
+    from .owlvit import OWLVIT
     from .training import CheckpointError, default_checkpoint, load_head
-    from .vqa import load_vqa
+    from .vqa import VQA
+    from .weights import load_model
 
     cfg = load_profile(profile, overrides)
     paths: Paths = output_paths(profile)
@@ -95,11 +96,11 @@ def load_verifier(profile: str = "quick", overrides: dict[str, Any] | None = Non
                           f"make run-all PROFILE={profile}") from None
     models = {"models_dir": paths.models, "seed": int(cfg.get("seed", 42))}
     return Verifier(profile=profile, cfg=cfg, checkpoint=checkpoint, head=head,
-                    detector=load_detector(str(cfg["detector"]["weights"]), **models),
-                    clip=load_clip(str(cfg["clip"]["weights"]), **models),
-                    owlvit=load_owlvit(str(cfg["openvocab"]["weights"]), **models)
+                    detector=load_model(DETECTOR, str(cfg["detector"]["weights"]), **models),
+                    clip=load_model(CLIP, str(cfg["clip"]["weights"]), **models),
+                    owlvit=load_model(OWLVIT, str(cfg["openvocab"]["weights"]), **models)
                     if evidence_enabled(cfg, "openvocab") else None,
-                    vqa=load_vqa(str(cfg["questions"]["weights"]), **models)
+                    vqa=load_model(VQA, str(cfg["questions"]["weights"]), **models)
                     if evidence_enabled(cfg, "questions") else None)
 
 

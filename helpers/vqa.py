@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .clip import _autocast, _precision
+from .clip import _autocast
 from .config import RANDOM_FULL_SIZE
 from .io import compute_cached, stable_hash
-from .weights import resolve, state_identity, weights_available
+from .weights import HubModel
 
 if TYPE_CHECKING:
     import torch
     from transformers import BlipForQuestionAnswering, BlipProcessor
 
-__all__ = ["MODEL_ID", "ANSWER_COLUMNS", "RANDOM_FOLDER", "Vqa", "vqa_weights_available", "load_vqa", "answer_yes"]
+__all__ = ["MODEL_ID", "ANSWER_COLUMNS", "RANDOM_FOLDER", "Vqa", "VQA", "answer_yes"]
 
 MODEL_ID = "Salesforce/blip-vqa-base"
 #: Columns of the table :func:`answer_yes` returns.
@@ -62,40 +62,17 @@ class Vqa:
     source: str
 
 
-def vqa_weights_available(spec: str) -> bool:
-    """Whether ``load_vqa(spec)`` can get its weights: random weights always, a folder if it
-    holds a saved model, a Hub id if it is cached or the Hub answers."""
-    return weights_available(spec, _HUB_FILES)
-
-
-def _build_random(spec: str, models_dir: str | os.PathLike, seed: int) -> Path:
+def _build_random(spec: str, models_dir: Path, seed: int) -> Path:
     from .smoke.vqa import build_random_blip_vqa
 
     full = spec == RANDOM_FULL_SIZE
-    return build_random_blip_vqa(Path(models_dir) / (f"{RANDOM_FOLDER}-full" if full else RANDOM_FOLDER), seed=seed,
+    return build_random_blip_vqa(models_dir / (f"{RANDOM_FOLDER}-full" if full else RANDOM_FOLDER), seed=seed,
                                  full_size=full)
 
 
-def load_vqa(spec: str, *, models_dir: str | os.PathLike, seed: int = 42,
-             device: "torch.device | str | None" = None) -> Vqa:
-    """Load BLIP-VQA from a Hub id, a local folder, ``"random"`` or ``"random-full-size"``.
-
-    ``models_dir`` is the profile's models folder, where random weights are saved. Raises
-    ``MissingAssetError`` for a Hub id that is neither cached nor downloadable, and
-    ``FileNotFoundError`` for a folder that holds no saved model.
-    """
-    from transformers import BlipForQuestionAnswering, BlipProcessor
-
-    from .config import device as pick_device
-
-    source, options = resolve(spec, what="BLIP-VQA weights", files=_HUB_FILES,
-                              build_random=lambda s: _build_random(s, models_dir, seed))
-    dev = pick_device(str(device)) if device is not None else pick_device()
-    model = BlipForQuestionAnswering.from_pretrained(source, **options).to(dev).eval()
-    processor = BlipProcessor.from_pretrained(source, **options)
-    identity = state_identity(model, processor.tokenizer.backend_tokenizer.to_str(),
-                              processor.image_processor.to_json_string(), _precision(dev))
-    return Vqa(model=model, processor=processor, device=dev, identity=identity, source=str(spec))
+#: BLIP-VQA in the table of models: ``helpers.weights.load_model(VQA, spec, models_dir=...)`` loads it.
+VQA = HubModel(what="BLIP-VQA weights", build_random=_build_random, hub_files=_HUB_FILES,
+               model_class="BlipForQuestionAnswering", processor_class="BlipProcessor", wrap=Vqa)
 
 
 def _answer_ids(vqa: Vqa, answer: str) -> list[int]:

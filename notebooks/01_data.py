@@ -28,18 +28,9 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: makes `helpers` importable here, or clones the repository first in Colab.
-import os, subprocess, sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
-    os.chdir("story-image-alignment")
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
-
-from helpers.notebook import start
-
-ctx = start(profile, chapter="01_data")
+# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
+import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
+from helpers.notebook import start; ctx = start(profile, chapter="01_data")
 
 # %%
 import matplotlib.pyplot as plt
@@ -50,7 +41,8 @@ from helpers.clip import MAX_TOKENS, load_tokenizer
 from helpers.config import update_run_record
 from helpers.objects import needed_category_table
 from helpers.io import atomic_write_parquet
-from helpers.mlm import load_mlm
+from helpers.mlm import MLM
+from helpers.weights import load_model
 
 # %% [markdown]
 # What the method below needs. The parsed records (`Segment`, `ParsedStory`, ...) come from
@@ -1504,7 +1496,7 @@ def edit_logprobs(mlm: "Mlm", edits: Sequence[tuple[str, str, int, int]], cache_
 
 # %%
 pc = ctx.cfg["pairs"]
-mlm = load_mlm(ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
+mlm = load_model(MLM, ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"])
 mlm_cache = ctx.paths.cache / "mlm"
 if demo is not None and drafts:  # which object does the sentence make plausible? a few drafts of the example's first mention
     first_mention = [d for d in drafts if d[3] == drafts[0][3]][:: max(1, len(drafts) // 16)][:8]

@@ -34,18 +34,9 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: makes `helpers` importable here, or clones the repository first in Colab.
-import os, subprocess, sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
-    os.chdir("story-image-alignment")
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
-
-from helpers.notebook import start
-
-ctx = start(profile, chapter="02_detection")
+# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
+import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
+from helpers.notebook import start; ctx = start(profile, chapter="02_detection")
 
 # %% [markdown]
 # The imports of the method (the first cell of `helpers/objects.py`):
@@ -1559,13 +1550,14 @@ ov_cache = ctx.paths.cache / "owlvit"
 if openvocab_on:
     import torch
 
-    from helpers.owlvit import detect_phrases, load_owlvit
+    from helpers.owlvit import OWLVIT, detect_phrases
+    from helpers.weights import load_model
 
     detector = None  # frees the Faster R-CNN network: its detections are cached
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    owl = load_owlvit(ov_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+    owl = load_model(OWLVIT, ov_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
     dev_entities = cot_entities([s for s in stories if s.story_id in dev_stories], frames=set(frames))
     description_queries = dev_entities.groupby(["story_id", "frame"])["phrase"].agg(list).to_dict()
     started = time.perf_counter()

@@ -32,18 +32,9 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: makes `helpers` importable here, or clones the repository first in Colab.
-import os, subprocess, sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
-    os.chdir("story-image-alignment")
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
-
-from helpers.notebook import start
-
-ctx = start(profile, chapter="03_clip")
+# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
+import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
+from helpers.notebook import start; ctx = start(profile, chapter="03_clip")
 
 # %% [markdown]
 # ## What the method needs
@@ -91,10 +82,11 @@ from helpers.vqa import Vqa, answer_yes
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from helpers.clip import load_clip
+from helpers.clip import CLIP
+from helpers.weights import load_model
 
 cfg = ctx.cfg["clip"]
-model = load_clip(cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+model = load_model(CLIP, cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
 n_params = sum(p.numel() for p in model.model.parameters())
 display(Markdown(f"Weights `{model.source}` (identity `{model.identity}`): {n_params:,} parameters on "
                  f"`{model.device}`. Text encoder limit: {MAX_TOKENS} tokens, start and end tokens included."))
@@ -1210,13 +1202,14 @@ if questions_on:
 
     import torch
 
-    from helpers.vqa import load_vqa
+    from helpers.vqa import VQA
 
     del model  # CLIP's embeddings are all cached and its feature part written
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    vqa = load_vqa(questions_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+    vqa = load_model(VQA, questions_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                     device=ctx.device)
     n_params = sum(p.numel() for p in vqa.model.parameters())
     display(Markdown(f"Weights `{vqa.source}` (identity `{vqa.identity}`): {n_params:,} parameters on `{vqa.device}`, "
                      f"images of {vqa.model.config.vision_config.image_size} px."))

@@ -27,18 +27,9 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: makes `helpers` importable here, or clones the repository first in Colab.
-import os, subprocess, sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
-    os.chdir("story-image-alignment")
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
-
-from helpers.notebook import start
-
-ctx = start(profile, chapter="05_fusion")
+# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
+import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
+from helpers.notebook import start; ctx = start(profile, chapter="05_fusion")
 
 # %% [markdown]
 # ## What the method needs
@@ -392,11 +383,12 @@ display(dev.groupby(["split", "label"]).size().unstack("label").rename(columns={
 # %%
 from functools import partial
 
-from helpers.clip import load_clip
+from helpers.clip import CLIP
 from helpers.data import load_study_data, pair_frames
-from helpers.detection import load_detector
-from helpers.owlvit import load_owlvit
-from helpers.vqa import load_vqa
+from helpers.detection import DETECTOR
+from helpers.owlvit import OWLVIT
+from helpers.vqa import VQA
+from helpers.weights import load_model
 
 n_check = 4 if ctx.is_smoke else 16
 check = dev.sample(min(n_check, len(dev)), random_state=int(ctx.cfg["seed"]))
@@ -404,11 +396,12 @@ data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 pair_columns = [c for c in data.pairs.columns if c in check.columns]
 models = {"seed": ctx.cfg["seed"], "models_dir": ctx.paths.models, "device": ctx.device}
 # Loaders, not models: score_pairs loads each just before its evidence and frees it after, one at a time.
-loaders = {"detector": partial(load_detector, ctx.cfg["detector"]["weights"], **models),
-           "clip": partial(load_clip, ctx.cfg["clip"]["weights"], **models),
-           "openvocab": (partial(load_owlvit, ctx.cfg["openvocab"]["weights"], **models)
+loaders = {"detector": partial(load_model, DETECTOR, ctx.cfg["detector"]["weights"], **models),
+           "clip": partial(load_model, CLIP, ctx.cfg["clip"]["weights"], **models),
+           "openvocab": (partial(load_model, OWLVIT, ctx.cfg["openvocab"]["weights"], **models)
                          if switched["openvocab"] else None),
-           "vqa": partial(load_vqa, ctx.cfg["questions"]["weights"], **models) if switched["questions"] else None}
+           "vqa": (partial(load_model, VQA, ctx.cfg["questions"]["weights"], **models)
+                   if switched["questions"] else None)}
 again = score_pairs(check[pair_columns], pair_frames(check, data.datasets), cfg=ctx.cfg,
                     cache_dir=ctx.paths.cache, **loaders)  # every forward pass is a cache hit here
 scores = [*STUDY_FEATURES, *(NEW_EVIDENCE[section][0] for section, on in switched.items() if on)]

@@ -25,18 +25,9 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: makes `helpers` importable here, or clones the repository first in Colab.
-import os, subprocess, sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
-    os.chdir("story-image-alignment")
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
-
-from helpers.notebook import start
-
-ctx = start(profile, chapter="06_training")
+# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
+import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
+from helpers.notebook import start; ctx = start(profile, chapter="06_training")
 
 # %% [markdown]
 # ## What the method needs
@@ -1071,10 +1062,12 @@ def fit_blind_controls(
             for name, kind, cols, score in candidates]
 
 # %%
-from helpers.clip import load_clip
+from helpers.clip import CLIP
 from helpers.semantics import text_embeddings
+from helpers.weights import load_model
 
-clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+clip = load_model(CLIP, ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                  device=ctx.device)
 texts = list(dict.fromkeys(table["text"]))
 vectors = dict(zip(texts, text_embeddings(clip, texts, ctx.paths.cache / "clip",
                                           batch_size=int(ctx.cfg["clip"]["batch_size"]))))

@@ -33,18 +33,9 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: makes `helpers` importable here, or clones the repository first in Colab.
-import os, subprocess, sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
-    os.chdir("story-image-alignment")
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
-
-from helpers.notebook import start
-
-ctx = start(profile, chapter="07_evaluation")
+# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
+import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
+from helpers.notebook import start; ctx = start(profile, chapter="07_evaluation")
 
 # %% [markdown]
 # What the chapter reads: `predictions.parquet` of chapter 06, one row per model and pair of
@@ -998,14 +989,15 @@ def shuffled_frame_pairs(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
 # frames are test frames, already seen).
 
 # %%
-from helpers.clip import load_clip
+from helpers.clip import CLIP
 from helpers.data import load_study_data, pair_frames
 from helpers import detection as det
 from helpers import objects as obj
-from helpers.detection import load_detector
+from helpers.detection import DETECTOR
 from helpers.features import load_features
 from helpers.training import default_checkpoint, load_head
 from helpers.fusion import score_pairs, without_new_evidence
+from helpers.weights import load_model
 
 head = load_head(default_checkpoint(ctx.paths))
 test_pairs = load_features(ctx.paths).set_index("pair_id").loc[
@@ -1014,8 +1006,9 @@ shuffled = shuffled_frame_pairs(test_pairs, seed=int(ctx.cfg["seed"]))
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 stranger_frames = pair_frames(shuffled, data.datasets)
 det_cfg = ctx.cfg["detector"]
-detector = load_detector(det_cfg["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
-clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+weights_options = {"models_dir": ctx.paths.models, "seed": ctx.cfg["seed"], "device": ctx.device}
+detector = load_model(DETECTOR, det_cfg["weights"], **weights_options)
+clip = load_model(CLIP, ctx.cfg["clip"]["weights"], **weights_options)
 scored = score_pairs(shuffled, stranger_frames, detector=detector, clip=clip,
                      cfg=without_new_evidence(ctx.cfg), cache_dir=ctx.paths.cache)  # the default head's inputs only
 own_run = det.detect_with_profile(detector, pair_frames(test_pairs, data.datasets), ctx.cfg, ctx.paths.cache)  # cached
@@ -1080,9 +1073,9 @@ def swap_plausibility_rows(pairs: pd.DataFrame, mlm: Any, cache_dir: str | Path,
     return out
 
 # %%
-from helpers.mlm import load_mlm
+from helpers.mlm import MLM
 
-mlm = load_mlm(ctx.cfg["mlm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+mlm = load_model(MLM, ctx.cfg["mlm"]["weights"], **weights_options)
 plausibility_rows = swap_plausibility_rows(test_pairs, mlm, ctx.paths.cache / "mlm",
                                            batch_size=int(ctx.cfg["mlm"]["batch_size"]))
 del mlm
@@ -1109,7 +1102,7 @@ display(Markdown(f"{len(plausibility_rows) // 2:,} swap negatives of "
 #@save
 def mean_token_logprob(lm: Any, texts: Sequence[str], cache_dir: str | Path, *, batch_size: int = 16) -> np.ndarray:
     """The mean natural-log probability of each text's tokens under a causal language model (``helpers.mlm``'s
-    ``load_causal_lm``): the begin-of-text token is put first and every token of the text is predicted from
+    ``CAUSAL_LM``): the begin-of-text token is put first and every token of the text is predicted from
     those before it. One forward pass per text, texts of like length batched (right padding, masked), each
     score cached under ``cache_dir`` per (model identity, text)."""
     import torch
@@ -1186,10 +1179,9 @@ def causal_lm_rows(pairs: pd.DataFrame, lm: Any, cache_dir: str | Path, *, batch
     return out
 
 # %%
-from helpers.mlm import load_causal_lm
+from helpers.mlm import CAUSAL_LM
 
-control_lm = load_causal_lm(ctx.cfg["control_lm"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
-                            device=ctx.device)
+control_lm = load_model(CAUSAL_LM, ctx.cfg["control_lm"]["weights"], **weights_options)
 causal_rows = causal_lm_rows(test_pairs, control_lm, ctx.paths.cache / "causal_lm",
                              batch_size=int(ctx.cfg["control_lm"]["batch_size"]))
 del control_lm

@@ -30,18 +30,9 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: makes `helpers` importable here, or clones the repository first in Colab.
-import os, subprocess, sys
-from pathlib import Path
-
-if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
-    os.chdir("story-image-alignment")
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
-
-from helpers.notebook import start
-
-ctx = start(profile, chapter="09_ablations")
+# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
+import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
+from helpers.notebook import start; ctx = start(profile, chapter="09_ablations")
 
 # %% [markdown]
 # The imports the saved cells need (they open `helpers/ablations.py`). The feature, IO and
@@ -92,17 +83,19 @@ from IPython.display import Markdown, display
 
 from helpers import detection as det
 from helpers import objects as obj
-from helpers.clip import load_clip
+from helpers.clip import CLIP
 from helpers.data import load_study_data, pair_frames
 from helpers.features import load_features
 from helpers.fusion import complete_rows, extended_features
+from helpers.weights import load_model
 
 threshold = det.settings_from_profile(ctx.cfg).score_threshold
 data = load_study_data(ctx.cfg, ctx.paths.pairs, ctx.paths.cache)
 table, _ = complete_rows(load_features(ctx.paths), extended_features(ctx.cfg))  # chapter 06's pairs
 frames = pair_frames(table, data.datasets)
 detector, detections = det.profile_detections(ctx.cfg, ctx.paths, frames, device=ctx.device)
-clip = load_clip(ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"], device=ctx.device)
+clip = load_model(CLIP, ctx.cfg["clip"]["weights"], models_dir=ctx.paths.models, seed=ctx.cfg["seed"],
+                  device=ctx.device)
 display(Markdown(f"{len(table):,} pairs ({(table['split'] == 'test').sum():,} on the test split) over "
                  f"{len(frames):,} frames; {detections.forward_passes:,} frames needed a new forward pass of the "
                  "detector."))

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import helpers.weights
+from helpers.weights import load_model, weights_available
 import torch
 from PIL import Image
 
@@ -92,7 +93,7 @@ def tiny(tmp_path_factory):
     tokenizer = smoke_clip.offline_tokenizer()
     folder = smoke_clip.build_random_clip(tmp_path_factory.mktemp("models") / "tiny", seed=0,
                                   config=tiny_config(tokenizer), tokenizer=tokenizer)
-    return hc.load_clip(str(folder), models_dir=folder.parent, device="cpu")
+    return load_model(hc.CLIP, str(folder), models_dir=folder.parent, device="cpu")
 
 
 @pytest.fixture()
@@ -144,20 +145,20 @@ def test_vit_b32_config_is_the_real_architecture():
 
 def test_random_spec_saves_then_loads_from_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(smoke_clip, "vit_b32_config", tiny_config)  # same path, tiny size
-    first = hc.load_clip("random", models_dir=tmp_path, seed=7, device="cpu")
+    first = load_model(hc.CLIP, "random", models_dir=tmp_path, seed=7, device="cpu")
     folder = tmp_path / hc.RANDOM_FOLDER
     saved = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= saved
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    again = hc.load_clip("random", models_dir=tmp_path, seed=7, device="cpu")
+    again = load_model(hc.CLIP, "random", models_dir=tmp_path, seed=7, device="cpu")
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp, "same seed: the saved folder is reused"
     assert again.identity == first.identity
-    rebuilt = hc.load_clip("random", models_dir=tmp_path / "elsewhere", seed=7, device="cpu")
+    rebuilt = load_model(hc.CLIP, "random", models_dir=tmp_path / "elsewhere", seed=7, device="cpu")
     assert rebuilt.identity == first.identity, "the seed alone fixes the weights"
     tokenizer = hc.load_tokenizer("random", models_dir=tmp_path, seed=7)
     assert tokenizer.get_vocab() == first.tokenizer.get_vocab() == smoke_clip.offline_tokenizer().get_vocab()
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    other = hc.load_clip("random", models_dir=tmp_path, seed=8, device="cpu")
+    other = load_model(hc.CLIP, "random", models_dir=tmp_path, seed=8, device="cpu")
     assert other.identity != first.identity
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*")), "no staging folder left behind"
 
@@ -166,11 +167,11 @@ def test_offline_uncached_hub_id_raises_missing_asset(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
-    assert not hc.clip_weights_available(hc.MODEL_ID)
+    assert not weights_available(hc.CLIP, hc.MODEL_ID)
     with pytest.raises(MissingAssetError, match="HF_HOME"):
         hc.load_tokenizer(hc.MODEL_ID, models_dir=tmp_path)
     with pytest.raises(MissingAssetError) as err:
-        hc.load_clip(hc.MODEL_ID, models_dir=tmp_path)
+        load_model(hc.CLIP, hc.MODEL_ID, models_dir=tmp_path)
     message = str(err.value)
     assert hc.MODEL_ID in message and "HF_HOME" in message and str(tmp_path / "hf") in message
     assert "PROFILE=smoke" in message
@@ -185,17 +186,17 @@ def test_cached_hub_id_loads_offline_from_hf_home(tmp_path, monkeypatch, tiny):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
-    assert hc.clip_weights_available(hc.MODEL_ID)
-    loaded = hc.load_clip(hc.MODEL_ID, models_dir=tmp_path, device="cpu")
+    assert weights_available(hc.CLIP, hc.MODEL_ID)
+    loaded = load_model(hc.CLIP, hc.MODEL_ID, models_dir=tmp_path, device="cpu")
     assert loaded.identity == tiny.identity and loaded.source == hc.MODEL_ID
 
 
 def test_weights_available_for_random_and_folders(tmp_path, tiny):
-    assert hc.clip_weights_available("random")
-    assert hc.clip_weights_available(str(Path(tiny.model.name_or_path)))
-    assert not hc.clip_weights_available(str(tmp_path / "nothing-here"))
+    assert weights_available(hc.CLIP, "random")
+    assert weights_available(hc.CLIP, str(Path(tiny.model.name_or_path)))
+    assert not weights_available(hc.CLIP, str(tmp_path / "nothing-here"))
     with pytest.raises(FileNotFoundError, match="config.json"):
-        hc.load_clip(str(tmp_path), models_dir=tmp_path)
+        load_model(hc.CLIP, str(tmp_path), models_dir=tmp_path)
 
 
 # -------------------------------------------------------------------------------- text

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import helpers.weights
+from helpers.weights import load_model
 from helpers import mlm as hm
 from helpers.config import MissingAssetError, check_control_lm, load_profile
 from helpers.evaluation import causal_lm_rows, control_section, mean_token_logprob, story_consistency_rows
@@ -33,25 +34,25 @@ class _NoForward:
 @pytest.fixture(scope="module")
 def causal(tmp_path_factory) -> hm.Mlm:
     folder = smoke_mlm.build_random_causal_lm(tmp_path_factory.mktemp("gpt2") / "weights", seed=7)
-    return hm.load_causal_lm(str(folder), models_dir=tmp_path_factory.mktemp("unused"), device="cpu")
+    return load_model(hm.CAUSAL_LM, str(folder), models_dir=tmp_path_factory.mktemp("unused"), device="cpu")
 
 
 # ----------------------------------------------------------------------------- loading
 
 
 def test_random_gpt2_is_saved_and_loaded_back_through_its_folder(tmp_path):
-    first = hm.load_causal_lm("random", models_dir=tmp_path, seed=5, device="cpu")
+    first = load_model(hm.CAUSAL_LM, "random", models_dir=tmp_path, seed=5, device="cpu")
     folder = tmp_path / smoke_mlm.RANDOM_CAUSAL_FOLDER
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert first.model.config.model_type == "gpt2" and first.model.config.n_layer == 2
     assert type(first.model).__name__ == "GPT2LMHeadModel" and first.tokenizer.bos_token == "<|endoftext|>"
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    again = hm.load_causal_lm("random", models_dir=tmp_path, seed=5, device="cpu")  # reused, not rebuilt
+    again = load_model(hm.CAUSAL_LM, "random", models_dir=tmp_path, seed=5, device="cpu")  # reused, not rebuilt
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp and again.identity == first.identity
-    from_folder = hm.load_causal_lm(str(folder), models_dir=tmp_path / "unused", device="cpu")
+    from_folder = load_model(hm.CAUSAL_LM, str(folder), models_dir=tmp_path / "unused", device="cpu")
     assert from_folder.identity == first.identity
-    assert hm.load_causal_lm("random", models_dir=tmp_path, seed=6, device="cpu").identity != first.identity
-    masked = hm.load_mlm("random", models_dir=tmp_path, seed=5, device="cpu")  # the two live side by side
+    assert load_model(hm.CAUSAL_LM, "random", models_dir=tmp_path, seed=6, device="cpu").identity != first.identity
+    masked = load_model(hm.MLM, "random", models_dir=tmp_path, seed=5, device="cpu")  # the two live side by side
     assert masked.model.config.model_type == "roberta" and (tmp_path / smoke_mlm.RANDOM_FOLDER).is_dir()
 
 
@@ -64,12 +65,12 @@ def test_offline_gpt2_tokenizer_encodes_anything_with_gpt2s_special_token():
 
 def test_causal_weights_missing_offline_or_in_an_empty_folder_are_named(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        hm.load_causal_lm(str(tmp_path), models_dir=tmp_path)
+        load_model(hm.CAUSAL_LM, str(tmp_path), models_dir=tmp_path)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(MissingAssetError) as err:
-        hm.load_causal_lm("gpt2", models_dir=tmp_path)
+        load_model(hm.CAUSAL_LM, "gpt2", models_dir=tmp_path)
     assert "causal language model weights 'gpt2'" in str(err.value) and "HF_HOME" in str(err.value)
 
 
@@ -122,13 +123,13 @@ def test_batching_and_padding_leave_the_scores_alone_and_the_cache_skips_the_mod
     cached = dataclasses.replace(causal, model=_NoForward())
     np.testing.assert_array_equal(mean_token_logprob(cached, TEXTS[::-1] + TEXTS[:1], tmp_path / "one"),
                                   np.r_[one[::-1], one[:1]])
-    other = hm.load_causal_lm("random", models_dir=tmp_path / "models", seed=8, device="cpu")
+    other = load_model(hm.CAUSAL_LM, "random", models_dir=tmp_path / "models", seed=8, device="cpu")
     assert not np.allclose(mean_token_logprob(other, TEXTS, tmp_path / "one"), one)  # keyed by the model too
 
 
 def test_a_text_the_model_cannot_hold_is_an_error(tmp_path):
     folder = smoke_mlm.build_random_causal_lm(tmp_path / "short", seed=1, n_positions=6)
-    lm = hm.load_causal_lm(str(folder), models_dir=tmp_path, device="cpu")
+    lm = load_model(hm.CAUSAL_LM, str(folder), models_dir=tmp_path, device="cpu")
     with pytest.raises(ValueError, match="tokens, the model scores 1 to 5"):
         mean_token_logprob(lm, [TEXTS[2]], tmp_path / "c")
     with pytest.raises(ValueError, match="0 tokens"):

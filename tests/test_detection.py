@@ -20,6 +20,7 @@ from PIL import Image
 
 from helpers import detection as det
 from helpers import objects as obj
+from helpers.weights import load_model, weights_available
 from helpers.smoke.detector import save_random_detector
 from helpers.config import MissingAssetError
 from helpers.tags import ParsedStory, parse_chain_of_thought, parse_segment
@@ -47,7 +48,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def detector(models_dir) -> det.Detector:
-    return det.load_detector("random", models_dir=models_dir, seed=SEED, device="cpu")
+    return load_model(det.DETECTOR, "random", models_dir=models_dir, seed=SEED, device="cpu")
 
 
 def _same(a: list[det.Detection], b: list[det.Detection], atol: float = 0.0) -> bool:
@@ -79,7 +80,7 @@ def test_random_weights_are_saved_and_reload_through_the_file_path_identically(d
     with torch.random.fork_rng(devices=[]):  # the same seeded initialisation, never saved
         torch.manual_seed(SEED)
         reference = det._architecture().eval()
-    as_user_file = det.load_detector(str(saved), models_dir=models_dir, device="cpu")
+    as_user_file = load_model(det.DETECTOR, str(saved), models_dir=models_dir, device="cpu")
     assert as_user_file.identity == detector.identity
 
     images = [_image(96, 64, 1), _image(96, 64, 2)]
@@ -110,9 +111,9 @@ def test_full_size_random_detector_costs_what_trained_weights_cost(detector, mod
     """make bench's detector keeps the RPN's full post-NMS count of proposals, as trained weights
     do, so its box head costs what the COCO model's does. Plain random weights may keep far fewer,
     depending on the seed: with the profiles' seed 42 about a third on this frame."""
-    full = det.load_detector("random-full-size", models_dir=models_dir, seed=SEED, device="cpu")
+    full = load_model(det.DETECTOR, "random-full-size", models_dir=models_dir, seed=SEED, device="cpu")
     assert (models_dir / f"fasterrcnn_resnet50_fpn_random_full_cost_seed{SEED}.pth").is_file()
-    assert full.identity != detector.identity and det.detector_weights_available("random-full-size")
+    assert full.identity != detector.identity and weights_available(det.DETECTOR, "random-full-size")
     plain, zeroed = detector.model.state_dict(), full.model.state_dict()
     differing = [k for k in plain if not torch.equal(plain[k], zeroed[k])]
     assert differing == ["rpn.head.bbox_pred.weight"]  # torchvision initialises the bias at zero already
@@ -120,7 +121,7 @@ def test_full_size_random_detector_costs_what_trained_weights_cost(detector, mod
 
     frame = torch.rand(3, 240, 575, generator=torch.Generator().manual_seed(0))  # StoryReasoning's frame size
     for spec in ("random", "random-full-size"):  # the seed of every profile, so of make bench
-        loaded = det.load_detector(spec, models_dir=models_dir, seed=42, device="cpu")
+        loaded = load_model(det.DETECTOR, spec, models_dir=models_dir, seed=42, device="cpu")
         loaded.model.transform.min_size = (240,)
         top_n = loaded.model.rpn.post_nms_top_n()
         assert top_n == 1000
@@ -137,30 +138,30 @@ def test_weights_file_of_another_label_space_is_refused(tmp_path, models_dir):
     wrong = tmp_path / "five_classes.pth"
     torch.save({det._CLASSIFIER_KEY: torch.zeros(5, 1024)}, wrong)
     with pytest.raises(det.DetectorWeightsError, match="5 classes"):
-        det.load_detector(str(wrong), models_dir=models_dir, device="cpu")
+        load_model(det.DETECTOR, str(wrong), models_dir=models_dir, device="cpu")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(det.DetectorWeightsError, match="cannot be read"):
-        det.load_detector(str(garbage), models_dir=models_dir, device="cpu")
+        load_model(det.DETECTOR, str(garbage), models_dir=models_dir, device="cpu")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        det.load_detector(str(tmp_path / "absent.pth"), models_dir=models_dir, device="cpu")
+        load_model(det.DETECTOR, str(tmp_path / "absent.pth"), models_dir=models_dir, device="cpu")
 
 
 def test_missing_coco_weights_offline_raise_naming_torch_home_and_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(det, "hub_reachable", lambda host="": False)
     assert det.coco_checkpoint_path() == tmp_path / "hub" / "checkpoints" / "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
-    assert not det.detector_weights_available("coco")
-    assert det.detector_weights_available("random")
+    assert not weights_available(det.DETECTOR, "coco")
+    assert weights_available(det.DETECTOR, "random")
     with pytest.raises(MissingAssetError) as err:
-        det.load_detector("coco", models_dir=tmp_path, device="cpu")
+        load_model(det.DETECTOR, "coco", models_dir=tmp_path, device="cpu")
     message = str(err.value)
     assert "TORCH_HOME" in message and str(tmp_path) in message and "PROFILE=smoke" in message
     assert "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth" in message
 
     det.coco_checkpoint_path().parent.mkdir(parents=True)
     det.coco_checkpoint_path().write_bytes(b"")  # a cached checkpoint makes it available offline
-    assert det.detector_weights_available("coco")
+    assert weights_available(det.DETECTOR, "coco")
 
 
 def test_coco_spec_loads_torchvision_weights_from_the_torch_home_cache_offline(detector, models_dir, tmp_path, monkeypatch):
@@ -171,7 +172,7 @@ def test_coco_spec_loads_torchvision_weights_from_the_torch_home_cache_offline(d
     monkeypatch.setattr(det, "hub_reachable", lambda host="": False)
     det.coco_checkpoint_path().parent.mkdir(parents=True)
     shutil.copy(save_random_detector(models_dir, seed=SEED), det.coco_checkpoint_path())
-    coco = det.load_detector("coco", models_dir=models_dir, device="cpu")
+    coco = load_model(det.DETECTOR, "coco", models_dir=models_dir, device="cpu")
     assert coco.identity == "torchvision:fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
     assert coco.categories[1] == "person" and len(coco.categories) == 91
     image = _image(96, 64, 3)
@@ -480,7 +481,7 @@ def test_one_function_reads_the_detector_run_settings_of_a_profile(models_dir, t
     assert settings == det.DetectorSettings(min_size=MIN_SIZE, proposals=300, batch_size=2, score_threshold=0.25)
     with pytest.raises(KeyError):
         det.settings_from_profile({"detector": {k: v for k, v in cfg["detector"].items() if k != "proposals"}})
-    detector = det.load_detector("random", models_dir=models_dir, seed=SEED, device="cpu")
+    detector = load_model(det.DETECTOR, "random", models_dir=models_dir, seed=SEED, device="cpu")
     frames = {("10", 1): _jpeg(_image(96, 64, 6))}
     run = det.detect_with_profile(detector, frames, cfg, tmp_path)
     # the same cache entry as detect_frames at those settings: no second forward pass, same key

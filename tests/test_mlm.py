@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import helpers.weights
+from helpers.weights import load_model, weights_available
 
 from helpers import mlm as hm
 from helpers.smoke import mlm as smoke_mlm
@@ -18,7 +19,7 @@ TEXT = "James sits on the couch and holds a cup of tea. The dog sleeps under the
 
 @pytest.fixture(scope="module")
 def random_mlm(tmp_path_factory) -> hm.Mlm:
-    return hm.load_mlm("random", models_dir=tmp_path_factory.mktemp("models"), seed=3, device="cpu")
+    return load_model(hm.MLM, "random", models_dir=tmp_path_factory.mktemp("models"), seed=3, device="cpu")
 
 
 class _NoForward:
@@ -29,16 +30,16 @@ class _NoForward:
 
 
 def test_random_model_is_saved_and_loaded_back_through_its_folder(tmp_path):
-    first = hm.load_mlm("random", models_dir=tmp_path, seed=5, device="cpu")
+    first = load_model(hm.MLM, "random", models_dir=tmp_path, seed=5, device="cpu")
     folder = tmp_path / smoke_mlm.RANDOM_FOLDER
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     assert first.model.config.model_type == "roberta" and first.model.config.num_hidden_layers == 2
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    again = hm.load_mlm("random", models_dir=tmp_path, seed=5, device="cpu")  # reused, not rebuilt
+    again = load_model(hm.MLM, "random", models_dir=tmp_path, seed=5, device="cpu")  # reused, not rebuilt
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp and again.identity == first.identity
-    from_folder = hm.load_mlm(str(folder), models_dir=tmp_path / "unused", device="cpu")
+    from_folder = load_model(hm.MLM, str(folder), models_dir=tmp_path / "unused", device="cpu")
     assert from_folder.identity == first.identity and from_folder.tokenizer.mask_token == "<mask>"
-    other = hm.load_mlm("random", models_dir=tmp_path, seed=6, device="cpu")
+    other = load_model(hm.MLM, "random", models_dir=tmp_path, seed=6, device="cpu")
     assert other.identity != first.identity
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*")), "no staging folder left behind"
 
@@ -53,16 +54,16 @@ def test_offline_tokenizer_is_deterministic_and_encodes_anything():
 
 
 def test_weights_available_and_missing(tmp_path, monkeypatch):
-    assert hm.mlm_weights_available("random")
-    assert not hm.mlm_weights_available(str(tmp_path / "nothing-here"))
+    assert weights_available(hm.MLM, "random")
+    assert not weights_available(hm.MLM, str(tmp_path / "nothing-here"))
     with pytest.raises(FileNotFoundError, match="config.json"):
-        hm.load_mlm(str(tmp_path), models_dir=tmp_path)
+        load_model(hm.MLM, str(tmp_path), models_dir=tmp_path)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
-    assert not hm.mlm_weights_available(hm.MODEL_ID)
+    assert not weights_available(hm.MLM, hm.MODEL_ID)
     with pytest.raises(MissingAssetError) as err:
-        hm.load_mlm(hm.MODEL_ID, models_dir=tmp_path)
+        load_model(hm.MLM, hm.MODEL_ID, models_dir=tmp_path)
     assert hm.MODEL_ID in str(err.value) and "HF_HOME" in str(err.value) and "PROFILE=smoke" in str(err.value)
 
 

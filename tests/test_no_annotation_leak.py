@@ -83,11 +83,12 @@ def models(tmp_path_factory) -> dict:
     """The smoke profile's detector, OWL-ViT and BLIP-VQA (random weights saved and loaded back), and a tiny random CLIP."""
     from transformers import CLIPConfig
 
-    from helpers.clip import load_clip
-    from helpers.detection import load_detector
-    from helpers.owlvit import load_owlvit
+    from helpers.clip import CLIP
+    from helpers.detection import DETECTOR
+    from helpers.owlvit import OWLVIT
     from helpers.smoke import clip as hc
-    from helpers.vqa import load_vqa
+    from helpers.vqa import VQA
+    from helpers.weights import load_model
 
     folder = tmp_path_factory.mktemp("models")
     tokenizer = hc.offline_tokenizer()
@@ -97,8 +98,8 @@ def models(tmp_path_factory) -> dict:
                       vision_config=dict(size, image_size=32, patch_size=8), projection_dim=16)
     clip_folder = hc.build_random_clip(folder / "tiny-clip", seed=0, config=tiny, tokenizer=tokenizer)
     common = {"models_dir": folder, "seed": 0, "device": "cpu"}
-    return {"detector": load_detector("random", **common), "clip": load_clip(str(clip_folder), **common),
-            "openvocab": load_owlvit("random", **common), "vqa": load_vqa("random", **common)}
+    return {"detector": load_model(DETECTOR, "random", **common), "clip": load_model(CLIP, str(clip_folder), **common),
+            "openvocab": load_model(OWLVIT, "random", **common), "vqa": load_model(VQA, "random", **common)}
 
 
 def _features(pairs: pd.DataFrame, stories: list[ParsedStory], models: dict, cache_dir) -> pd.DataFrame:

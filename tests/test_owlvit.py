@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import helpers.weights
+from helpers.weights import load_model, weights_available
 from helpers import objects as ho
 from helpers import owlvit as hv
 from helpers.config import MissingAssetError
@@ -43,13 +44,13 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def owl(folder):
-    return hv.load_owlvit(str(folder), models_dir=folder.parent, device="cpu")
+    return load_model(hv.OWLVIT, str(folder), models_dir=folder.parent, device="cpu")
 
 
 @pytest.fixture()
 def grid_owl(folder):
     """The small OWL-ViT with its box head's last layer zeroed: box k is grid cell k's box."""
-    loaded = hv.load_owlvit(str(folder), models_dir=folder.parent, device="cpu")
+    loaded = load_model(hv.OWLVIT, str(folder), models_dir=folder.parent, device="cpu")
     with torch.no_grad():
         loaded.model.box_head.dense2.weight.zero_()
         loaded.model.box_head.dense2.bias.zero_()
@@ -77,7 +78,7 @@ class Passes:
 
 
 def test_random_spec_saves_a_small_model_then_loads_it_from_its_folder(tmp_path):
-    first = hv.load_owlvit("random", models_dir=tmp_path, seed=3, device="cpu")
+    first = load_model(hv.OWLVIT, "random", models_dir=tmp_path, seed=3, device="cpu")
     folder = tmp_path / smoke_owl.RANDOM_FOLDER
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= {
         p.name for p in folder.iterdir()}
@@ -89,10 +90,10 @@ def test_random_spec_saves_a_small_model_then_loads_it_from_its_folder(tmp_path)
     assert first.processor.image_processor.size.height == smoke_owl.SMALL_IMAGE
     assert not first.processor.image_processor.do_center_crop
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    again = hv.load_owlvit("random", models_dir=tmp_path, seed=3, device="cpu")
+    again = load_model(hv.OWLVIT, "random", models_dir=tmp_path, seed=3, device="cpu")
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp, "same seed: the saved folder is reused"
     assert again.identity == first.identity and again.source == "random"
-    assert hv.load_owlvit("random", models_dir=tmp_path, seed=4, device="cpu").identity != first.identity
+    assert load_model(hv.OWLVIT, "random", models_dir=tmp_path, seed=4, device="cpu").identity != first.identity
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*")), "no staging folder left behind"
 
 
@@ -113,25 +114,25 @@ def test_full_size_config_is_owlvit_b32_at_768_px():
 
 
 def test_saved_folder_loads_by_path_with_the_same_identity(folder, owl):
-    again = hv.load_owlvit(str(folder), models_dir=folder.parent, device="cpu")
+    again = load_model(hv.OWLVIT, str(folder), models_dir=folder.parent, device="cpu")
     assert again.identity == owl.identity and again.source == str(folder)
-    assert hv.owlvit_weights_available(str(folder)) and hv.owlvit_weights_available("random")
+    assert weights_available(hv.OWLVIT, str(folder)) and weights_available(hv.OWLVIT, "random")
 
 
 def test_offline_uncached_hub_id_raises_missing_asset(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
-    assert not hv.owlvit_weights_available(hv.MODEL_ID)
+    assert not weights_available(hv.OWLVIT, hv.MODEL_ID)
     with pytest.raises(MissingAssetError) as err:
-        hv.load_owlvit(hv.MODEL_ID, models_dir=tmp_path)
+        load_model(hv.OWLVIT, hv.MODEL_ID, models_dir=tmp_path)
     assert hv.MODEL_ID in str(err.value) and "HF_HOME" in str(err.value)
 
 
 def test_folder_without_config_raises_file_not_found(tmp_path):
-    assert not hv.owlvit_weights_available(str(tmp_path))
+    assert not weights_available(hv.OWLVIT, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="config.json"):
-        hv.load_owlvit(str(tmp_path), models_dir=tmp_path)
+        load_model(hv.OWLVIT, str(tmp_path), models_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------- detection

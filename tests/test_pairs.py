@@ -544,14 +544,15 @@ def test_swap_object_phrase_on_every_object_mention_of_the_real_stories():
 # ------------------------------------------------------------- the adversarial construction
 
 from helpers import pairs as hp  # noqa: E402
-from helpers.mlm import load_mlm  # noqa: E402
+from helpers.mlm import MLM  # noqa: E402
+from helpers.weights import load_model  # noqa: E402
 
 SMALL = TOYS[:12]  # 6 id blocks of 2: two per side
 
 
 @pytest.fixture(scope="module")
 def tiny_mlm(tmp_path_factory):
-    return load_mlm("random", models_dir=tmp_path_factory.mktemp("models"), seed=0, device="cpu")
+    return load_model(MLM, "random", models_dir=tmp_path_factory.mktemp("models"), seed=0, device="cpu")
 
 
 class _LengthModel:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import helpers.weights
+from helpers.weights import load_model, weights_available
 from helpers import semantics as hs
 from helpers import vqa as hv
 from helpers.config import MissingAssetError
@@ -39,7 +40,7 @@ def png(seed: int, size=(120, 60)) -> bytes:
 
 @pytest.fixture(scope="module")
 def vqa(tmp_path_factory) -> hv.Vqa:
-    return hv.load_vqa("random", models_dir=tmp_path_factory.mktemp("models"), seed=3, device="cpu")
+    return load_model(hv.VQA, "random", models_dir=tmp_path_factory.mktemp("models"), seed=3, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def _no_model(vqa: hv.Vqa) -> hv.Vqa:
 
 
 def test_random_model_is_saved_and_loaded_back_through_its_folder(tmp_path):
-    first = hv.load_vqa("random", models_dir=tmp_path, seed=5, device="cpu")
+    first = load_model(hv.VQA, "random", models_dir=tmp_path, seed=5, device="cpu")
     folder = tmp_path / hv.RANDOM_FOLDER
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     assert type(first.model).__name__ == "BlipForQuestionAnswering"
@@ -72,11 +73,11 @@ def test_random_model_is_saved_and_loaded_back_through_its_folder(tmp_path):
     assert vision.num_hidden_layers == 2 and vision.hidden_size == 64 and 96 <= vision.image_size <= 128
     assert first.processor.image_processor.size["height"] == vision.image_size
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    again = hv.load_vqa("random", models_dir=tmp_path, seed=5, device="cpu")  # reused, not rebuilt
+    again = load_model(hv.VQA, "random", models_dir=tmp_path, seed=5, device="cpu")  # reused, not rebuilt
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp and again.identity == first.identity
-    from_folder = hv.load_vqa(str(folder), models_dir=tmp_path / "unused", device="cpu")
+    from_folder = load_model(hv.VQA, str(folder), models_dir=tmp_path / "unused", device="cpu")
     assert from_folder.identity == first.identity and from_folder.source == str(folder)
-    assert hv.load_vqa("random", models_dir=tmp_path, seed=6, device="cpu").identity != first.identity
+    assert load_model(hv.VQA, "random", models_dir=tmp_path, seed=6, device="cpu").identity != first.identity
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*")), "no staging folder left behind"
 
 
@@ -114,16 +115,16 @@ def test_full_size_is_blip_vqa_base():
 
 
 def test_weights_available_and_missing(tmp_path, monkeypatch):
-    assert hv.vqa_weights_available("random") and hv.vqa_weights_available("random-full-size")
-    assert not hv.vqa_weights_available(str(tmp_path / "nothing-here"))
+    assert weights_available(hv.VQA, "random") and weights_available(hv.VQA, "random-full-size")
+    assert not weights_available(hv.VQA, str(tmp_path / "nothing-here"))
     with pytest.raises(FileNotFoundError, match="config.json"):
-        hv.load_vqa(str(tmp_path), models_dir=tmp_path)
+        load_model(hv.VQA, str(tmp_path), models_dir=tmp_path)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setattr(helpers.weights, "hub_reachable", lambda *a, **k: False)
-    assert not hv.vqa_weights_available(hv.MODEL_ID)
+    assert not weights_available(hv.VQA, hv.MODEL_ID)
     with pytest.raises(MissingAssetError) as err:
-        hv.load_vqa(hv.MODEL_ID, models_dir=tmp_path)
+        load_model(hv.VQA, hv.MODEL_ID, models_dir=tmp_path)
     message = str(err.value)
     assert hv.MODEL_ID in message and "HF_HOME" in message and "PROFILE=smoke" in message
 

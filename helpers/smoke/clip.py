@@ -1,6 +1,6 @@
 """The smoke profile's CLIP: ViT-B/32 with seeded random weights and a tokenizer built without the Hub.
 
-``helpers.clip.load_clip("random", ...)`` builds it here (``build_random_clip``) and loads it
+``helpers.weights.load_model(CLIP, "random", ...)`` builds it here (``build_random_clip``) and loads it
 back from disk like any saved checkpoint. The offline tokenizer's merges are learnt from a
 fixed word list, so token counts are realistic; its ids mean nothing to a pretrained model.
 """

@@ -1,6 +1,6 @@
 """The smoke profile's detector: Faster R-CNN ResNet-50 FPN with random weights from a fixed seed.
 
-``helpers.detection.load_detector("random", ...)`` saves them here once and then loads the file
+``helpers.weights.load_model(DETECTOR, "random", ...)`` saves them here once and then loads the file
 like any user's state dict, so the smoke run exercises the same loading path as real weights.
 
 ``"random-full-size"`` (``make bench``, whose profiles cost the real models) is the same with

@@ -5,10 +5,10 @@ width 64, distilroberta's class and layout at a fraction of its size, so smoke r
 fast) with seeded random weights and a byte-level BPE tokenizer built without the network.
 ``random-full-size`` (:data:`RANDOM_FULL_SIZE`, ``make bench``'s quick series) is the same at
 distilroberta's size, so a forward pass costs what it costs. Both are saved under the
-profile's ``models`` folder and loaded back by :func:`helpers.mlm.load_mlm` as a local folder.
+profile's ``models`` folder and loaded back by ``helpers.weights.load_model(MLM, ...)`` as a local folder.
 ``control_lm.weights: random`` (chapter 07's causal control) is a small ``GPT2LMHeadModel``
 with a GPT-2 tokenizer of the same merges (:func:`build_random_causal_lm`), loaded back by
-:func:`helpers.mlm.load_causal_lm` the same way. Their scores mean nothing.
+``load_model(CAUSAL_LM, ...)`` the same way. Their scores mean nothing.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ OWL-ViT B/32's configuration at 768 px, so a forward pass costs what the real on
 Both use CLIP's offline tokenizer (OWL-ViT reads text with CLIP's tokenizer, cut to 16
 tokens) and an ``OwlViTImageProcessor`` that resizes to the config's square, as the Hub's
 does; both are saved under the profile's ``models`` folder and loaded back by
-:func:`helpers.owlvit.load_owlvit` as a local folder. Their scores mean nothing.
+``helpers.weights.load_model(OWLVIT, ...)`` as a local folder. Their scores mean nothing.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ of its size, so smoke runs stay fast. ``random-full-size`` (``make bench``) has 
 sizes (384 px images in 16 px patches, a ViT-B vision encoder, BERT-base text encoder and
 decoder), so a forward pass costs what it costs; only its vocabulary is the small tokenizer's.
 Both are saved under the profile's ``models`` folder and loaded back by
-:func:`helpers.vqa.load_vqa` as a local folder. Their answers mean nothing.
+``helpers.weights.load_model(VQA, ...)`` as a local folder. Their answers mean nothing.
 
 What ``BlipForQuestionAnswering`` expects of its tokenizer and configuration (transformers 5):
 the questions are tokenised ``[CLS] ... [SEP]`` by a BERT tokenizer (``BlipProcessor``); the
