@@ -30,9 +30,18 @@
 profile = "quick"  # smoke | quick | full: see profiles/*.yaml
 
 # %%
-# Setup: puts the repository on the path (in Colab, clones it first), then starts the chapter.
-import os, sys; "google.colab" in sys.modules and os.system("test -d story-image-alignment || git clone -q --depth=1 https://github.com/story-align/story-image-alignment"); sys.path.insert(0, next(d for d in map(os.path.abspath, ["story-image-alignment", *("../" * n for n in range(9))]) if os.path.isdir(f"{d}/helpers")))
-from helpers.notebook import start; ctx = start(profile, chapter="09_ablations")
+# Setup: makes `helpers` importable here, or clones the repository first in Colab.
+import os, subprocess, sys
+from pathlib import Path
+
+if "google.colab" in sys.modules and not Path("story-image-alignment").exists():
+    subprocess.run(["git", "clone", "--depth=1", "https://github.com/story-align/story-image-alignment"], check=True)
+    os.chdir("story-image-alignment")
+sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "helpers").is_dir())))
+
+from helpers.notebook import start
+
+ctx = start(profile, chapter="09_ablations")
 
 # %% [markdown]
 # The imports the saved cells need (they open `helpers/ablations.py`). The feature, IO and
