@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-series", action="store_true", help="skip the cold and warm runs of the smoke series")
     parser.add_argument("--quick-series", action="store_true",
                         help="instead: run the whole quick profile's series once, cold, on synthetic data of the "
-                             "same shape with random weights (18 minutes on an idle 2-core CPU; README)")
+                             "same shape with random weights (its cost: README, What quick costs)")
     parser.add_argument("--out", type=Path, help="where to write the results (default: outputs/bench.json, "
                                                  "outputs/bench-quick.json with --quick-series)")
     args = parser.parse_args(argv)
